@@ -1,0 +1,34 @@
+# opmap: two commands do all set-up on a fresh machine.
+#   make rehearse  - create .venv if needed, then rehearse the paper's experiment on the twin
+#   make test      - create .venv if needed, then ruff, import-linter and pytest
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint rehearse bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python tools/stage_tree.py build/importlint
+
+test: lint
+	$(BIN)/python -m pytest
+
+rehearse: $(STAMP)
+	$(BIN)/opmap rehearse $(REHEARSE_ARGS)
+
+bench: $(STAMP)
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
