@@ -1,0 +1,172 @@
+"""The Tiled server configuration of an opmap installation, and its API key.
+
+The configuration is plain data (a ``dict`` in tiled's config-file layout), built from
+:class:`~opmap.settings.OpmapSettings` by :func:`server_config`, and written to disk as
+YAML by :func:`write_server_config` after the directories have been checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from opmap.settings import OpmapSettings
+
+__all__ = [
+    "JSON_SEQ_EXPORTER",
+    "VALIDATOR_ROUTER",
+    "check_directories",
+    "ensure_api_key",
+    "server_config",
+    "write_server_config",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Server-side exporter behind ``run.documents()`` (media type ``application/json-seq``).
+JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
+#: Router behind ``run.validate()`` (``/custom/validate/{path}``).
+VALIDATOR_ROUTER = "bluesky_tiled_plugins.routers.validator:router"
+
+_OWNER_ONLY = 0o600
+
+
+def check_directories(settings: OpmapSettings) -> None:
+    """Check, without writing anything, that every directory opmap writes can be written.
+
+    A directory that does not exist yet passes when its nearest existing ancestor is a
+    writable directory (it will be created there).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting (``data_dir``, ``detector_dir``, ...) and the offending path.
+    """
+    for name in ("data_dir", "detector_dir", "file_storage_dir", "backup_dir"):
+        path: Path = getattr(settings, name)
+        existing = path
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"{name} {path} cannot be created: {existing} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{name} {path} is not writable (no write permission on {existing})")
+
+
+def ensure_api_key(settings: OpmapSettings) -> str:
+    """Return the API key: the one given, else the one in ``api_key_file``, else a new one.
+
+    A new key (``secrets.token_hex(32)``) is written to ``settings.api_key_file`` with
+    owner-only permissions (0o600). An existing key file readable by others is refused.
+
+    Raises
+    ------
+    ValueError
+        When the key file is group/world accessible or does not hold a valid key.
+    """
+    if settings.api_key is not None:
+        return settings.api_key
+    path = settings.api_key_file
+    assert path is not None  # filled by OpmapSettings
+    if path.exists():
+        return _read_key_file(path)
+    key = secrets.token_hex(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL + mode at creation: the key is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _OWNER_ONLY)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(key + "\n")
+    logger.info("Generated a new Tiled API key in %s", path)
+    return key
+
+
+def _read_key_file(path: Path) -> str:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ValueError(
+            f"api_key_file {path} has mode {mode:#o}; it must be readable by its owner only "
+            f"(run `chmod 600 {path}`)"
+        )
+    key = path.read_text().strip()
+    try:
+        OpmapSettings(api_key=key)
+    except ValueError:
+        raise ValueError(
+            f"api_key_file {path} does not hold a valid key (16 to 256 letters and digits)"
+        ) from None
+    return key
+
+
+def server_config(settings: OpmapSettings, api_key: str) -> dict[str, Any]:
+    """Build the Tiled server configuration (tiled's config-file layout) as a ``dict``.
+
+    Parameters
+    ----------
+    settings : OpmapSettings
+        Paths, database URIs and address.
+    api_key : str
+        The single-user API key; anonymous access is disabled.
+
+    Returns
+    -------
+    dict
+        Keys ``trees`` (one catalog at ``/``), ``authentication``, ``media_types``,
+        ``routers`` and ``uvicorn``; validates against tiled's service-configuration
+        schema and ``tiled.config.Config``.
+    """
+    catalog_args = {
+        "uri": settings.catalog_uri,
+        "init_if_not_exists": True,
+        "writable_storage": [str(settings.file_storage_dir), settings.table_store_uri],
+        "readable_storage": [str(settings.detector_dir)],
+        "specs": [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}],
+    }
+    return {
+        "trees": [{"path": "/", "tree": "catalog", "args": catalog_args}],
+        "authentication": {"single_user_api_key": api_key, "allow_anonymous_access": False},
+        "media_types": {"BlueskyRun": {"application/json-seq": JSON_SEQ_EXPORTER}},
+        "routers": [VALIDATOR_ROUTER],
+        "uvicorn": {"host": settings.host, "port": settings.port},
+    }
+
+
+def write_server_config(settings: OpmapSettings) -> Path:
+    """Check the directories, create them, and write the Tiled config file (mode 0o600).
+
+    The file holds the API key, so it is readable by its owner only. An existing file is
+    replaced (it is derived data: the settings are the source).
+
+    Returns
+    -------
+    Path
+        ``settings.config_file``.
+
+    Raises
+    ------
+    ValueError
+        From :func:`check_directories` or :func:`ensure_api_key`, before anything is
+        written.
+    """
+    check_directories(settings)
+    key_file = settings.api_key_file
+    if settings.api_key is None and key_file is not None and key_file.exists():
+        _read_key_file(key_file)  # refuse a bad key file before writing anything
+    for name in ("data_dir", "detector_dir", "file_storage_dir", "backup_dir"):
+        getattr(settings, name).mkdir(parents=True, exist_ok=True)
+    config = server_config(settings, ensure_api_key(settings))
+    path = settings.config_file
+    assert path is not None  # filled by OpmapSettings
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _OWNER_ONLY)
+    with os.fdopen(fd, "w") as stream:
+        yaml.safe_dump(config, stream, sort_keys=False)
+    os.chmod(temporary, _OWNER_ONLY)
+    temporary.replace(path)
+    return path

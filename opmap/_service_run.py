@@ -1,0 +1,210 @@
+"""Running the Tiled service: in the foreground, in a subprocess, or in-process for tests.
+
+All three build the server from the same generated config file
+(:func:`~opmap._service_config.write_server_config`), so what a test exercises is what
+``opmap serve`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import httpx
+
+from opmap._service_config import ensure_api_key, write_server_config
+from opmap.settings import OpmapSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from tiled.client.container import Container
+
+__all__ = [
+    "ServerHandle",
+    "build_in_process_app",
+    "free_port",
+    "run_config_file",
+    "serve",
+    "start_server_subprocess",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def build_in_process_app(settings: OpmapSettings) -> FastAPI:
+    """Write the config of ``settings`` and build the Tiled ASGI app from it, in this process.
+
+    Use with ``tiled.client.Context.from_app(app)`` (tests, notebooks): no socket is opened.
+    """
+    return _app_from_config_file(write_server_config(settings))
+
+
+def _app_from_config_file(config_file: Path) -> FastAPI:
+    from tiled.config import parse_configs
+    from tiled.server.app import build_app_from_config
+
+    return build_app_from_config(parse_configs(config_file))
+
+
+def run_config_file(config_file: Path) -> None:
+    """Serve a generated Tiled config file with uvicorn in the foreground (until interrupted)."""
+    import uvicorn
+    from tiled.config import parse_configs
+    from tiled.server.app import build_app_from_config
+    from tiled.server.logging_config import LOGGING_CONFIG
+
+    config = parse_configs(config_file)
+    app = build_app_from_config(config)
+    uvicorn.run(app, log_config=LOGGING_CONFIG, **config.uvicorn)
+
+
+def serve(settings: OpmapSettings) -> None:
+    """Write the config and run the Tiled server in the foreground on ``settings.url``."""
+    config_file = write_server_config(settings)
+    logger.info("Serving Tiled on %s with %s", settings.url, config_file)
+    run_config_file(config_file)
+
+
+@dataclass
+class ServerHandle:
+    """A Tiled server running in a subprocess; a context manager that stops it on exit.
+
+    Attributes
+    ----------
+    settings : OpmapSettings
+        The settings it runs with (``port`` is the one actually bound).
+    api_key : str
+        The key clients send (``Authorization: Apikey KEY``).
+    process : subprocess.Popen
+        The server process.
+    log_file : Path
+        Its standard output and error.
+    """
+
+    settings: OpmapSettings
+    api_key: str = field(repr=False)
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        return self.settings.url
+
+    def client(self, **kwargs: Any) -> Container:
+        """A Tiled client of this server, authenticated with its API key."""
+        from tiled.client import from_uri
+
+        return from_uri(self.url, api_key=self.api_key, **kwargs)
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """Terminate the server (SIGTERM, then SIGKILL after ``timeout_s``); return its code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("Tiled server %s ignored SIGTERM; killing it", self.url)
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server_subprocess(
+    settings: OpmapSettings, *, port: int | None = None, startup_timeout_s: float = 60.0
+) -> ServerHandle:
+    """Start the Tiled server of ``settings`` in a subprocess and wait until it answers.
+
+    Parameters
+    ----------
+    settings : OpmapSettings
+        What to serve; its ``port`` is replaced by ``port`` or a free one.
+    port : int, optional
+        Port to bind; default: a free port chosen by the OS.
+    startup_timeout_s : float
+        How long to wait for the first answer, in seconds (> 0).
+
+    Returns
+    -------
+    ServerHandle
+        Use as ``with start_server_subprocess(settings) as server: ...``.
+
+    Raises
+    ------
+    ValueError
+        For bad settings or a non-positive timeout, before anything is started.
+    RuntimeError
+        When the server exits or does not answer in time (its log is quoted).
+    """
+    if not startup_timeout_s > 0:
+        raise ValueError(f"startup_timeout_s must be > 0 s; got {startup_timeout_s}")
+    chosen = port if port is not None else free_port(settings.host)
+    settings = OpmapSettings.model_validate(settings.model_dump() | {"port": chosen})
+    config_file = write_server_config(settings)
+    assert settings.data_dir is not None
+    log_file = settings.data_dir / "tiled-server.log"
+    command = [sys.executable, "-m", "opmap._service_run", str(config_file)]
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    handle = ServerHandle(settings, ensure_api_key(settings), process, log_file)
+    try:
+        _wait_until_answering(handle, startup_timeout_s)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+def _wait_until_answering(handle: ServerHandle, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{handle.url}/api/v1/", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        try:  # waiting on the process doubles as the poll interval
+            handle.process.wait(0.1)
+        except subprocess.TimeoutExpired:
+            continue
+        raise RuntimeError(
+            f"Tiled server exited with code {handle.process.returncode}:\n"
+            + _tail(handle.log_file)
+        )
+    raise RuntimeError(
+        f"Tiled server did not answer on {handle.url} within {timeout_s} s:\n"
+        + _tail(handle.log_file)
+    )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+if __name__ == "__main__":
+    run_config_file(Path(sys.argv[1]))

@@ -1,0 +1,53 @@
+"""The opmap Tiled service: config generation, API key, and ways to run the server.
+
+``opmap serve`` starts a Tiled server from a generated config file: a SQLite catalog
+(PostgreSQL for several writers), DuckDB event tables, file storage, the detector
+directory readable in place, bluesky-tiled-plugins' document exporter and validation
+router, and a required API key. The server binds to 127.0.0.1 unless told otherwise.
+
+Examples
+--------
+Generate the config without starting anything::
+
+    from opmap.settings import OpmapSettings
+    from opmap.service import write_server_config
+
+    path = write_server_config(OpmapSettings(data_dir="beamtime-2026"))
+
+Serve in a subprocess for the length of a rehearsal::
+
+    with start_server_subprocess(OpmapSettings(data_dir="rehearsal")) as server:
+        client = server.client()
+"""
+
+from opmap._service_config import (
+    JSON_SEQ_EXPORTER,
+    VALIDATOR_ROUTER,
+    check_directories,
+    ensure_api_key,
+    server_config,
+    write_server_config,
+)
+from opmap._service_run import (
+    ServerHandle,
+    build_in_process_app,
+    free_port,
+    run_config_file,
+    serve,
+    start_server_subprocess,
+)
+
+__all__ = [
+    "JSON_SEQ_EXPORTER",
+    "VALIDATOR_ROUTER",
+    "ServerHandle",
+    "build_in_process_app",
+    "check_directories",
+    "ensure_api_key",
+    "free_port",
+    "run_config_file",
+    "serve",
+    "server_config",
+    "start_server_subprocess",
+    "write_server_config",
+]

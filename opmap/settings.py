@@ -1,0 +1,210 @@
+"""Settings of an opmap installation: where data live and how the Tiled service is reached.
+
+One frozen :class:`OpmapSettings` holds every path and address the service needs. Paths
+that are not given explicitly default to places under ``data_dir`` (``./opmap-data``
+relative to the working directory unless chosen otherwise). Constructing the settings
+only validates and resolves names; nothing is read or written until the service uses
+them, and this module keeps no global state.
+
+Examples
+--------
+>>> s = OpmapSettings(data_dir="/srv/opmap", port=8123)
+>>> str(s.detector_dir)
+'/srv/opmap/detector'
+>>> s.catalog_uri
+'sqlite:////srv/opmap/catalog.db'
+>>> s.url
+'http://127.0.0.1:8123'
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["DEFAULT_DATA_DIR", "OpmapSettings"]
+
+#: The data directory used when none is chosen, relative to the working directory.
+DEFAULT_DATA_DIR = Path("opmap-data")
+
+_API_KEY_PATTERN = re.compile(r"[A-Za-z0-9]{16,256}")
+_CATALOG_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+asyncpg://")
+_TABLE_SCHEMES = ("duckdb:///", "sqlite:///", "postgresql://")
+_PATH_FIELDS = (
+    "data_dir",
+    "detector_dir",
+    "file_storage_dir",
+    "backup_dir",
+    "api_key_file",
+    "config_file",
+)
+
+
+class OpmapSettings(BaseModel):
+    """Paths, database URIs and network address of one opmap installation.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Root of everything opmap writes; default ``./opmap-data``. Made absolute.
+    detector_dir : Path, optional
+        Where detectors write HDF5 frames; the Tiled server reads them there in place.
+        Default ``data_dir / "detector"``.
+    file_storage_dir : Path, optional
+        Tiled's writable file storage (arrays written through Tiled).
+        Default ``data_dir / "tiled-files"``.
+    backup_dir : Path, optional
+        Where the TiledWriter saves a run as JSON lines when the server fails.
+        Default ``data_dir / "backup"``.
+    catalog_uri : str, optional
+        Tiled catalog database: ``sqlite:///ABS/catalog.db`` (default, one writer) or
+        ``postgresql://user:pw@host/db`` for several writers (stored as
+        ``postgresql+asyncpg://``).
+    table_store_uri : str, optional
+        SQL store of the event tables: ``duckdb:///ABS/tables.duckdb`` (default),
+        ``sqlite:///ABS/...`` or ``postgresql://...``.
+    host : str
+        Interface the server binds to; default ``127.0.0.1`` (this machine only).
+    port : int
+        TCP port of the server, 1–65535; default 8000.
+    api_key : str, optional
+        The single-user API key (16–256 letters and digits). When absent, the key is read
+        from ``api_key_file`` or generated there.
+    api_key_file : Path, optional
+        File holding the API key, owner-only permissions. Default ``data_dir / "api-key"``.
+    config_file : Path, optional
+        The generated Tiled server configuration. Default ``data_dir / "tiled-config.yml"``.
+    """
+
+    # hide_input_in_errors: a rejected api_key or database password never reaches a log.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    detector_dir: Path | None = None
+    file_storage_dir: Path | None = None
+    backup_dir: Path | None = None
+    catalog_uri: str | None = None
+    table_store_uri: str | None = None
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: str | None = Field(default=None, repr=False)
+    api_key_file: Path | None = None
+    config_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_defaults(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        filled = dict(values)
+        data_dir = Path(filled.get("data_dir") or DEFAULT_DATA_DIR).absolute()
+        filled["data_dir"] = data_dir
+        defaults = {
+            "detector_dir": data_dir / "detector",
+            "file_storage_dir": data_dir / "tiled-files",
+            "backup_dir": data_dir / "backup",
+            "api_key_file": data_dir / "api-key",
+            "config_file": data_dir / "tiled-config.yml",
+            "catalog_uri": f"sqlite:///{data_dir / 'catalog.db'}",
+            "table_store_uri": f"duckdb:///{data_dir / 'tables.duckdb'}",
+        }
+        for name, default in defaults.items():
+            if filled.get(name) is None:
+                filled[name] = default
+        return filled
+
+    @field_validator(*_PATH_FIELDS)
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).absolute()
+
+    @field_validator("catalog_uri")
+    @classmethod
+    def _check_catalog_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(_CATALOG_SCHEMES):
+            raise ValueError(
+                f"catalog_uri must start with one of {', '.join(_CATALOG_SCHEMES)}; "
+                f"got {_redact(value)!r}"
+            )
+        if value.startswith("postgresql://"):
+            return "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("table_store_uri")
+    @classmethod
+    def _check_table_store_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_TABLE_SCHEMES):
+            raise ValueError(
+                f"table_store_uri must start with one of {', '.join(_TABLE_SCHEMES)}; "
+                f"got {_redact(value)!r}"
+            )
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: str | None) -> str | None:
+        if value is not None and not _API_KEY_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"api_key must be 16 to 256 letters and digits [A-Za-z0-9]; got {len(value)} "
+                "characters (generate one with `python -c 'import secrets; "
+                "print(secrets.token_hex(32))'`)"
+            )
+        return value
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server as clients reach it, e.g. ``http://127.0.0.1:8000``."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def uses_postgresql(self) -> bool:
+        """True when the catalog lives in PostgreSQL (several writers allowed)."""
+        return str(self.catalog_uri).startswith("postgresql")
+
+    @classmethod
+    def from_toml(cls, path: Path | str, *, table: str | None = None) -> Self:
+        """Load settings from a TOML file; relative paths are taken from the file's folder.
+
+        Parameters
+        ----------
+        path : Path or str
+            The TOML file.
+        table : str, optional
+            Dotted name of the table holding the settings (e.g. ``"opmap.service"``);
+            default: the whole document.
+
+        Raises
+        ------
+        ValueError
+            When the file does not parse, the table is missing, or a field is unknown or
+            out of range (the message names the field).
+        """
+        path = Path(path)
+        with path.open("rb") as stream:
+            try:
+                document: dict[str, Any] = tomllib.load(stream)
+            except tomllib.TOMLDecodeError as error:
+                raise ValueError(f"settings file {path} is not valid TOML: {error}") from None
+        for key in table.split(".") if table else ():
+            if not isinstance(document.get(key), dict):
+                raise ValueError(f"settings file {path} has no table [{table}]")
+            document = document[key]
+        base = path.absolute().parent
+        values = {
+            name: base / value if name in _PATH_FIELDS and isinstance(value, str) else value
+            for name, value in document.items()
+        }
+        return cls.model_validate(values)
+
+
+def _redact(uri: str) -> str:
+    """Hide a password in ``scheme://user:password@host`` before it goes into a message."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", uri)
