@@ -1,0 +1,129 @@
+"""Writing runs into Tiled: bluesky-tiled-plugins' ``TiledWriter`` plus a check after ``stop``.
+
+:class:`ValidatedTiledWriter` forwards every document to a ``TiledWriter`` (which backs a
+failing run up as JSON lines in ``backup_directory``) and, once the ``stop`` document is
+written, asks the server to validate the run (``BlueskyRunV3.validate``, served by the
+``bluesky_tiled_plugins.routers.validator`` router). Validation fixes what the documents
+declared differently from the files, e.g. the ophyd-async ``(N, 1, H, W)`` detector shape
+of frames stored ``(N, H, W)``, so clients read the shape that is on disk.
+
+Writing errors are not wrapped: they propagate to the RunEngine as bluesky intends. A run
+that fails validation is logged at ERROR with its uid, and raised as
+:class:`RunValidationError` when ``raise_on_invalid`` is set.
+
+Examples
+--------
+::
+
+    from tiled.client import from_uri
+    from opmap.callbacks.tiled_writer import ValidatedTiledWriter
+
+    client = from_uri("http://127.0.0.1:8000", api_key=KEY)
+    RE.subscribe(ValidatedTiledWriter(client, backup_directory="opmap-data/backup"))
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from bluesky_tiled_plugins import TiledWriter
+from bluesky_tiled_plugins.writing.validator import ValidationException
+from tiled.client.base import BaseClient
+
+__all__ = ["RunValidationError", "ValidatedTiledWriter", "validate_run"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunValidationError(RuntimeError):
+    """A run in Tiled does not match its data files (raised only on request)."""
+
+
+def validate_run(client: BaseClient, run_uid: str, *, raise_on_invalid: bool = False) -> bool:
+    """Validate one run on the server, fixing declared shapes to match the files.
+
+    Parameters
+    ----------
+    client : tiled.client.base.BaseClient
+        The catalog of runs (the node the TiledWriter writes into).
+    run_uid : str
+        The run's start uid.
+    raise_on_invalid : bool
+        Raise :class:`RunValidationError` instead of only logging an invalid run.
+
+    Returns
+    -------
+    bool
+        True when the run is valid (possibly after fixes, which are logged at INFO);
+        False when it is invalid, missing, or was abandoned without its ``stop``
+        document (the TiledWriter then saved it to its backup directory).
+    """
+    try:
+        run = client[run_uid]
+    except KeyError:
+        run = None
+    if run is None or not run.metadata.get("stop"):
+        # TiledWriter abandons a run the server rejected and saves it to its backup.
+        return _invalid(run_uid, "is missing or has no stop document in Tiled", raise_on_invalid)
+    with warnings.catch_warnings(record=True) as notes:
+        # The client reports each fix as a warning; they become log records with the uid.
+        warnings.simplefilter("always")
+        try:
+            run.validate(fix_errors=True, try_reading=True, raise_on_error=True)
+        except ValidationException as error:
+            return _invalid(run_uid, f"failed validation: {error}", raise_on_invalid)
+    for note in notes:
+        logger.info("Run %s: %s", run_uid, note.message)
+    return True
+
+
+def _invalid(run_uid: str, problem: str, raise_on_invalid: bool) -> bool:
+    logger.error("Run %s %s", run_uid, problem)
+    if raise_on_invalid:
+        raise RunValidationError(f"run {run_uid} {problem}")
+    return False
+
+
+class ValidatedTiledWriter:
+    """Document callback: write runs with ``TiledWriter``, validate each after ``stop``.
+
+    Parameters
+    ----------
+    client : tiled.client.base.BaseClient
+        Writable catalog of runs on the opmap Tiled server.
+    backup_directory : Path or str, optional
+        Where a run the server rejects is saved as JSON lines (created if needed).
+    raise_on_invalid : bool
+        Raise :class:`RunValidationError` (in the RunEngine thread, after ``stop``) when a
+        run fails validation; default: log it at ERROR.
+    batch_size : int, optional
+        Events or stream datums buffered per write (>= 1); 1 makes each visible at once.
+        Default: the TiledWriter's (everything is flushed at ``stop`` at the latest).
+    """
+
+    def __init__(
+        self,
+        client: BaseClient,
+        *,
+        backup_directory: Path | str | None = None,
+        raise_on_invalid: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if backup_directory is not None:
+            Path(backup_directory).mkdir(parents=True, exist_ok=True)
+        self.client = client
+        self.raise_on_invalid = raise_on_invalid
+        backup = None if backup_directory is None else str(backup_directory)
+        options = {} if batch_size is None else {"batch_size": batch_size}
+        self.writer = TiledWriter(client, backup_directory=backup, **options)
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        """Write one document; after a ``stop`` document, validate that run."""
+        self.writer(name, doc)
+        if name == "stop":
+            validate_run(self.client, doc["run_start"], raise_on_invalid=self.raise_on_invalid)
