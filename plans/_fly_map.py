@@ -1,0 +1,126 @@
+"""`fly_map`: a 2-D map as fly lines in x stepped in z, one run, one checkpoint per line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.utils import MsgGenerator
+
+from ._geometry import MapGeometry, fly_line
+from ._stubs import (
+    FRAMES_STREAM,
+    FlyAxis,
+    FlyDetector,
+    LineBook,
+    StepAxis,
+    fly_line_stub,
+    prepare_line,
+)
+
+
+def map_lines(
+    detector: FlyDetector,
+    stage_x: FlyAxis,
+    stage_z: StepAxis,
+    geometry: MapGeometry,
+    *,
+    after_line: Callable[[int], MsgGenerator[None]] | None = None,
+) -> MsgGenerator[None]:
+    """Fly every line of ``geometry`` inside an open run (a stub: opens no run).
+
+    The detector must be staged. The first line's prepare comes before the ``primary``
+    stream is declared (the detector describes its frames only once prepared).
+
+    Parameters
+    ----------
+    detector, stage_x, stage_z
+        Frame detector, fly axis (µm), step axis (µm).
+    geometry
+        The map.
+    after_line
+        Called with the line index after each completed line (e.g. to collect the
+        potentiostat buffer); part of the line's checkpoint unit.
+    """
+    book = LineBook(detector)
+    yield from prepare_line(detector, stage_x, fly_line(geometry, 0), geometry.exposure_s)
+    yield from bps.declare_stream(detector, name=FRAMES_STREAM, collect=True)
+    for index in range(geometry.z_count):
+        line = fly_line(geometry, index)
+        yield from fly_line_stub(detector, stage_x, stage_z, line, geometry.exposure_s, book)
+        if after_line is not None:
+            yield from after_line(index)
+
+
+def map_metadata(
+    plan_name: str,
+    detector: FlyDetector,
+    stage_x: FlyAxis,
+    stage_z: StepAxis,
+    geometry: MapGeometry,
+) -> dict[str, Any]:
+    """Standard start-document metadata of a map run, without the user's ``md``."""
+    return {
+        "plan_name": plan_name,
+        "plan_args": {
+            "detector": repr(detector),
+            "stage_x": repr(stage_x),
+            "stage_z": repr(stage_z),
+            "geometry": geometry.model_dump(),
+        },
+        "detectors": [detector.name],
+        "motors": [stage_x.name, stage_z.name],
+        "map_shape": [geometry.z_count, geometry.x_count],
+        "map_geometry": geometry.model_dump(),
+        "hints": {"dimensions": [([stage_z.name, stage_x.name], FRAMES_STREAM)]},
+    }
+
+
+def fly_map(
+    detector: FlyDetector,
+    stage_x: FlyAxis,
+    stage_z: StepAxis,
+    geometry: MapGeometry,
+    *,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[str]:
+    """Fly a 2-D diffraction map: one continuous x line per z, frames streamed to file.
+
+    One run. Each line is a checkpoint: a pause or a suspender re-takes the interrupted line
+    whole. Frames go to the ``primary`` stream; one event per completed line goes to the
+    ``lines`` stream and names the valid frames and their x centres, so frames of an
+    aborted attempt are marked, never doubled (see `opmap.plans._stubs`).
+
+    Parameters
+    ----------
+    detector
+        Stream-asset detector, prepared per line with ``TriggerInfo(number_of_events=x_count,
+        livetime=exposure_s)``.
+    stage_x
+        Fly axis in µm, prepared with a `FlyMotorInfo` (its run-up comes from its own
+        acceleration time).
+    stage_z
+        Step axis in µm.
+    geometry
+        The map (validated on construction).
+    md
+        Extra start-document metadata.
+
+    Returns
+    -------
+    str
+        The run uid (``None`` in a simulator).
+    """
+    if not isinstance(geometry, MapGeometry):
+        raise TypeError(f"geometry must be a MapGeometry, not {type(geometry).__name__}")
+    _md = map_metadata("fly_map", detector, stage_x, stage_z, geometry)
+    _md.update(md or {})
+
+    @bpp.stage_decorator([detector])
+    @bpp.run_decorator(md=_md)
+    def inner() -> MsgGenerator[None]:
+        yield from map_lines(detector, stage_x, stage_z, geometry)
+
+    return (yield from inner())

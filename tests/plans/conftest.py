@@ -1,0 +1,80 @@
+"""Fixtures for plan tests: one RunEngine, ophyd-async sim devices, a potentiostat double."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from bluesky.run_engine import RunEngine
+from event_model import schema_validators
+from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
+from ophyd_async.sim import SimBlobDetector, SimMotor
+
+from opmap.plans import MapGeometry
+
+from ._doubles import FakePotentiostat
+
+SMALL_MAP = MapGeometry(
+    z_start_um=2.0, z_step_um=1.0, z_count=3, x_stop_um=50.0, x_count=5, exposure_s=0.01
+)
+
+
+class DocumentLog:
+    """Collects (name, doc) pairs and validates each against the event-model schema."""
+
+    def __init__(self) -> None:
+        self.docs: list[tuple[str, dict]] = []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        schema_validators[_doc_type(name)].validate(doc)
+        self.docs.append((name, doc))
+
+    def of(self, name: str) -> list[dict]:
+        return [doc for n, doc in self.docs if n == name]
+
+    def events_by_stream(self) -> dict[str, list[dict]]:
+        streams = {d["uid"]: d["name"] for d in self.of("descriptor")}
+        out: dict[str, list[dict]] = defaultdict(list)
+        for doc in self.of("event"):
+            out[streams[doc["descriptor"]]].append(doc)
+        return out
+
+
+def _doc_type(name: str):
+    from event_model import DocumentNames
+
+    return DocumentNames[name]
+
+
+@pytest.fixture
+def RE():
+    engine = RunEngine(call_returns_result=True)
+    yield engine
+    if engine.state != "idle":
+        engine.halt()
+
+
+@pytest.fixture
+def docs(RE) -> DocumentLog:
+    log = DocumentLog()
+    RE.subscribe(log)
+    return log
+
+
+@pytest.fixture
+def devices(RE, tmp_path: Path):
+    path_provider = StaticPathProvider(UUIDFilenameProvider(), tmp_path)
+    with init_devices():
+        det = SimBlobDetector(path_provider)
+        stage_x = SimMotor(instant=False, units="um")
+        stage_z = SimMotor(units="um")
+        potentiostat = FakePotentiostat()
+    RE(_configure_x(stage_x))
+    return det, stage_x, stage_z, potentiostat
+
+
+def _configure_x(stage_x: SimMotor):
+    import bluesky.plan_stubs as bps
+
+    yield from bps.mv(stage_x.acceleration_time, 0.01)

@@ -1,0 +1,33 @@
+"""fly_map on ophyd-async sim devices through a real RunEngine."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from opmap.plans import fly_map
+
+from .conftest import SMALL_MAP
+
+
+def _line_records(docs):
+    return docs.events_by_stream()["lines"]
+
+
+def test_fly_map_announces_every_frame_once_with_its_x(RE, docs, devices):
+    det, stage_x, stage_z, _ = devices
+    result = RE(fly_map(det, stage_x, stage_z, SMALL_MAP, md={"sample": "cell A"}))
+    assert result.exit_status == "success"
+    (start,) = docs.of("start")
+    assert start["plan_name"] == "fly_map" and start["sample"] == "cell A"
+    datums = [d for d in docs.of("stream_datum") if d["descriptor"]]
+    frames = {d["stream_resource"]: 0 for d in datums}
+    for d in datums:
+        frames[d["stream_resource"]] += d["indices"]["stop"] - d["indices"]["start"]
+    assert sorted(frames.values()) == [15, 15]  # image and sum, 3 lines x 5 frames
+    lines = _line_records(docs)
+    assert [e["data"]["line_index"] for e in lines] == [0, 1, 2]
+    assert [e["data"]["line_first_frame"] for e in lines] == [0, 5, 10]
+    assert [e["data"]["stage_z"] for e in lines] == [2.0, 3.0, 4.0]
+    np.testing.assert_allclose(lines[0]["data"]["line_x_um"], [5, 15, 25, 35, 45])
+    (stop,) = docs.of("stop")
+    assert stop["num_events"] == {"primary": 15, "lines": 3}
