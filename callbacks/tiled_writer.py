@@ -74,7 +74,8 @@ def validate_run(client: BaseClient, run_uid: str, *, raise_on_invalid: bool = F
         try:
             run.validate(fix_errors=True, try_reading=True, raise_on_error=True)
         except ValidationException as error:
-            return _invalid(run_uid, f"failed validation: {error}", raise_on_invalid)
+            reason = error.args[0] if error.args else error
+            return _invalid(run_uid, f"failed validation: {reason}", raise_on_invalid)
     for note in notes:
         logger.info("Run %s: %s", run_uid, note.message)
     return True
