@@ -1,0 +1,156 @@
+"""Simulated potentiostat: the twin's electrochemistry sampled on the simulation clock.
+
+Whenever the device is read, collected or polled, the model is first sampled at every
+multiple of ``sample_interval_s`` not yet recorded (so the buffer has no gaps), then advanced
+to the clock's current time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol as TypingProtocol
+
+from opmap.devices._protocol import Protocol, SafetyWindow, Technique
+from opmap.devices.potentiostat import Potentiostat, PotentiostatSample, PotentiostatStatus
+
+from ._clock import SimClock
+
+__all__ = ["ElectrochemModel", "ElectrochemStateLike", "SimPotentiostat", "SimPotentiostatDriver"]
+
+
+class ElectrochemStateLike(TypingProtocol):
+    """The fields of the twin's ``ElectrochemState`` this backend reads."""
+
+    time_s: float
+    potential_v: float
+    current_a: float
+    charge_c: float
+    step_index: int
+    step_label: str
+    technique: Technique
+    protocol_done: bool
+
+
+class ElectrochemModel(TypingProtocol):
+    """The electrochemistry model (``CellElectrochemistry`` of the twin)."""
+
+    def start_protocol(self, protocol: Protocol, window: SafetyWindow) -> None: ...
+    def stop_protocol(self) -> None: ...
+    def advance_to(self, time_s: float) -> None: ...
+    @property
+    def state(self) -> ElectrochemStateLike: ...
+
+
+class SimPotentiostatDriver:
+    """`PotentiostatDriver` over an `ElectrochemModel` and a `SimClock`.
+
+    Parameters
+    ----------
+    model
+        The electrochemistry model.
+    clock
+        Shared simulation clock.
+    sample_interval_s
+        Buffer sampling period (s of experiment time, > 0).
+    poll_period_s
+        Clock step while waiting for the protocol's end (s, > 0).
+    """
+
+    def __init__(
+        self,
+        model: ElectrochemModel,
+        clock: SimClock,
+        *,
+        sample_interval_s: float = 1.0,
+        poll_period_s: float = 10.0,
+    ) -> None:
+        for name, value in (
+            ("sample_interval_s", sample_interval_s),
+            ("poll_period_s", poll_period_s),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value} must be a finite time > 0 s")
+        self.model = model
+        self.clock = clock
+        self.sample_interval_s = sample_interval_s
+        self.poll_period_s = poll_period_s
+        self._protocol: Protocol | None = None
+        self._window: SafetyWindow | None = None
+        self._start_s = 0.0
+        self._next_index = 0
+        self._running = False
+        self._pending: list[PotentiostatSample] = []
+
+    async def load(self, protocol: Protocol, window: SafetyWindow) -> None:
+        self._protocol, self._window = protocol, window
+
+    async def start(self) -> None:
+        if self._protocol is None or self._window is None:
+            raise RuntimeError("no protocol loaded")
+        self._catch_up()
+        self._start_s = self.clock.now_s()
+        self.model.start_protocol(self._protocol, self._window)
+        self._running = True
+
+    async def stop(self) -> None:
+        self._catch_up()
+        self.model.stop_protocol()
+        self._running = False
+
+    async def status(self) -> PotentiostatStatus:
+        self._catch_up()
+        state = self.model.state
+        return PotentiostatStatus(
+            sample=_sample(state),
+            elapsed_s=state.time_s - self._start_s if self._running else 0.0,
+            step_label=state.step_label,
+            technique=state.technique,
+            protocol_done=state.protocol_done,
+        )
+
+    async def drain(self) -> Sequence[PotentiostatSample]:
+        self._catch_up()
+        samples, self._pending = self._pending, []
+        return samples
+
+    async def wait_done(self) -> None:
+        while not (await self.status()).protocol_done:
+            await self.clock.sleep(self.poll_period_s)
+
+    def _catch_up(self) -> None:
+        # Sample every grid time k * interval <= now before advancing to now: the model
+        # only moves forward, so samples must be taken on the way.
+        now_s = self.clock.now_s()
+        while self._next_index * self.sample_interval_s <= now_s:
+            t_s = self._next_index * self.sample_interval_s
+            self.model.advance_to(t_s)
+            self._pending.append(_sample(self.model.state))
+            self._next_index += 1
+        self.model.advance_to(now_s)
+
+
+def _sample(state: ElectrochemStateLike) -> PotentiostatSample:
+    return PotentiostatSample(
+        time_s=state.time_s,
+        potential_v=state.potential_v,
+        current_a=state.current_a,
+        charge_c=state.charge_c,
+        step_index=state.step_index,
+    )
+
+
+class SimPotentiostat(Potentiostat):
+    """`Potentiostat` on the twin's electrochemistry (see `SimPotentiostatDriver`)."""
+
+    def __init__(
+        self,
+        model: ElectrochemModel,
+        clock: SimClock,
+        window: SafetyWindow | None = None,
+        *,
+        sample_interval_s: float = 1.0,
+        name: str = "",
+    ) -> None:
+        driver = SimPotentiostatDriver(model, clock, sample_interval_s=sample_interval_s)
+        super().__init__(driver, window, name=name)
