@@ -1,0 +1,116 @@
+"""Lattice parameters, Li calibration, maps and the biphasic front against known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import erfc
+
+from opmap.analysis.fitting import fit_gaussian, fit_two_gaussians
+from opmap.analysis.lattice import (
+    LiCalibration,
+    a_from_q110,
+    biphasic_front,
+    biphasic_maps,
+    c_from_q003,
+    frames_to_maps,
+    lattice_maps,
+    li_fraction_from_c,
+)
+
+
+def test_c_and_a_from_q_match_domain_table():
+    c, c_err = c_from_q003(np.array([1.3464, 1.3163]), np.array([1e-4, 1e-4]))
+    np.testing.assert_allclose(c, [14.00, 14.32], atol=2e-3)
+    # σc = c·σq/q: 1e-4 Å⁻¹ on (003) is ~1 mÅ on c
+    np.testing.assert_allclose(c_err, c * 1e-4 / np.array([1.3464, 1.3163]), rtol=1e-12)
+    a, _ = a_from_q110(np.array([4.482]))
+    assert a[0] == pytest.approx(2.8035, abs=3e-4)
+
+
+def test_paper_calibration_reproduces_its_anchor_points_and_is_continuous():
+    x, _ = li_fraction_from_c(np.array([14.43, 14.21, 14.03]))
+    np.testing.assert_allclose(x, [0.45, 0.75, 1.0], atol=6e-3)
+    cal = LiCalibration()
+    c_sw = cal.c_switch_angstrom
+    below, _ = li_fraction_from_c(np.array([c_sw - 1e-9, c_sw + 1e-9]))
+    assert abs(below[0] - below[1]) < 2e-3  # the two lines meet at the switch
+
+
+def test_custom_calibration_and_error_propagation():
+    cal = LiCalibration(metallic_intercept=10.0, metallic_slope_per_angstrom=0.5)
+    x, x_err = li_fraction_from_c(np.array([19.0]), np.array([0.01]), calibration=cal)
+    assert x[0] == pytest.approx(0.5)
+    assert x_err[0] == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="x_switch"):
+        LiCalibration(x_switch=1.5)
+    with pytest.raises(TypeError, match="bogus"):
+        LiCalibration(bogus=1.0)  # type: ignore[call-arg]
+
+
+def test_frames_to_maps_snake_and_bad_count():
+    maps = frames_to_maps(np.arange(12), n_z=2, n_x=3, snake=True)
+    assert maps.shape == (2, 2, 3)
+    assert maps[1].tolist() == [[6, 7, 8], [11, 10, 9]]
+    with pytest.raises(ValueError, match="multiple of n_z"):
+        frames_to_maps(np.arange(7), n_z=2, n_x=3)
+
+
+def test_lattice_maps_recover_c_a_and_x_per_pixel():
+    rng = np.random.default_rng(0)
+    n_z, n_x = 4, 5
+    c_true = rng.uniform(14.0, 14.4, n_z * n_x)
+    q003 = np.linspace(1.28, 1.37, 46)
+    y = 300 * np.exp(-0.5 * ((q003 - 6 * np.pi / c_true[:, None]) / 0.004) ** 2) + 10
+    fits = {"perp": fit_gaussian(y + rng.normal(0, 1, y.shape), q003)}
+    maps = lattice_maps(fits, n_z=n_z, n_x=n_x)
+    c_map = maps.c_angstrom["perp"][0]
+    np.testing.assert_allclose(c_map, c_true.reshape(n_z, n_x), atol=2e-3)
+    pull = (c_map - c_true.reshape(n_z, n_x)) / maps.c_err_angstrom["perp"][0]
+    assert np.all(np.abs(pull) < 5)
+    x_expected, _ = li_fraction_from_c(c_true)
+    np.testing.assert_allclose(maps.x_li["perp"][0], x_expected.reshape(n_z, n_x), atol=4e-3)
+
+
+def test_biphasic_maps_give_rich_fraction_and_mean_c():
+    q = np.linspace(1.30, 1.38, 41)
+    rich = np.array([0.2, 0.5, 0.8, 1.0])
+
+    def g(c):
+        return np.exp(-0.5 * ((q - 6 * np.pi / c) / 0.003) ** 2)
+
+    y = 100 * (rich[:, None] * g(14.0) + (1 - rich[:, None]) * g(14.13)) + 5
+    fit = fit_two_gaussians(y, q, positions_q=(6 * np.pi / 14.13, 6 * np.pi / 14.0),
+                            fix_positions=True)  # fmt: skip
+    maps = biphasic_maps({"perp": fit}, n_z=2, n_x=2)
+    np.testing.assert_allclose(maps.rich_fraction["perp"].ravel(), rich, atol=1e-6)
+    c_mean = rich * 14.0 + (1 - rich) * 14.13
+    np.testing.assert_allclose(maps.c_mean_angstrom["perp"].ravel(), c_mean, atol=1e-6)
+    x, _ = li_fraction_from_c(c_mean)
+    np.testing.assert_allclose(maps.x_li["perp"].ravel(), x)
+
+
+def test_front_speed_and_width_from_moving_noisy_erf_front_within_5_percent():
+    rng = np.random.default_rng(1)
+    z = np.arange(0.5, 20.0, 1.0)  # cathode pixel centres (µm)
+    t = np.arange(0.0, 1500.0, 150.0)  # 10 maps, 150 s apart
+    v_true_nm_s, w_sigma_um = -10.0, 6.0 / 2.5631  # 10 nm/s downward, 6 µm 10-90 width
+    z0 = 18.0 + v_true_nm_s * 1e-3 * t
+    f = 0.5 * erfc((z[None, :] - z0[:, None]) / (np.sqrt(2) * w_sigma_um))
+    frac = np.repeat(f[:, :, None], 49, axis=2) + rng.normal(0, 0.1, (t.size, z.size, 49))
+    frac[:, :, :3] = np.nan  # columns outside the cathode
+    res = biphasic_front(frac, z_um=z, time_s=t)
+    assert np.all(np.isfinite(res.position_um))
+    np.testing.assert_allclose(res.position_um, z0, atol=0.1)
+    assert res.velocity_nm_per_s == pytest.approx(v_true_nm_s, rel=0.05)
+    assert res.velocity_err_nm_per_s < 0.5
+    np.testing.assert_allclose(res.width_um, 6.0, rtol=0.1)
+
+
+def test_front_is_nan_when_the_profile_never_crosses_one_half():
+    z = np.arange(20.0)
+    frac = np.full((3, 20, 2), 0.9)
+    res = biphasic_front(frac, z_um=z, time_s=np.array([0.0, 1.0, 2.0]))
+    assert np.all(np.isnan(res.position_um)) and np.isnan(res.velocity_nm_per_s)
+    with pytest.raises(ValueError, match="rich_fraction must be"):
+        biphasic_front(frac, z_um=z[:5], time_s=np.array([0.0, 1.0, 2.0]))
