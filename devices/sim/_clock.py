@@ -110,6 +110,10 @@ class SimClock:
         finally:
             self._remove(entry)
 
+    async def sleep_until(self, time_s: float) -> None:
+        """Wait until experiment time ``time_s`` (returns at once if already past)."""
+        await self.sleep(max(0.0, time_s - self.now_s()))
+
     async def _wait_for_turn(self, entry: tuple[float, int]) -> None:
         # Discrete-event rule: only the earliest deadline may move the clock. Yield first so
         # tasks started together can register theirs.

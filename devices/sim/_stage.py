@@ -119,8 +119,8 @@ class SimAxisLogic(MovableLogic[float], FlyableLogic[FlyMotorInfo, _FlyCtx]):
 
     async def on_kickoff(self, ctx: _FlyCtx) -> _FlyCtx:
         accel_s = await self.axis.acceleration_time.get_value()
-        target = ctx.info.ramp_down_end_pos(accel_s)
-        ctx.task = asyncio.ensure_future(self.axis.run_move(target))
+        traj = await self.axis.begin_move(ctx.info.ramp_down_end_pos(accel_s))
+        ctx.task = asyncio.ensure_future(self.axis.follow(traj))
         await self.axis.clock.sleep(accel_s)  # return once at constant speed
         return ctx
 
@@ -211,23 +211,29 @@ class SimAxis(StandardMovable[float], StandardFlyable[FlyMotorInfo, _FlyCtx], St
         self.soft_limits.check(info.ramp_down_end_pos(accel_s), "fly run-down end")
 
     async def run_move(self, target_um: float, velocity_um_s: float | None = None) -> None:
-        """Move to ``target_um`` on the clock, updating the readback every 0.1 s."""
+        """Move to ``target_um`` on the clock (see `begin_move` and `follow`)."""
+        await self.follow(await self.begin_move(target_um, velocity_um_s))
+
+    async def begin_move(self, target_um: float, velocity_um_s: float | None = None) -> Trajectory:
+        """Check ``target_um``, put the setpoint and start the trajectory now."""
         self.soft_limits.check(target_um)
         velocity = velocity_um_s or await self.velocity.get_value()
         if not velocity > 0:
             raise ValueError(f"axis {self.soft_limits.axis!r}: velocity={velocity} must be > 0")
         accel_s = await self.acceleration_time.get_value()
-        start = self.position_at_um(self.clock.now_s())
         await self.user_setpoint.set(target_um)
-        traj = Trajectory.plan(self.clock.now_s(), start, target_um, velocity, accel_s)
-        self._trajectory = traj
-        elapsed = 0.0
-        while elapsed < traj.duration_s:
-            step = min(_UPDATE_PERIOD_S, traj.duration_s - elapsed)
-            await self.clock.sleep(step)
-            elapsed += step
+        now_s = self.clock.now_s()
+        start = self.position_at_um(now_s)
+        self._trajectory = Trajectory.plan(now_s, start, target_um, velocity, accel_s)
+        return self._trajectory
+
+    async def follow(self, traj: Trajectory) -> None:
+        """Update the readback every 0.1 s of experiment time until ``traj`` ends."""
+        n_steps = math.ceil(traj.duration_s / _UPDATE_PERIOD_S - 1e-9)
+        for k in range(1, n_steps + 1):
+            await self.clock.sleep_until(traj.t0_s + min(k * _UPDATE_PERIOD_S, traj.duration_s))
             self._set_readback(traj.position_at_um(self.clock.now_s()))
-        self._set_readback(target_um)
+        self._set_readback(traj.end_um)
 
     def halt(self) -> None:
         """Freeze the trajectory at the current position (stop)."""

@@ -22,7 +22,7 @@ def test_accelerated_clock_follows_wall_time_times_speedup():
 
 
 def test_real_time_clock_rejects_speedup():
-    with pytest.raises(ValueError, match="speedup=2.0 must be 1"):
+    with pytest.raises(ValueError, match=r"speedup=2\.0 must be 1"):
         SimClock(ClockMode.REAL_TIME, speedup=2.0)
 
 
