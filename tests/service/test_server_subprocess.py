@@ -1,0 +1,36 @@
+"""A real ``opmap`` Tiled server in a subprocess: plain HTTP needs the API key."""
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from opmap.service import start_server_subprocess
+from opmap.settings import OpmapSettings
+
+
+@pytest.mark.slow
+def test_array_over_http_needs_the_api_key_and_server_stops(tmp_path: Path) -> None:
+    frame = np.arange(12, dtype=np.int32).reshape(3, 4)
+    with start_server_subprocess(OpmapSettings(data_dir=tmp_path)) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        server.client().write_array(frame, key="frame")
+        url = f"{server.url}/api/v1/array/full/frame"
+        accept = {"Accept": "application/json"}
+        granted = httpx.get(url, headers=accept | {"Authorization": f"Apikey {server.api_key}"})
+        refused = httpx.get(url, headers=accept)
+        wrong = httpx.get(url, headers=accept | {"Authorization": "Apikey 0123456789abcdef0"})
+    assert granted.status_code == 200
+    np.testing.assert_array_equal(np.asarray(granted.json()), frame)
+    assert refused.status_code == 401
+    assert wrong.status_code == 401
+    assert server.process.poll() is not None, "leaving the context stops the server"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url, headers=accept, timeout=1.0)
+
+
+def test_bad_port_is_refused_before_a_process_starts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="port"):
+        start_server_subprocess(OpmapSettings(data_dir=tmp_path), port=70000)
+    assert list(tmp_path.iterdir()) == []
