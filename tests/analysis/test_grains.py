@@ -1,0 +1,140 @@
+"""Li grain recipe: planted spots recovered exactly, χ wrap, linking counts, texture share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmap.analysis.grains import (
+    azimuth_histogram,
+    find_grains,
+    find_grains_in_maps,
+    grain_counts,
+    lifetime_classes,
+    link_grains,
+    texture_share,
+)
+
+N_Z, N_X, N_CHI, N_Q = 8, 10, 360, 10
+Z_UM = np.arange(N_Z) * 1.0 + 24.5
+X_UM = np.arange(N_X) * 33.0
+
+
+def _background(rng, n_maps=None):
+    shape = (N_Z, N_X, N_CHI, N_Q) if n_maps is None else (n_maps, N_Z, N_X, N_CHI, N_Q)
+    # total-scattering background varying with q and pixel, Poisson noise
+    level = 40.0 + 5.0 * np.arange(N_Q)
+    return rng.poisson(level, shape).astype(np.float32)
+
+
+def _plant(w, z, x, chi0, width_chi=3, height=2000.0):
+    chis = np.arange(chi0, chi0 + width_chi) % N_CHI
+    for zi in np.atleast_1d(z):
+        w[zi, x, chis, 3:7] += height
+
+
+def test_planted_spots_are_recovered_exactly():
+    rng = np.random.default_rng(0)
+    w = _background(rng)
+    truth = [  # (z rows, x, chi start) -> a columnar grain spanning several rows
+        ((1, 2, 3), 2, 40),
+        ((4,), 7, 121),
+        ((5, 6), 0, 300),
+    ]
+    for z, x, chi in truth:
+        _plant(w, z, x, chi)
+    g = find_grains(w, z_um=Z_UM, x_um=X_UM)
+    assert len(g) == 3
+    order = np.argsort(g.azimuth_deg)
+    np.testing.assert_allclose(
+        g.azimuth_deg[order], [41.0, 122.0, 301.0], atol=0.01
+    )  # noise-weighted
+    np.testing.assert_array_equal(g.size_voxels[order], [9, 3, 6])
+    np.testing.assert_array_equal(g.n_pixels[order], [3, 1, 2])
+    np.testing.assert_allclose(g.z_min_um[order], Z_UM[[1, 4, 5]])
+    np.testing.assert_allclose(g.z_max_um[order], Z_UM[[3, 4, 6]])
+    np.testing.assert_allclose(g.x_um[order], X_UM[[2, 7, 0]])
+    # intensity: 4 q bins x height per voxel, background removed (tolerance: noise)
+    np.testing.assert_allclose(g.intensity[order], [9 * 8000, 3 * 8000, 6 * 8000], rtol=0.02)
+
+
+def test_spot_across_359_and_0_degrees_is_one_grain():
+    rng = np.random.default_rng(1)
+    w = _background(rng)
+    _plant(w, (3, 4), 5, 358, width_chi=4)  # 358, 359, 0, 1
+    g = find_grains(w, z_um=Z_UM, x_um=X_UM)
+    assert len(g) == 1
+    assert g.size_voxels[0] == 8
+    assert g.azimuth_deg[0] == pytest.approx(359.5, abs=0.01)
+
+
+def test_background_alone_gives_no_grain_and_threshold_scales_with_k():
+    rng = np.random.default_rng(2)
+    w = _background(rng)
+    assert len(find_grains(w)) == 0
+    _plant(w, 2, 2, 10, height=300.0)  # ~6x the window mean: below k=10, above k=4
+    assert len(find_grains(w, k=10.0)) == 0
+    assert len(find_grains(w, k=4.0)) == 1
+
+
+def _sequence(rng):
+    """Four maps with known identities.
+
+    A: maps 0-3, stable, drifts 1° per map.  B: maps 0-1.  C: map 1 only (ephemeral).
+    D: maps 2-3, appears where B was but 40° away in azimuth (a different grain).
+    """
+    w = _background(rng, n_maps=4)
+    for m in range(4):
+        _plant(w[m], (2, 3), 4, 60 + m)
+    for m in (0, 1):
+        _plant(w[m], 6, 8, 200)
+    _plant(w[1], 0, 1, 90)
+    for m in (2, 3):
+        _plant(w[m], 6, 8, 240)
+    return w
+
+
+def test_linking_gives_exact_new_and_deceased_counts():
+    w = _sequence(np.random.default_rng(3))
+    table = link_grains(find_grains_in_maps(iter(w), z_um=Z_UM, x_um=X_UM))
+    counts = grain_counts(table, n_maps=4)
+    assert counts.total.tolist() == [2, 3, 2, 2]
+    assert counts.new.tolist() == [2, 1, 1, 0]
+    assert counts.deceased.tolist() == [0, 0, 2, 0]
+    life, cls = lifetime_classes(table, n_maps=4)
+    # tracks numbered in order of first appearance: A, B (map 0), C (map 1), D (map 2)
+    assert life.tolist() == [4, 2, 1, 2]
+    assert cls.tolist() == [2, 1, 0, 1]
+
+
+def test_linking_tolerance_in_azimuth_breaks_identity():
+    w = _sequence(np.random.default_rng(4))
+    table = find_grains_in_maps(w, z_um=Z_UM, x_um=X_UM)
+    strict = grain_counts(link_grains(table, tol_chi_deg=0.5), n_maps=4)
+    assert strict.new.tolist() == [2, 2, 2, 1]  # A's 1° drift now breaks its track
+    with pytest.raises(ValueError, match="tol_chi_deg"):
+        link_grains(table, tol_chi_deg=0)
+    with pytest.raises(ValueError, match="link_grains first"):
+        grain_counts(table, n_maps=4)
+
+
+def test_azimuth_histogram_and_texture_share():
+    rng = np.random.default_rng(5)
+    w = _background(rng)
+    for i, chi in enumerate([0, 58, 119, 178, 31, 250]):  # 4 Burgers, 1 at 30°, 1 neither
+        _plant(w, i, 1 + i, (chi - 1) % 360)
+    table = find_grains_in_maps(w[None], z_um=Z_UM, x_um=X_UM)
+    a, b = texture_share(table, n_maps=1)
+    assert a[0] == pytest.approx(4 / 6) and b[0] == pytest.approx(1 / 6)
+    hist, edges = azimuth_histogram(table, n_maps=1, bin_width_deg=10)
+    assert hist.sum() == 6 and edges[-1] == 360
+    assert hist[0, 5] == 1 and hist[0, 25] == 1  # 58° and 250°
+    with pytest.raises(ValueError, match="bin_width_deg"):
+        azimuth_histogram(table, n_maps=1, bin_width_deg=7)
+
+
+def test_bad_window_shape_raises():
+    with pytest.raises(ValueError, match="window must be"):
+        find_grains(np.zeros((3, 360, 10)))
+    with pytest.raises(ValueError, match="z_um must have shape"):
+        find_grains(np.zeros((2, 2, 360, 10)), z_um=np.zeros(3))
