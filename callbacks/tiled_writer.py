@@ -19,7 +19,8 @@ Examples
     from opmap.callbacks.tiled_writer import ValidatedTiledWriter
 
     client = from_uri("http://127.0.0.1:8000", api_key=KEY)
-    RE.subscribe(ValidatedTiledWriter(client, backup_directory="opmap-data/backup"))
+    runs = ensure_layout(client)["raw"]
+    RE.subscribe(ValidatedTiledWriter(runs, backup_directory="opmap-data/backup"))
 """
 
 from __future__ import annotations
@@ -33,9 +34,42 @@ from bluesky_tiled_plugins import TiledWriter
 from bluesky_tiled_plugins.writing.validator import ValidationException
 from tiled.client.base import BaseClient
 
-__all__ = ["RunValidationError", "ValidatedTiledWriter", "validate_run"]
+__all__ = [
+    "PROCESSED_CONTAINER",
+    "RAW_CONTAINER",
+    "RunValidationError",
+    "ValidatedTiledWriter",
+    "ensure_layout",
+    "validate_run",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Top-level container of raw runs (spec ``CatalogOfBlueskyRuns`` 3.0: ``raw[uid]``,
+#: ``raw[scan_id]``, ``raw[-1]``).
+RAW_CONTAINER = "raw"
+#: Top-level container of derived products, linked to raw runs by uid in metadata.
+PROCESSED_CONTAINER = "processed"
+
+
+def ensure_layout(client: BaseClient) -> dict[str, BaseClient]:
+    """Create (if missing) and return the ``raw`` and ``processed`` containers of the server.
+
+    Raw runs and products live side by side, so a product never appears inside a run
+    and ``processed`` keys are plain names (the runs catalog interprets keys as uids).
+
+    Returns
+    -------
+    dict
+        ``{"raw": <CatalogOfBlueskyRuns>, "processed": <Container>}``.
+    """
+    from tiled.structures.core import Spec
+
+    specs = {RAW_CONTAINER: [Spec("CatalogOfBlueskyRuns", version="3.0")], PROCESSED_CONTAINER: []}
+    for key, key_specs in specs.items():
+        if key not in client:
+            client.create_container(key, specs=key_specs)
+    return {key: client[key] for key in specs}
 
 
 class RunValidationError(RuntimeError):

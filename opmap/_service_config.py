@@ -125,7 +125,6 @@ def server_config(settings: OpmapSettings, api_key: str) -> dict[str, Any]:
         "init_if_not_exists": True,
         "writable_storage": [str(settings.file_storage_dir), settings.table_store_uri],
         "readable_storage": [str(settings.detector_dir)],
-        "specs": [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}],
     }
     return {
         "trees": [{"path": "/", "tree": "catalog", "args": catalog_args}],

@@ -19,7 +19,12 @@ from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devi
 from ophyd_async.sim import SimBlobDetector
 from tiled.client import Context, from_context
 
-from opmap.callbacks.tiled_writer import RunValidationError, ValidatedTiledWriter, validate_run
+from opmap.callbacks.tiled_writer import (
+    RunValidationError,
+    ValidatedTiledWriter,
+    ensure_layout,
+    validate_run,
+)
 from opmap.service import build_in_process_app
 from opmap.settings import OpmapSettings
 
@@ -40,7 +45,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> OpmapSettings:
 @pytest.fixture(scope="module")
 def client(settings: OpmapSettings) -> Iterator:
     with Context.from_app(build_in_process_app(settings)) as context:
-        yield from_context(context)
+        yield ensure_layout(from_context(context))["raw"]
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +127,12 @@ def test_missing_run_is_logged_and_raised_on_request(client, caplog) -> None:
     assert "Run no-such-run is missing" in caplog.text
     with pytest.raises(RunValidationError, match="no-such-run"):
         validate_run(client, "no-such-run", raise_on_invalid=True)
+
+
+def test_layout_keeps_products_beside_runs_and_is_idempotent(client) -> None:
+    root = from_context(client.context)
+    again = ensure_layout(root)
+    assert sorted(root) == ["processed", "raw"]
+    again["processed"].write_array(np.arange(4.0), key="c_map")
+    np.testing.assert_array_equal(root["processed"]["c_map"].read(), np.arange(4.0))
+    assert [spec.name for spec in again["raw"].specs] == ["CatalogOfBlueskyRuns"]
