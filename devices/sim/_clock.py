@@ -50,9 +50,11 @@ class SimClock:
         Experiment time at construction (s, >= 0).
     wall_clock
         Monotonic wall clock in seconds, injectable for tests.
-    settle_yields
-        In ``EVENT_DRIVEN`` mode, how many times a waiter yields to the event loop before
-        the clock jumps, so that concurrent tasks can register their own deadlines.
+    settle_s
+        In ``EVENT_DRIVEN`` mode, wall time (s) the earliest waiter must stay the earliest,
+        with no other waiter arriving or leaving, before the clock jumps to its deadline
+        (like trio's autojump threshold). It lets the RunEngine start every device of a
+        fly scan before time moves; each jump costs at least this much wall time.
     """
 
     def __init__(
@@ -62,7 +64,7 @@ class SimClock:
         speedup: float = 1.0,
         start_s: float = 0.0,
         wall_clock: Callable[[], float] = time.monotonic,
-        settle_yields: int = 5,
+        settle_s: float = 0.002,
     ) -> None:
         if not (math.isfinite(speedup) and speedup > 0):
             raise ValueError(f"speedup={speedup} must be a finite number > 0")
@@ -70,14 +72,15 @@ class SimClock:
             raise ValueError(f"speedup={speedup} must be 1 in mode {mode.value!r}")
         if not (math.isfinite(start_s) and start_s >= 0):
             raise ValueError(f"start_s={start_s} must be a finite time >= 0 s")
-        if settle_yields < 1:
-            raise ValueError(f"settle_yields={settle_yields} must be >= 1")
+        if not (math.isfinite(settle_s) and settle_s >= 0):
+            raise ValueError(f"settle_s={settle_s} must be a finite time >= 0 s")
         self.mode = ClockMode(mode)
         self.speedup = 1.0 if self.mode == ClockMode.REAL_TIME else float(speedup)
         self._wall_clock = wall_clock
         self._wall0 = wall_clock()
         self._t0_s = float(start_s)
-        self._settle_yields = settle_yields
+        self._settle_s = settle_s
+        self._version = 0
         self._deadlines: list[tuple[float, int]] = []
         self._ticket = itertools.count()
         self._changed = asyncio.Event()
@@ -105,6 +108,8 @@ class SimClock:
             return
         entry = (self._t0_s + duration_s, next(self._ticket))
         heapq.heappush(self._deadlines, entry)
+        self._version += 1
+        self._changed.set()
         try:
             await self._wait_for_turn(entry)
         finally:
@@ -115,21 +120,23 @@ class SimClock:
         await self.sleep(max(0.0, time_s - self.now_s()))
 
     async def _wait_for_turn(self, entry: tuple[float, int]) -> None:
-        # Discrete-event rule: only the earliest deadline may move the clock. Yield first so
-        # tasks started together can register theirs.
+        # Discrete-event rule: only the earliest deadline may move the clock, and only once
+        # nothing else has arrived or left for settle_s of wall time.
         while True:
-            for _ in range(self._settle_yields):
-                await asyncio.sleep(0)
-            if self._deadlines[0] == entry:
+            version = self._version
+            await asyncio.sleep(self._settle_s)
+            if self._deadlines[0] == entry and version == self._version:
                 self._t0_s = max(self._t0_s, entry[0])
                 return
-            self._changed.clear()
-            await self._changed.wait()
+            if self._deadlines[0] != entry:
+                self._changed.clear()
+                await self._changed.wait()
 
     def _remove(self, entry: tuple[float, int]) -> None:
         if entry in self._deadlines:
             self._deadlines.remove(entry)
             heapq.heapify(self._deadlines)
+        self._version += 1
         self._changed.set()
 
 

@@ -1,0 +1,275 @@
+"""Simulated Eiger: renders the twin at the stage position and writes Dectris files.
+
+Each frame integrates the sample over its exposure: the scene is asked for the beam's x
+travel during the exposure (from the stage trajectory on the simulation clock) and the
+experiment time at mid-exposure; the renderer turns it into counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from ophyd_async.core import (
+    DetectorAcquireLogic,
+    DetectorDataLogic,
+    DetectorTriggerLogic,
+    PathProvider,
+    StandardDetector,
+    StreamableDataProvider,
+    StreamResourceInfo,
+    TriggerInfo,
+    soft_signal_r_and_setter,
+)
+
+from opmap.devices._eiger_layout import (
+    DATA_PATH,
+    FRAMES_PER_FILE,
+    TIME_PATH,
+    X_PATH,
+    EigerMetadata,
+    FrameStreamProvider,
+)
+from opmap.devices.sim._scene import BeamScene
+
+from ._clock import SimClock
+from ._eiger_writer import DectrisWriter
+
+__all__ = [
+    "FrameRenderer",
+    "PositionSource",
+    "SceneSource",
+    "SimEiger",
+    "metadata_from_integrator",
+]
+
+
+class SceneSource(Protocol):
+    """What lies in the beam (the twin's ``CellTwin.scene``)."""
+
+    def scene(
+        self, *, z_um: float, x_start_um: float, x_stop_um: float, time_s: float
+    ) -> BeamScene: ...
+
+
+class FrameRenderer(Protocol):
+    """The forward model: a scene to detector counts (uint32, frame shape)."""
+
+    def render(
+        self, scene: BeamScene, *, exposure_s: float, rng: np.random.Generator
+    ) -> np.ndarray: ...
+
+
+class PositionSource(Protocol):
+    """An axis whose position (µm) is known at any experiment time (`SimAxis`)."""
+
+    def position_at_um(self, time_s: float) -> float: ...
+
+
+def metadata_from_integrator(ai: Any) -> EigerMetadata:
+    """`EigerMetadata` of a pyFAI ``AzimuthalIntegrator`` (untilted geometry assumed)."""
+    return EigerMetadata(
+        x_pixel_size_m=float(ai.detector.pixel2),
+        y_pixel_size_m=float(ai.detector.pixel1),
+        detector_distance_m=float(ai.dist),
+        beam_center_x_px=float(ai.poni2 / ai.detector.pixel2),
+        beam_center_y_px=float(ai.poni1 / ai.detector.pixel1),
+        wavelength_angstrom=float(ai.wavelength * 1e10),
+        description="Dectris EIGER X 4M (opmap simulation)",
+    )
+
+
+@dataclass
+class _Acquisition:
+    """State shared by the trigger, acquire and data logics of one `SimEiger`."""
+
+    clock: SimClock
+    scene: SceneSource
+    renderer: FrameRenderer
+    x_axis: PositionSource
+    z_axis: PositionSource
+    rng: np.random.Generator
+    count_time_s: float = 0.05
+    frame_time_s: float = 0.05
+    frames_requested: int = 0
+    writer: DectrisWriter | None = None
+    frames_written: Any = None
+    _set_frames_written: Any = None
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.frames_written, self._set_frames_written = soft_signal_r_and_setter(int, 0)
+
+    async def run(self) -> None:
+        writer = self.writer
+        if writer is None:
+            raise RuntimeError("the data logic has not opened a file")
+        for _ in range(self.frames_requested):
+            await self._one_frame(writer)
+            self._set_frames_written(writer.frames_written)
+
+    async def _one_frame(self, writer: DectrisWriter) -> None:
+        t0_s = self.clock.now_s()
+        await self.clock.sleep(self.count_time_s)
+        t1_s = self.clock.now_s()
+        x0, x1 = self.x_axis.position_at_um(t0_s), self.x_axis.position_at_um(t1_s)
+        mid_s = 0.5 * (t0_s + t1_s)
+        scene = self.scene.scene(
+            z_um=self.z_axis.position_at_um(mid_s), x_start_um=x0, x_stop_um=x1, time_s=mid_s
+        )
+        frame = self.renderer.render(scene, exposure_s=self.count_time_s, rng=self.rng)
+        writer.write(np.asarray(frame), x_um=0.5 * (x0 + x1), time_s=mid_s)
+        await self.clock.sleep(max(0.0, self.frame_time_s - self.count_time_s))
+
+
+@dataclass
+class _TriggerLogic(DetectorTriggerLogic):
+    acq: _Acquisition
+    min_deadtime_s: float = 1e-7
+
+    def get_deadtime(self, config_values: Any) -> float:
+        return self.min_deadtime_s
+
+    async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
+        count_time_s = livetime or self.acq.count_time_s  # 0 means "as currently set"
+        if not (math.isfinite(count_time_s) and count_time_s > 0):
+            raise ValueError(f"exposure (livetime) = {count_time_s} s must be > 0")
+        self.acq.count_time_s = count_time_s
+        self.acq.frame_time_s = count_time_s + max(deadtime, self.min_deadtime_s)
+        self.acq.frames_requested = num
+
+    async def default_trigger_info(self) -> TriggerInfo:
+        return TriggerInfo(livetime=self.acq.count_time_s)
+
+
+@dataclass
+class _AcquireLogic(DetectorAcquireLogic):
+    acq: _Acquisition
+
+    async def start_acquiring(self) -> None:
+        self.acq.task = asyncio.ensure_future(self.acq.run())
+
+    async def wait_for_idle(self) -> None:
+        if self.acq.task is not None:
+            await self.acq.task
+
+    async def ensure_stopped(self) -> None:
+        if self.acq.task is not None:
+            self.acq.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.acq.task
+            self.acq.task = None
+
+
+@dataclass
+class _DataLogic(DetectorDataLogic):
+    acq: _Acquisition
+    path_provider: PathProvider
+    frame_shape: tuple[int, int]
+    metadata: EigerMetadata
+    frames_per_file: int
+
+    async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
+        info = self.path_provider(datakey_name)
+        self.acq.writer = DectrisWriter(
+            info.directory_path,
+            info.filename,
+            self.frame_shape,
+            self.metadata,
+            count_time_s=self.acq.count_time_s,
+            frame_time_s=self.acq.frame_time_s,
+            frames_per_file=self.frames_per_file,
+        )
+        self.acq._set_frames_written(0)
+        h, w = self.frame_shape
+        resources = [
+            StreamResourceInfo(
+                data_key=datakey_name,
+                shape=(h, w),
+                chunk_shape=(1, h, w),
+                dtype_numpy=np.dtype(np.uint32).str,
+                parameters={"dataset": DATA_PATH},
+            ),
+            *(
+                StreamResourceInfo(
+                    data_key=f"{datakey_name}-{key}",
+                    shape=(),
+                    chunk_shape=(self.frames_per_file,),
+                    dtype_numpy=np.dtype(np.float64).str,
+                    parameters={"dataset": path},
+                )
+                for key, path in (("x_um", X_PATH), ("time_s", TIME_PATH))
+            ),
+        ]
+        return FrameStreamProvider(
+            uri=f"{info.directory_uri}{info.filename}_master.h5",
+            resources=resources,
+            mimetype="application/x-hdf5",
+            collections_written_signal=self.acq.frames_written,
+        )
+
+    async def stop(self) -> None:
+        if self.acq.writer is not None:
+            self.acq.writer.close()
+            self.acq.writer = None
+
+    def get_hinted_fields(self, datakey_name: str) -> Sequence[str]:
+        return [datakey_name]
+
+
+class SimEiger(StandardDetector):
+    """Simulated Eiger X 4M writing the Dectris layout; one frame per trigger/fly bin.
+
+    Parameters
+    ----------
+    path_provider
+        Where files go (absolute directory) and their name stem.
+    clock
+        Shared simulation clock.
+    scene_source
+        The twin (``CellTwin``): what the beam sees.
+    renderer
+        The forward model (``FrameRenderer``).
+    x_axis, z_axis
+        Stage axes, asked for their position at any experiment time.
+    frame_shape
+        Detector shape (rows, columns), e.g. the 4x4-binned Eiger (541, 517).
+    metadata
+        Geometry for the master file (see `metadata_from_integrator`).
+    frames_per_file
+        Frames per data file (Dectris default 1000).
+    seed
+        Seed of the Poisson noise generator.
+    name
+        Device name (the frame data key).
+    """
+
+    def __init__(
+        self,
+        path_provider: PathProvider,
+        clock: SimClock,
+        scene_source: SceneSource,
+        renderer: FrameRenderer,
+        x_axis: PositionSource,
+        z_axis: PositionSource,
+        frame_shape: tuple[int, int],
+        metadata: EigerMetadata,
+        *,
+        frames_per_file: int = FRAMES_PER_FILE,
+        seed: int = 0,
+        name: str = "",
+    ) -> None:
+        self.acquisition = _Acquisition(
+            clock, scene_source, renderer, x_axis, z_axis, np.random.default_rng(seed)
+        )
+        self.add_detector_logics(
+            _TriggerLogic(self.acquisition),
+            _AcquireLogic(self.acquisition),
+            _DataLogic(self.acquisition, path_provider, frame_shape, metadata, frames_per_file),
+        )
+        super().__init__(name=name)
