@@ -1,0 +1,122 @@
+"""What the opmap products need from each detector frame: the reduction plan.
+
+Default q windows (Å⁻¹, 18 keV) come from the reflection table of the LiCoO2 /
+LiPON / Li / Ti / parylene / Au stack; every one is configurable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .families import FamilyConfig
+
+__all__ = ["CakeBinning", "QBinning", "QWindow", "ReductionPlan", "default_bands"]
+
+
+class QWindow(BaseModel):
+    """A q interval ``[q_min, q_max)`` in Å⁻¹."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    q_min_inv_angstrom: float = Field(gt=0, lt=20)
+    q_max_inv_angstrom: float = Field(gt=0, lt=20)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QWindow:
+        if not self.q_max_inv_angstrom > self.q_min_inv_angstrom:
+            raise ValueError(
+                f"q_max_inv_angstrom ({self.q_max_inv_angstrom}) must exceed "
+                f"q_min_inv_angstrom ({self.q_min_inv_angstrom})"
+            )
+        return self
+
+
+class QBinning(QWindow):
+    """A q interval split into ``n_q`` equal bins (1D profile)."""
+
+    n_q: int = Field(ge=1, le=10_000)
+
+    @property
+    def bin_width_inv_angstrom(self) -> float:
+        """Width of one q bin, Å⁻¹."""
+        return (self.q_max_inv_angstrom - self.q_min_inv_angstrom) / self.n_q
+
+
+class CakeBinning(QBinning):
+    """q × chi regrouping over the full azimuth, chi bins starting at 0° (opmap chi)."""
+
+    n_chi: int = Field(default=360, ge=2, le=3600)
+
+    @model_validator(mode="after")
+    def _even_chi(self) -> CakeBinning:
+        # pyFAI's chi starts at -180°; an even bin count maps its bins onto [0, 360) bins.
+        if self.n_chi % 2:
+            raise ValueError(f"n_chi must be even (bins aligned on 0° and 180°), got {self.n_chi}")
+        return self
+
+
+def default_bands() -> dict[str, QWindow]:
+    """Ring bands for phase-intensity maps (Å⁻¹).
+
+    Au (111) at 2.669 and Ti (002) at 2.683 Å⁻¹ nearly coincide; the Au band
+    stops at 2.676 to keep most of Ti (002) out.
+    """
+
+    def window(lo: float, hi: float) -> QWindow:
+        return QWindow(q_min_inv_angstrom=lo, q_max_inv_angstrom=hi)
+
+    return {
+        "lco_003": window(1.28, 1.38),
+        "ti_100": window(2.44, 2.48),
+        "au_111": window(2.655, 2.676),
+        "li_110": window(2.53, 2.55),
+        "parylene": window(0.9, 1.1),
+    }
+
+
+class ReductionPlan(BaseModel):
+    """Everything the products need from a frame; compiled once per geometry and mask.
+
+    Parameters
+    ----------
+    families : FamilyConfig
+        Orientation families; each gets ``"<name>:003"`` and ``"<name>:110"``
+        sector profiles (the latter only if it lists (110) azimuths).
+    profile_003, profile_110 : QBinning
+        q ranges and bins of the (003) and (110) sector profiles.
+    li_window : CakeBinning
+        Li (110) window, 360 chi × 10 q over 2.53–2.55 Å⁻¹ by default.
+    bands : dict[str, QWindow]
+        Full-ring mean intensity per band (phase maps).
+    cake : CakeBinning or None
+        Optional full cake for display (costly: many more pixels).
+    polarization_factor : float or None
+        pyFAI polarisation factor (-1..1), None for no correction.
+    splitting : {"full", "bbox"}
+        pyFAI pixel splitting of the sparse engines.
+    allow_empty_sectors : bool
+        If False (default) a sector with no unmasked pixel is an error.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    families: FamilyConfig
+    profile_003: QBinning = QBinning(q_min_inv_angstrom=1.28, q_max_inv_angstrom=1.38, n_q=40)
+    profile_110: QBinning = QBinning(q_min_inv_angstrom=4.43, q_max_inv_angstrom=4.52, n_q=36)
+    li_window: CakeBinning = CakeBinning(
+        q_min_inv_angstrom=2.53, q_max_inv_angstrom=2.55, n_q=10, n_chi=360
+    )
+    bands: dict[str, QWindow] = Field(default_factory=default_bands)
+    cake: CakeBinning | None = None
+    polarization_factor: float | None = Field(default=0.99, ge=-1, le=1)
+    splitting: Literal["full", "bbox"] = "full"
+    allow_empty_sectors: bool = False
+
+    @model_validator(mode="after")
+    def _band_names(self) -> ReductionPlan:
+        for name in self.bands:
+            if not name or ":" in name or name in ("li_window", "cake"):
+                raise ValueError(
+                    f"bands: name {name!r} is reserved or contains ':' (used by profile keys)"
+                )
+        return self
