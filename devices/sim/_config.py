@@ -140,14 +140,14 @@ class LithiumConfig(_Frozen):
     that class's mean, bounded below by ``min_lifetime_s``.
     """
 
-    rest_rate_per_mm_s: float = Field(0.04, gt=0)
-    current_scale_um_per_h: float = Field(3.0, gt=0)
-    coarsening_um: float = Field(8.0, gt=0)
+    rest_rate_per_mm_s: float = Field(0.035, gt=0)
+    current_scale_um_per_h: float = Field(5.0, gt=0)
+    coarsening_um: float = Field(12.0, gt=0)
     class_fractions: tuple[float, float, float] = (0.5, 0.3, 0.2)
-    class_mean_lifetime_s: tuple[float, float, float] = (120.0, 1200.0, 6000.0)
+    class_mean_lifetime_s: tuple[float, float, float] = (120.0, 1200.0, 8000.0)
     min_lifetime_s: float = Field(20.0, ge=0)
     strip_death_per_fraction: float = Field(
-        3.0, ge=0, description="death hazard per stripped fraction of the layer"
+        2.5, ge=0, description="death hazard per stripped fraction of the layer"
     )
     width_um_at_zero: float = Field(2.0, gt=0, description="grain width (x) of the first nuclei")
     width_um_per_um: float = Field(0.6, ge=0, description="width growth per µm of Li")
