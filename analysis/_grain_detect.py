@@ -2,9 +2,10 @@
 
 Choices where the paper is vague (documented in docs/analysis-products.md):
 
-* Background per frame and q bin: the median over the 360 azimuths of that frame's window
-  (the upper middle element, ``np.partition`` at n_chi // 2). Li spots are narrow in azimuth
-  and cover far less than half the ring, so the median is a Li-free estimate from the same
+* Background per frame and q bin: the median over the azimuths of that frame's window
+  (every 4th bin by default, the upper middle element of ``np.partition``). Li spots are
+  narrow in azimuth and cover far less than half the ring, so the median is a Li-free estimate
+  from the same
   frame (time, z, x), as the paper's "Li-free detector image" requires. A caller can pass
   explicit background frames instead.
 * Threshold: a voxel (z, x, χ, q) is a spot voxel when its background-subtracted intensity
@@ -24,24 +25,34 @@ from scipy.sparse.csgraph import connected_components
 
 
 def spot_mask(
-    window: np.ndarray, *, k: float, background: np.ndarray | None = None
+    window: np.ndarray, *, k: float, background: np.ndarray | None = None, chi_step: int = 4
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boolean spot mask (n_z, n_x, n_chi) and net intensity summed over q (same shape).
 
     ``window`` is (n_z, n_x, n_chi, n_q); ``background`` broadcastable to it, default the
-    per-frame, per-q median over χ. No array of the full 4-D size is kept besides the input's
-    float32 copy and one temporary of the same size.
+    per-frame, per-q median over every ``chi_step``-th azimuth bin (4: 90 of 360 samples, a
+    4× cheaper median whose extra noise, ~1/√90 of the background's spread, is negligible
+    next to a threshold of k × the mean; 1: all bins). Besides the input's float32 copy the
+    only full-size temporary is one boolean comparison.
     """
     w = np.asarray(window, dtype=np.float32)
+    n_z, n_x, n_chi, n_q = w.shape
     if background is None:
-        n_chi = w.shape[2]
-        bg = np.partition(w, n_chi // 2, axis=2)[:, :, n_chi // 2 : n_chi // 2 + 1, :]
+        sub = w[:, :, ::chi_step, :]
+        mid = sub.shape[2] // 2
+        bg = np.partition(sub, mid, axis=2)[:, :, mid : mid + 1, :]
     else:
         bg = np.broadcast_to(np.asarray(background, dtype=np.float32), w.shape)
-    threshold = np.float32(k) * w.mean(axis=(2, 3), dtype=np.float32)
-    # net > threshold  <=>  w > bg + threshold; the 4-D comparison is the only temporary.
-    mask = (w > bg + threshold[:, :, None, None]).any(axis=3)
-    net = w.sum(axis=3) - np.broadcast_to(bg, w.shape).sum(axis=3)
+    # Reductions over the short q axis and the frame go through BLAS (matmul with ones):
+    # several times faster than ufunc reductions over a 10-element inner axis.
+    frame_mean = w.reshape(n_z * n_x, n_chi * n_q) @ np.ones(n_chi * n_q, np.float32)
+    threshold = np.float32(k / (n_chi * n_q)) * frame_mean.reshape(n_z, n_x)
+    # net > threshold  <=>  w > bg + threshold; any() over q as a uint8 dot product.
+    above = w > bg + threshold[:, :, None, None]
+    small_q = n_q < 256  # the uint8 dot product cannot overflow
+    mask = (above.view(np.uint8) @ np.ones(n_q, np.uint8)) > 0 if small_q else above.any(axis=3)
+    ones_q = np.ones(n_q, np.float32)
+    net = w @ ones_q - np.broadcast_to(bg, (n_z, n_x, bg.shape[2], n_q)) @ ones_q
     return mask, net
 
 

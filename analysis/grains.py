@@ -101,6 +101,7 @@ def find_grains(
     chi_deg: np.ndarray | None = None,
     k: float = 10.0,
     background: np.ndarray | None = None,
+    background_chi_step: int = 4,
     map_index: int = 0,
 ) -> GrainTable:
     """Segment Li (110) spots of one map into grains.
@@ -118,6 +119,9 @@ def find_grains(
         background subtraction (paper: 10).
     background : array broadcastable to ``window``, optional
         Li-free background; default the per-frame, per-q median over χ.
+    background_chi_step : int, optional
+        The default background uses every n-th azimuth bin (4: 90 of 360, 4× faster with
+        negligible extra noise; 1: all bins).
     map_index : int, optional
         Stored in the table's ``map_index`` column.
 
@@ -135,7 +139,12 @@ def find_grains(
     1 [4] 359.5
     """
     z, x, chi = _validate_window(np.asarray(window), z_um, x_um, chi_deg, k)
-    mask, net = spot_mask(window, k=k, background=background)
+    if not 1 <= background_chi_step <= chi.size // 8:
+        raise ValueError(
+            f"background_chi_step must be in [1, n_chi // 8 = {chi.size // 8}], "
+            f"got {background_chi_step}"
+        )
+    mask, net = spot_mask(window, k=k, background=background, chi_step=background_chi_step)
     labels, n = label_periodic(mask)
     cols = grain_properties(labels, n, net, z_um=z, x_um=x, chi_deg=chi)
     cols["map_index"] = np.full(n, map_index, dtype=np.int64)
@@ -151,6 +160,7 @@ def find_grains_in_maps(
     x_um: np.ndarray | None = None,
     chi_deg: np.ndarray | None = None,
     k: float = 10.0,
+    background_chi_step: int = 4,
 ) -> GrainTable:
     """`find_grains` on a sequence of maps, processed one map at a time.
 
@@ -158,7 +168,7 @@ def find_grains_in_maps(
     ----------
     windows : iterable of (n_z, n_x, n_chi, n_q) arrays, or a 5-D array
         One Li window block per map, in time order.
-    z_um, x_um, chi_deg, k
+    z_um, x_um, chi_deg, k, background_chi_step
         As in `find_grains`.
 
     Returns
@@ -174,7 +184,15 @@ def find_grains_in_maps(
     [0, 1]
     """
     parts = [
-        find_grains(w, z_um=z_um, x_um=x_um, chi_deg=chi_deg, k=k, map_index=i).to_dict()
+        find_grains(
+            w,
+            z_um=z_um,
+            x_um=x_um,
+            chi_deg=chi_deg,
+            k=k,
+            background_chi_step=background_chi_step,
+            map_index=i,
+        ).to_dict()
         for i, w in enumerate(windows)
     ]
     return _concat(parts)
