@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
+from . import _forward_kernels as kernels
 from ._detector_mask import EIGER_GAP_VALUE_UINT32, DetectorMask
 from ._forward_config import HKL, DiffractionConfig, Reflection, TextureSpot
 from ._forward_lattice import angle_to_basal_deg, q_cubic, q_hexagonal
 from ._forward_noise import poisson_counts
-from ._forward_pixels import PixelTables, RingPixels, box_gaussian, gaussian_chi
+from ._forward_pixels import PixelTables, RingPixels
 from ._forward_scene_check import check_scene
 from ._forward_static import static_layers, static_stack, texture_weight
 from ._scene import BeamScene, OrientationFamily
@@ -83,6 +84,7 @@ class FrameRenderer:
             for r in config.lco_reflections
         ]
         self._ti = [self._ti_ring(r) for r in config.ti_reflections]
+        kernels.warm_up()
         self._li = [
             self._ring(r.hkl, r.peak_cps, r.q_fwhm_a_inv, self._li_q_range(r.hkl), {})
             for r in config.li_reflections
@@ -99,7 +101,9 @@ class FrameRenderer:
         if not (math.isfinite(exposure_s) and 0.0 < exposure_s <= 3600.0):
             raise ValueError(f"exposure_s={exposure_s} must be in (0, 3600] s")
         weights = [1.0] + [scene.layer_weights.get(layer, 0.0) for layer in self._static_layers]
-        lam = (np.asarray(weights, dtype=np.float32) * np.float32(exposure_s)) @ self._static
+        weights_scaled = np.asarray(weights, dtype=np.float32) * np.float32(exposure_s)
+        lam = np.empty(self._static.shape[1], dtype=np.float32)
+        kernels.combine_static(weights_scaled, self._static, lam)
         self._add_lco(lam, scene, exposure_s)
         self._add_ti(lam, scene, exposure_s)
         self._add_li(lam, scene, exposure_s)
@@ -153,10 +157,9 @@ class FrameRenderer:
                 azimuth = (spot.azimuth_deg + step) % 360.0
                 amplitude = ring.peak_cps * spot.weight * exposure_s
                 for sl in px.chi_slices(azimuth, _SPOT_HALF_WIDTHS * spot.chi_fwhm_deg):
-                    shape_chi = gaussian_chi(px.chi_deg[sl], azimuth, spot.chi_fwhm_deg)
-                    fwhm = ring.q_fwhm_a_inv[sl]
-                    profile = box_gaussian(px.q_lo[sl], px.q_hi[sl], q0, fwhm)
-                    lam[px.index[sl]] += amplitude * px.scale[sl] * shape_chi * profile
+                    kernels.add_spot(lam, px.index, px.q_lo, px.q_hi, ring.q_fwhm_a_inv,
+                                     px.scale, px.chi_deg, sl.start, sl.stop, q0, amplitude,
+                                     azimuth, spot.chi_fwhm_deg)  # fmt: skip
 
     # -- per-geometry tables ----------------------------------------------------------
     def _ring(
@@ -234,4 +237,4 @@ def _add_profile(
     if amplitude == 0.0:
         return
     px = ring.pixels
-    lam[px.index] += amplitude * weight * box_gaussian(px.q_lo, px.q_hi, q0, ring.q_fwhm_a_inv)
+    kernels.add_ring(lam, px.index, px.q_lo, px.q_hi, ring.q_fwhm_a_inv, weight, q0, amplitude)

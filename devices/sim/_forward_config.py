@@ -203,12 +203,12 @@ class DiffractionConfig(BaseModel):
     )
     li_a_range_angstrom: tuple[float, float] = (3.45, 3.53)
     halos: tuple[AmorphousHalo, ...] = (
-        AmorphousHalo(layer="lipon", q_center_a_inv=1.9, q_fwhm_a_inv=0.8, peak_cps=80.0),
-        AmorphousHalo(layer="parylene", q_center_a_inv=1.0, q_fwhm_a_inv=0.35, peak_cps=150.0),
+        AmorphousHalo(layer="lipon", q_center_a_inv=1.9, q_fwhm_a_inv=0.8, peak_cps=40.0),
+        AmorphousHalo(layer="parylene", q_center_a_inv=1.0, q_fwhm_a_inv=0.35, peak_cps=60.0),
     )
     pixel_blur_fwhm: float = Field(default=1.0, ge=0.0, le=5.0)
-    background_flat_cps: float = Field(default=10.0, ge=0.0)
-    background_q_cps: float = Field(default=100.0, ge=0.0)
+    background_flat_cps: float = Field(default=2.0, ge=0.0)
+    background_q_cps: float = Field(default=20.0, ge=0.0)
     background_q_decay_a_inv: float = Field(default=1.0, gt=0.0)
 
     @model_validator(mode="after")
