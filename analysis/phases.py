@@ -1,0 +1,246 @@
+"""Phase-intensity maps, layer boundaries, the Ti collector position and the Li thickness.
+
+The Li metal grows *under* the Ti collector, so the Ti layer (and everything above) rises by
+the Li thickness: thickness(t, x) = z_Ti(t, x) − z_Ti(reference map, x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .lattice import frames_to_maps
+
+__all__ = [
+    "LI_MOLAR_VOLUME_CM3_PER_MOL",
+    "electrochemical_li_thickness_um",
+    "layer_boundaries",
+    "li_thickness_from_ti",
+    "phase_maps",
+    "ti_position",
+]
+
+FARADAY_C_PER_MOL = 96485.33212
+#: Li metal: 6.941 g/mol / 0.534 g/cm³
+LI_MOLAR_VOLUME_CM3_PER_MOL = 6.941 / 0.534
+
+
+def phase_maps(
+    bands: Mapping[str, np.ndarray],
+    *,
+    n_z: int,
+    n_x: int,
+    snake: bool = False,
+    percentiles: tuple[float, float] = (1.0, 99.5),
+) -> dict[str, np.ndarray]:
+    """Normalised intensity maps (0–1) of each band, map by map.
+
+    Parameters
+    ----------
+    bands : mapping name -> (n_frames,) array
+        Band intensities per frame, e.g. ``"lco_003"``, ``"ti_100"``, ``"au_111"``,
+        ``"li_110"``, ``"parylene"``.
+    n_z, n_x, snake
+        Map layout (see `opmap.analysis.lattice.frames_to_maps`).
+    percentiles : (float, float), optional
+        Per map, the low percentile maps to 0 and the high one to 1 (robust against hot
+        frames); values are clipped to [0, 1]. NaN frames stay NaN.
+
+    Returns
+    -------
+    dict name -> (n_maps, n_z, n_x) float array
+
+    Examples
+    --------
+    >>> m = phase_maps({"ti_100": np.array([0.0, 5.0, 10.0, 10.0])}, n_z=2, n_x=2,
+    ...                percentiles=(0, 100))
+    >>> m["ti_100"][0].tolist()
+    [[0.0, 0.5], [1.0, 1.0]]
+    """
+    lo_p, hi_p = percentiles
+    if not 0 <= lo_p < hi_p <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    out = {}
+    for name, values in bands.items():
+        maps = frames_to_maps(np.asarray(values, dtype=float), n_z=n_z, n_x=n_x, snake=snake)
+        flat = maps.reshape(maps.shape[0], -1)
+        lo = np.nanpercentile(flat, lo_p, axis=1)[:, None, None]
+        hi = np.nanpercentile(flat, hi_p, axis=1)[:, None, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = np.where(hi > lo, (maps - lo) / (hi - lo), 0.0)
+        out[name] = np.where(np.isfinite(maps), np.clip(norm, 0.0, 1.0), np.nan)
+    return out
+
+
+def layer_boundaries(
+    phase_map: np.ndarray, *, z_um: np.ndarray, level: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper z where each column's intensity crosses ``level`` × its maximum.
+
+    Parameters
+    ----------
+    phase_map : (..., n_z, n_x) array of float
+        Normalised (or raw) intensity of one layer.
+    z_um : (n_z,) array of float
+        Row heights (µm), increasing.
+    level : float, optional
+        Fraction of the column maximum defining the edge (0.5: half maximum).
+
+    Returns
+    -------
+    lower_um, upper_um : (..., n_x) arrays
+        Sub-pixel edges by linear interpolation; NaN for an empty column or an edge at the
+        map border.
+
+    Examples
+    --------
+    >>> col = np.array([0, 0, 1, 2, 2, 2, 1, 0, 0.0])[:, None]
+    >>> lo, hi = layer_boundaries(col, z_um=np.arange(9.0))
+    >>> print(lo, hi)
+    [2.] [6.]
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a = np.moveaxis(np.asarray(phase_map, dtype=float), -2, -1)  # (..., n_x, n_z)
+    z = np.asarray(z_um, dtype=float)
+    if a.shape[-1] != z.size:
+        raise ValueError(f"z_um must have {a.shape[-1]} entries, got {z.size}")
+    with np.errstate(invalid="ignore"):
+        thr = level * np.nanmax(np.where(np.isfinite(a), a, -np.inf), axis=-1, keepdims=True)
+    above = np.where(np.isfinite(a), a, -np.inf) >= thr
+    n = z.size
+    first = np.argmax(above, axis=-1)
+    last = n - 1 - np.argmax(above[..., ::-1], axis=-1)
+    lower = _crossing(a, z, thr[..., 0], first - 1, first)
+    upper = _crossing(a, z, thr[..., 0], last + 1, last)
+    valid = np.isfinite(thr[..., 0]) & (thr[..., 0] > 0)
+    return np.where(valid, lower, np.nan), np.where(valid, upper, np.nan)
+
+
+def _crossing(a, z, thr, i_out, i_in):
+    inside = (i_out >= 0) & (i_out < z.size)
+    i_o = np.clip(i_out, 0, z.size - 1)
+    v_out = np.take_along_axis(a, i_o[..., None], -1)[..., 0]
+    v_in = np.take_along_axis(a, i_in[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = (thr - v_out) / (v_in - v_out)
+    zc = z[i_o] + frac * (z[i_in] - z[i_o])
+    return np.where(inside & np.isfinite(v_out), zc, np.nan)
+
+
+def ti_position(
+    ti_map: np.ndarray, *, z_um: np.ndarray, half_window: int = 2, method: str = "centroid"
+) -> np.ndarray:
+    """Sub-pixel z of the Ti collector in every column.
+
+    Parameters
+    ----------
+    ti_map : (..., n_z, n_x) array of float
+        Ti (100) band intensity (raw or normalised), e.g. (n_maps, n_z, n_x).
+    z_um : (n_z,) array of float
+        Row heights (µm), equally spaced and increasing.
+    half_window : int, optional
+        Rows each side of the column maximum used by the centroid.
+    method : {"centroid", "gaussian"}, optional
+        Intensity-weighted centroid after subtracting the window minimum, or the vertex of
+        a parabola through the logarithms of the three top rows (exact for a Gaussian).
+
+    Returns
+    -------
+    (..., n_x) array of float
+        z of the Ti layer (µm); NaN for empty columns.
+
+    Examples
+    --------
+    >>> z = np.arange(10.0)
+    >>> col = np.exp(-0.5 * ((z - 4.3) / 0.8) ** 2)[:, None]
+    >>> print(np.round(ti_position(col, z_um=z, method="gaussian"), 6))
+    [4.3]
+    """
+    if method not in ("centroid", "gaussian"):
+        raise ValueError(f"method must be 'centroid' or 'gaussian', got {method!r}")
+    if half_window < 1:
+        raise ValueError(f"half_window must be >= 1, got {half_window}")
+    a = np.moveaxis(np.asarray(ti_map, dtype=float), -2, -1)  # (..., n_x, n_z)
+    z = np.asarray(z_um, dtype=float)
+    if a.shape[-1] != z.size:
+        raise ValueError(f"z_um must have {a.shape[-1]} entries, got {z.size}")
+    dz = float(np.mean(np.diff(z)))
+    filled = np.where(np.isfinite(a), a, -np.inf)
+    peak = np.argmax(filled, axis=-1)
+    empty = ~np.isfinite(np.max(filled, axis=-1)) | (np.max(filled, axis=-1) <= 0)
+    offsets = np.arange(-half_window, half_window + 1)
+    idx = np.clip(peak[..., None] + offsets, 0, z.size - 1)
+    win = np.nan_to_num(np.take_along_axis(a, idx, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "centroid":
+            w = win - win.min(axis=-1, keepdims=True)
+            shift = (w * offsets).sum(-1) / w.sum(-1)
+        else:
+            lm, l0, lp = (np.log(np.clip(win[..., half_window + d], 1e-300, None))
+                          for d in (-1, 0, 1))  # fmt: skip
+            shift = 0.5 * (lm - lp) / (lm - 2 * l0 + lp)
+    return np.where(empty, np.nan, z[peak] + shift * dz)
+
+
+def li_thickness_from_ti(ti_z_um: np.ndarray, *, reference_index: int = 0) -> np.ndarray:
+    """Li thickness per map and column: Ti displacement from the reference map.
+
+    Parameters
+    ----------
+    ti_z_um : (n_maps, n_x) array of float
+        Ti position per map and column (`ti_position`).
+    reference_index : int, optional
+        Map without plated Li (default the first).
+
+    Returns
+    -------
+    (n_maps, n_x) array of float
+        Thickness (µm); take ``np.nanmean(..., axis=1)`` for the cell average.
+
+    Examples
+    --------
+    >>> li_thickness_from_ti(np.array([[30.0, 30.2], [33.4, 33.6]]))[1].tolist()
+    [3.4, 3.4]
+    """
+    z = np.asarray(ti_z_um, dtype=float)
+    if z.ndim != 2 or not -z.shape[0] <= reference_index < z.shape[0]:
+        raise ValueError(
+            f"ti_z_um must be (n_maps, n_x) and reference_index in range, got {z.shape}, "
+            f"{reference_index}"
+        )
+    return np.round(z - z[reference_index], 12)
+
+
+def electrochemical_li_thickness_um(
+    charge_mah_per_cm2: np.ndarray | float,
+    *,
+    molar_volume_cm3_per_mol: float = LI_MOLAR_VOLUME_CM3_PER_MOL,
+) -> np.ndarray:
+    """Thickness of dense Li metal plated by an areal charge (Faraday's law).
+
+    t = Q·3.6 (C per mAh) / F · V_m: 1.4 mAh/cm² ↔ 6.8 µm, 0.8 mAh/cm² ↔ 3.9 µm.
+
+    Parameters
+    ----------
+    charge_mah_per_cm2 : float or array
+        Plated areal charge (mAh/cm², positive = charge of the cell).
+    molar_volume_cm3_per_mol : float, optional
+        Li molar volume (default 6.941 / 0.534 = 13.0 cm³/mol).
+
+    Returns
+    -------
+    array of float
+        Thickness (µm).
+
+    Examples
+    --------
+    >>> print(np.round(electrochemical_li_thickness_um(np.array([1.4, 0.8])), 1))
+    [6.8 3.9]
+    """
+    if not molar_volume_cm3_per_mol > 0:
+        raise ValueError(f"molar_volume_cm3_per_mol must be > 0, got {molar_volume_cm3_per_mol}")
+    q = np.asarray(charge_mah_per_cm2, dtype=float)
+    mol_per_cm2 = q * 3.6 / FARADAY_C_PER_MOL
+    return mol_per_cm2 * molar_volume_cm3_per_mol * 1e4

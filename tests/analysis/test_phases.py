@@ -1,0 +1,68 @@
+"""Phase maps, layer edges, Ti centroid and Li thickness against known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmap.analysis.phases import (
+    electrochemical_li_thickness_um,
+    layer_boundaries,
+    li_thickness_from_ti,
+    phase_maps,
+    ti_position,
+)
+
+Z_UM = np.arange(0.5, 49.0, 1.0)  # 49 rows of 1 µm
+
+
+def _ti_maps(rng, z_true):
+    """Ti band along z for each (map, column): beam 1 µm on a 0.5 µm layer, plus noise."""
+    prof = np.exp(-0.5 * ((Z_UM[None, :, None] - z_true[:, None, :]) / 0.6) ** 2)
+    return 1000 * prof + 5 + rng.normal(0, 2, prof.shape)
+
+
+@pytest.mark.parametrize("method", ["centroid", "gaussian"])
+def test_ti_position_is_sub_pixel(method):
+    rng = np.random.default_rng(0)
+    z_true = rng.uniform(24.0, 32.0, (5, 49))
+    z = ti_position(_ti_maps(rng, z_true), z_um=Z_UM, method=method)
+    assert z.shape == (5, 49)
+    assert np.max(np.abs(z - z_true)) < 0.05  # 1/20 of a pixel
+
+
+def test_li_thickness_from_ti_displacement_matches_electrochemistry():
+    rng = np.random.default_rng(1)
+    plated = electrochemical_li_thickness_um(np.array([0.0, 0.4, 0.8, 1.4]))
+    z_true = 24.5 + plated[:, None] + rng.uniform(-0.2, 0.2, (1, 49))  # tilted collector
+    ti = ti_position(_ti_maps(rng, np.broadcast_to(z_true, (4, 49))), z_um=Z_UM)
+    thickness = np.nanmean(li_thickness_from_ti(ti), axis=1)
+    np.testing.assert_allclose(thickness, plated, atol=0.02)
+
+
+def test_electrochemical_thickness_matches_domain_numbers():
+    np.testing.assert_allclose(electrochemical_li_thickness_um([1.4, 0.8]), [6.8, 3.9], atol=0.05)
+    with pytest.raises(ValueError, match="molar_volume"):
+        electrochemical_li_thickness_um(1.0, molar_volume_cm3_per_mol=0)
+
+
+def test_phase_maps_are_normalised_per_map_and_keep_nan():
+    bands = {"au_111": np.concatenate([np.arange(6.0), 10 * np.arange(6.0)])}
+    bands["au_111"][3] = np.nan
+    maps = phase_maps(bands, n_z=2, n_x=3, percentiles=(0, 100))
+    assert maps["au_111"].shape == (2, 2, 3)
+    np.testing.assert_allclose(maps["au_111"][1].ravel(), np.arange(6) / 5)
+    assert np.isnan(maps["au_111"][0, 1, 0]) and maps["au_111"][0, 1, 2] == 1.0
+    with pytest.raises(ValueError, match="percentiles"):
+        phase_maps(bands, n_z=2, n_x=3, percentiles=(50, 10))
+
+
+def test_layer_boundaries_of_the_cathode_at_half_maximum():
+    # LCO fills 0-20 µm; a 1 µm beam blurs the edges symmetrically: half maximum at 0 and 20.
+    z = np.arange(-4.5, 30.0, 1.0)
+    from scipy.special import erf
+
+    col = 0.5 * (erf(z / 0.7) - erf((z - 20.0) / 0.7))
+    lo, hi = layer_boundaries(np.repeat(col[:, None], 3, axis=1), z_um=z)
+    np.testing.assert_allclose(lo, 0.0, atol=0.05)
+    np.testing.assert_allclose(hi, 20.0, atol=0.05)
