@@ -75,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return 2
     key_source = "given on the command line" if args.api_key else settings.api_key_file
-    print(f"Tiled config: {config_file}")  # noqa: T201
-    print(f"API key:      {key_source}")  # noqa: T201
+    print(f"Tiled config: {config_file}")
+    print(f"API key:      {key_source}")
     if args.config_only:
         return 0
-    print(f"Serving on    {settings.url}  (send 'Authorization: Apikey KEY')")  # noqa: T201
+    print(f"Serving on    {settings.url}  (send 'Authorization: Apikey KEY')")
     run_config_file(config_file)
     return 0
