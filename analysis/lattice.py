@@ -245,7 +245,12 @@ def lattice_maps(
     >>> print(maps.c_angstrom["perp"].shape, np.round(maps.c_angstrom["perp"][0, 0, 0], 4))
     (1, 2, 2) 14.2
     """
-    c, c_err, a, a_err, x, x_err = {}, {}, {}, {}, {}, {}
+    c: dict[str, np.ndarray] = {}
+    c_err: dict[str, np.ndarray] = {}
+    a: dict[str, np.ndarray] = {}
+    a_err: dict[str, np.ndarray] = {}
+    x: dict[str, np.ndarray] = {}
+    x_err: dict[str, np.ndarray] = {}
     for family, fit in fits_003.items():
         c1, e1 = c_from_q003(fit.position_q, fit.position_q_err)
         x1, xe1 = li_fraction_from_c(c1, e1, calibration=calibration)
