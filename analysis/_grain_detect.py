@@ -50,7 +50,7 @@ def spot_mask(
     # net > threshold  <=>  w > bg + threshold; any() over q as a uint8 dot product.
     above = w > bg + threshold[:, :, None, None]
     small_q = n_q < 256  # the uint8 dot product cannot overflow
-    mask: np.ndarray = (
+    mask = np.asarray(
         (above.view(np.uint8) @ np.ones(n_q, np.uint8)) > 0 if small_q else above.any(axis=3)
     )
     ones_q = np.ones(n_q, np.float32)
