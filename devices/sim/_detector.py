@@ -20,10 +20,12 @@ from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 #: Shape (rows, columns) and pixel size (m) of the unbinned Eiger X 4M.
 EIGER4M_SHAPE: tuple[int, int] = (2167, 2070)
 EIGER4M_PIXEL_M: float = 75e-6
-#: Default beam centre: near the detector centre, below/left of the central module gaps,
-#: so the beamstop covers the direct beam and the rings are nearly complete.
-DEFAULT_PONI1_M: float = 0.0812
-DEFAULT_PONI2_M: float = 0.0776
+#: Default beam centre: near the detector centre (0.0813, 0.0776 m), moved 6 mm along the
+#: fast axis off the central gap cross so that at 100 mm the module gaps cross the LCO (003)
+#: ring more than 11° away from all six texture spots (25/90/160/205/275/345°) and the
+#: Ti (100) ring more than 11° from its strong 90° spot.
+DEFAULT_PONI1_M: float = 0.0805
+DEFAULT_PONI2_M: float = 0.0835
 DEFAULT_DISTANCE_M: float = 0.100
 DEFAULT_WAVELENGTH_M: float = 0.6888e-10
 

@@ -70,7 +70,7 @@ class LcoReflection(BaseModel):
     hkl: HKL
     peak_cps: float = Field(ge=0.0)
     q_fwhm_a_inv: float = Field(gt=0.0, le=0.5)
-    powder_fraction: float = Field(default=0.02, ge=0.0, le=1.0)
+    powder_fraction: float = Field(default=0.005, ge=0.0, le=1.0)
 
 
 class LiReflection(BaseModel):
