@@ -1,7 +1,5 @@
 """The paper's protocol on the twin: charge shape, biphasic front, insulating surface layer."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -25,7 +23,6 @@ class Run:
         self.step_last_states = {}
         last_step = 0
         previous = self.model.state
-        t0 = time.perf_counter()
         n = 0
         while not self.model.state.protocol_done and n * dt_s < stop_s:
             n += 1
@@ -39,7 +36,6 @@ class Run:
             if n % int(30 / dt_s) == 0:
                 self.rows.append((s.time_s, s.potential_v, s.current_a, s.charge_c, s.step_index))
                 self.profiles[round(s.time_s)] = self.model.profile()
-        self.wall_s = time.perf_counter() - t0
         self.calls = n
         self.table = np.array(self.rows)
 
@@ -61,13 +57,13 @@ def top_layer(profile, depth_um: float) -> np.ndarray:
     ]
 
 
-def test_whole_protocol_runs_on_its_own_in_well_under_10_s(paper_run):
-    # ~66 000 small increments, as in a rehearsal; measured on a shared 2-core machine.
+def test_whole_protocol_runs_on_its_own_through_many_small_increments(paper_run):
+    # ~66 000 small increments, as in a rehearsal; the wall time is a benchmark figure
+    # (benchmarks/bench_twin.py), not a test.
     assert paper_run.model.state.protocol_done
     assert paper_run.model.stop_reason == "completed"
     assert paper_run.calls > 60_000
     assert 4 * 3600 < paper_run.model.time_s < 5 * 3600
-    assert paper_run.wall_s < 10.0
 
 
 def test_charge_reaches_1p4_mah_per_cm2_after_2p3_h(paper_run):

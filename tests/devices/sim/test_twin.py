@@ -1,6 +1,3 @@
-import logging
-import time
-
 import numpy as np
 import pytest
 
@@ -160,16 +157,3 @@ def test_beam_x_fraction_is_one_inside_and_linear_in_overlap():
     assert f[1] == pytest.approx(10.0 / 33.0)  # fully crossed: its width over the travel
     # half-grain at the start edge: integral of the ramp gives (0.5)²/2... over w T
     assert 0 < f[2] < 0.5 / 33.0
-
-
-def test_scene_speed_is_measured():
-    twin = paper_twin()
-    twin.advance_to(3000.0)
-    n = 2000
-    start = time.perf_counter()
-    for i in range(n):
-        x = 200.0 + 33.0 * (i % 49)
-        twin.scene(z_um=float(i % 33), x_start_um=x, x_stop_um=x + 33, time_s=3000.0 + i * 0.05)
-    per_call_ms = (time.perf_counter() - start) / n * 1e3
-    logging.getLogger(__name__).warning("scene(): %.3f ms per call", per_call_ms)
-    assert per_call_ms < 50  # sanity only; see the report for the measured figure
