@@ -1,0 +1,232 @@
+"""Read the frames a run announces through ``stream_resource`` / ``stream_datum`` documents.
+
+Frames are never inside events: a stream-asset detector emits one ``stream_resource`` per
+file (its ``uri``, the dataset in ``parameters["dataset"]``, the ``data_key``) and then
+``stream_datum`` documents naming the new rows (``indices``, rows in the file) and the events
+they become (``seq_nums``, 1-based, stop exclusive). :class:`FrameReader` follows both and
+returns the new rows as numpy arrays:
+
+- from the HDF5 file directly when it is readable here (the Dectris master file's virtual
+  dataset, or any plain dataset), opened read-only in SWMR mode for every batch, so rows the
+  writer has flushed are seen; a batch not yet visible (the writer has not flushed, the master
+  is being relinked) is retried a few times before it is an error;
+- through Tiled when the files are not local: ``run[stream][data_key][seq_start - 1 : seq_stop
+  - 1]`` of the run node the reader was given.
+
+Examples
+--------
+::
+
+    reader = FrameReader()
+    for name, doc in documents:
+        batch = reader(name, doc)
+        if batch is not None and batch.data_key == "eiger":
+            frames = batch.values  # (n, H, W)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the bitshuffle-LZ4 filter for h5py)
+import numpy as np
+
+__all__ = ["FrameBatch", "FrameReadError", "FrameReader", "local_path"]
+
+logger = logging.getLogger(__name__)
+
+
+class FrameReadError(RuntimeError):
+    """Announced rows could not be read (missing file, truncated dataset, corrupt data)."""
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Rows of one data key announced by one ``stream_datum``.
+
+    Attributes
+    ----------
+    data_key : str
+        Descriptor data key (e.g. the detector name, or ``"<det>-time_s"``).
+    stream : str
+        Event stream the rows belong to (``"primary"``), or ``""`` if unknown.
+    seq_start : int
+        Sequence number (1-based) of the first row; row ``i`` is event ``seq_start + i``.
+    values : numpy.ndarray
+        ``(n, *shape)`` rows as stored (uint32 frames ``(n, H, W)``, float64 scalars ``(n,)``).
+    """
+
+    data_key: str
+    stream: str
+    seq_start: int
+    values: np.ndarray
+
+    @property
+    def frame_indices(self) -> np.ndarray:
+        """0-based index of each row in its stream, int64 ``(n,)``."""
+        return np.arange(len(self.values), dtype=np.int64) + (self.seq_start - 1)
+
+
+def local_path(uri: str, root_map: Mapping[str, str] | None = None) -> Path:
+    """File system path of a ``file://`` resource URI, with an optional prefix translation.
+
+    Parameters
+    ----------
+    uri : str
+        ``file://localhost/abs/path/file.h5`` (or ``file:///abs/...``).
+    root_map : mapping of str to str, optional
+        ``{"/prefix/at/acquisition": "/prefix/here"}``: the first matching prefix is replaced.
+
+    Examples
+    --------
+    >>> str(local_path("file://localhost/data/run_master.h5", {"/data": "/mnt/beamline"}))
+    '/mnt/beamline/run_master.h5'
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        raise ValueError(f"uri={uri!r}: only file:// resources are read directly")
+    path = unquote(parsed.path)
+    for old, new in (root_map or {}).items():
+        if path == old or path.startswith(old.rstrip("/") + "/"):
+            path = new.rstrip("/") + path[len(old.rstrip("/")) :]
+            break
+    return Path(path)
+
+
+class FrameReader:
+    """Follow ``stream_resource`` / ``stream_datum`` documents and read the announced rows.
+
+    Call it with every document of a run (``reader(name, doc)``); it returns a
+    :class:`FrameBatch` for each ``stream_datum`` of a wanted key, else ``None``.
+
+    Parameters
+    ----------
+    data_keys : collection of str, optional
+        Keys to read; default every key with a stream resource.
+    tiled_run : tiled client node, optional
+        The run in Tiled (``catalog[uid]``). Used when the file of a resource is not
+        readable here, or always when ``prefer_tiled`` is set.
+    root_map : mapping of str to str, optional
+        Prefix translation of file paths (see :func:`local_path`).
+    prefer_tiled : bool
+        Read through Tiled even when the file is local.
+    retries : int
+        Extra attempts (>= 0) when announced rows are not readable yet.
+    retry_delay_s : float
+        Wait between attempts, s (> 0); the total wait is ``retries * retry_delay_s``.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_keys: set[str] | frozenset[str] | None = None,
+        tiled_run: Any = None,
+        root_map: Mapping[str, str] | None = None,
+        prefer_tiled: bool = False,
+        retries: int = 20,
+        retry_delay_s: float = 0.05,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries={retries} must be >= 0")
+        if not retry_delay_s > 0:
+            raise ValueError(f"retry_delay_s={retry_delay_s} must be > 0 s")
+        if prefer_tiled and tiled_run is None:
+            raise ValueError("prefer_tiled=True needs a tiled_run")
+        self.data_keys = None if data_keys is None else frozenset(data_keys)
+        self.tiled_run = tiled_run
+        self.root_map = dict(root_map or {})
+        self.prefer_tiled = prefer_tiled
+        self.retries = retries
+        self.retry_delay_s = retry_delay_s
+        self._resources: dict[str, dict[str, Any]] = {}
+        self._streams: dict[str, str] = {}  # descriptor uid -> stream name
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> FrameBatch | None:
+        """Consume one document; return the rows a ``stream_datum`` announces."""
+        if name == "descriptor":
+            self._streams[doc["uid"]] = doc.get("name", "")
+        elif name == "stream_resource":
+            if self.data_keys is None or doc["data_key"] in self.data_keys:
+                self._resources[doc["uid"]] = dict(doc)
+        elif name == "stream_datum":
+            return self.read_datum(doc)
+        return None
+
+    def read_datum(self, datum: Mapping[str, Any]) -> FrameBatch | None:
+        """Rows of one ``stream_datum`` (``None`` if its resource is not followed)."""
+        resource = self._resources.get(datum["stream_resource"])
+        if resource is None:
+            return None
+        rows = (int(datum["indices"]["start"]), int(datum["indices"]["stop"]))
+        seq = (int(datum["seq_nums"]["start"]), int(datum["seq_nums"]["stop"]))
+        if rows[1] - rows[0] != seq[1] - seq[0]:
+            raise FrameReadError(f"stream_datum {datum['uid']}: indices {rows} != seq_nums {seq}")
+        stream = self._streams.get(datum.get("descriptor", ""), "")
+        values = self._read(resource, rows, seq, stream)
+        return FrameBatch(resource["data_key"], stream, seq[0], values)
+
+    def _read(
+        self, resource: Mapping[str, Any], rows: tuple[int, int], seq: tuple[int, int], stream: str
+    ) -> np.ndarray:
+        path = None if self.prefer_tiled else self._readable_path(resource)
+        if path is not None:
+            dataset = resource.get("parameters", {}).get("dataset", "/entry/data/data")
+            return self._retry(lambda: _read_rows(path, dataset, *rows), f"{path}:{dataset}")
+        if self.tiled_run is None:
+            raise FrameReadError(
+                f"resource {resource['uri']!r} is not readable here and no tiled_run was given"
+            )
+        key = resource["data_key"]
+        return self._retry(
+            lambda: _read_tiled(self.tiled_run, stream, key, *seq), f"tiled {stream}/{key}"
+        )
+
+    def _readable_path(self, resource: Mapping[str, Any]) -> Path | None:
+        try:
+            path = local_path(resource["uri"], self.root_map)
+        except ValueError:
+            return None
+        return path if path.parent.is_dir() else None
+
+    def _retry(self, read: Callable[[], np.ndarray], what: str) -> np.ndarray:
+        for attempt in range(self.retries + 1):
+            try:
+                return read()
+            except (OSError, KeyError, _NotYetWrittenError) as error:
+                if attempt == self.retries:
+                    raise FrameReadError(
+                        f"{what}: announced rows unreadable after {attempt + 1} attempts: {error}"
+                    ) from error
+                logger.debug("%s not readable yet (%s); retrying", what, error)
+                time.sleep(self.retry_delay_s)
+        raise AssertionError("unreachable")
+
+
+class _NotYetWrittenError(Exception):
+    """The dataset is shorter than the announced rows (the writer has not flushed yet)."""
+
+
+def _read_rows(path: Path, dataset: str, start: int, stop: int) -> np.ndarray:
+    # A fresh SWMR open per batch sees every row the writer has flushed, including rows of a
+    # data file that is still open behind the master's virtual dataset.
+    with h5py.File(path, "r", swmr=True) as f:
+        node = f[dataset]
+        if node.shape[0] < stop:
+            raise _NotYetWrittenError(
+                f"{dataset} has {node.shape[0]} rows, rows up to {stop} announced"
+            )
+        return np.asarray(node[start:stop])
+
+
+def _read_tiled(run: Any, stream: str, key: str, seq_start: int, seq_stop: int) -> np.ndarray:
+    node = run[stream][key]
+    if node.shape[0] < seq_stop - 1:
+        raise _NotYetWrittenError(f"{stream}/{key} has {node.shape[0]} rows in Tiled")
+    return np.asarray(node[seq_start - 1 : seq_stop - 1])
