@@ -1,0 +1,76 @@
+"""Frame rate of the twin's forward model on the full and the 4x4-binned Eiger X 4M.
+
+Run: ``python benchmarks/bench_render.py [--repeats N] [--frames N]``. Prints the median
+frames/s over repeats for a typical scene (beam across LCO and LiPON, two families in
+the biphasic regime, Ti, 20 Li spots) at 0.05 s exposure, and the per-geometry setup time.
+Issue target on 2 idle cores: >= 200 binned frames/s and >= 5 full frames/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from opmap.devices.sim._detector import eiger4m_geometry
+from opmap.devices.sim._forward import FrameRenderer
+from opmap.devices.sim._forward_config import DiffractionConfig
+from opmap.devices.sim._scene import BeamScene, LcoPhase, LiSpot, OrientationFamily
+
+FAMILIES = (
+    OrientationFamily("perp", (25.0, 160.0, 205.0, 345.0), (90.0,)),
+    OrientationFamily("par", (90.0, 275.0), (210.0,)),
+)
+SCENE = BeamScene(
+    time_s=1200.0,
+    z_um=19.5,
+    x_start_um=500.0,
+    x_stop_um=533.0,
+    layer_weights={"lco": 0.5, "lipon": 0.5, "ti": 0.1, "li": 0.2},
+    lco_phases=(
+        LcoPhase("perp", 0.15, 14.0, 2.8035),
+        LcoPhase("perp", 0.10, 14.13, 2.802),
+        LcoPhase("par", 0.15, 14.0, 2.803),
+        LcoPhase("par", 0.10, 14.04, 2.802),
+    ),
+    li_spots=tuple(LiSpot(i, 17.0 * i % 360.0, 0.05) for i in range(20)),
+)
+
+
+def frames_per_s(renderer: FrameRenderer, frames: int, rng: np.random.Generator) -> float:
+    """Frames rendered per second over ``frames`` consecutive frames."""
+    start = time.perf_counter()
+    for _ in range(frames):
+        renderer.render(SCENE, exposure_s=0.05, rng=rng)
+    return frames / (time.perf_counter() - start)
+
+
+def bench(binning: int, repeats: int, frames: int) -> None:
+    """Print setup time and median rate for one binning."""
+    start = time.perf_counter()
+    renderer = FrameRenderer(eiger4m_geometry(binning=binning), DiffractionConfig(), FAMILIES)
+    setup_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    renderer.render(SCENE, exposure_s=0.05, rng=rng)
+    rates = [frames_per_s(renderer, frames, rng) for _ in range(repeats)]
+    print(
+        f"binning {binning}: shape {renderer.shape}, setup {setup_s:.1f} s, "
+        f"median {statistics.median(rates):.1f} frames/s "
+        f"(min {min(rates):.1f}, max {max(rates):.1f}, {repeats} x {frames} frames)"
+    )
+
+
+def main() -> None:
+    """Benchmark the binned and the full detector."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=20)
+    args = parser.parse_args()
+    bench(4, args.repeats, args.frames * 10)
+    bench(1, args.repeats, args.frames)
+
+
+if __name__ == "__main__":
+    main()
