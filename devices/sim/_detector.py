@@ -48,7 +48,7 @@ def eiger4m_gap_mask(*, binning: int = 1) -> np.ndarray:
     full = np.asarray(detector_factory("Eiger4M").mask, dtype=bool)
     rows, cols = EIGER4M_SHAPE[0] // binning, EIGER4M_SHAPE[1] // binning
     blocks = full[: rows * binning, : cols * binning].reshape(rows, binning, cols, binning)
-    return blocks.any(axis=(1, 3))
+    return np.asarray(blocks.any(axis=(1, 3)), dtype=bool)
 
 
 def eiger4m_detector(*, binning: int = 4) -> Detector:
