@@ -1,0 +1,301 @@
+"""Maps in time order → experiment products: series, front, Li thickness, linked grains."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from collections.abc import Mapping
+from dataclasses import fields
+from importlib import metadata as importlib_metadata
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from ._pipeline_layout import MapLayout
+from ._pipeline_map import MapResult
+from ._pipeline_params import AnalysisParameters
+from .grains import (
+    GrainTable,
+    azimuth_histogram,
+    grain_counts,
+    lifetime_classes,
+    link_grains,
+    texture_share,
+)
+from .lattice import biphasic_front, front_velocity
+from .phases import li_thickness_from_ti
+from .products import LabelledArray, Products
+
+__all__ = ["ExperimentAnalysis"]
+
+MAP_ZX = ("map", "z", "x")
+#: Units guessed from the suffix of an electrochemistry key (names carry their units).
+_SUFFIX_UNITS = {
+    "_v": "V",
+    "_a": "A",
+    "_s": "s",
+    "_c": "C",
+    "_um": "um",
+    "_mah_per_cm2": "mAh/cm2",
+    "_mah": "mAh",
+}
+
+
+def _units_of(key: str) -> str:
+    for suffix, units in sorted(_SUFFIX_UNITS.items(), key=lambda kv: -len(kv[0])):
+        if key.endswith(suffix):
+            return units
+    return ""
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in ("opmap", "numpy", "scipy", "pyFAI", "h5py", "dask"):
+        try:
+            out[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            out[package] = "unknown"
+    return out
+
+
+class ExperimentAnalysis:
+    """Accumulate `MapResult` objects in time order and build the experiment's `Products`.
+
+    Parameters
+    ----------
+    layout : MapLayout
+        Layout shared by every map.
+    params : AnalysisParameters
+        The parameters the maps were analysed with (recorded in the products' metadata).
+    metadata : Mapping, optional
+        Extra provenance (raw run uids, input files), JSON-serialisable.
+    """
+
+    def __init__(
+        self,
+        layout: MapLayout,
+        params: AnalysisParameters,
+        *,
+        metadata: Mapping[str, Any] = MappingProxyType({}),
+    ) -> None:
+        self.layout = layout
+        self.params = params
+        self.metadata = dict(metadata)
+        self._maps: list[MapResult] = []
+        self._electrochem: list[Mapping[str, float]] = []
+
+    @property
+    def n_maps(self) -> int:
+        """Number of maps added."""
+        return len(self._maps)
+
+    def add_map(
+        self, result: MapResult, *, electrochem: Mapping[str, float] | None = None
+    ) -> None:
+        """Append one map (later than every map so far).
+
+        Parameters
+        ----------
+        result : MapResult
+            From `analyze_map` with this experiment's layout.
+        electrochem : Mapping[str, float], optional
+            Electrochemical state at the map (e.g. ``potential_v``, ``current_a``,
+            ``charge_mah_per_cm2``); keys missing for some maps become NaN there.
+
+        Raises
+        ------
+        ValueError
+            Out of time order, or arrays of another shape than the layout.
+        """
+        if self._maps and not result.time_s > self._maps[-1].time_s:
+            raise ValueError(
+                f"maps must be added in time order: time_s {result.time_s} s is not after "
+                f"{self._maps[-1].time_s} s"
+            )
+        shape = (self.layout.n_z, self.layout.n_x)
+        if result.rich_fraction.shape != shape or result.ti_z_um.shape != (self.layout.n_x,):
+            raise ValueError(
+                f"result has maps of shape {result.rich_fraction.shape}, layout needs {shape}"
+            )
+        self._maps.append(result)
+        self._electrochem.append(dict(electrochem or {}))
+
+    # -- products -------------------------------------------------------------------------
+    def products(self) -> Products:
+        """All products of the maps added so far.
+
+        Returns
+        -------
+        Products
+            Arrays (dims ``("map", "z", "x")``, ``("map", "x")`` or ``("map",)``), the linked
+            grain table and track table, and metadata (parameters, layout, front speed,
+            software versions).
+
+        Raises
+        ------
+        ValueError
+            No map added yet, or ``params.reference_map`` beyond the maps added.
+        """
+        if not self._maps:
+            raise ValueError("no map added: call add_map first")
+        if self.params.reference_map >= self.n_maps:
+            raise ValueError(
+                f"reference_map {self.params.reference_map} must be < the {self.n_maps} maps"
+            )
+        time_s = np.array([m.time_s for m in self._maps])
+        arrays: dict[str, LabelledArray] = {
+            "time_s": LabelledArray(time_s, ("map",), "s", "experiment time at mid-map")
+        }
+        arrays.update(self._lattice_arrays())
+        arrays.update(self._anode_arrays())
+        front_arrays, front_meta = self._front(time_s)
+        arrays.update(front_arrays)
+        grain_arrays, tables, grain_meta = self._grains()
+        arrays.update(grain_arrays)
+        arrays.update(self._electrochem_arrays())
+        coords = {
+            "map": LabelledArray(np.array([m.map_index for m in self._maps]), ("map",), ""),
+            "z": LabelledArray(self.layout.z_um, ("z",), "um", "height above the cathode base"),
+            "x": LabelledArray(self.layout.x_um, ("x",), "um", "position along the cell"),
+            "azimuth": LabelledArray(
+                grain_meta.pop("azimuth_centres_deg"), ("azimuth",), "deg", "bin centre"
+            ),
+        }
+        meta = {
+            **self.metadata,
+            "analysis_parameters": self.params.model_dump(mode="json"),
+            "layout": self.layout.describe(),
+            "front": front_meta,
+            "grains": grain_meta,
+            "versions": _versions(),
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(),
+        }
+        meta.setdefault("opmap_version", meta["versions"]["opmap"])
+        return Products(arrays=arrays, coords=coords, tables=tables, metadata=meta)
+
+    def _stack(self, getter) -> np.ndarray:
+        return np.stack([np.asarray(getter(m), float) for m in self._maps])
+
+    def _lattice_arrays(self) -> dict[str, LabelledArray]:
+        out: dict[str, LabelledArray] = {}
+        first = self._maps[0]
+        quantities = (
+            ("c", "c_angstrom", "angstrom", "c lattice parameter"),
+            ("c_err", "c_err_angstrom", "angstrom", "standard uncertainty of c"),
+            ("a", "a_angstrom", "angstrom", "a lattice parameter"),
+            ("a_err", "a_err_angstrom", "angstrom", "standard uncertainty of a"),
+            ("x_li", "x_li", "", "x in LixCoO2 from c"),
+            ("x_li_err", "x_li_err", "", "standard uncertainty of x"),
+        )
+        for prefix, attr, units, text in quantities:
+            for family in getattr(first, attr):
+                values = self._stack(lambda m, a=attr, f=family: getattr(m, a)[f])
+                out[f"{prefix}_{family}"] = LabelledArray(
+                    values, MAP_ZX, units, f"{text}, {family}"
+                )
+        out["rich_fraction"] = LabelledArray(
+            self._stack(lambda m: m.rich_fraction), MAP_ZX, "",
+            f"Li-rich (003) area fraction, {self.params.front_family_name}",
+        )  # fmt: skip
+        for band in first.phases:
+            out[f"phase_{band}"] = LabelledArray(
+                self._stack(lambda m, b=band: m.phases[b]), MAP_ZX, "", f"normalised {band}"
+            )
+        return out
+
+    def _anode_arrays(self) -> dict[str, LabelledArray]:
+        ti_z = self._stack(lambda m: m.ti_z_um)
+        thickness = li_thickness_from_ti(ti_z, reference_index=self.params.reference_map)
+        with np.errstate(invalid="ignore"):
+            counts = np.isfinite(thickness).sum(axis=1)
+            mean = np.where(counts > 0, np.nansum(thickness, 1) / np.maximum(counts, 1), np.nan)
+        return {
+            "ti_z": LabelledArray(ti_z, ("map", "x"), "um", "Ti collector height"),
+            "li_thickness": LabelledArray(
+                thickness, ("map", "x"), "um", "plated Li thickness (Ti displacement)"
+            ),
+            "li_thickness_mean": LabelledArray(mean, ("map",), "um", "mean plated Li thickness"),
+        }
+
+    def _front(self, time_s: np.ndarray) -> tuple[dict[str, LabelledArray], dict[str, Any]]:
+        rich = self._stack(lambda m: m.rich_fraction)
+        front = biphasic_front(rich, z_um=self.layout.z_um, time_s=time_s)
+        position = front.position_um
+        window = self.params.front_time_window_s
+        used = np.isfinite(position)
+        if window is not None:
+            used &= (time_s >= window[0]) & (time_s <= window[1])
+        speed, speed_err = front_velocity(time_s, np.where(used, position, np.nan))
+        arrays = {
+            "front_position": LabelledArray(position, ("map",), "um", "biphasic front height"),
+            "front_position_err": LabelledArray(
+                front.position_err_um, ("map",), "um", "uncertainty of the front height"
+            ),
+            "front_width": LabelledArray(
+                front.width_um, ("map",), "um", "10-90 % width of the biphasic interface"
+            ),
+        }
+        meta = {
+            "speed_nm_per_s": speed,
+            "speed_err_nm_per_s": speed_err,
+            "maps_used": int(used.sum()),
+        }
+        return arrays, meta
+
+    def _grain_table(self) -> GrainTable:
+        names = [f.name for f in fields(GrainTable)]
+        parts = [m.grains.to_dict() for m in self._maps]
+        return GrainTable(**{n: np.concatenate([p[n] for p in parts]) for n in names})
+
+    def _grains(self):
+        p = self.params
+        n = self.n_maps
+        table = link_grains(
+            self._grain_table(), tol_x_um=p.link_tol_x_um, tol_z_um=p.link_tol_z_um,
+            tol_chi_deg=p.link_tol_chi_deg,
+        )  # fmt: skip
+        counts = grain_counts(table, n_maps=n)
+        stable_min = p.stable_min_maps if p.stable_min_maps is not None else n // 2 + 1
+        life, cls = lifetime_classes(table, n_maps=n, stable_min_maps=max(2, stable_min))
+        hist, edges = azimuth_histogram(table, n_maps=n, bin_width_deg=p.azimuth_bin_deg)
+        share_a, share_b = texture_share(table, n_maps=n)
+        arrays = {
+            "grains_total": LabelledArray(counts.total, ("map",), "", "grains in diffraction"),
+            "grains_new": LabelledArray(counts.new, ("map",), "", "grains first seen"),
+            "grains_deceased": LabelledArray(counts.deceased, ("map",), "", "grains lost"),
+            "grain_azimuth_histogram": LabelledArray(
+                hist, ("map", "azimuth"), "", "grains per azimuth bin"
+            ),
+            "texture_share_burgers": LabelledArray(
+                share_a, ("map",), "", "share of grains near 0/60/120/180 deg"
+            ),
+            "texture_share_shifted": LabelledArray(
+                share_b, ("map",), "", "share of grains near 30/90/150 deg"
+            ),
+        }
+        tracks = {
+            "track_id": np.arange(life.size),
+            "lifetime_maps": life,
+            "grain_class": cls,
+        }
+        classes = np.bincount(cls, minlength=3) if cls.size else np.zeros(3, int)
+        meta = {
+            "azimuth_centres_deg": 0.5 * (edges[:-1] + edges[1:]),
+            "class_names": ["ephemeral", "unstable", "stable"],
+            "class_counts": classes.tolist(),
+            "stable_min_maps": int(max(2, stable_min)),
+        }
+        return arrays, {"grains": table.to_dict(), "grain_tracks": tracks}, meta
+
+    def _electrochem_arrays(self) -> dict[str, LabelledArray]:
+        keys = sorted({k for e in self._electrochem for k in e})
+        return {
+            f"echem_{key}": LabelledArray(
+                np.array([float(e.get(key, np.nan)) for e in self._electrochem]),
+                ("map",),
+                _units_of(key),
+                f"electrochemistry: {key}",
+            )
+            for key in keys
+        }

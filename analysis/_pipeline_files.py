@@ -1,0 +1,263 @@
+"""`analyze_files`: HDF5 frames → dask reduction → per-map analysis → products file."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._pipeline_experiment import ExperimentAnalysis
+from ._pipeline_layout import MapLayout
+from ._pipeline_map import analyze_map
+from ._pipeline_params import AnalysisParameters
+from .families import FamilyConfig, load_families
+from .frames import FrameSource, open_frames
+from .geometry import DetectorGeometry, load_poni
+from .nexus import next_free_path, write_products
+from .products import Products
+from .reduction import CompiledReduction, compile
+
+__all__ = ["analyze_files", "default_output_path", "map_times_s"]
+
+#: Per-frame experiment time written by opmap's Eiger next to the frames (s).
+TIME_PATH = "entry/opmap/time_s"
+
+
+def default_output_path(frames_path: str | Path) -> Path:
+    """Free products path next to the input: ``<stem>_analysis.nxs`` (``.v2``, … if taken).
+
+    Examples
+    --------
+    >>> default_output_path("/data/cell_master.h5").name
+    'cell_analysis.nxs'
+    """
+    path = Path(frames_path)
+    stem = path.stem.removesuffix("_master")
+    return next_free_path(path.with_name(f"{stem}_analysis.nxs"))
+
+
+def map_times_s(frames_path: str | Path, *, frames_per_map: int, n_maps: int) -> np.ndarray | None:
+    """Mid-map experiment times (s) from the per-frame times of an opmap master file.
+
+    Returns None when the file holds no ``/entry/opmap/time_s`` (or too few entries).
+    """
+    with h5py.File(frames_path, "r") as h5:
+        if TIME_PATH not in h5:
+            return None
+        times = np.asarray(h5[TIME_PATH][: frames_per_map * n_maps], float)
+    if times.size < frames_per_map * n_maps:
+        return None
+    per_map = times.reshape(n_maps, frames_per_map)
+    return 0.5 * (per_map.min(axis=1) + per_map.max(axis=1))
+
+
+def _geometry(poni: str | Path | DetectorGeometry, source: FrameSource) -> DetectorGeometry:
+    geometry = poni if isinstance(poni, DetectorGeometry) else load_poni(poni)
+    if geometry.shape != source.frame_shape:
+        raise ValueError(
+            f"frames have shape {source.frame_shape} but the PONI detector is {geometry.shape}: "
+            "the PONI does not describe this detector (or its binning)"
+        )
+    return geometry
+
+
+def _layout(source, map_shape, snake, n_maps, z_um, x_um) -> tuple[MapLayout, int]:
+    n_z, n_x = (int(n) for n in map_shape)
+    layout = MapLayout(n_z=n_z, n_x=n_x, snake=snake, z_um=z_um, x_um=x_um)
+    if source.n_frames == 0 or source.n_frames % layout.n_frames:
+        raise ValueError(
+            f"map shape {n_z} × {n_x} = {layout.n_frames} frames does not divide the "
+            f"{source.n_frames} frames of the file"
+        )
+    available = source.n_frames // layout.n_frames
+    n_maps = available if n_maps is None else n_maps
+    if not 1 <= n_maps <= available:
+        raise ValueError(f"n_maps must be in [1, {available}] (maps in the file), got {n_maps}")
+    return layout, n_maps
+
+
+def _reduce_block(block: np.ndarray, reduction: CompiledReduction) -> np.ndarray:
+    return reduction.reduce_packed(block, threads=1)
+
+
+class _Reducer:
+    """Reduce frames of one map at a time, locally (threads) or on a distributed cluster."""
+
+    def __init__(self, reduction: CompiledReduction, scheduler: str | None, progress: bool):
+        self.reduction = reduction
+        self.progress = progress
+        self.client: Any = None
+        self.handle: Any = reduction
+        if scheduler is not None:
+            from distributed import Client
+
+            self.client = Client(scheduler)
+            # Ship the compiled matrix to every worker once; tasks then refer to it.
+            self.handle = self.client.scatter(reduction, broadcast=True)
+
+    def packed(self, frames: Any) -> np.ndarray:
+        lazy = frames.map_blocks(
+            _reduce_block, self.handle, dtype=np.float32, drop_axis=2,
+            chunks=(frames.chunks[0], (self.reduction.n_outputs,)),
+        )  # fmt: skip
+        if self.client is None:
+            return np.asarray(self._local(lazy))
+        future = self.client.compute(lazy)
+        if self.progress:
+            from distributed import progress
+
+            with contextlib.redirect_stdout(sys.stderr):
+                progress(future)
+        return np.asarray(future.result())
+
+    def _local(self, lazy: Any) -> Any:
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar(minimum=1.0, out=sys.stderr) if self.progress else None
+        with bar if bar is not None else contextlib.nullcontext():
+            return lazy.compute(scheduler="threads")
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def analyze_files(
+    frames_path: str | Path,
+    *,
+    poni: str | Path | DetectorGeometry,
+    map_shape: tuple[int, int],
+    families: str | Path | FamilyConfig | None = None,
+    params: AnalysisParameters | None = None,
+    dataset: str | None = None,
+    snake: bool = False,
+    n_maps: int | None = None,
+    z_um: np.ndarray | None = None,
+    x_um: np.ndarray | None = None,
+    times_s: np.ndarray | None = None,
+    electrochem: list[Mapping[str, float]] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+    chunk_frames: int = 64,
+    progress: bool = True,
+    on_map: Callable[[int, int], None] | None = None,
+) -> Products:
+    """Analyse the maps stored in an HDF5 file and (optionally) write the products.
+
+    Parameters
+    ----------
+    frames_path : str or Path
+        Dectris master file, or any HDF5 file with ``dataset``.
+    poni : str, Path or DetectorGeometry
+        pyFAI PONI file of the detector (or a geometry); must match the frame shape.
+    map_shape : (int, int)
+        ``(n_z, n_x)`` frames per map; must divide the frame count.
+    families : str, Path or FamilyConfig, optional
+        Orientation families (TOML); required unless ``params`` is given.
+    params : AnalysisParameters, optional
+        All analysis options (``families`` then overrides its families).
+    dataset : str, optional
+        Frames dataset path inside ``frames_path`` (default: Dectris layout).
+    snake : bool, optional
+        Odd rows scanned in −x.
+    n_maps : int, optional
+        Analyse only the first ``n_maps`` maps (default all).
+    z_um, x_um : numpy.ndarray, optional
+        Row heights (n_z,) and column centres (n_x,) in µm (default 0, 1, …).
+    times_s : numpy.ndarray, optional
+        Mid-map experiment times (s); default from ``/entry/opmap/time_s``, else the map
+        index (recorded in the metadata as ``time_source``).
+    electrochem : list of Mapping, optional
+        Electrochemical state per map.
+    out : str or Path, optional
+        Write the products there (atomically); None writes nothing.
+    overwrite : bool, optional
+        Replace an existing ``out``; otherwise an existing file is an error raised before
+        any computation.
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler; default the local threaded scheduler.
+    chunk_frames : int, optional
+        Frames per dask block.
+    progress : bool, optional
+        Show dask's progress bar on stderr.
+    on_map : callable, optional
+        Called as ``on_map(done, total)`` after each map.
+
+    Returns
+    -------
+    Products
+
+    Raises
+    ------
+    ValueError
+        Unparsable PONI or families, overlapping sectors, frames of the wrong shape,
+        truncated/corrupt HDF5, NaN or negative frames, a map shape that does not divide the
+        frame count; nothing is written then.
+    FileExistsError
+        ``out`` exists and ``overwrite`` is False.
+    """
+    if params is None and families is None:
+        raise ValueError("pass families (a TOML file or FamilyConfig) or params")
+    if families is not None:
+        config = families if isinstance(families, FamilyConfig) else load_families(families)
+        params = (
+            AnalysisParameters(families=config)
+            if params is None
+            else params.model_copy(update={"families": config})
+        )
+        params = AnalysisParameters.model_validate(params.model_dump())
+    assert params is not None
+    if out is not None and Path(out).exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} exists; pass overwrite=True or write to {next_free_path(out)}"
+        )
+    source = open_frames(frames_path, dataset=dataset)
+    geometry = _geometry(poni, source)
+    layout, n_maps = _layout(source, map_shape, snake, n_maps, z_um, x_um)
+    times, time_source = _times(frames_path, times_s, layout, n_maps)
+    if electrochem is not None and len(electrochem) < n_maps:
+        raise ValueError(f"electrochem has {len(electrochem)} entries for {n_maps} maps")
+    reduction = compile(params.reduction_plan(), geometry)
+    frames = source.to_dask(chunk_frames=chunk_frames)
+    experiment = ExperimentAnalysis(
+        layout, params,
+        metadata={"frames_file": Path(frames_path).name, "dataset": dataset,
+                  "time_source": time_source, "n_frames_per_map": layout.n_frames},
+    )  # fmt: skip
+    reducer = _Reducer(reduction, scheduler, progress)
+    try:
+        for index in range(n_maps):
+            block = frames[index * layout.n_frames : (index + 1) * layout.n_frames]
+            reduced = reduction.unpack(reducer.packed(block))
+            result = analyze_map(
+                reduced, layout, params, map_index=index, time_s=float(times[index])
+            )
+            experiment.add_map(
+                result, electrochem=None if electrochem is None else electrochem[index]
+            )
+            if on_map is not None:
+                on_map(index + 1, n_maps)
+    finally:
+        reducer.close()
+    products = experiment.products()
+    if out is not None:
+        write_products(out, products, overwrite=overwrite)
+    return products
+
+
+def _times(frames_path, times_s, layout: MapLayout, n_maps: int) -> tuple[np.ndarray, str]:
+    if times_s is not None:
+        times = np.asarray(times_s, float)
+        if times.shape != (n_maps,) or not np.all(np.isfinite(times)):
+            raise ValueError(f"times_s must hold {n_maps} finite times, got shape {times.shape}")
+        return times, "given"
+    stored = map_times_s(frames_path, frames_per_map=layout.n_frames, n_maps=n_maps)
+    if stored is not None and np.all(np.isfinite(stored)) and np.all(np.diff(stored) > 0):
+        return stored, TIME_PATH
+    return np.arange(n_maps, dtype=float), "map index (no per-frame times in the file)"

@@ -1,0 +1,181 @@
+"""One map: lattice, phase, Ti and grain results from the reduced frames of that map."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._pipeline_layout import MapLayout
+from ._pipeline_params import AnalysisParameters
+from .fitting import fit_gaussian, fit_two_gaussians
+from .grains import GrainTable, find_grains
+from .lattice import a_from_q110, c_from_q003
+from .phases import phase_maps, ti_position
+from .reduction import ReducedFrames
+
+__all__ = ["MapResult", "analyze_map"]
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """Results of one map; every map array is (n_z, n_x), NaN where not measured.
+
+    Attributes
+    ----------
+    map_index : int
+        Position of the map in the experiment.
+    time_s : float
+        Experiment time at the middle of the map (s), given by the caller.
+    c_angstrom, c_err_angstrom : Mapping[str, numpy.ndarray]
+        c per family (Å) from the (003) position, and its standard uncertainty.
+    a_angstrom, a_err_angstrom : Mapping[str, numpy.ndarray]
+        a per family (Å) from (110) (families with (110) sectors only).
+    x_li, x_li_err : Mapping[str, numpy.ndarray]
+        Li content of LiₓCoO₂ per family from c (dimensionless).
+    rich_fraction : numpy.ndarray
+        Li-rich (003) area fraction of the front family (two Gaussians), (n_z, n_x).
+    phases : Mapping[str, numpy.ndarray]
+        Normalised (0–1) intensity of each reduction band, (n_z, n_x).
+    band_intensity : Mapping[str, numpy.ndarray]
+        Raw mean band intensity (counts per normalised pixel), (n_z, n_x).
+    ti_z_um : numpy.ndarray
+        Ti collector height per column (µm), (n_x,).
+    grains : GrainTable
+        Li grains of this map (``track_id`` −1: linked by `ExperimentAnalysis`).
+    """
+
+    map_index: int
+    time_s: float
+    c_angstrom: Mapping[str, np.ndarray]
+    c_err_angstrom: Mapping[str, np.ndarray]
+    a_angstrom: Mapping[str, np.ndarray]
+    a_err_angstrom: Mapping[str, np.ndarray]
+    x_li: Mapping[str, np.ndarray]
+    x_li_err: Mapping[str, np.ndarray]
+    rich_fraction: np.ndarray
+    phases: Mapping[str, np.ndarray]
+    band_intensity: Mapping[str, np.ndarray]
+    ti_z_um: np.ndarray
+    grains: GrainTable
+
+
+def _lattice(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
+    out: dict[str, dict[str, np.ndarray]] = {
+        k: {} for k in ("c", "c_err", "a", "a_err", "x", "x_err")
+    }
+    for family in params.families.family:
+        name = family.name
+        fit = fit_gaussian(
+            reduced.profiles[f"{name}:003"], reduced.profile_q[f"{name}:003"],
+            min_snr=params.fit_min_snr,
+        )  # fmt: skip
+        c, c_err = c_from_q003(fit.position_q, fit.position_q_err)
+        x, x_err = params.x_li(name, c, c_err)
+        for key, value in (("c", c), ("c_err", c_err), ("x", x), ("x_err", x_err)):
+            out[key][name] = layout.to_map(value)
+        key_110 = f"{name}:110"
+        if key_110 in reduced.profiles:
+            fit = fit_gaussian(
+                reduced.profiles[key_110], reduced.profile_q[key_110], min_snr=params.fit_min_snr
+            )
+            a, a_err = a_from_q110(fit.position_q, fit.position_q_err)
+            out["a"][name], out["a_err"][name] = layout.to_map(a), layout.to_map(a_err)
+    return out
+
+
+def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
+    key = f"{params.front_family_name}:003"
+    q = reduced.profile_q[key]
+    positions = (6 * np.pi / params.poor_c_angstrom, 6 * np.pi / params.rich_c_angstrom)
+    fit = fit_two_gaussians(
+        reduced.profiles[key], q, positions_q=positions,
+        fix_positions=params.fix_phase_positions, min_snr=params.fit_min_snr,
+    )  # fmt: skip
+    return layout.to_map(fit.fraction[:, 1])
+
+
+def analyze_map(
+    reduced: ReducedFrames,
+    layout: MapLayout,
+    params: AnalysisParameters,
+    *,
+    map_index: int,
+    time_s: float,
+) -> MapResult:
+    """Analyse the reduced frames of one map.
+
+    Parameters
+    ----------
+    reduced : ReducedFrames
+        The ``layout.n_frames`` frames of the map, in acquisition order (from
+        `CompiledReduction.reduce` with ``params.reduction_plan()``).
+    layout : MapLayout
+        Where each frame sits on the (z, x) grid.
+    params : AnalysisParameters
+        Fit, calibration, Ti and grain options.
+    map_index : int
+        Position of the map in the experiment (>= 0).
+    time_s : float
+        Experiment time at the middle of the map (s, finite).
+
+    Returns
+    -------
+    MapResult
+
+    Raises
+    ------
+    ValueError
+        Frame count differs from the layout, a family's profile or the Ti band is missing,
+        or ``map_index`` / ``time_s`` are invalid.
+    """
+    if reduced.n_frames != layout.n_frames:
+        raise ValueError(
+            f"reduced holds {reduced.n_frames} frames but the layout needs "
+            f"n_z·n_x = {layout.n_z}·{layout.n_x} = {layout.n_frames}"
+        )
+    if not (isinstance(map_index, int | np.integer) and map_index >= 0):
+        raise ValueError(f"map_index must be an integer >= 0, got {map_index!r}")
+    if not np.isfinite(time_s):
+        raise ValueError(f"time_s must be finite, got {time_s!r}")
+    missing = [f"{f.name}:003" for f in params.families.family]
+    missing = [k for k in missing if k not in reduced.profiles]
+    if missing or params.ti_band not in reduced.bands:
+        raise ValueError(
+            f"reduced lacks {missing or params.ti_band!r}: reduce with params.reduction_plan()"
+        )
+    lat = _lattice(reduced, layout, params)
+    single = MapLayout(n_z=layout.n_z, n_x=layout.n_x, snake=layout.snake)
+    phases = {
+        name: values[0]
+        for name, values in phase_maps(
+            reduced.bands, n_z=single.n_z, n_x=single.n_x, snake=single.snake,
+            percentiles=params.phase_percentiles,
+        ).items()
+    }  # fmt: skip
+    bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
+    ti_z = ti_position(
+        bands[params.ti_band], z_um=layout.z_um, half_window=params.ti_half_window,
+        method=params.ti_method,
+    )  # fmt: skip
+    grains = find_grains(
+        layout.to_map(reduced.li_window), z_um=layout.z_um, x_um=layout.x_um,
+        chi_deg=reduced.li_window_chi_deg, k=params.grain_k,
+        background_chi_step=params.grain_background_chi_step, map_index=int(map_index),
+    )  # fmt: skip
+    return MapResult(
+        map_index=int(map_index),
+        time_s=float(time_s),
+        c_angstrom=lat["c"],
+        c_err_angstrom=lat["c_err"],
+        a_angstrom=lat["a"],
+        a_err_angstrom=lat["a_err"],
+        x_li=lat["x"],
+        x_li_err=lat["x_err"],
+        rich_fraction=_rich_fraction(reduced, layout, params),
+        phases=phases,
+        band_intensity=bands,
+        ti_z_um=ti_z,
+        grains=grains,
+    )

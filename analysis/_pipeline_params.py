@@ -1,0 +1,189 @@
+"""Every tunable of the map-level pipeline, in one frozen, JSON-serialisable model."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._reduction_plan import ReductionPlan
+from .families import FamilyConfig
+from .lattice import LiCalibration, li_fraction_from_c
+
+__all__ = ["AnalysisParameters", "CalibrationTable", "load_parameters"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class CalibrationTable(BaseModel):
+    """Piecewise-linear x(c) of one family: c (Å, strictly increasing) against x_Li.
+
+    Outside the table x is clamped to its end values.
+
+    Examples
+    --------
+    >>> table = CalibrationTable(c_angstrom=(14.0, 14.13, 14.32), x_li=(1.0, 0.75, 0.5))
+    >>> x, _ = table.x_li_from_c(np.array([14.065, 14.5]))
+    >>> print(np.round(x, 3))
+    [0.875 0.5  ]
+    """
+
+    model_config = _FROZEN
+    c_angstrom: tuple[float, ...] = Field(min_length=2)
+    x_li: tuple[float, ...] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CalibrationTable:
+        if len(self.c_angstrom) != len(self.x_li):
+            raise ValueError(
+                f"c_angstrom ({len(self.c_angstrom)}) and x_li ({len(self.x_li)}) "
+                "must have the same length"
+            )
+        if np.any(np.diff(self.c_angstrom) <= 0):
+            raise ValueError("c_angstrom must be strictly increasing")
+        return self
+
+    def x_li_from_c(
+        self, c_angstrom: np.ndarray, c_err: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """x and its standard uncertainty (local slope × σc) for c in Å (any shape)."""
+        c = np.asarray(c_angstrom, dtype=float)
+        x = np.interp(c, self.c_angstrom, self.x_li)
+        slopes = np.diff(self.x_li) / np.diff(self.c_angstrom)
+        segment = np.clip(np.searchsorted(self.c_angstrom, c) - 1, 0, slopes.size - 1)
+        inside = (c >= self.c_angstrom[0]) & (c <= self.c_angstrom[-1])
+        slope = np.where(inside, np.abs(slopes[segment]), 0.0)
+        err = np.full_like(c, np.nan) if c_err is None else slope * np.asarray(c_err, float)
+        return np.where(np.isfinite(c), x, np.nan), err
+
+
+class AnalysisParameters(BaseModel):
+    """Everything tunable in `analyze_map` and `ExperimentAnalysis` (recorded as provenance).
+
+    Parameters
+    ----------
+    families : FamilyConfig
+        LCO orientation families and their sectors (defines the reduction plan too).
+    fit_min_snr : float
+        Peak area / its uncertainty below which a (003)/(110) fit is rejected (NaN), > 2.
+    calibration : dict[str, CalibrationTable]
+        x(c) table per family; families not listed use the paper's two lines
+        (`opmap.analysis.lattice.PAPER_CALIBRATION`).
+    front_family : str or None
+        Family whose (003) profile gives the Li-rich fraction (two Gaussians); default the
+        first family.
+    rich_c_angstrom, poor_c_angstrom : float
+        Starting c of the Li-rich and Li-poor phases (Å) for the two-Gaussian fit.
+    fix_phase_positions : bool
+        Hold both (003) positions at those c (fit only areas, width, background).
+    front_time_window_s : (float, float) or None
+        Only maps with ``time_s`` inside enter the front speed fit (None: all maps).
+    ti_band : str
+        Reduction band locating the Ti collector.
+    ti_half_window : int
+        Rows each side of the Ti maximum in its centroid.
+    ti_method : {"centroid", "gaussian"}
+        Ti position estimator (`opmap.analysis.phases.ti_position`).
+    reference_map : int
+        Map without plated Li: Li thickness = Ti displacement from it.
+    phase_percentiles : (float, float)
+        Percentiles mapped to 0 and 1 in the phase maps.
+    grain_k : float
+        Li spot threshold in units of the frame's mean window intensity (paper: 10).
+    grain_background_chi_step : int
+        Azimuth stride of the median background of the Li window.
+    link_tol_x_um, link_tol_z_um, link_tol_chi_deg : float
+        Largest moves of one grain between consecutive maps.
+    stable_min_maps : int or None
+        Lifetime (maps) from which a grain is stable; default more than half the maps.
+    azimuth_bin_deg : float
+        Bin width of the grain azimuth histogram (divides 360).
+    """
+
+    model_config = _FROZEN
+    families: FamilyConfig
+    fit_min_snr: float = Field(default=5.0, gt=2.0, le=1000.0)
+    calibration: dict[str, CalibrationTable] = Field(default_factory=dict)
+    front_family: str | None = None
+    rich_c_angstrom: float = Field(default=14.0, gt=13.0, lt=15.0)
+    poor_c_angstrom: float = Field(default=14.13, gt=13.0, lt=15.0)
+    fix_phase_positions: bool = False
+    front_time_window_s: tuple[float, float] | None = None
+    ti_band: str = "ti_100"
+    ti_half_window: int = Field(default=2, ge=1, le=10)
+    ti_method: Literal["centroid", "gaussian"] = "centroid"
+    reference_map: int = Field(default=0, ge=0)
+    phase_percentiles: tuple[float, float] = (1.0, 99.5)
+    grain_k: float = Field(default=10.0, gt=0.0, le=1000.0)
+    grain_background_chi_step: int = Field(default=4, ge=1, le=45)
+    link_tol_x_um: float = Field(default=33.0, gt=0.0)
+    link_tol_z_um: float = Field(default=2.0, gt=0.0)
+    link_tol_chi_deg: float = Field(default=2.0, gt=0.0, le=180.0)
+    stable_min_maps: int | None = Field(default=None, ge=2)
+    azimuth_bin_deg: float = Field(default=5.0, gt=0.0, le=180.0)
+
+    @model_validator(mode="after")
+    def _names_known(self) -> AnalysisParameters:
+        names = [f.name for f in self.families.family]
+        unknown = sorted(set(self.calibration) - set(names))
+        if unknown:
+            raise ValueError(f"calibration names unknown families {unknown}; known: {names}")
+        if self.front_family is not None and self.front_family not in names:
+            raise ValueError(f"front_family {self.front_family!r} must be one of {names}")
+        if not self.rich_c_angstrom < self.poor_c_angstrom:
+            raise ValueError(
+                f"rich_c_angstrom ({self.rich_c_angstrom}) must be below poor_c_angstrom "
+                f"({self.poor_c_angstrom}): Li-rich LCO has the smaller c"
+            )
+        lo, hi = self.phase_percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(
+                f"phase_percentiles must satisfy 0 <= low < high <= 100, got {lo, hi}"
+            )
+        window = self.front_time_window_s
+        if window is not None and not window[0] < window[1]:
+            raise ValueError("front_time_window_s must be (start, stop) with start < stop")
+        if abs(360.0 / self.azimuth_bin_deg - round(360.0 / self.azimuth_bin_deg)) > 1e-9:
+            raise ValueError(f"azimuth_bin_deg must divide 360, got {self.azimuth_bin_deg}")
+        return self
+
+    @property
+    def front_family_name(self) -> str:
+        """The family used for the Li-rich fraction."""
+        return self.front_family or self.families.family[0].name
+
+    def reduction_plan(self, **options: Any) -> ReductionPlan:
+        """The reduction plan these parameters need (``options`` go to `ReductionPlan`)."""
+        plan = ReductionPlan(families=self.families, **options)
+        if self.ti_band not in plan.bands:
+            raise ValueError(
+                f"ti_band {self.ti_band!r} is not a band of the plan: {list(plan.bands)}"
+            )
+        return plan
+
+    def x_li(
+        self, family: str, c_angstrom: np.ndarray, c_err: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """x_Li and its uncertainty from c (Å) with ``family``'s calibration."""
+        table = self.calibration.get(family)
+        if table is not None:
+            return table.x_li_from_c(c_angstrom, c_err)
+        return li_fraction_from_c(c_angstrom, c_err, calibration=LiCalibration())
+
+
+def load_parameters(path: str | Path, **overrides: Any) -> AnalysisParameters:
+    """Read `AnalysisParameters` from TOML (``[[families.family]]`` tables + options).
+
+    ``overrides`` replace top-level fields (e.g. ``families=load_families(...)``).
+    A misspelt or out-of-range field raises ``ValueError`` naming it.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from error
+    data.update(overrides)
+    return AnalysisParameters.model_validate(data)

@@ -1,0 +1,34 @@
+"""The map-level analysis pipeline: reduced frames of a map → results → experiment products.
+
+One code path for live and offline analysis::
+
+    params = AnalysisParameters(families=load_families("families.toml"))
+    reduction = compile(params.reduction_plan(), geometry)       # once per geometry
+    experiment = ExperimentAnalysis(layout, params, metadata={"run_uid": uid})
+    for index, frames in enumerate(maps):                         # in time order
+        result = analyze_map(reduction.reduce(frames), layout, params,
+                             map_index=index, time_s=mid_map_time_s)
+        experiment.add_map(result, electrochem={"potential_v": 4.1})
+    products = experiment.products()                              # → write_products / Tiled
+
+`analyze_files` does the same from HDF5 files with dask (see ``opmap analyze``).
+"""
+
+from ._pipeline_experiment import ExperimentAnalysis
+from ._pipeline_files import analyze_files, default_output_path, map_times_s
+from ._pipeline_layout import MapLayout
+from ._pipeline_map import MapResult, analyze_map
+from ._pipeline_params import AnalysisParameters, CalibrationTable, load_parameters
+
+__all__ = [
+    "AnalysisParameters",
+    "CalibrationTable",
+    "ExperimentAnalysis",
+    "MapLayout",
+    "MapResult",
+    "analyze_files",
+    "analyze_map",
+    "default_output_path",
+    "load_parameters",
+    "map_times_s",
+]
