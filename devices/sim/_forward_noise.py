@@ -27,21 +27,31 @@ _MAX_K = 80
 _INV_K = 1.0 / np.arange(1, _MAX_K + 1, dtype=np.float64)
 
 
+#: The first terms of the cumulative sum are added without branching (fast: most pixels
+#: hold fewer counts); the rare larger counts continue in a loop.
+_UNROLLED_TERMS = 4
+
+
 @numba.njit(nogil=True)
 def _invert_poisson(lam, uniform, inv_k, out):  # pragma: no cover - compiled
     for i in range(lam.size):
         expected = np.float64(lam[i])
-        if expected <= 0.0 or expected >= 10.0:
+        if not (expected > 0.0 and expected < 10.0):
             out[i] = 0
             continue
-        p = math.exp(-expected)
+        u = uniform[i]
+        p = math.exp(-expected)  # P(N = 0)
         cdf = p
         k = 0
-        u = uniform[i]
-        while u > cdf and k < inv_k.size:
-            p *= expected * inv_k[k]
-            k += 1
+        for j in range(_UNROLLED_TERMS):  # k = #{j : u > P(N <= j)}
+            k += u > cdf
+            p *= expected * inv_k[j]  # P(N = j + 1) = P(N = j) * λ / (j + 1)
             cdf += p
+        if k == _UNROLLED_TERMS:
+            while u > cdf and k < inv_k.size:
+                p *= expected * inv_k[k]
+                k += 1
+                cdf += p
         out[i] = k
 
 
