@@ -30,6 +30,8 @@ def combine_static(weights, stack, lam):  # pragma: no cover - compiled
 def _box_gaussian(q_lo, q_hi, q0, fwhm):  # pragma: no cover - compiled
     """Mean of a unit-height Gaussian (centre q0, FWHM fwhm) over [q_lo, q_hi]."""
     sigma = fwhm * _FWHM_TO_SIGMA
+    if q_lo - q0 > 7.0 * sigma or q0 - q_hi > 7.0 * sigma:
+        return 0.0  # beyond 7σ: below 1e-11 of the peak
     scale = 1.0 / (math.sqrt(2.0) * sigma)
     width = max(q_hi - q_lo, 1e-12)
     span = math.erf((q_hi - q0) * scale) - math.erf((q_lo - q0) * scale)
