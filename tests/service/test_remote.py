@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pyarrow.ipc
 import pytest
 from tiled.client import from_uri
 
@@ -102,6 +103,18 @@ def test_http_serves_the_grain_table_as_csv(server: ServerHandle) -> None:
         np.testing.assert_array_equal(table[column].to_numpy(), values)
     counts = fetch_table(server.url, "processed/cell-7/v1/counts", server.api_key)
     assert counts["total"].tolist() == [2, 1, 1]
+    arrow = httpx.get(url, headers=_key(server) | {"Accept": "application/vnd.apache.arrow.file"})
+    assert pyarrow.ipc.open_file(arrow.content).read_all().column("chi_deg").to_pylist() == (
+        GRAINS["chi_deg"].tolist()
+    )
+
+
+def test_http_serves_a_c_map_slice_as_csv(server: ServerHandle) -> None:
+    url = f"{server.url}/api/v1/array/full/{C_PATH}"
+    response = httpx.get(url, params={"slice": "2", "format": "text/csv"}, headers=_key(server))
+    assert response.status_code == 200
+    parsed = np.loadtxt(response.text.splitlines(), delimiter=",")
+    np.testing.assert_allclose(parsed, _c_maps()[2], rtol=1e-6)
 
 
 def test_http_without_or_with_a_wrong_key_is_refused_with_401(server: ServerHandle) -> None:
