@@ -219,3 +219,21 @@ def test_bad_live_input_is_refused_before_writing(processed) -> None:
         writer.append_rows("grains", {"grain_id": np.array([1, 2]), "chi_deg": np.array([0.0])})
     assert processed["bad-live"]["v1"]["c_perp"].shape == (1, N_Z, N_X)
     assert processed["bad-live"]["v1"]["grains"].read()["grain_id"].tolist() == [1, 2]
+
+
+def test_version_taken_by_a_concurrent_writer_is_skipped_via_409(
+    processed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opmap.callbacks import _products_layout
+
+    first = TiledProductWriter(processed, "race", raw_uids=["first"])
+    real_next_version = _products_layout.next_version
+    proposals = iter(["v1"])  # what a writer that looked before `first` was created proposes
+
+    def stale_then_real(processed_, experiment_id: str) -> str:
+        return next(proposals, None) or real_next_version(processed_, experiment_id)
+
+    monkeypatch.setattr(_products_layout, "next_version", stale_then_real)
+    second = TiledProductWriter(processed, "race", raw_uids=["second"])
+    assert (first.version, second.version) == ("v1", "v2")
+    assert processed["race"]["v1"].metadata["raw_uids"] == ["first"], "v1 untouched by the 409"
