@@ -22,9 +22,9 @@ from opmap.devices.sim._eiger import SimEiger, metadata_from_integrator
 from opmap.devices.sim._stage import SimMapStage
 from opmap.plans import MapGeometry
 
-BINNING = 8
+BINNING = 4
 GEOMETRY = DetectorGeometry(
-    eiger4m_detector(binning=BINNING), distance_m=0.1, poni1_m=0.0815, poni2_m=0.0776
+    eiger4m_detector(binning=BINNING), distance_m=0.1, poni1_m=0.0812, poni2_m=0.0776
 )
 SMALL_MAP = MapGeometry(
     z_start_um=18.0,
@@ -52,7 +52,7 @@ class RingRenderer:
 
     def frame(self, x_um: float, z_um: float, rng: np.random.Generator) -> np.ndarray:
         q003 = 6 * math.pi / c_truth_angstrom(x_um)
-        ring = 400 * np.exp(-0.5 * ((self.q - q003) / 0.006) ** 2)
+        ring = 400 * np.exp(-0.5 * ((self.q - q003) / 0.008) ** 2)
         ring += 200 * np.exp(-0.5 * ((self.q - 4 * math.pi / 2.8035) / 0.008) ** 2)
         ti = 300 * math.exp(-0.5 * ((z_um - TI_Z_UM) / 0.7) ** 2)
         ring += ti * np.exp(-0.5 * ((self.q - 2.459) / 0.006) ** 2)

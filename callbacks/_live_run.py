@@ -1,0 +1,123 @@
+"""What the live analysis keeps of one map run: reduced frames, valid lines, time, cell state.
+
+Frames are reduced as soon as a ``stream_datum`` announces them and kept only as their packed
+reduction (a few kB per frame). Which frames make the map is known only from the ``lines``
+stream: one event per completed line names its frames (``line_first_frame``,
+``line_n_frames``, 0-based frame indices of the ``primary`` stream) and their x centres. A line
+re-taken after a pause has a later event with the same ``line_index``; the last one wins, so
+frames of an aborted attempt never enter the map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LineRecord", "RunAccumulator"]
+
+
+@dataclass(frozen=True)
+class LineRecord:
+    """One completed line: frames ``[first_frame, first_frame + n_frames)``, at height z."""
+
+    index: int
+    first_frame: int
+    n_frames: int
+    z_um: float
+    x_um: tuple[float, ...]
+
+
+@dataclass
+class RunAccumulator:
+    """Per-run store of packed reduced frames and the bookkeeping that selects valid ones.
+
+    Parameters
+    ----------
+    n_z, n_x
+        Lines and frames per line of the map (from the start document's ``map_geometry``).
+    """
+
+    n_z: int
+    n_x: int
+    packed: dict[int, np.ndarray] = field(default_factory=dict)
+    frame_time_s: dict[int, float] = field(default_factory=dict)
+    lines: dict[int, LineRecord] = field(default_factory=dict)
+    ec_rows: list[dict[str, float]] = field(default_factory=list)
+    ec_state_time_s: list[float] = field(default_factory=list)
+
+    def add_packed(self, frame_indices: np.ndarray, packed: np.ndarray) -> None:
+        """Store reduced rows (n, n_outputs) of 0-based stream frames ``frame_indices``."""
+        for index, row in zip(frame_indices, packed, strict=True):
+            self.packed[int(index)] = row
+
+    def add_times(self, frame_indices: np.ndarray, time_s: np.ndarray) -> None:
+        """Store the experiment time (s) at mid-exposure of each frame."""
+        for index, value in zip(frame_indices, time_s, strict=True):
+            self.frame_time_s[int(index)] = float(value)
+
+    def add_line(self, data: Mapping[str, Any]) -> LineRecord:
+        """Record a ``lines`` event (its ``data``); a re-taken line replaces the earlier one."""
+        record = LineRecord(
+            index=int(data["line_index"]),
+            first_frame=int(data["line_first_frame"]),
+            n_frames=int(data["line_n_frames"]),
+            z_um=float(data["line_z_um"]),
+            x_um=tuple(float(x) for x in np.ravel(data["line_x_um"])),
+        )
+        if not 0 <= record.index < self.n_z:
+            raise ValueError(f"line_index={record.index} outside the map's [0, {self.n_z - 1}]")
+        if record.n_frames != self.n_x:
+            raise ValueError(
+                f"line {record.index}: {record.n_frames} frames != x_count {self.n_x}"
+            )
+        self.lines[record.index] = record
+        return record
+
+    @property
+    def complete(self) -> bool:
+        """Every line recorded and every one of its frames reduced."""
+        return len(self.lines) == self.n_z and not self.missing_frames()
+
+    def valid_frames(self) -> list[int]:
+        """Frame indices of the map in line order, acquisition order within a line."""
+        return [
+            line.first_frame + i
+            for _, line in sorted(self.lines.items())
+            for i in range(line.n_frames)
+        ]
+
+    def missing_frames(self) -> list[int]:
+        """Valid frames that have not been reduced (not announced or not readable)."""
+        return [i for i in self.valid_frames() if i not in self.packed]
+
+    def invalid_frames(self) -> list[int]:
+        """Reduced frames that belong to no recorded line (aborted attempts)."""
+        valid = set(self.valid_frames())
+        return sorted(i for i in self.packed if i not in valid)
+
+    def valid_packed(self) -> np.ndarray:
+        """Packed reductions of the valid frames, float32 (n_lines * n_x, n_outputs)."""
+        missing = self.missing_frames()
+        if missing:
+            raise ValueError(f"{len(missing)} valid frame(s) were never reduced: {missing[:10]}")
+        return np.stack([self.packed[i] for i in self.valid_frames()])
+
+    def map_time_s(self) -> float:
+        """Experiment time of the map (s): mean of the potentiostat readbacks at its start and
+        end when recorded, else the mean mid-exposure time of its valid frames, else NaN."""
+        times = [t for t in self.ec_state_time_s if math.isfinite(t)]
+        if times:
+            return float(np.mean(times))
+        frame_times = [self.frame_time_s[i] for i in self.valid_frames() if i in self.frame_time_s]
+        return float(np.mean(frame_times)) if frame_times else math.nan
+
+    def electrochemistry(self) -> dict[str, np.ndarray]:
+        """The run's potentiostat buffer as columns (device prefix removed), e.g. ``time_s``."""
+        if not self.ec_rows:
+            return {}
+        keys = list(self.ec_rows[0])
+        return {key: np.asarray([row.get(key, math.nan) for row in self.ec_rows]) for key in keys}

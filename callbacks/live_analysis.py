@@ -1,0 +1,251 @@
+"""Live analysis of operando maps: reduce frames as they are written, analyse each map.
+
+:class:`LiveAnalysis` is a document callback (one `event_model.RunRouter` inside) that gives
+every map run (a start document with ``map_geometry``) a `LiveMapRun`, which reduces each
+batch of new frames with the targeted reduction, compiled once per detector geometry, and
+keeps only the frames the ``lines`` stream declares valid. When the run stops it
+
+1. runs `opmap.analysis.pipeline.analyze_map` and adds the map to the `ExperimentAnalysis`
+   of the run's ``experiment_id`` (a bare `fly_map` is its own experiment);
+2. emits a derived run pointing at the raw run (``original_run_uid``, one ``analysis``
+   event of summary values) to ``emit``;
+3. grows the experiment's products in Tiled (``processed/<experiment_id>/vN``, one
+   `TiledProductWriter`), with the twin's ground truth beside them when known;
+4. calls every ``on_map`` hook (live plots) with the products.
+
+In process, subscribe it through `GuardedCallback` (never the TiledWriter); out of process
+run ``opmap analysis-worker``. The offline pipeline (``opmap analyze``) computes the same
+products from the same frames.
+
+Examples
+--------
+::
+
+    live = LiveAnalysis(params, geometry, processed=ensure_layout(client)["processed"])
+    RE.subscribe(ValidatedTiledWriter(runs))
+    RE.subscribe(GuardedCallback(live))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from event_model import RunRouter
+
+from opmap.analysis.geometry import DetectorGeometry
+from opmap.analysis.pipeline import (
+    AnalysisParameters,
+    ExperimentAnalysis,
+    MapResult,
+    analyze_map,
+)
+from opmap.analysis.products import LabelledArray, Products
+from opmap.analysis.reduction import CompiledReduction, compile
+
+from ._live_docs import emit_map_run, map_summary
+from ._live_map import LiveMapRun, layout_from_start
+from ._live_products import ProductPublisher, truth_from_start
+from .frames import FrameReader
+
+__all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_from_start"]
+
+logger = logging.getLogger(__name__)
+
+#: ``hook(products, result)`` after each analysed map (e.g. live plots).
+MapHook = Callable[[Products, MapResult], Any]
+#: ``truth(start_doc, map_index)`` -> one-map arrays (leading ``map`` dim of length 1).
+TruthProvider = Callable[[Mapping[str, Any], int], Mapping[str, LabelledArray]]
+GeometrySource = DetectorGeometry | Callable[[Mapping[str, Any]], DetectorGeometry]
+
+
+class LiveAnalysis:
+    """Document callback analysing every map run it sees, map by map.
+
+    Parameters
+    ----------
+    params : AnalysisParameters
+        Families, fits, calibration, grain options; its ``reduction_plan()`` is compiled.
+    geometry : DetectorGeometry or callable
+        The detector geometry (PONI + mask), or ``geometry(start_doc)`` choosing one per
+        run; each distinct geometry is compiled once.
+    processed : tiled container, optional
+        The server's ``processed`` container; products are written there when given.
+    emit : callable, optional
+        ``emit(name, doc)`` receives the derived document stream.
+    on_map : sequence of callable, optional
+        Hooks called with ``(products, result)`` after each map.
+    truth_provider : callable, optional
+        Ground truth of a rehearsal per map; default: the start document's ``twin_truth``.
+    tiled_runs : tiled container, optional
+        The raw runs catalog, for frames whose files are not readable here.
+    root_map : mapping, optional
+        File-path prefix translation for the frame reader.
+    reduction_options : mapping, optional
+        Extra `ReductionPlan` options (e.g. ``{"cake": ...}``).
+    """
+
+    def __init__(
+        self,
+        params: AnalysisParameters,
+        geometry: GeometrySource,
+        *,
+        processed: Any = None,
+        emit: Callable[[str, Mapping[str, Any]], Any] | None = None,
+        on_map: Sequence[MapHook] = (),
+        truth_provider: TruthProvider | None = None,
+        tiled_runs: Any = None,
+        root_map: Mapping[str, str] | None = None,
+        reduction_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(params, AnalysisParameters):
+            raise ValueError(f"params must be AnalysisParameters, not {type(params).__name__}")
+        self.params = params
+        self.plan = params.reduction_plan(**dict(reduction_options or {}))
+        self._geometry = geometry
+        self.processed = processed
+        self.emit = emit
+        self.on_map = list(on_map)
+        self.truth_provider = truth_provider
+        self.tiled_runs = tiled_runs
+        self.root_map = dict(root_map or {})
+        self.experiments: dict[str, ExperimentAnalysis] = {}
+        self.publishers: dict[str, ProductPublisher] = {}
+        self.derived_uids: dict[str, str] = {}
+        self.analysis_time_s: list[float] = []
+        self._compiled: dict[int, tuple[DetectorGeometry, CompiledReduction]] = {}
+        self._router = RunRouter([self._factory])
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Consume one document of the acquisition's stream."""
+        self._router(name, doc)
+
+    @property
+    def maps_analysed(self) -> int:
+        """Maps analysed so far, over all experiments."""
+        return sum(e.n_maps for e in self.experiments.values())
+
+    def _factory(self, name: str, start: Mapping[str, Any]) -> tuple[list, list]:
+        if "map_geometry" not in start or start.get("map_index", 0) is None:
+            return [], []
+        return [LiveMapRun(start, self)], []
+
+    # -- MapOwner ----------------------------------------------------------------------
+    def reduction_for(self, start: Mapping[str, Any]) -> CompiledReduction:
+        """The compiled reduction of this run's geometry (compiled on first use)."""
+        geometry = self._geometry if isinstance(self._geometry, DetectorGeometry) else None
+        geometry = geometry or self._geometry(start)  # type: ignore[operator]
+        cached = self._compiled.get(id(geometry))
+        if cached is None:
+            logger.info("compiling the targeted reduction for %r", geometry)
+            cached = (geometry, compile(self.plan, geometry))
+            self._compiled[id(geometry)] = cached
+        return cached[1]
+
+    def frame_reader(self, start: Mapping[str, Any]) -> FrameReader:
+        """A reader for one run: local files, else Tiled (``tiled_runs[uid]``)."""
+        tiled_run = None
+        if self.tiled_runs is not None:
+            tiled_run = _LazyRun(self.tiled_runs, str(start["uid"]))
+        return FrameReader(tiled_run=tiled_run, root_map=self.root_map)
+
+    def map_completed(self, run: LiveMapRun) -> None:
+        """Analyse a stopped map run (incomplete maps are logged and skipped)."""
+        acc = run.acc
+        if not acc.complete:
+            logger.warning(
+                "run %s stopped (%s) with %d of %d lines and %d missing frames: not analysed",
+                run.uid,
+                (run.stop_doc or {}).get("exit_status"),
+                len(acc.lines),
+                acc.n_z,
+                len(acc.missing_frames()),
+            )
+            return
+        t0 = time.perf_counter()
+        experiment_id = str(run.start_doc.get("experiment_id") or f"run-{run.uid}")
+        experiment = self.experiments.get(experiment_id)
+        if experiment is None:
+            metadata = {"experiment_id": experiment_id, "raw_uids": []}
+            experiment = ExperimentAnalysis(run.layout, self.params, metadata=metadata)
+            self.experiments[experiment_id] = experiment
+        map_index = run.start_doc.get("map_index")
+        map_index = experiment.n_maps if map_index is None else int(map_index)
+        reduced = run.reduction.unpack(acc.valid_packed())
+        result = analyze_map(
+            reduced, run.layout, self.params, map_index=map_index, time_s=acc.map_time_s()
+        )
+        experiment.add_map(result, electrochem=_ec_state(acc.electrochemistry()))
+        experiment.metadata["raw_uids"].append(run.uid)
+        products = experiment.products()
+        self._publish(run, experiment_id, products, map_index, len(acc.invalid_frames()))
+        self.analysis_time_s.append(time.perf_counter() - t0)
+        for hook in self.on_map:
+            hook(products, result)
+
+    def _publish(
+        self,
+        run: LiveMapRun,
+        experiment_id: str,
+        products: Products,
+        map_index: int,
+        n_invalid: int,
+    ) -> None:
+        if self.emit is not None:
+            summary = map_summary(products)
+            summary["n_valid_frames"] = (float(run.layout.n_frames), "")
+            summary["n_discarded_frames"] = (float(n_invalid), "")
+            self.derived_uids[run.uid] = emit_map_run(
+                self.emit, raw_start=run.start_doc, summary=summary, metadata=_provenance(products)
+            )
+        if self.processed is not None:
+            publisher = self.publishers.get(experiment_id)
+            if publisher is None:
+                parameters = self.params.model_dump(mode="json")
+                publisher = ProductPublisher(self.processed, experiment_id, parameters)
+                self.publishers[experiment_id] = publisher
+            truth = (
+                self.truth_provider(run.start_doc, map_index)
+                if self.truth_provider is not None
+                else truth_from_start(run.start_doc)
+            )
+            publisher.publish_map(products, run.uid, truth, run.acc.electrochemistry())
+
+    def finish(self) -> None:
+        """Write the arrays without a ``map`` dimension of every experiment (at the end)."""
+        for experiment_id, publisher in self.publishers.items():
+            publisher.finish(self.experiments[experiment_id].products())
+
+
+def _provenance(products: Products) -> dict[str, Any]:
+    meta = products.metadata
+    return {
+        "opmap_version": meta.get("opmap_version"),
+        "analysis_parameters": meta.get("analysis_parameters"),
+    }
+
+
+def _ec_state(columns: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Cell state during a map: mean potential and current, charge at its end."""
+    state: dict[str, float] = {}
+    for key in ("potential_v", "current_a"):
+        if key in columns and len(columns[key]):
+            state[key] = float(np.mean(columns[key]))
+    if "charge_c" in columns and len(columns["charge_c"]):
+        state["charge_c"] = float(columns["charge_c"][-1])
+    return {k: v for k, v in state.items() if math.isfinite(v)}
+
+
+class _LazyRun:
+    """``runs[uid]`` looked up on first use (the run appears in Tiled after its start)."""
+
+    def __init__(self, runs: Any, uid: str) -> None:
+        self._runs = runs
+        self._uid = uid
+
+    def __getitem__(self, key: str) -> Any:
+        return self._runs[self._uid][key]
