@@ -2,5 +2,23 @@
 
 from ._fly_map import fly_map, map_lines
 from ._geometry import LineTrajectory, MapGeometry, fly_line
+from ._operando import EC_STATE_STREAM, EC_STREAM, Potentiostat, operando_experiment
+from ._stubs import FRAMES_STREAM, LINES_STREAM, fly_line_stub
+from ._suspenders import beam_current_suspender, shutter_suspender
 
-__all__ = ["LineTrajectory", "MapGeometry", "fly_line", "fly_map", "map_lines"]
+__all__ = [
+    "EC_STATE_STREAM",
+    "EC_STREAM",
+    "FRAMES_STREAM",
+    "LINES_STREAM",
+    "LineTrajectory",
+    "MapGeometry",
+    "Potentiostat",
+    "beam_current_suspender",
+    "fly_line",
+    "fly_line_stub",
+    "fly_map",
+    "map_lines",
+    "operando_experiment",
+    "shutter_suspender",
+]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from bluesky.run_engine import RunEngine
-from event_model import schema_validators
+from event_model import schema_validators, unpack_event_page
 from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
 from ophyd_async.sim import SimBlobDetector, SimMotor
 
@@ -33,12 +33,42 @@ class DocumentLog:
     def of(self, name: str) -> list[dict]:
         return [doc for n, doc in self.docs if n == name]
 
-    def events_by_stream(self) -> dict[str, list[dict]]:
-        streams = {d["uid"]: d["name"] for d in self.of("descriptor")}
+    def _descriptors(self, run_uid: str | None) -> dict[str, str]:
+        return {
+            d["uid"]: d["name"]
+            for d in self.of("descriptor")
+            if run_uid is None or d["run_start"] == run_uid
+        }
+
+    def events_by_stream(self, run_uid: str | None = None) -> dict[str, list[dict]]:
+        """Events (event pages unpacked) of one run, or all runs, by stream name."""
+        streams = self._descriptors(run_uid)
         out: dict[str, list[dict]] = defaultdict(list)
         for doc in self.of("event"):
-            out[streams[doc["descriptor"]]].append(doc)
+            if doc["descriptor"] in streams:
+                out[streams[doc["descriptor"]]].append(doc)
+        for page in self.of("event_page"):
+            if page["descriptor"] in streams:
+                out[streams[page["descriptor"]]].extend(unpack_event_page(page))
         return out
+
+    def frames_announced(self, run_uid: str) -> int:
+        """Frames of the detector image key announced by stream_datum in one run."""
+        resources = {
+            d["uid"]
+            for d in self.of("stream_resource")
+            if d["run_start"] == run_uid and d["data_key"] == "det"
+        }
+        return sum(
+            d["indices"]["stop"] - d["indices"]["start"]
+            for d in self.of("stream_datum")
+            if d["stream_resource"] in resources
+        )
+
+    def ec_times(self) -> list[float]:
+        """The potentiostat's time_s over every run, in emission order."""
+        events = self.events_by_stream()["electrochemistry"]
+        return [e["data"]["potentiostat_time_s"] for e in events]
 
 
 def _doc_type(name: str):
@@ -66,7 +96,7 @@ def docs(RE) -> DocumentLog:
 def devices(RE, tmp_path: Path):
     path_provider = StaticPathProvider(UUIDFilenameProvider(), tmp_path)
     with init_devices():
-        det = SimBlobDetector(path_provider)
+        det = SimBlobDetector(path_provider)  # named 'det' by init_devices
         stage_x = SimMotor(instant=False, units="um")
         stage_z = SimMotor(units="um")
         potentiostat = FakePotentiostat()

@@ -1,0 +1,254 @@
+"""`operando_experiment`: maps back to back while the potentiostat runs its protocol.
+
+Run structure
+-------------
+One run per map. Every run carries ``experiment_id`` (shared by all runs of the experiment)
+and ``map_index`` (0, 1, ...). Each map run holds the streams
+
+- ``primary``: detector frames; ``lines``: one event per completed line (valid frames,
+  x centres, z), see `opmap.plans._stubs`;
+- ``ec_state``: two events, the potentiostat readback at the start and the end of the map
+  (experiment time, potential, current, charge, step);
+- ``electrochemistry``: the potentiostat buffer, collected after every line and at the end
+  of the map. The buffer is drained by each collect, so the concatenation of this stream over
+  the runs of an experiment is the gapless record of the whole protocol, whatever happened
+  between runs. Samples buffered after the last map go to a final run with
+  ``map_index = None`` (``purpose = "electrochemistry tail"``) that waits for the protocol end.
+
+The potentiostat is prepared (its protocol checked against its safety window) before any
+run opens, kicked off in the first map run, and runs on its own: pauses and suspenders do
+not stop it. With ``map_during_rest=False`` the first map (the state before the protocol
+starts) is always taken; later maps wait for a step that is not open circuit. If the plan
+ends with an error, an abort or a stop, the potentiostat is stopped (its safe state) before
+the exception propagates.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.protocols import EventPageCollectable, Flyable, Preparable, Readable, Status
+from bluesky.utils import MsgGenerator
+
+from opmap.devices._protocol import Protocol as EcProtocol
+from opmap.devices._protocol import Technique
+
+from ._fly_map import map_lines, map_metadata
+from ._geometry import MapGeometry
+from ._stubs import FlyAxis, FlyDetector, StepAxis
+
+EC_STREAM = "electrochemistry"
+EC_STATE_STREAM = "ec_state"
+PROTOCOL_GROUP = "potentiostat_protocol"
+
+
+@runtime_checkable
+class Potentiostat(Preparable, Flyable, EventPageCollectable, Readable, Protocol):
+    """Prepared with a protocol, kicked off, completed when the protocol ends, collected."""
+
+    def stop(self, *, success: bool = False) -> Any:
+        """Put the cell in its safe state (open circuit)."""
+
+
+class _Progress:
+    """What the plan learns while running: the protocol's completion status."""
+
+    def __init__(self) -> None:
+        self.protocol_status: Status | None = None
+
+    @property
+    def protocol_done(self) -> bool:
+        status = self.protocol_status
+        return status is None or bool(status.done)
+
+
+def ec_value(reading: Mapping[str, Any] | None, key: str) -> float:
+    """The value of the field ending in ``key`` (e.g. ``"time_s"``) of a device reading."""
+    for name, entry in (reading or {}).items():
+        if name == key or name.endswith(f"_{key}") or name.endswith(f"-{key}"):
+            return float(entry["value"])
+    return math.nan
+
+
+def _check_options(map_interval_s: float | None, max_maps: int | None, poll_s: float) -> None:
+    if map_interval_s is not None and not (math.isfinite(map_interval_s) and map_interval_s > 0):
+        raise ValueError(f"map_interval_s={map_interval_s} must be None or a finite time > 0 s")
+    if max_maps is not None and not (isinstance(max_maps, int) and max_maps >= 1):
+        raise ValueError(f"max_maps={max_maps} must be None or an integer >= 1")
+    if not (math.isfinite(poll_s) and poll_s > 0):
+        raise ValueError(f"poll_s={poll_s} must be a finite time > 0 s")
+
+
+def operando_experiment(
+    potentiostat: Potentiostat,
+    detector: FlyDetector,
+    stage_x: FlyAxis,
+    stage_z: StepAxis,
+    protocol: EcProtocol,
+    geometry: MapGeometry,
+    *,
+    map_interval_s: float | None = None,
+    map_during_rest: bool = True,
+    max_maps: int | None = None,
+    poll_s: float = 1.0,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator[list[str]]:
+    """Run an electrochemical protocol and fly maps until it completes.
+
+    See the module notes for the run structure. An interruption loses at most the line in
+    progress (re-taken on resume), never electrochemistry samples.
+
+    Parameters
+    ----------
+    potentiostat
+        Runs ``protocol``; `Potentiostat` API.
+    detector, stage_x, stage_z
+        As for `fly_map` (stage axes in µm).
+    protocol
+        The electrochemical protocol; checked by ``potentiostat.prepare`` before any run.
+    geometry
+        Every map's geometry.
+    map_interval_s
+        Start a map every this many seconds of experiment time (the potentiostat's
+        ``time_s``); ``None`` maps back to back.
+    map_during_rest
+        If False, no map starts during an open-circuit step.
+    max_maps
+        Stop mapping after this many maps (the protocol still runs to its end).
+    poll_s
+        Wall-clock period (s) of the checks while waiting between maps.
+    md
+        Extra metadata for every run.
+
+    Returns
+    -------
+    list of str
+        The uids of the runs, in order.
+    """
+    if not isinstance(geometry, MapGeometry):
+        raise TypeError(f"geometry must be a MapGeometry, not {type(geometry).__name__}")
+    if not isinstance(protocol, EcProtocol) or not protocol.steps:
+        raise ValueError("protocol must be a non-empty opmap Protocol")
+    _check_options(map_interval_s, max_maps, poll_s)
+    _md = map_metadata("operando_experiment", detector, stage_x, stage_z, geometry)
+    _md["plan_args"].update(
+        potentiostat=repr(potentiostat),
+        protocol=repr(protocol),
+        map_interval_s=map_interval_s,
+        map_during_rest=map_during_rest,
+        max_maps=max_maps,
+    )
+    _md["detectors"].append(potentiostat.name)
+    _md["experiment_id"] = str(uuid.uuid4())
+    _md.update(md or {})
+    devices = (potentiostat, detector, stage_x, stage_z)
+    body = _experiment(
+        devices, protocol, geometry, map_interval_s, map_during_rest, max_maps, poll_s, _md
+    )
+
+    def stop_potentiostat(_: Exception) -> MsgGenerator[None]:
+        yield from bps.stop(potentiostat)
+
+    return (yield from bpp.contingency_wrapper(body, except_plan=stop_potentiostat))
+
+
+def _experiment(
+    devices: tuple[Potentiostat, FlyDetector, FlyAxis, StepAxis],
+    protocol: EcProtocol,
+    geometry: MapGeometry,
+    map_interval_s: float | None,
+    map_during_rest: bool,
+    max_maps: int | None,
+    poll_s: float,
+    md: dict[str, Any],
+) -> MsgGenerator[list[str]]:
+    potentiostat = devices[0]
+    progress = _Progress()
+    yield from bps.prepare(potentiostat, protocol, wait=True)
+    uids: list[str] = []
+    while max_maps is None or len(uids) < max_maps:
+        if uids and progress.protocol_done:
+            break
+        if uids and not map_during_rest:
+            yield from _wait_while_resting(potentiostat, protocol, progress, poll_s)
+            if uids and progress.protocol_done:
+                break
+        start = yield from bps.read(potentiostat)
+        uids.append((yield from _map_run(devices, geometry, progress, len(uids), md)))
+        if map_interval_s is not None:
+            until_s = ec_value(start, "time_s") + map_interval_s
+            yield from _wait_for_time(potentiostat, until_s, progress, poll_s)
+    if not progress.protocol_done:
+        uids.append((yield from _tail_run(potentiostat, progress, poll_s, md)))
+    return uids
+
+
+def _map_run(
+    devices: tuple[Potentiostat, FlyDetector, FlyAxis, StepAxis],
+    geometry: MapGeometry,
+    progress: _Progress,
+    map_index: int,
+    md: dict[str, Any],
+) -> MsgGenerator[str]:
+    potentiostat, detector, stage_x, stage_z = devices
+
+    def collect_ec(_: int = 0) -> MsgGenerator[None]:
+        yield from bps.collect(potentiostat, name=EC_STREAM)
+
+    @bpp.stage_decorator([detector])
+    @bpp.run_decorator(md={**md, "map_index": map_index})
+    def run() -> MsgGenerator[None]:
+        if progress.protocol_status is None:
+            yield from bps.kickoff(potentiostat, wait=True)
+            progress.protocol_status = yield from bps.complete(potentiostat, group=PROTOCOL_GROUP)
+        yield from bps.declare_stream(potentiostat, name=EC_STREAM, collect=True)
+        yield from bps.checkpoint()
+        yield from bps.trigger_and_read([potentiostat], name=EC_STATE_STREAM)
+        yield from map_lines(detector, stage_x, stage_z, geometry, after_line=collect_ec)
+        yield from bps.trigger_and_read([potentiostat], name=EC_STATE_STREAM)
+        yield from collect_ec()
+
+    return (yield from run())
+
+
+def _tail_run(
+    potentiostat: Potentiostat, progress: _Progress, poll_s: float, md: dict[str, Any]
+) -> MsgGenerator[str]:
+    tail_md = {**md, "map_index": None, "purpose": "electrochemistry tail"}
+
+    @bpp.run_decorator(md=tail_md)
+    def run() -> MsgGenerator[None]:
+        yield from bps.declare_stream(potentiostat, name=EC_STREAM, collect=True)
+        while not progress.protocol_done:
+            yield from bps.checkpoint()
+            yield from bps.sleep(poll_s)
+            yield from bps.collect(potentiostat, name=EC_STREAM)
+        yield from bps.collect(potentiostat, name=EC_STREAM)
+
+    return (yield from run())
+
+
+def _wait_while_resting(
+    potentiostat: Potentiostat, protocol: EcProtocol, progress: _Progress, poll_s: float
+) -> MsgGenerator[None]:
+    while not progress.protocol_done:
+        reading = yield from bps.read(potentiostat)
+        step = ec_value(reading, "step_index")
+        if math.isnan(step) or protocol.steps[int(step)].technique != Technique.OPEN_CIRCUIT:
+            return
+        yield from bps.sleep(poll_s)
+
+
+def _wait_for_time(
+    potentiostat: Potentiostat, until_s: float, progress: _Progress, poll_s: float
+) -> MsgGenerator[None]:
+    while not progress.protocol_done:
+        reading = yield from bps.read(potentiostat)
+        if not ec_value(reading, "time_s") < until_s:
+            return
+        yield from bps.sleep(poll_s)
