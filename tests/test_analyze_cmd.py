@@ -1,0 +1,148 @@
+import argparse
+
+import h5py
+import numpy as np
+import pytest
+
+from opmap._analyze_cmd import register
+from opmap.analysis.nexus import read_products
+from opmap.devices._eiger_layout import EigerMetadata
+from opmap.devices._protocol import SafetyWindow, paper_protocol
+from opmap.devices.sim._config import TwinConfig
+from opmap.devices.sim._detector import eiger4m_geometry, save_poni
+from opmap.devices.sim._eiger_writer import DectrisWriter
+from opmap.devices.sim._forward import FrameRenderer
+from opmap.devices.sim._forward_config import DiffractionConfig
+from opmap.devices.sim._twin import CellTwin
+
+N_Z, N_X, N_MAPS = 3, 4, 2
+FAMILIES = """
+[[family]]
+name = "perp"
+azimuths_003_deg = [25, 160, 205, 345]
+azimuths_110_deg = [90]
+
+[[family]]
+name = "par"
+azimuths_003_deg = [90, 275]
+azimuths_110_deg = [210]
+"""
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["analyze", *map(str, argv)])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def acquisition(tmp_path_factory):
+    """Two 3 × 4 maps of twin frames in the Dectris layout, a PONI and a families file."""
+    folder = tmp_path_factory.mktemp("acquisition")
+    twin = CellTwin(TwinConfig(seed=1))
+    twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
+    ai = eiger4m_geometry(binning=4)
+    renderer = FrameRenderer(ai, DiffractionConfig(), twin.families)
+    meta = EigerMetadata(3e-4, 3e-4, 0.1, 278.0, 268.0, 0.6888)
+    writer = DectrisWriter(folder, "cell", renderer.shape, meta, count_time_s=0.05,
+                           frame_time_s=0.05, frames_per_file=10)  # fmt: skip
+    rng = np.random.default_rng(0)
+    for m in range(N_MAPS):
+        for i in range(N_Z):
+            for j in range(N_X):
+                time_s = 600.0 * m + 0.05 * (i * N_X + j)
+                x_um = 500.0 + 33.0 * j
+                scene = twin.scene(z_um=8.0 + i, x_start_um=x_um, x_stop_um=x_um + 33.0,
+                                   time_s=time_s)  # fmt: skip
+                frame = renderer.render(scene, exposure_s=0.05, rng=rng)
+                writer.write(frame, x_um=x_um + 16.5, time_s=time_s)
+    writer.close()
+    poni = save_poni(ai, folder / "eiger.poni")
+    families = folder / "families.toml"
+    families.write_text(FAMILIES)
+    return folder, writer.master_path, poni, families
+
+
+def common(acquisition):
+    _, master, poni, families = acquisition
+    return [master, "--poni", poni, "--families", families, "--map-shape", N_Z, N_X]
+
+
+def test_analyze_writes_products_and_never_overwrites(acquisition, capsys):
+    folder = acquisition[0]
+    assert run(*common(acquisition), "--z-start-um", 8.0) == 0
+    first = folder / "cell_analysis.nxs"
+    assert f"products written to {first}" in capsys.readouterr().out
+    products = read_products(first)
+    c = products.arrays["c_perp"].values
+    assert c.shape == (N_MAPS, N_Z, N_X)
+    assert np.nanmax(np.abs(c - 14.0)) < 0.2  # LCO in the beam, c near pristine
+    np.testing.assert_allclose(products.arrays["time_s"].values, [0.275, 600.275])
+    assert products.metadata["time_source"] == "entry/opmap/time_s"
+    np.testing.assert_allclose(products.coords["z"].values, [8.0, 9.0, 10.0])
+    # A second run gets a new version; an explicit existing --out is refused.
+    assert run(*common(acquisition), "--maps", 1) == 0
+    assert read_products(folder / "cell_analysis.v2.nxs").arrays["c_perp"].values.shape[0] == 1
+    before = first.read_bytes()
+    assert run(*common(acquisition), "--out", first) == 2
+    assert "exists" in capsys.readouterr().err
+    assert first.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--map-shape", 5, 4], "does not divide the 24 frames"),
+        (["--maps", 3], "n_maps must be in [1, 2]"),
+    ],
+)
+def test_bad_map_shape_is_refused(acquisition, tmp_path, capsys, change, message):
+    argv = [*common(acquisition), "--out", tmp_path / "out.nxs"]
+    argv[argv.index("--map-shape") : argv.index("--map-shape") + 3] = []
+    argv += change if change[0] == "--map-shape" else ["--map-shape", N_Z, N_X, *change]
+    assert run(*argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.nxs").exists()
+
+
+def test_poni_of_another_detector_and_overlapping_families(acquisition, tmp_path, capsys):
+    _, master, _, families = acquisition
+    other = save_poni(eiger4m_geometry(binning=2), tmp_path / "binned2.poni")
+    assert run(master, "--poni", other, "--families", families, "--map-shape", N_Z, N_X) == 2
+    assert "does not describe this detector" in capsys.readouterr().err
+    bad = tmp_path / "overlap.toml"
+    bad.write_text(FAMILIES.replace("[90, 275]", "[30, 275]"))
+    poni = acquisition[2]
+    assert run(master, "--poni", poni, "--families", bad, "--map-shape", N_Z, N_X) == 2
+    assert "sectors overlap" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.poni"
+    garbage.write_text("this is: not [a poni\n\x00")
+    assert run(master, "--poni", garbage, "--families", families, "--map-shape", N_Z, N_X) == 2
+
+
+def test_nan_frames_are_refused_and_nothing_is_written(acquisition, tmp_path, capsys):
+    _, master, poni, families = acquisition
+    with h5py.File(master) as f:
+        frames = f["entry/data/data"][:].astype(np.float32)
+    frames[5] = np.nan
+    path = tmp_path / "float_frames.h5"
+    with h5py.File(path, "w") as f:
+        f["scan/frames"] = frames
+    out = tmp_path / "out.nxs"
+    argv = [path, "--dataset", "scan/frames", "--poni", poni, "--families", families]
+    assert run(*argv, "--map-shape", N_Z, N_X, "--out", out) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_distributed_scheduler_gives_the_local_result(acquisition, tmp_path):
+    from distributed import LocalCluster
+
+    out_local, out_cluster = tmp_path / "local.nxs", tmp_path / "cluster.nxs"
+    assert run(*common(acquisition), "--out", out_local, "--chunk-frames", 5) == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        address = cluster.scheduler_address
+        assert run(*common(acquisition), "--out", out_cluster, "--scheduler", address) == 0
+    a, b = read_products(out_local), read_products(out_cluster)
+    np.testing.assert_array_equal(a.arrays["c_perp"].values, b.arrays["c_perp"].values)
