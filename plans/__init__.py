@@ -1,5 +1,6 @@
 """Bluesky plans for operando micro-XRD maps: fly maps, the operando experiment, alignment."""
 
+from ._align import ALIGN_STREAM, StackAlignment, align_stack, find_stack, propose_map
 from ._fly_map import fly_map, map_lines
 from ._geometry import LineTrajectory, MapGeometry, fly_line
 from ._operando import EC_STATE_STREAM, EC_STREAM, Potentiostat, operando_experiment
@@ -7,6 +8,7 @@ from ._stubs import FRAMES_STREAM, LINES_STREAM, fly_line_stub
 from ._suspenders import beam_current_suspender, shutter_suspender
 
 __all__ = [
+    "ALIGN_STREAM",
     "EC_STATE_STREAM",
     "EC_STREAM",
     "FRAMES_STREAM",
@@ -14,11 +16,15 @@ __all__ = [
     "LineTrajectory",
     "MapGeometry",
     "Potentiostat",
+    "StackAlignment",
+    "align_stack",
     "beam_current_suspender",
+    "find_stack",
     "fly_line",
     "fly_line_stub",
     "fly_map",
     "map_lines",
     "operando_experiment",
+    "propose_map",
     "shutter_suspender",
 ]
