@@ -1,0 +1,192 @@
+"""Validate the map pipeline against the digital twin's ground truth (opmap issue 3, §8).
+
+Renders maps from the twin directly (CellTwin + FrameRenderer, binned Eiger 4M, maps of
+``n_z × n_x`` frames at times through the paper protocol, kept in memory), runs the
+reduction + `analyze_map` + `ExperimentAnalysis`, and prints recovered-versus-truth figures
+next to the issue's targets. Run::
+
+    .venv/bin/python benchmarks/validate_twin.py [--n-z 49] [--n-x 49] [--maps 12]
+        [--binning 2] [--interval-s 300]
+
+Rendering costs ~30–70 ms per binned-2 frame on a shared 2-core machine (pessimistic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import numpy as np
+
+from opmap.analysis.families import FamilyConfig
+from opmap.analysis.geometry import DetectorGeometry
+from opmap.analysis.lattice import biphasic_front
+from opmap.analysis.pipeline import (
+    AnalysisParameters,
+    CalibrationTable,
+    ExperimentAnalysis,
+    MapLayout,
+    analyze_map,
+)
+from opmap.analysis.reduction import compile
+from opmap.devices._protocol import SafetyWindow, paper_protocol
+from opmap.devices.sim._config import TwinConfig
+from opmap.devices.sim._detector import eiger4m_geometry
+from opmap.devices.sim._detector_mask import DetectorMask
+from opmap.devices.sim._forward import FrameRenderer
+from opmap.devices.sim._forward_config import DiffractionConfig
+from opmap.devices.sim._twin import CellTwin
+
+
+def build(binning: int, seed: int, ti_band: str):
+    config = TwinConfig(seed=seed)
+    twin = CellTwin(config)
+    twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
+    ai = eiger4m_geometry(binning=binning)
+    renderer = FrameRenderer(ai, DiffractionConfig(), twin.families)
+    geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
+    families = FamilyConfig.model_validate({"family": [
+        {"name": f.name, "azimuths_003_deg": list(f.azimuths_003_deg),
+         "azimuths_110_deg": list(f.azimuths_110_deg)} for f in twin.families]})  # fmt: skip
+    tables = {}
+    for name in ("perp", "par"):
+        points = sorted((c, x) for x, c in getattr(config.families, name).c_angstrom_vs_x_li)
+        tables[name] = CalibrationTable(
+            c_angstrom=[c for c, _ in points], x_li=[x for _, x in points]
+        )
+    params = AnalysisParameters(families=families, calibration=tables, ti_band=ti_band)
+    return twin, renderer, compile(params.reduction_plan(), geometry), params
+
+
+def render(twin, renderer, layout, t0_s, frame_s, rng):
+    frames = np.empty((layout.n_frames, *renderer.shape), np.uint32)
+    index = layout.frame_index()
+    for i, z in enumerate(layout.z_um):
+        for j, x in enumerate(layout.x_um):
+            t = t0_s + frame_s * index[i, j]
+            scene = twin.scene(z_um=float(z), x_start_um=x - 16.5, x_stop_um=x + 16.5, time_s=t)
+            frames[index[i, j]] = renderer.render(scene, exposure_s=0.05, rng=rng)
+    return frames
+
+
+def rms(a) -> float:
+    return float(np.sqrt(np.nanmean(np.square(a))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-z", type=int, default=49)
+    parser.add_argument("--n-x", type=int, default=49)
+    parser.add_argument("--maps", type=int, default=12)
+    parser.add_argument("--first-s", type=float, default=60.0)
+    parser.add_argument("--interval-s", type=float, default=300.0, help="map period (s)")
+    parser.add_argument("--binning", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ti-band", default="ti_100", help="band locating the anode stack")
+    args = parser.parse_args()
+    twin, renderer, reduction, params = build(args.binning, args.seed, args.ti_band)
+    z_um = -2.0 + np.arange(args.n_z) * 1.0
+    x_um = 1000.0 + 33.0 * (np.arange(args.n_x) - args.n_x / 2 + 0.5)
+    layout = MapLayout(n_z=args.n_z, n_x=args.n_x, z_um=z_um, x_um=x_um)
+    experiment = ExperimentAnalysis(layout, params)
+    frame_s = 0.1  # 0.05 s exposure + readout/motion share, so a map spans minutes
+    rng = np.random.default_rng(args.seed)
+    truths, rows = [], []
+    t_render = t_analyse = 0.0
+    for m in range(args.maps):
+        t0 = args.first_s + m * args.interval_s
+        t1 = time.perf_counter()
+        frames = render(twin, renderer, layout, t0, frame_s, rng)
+        t2 = time.perf_counter()
+        mid = t0 + 0.5 * frame_s * layout.n_frames
+        result = analyze_map(reduction.reduce(frames), layout, params, map_index=m, time_s=mid)
+        experiment.add_map(result)
+        t_analyse += time.perf_counter() - t2
+        t_render += t2 - t1
+        truth = twin.truth(z_um=z_um, x_um=x_um, time_s=mid)
+        truths.append(truth)
+        rows.append(map_row(result, truth))
+        print(f"map {m} t={mid:.0f} s " + " ".join(f"{k}={v:.4g}" for k, v in rows[-1].items()))
+    products = experiment.products()
+    summary(products, truths, rows, layout)
+    n = args.maps * layout.n_frames
+    print(f"\n{n} frames: render {1e3 * t_render / n:.1f} ms/frame, reduce+analyse "
+          f"{1e3 * t_analyse / n:.2f} ms/frame (shared 2 cores: pessimistic)")  # fmt: skip
+
+
+def map_row(result, truth) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for family in ("perp", "par"):
+        d_c = result.c_angstrom[family] - truth.c_angstrom[family]
+        d_a = result.a_angstrom[family] - truth.a_angstrom[family]
+        row[f"c_rms_{family}"] = rms(d_c)
+        row[f"c_mean_err_{family}"] = float(
+            np.nanmean(result.c_angstrom[family]) - np.nanmean(truth.c_angstrom[family])
+        )
+        row[f"a_mean_err_{family}"] = float(
+            np.nanmean(result.a_angstrom[family]) - np.nanmean(truth.a_angstrom[family])
+        )
+        row[f"a_rms_{family}"] = rms(d_a)
+    row["x_rms_perp"] = rms(result.x_li["perp"] - truth.x_li)
+    row["grains"] = float(len(result.grains))
+    row["grains_true"] = float(np.sum(truth.grain_visible))
+    return row
+
+
+def summary(products, truths, rows, layout) -> None:
+    def worst(key):
+        return max(abs(r[key]) for r in rows)
+
+    time_s = products.arrays["time_s"].values
+    rich_true = np.stack([np.where(np.isnan(t.rich_fraction), np.nan, t.rich_fraction)
+                          for t in truths])  # fmt: skip
+    front_true = biphasic_front(rich_true, z_um=layout.z_um, time_s=time_s)
+    front = products.arrays["front_position"].values
+    speed = products.metadata["front"]["speed_nm_per_s"]
+    thick = products.arrays["li_thickness_mean"].values
+    thick_true = np.array([t.li_thickness_um.mean() - truths[0].li_thickness_um.mean()
+                           for t in truths])  # fmt: skip
+    total = products.arrays["grains_total"].values.astype(float)
+    true_total = np.array([r["grains_true"] for r in rows])
+    ids = [set(t.grain_id[t.grain_visible].tolist()) for t in truths]
+    new_true = np.array([len(ids[0])] + [len(b - a) for a, b in itertools.pairwise(ids)])
+    dead_true = np.array([0] + [len(a - b) for a, b in itertools.pairwise(ids)])
+    new, dead = products.arrays["grains_new"].values, products.arrays["grains_deceased"].values
+
+    def rel(a, b):
+        ok = b > 0
+        return float(np.max(np.abs(a[ok] - b[ok]) / b[ok])) if ok.any() else float("nan")
+
+    both = np.isfinite(front) & np.isfinite(front_true.position_um)
+    lines = [
+        ("c per pixel RMS (perp / par), worst map, Å", f"{worst('c_rms_perp'):.4f} / "
+         f"{worst('c_rms_par'):.4f}", "≤ 0.003"),
+        ("map-mean c error (perp / par), worst, Å", f"{worst('c_mean_err_perp'):.4f} / "
+         f"{worst('c_mean_err_par'):.4f}", "≤ 0.001"),
+        ("map-mean a error (perp / par), worst, Å", f"{worst('a_mean_err_perp'):.5f} / "
+         f"{worst('a_mean_err_par'):.5f}", "≤ 0.0005"),
+        ("x_Li RMS (perp), worst map", f"{worst('x_rms_perp'):.4f}", "≤ 0.02"),
+        ("front position error, worst, µm",
+         f"{np.max(np.abs(front - front_true.position_um)[both]) if both.any() else np.nan:.2f}"
+         f" ({both.sum()} maps with a front)", "≤ 1"),
+        ("front speed, nm/s (truth)", f"{speed:.2f} ({front_true.velocity_nm_per_s:.2f})",
+         "within 10 %"),
+        ("grains per map, worst relative error", f"{rel(total, true_total):.2f}", "≤ 0.10"),
+        ("new / deceased per map, worst relative error",
+         f"{rel(new[1:], new_true[1:]):.2f} / {rel(dead[1:], dead_true[1:]):.2f}", "≤ 0.15"),
+        ("Li thickness error, worst map, µm", f"{np.max(np.abs(thick - thick_true)):.3f}",
+         "≤ 0.3"),
+    ]  # fmt: skip
+    print(f"\n{'figure':<48} {'recovered':>32}   target")
+    for name, value, target in lines:
+        print(f"{name:<48} {value:>32}   {target}")
+    print("grains recovered / true per map:", total.astype(int).tolist(),
+          true_total.astype(int).tolist())  # fmt: skip
+    print("new recovered / true:", new.tolist(), new_true.tolist())
+    print("front recovered / true (µm):", np.round(front, 2).tolist(),
+          np.round(front_true.position_um, 2).tolist())  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
