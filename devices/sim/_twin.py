@@ -135,7 +135,9 @@ class CellTwin:
         if time_s == self.time_s and self._grains.time_s > time_s:
             return
         self._grains.advance_to(time_s, self._li_thickness_at)
-        self.electrochemistry.advance_to(time_s)
+        # The potentiostat drives the same electrochemistry and may already be ahead (it is
+        # sampled at the clock's time, frames at their mid-exposure time): never step back.
+        self.electrochemistry.advance_to(max(time_s, self.electrochemistry.time_s))
         self._grain_index = None
         self._push_state()
 
@@ -155,7 +157,8 @@ class CellTwin:
         if not math.isfinite(time_s):
             raise ValueError(f"time_s={time_s} must be finite")
         if time_s > self.time_s + self.config.state_refresh_s or time_s >= self._grains.time_s:
-            self.advance_to(time_s)
+            # the electrochemistry may be ahead of time_s (driven by the potentiostat)
+            self.advance_to(max(time_s, self.time_s))
         i = bisect.bisect_right(self._state_times, time_s) - 1
         if i < 0:
             raise ValueError(

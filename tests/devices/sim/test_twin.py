@@ -157,3 +157,16 @@ def test_beam_x_fraction_is_one_inside_and_linear_in_overlap():
     assert f[1] == pytest.approx(10.0 / 33.0)  # fully crossed: its width over the travel
     # half-grain at the start edge: integral of the ramp gives (0.5)²/2... over w T
     assert 0 < f[2] < 0.5 / 33.0
+
+
+def test_scene_at_mid_exposure_after_the_potentiostat_ran_ahead():
+    # The potentiostat advances the shared electrochemistry to the clock's time; a frame is
+    # rendered at its mid-exposure time, slightly earlier. The twin must not step back.
+    twin = paper_twin()
+    twin.advance_to(100.0)
+    twin.electrochemistry.advance_to(105.0)
+    scene = twin.scene(z_um=10.0, x_start_um=500.0, x_stop_um=533.0, time_s=104.9)
+    assert scene.time_s == 104.9
+    assert scene.layer_weights["lco"] == pytest.approx(1.0)
+    twin.scene(z_um=10.0, x_start_um=500.0, x_stop_um=533.0, time_s=107.0)
+    assert twin.electrochemistry.time_s >= 107.0
