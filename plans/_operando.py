@@ -12,8 +12,9 @@ and ``map_index`` (0, 1, ...). Each map run holds the streams
 - ``electrochemistry``: the potentiostat buffer, collected after every line and at the end
   of the map. The buffer is drained by each collect, so the concatenation of this stream over
   the runs of an experiment is the gapless record of the whole protocol, whatever happened
-  between runs. Samples buffered after the last map go to a final run with
-  ``map_index = None`` (``purpose = "electrochemistry tail"``) that waits for the protocol end.
+  between runs. The experiment always ends with a run with ``map_index = None``
+  (``purpose = "electrochemistry tail"``) that waits for the protocol end and collects the
+  samples buffered after the last map.
 
 The potentiostat is prepared (its protocol checked against its safety window) before any
 run opens, kicked off in the first map run, and runs on its own: pauses and suspenders do
@@ -67,12 +68,26 @@ class _Progress:
         return status is None or bool(status.done)
 
 
-def ec_value(reading: Mapping[str, Any] | None, key: str) -> float:
-    """The value of the field ending in ``key`` (e.g. ``"time_s"``) of a device reading."""
-    for name, entry in (reading or {}).items():
-        if name == key or name.endswith(f"_{key}") or name.endswith(f"-{key}"):
-            return float(entry["value"])
-    return math.nan
+#: Reading-key suffixes accepted for each electrochemical quantity (first match wins).
+EC_KEYS = {"time_s": ("time_s", "elapsed"), "step_index": ("step_index", "step")}
+
+
+def ec_value(reading: Mapping[str, Any] | None, quantity: str) -> float:
+    """The value of ``quantity`` (``"time_s"`` or ``"step_index"``) in a potentiostat reading.
+
+    Reading keys are ``{device}-{suffix}`` or ``{device}_{suffix}`` with a suffix from
+    `EC_KEYS`. ``None`` (a simulator's empty reading) gives NaN; a reading without the
+    quantity raises ``ValueError``.
+    """
+    if reading is None:
+        return math.nan
+    for suffix in EC_KEYS[quantity]:
+        for name, entry in reading.items():
+            if name == suffix or name.endswith((f"_{suffix}", f"-{suffix}")):
+                return float(entry["value"])
+    raise ValueError(
+        f"potentiostat reading has no {quantity} field {EC_KEYS[quantity]}: {sorted(reading)}"
+    )
 
 
 def _check_options(map_interval_s: float | None, max_maps: int | None, poll_s: float) -> None:
@@ -183,8 +198,8 @@ def _experiment(
         if map_interval_s is not None:
             until_s = ec_value(start, "time_s") + map_interval_s
             yield from _wait_for_time(potentiostat, until_s, progress, poll_s)
-    if not progress.protocol_done:
-        uids.append((yield from _tail_run(potentiostat, progress, poll_s, md)))
+    # Always: samples buffered after the last map's final collect belong to the record.
+    uids.append((yield from _tail_run(potentiostat, progress, poll_s, md)))
     return uids
 
 

@@ -102,3 +102,30 @@ def test_beam_trip_mid_line_retakes_line_and_keeps_the_ec_record_gapless(RE, doc
     times = docs.ec_times()
     assert times == [float(k) for k in range(300)]  # every sample once, in order, no gap
     assert not potentiostat.stopped
+
+
+def test_map_interval_waits_in_experiment_time_and_skips_rest(RE, docs, devices):
+    det, stage_x, stage_z, potentiostat = devices
+    steps = (
+        ProtocolStep(Technique.CONSTANT_CURRENT, 150.0, setpoint=-1e-6),
+        ProtocolStep(Technique.OPEN_CIRCUIT, 150.0),
+    )
+    result = RE(
+        operando_experiment(
+            potentiostat,
+            det,
+            stage_x,
+            stage_z,
+            Protocol(steps=steps),
+            SMALL_MAP,
+            map_during_rest=False,
+            poll_s=0.02,
+        )
+    )
+    assert result.exit_status == "success"
+    maps = docs.events_by_stream()["ec_state"]
+    starts = maps[::2]  # start and end of every map
+    assert len(starts) >= 2
+    # after the first map, no map starts during the open-circuit step (index 1)
+    assert all(e["data"]["potentiostat_step_index"] == 0 for e in starts[1:])
+    assert docs.ec_times() == [float(k) for k in range(300)]

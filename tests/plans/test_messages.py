@@ -80,3 +80,12 @@ def test_protocol_outside_safety_window_fails_before_anything_moves(RE, docs, de
         RE(operando_experiment(potentiostat, det, stage_x, stage_z, unsafe, ONE_LINE))
     assert [m.command for m in seen] == ["prepare", "stop"]  # then the safe-state stop
     assert docs.docs == []
+
+
+def test_ec_value_reads_both_reading_conventions():
+    from opmap.plans._operando import ec_value
+
+    assert ec_value({"pstat-elapsed": {"value": 12.5, "timestamp": 0}}, "time_s") == 12.5
+    assert ec_value({"p_step_index": {"value": 2, "timestamp": 0}}, "step_index") == 2.0
+    with pytest.raises(ValueError, match="no time_s field"):
+        ec_value({"p-potential": {"value": 3.9, "timestamp": 0}}, "time_s")
