@@ -1,1 +1,44 @@
-"""opmap."""
+"""opmap devices: the real-hardware API (simulated backends live in `opmap.devices.sim`)."""
+
+from ._eiger_layout import EigerMetadata, FrameStreamProvider
+from ._protocol import (
+    Protocol,
+    ProtocolError,
+    ProtocolStep,
+    SafetyWindow,
+    Technique,
+    paper_protocol,
+)
+from .beam import BeamMonitor, ShutterState
+from .potentiostat import (
+    STREAM_NAME,
+    Potentiostat,
+    PotentiostatDriver,
+    PotentiostatSample,
+    PotentiostatState,
+    PotentiostatStatus,
+)
+from .stage import LimitedMotor, MapStage, SoftLimitError, SoftLimits
+
+__all__ = [
+    "STREAM_NAME",
+    "BeamMonitor",
+    "EigerMetadata",
+    "FrameStreamProvider",
+    "LimitedMotor",
+    "MapStage",
+    "Potentiostat",
+    "PotentiostatDriver",
+    "PotentiostatSample",
+    "PotentiostatState",
+    "PotentiostatStatus",
+    "Protocol",
+    "ProtocolError",
+    "ProtocolStep",
+    "SafetyWindow",
+    "ShutterState",
+    "SoftLimitError",
+    "SoftLimits",
+    "Technique",
+    "paper_protocol",
+]
