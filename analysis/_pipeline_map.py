@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -96,6 +97,22 @@ def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisPa
     return layout.to_map(fit.fraction[:, 1])
 
 
+def _fill_empty_bins(window: np.ndarray) -> np.ndarray:
+    """Li window (n, n_chi, n_q) with empty (NaN) bins set to their q bin's median over chi.
+
+    A binned detector leaves some of the 3600 small (chi, q) bins without any pixel; the
+    median is the Li-free background there, so an empty bin is neither a spot nor a hole.
+    """
+    empty = np.isnan(window)
+    if not empty.any():
+        return window
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN q bin gives NaN → 0
+        median = np.nanmedian(window, axis=1, keepdims=True)
+    filled = np.where(empty, np.nan_to_num(median), window)
+    return filled.astype(window.dtype, copy=False)
+
+
 def analyze_map(
     reduced: ReducedFrames,
     layout: MapLayout,
@@ -160,7 +177,7 @@ def analyze_map(
         method=params.ti_method,
     )  # fmt: skip
     grains = find_grains(
-        layout.to_map(reduced.li_window), z_um=layout.z_um, x_um=layout.x_um,
+        layout.to_map(_fill_empty_bins(reduced.li_window)), z_um=layout.z_um, x_um=layout.x_um,
         chi_deg=reduced.li_window_chi_deg, k=params.grain_k,
         background_chi_step=params.grain_background_chi_step, map_index=int(map_index),
     )  # fmt: skip

@@ -225,3 +225,11 @@ def reduced_frames_z(layout, rich):
         li_window_q=np.linspace(2.531, 2.549, 10),
         bands={"ti_100": np.linspace(1, 2, n)},
     )
+
+
+def test_empty_li_window_bins_do_not_hide_grains(layout, params):
+    reduced = reduced_frames(layout, np.full((N_Z, N_X), 14.0), 22.0, spots=[(1, 2, 120)])
+    reduced.li_window[:, ::7, 3] = np.nan  # bins without pixels on a binned detector
+    result = analyze_map(reduced, layout, params, map_index=0, time_s=0.0)
+    assert len(result.grains) == 1
+    assert round(float(result.grains.azimuth_deg[0])) == 120
