@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from opmap import __version__
 
 #: Modules that provide sub-commands, in the order ``opmap --help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("opmap._serve_cmd", "opmap._profile_cmd")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "opmap._serve_cmd",
+    "opmap._profile_cmd",
+    "opmap._worker_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
