@@ -232,4 +232,4 @@ def test_empty_li_window_bins_do_not_hide_grains(layout, params):
     reduced.li_window[:, ::7, 3] = np.nan  # bins without pixels on a binned detector
     result = analyze_map(reduced, layout, params, map_index=0, time_s=0.0)
     assert len(result.grains) == 1
-    assert round(float(result.grains.azimuth_deg[0])) == 120
+    assert float(result.grains.azimuth_deg[0]) == pytest.approx(120.5, abs=0.05)  # bin centre
