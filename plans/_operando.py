@@ -61,6 +61,8 @@ class _Progress:
 
     def __init__(self) -> None:
         self.protocol_status: Status | None = None
+        #: Experiment time (s) recorded at the start of the latest map (``ec_state``).
+        self.map_start_time_s = math.nan
 
     @property
     def protocol_done(self) -> bool:
@@ -193,10 +195,9 @@ def _experiment(
             yield from _wait_while_resting(potentiostat, protocol, progress, poll_s)
             if uids and progress.protocol_done:
                 break
-        start = yield from bps.read(potentiostat)
         uids.append((yield from _map_run(devices, geometry, progress, len(uids), md)))
         if map_interval_s is not None:
-            until_s = ec_value(start, "time_s") + map_interval_s
+            until_s = progress.map_start_time_s + map_interval_s
             yield from _wait_for_time(potentiostat, until_s, progress, poll_s)
     # Always: samples buffered after the last map's final collect belong to the record.
     uids.append((yield from _tail_run(potentiostat, progress, poll_s, md)))
@@ -223,7 +224,8 @@ def _map_run(
             progress.protocol_status = yield from bps.complete(potentiostat, group=PROTOCOL_GROUP)
         yield from bps.declare_stream(potentiostat, name=EC_STREAM, collect=True)
         yield from bps.checkpoint()
-        yield from bps.trigger_and_read([potentiostat], name=EC_STATE_STREAM)
+        start = yield from bps.trigger_and_read([potentiostat], name=EC_STATE_STREAM)
+        progress.map_start_time_s = ec_value(start, "time_s")
         yield from map_lines(detector, stage_x, stage_z, geometry, after_line=collect_ec)
         yield from bps.trigger_and_read([potentiostat], name=EC_STATE_STREAM)
         yield from collect_ec()

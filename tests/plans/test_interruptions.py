@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -104,28 +105,47 @@ def test_beam_trip_mid_line_retakes_line_and_keeps_the_ec_record_gapless(RE, doc
     assert not potentiostat.stopped
 
 
-def test_map_interval_waits_in_experiment_time_and_skips_rest(RE, docs, devices):
+def test_no_map_starts_during_a_rest_step_when_asked(RE, docs, devices):
     det, stage_x, stage_z, potentiostat = devices
     steps = (
-        ProtocolStep(Technique.CONSTANT_CURRENT, 150.0, setpoint=-1e-6),
         ProtocolStep(Technique.OPEN_CIRCUIT, 150.0),
+        ProtocolStep(Technique.CONSTANT_CURRENT, 150.0, setpoint=-1e-6),
     )
-    result = RE(
-        operando_experiment(
-            potentiostat,
-            det,
-            stage_x,
-            stage_z,
-            Protocol(steps=steps),
-            SMALL_MAP,
-            map_during_rest=False,
-            poll_s=0.02,
-        )
+    plan = operando_experiment(
+        potentiostat,
+        det,
+        stage_x,
+        stage_z,
+        Protocol(steps=steps),
+        SMALL_MAP,
+        map_during_rest=False,
+        poll_s=0.02,
     )
-    assert result.exit_status == "success"
-    maps = docs.events_by_stream()["ec_state"]
-    starts = maps[::2]  # start and end of every map
+    assert RE(plan).exit_status == "success"
+    starts = docs.events_by_stream()["ec_state"][::2]  # start and end of every map
     assert len(starts) >= 2
-    # after the first map, no map starts during the open-circuit step (index 1)
-    assert all(e["data"]["potentiostat_step_index"] == 0 for e in starts[1:])
+    # map 0 records the state before the protocol; later maps waited for the rest to end
+    # (time only increases, so a reading after the decision cannot be earlier than 150 s)
+    assert all(e["data"]["potentiostat_time_s"] >= 150.0 for e in starts[1:])
+    assert all(e["data"]["potentiostat_step_index"] == 1 for e in starts[1:])
+    assert docs.ec_times() == [float(k) for k in range(300)]
+
+
+def test_map_interval_spaces_map_starts_in_experiment_time(RE, docs, devices):
+    det, stage_x, stage_z, potentiostat = devices
+    steps = (ProtocolStep(Technique.CONSTANT_CURRENT, 300.0, setpoint=-1e-6),)
+    plan = operando_experiment(
+        potentiostat,
+        det,
+        stage_x,
+        stage_z,
+        Protocol(steps=steps),
+        SMALL_MAP,
+        map_interval_s=120.0,
+        poll_s=0.02,
+    )
+    assert RE(plan).exit_status == "success"
+    times = [e["data"]["potentiostat_time_s"] for e in docs.events_by_stream()["ec_state"][::2]]
+    assert len(times) >= 2
+    assert all(later - earlier >= 120.0 for earlier, later in itertools.pairwise(times))
     assert docs.ec_times() == [float(k) for k in range(300)]
