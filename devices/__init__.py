@@ -10,6 +10,7 @@ from ._protocol import (
     paper_protocol,
 )
 from .beam import BeamMonitor, ShutterState
+from .eiger import Eiger, EigerDriverIO, EigerTriggerMode
 from .potentiostat import (
     STREAM_NAME,
     Potentiostat,
@@ -23,7 +24,10 @@ from .stage import LimitedMotor, MapStage, SoftLimitError, SoftLimits
 __all__ = [
     "STREAM_NAME",
     "BeamMonitor",
+    "Eiger",
+    "EigerDriverIO",
     "EigerMetadata",
+    "EigerTriggerMode",
     "FrameStreamProvider",
     "LimitedMotor",
     "MapStage",
