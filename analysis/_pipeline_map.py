@@ -190,7 +190,13 @@ def analyze_map(
         a_err_angstrom=lat["a_err"],
         x_li=lat["x"],
         x_li_err=lat["x_err"],
-        rich_fraction=_rich_fraction(reduced, layout, params),
+        # Only where the front family diffracts (its single-peak fit is trusted): elsewhere
+        # a two-peak fit of noise gives a fraction, not a phase.
+        rich_fraction=np.where(
+            np.isfinite(lat["c"][params.front_family_name]),
+            _rich_fraction(reduced, layout, params),
+            np.nan,
+        ),
         phases=phases,
         band_intensity=bands,
         ti_z_um=ti_z,
