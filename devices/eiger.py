@@ -104,7 +104,8 @@ class EigerAcquireLogic(DetectorAcquireLogic):
     driver: EigerDriverIO
 
     async def start_acquiring(self) -> None:
-        await self.driver.acquire.set(True, wait=False)
+        # Acquire's put completes only when the series ends: do not wait for it here.
+        await set_and_wait_for_value(self.driver.acquire, True, wait_for_set_completion=False)
 
     async def wait_for_idle(self) -> None:
         await wait_for_value(self.driver.acquire, False, timeout=None)

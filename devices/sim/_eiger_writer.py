@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import h5py
 import hdf5plugin
@@ -46,7 +46,7 @@ class DectrisWriter:
 
     def __init__(
         self,
-        directory: Path,
+        directory: PurePath | str,
         name: str,
         frame_shape: tuple[int, int],
         metadata: EigerMetadata,
