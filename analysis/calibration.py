@@ -143,8 +143,15 @@ def check_rings(
     )
     intensity = np.nan_to_num(np.asarray(profile.intensity, float))
     spread = float(np.percentile(intensity, 90) - np.percentile(intensity, 10))
-    peaks, _ = find_peaks(intensity, prominence=0.1 * max(spread, 1e-12))
-    found = np.asarray(profile.radial)[peaks]
+    # bin-to-bin noise (robust): a peak must stand well above it, or Poisson noise in the
+    # sparsely populated outer bins would count as unexplained peaks
+    noise = 1.4826 * float(np.median(np.abs(np.diff(intensity)))) / np.sqrt(2.0)
+    peaks, props = find_peaks(intensity, prominence=max(0.1 * spread, 6.0 * noise, 1e-12))
+    # strong peaks only (>= 1 % of the strongest): partial rings in the detector corners
+    # leave faint bumps that say nothing about the geometry
+    prominence = props["prominences"]
+    strong = prominence >= 0.01 * prominence.max() if prominence.size else prominence > 0
+    found = np.asarray(profile.radial)[peaks[strong]]
 
     rings = np.rad2deg(
         [t for t in _calibrant(calibrant, geometry.wavelength_angstrom).get_2th() if t]
@@ -172,6 +179,24 @@ def _residual_deg(refinement) -> tuple[float, tuple[int, ...], int]:
     expected = np.asarray(refinement.calibrant.get_2th())[data[:, 2].astype(int)]
     rms = float(np.rad2deg(np.sqrt(np.mean((tth - expected) ** 2))))
     return rms, tuple(sorted({int(r) for r in data[:, 2]})), len(data)
+
+
+def _mask_detector_markers(
+    image: np.ndarray, start: DetectorGeometry
+) -> tuple[np.ndarray, DetectorGeometry]:
+    """Zero and mask the pixels an unsigned-integer frame marks as gap or dead.
+
+    The Eiger writes the largest value of its dtype (2**32 - 1 in uint32) into module gaps
+    and dead pixels; a PONI file does not carry the gap mask, so the marker is the only
+    record. Left in, those pixels are the brightest "peaks" and derail the ring picking.
+    """
+    if image.dtype.kind != "u":
+        return image.astype(np.float32), start
+    marker = image == np.iinfo(image.dtype).max
+    if not marker.any():
+        return image.astype(np.float32), start
+    mask = marker if start.mask is None else (start.mask | marker)
+    return np.where(marker, 0, image).astype(np.float32), start.with_mask(mask)
 
 
 def calibrate(
@@ -236,7 +261,7 @@ def calibrate(
         raise ValueError(f"min_rings must be >= 3, got {min_rings}")
     if not 0.5 <= min_match_fraction <= 1:
         raise ValueError(f"min_match_fraction must be in [0.5, 1], got {min_match_fraction}")
-    image = np.asarray(image, np.float32)
+    image, start = _mask_detector_markers(np.asarray(image), start)
     single = SingleGeometry(
         "calibration",
         image=image,
@@ -265,6 +290,12 @@ def calibrate(
             f"peaks explained within {check.tolerance_2theta_deg:.3f} deg (needs "
             f"{min_match_fraction:.0%}); the start was probably too far off and rings were "
             f"mis-assigned (residual {residual:.4f} deg looks fine but is not evidence)"
+        )
+    elif residual > 0.5 * check.tolerance_2theta_deg:
+        reason = (
+            f"control points scatter by {residual:.4f} deg rms, more than half a pixel "
+            f"({0.5 * check.tolerance_2theta_deg:.4f} deg): the calibrant image is too weak "
+            "or noisy for a reliable geometry; count longer"
         )
     result = CalibrationResult(
         geometry=refined,

@@ -17,6 +17,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap._serve_cmd",
     "opmap._profile_cmd",
     "opmap._worker_cmd",
+    "opmap._analyze_cmd",
 )
 
 

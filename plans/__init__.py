@@ -1,6 +1,7 @@
 """Bluesky plans for operando micro-XRD maps: fly maps, the operando experiment, alignment."""
 
 from ._align import ALIGN_STREAM, StackAlignment, align_stack, find_stack, propose_map
+from ._calibrate import CALIBRANTS, calibrate
 from ._fly_map import fly_map, map_lines
 from ._geometry import LineTrajectory, MapGeometry, fly_line
 from ._operando import EC_STATE_STREAM, EC_STREAM, Potentiostat, operando_experiment
@@ -9,6 +10,7 @@ from ._suspenders import beam_current_suspender, shutter_suspender
 
 __all__ = [
     "ALIGN_STREAM",
+    "CALIBRANTS",
     "EC_STATE_STREAM",
     "EC_STREAM",
     "FRAMES_STREAM",
@@ -19,6 +21,7 @@ __all__ = [
     "StackAlignment",
     "align_stack",
     "beam_current_suspender",
+    "calibrate",
     "find_stack",
     "fly_line",
     "fly_line_stub",

@@ -1,0 +1,96 @@
+"""The simulated beamline: one twin, one clock, and the sim devices that share them."""
+
+from __future__ import annotations
+
+from ophyd_async.core import PathProvider
+
+from opmap.beamline import Beamline, BeamlineConfig
+from opmap.devices.sim import (
+    ClockMode,
+    SimBeamMonitor,
+    SimClock,
+    SimEiger,
+    SimMapStage,
+    SimPotentiostat,
+    metadata_from_integrator,
+)
+from opmap.devices.sim._config import TwinConfig
+from opmap.devices.sim._detector import eiger4m_geometry, load_poni
+from opmap.devices.sim._detector_mask import DetectorMask
+from opmap.devices.sim._forward import FrameRenderer as DiffractionRenderer
+from opmap.devices.sim._forward_config import DiffractionConfig
+from opmap.devices.sim._sample import SampleSwitchRenderer, SimSampleChanger
+from opmap.devices.sim._twin import CellTwin
+from opmap.devices.sim._visibility import ring_visibility
+
+#: Li (110) ring position used to decide which grain azimuths the detector records (Å⁻¹).
+LI_110_Q_INV_ANGSTROM = 2.545
+
+_CLOCK_MODES = {
+    "event-driven": ClockMode.EVENT_DRIVEN,
+    "accelerated": ClockMode.ACCELERATED,
+    "real-time": ClockMode.REAL_TIME,
+}
+
+
+def twin_config(config: BeamlineConfig) -> TwinConfig:
+    """The twin's configuration: the file named in ``config.sim``, or the paper's values."""
+    path = config.sim.twin_config
+    return TwinConfig() if path is None else TwinConfig.from_file(path)
+
+
+def integrator(config: BeamlineConfig):
+    """The simulated detector geometry: the configured PONI, or the twin's default."""
+    shape_binning = config.sim.binning
+    if config.poni is None:
+        return eiger4m_geometry(binning=shape_binning)
+    expected = eiger4m_geometry(binning=shape_binning).detector.shape
+    return load_poni(config.poni, shape=expected)
+
+
+def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
+    """Create the simulated devices (not connected) around one twin and one clock."""
+    sim = config.sim
+    clock = SimClock(
+        _CLOCK_MODES[sim.clock_mode],
+        speedup=sim.speedup if sim.clock_mode == "accelerated" else 1.0,
+    )
+    ai = integrator(config)
+    mask = DetectorMask()
+    twin = CellTwin(
+        twin_config(config),
+        visible=ring_visibility(ai, mask, q_inv_angstrom=LI_110_Q_INV_ANGSTROM),
+    )
+    changer = SimSampleChanger(name="sample_changer")
+    cell = DiffractionRenderer(ai, DiffractionConfig(), twin.families, mask=mask)
+    renderer = SampleSwitchRenderer(changer, cell, ai, mask)
+    stage = SimMapStage(
+        clock, x_limits_um=config.x_limits_um, z_limits_um=config.z_limits_um, name="stage"
+    )
+    eiger = SimEiger(
+        path_provider,
+        clock,
+        twin,
+        renderer,
+        stage.x,
+        stage.z,
+        cell.shape,
+        metadata_from_integrator(ai),
+        seed=sim.seed,
+        name="eiger",
+    )
+    potentiostat = SimPotentiostat(
+        twin.electrochemistry, clock, config.window, name="potentiostat"
+    )
+    beam = SimBeamMonitor(clock, name="beam")
+    return Beamline(
+        config=config,
+        stage=stage,
+        eiger=eiger,
+        potentiostat=potentiostat,
+        beam=beam,
+        sample_changer=changer,
+        integrator=ai,
+        twin=twin,
+        clock=clock,
+    )

@@ -1,0 +1,118 @@
+"""The simulated beamline built from configuration: calibration and a small map on the twin."""
+
+from __future__ import annotations
+
+import h5py
+import hdf5plugin  # noqa: F401  (bitshuffle-LZ4 reading)
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from event_model import DocumentNames, schema_validators
+from ophyd_async.core import init_devices
+
+from opmap.beamline import BackendUnavailableError, BeamlineConfig, build_beamline
+from opmap.callbacks.calibration import CalibrationCallback
+from opmap.devices.sim._detector import save_poni
+from opmap.plans import MapGeometry, calibrate, fly_map
+
+
+@pytest.fixture
+def RE():
+    engine = RunEngine(call_returns_result=True)
+    yield engine
+    if engine.state != "idle":
+        engine.halt()
+
+
+@pytest.fixture
+def beamline(RE, tmp_path):
+    config = BeamlineConfig(data_dir=tmp_path / "data")
+    with init_devices():
+        built = build_beamline(config)
+    return built
+
+
+def _collect_valid(RE):
+    docs = []
+
+    def check(name, doc):
+        schema_validators[DocumentNames(name)].validate(doc)
+        docs.append((name, doc))
+
+    RE.subscribe(check)
+    return docs
+
+
+def test_calibration_from_a_1_mm_wrong_start_recovers_the_twin_geometry(RE, beamline, tmp_path):
+    truth = beamline.integrator
+    start = truth.__class__(
+        dist=truth.dist + 0.001,
+        poni1=truth.poni1 + 0.0003,
+        poni2=truth.poni2 - 0.0003,
+        detector=truth.detector,
+        wavelength=truth.wavelength,
+    )
+    start_poni = save_poni(start, tmp_path / "start.poni")
+    callback = CalibrationCallback(tmp_path / "poni")
+    RE.subscribe(callback)
+    docs = _collect_valid(RE)
+    RE(calibrate(beamline.eiger, beamline.sample_changer, start_poni, calibrant="CeO2"))
+    record = callback.latest
+    assert record is not None, callback.records[-1].summary()
+    assert record.result.geometry.distance_m == pytest.approx(truth.dist, abs=2e-4)
+    assert record.result.geometry.poni1_m == pytest.approx(truth.poni1, abs=1e-4)
+    assert record.poni_path.is_file()
+    assert beamline.sample_changer.current.value == "cell"
+    (start_doc,) = [d for n, d in docs if n == "start"]
+    assert start_doc["calibrant"] == "CeO2"
+
+
+def test_calibrate_rejects_an_unknown_calibrant_before_anything_moves(RE, beamline, tmp_path):
+    poni = save_poni(beamline.integrator, tmp_path / "start.poni")
+    docs = _collect_valid(RE)
+    with pytest.raises(ValueError, match="calibrant='LaB7'"):
+        RE(calibrate(beamline.eiger, beamline.sample_changer, poni, calibrant="LaB7"))
+    assert docs == []
+    assert beamline.sample_changer.current.value == "cell"
+
+
+def test_small_fly_map_on_the_twin_writes_every_line_once(RE, beamline, tmp_path):
+    geometry = MapGeometry(
+        z_start_um=8.0, z_count=3, x_start_um=500.0, x_stop_um=830.0, x_count=10
+    )
+    docs = _collect_valid(RE)
+    RE(fly_map(beamline.eiger, beamline.stage.x, beamline.stage.z, geometry))
+    stop = [d for n, d in docs if n == "stop"][-1]
+    assert stop["exit_status"] == "success"
+    (resource,) = [d for n, d in docs if n == "stream_resource" and d["data_key"] == "eiger"]
+    master = resource["uri"].removeprefix("file://localhost")
+    with h5py.File(master, "r") as f:
+        frames = f["/entry/data/data"][()]
+    assert frames.shape == (30, *beamline.integrator.detector.shape)
+    # inside the cathode (z = 8-10 µm) every frame carries LCO (003) counts
+    assert np.all(frames.reshape(30, -1).astype(np.float64).sum(axis=1) > 0)
+    lines = [d for n, d in docs if n == "event" and "line_index" in d["data"]]
+    assert sorted(d["data"]["line_index"] for d in lines) == [0, 1, 2]
+
+
+def test_real_mode_says_which_backends_are_missing(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="no Eiger or potentiostat backend"):
+        build_beamline(BeamlineConfig(mode="real", data_dir=tmp_path))
+
+
+def test_a_weak_noisy_calibrant_frame_is_rejected_not_trusted(beamline):
+    from opmap.analysis.calibration import calibrate as refine
+    from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
+    from opmap.devices.sim._detector_calibrant import render_calibrant
+
+    ai = beamline.integrator
+    weak = render_calibrant(ai, "CeO2", peak_counts=1000, rng=np.random.default_rng(1))
+    start = DetectorGeometry(
+        eiger4m_detector(binning=4),
+        distance_m=ai.dist + 0.001,
+        poni1_m=ai.poni1 + 3e-4,
+        poni2_m=ai.poni2 - 3e-4,
+    )
+    result = refine(weak, start, strict=False)
+    assert not result.accepted
+    assert "count longer" in result.reason
