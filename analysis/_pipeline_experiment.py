@@ -23,7 +23,7 @@ from .grains import (
     link_grains,
     texture_share,
 )
-from .lattice import biphasic_front, front_velocity
+from .lattice import biphasic_front
 from .phases import li_thickness_from_ti
 from .products import LabelledArray, Products
 
@@ -220,13 +220,13 @@ class ExperimentAnalysis:
 
     def _front(self, time_s: np.ndarray) -> tuple[dict[str, LabelledArray], dict[str, Any]]:
         rich = self._stack(lambda m: m.rich_fraction)
-        front = biphasic_front(rich, z_um=self.layout.z_um, time_s=time_s)
+        p = self.params
+        front = biphasic_front(
+            rich, z_um=self.layout.z_um, time_s=time_s, cathode_z_um=p.front_cathode_z_um,
+            contrast=p.front_contrast, time_window_s=p.front_time_window_s,
+        )  # fmt: skip
         position = front.position_um
-        window = self.params.front_time_window_s
-        used = np.isfinite(position)
-        if window is not None:
-            used &= (time_s >= window[0]) & (time_s <= window[1])
-        speed, speed_err = front_velocity(time_s, np.where(used, position, np.nan))
+        speed, speed_err, used = front.velocity_nm_per_s, front.velocity_err_nm_per_s, front.used
         arrays = {
             "front_position": LabelledArray(position, ("map",), "um", "biphasic front height"),
             "front_position_err": LabelledArray(
@@ -240,6 +240,8 @@ class ExperimentAnalysis:
             "speed_nm_per_s": speed,
             "speed_err_nm_per_s": speed_err,
             "maps_used": int(used.sum()),
+            "front_time_window_s": list(front.time_window_s),
+            "sign": "dz/dt; negative = front moving down from the electrolyte side (charge)",
         }
         return arrays, meta
 

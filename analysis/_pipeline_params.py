@@ -80,7 +80,13 @@ class AnalysisParameters(BaseModel):
     fix_phase_positions : bool
         Hold both (003) positions at those c (fit only areas, width, background).
     front_time_window_s : (float, float) or None
-        Only maps with ``time_s`` inside enter the front speed fit (None: all maps).
+        Only maps with ``time_s`` inside enter the front speed fit (None: the longest run of
+        consecutive maps with a front, i.e. the biphasic stage).
+    front_cathode_z_um : (float, float) or None
+        Cathode rows (µm) used for the front; fronts outside are rejected (None: all rows).
+    front_contrast : float
+        A front needs the column-mean Li-rich fraction to reach 0.5 ± this inside the
+        cathode, in [0, 0.5).
     ti_band : str
         Reduction band locating the Ti collector.
     ti_half_window : int
@@ -112,6 +118,8 @@ class AnalysisParameters(BaseModel):
     poor_c_angstrom: float = Field(default=14.13, gt=13.0, lt=15.0)
     fix_phase_positions: bool = False
     front_time_window_s: tuple[float, float] | None = None
+    front_cathode_z_um: tuple[float, float] | None = (0.0, 20.0)
+    front_contrast: float = Field(default=0.2, ge=0.0, lt=0.5)
     ti_band: str = "ti_100"
     ti_half_window: int = Field(default=2, ge=1, le=10)
     ti_method: Literal["centroid", "gaussian"] = "centroid"
@@ -142,6 +150,11 @@ class AnalysisParameters(BaseModel):
         if not 0 <= lo < hi <= 100:
             raise ValueError(
                 f"phase_percentiles must satisfy 0 <= low < high <= 100, got {lo, hi}"
+            )
+        cathode = self.front_cathode_z_um
+        if cathode is not None and not cathode[0] < cathode[1]:
+            raise ValueError(
+                f"front_cathode_z_um must be (bottom, top) with bottom < top, got {cathode}"
             )
         window = self.front_time_window_s
         if window is not None and not window[0] < window[1]:

@@ -6,7 +6,10 @@ reduction + `analyze_map` + `ExperimentAnalysis`, and prints recovered-versus-tr
 next to the issue's targets. Run::
 
     .venv/bin/python benchmarks/validate_twin.py [--n-z 49] [--n-x 49] [--maps 12]
-        [--binning 2] [--interval-s 300]
+        [--binning 2] [--interval-s 300] [--cache DIR]
+
+``--cache DIR`` keeps each map's reduced frames and truth (~40 MB per 49 × 49 map), so the
+analysis can be re-run without rendering again (same arguments required).
 
 Rendering costs ~30–70 ms per binned-2 frame on a shared 2-core machine (pessimistic).
 """
@@ -14,8 +17,11 @@ Rendering costs ~30–70 ms per binned-2 frame on a shared 2-core machine (pessi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -60,14 +66,60 @@ def build(binning: int, seed: int, ti_band: str):
 
 
 def render(twin, renderer, layout, t0_s, frame_s, rng):
+    """Frames of one map and the truth of every row at the time that row was scanned."""
     frames = np.empty((layout.n_frames, *renderer.shape), np.uint32)
     index = layout.frame_index()
+    rows = []
     for i, z in enumerate(layout.z_um):
         for j, x in enumerate(layout.x_um):
             t = t0_s + frame_s * index[i, j]
             scene = twin.scene(z_um=float(z), x_start_um=x - 16.5, x_stop_um=x + 16.5, time_s=t)
             frames[index[i, j]] = renderer.render(scene, exposure_s=0.05, rng=rng)
-    return frames
+        t_row = t0_s + frame_s * float(np.mean(index[i]))
+        rows.append(twin.truth(z_um=np.array([z]), x_um=layout.x_um, time_s=t_row))
+    return frames, rows
+
+
+def as_scanned(rows, mid):
+    """Truth of the map as scanned: cathode fields row by row at each row's scan time.
+
+    The cathode changes during a map (c by up to ~0.01 Å, the front by ~2 µm over 4 min):
+    a pixel is compared with the sample at the moment it was measured. The anode and the
+    grains are taken when the row at the middle of the Li layer was scanned.
+    """
+    stack = lambda get: np.concatenate([get(r) for r in rows], axis=0)  # noqa: E731
+    families = list(mid.c_angstrom)
+    z_li = 24.0 + float(mid.li_thickness_um.mean()) / 2
+    li_row = rows[int(np.argmin([abs(r.z_um[0] - z_li) for r in rows]))]
+    return dataclasses.replace(
+        li_row,
+        z_um=mid.z_um,
+        c_angstrom={f: stack(lambda r, f=f: r.c_angstrom[f]) for f in families},
+        a_angstrom={f: stack(lambda r, f=f: r.a_angstrom[f]) for f in families},
+        x_li=stack(lambda r: r.x_li),
+        rich_fraction=stack(lambda r: r.rich_fraction),
+    )
+
+
+def map_data(args, twin, renderer, reduction, layout, m, rng):
+    """Reduced frames, as-scanned truth and mid-map time of map ``m`` (cached on disk)."""
+    path = None if args.cache is None else Path(args.cache) / f"map{m:03d}.pkl"
+    if path is not None and path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f), 0.0
+    t0 = args.first_s + m * args.interval_s
+    frame_s = 0.1  # 0.05 s exposure + readout/motion share, so a map spans minutes
+    t1 = time.perf_counter()
+    frames, rows = render(twin, renderer, layout, t0, frame_s, rng)
+    t_render = time.perf_counter() - t1
+    mid = t0 + 0.5 * frame_s * layout.n_frames
+    truth = as_scanned(rows, twin.truth(z_um=layout.z_um, x_um=layout.x_um, time_s=mid))
+    data = (reduction.reduce(frames), truth, mid)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            pickle.dump(data, f)
+    return data, t_render
 
 
 def rms(a) -> float:
@@ -84,27 +136,23 @@ def main() -> None:
     parser.add_argument("--binning", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ti-band", default="ti_100", help="band locating the anode stack")
+    parser.add_argument("--cache", default=None, help="directory keeping reduced maps + truth")
     args = parser.parse_args()
     twin, renderer, reduction, params = build(args.binning, args.seed, args.ti_band)
     z_um = -2.0 + np.arange(args.n_z) * 1.0
     x_um = 1000.0 + 33.0 * (np.arange(args.n_x) - args.n_x / 2 + 0.5)
     layout = MapLayout(n_z=args.n_z, n_x=args.n_x, z_um=z_um, x_um=x_um)
     experiment = ExperimentAnalysis(layout, params)
-    frame_s = 0.1  # 0.05 s exposure + readout/motion share, so a map spans minutes
     rng = np.random.default_rng(args.seed)
     truths, rows = [], []
     t_render = t_analyse = 0.0
     for m in range(args.maps):
-        t0 = args.first_s + m * args.interval_s
-        t1 = time.perf_counter()
-        frames = render(twin, renderer, layout, t0, frame_s, rng)
+        (reduced, truth, mid), t_map = map_data(args, twin, renderer, reduction, layout, m, rng)
+        t_render += t_map
         t2 = time.perf_counter()
-        mid = t0 + 0.5 * frame_s * layout.n_frames
-        result = analyze_map(reduction.reduce(frames), layout, params, map_index=m, time_s=mid)
+        result = analyze_map(reduced, layout, params, map_index=m, time_s=mid)
         experiment.add_map(result)
         t_analyse += time.perf_counter() - t2
-        t_render += t2 - t1
-        truth = twin.truth(z_um=z_um, x_um=x_um, time_s=mid)
         truths.append(truth)
         rows.append(map_row(result, truth))
         print(f"map {m} t={mid:.0f} s " + " ".join(f"{k}={v:.4g}" for k, v in rows[-1].items()))

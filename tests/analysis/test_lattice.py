@@ -14,6 +14,7 @@ from opmap.analysis.lattice import (
     biphasic_maps,
     c_from_q003,
     frames_to_maps,
+    front_velocity,
     lattice_maps,
     li_fraction_from_c,
 )
@@ -114,3 +115,55 @@ def test_front_is_nan_when_the_profile_never_crosses_one_half():
     assert np.all(np.isnan(res.position_um)) and np.isnan(res.velocity_nm_per_s)
     with pytest.raises(ValueError, match="rich_fraction must be"):
         biphasic_front(frac, z_um=z[:5], time_s=np.array([0.0, 1.0, 2.0]))
+
+
+def _erf_front(z, z0, width_sigma_um=2.0):
+    return 0.5 * erfc((z - z0) / (np.sqrt(2) * width_sigma_um))
+
+
+def test_front_rows_outside_the_cathode_are_ignored_and_fronts_there_rejected():
+    z = np.arange(-2.0, 30.0)  # Pt below 0, LiPON and the anode above 20 µm
+    t = np.arange(6) * 200.0
+    z0 = 16.0 - 0.01 * t  # −10 nm/s
+    f = _erf_front(z[None, :], z0[:, None])
+    # A mixed signal at the Pt and LiPON rows that crosses 0.5 outside the cathode.
+    f[:, z < 0] = 0.0
+    f[:, (z > 20) & (z < 24)] = 0.9
+    f[:, z >= 24] = np.nan
+    res = biphasic_front(np.repeat(f[:, :, None], 3, axis=2), z_um=z, time_s=t)
+    np.testing.assert_allclose(res.position_um, z0, atol=0.05)
+    assert res.velocity_nm_per_s == pytest.approx(-10.0, rel=0.01)
+    # The same profiles without the cathode limits find the spurious crossings instead.
+    loose = biphasic_front(
+        np.repeat(f[:, :, None], 3, axis=2), z_um=z, time_s=t, cathode_z_um=None
+    )
+    assert not np.allclose(loose.position_um, z0, atol=0.5, equal_nan=True)
+    # A front entirely above the cathode (single phase inside) is no front.
+    above = _erf_front(z, 23.0)[None, :, None].repeat(3, axis=0)
+    res = biphasic_front(above, z_um=z, time_s=t[:3])
+    assert np.isnan(res.position_um).all()
+
+
+def test_front_speed_uses_the_biphasic_stage_and_survives_an_outlier_map():
+    rng = np.random.default_rng(3)
+    z = np.arange(0.0, 21.0)
+    t = np.arange(12) * 150.0
+    z0 = 18.0 - 0.0105 * t  # −10.5 nm/s, leaves the cathode after ~1700 s
+    f = _erf_front(z[None, :], z0[:, None], 2.3)
+    f[9:] = 0.0  # solid solution: Li-poor everywhere, no front
+    f[10, 15:] = 0.8  # the insulating Li-rich surface layer of a later stage (a 1-map run)
+    f[7] = _erf_front(z, 14.0, 2.3)  # one map whose profile is wrong (e.g. a fit failure)
+    frac = f[:, :, None] + rng.normal(0.0, 0.05, (t.size, z.size, 20))
+    res = biphasic_front(frac, z_um=z, time_s=t)
+    assert res.used.tolist() == [True] * 9 + [False] * 3  # the biphasic stage
+    assert res.time_window_s == (0.0, 1200.0)
+    assert res.velocity_nm_per_s == pytest.approx(-10.5, rel=0.03)  # outlier rejected
+    np.testing.assert_allclose(np.delete(res.position_um[:9], 7), np.delete(z0[:9], 7), atol=0.2)
+    plain = biphasic_front(frac, z_um=z, time_s=t, time_window_s=(0.0, 1300.0))
+    assert plain.velocity_nm_per_s == pytest.approx(-10.5, rel=0.03)
+    plain_lsq, _ = front_velocity(t[:9], res.position_um[:9], robust=False)
+    assert abs(plain_lsq / -10.5 - 1) > 0.1  # least squares alone would miss the target
+    with pytest.raises(ValueError, match="contrast"):
+        biphasic_front(frac, z_um=z, time_s=t, contrast=0.6)
+    with pytest.raises(ValueError, match="cathode_z_um"):
+        biphasic_front(frac, z_um=z, time_s=t, cathode_z_um=(20.0, 0.0))
