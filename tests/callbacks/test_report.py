@@ -1,0 +1,158 @@
+"""Report figures and the recovered-versus-truth table on a small synthetic experiment."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from scipy.special import erfc
+
+from opmap.analysis.products import LabelledArray, Products
+from opmap.callbacks._report_truth import front_pairs, grain_pairs
+from opmap.callbacks.report import COLUMNS, report_table, write_report
+
+from ._report_products import TIME_S, TRUTH_FRONT_UM, synthetic_products, without
+
+FIGURES = ("fig2_charge", "fig3_discharge", "fig4_anode", "fig_truth")
+
+
+def _rows(products: Products) -> dict[str, dict]:
+    return {row["figure"]: row for row in report_table(products)}
+
+
+def test_every_figure_is_a_valid_png_and_pdf_plus_truth_tables(tmp_path):
+    written = write_report(synthetic_products(), tmp_path / "report")
+    names = [p.name for p in written]
+    expected = [f"{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")]
+    assert names == [*expected, "truth_table.csv", "truth_table.md"]
+    for path in written:
+        head = path.read_bytes()[:8]
+        if path.suffix == ".png":
+            assert head == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+        elif path.suffix == ".pdf":
+            assert head.startswith(b"%PDF-")
+    csv_lines = (tmp_path / "report" / "truth_table.csv").read_text().splitlines()
+    assert csv_lines[0] == ",".join(COLUMNS)
+    assert len(csv_lines) == 1 + len(report_table(synthetic_products()))
+    markdown = (tmp_path / "report" / "truth_table.md").read_text()
+    assert "| c per pixel RMS perp | 14.02 | 14.01 | 0.002 | 0.003 | angstrom | yes |" in markdown
+
+
+def test_table_rows_have_the_errors_of_the_known_offsets():
+    rows = _rows(synthetic_products())
+    assert all(tuple(row) == COLUMNS for row in rows.values())
+    # c = truth + 0.002 Å everywhere: RMS and worst map-mean error are both 0.002 Å.
+    assert rows["c per pixel RMS perp"]["error"] == pytest.approx(0.002, abs=1e-12)
+    assert rows["c per pixel RMS perp"]["pass"] is True
+    assert rows["c map mean perp"]["error"] == pytest.approx(0.002, abs=1e-12)
+    assert rows["c map mean perp"]["pass"] is False
+    assert rows["c map mean perp"]["recovered"] == pytest.approx(14.017)
+    assert rows["c map mean perp"]["truth"] == pytest.approx(14.015)
+    # a from the twin's MapTruth name truth_perp_a_angstrom: 2.8003 vs 2.8.
+    assert rows["a map mean perp"]["error"] == pytest.approx(0.0003, abs=1e-12)
+    assert rows["a map mean perp"]["pass"] is True
+    # x_Li: a ±0.03 checkerboard around the truth has RMS 0.03 > 0.02.
+    assert rows["x_Li per pixel RMS perp"]["error"] == pytest.approx(0.03)
+    assert rows["x_Li per pixel RMS perp"]["pass"] is False
+    # Front: map 3 has no recovered position; worst of |18 − 18.5|, 0, 0.
+    assert rows["front position"]["error"] == pytest.approx(0.5)
+    truth_speed = np.polyfit(TIME_S[:3], TRUTH_FRONT_UM[:3], 1)[0] * 1e3
+    assert rows["front speed"]["truth"] == pytest.approx(truth_speed)
+    assert rows["front speed"]["recovered"] == -10.0
+    assert rows["front speed"]["error"] == pytest.approx(abs(-10.0 - truth_speed) / -truth_speed)
+    # Grains: worst map 40 vs 50; new 47 vs 45 and deceased 17 vs 19 after map 0.
+    assert rows["grains per map"]["error"] == pytest.approx(0.2)
+    assert rows["new grains"]["error"] == pytest.approx(2 / 45)
+    assert rows["deceased grains"]["error"] == pytest.approx(2 / 19)
+    assert rows["new grains"]["pass"] and rows["deceased grains"]["pass"]
+    # Li thickness: worst map |2.0 − 2.4| (truth per column, averaged over x).
+    assert rows["Li thickness"]["error"] == pytest.approx(0.4)
+    assert rows["Li thickness"]["pass"] is False
+    # No truth for c_par, a_par: no row is made up for them.
+    assert not any("par" in name for name in rows)
+
+
+def test_products_without_truth_give_no_table_and_no_truth_figure(tmp_path):
+    products = synthetic_products(truth=False)
+    assert report_table(products) == []
+    names = {p.name for p in write_report(products, tmp_path, formats=("png",))}
+    assert names == {"fig2_charge.png", "fig3_discharge.png", "fig4_anode.png"}
+
+
+def test_missing_products_skip_panels_with_a_logged_reason(tmp_path, caplog):
+    products = without(
+        synthetic_products(truth=False),
+        arrays=("echem_current_a", "echem_potential_v", "front_position", "grains_total",
+                "grains_new", "grains_deceased"),
+        tables=("electrochemistry", "grain_tracks"),
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="opmap.callbacks._report_layout"):
+        names = {p.name for p in write_report(products, tmp_path, formats=("png",))}
+    # Without a current record no map is known to be a discharge map: no Fig. 3.
+    assert names == {"fig2_charge.png", "fig4_anode.png"}
+    messages = "\n".join(caplog.messages)
+    for panel in ("electrochemistry", "biphasic front", "Li grain counts",
+                  "Li grain lifetime classes", "discharge"):  # fmt: skip
+        assert f"panel {panel!r} skipped" in messages
+
+
+def test_empty_products_write_nothing_and_log_every_figure(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert write_report(Products(), tmp_path / "empty") == []
+    assert sum("figure skipped" in m for m in caplog.messages) == 3
+
+
+def test_truth_grain_table_gives_counts_of_visible_grains():
+    products = synthetic_products(truth=False)
+    table = {
+        "map_index": np.array([0, 0, 1, 1, 1, 2, 3, 3]),
+        "grain_id": np.array([1, 2, 2, 3, 4, 5, 5, 1]),
+        "grain_visible": np.array([1, 1, 1, 1, 0, 1, 1, 1], bool),
+    }
+    products = Products(products.arrays, products.coords,
+                        {**products.tables, "truth_grains": table}, products.metadata)  # fmt: skip
+    pairs = grain_pairs(products)
+    np.testing.assert_array_equal(pairs["total"].truth, [2, 2, 1, 2])
+    np.testing.assert_array_equal(pairs["new"].truth, [2, 1, 1, 1])
+    np.testing.assert_array_equal(pairs["deceased"].truth, [0, 1, 2, 0])
+
+
+def test_truth_front_is_fitted_to_the_truth_rich_fraction():
+    base = synthetic_products(truth=False)
+    z = base.coords["z"].values
+    centre = np.array([17.0, 14.0, 11.0, 8.0])
+    rich = 0.5 * erfc((z[None, :] - centre[:, None]) / (np.sqrt(2) * 2.0))
+    truth = np.repeat(rich[:, :, None], 3, axis=2)
+    arrays = {**base.arrays, "truth_rich_fraction": LabelledArray(truth, ("map", "z", "x"), "")}
+    position, speed = front_pairs(Products(arrays, base.coords, base.tables, base.metadata))
+    np.testing.assert_allclose(position.truth[:3], centre[:3], atol=0.05)
+    assert np.isnan(position.truth[3])  # no recovered position in map 3 to compare with
+    assert speed.truth[0] == pytest.approx(-10.0, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"formats": ("png", "gif")}, "formats"),
+        ({"formats": ()}, "formats"),
+        ({"dpi": 10}, "dpi 10 must be in 30–600"),
+        ({"cell_area_cm2": 0.0}, "cell_area_cm2 0.0 must be > 0"),
+        ({"cathode_top_um": -1.0}, "cathode_top_um -1.0 must be > 0"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        write_report(synthetic_products(), tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_electrochemical_thickness_needs_the_area(tmp_path):
+    from opmap.callbacks._report_data import electrochemistry
+
+    products = synthetic_products(truth=False)
+    assert electrochemistry(products).li_thickness_um is None
+    ec = electrochemistry(products, cell_area_cm2=0.007)
+    # 1 mAh/cm² = 3.6 C/cm² → 3.6 / F · 13.0 cm³/mol = 4.85 µm.
+    charge_mah_per_cm2 = ec.capacity * 1e-3 / 0.007
+    np.testing.assert_allclose(ec.li_thickness_um, charge_mah_per_cm2 * 4.8497, rtol=1e-4)
