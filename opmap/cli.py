@@ -14,6 +14,7 @@ from opmap import __version__
 
 #: Modules that provide sub-commands, in the order ``opmap --help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "opmap._rehearse_cmd",
     "opmap._serve_cmd",
     "opmap._profile_cmd",
     "opmap._worker_cmd",

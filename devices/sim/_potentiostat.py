@@ -15,6 +15,7 @@ from opmap.devices._protocol import Protocol, SafetyWindow, Technique
 from opmap.devices.potentiostat import Potentiostat, PotentiostatSample, PotentiostatStatus
 
 from ._clock import SimClock
+from ._electrochem_sampled import SampledElectrochemistry
 
 __all__ = ["ElectrochemModel", "ElectrochemStateLike", "SimPotentiostat", "SimPotentiostatDriver"]
 
@@ -71,14 +72,22 @@ class SimPotentiostatDriver:
         ):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value} must be a finite time > 0 s")
-        self.model = model
+        if isinstance(model, SampledElectrochemistry):
+            if model.sample_interval_s != sample_interval_s:
+                raise ValueError(
+                    f"sample_interval_s={sample_interval_s} differs from the shared model's "
+                    f"{model.sample_interval_s} s"
+                )
+            self.model = model
+        else:
+            self.model = SampledElectrochemistry(model, sample_interval_s=sample_interval_s)
+        self._cursor = len(self.model.samples)
         self.clock = clock
         self.sample_interval_s = sample_interval_s
         self.poll_period_s = poll_period_s
         self._protocol: Protocol | None = None
         self._window: SafetyWindow | None = None
         self._start_s = 0.0
-        self._next_index = 0
         self._running = False
         self._pending: list[PotentiostatSample] = []
 
@@ -119,15 +128,12 @@ class SimPotentiostatDriver:
             await self.clock.sleep(self.poll_period_s)
 
     def _catch_up(self) -> None:
-        # Sample every grid time k * interval <= now before advancing to now: the model
-        # only moves forward, so samples must be taken on the way.
-        now_s = self.clock.now_s()
-        while self._next_index * self.sample_interval_s <= now_s:
-            t_s = self._next_index * self.sample_interval_s
-            self.model.advance_to(t_s)
-            self._pending.append(_sample(self.model.state))
-            self._next_index += 1
-        self.model.advance_to(now_s)
+        # The shared model records a sample at every grid time it passes, whoever advances
+        # it (this driver, or the detector rendering a frame): take the new ones.
+        self.model.advance_to(self.clock.now_s())
+        new = self.model.samples[self._cursor :]
+        self._cursor += len(new)
+        self._pending.extend(_sample(state) for state in new)
 
 
 def _sample(state: ElectrochemStateLike) -> PotentiostatSample:

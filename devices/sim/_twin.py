@@ -18,6 +18,7 @@ import numpy as np
 
 from ._config import TwinConfig
 from ._electrochem import CellElectrochemistry
+from ._electrochem_sampled import SampledElectrochemistry
 from ._families import CathodeState, FamilyPopulation, cathode_state, orientation_family
 from ._geometry import CellGeometry
 from ._grains import GrainPopulation, GrainTable
@@ -96,7 +97,8 @@ class CellTwin:
     ) -> None:
         self.config = config
         self.geometry = CellGeometry(config.geometry)
-        self.electrochemistry = CellElectrochemistry(config.electrochem)
+        # shared with the simulated potentiostat, which reads the samples it records
+        self.electrochemistry = SampledElectrochemistry(CellElectrochemistry(config.electrochem))
         fam = config.families
         self.families: tuple[OrientationFamily, ...] = (
             orientation_family(fam.perp),

@@ -170,3 +170,14 @@ def test_scene_at_mid_exposure_after_the_potentiostat_ran_ahead():
     assert scene.layer_weights["lco"] == pytest.approx(1.0)
     twin.scene(z_um=10.0, x_start_um=500.0, x_stop_um=533.0, time_s=107.0)
     assert twin.electrochemistry.time_s >= 107.0
+
+
+def test_samples_have_no_gap_when_the_detector_drives_the_electrochemistry_ahead():
+    # The Eiger's frames advance the shared model; the potentiostat's buffer must still hold
+    # one exact sample per second of experiment time.
+    twin = paper_twin()
+    for t_s in (0.025, 0.4, 2.6, 7.0, 7.05):
+        twin.scene(z_um=10.0, x_start_um=500.0, x_stop_um=533.0, time_s=t_s)
+    twin.electrochemistry.advance_to(3.0)  # a driver that is behind never steps back
+    times = [state.time_s for state in twin.electrochemistry.samples]
+    assert times == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])

@@ -1,0 +1,70 @@
+"""One cell electrochemistry shared by several simulated devices, sampled on a fixed grid.
+
+The potentiostat and the detector both drive the twin's electrochemistry forward to the
+simulation clock's time (the potentiostat when read or collected, the Eiger when it renders
+a frame at mid-exposure). The model only moves forward, so the potentiostat's data buffer is
+recorded here, on the way: every advance passes through each multiple of
+``sample_interval_s`` and keeps the exact state there, whoever asked for the advance. The
+buffer therefore has no gaps, and no driver ever has to step the model back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from opmap.devices._protocol import Protocol as EcProtocol
+from opmap.devices._protocol import SafetyWindow
+
+from ._electrochem import ElectrochemState
+
+
+class ElectrochemModel(Protocol):
+    """What the wrapper needs of the model (`CellElectrochemistry` or a test double)."""
+
+    def start_protocol(self, protocol: EcProtocol, window: SafetyWindow) -> None: ...
+    def stop_protocol(self) -> None: ...
+    def advance_to(self, time_s: float) -> None: ...
+    @property
+    def state(self) -> ElectrochemState: ...
+
+
+class SampledElectrochemistry:
+    """`CellElectrochemistry` behind a forward-only advance that records samples.
+
+    Parameters
+    ----------
+    model
+        The electrochemistry being driven.
+    sample_interval_s
+        Sampling period of the buffer (s of experiment time, > 0).
+
+    Other attributes (``state``, ``profile()``, ``start_protocol`` ...) are the model's.
+    """
+
+    def __init__(self, model: ElectrochemModel, *, sample_interval_s: float = 1.0) -> None:
+        if not (math.isfinite(sample_interval_s) and sample_interval_s > 0):
+            raise ValueError(f"sample_interval_s={sample_interval_s} must be a finite time > 0 s")
+        self.model = model
+        self.sample_interval_s = sample_interval_s
+        self.samples: list[ElectrochemState] = []
+        self._next_index = math.ceil(model.state.time_s / sample_interval_s - 1e-9)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    @property
+    def time_s(self) -> float:
+        """Experiment time of the model (s)."""
+        return self.model.state.time_s
+
+    def advance_to(self, time_s: float) -> None:
+        """Advance to ``time_s`` (or stay, if another driver already went further)."""
+        if not math.isfinite(time_s):
+            raise ValueError(f"time_s={time_s} must be finite")
+        target_s = max(time_s, self.time_s)
+        while self._next_index * self.sample_interval_s <= target_s:
+            self.model.advance_to(self._next_index * self.sample_interval_s)
+            self.samples.append(self.model.state)
+            self._next_index += 1
+        self.model.advance_to(target_s)

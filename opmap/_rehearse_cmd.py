@@ -1,0 +1,64 @@
+"""``opmap rehearse``: the paper's experiment on the digital twin (see `opmap.rehearse`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from opmap.rehearse import RehearsalOptions, rehearse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``rehearse`` sub-command."""
+    parser = subparsers.add_parser(
+        "rehearse",
+        help="rehearse the paper's operando experiment on simulated hardware",
+        description=(
+            "Start the embedded Tiled server, build the simulated beamline, calibrate on "
+            "simulated CeO2, then run the paper's protocol with maps throughout and the live "
+            "analysis, on the event-driven clock."
+        ),
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("opmap-data"))
+    parser.add_argument(
+        "--full-detector",
+        action="store_true",
+        help="render the full Eiger 4M (2167 x 2070) instead of the 4 x 4-binned readout",
+    )
+    parser.add_argument("--binning", type=int, choices=(1, 2, 4), default=None)
+    parser.add_argument("--map-shape", type=int, nargs=2, metavar=("NZ", "NX"), default=(49, 49))
+    parser.add_argument(
+        "--map-interval-s",
+        type=float,
+        default=600.0,
+        help="experiment time between map starts (s); 0 = back to back",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="multiply the protocol's durations (1 = the paper's real timeline)",
+    )
+    parser.add_argument("--max-maps", type=int, default=None)
+    parser.add_argument("--no-live-analysis", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the rehearsal; bad options exit with status 2 and a message."""
+    binning = 1 if args.full_detector else (args.binning or 4)
+    try:
+        options = RehearsalOptions(
+            data_dir=args.data_dir,
+            binning=binning,
+            map_shape=tuple(args.map_shape),
+            map_interval_s=args.map_interval_s or None,
+            time_scale=args.time_scale,
+            max_maps=args.max_maps,
+            live_analysis=not args.no_live_analysis,
+        )
+    except ValueError as error:
+        print(f"opmap rehearse: {error}")
+        return 2
+    rehearse(options)
+    return 0

@@ -1,0 +1,311 @@
+"""``opmap rehearse``: the paper's operando experiment on the digital twin, end to end.
+
+Steps: create the data directory; start the embedded Tiled server (SQLite + DuckDB, API
+key); build the simulated beamline; calibrate the detector on a simulated CeO2 frame from a
+deliberately wrong design geometry; run the paper's protocol (4.3 V charge, rest, 2 µA
+discharge to 3.0 V, rest) with maps throughout on the event-driven clock, every document into
+Tiled, the live analysis (guarded) writing products and the twin's ground truth into Tiled
+and figures into the data directory; print where everything is and how to read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bluesky import RunEngine
+from ophyd_async.core import init_devices
+
+from opmap.analysis.geometry import DetectorGeometry, load_poni
+from opmap.analysis.products import LabelledArray
+from opmap.beamline import BeamlineConfig, SimConfig, build_beamline
+from opmap.callbacks.calibration import CalibrationCallback
+from opmap.callbacks.guard import GuardedCallback
+from opmap.callbacks.live_analysis import LiveAnalysis
+from opmap.callbacks.plots import LiveFigures
+from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
+from opmap.devices import paper_protocol
+from opmap.devices.sim._detector import save_poni
+from opmap.devices.sim._detector_mask import DetectorMask
+from opmap.plans import MapGeometry, calibrate, operando_experiment
+from opmap.service import start_server_subprocess
+from opmap.settings import OpmapSettings
+
+from ._rehearsal_params import analysis_parameters_for_twin
+from ._rehearsal_progress import RehearsalProgress
+
+__all__ = ["RehearsalOptions", "RehearsalResult", "rehearse"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RehearsalOptions:
+    """What to rehearse.
+
+    Attributes
+    ----------
+    data_dir : Path
+        Everything goes here (server catalog, detector files, PONI, figures).
+    binning : int
+        Eiger readout binning: 4 (default, fast) or 1 (full 4M).
+    map_shape : (int, int)
+        Map pixels (n_z, n_x); the paper's 49 × 49.
+    map_interval_s : float or None
+        Experiment time between map starts; None = back to back.
+    time_scale : float
+        Multiplies every protocol duration (1 = the paper's timeline).
+    max_maps : int or None
+        Stop mapping after this many maps (the protocol still runs to its end).
+    live_analysis : bool
+        Run the live analysis in process.
+    """
+
+    data_dir: Path = Path("opmap-data")
+    binning: int = 4
+    map_shape: tuple[int, int] = (49, 49)
+    map_interval_s: float | None = 600.0
+    time_scale: float = 1.0
+    max_maps: int | None = None
+    live_analysis: bool = True
+    design_distance_error_m: float = 0.0008
+
+    def __post_init__(self) -> None:
+        if self.binning not in (1, 2, 4):
+            raise ValueError(f"binning={self.binning} must be 1, 2 or 4")
+        if min(self.map_shape) < 2:
+            raise ValueError(f"map_shape={self.map_shape} needs at least 2 × 2 pixels")
+        if self.map_interval_s is not None and not self.map_interval_s > 0:
+            raise ValueError(f"map_interval_s={self.map_interval_s} must be > 0 s or None")
+        if not self.time_scale > 0:
+            raise ValueError(f"time_scale={self.time_scale} must be > 0")
+        if self.max_maps is not None and self.max_maps < 1:
+            raise ValueError(f"max_maps={self.max_maps} must be >= 1 or None")
+
+
+@dataclass
+class RehearsalResult:
+    """Where everything is, and the figures of the run."""
+
+    data_dir: Path
+    url: str
+    api_key_file: Path
+    experiment_id: str
+    map_uids: list[str]
+    poni: Path | None
+    wall_s: float
+    figures: list[Path] = field(default_factory=list)
+    analysis_failures: int = 0
+
+
+def map_geometry(options: RehearsalOptions) -> MapGeometry:
+    """The map of the paper: 1 µm z steps from below the cathode, 33 µm x pixels."""
+    n_z, n_x = options.map_shape
+    return MapGeometry(
+        z_start_um=-3.0,
+        z_step_um=1.0,
+        z_count=n_z,
+        x_start_um=200.0,
+        x_stop_um=200.0 + 33.0 * n_x,
+        x_count=n_x,
+    )
+
+
+def _scaled_protocol(time_scale: float):
+    hour = 3600.0 * time_scale
+    return paper_protocol(
+        charge_duration_s=2.3 * hour,
+        first_rest_s=600.0 * time_scale,
+        max_discharge_s=3 * hour,
+        final_rest_s=1800.0 * time_scale,
+    )
+
+
+class _TwinTruth:
+    """Ground truth of the twin for each map, at the map's mid time, as one-map arrays."""
+
+    def __init__(self, beamline: Any) -> None:
+        self.beamline = beamline
+        self._start_s: dict[str, float] = {}
+
+    def on_document(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            self._start_s[doc["uid"]] = self.beamline.clock.now_s()
+
+    def __call__(self, start: Mapping[str, Any], map_index: int) -> dict[str, LabelledArray]:
+        geometry = start["map_geometry"]
+        n_z, n_x = int(geometry["z_count"]), int(geometry["x_count"])
+        z_um = geometry["z_start_um"] + geometry["z_step_um"] * np.arange(n_z)
+        x_step = (geometry["x_stop_um"] - geometry["x_start_um"]) / n_x
+        x_um = geometry["x_start_um"] + x_step * (np.arange(n_x) + 0.5)
+        mid_s = 0.5 * (self._start_s.get(start["uid"], 0.0) + self.beamline.clock.now_s())
+        truth = self.beamline.twin.truth(z_um=z_um, x_um=x_um, time_s=mid_s)
+        zx = ("map", "z", "x")
+        out = {
+            f"c_{family}": LabelledArray(values[None], zx, "angstrom", f"true c, {family}")
+            for family, values in truth.c_angstrom.items()
+        }
+        out.update(
+            {
+                f"a_{family}": LabelledArray(values[None], zx, "angstrom", f"true a, {family}")
+                for family, values in truth.a_angstrom.items()
+            }
+        )
+        out["x_li"] = LabelledArray(truth.x_li[None], zx, "", "true x in LixCoO2")
+        out["rich_fraction"] = LabelledArray(truth.rich_fraction[None], zx, "", "true Li-rich")
+        out["li_thickness"] = LabelledArray(
+            truth.li_thickness_um[None], ("map", "x"), "um", "true plated Li thickness"
+        )
+        out["ti_z"] = LabelledArray(truth.ti_centre_um[None], ("map", "x"), "um", "true Ti z")
+        visible = np.asarray(truth.grain_visible, bool)
+        out["grains_total"] = LabelledArray(
+            np.array([int(visible.sum())]), ("map",), "", "true grains in diffraction, visible"
+        )
+        return out
+
+
+def _design_poni(beamline: Any, folder: Path, distance_error_m: float) -> Path:
+    """A design geometry off by ``distance_error_m``: what the beamline drawings give."""
+    ai = beamline.integrator
+    design = ai.__class__(
+        dist=ai.dist + distance_error_m,
+        poni1=ai.poni1,
+        poni2=ai.poni2,
+        detector=ai.detector,
+        wavelength=ai.wavelength,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "design.poni"
+    path.unlink(missing_ok=True)  # the design geometry is regenerated, never user data
+    return save_poni(design, path)
+
+
+def _analysis_geometry(poni: Path, beamline: Any) -> DetectorGeometry:
+    ai = beamline.integrator
+    geometry = load_poni(poni, expected_shape=ai.detector.shape)
+    return geometry.with_mask(DetectorMask().analysis_mask(ai))
+
+
+def rehearse(options: RehearsalOptions) -> RehearsalResult:
+    """Run the rehearsal described by ``options``; see the module docstring."""
+    wall0 = time.monotonic()
+    data_dir = options.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = OpmapSettings(data_dir=data_dir)
+    print(f"opmap rehearsal in {data_dir}")
+    print("starting the Tiled server (SQLite catalog, DuckDB tables, API key) ...")
+    with start_server_subprocess(settings) as server:
+        client = server.client()
+        layout = ensure_layout(client)
+        RE = RunEngine({})
+        config = BeamlineConfig(
+            data_dir=data_dir, sim=SimConfig(binning=options.binning, clock_mode="event-driven")
+        )
+        with init_devices():
+            beamline = build_beamline(config)
+        RE.subscribe(ValidatedTiledWriter(layout["raw"], backup_directory=settings.backup_dir))
+        poni = _calibrate(RE, beamline, layout, data_dir, options)
+        result = RehearsalResult(
+            data_dir=data_dir,
+            url=server.url,
+            api_key_file=settings.api_key_file,
+            experiment_id="",
+            map_uids=[],
+            poni=poni,
+            wall_s=0.0,
+        )
+        figures_dir = data_dir / "figures"
+        guard = None
+        if options.live_analysis:
+            truth = _TwinTruth(beamline)
+            RE.subscribe(truth.on_document)
+            live = LiveAnalysis(
+                analysis_parameters_for_twin(beamline.twin.config),
+                _analysis_geometry(poni, beamline),
+                processed=layout["processed"],
+                truth_provider=truth,
+                on_map=[LiveFigures(figures_dir, show=False)],
+            )
+            guard = GuardedCallback(live)
+            RE.subscribe(guard)
+        geometry = map_geometry(options)
+        n_maps = options.max_maps
+        RE.subscribe(RehearsalProgress(n_maps))
+        print("running the paper's protocol with maps throughout ...")
+        uids = RE(
+            operando_experiment(
+                beamline.potentiostat,
+                beamline.eiger,
+                beamline.stage.x,
+                beamline.stage.z,
+                _scaled_protocol(options.time_scale),
+                geometry,
+                map_interval_s=options.map_interval_s,
+                max_maps=options.max_maps,
+                md={"rehearsal": True, "twin_seed": beamline.twin.config.seed},
+            )
+        )
+        result.map_uids = list(uids or [])
+        if result.map_uids:
+            result.experiment_id = str(
+                layout["raw"][result.map_uids[0]].metadata["start"].get("experiment_id", "")
+            )
+        if guard is not None:
+            live.finish()
+            result.analysis_failures = guard.total_failures
+        result.figures = sorted(figures_dir.glob("*.png")) if figures_dir.exists() else []
+        result.wall_s = time.monotonic() - wall0
+        _print_summary(result, settings)
+    return result
+
+
+def _calibrate(RE: RunEngine, beamline: Any, layout: Any, data_dir: Path, options) -> Path:
+    poni_dir = data_dir / "poni"
+    design = _design_poni(beamline, poni_dir, options.design_distance_error_m)
+    callback = CalibrationCallback(poni_dir, run_node=lambda uid: layout["raw"][uid])
+    token = RE.subscribe(callback)
+    print(f"calibrating on simulated CeO2 from {design.name} ...")
+    RE(calibrate(beamline.eiger, beamline.sample_changer, design, calibrant="CeO2"))
+    RE.unsubscribe(token)
+    record = callback.latest
+    if record is None or record.poni_path is None:
+        summary = callback.records[-1].summary() if callback.records else {}
+        raise RuntimeError(f"calibration rejected: {summary.get('reason', 'no frame')}")
+    summary = record.summary()
+    print(
+        f"calibrated: distance {summary['distance_m'] * 1e3:.3f} mm, residual "
+        f"{summary['residual_2theta_deg']:.4f} deg, {len(summary['rings_used'])} rings "
+        f"-> {record.poni_path}"
+    )
+    return record.poni_path
+
+
+def _print_summary(result: RehearsalResult, settings: OpmapSettings) -> None:
+    print()
+    print(f"rehearsal finished in {result.wall_s / 60:.1f} min wall time")
+    print(f"  maps:            {len(result.map_uids)} runs, experiment {result.experiment_id}")
+    print(f"  data:            {result.data_dir}")
+    print(f"  detector files:  {settings.detector_dir}")
+    print(f"  PONI:            {result.poni}")
+    print(f"  figures:         {len(result.figures)} PNG in {result.data_dir / 'figures'}")
+    print(f"  analysis errors: {result.analysis_failures}")
+    print()
+    served = OpmapSettings(data_dir=result.data_dir)
+    print("Read it back: start the server with")
+    print(f"  opmap serve --data-dir {result.data_dir}")
+    print("then, in Python:")
+    print("  from tiled.client import from_uri")
+    print(f"  key = open('{result.api_key_file}').read().strip()")
+    print(f"  products = from_uri('{served.url}', api_key=key)['processed']")
+    print(f"  c_perp = products['{result.experiment_id}']['v1']['c_perp'][:]")
+    print("or over HTTP:")
+    print(
+        f'  curl -H "Authorization: Apikey $(cat {result.api_key_file})" '
+        f"'{served.url}/api/v1/array/full/processed/{result.experiment_id}/v1/c_perp"
+        "?format=application/json'"
+    )
