@@ -44,6 +44,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--formats", nargs="+", default=["png", "pdf"], metavar="EXT", help="png pdf svg"
     )
+    parser.add_argument("--dpi", type=int, default=120, help="raster resolution (30-600)")
     parser.add_argument("--cell-area-cm2", type=float, help="cell area for Li thickness from Q")
     parser.set_defaults(func=run)
     return parser
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} exists; pass --overwrite or choose another --out")
         products = load_products(args.experiment, args.from_nexus, args.settings, args.version)
-        written = write_report(products, out, formats=args.formats,
+        written = write_report(products, out, formats=args.formats, dpi=args.dpi,
                                cell_area_cm2=args.cell_area_cm2)  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError, OSError) as error:
         logger.error("opmap report: %s", error)
