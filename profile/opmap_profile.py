@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,10 @@ PLANS: dict[str, Any] = {
     "align_stack": plans.align_stack,
     "MapGeometry": plans.MapGeometry,
 }
+
+
+#: Longest wait (s) for a call into the RunEngine's event loop (connects, close).
+_LOOP_TIMEOUT_S = 30.0
 
 
 class _Frozen(BaseModel):
@@ -252,7 +257,8 @@ class Session:
         self.subscriptions.clear()
         close = getattr(self.beamline.beam, "close", None)
         if close is not None:
-            call_in_bluesky_event_loop(close())
+            # In this session's loop: a later RunEngine becomes bluesky's default loop.
+            asyncio.run_coroutine_threadsafe(close(), self.RE.loop).result(_LOOP_TIMEOUT_S)
 
 
 def build_session(
@@ -337,7 +343,7 @@ def _connect(devices: dict[str, Device]) -> None:
     async def connect_all() -> None:
         await wait_for_connection(**{name: device.connect() for name, device in devices.items()})
 
-    call_in_bluesky_event_loop(connect_all())
+    call_in_bluesky_event_loop(connect_all(), timeout=_LOOP_TIMEOUT_S)
 
 
 def _connect_tiled(config: ProfileConfig, settings: OpmapSettings) -> Any:

@@ -6,6 +6,7 @@ one ``opmap serve`` runs), read back through the real client; nothing in Tiled i
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import runpy
 import sys
@@ -21,7 +22,6 @@ import h5py
 import hdf5plugin  # noqa: F401  (bitshuffle-LZ4 reading)
 import numpy as np
 import pytest
-from bluesky.run_engine import call_in_bluesky_event_loop
 from tiled.client import Context, from_context
 
 from opmap.callbacks.tiled_writer import validate_run
@@ -103,11 +103,11 @@ def _axes(session: Any) -> tuple[Any, Any]:
     return session.beamline.stage.x, session.beamline.stage.z
 
 
-def _set_shutter(beam: Any, state: ShutterState) -> None:
+def _set_shutter(session: Any, state: ShutterState) -> None:
     async def move() -> None:
-        await beam.shutter.set(state)
+        await session.beamline.beam.shutter.set(state)
 
-    call_in_bluesky_event_loop(move())
+    asyncio.run_coroutine_threadsafe(move(), session.RE.loop).result(5.0)
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
@@ -222,9 +222,9 @@ def test_suspenders_are_installed_and_trip_on_beam_loss_and_closed_shutter(sessi
     clock.advance(1.0)  # the trip ends on the experiment clock
     assert _wait_for(lambda: not suspenders["beam_current"].tripped)
 
-    _set_shutter(beam, ShutterState.CLOSED)
+    _set_shutter(session, ShutterState.CLOSED)
     assert _wait_for(lambda: suspenders["shutter"].tripped)
-    _set_shutter(beam, ShutterState.OPEN)
+    _set_shutter(session, ShutterState.OPEN)
     assert _wait_for(lambda: not suspenders["shutter"].tripped)
 
 
