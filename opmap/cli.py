@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap._profile_cmd",
     "opmap._worker_cmd",
     "opmap._analyze_cmd",
+    "opmap._report_cmd",
 )
 
 

@@ -55,6 +55,13 @@ class SimClock:
         with no other waiter arriving or leaving, before the clock jumps to its deadline
         (like trio's autojump threshold). It lets the RunEngine start every device of a
         fly scan before time moves; each jump costs at least this much wall time.
+    idle_s
+        In ``EVENT_DRIVEN`` mode, a *background* waiter (``sleep(..., background=True)``,
+        e.g. a potentiostat waiting for its protocol to end) moves the clock only while some
+        foreground waiter (a motion, an exposure) is also waiting, or once no foreground
+        waiter has come or gone for ``idle_s`` of wall time. Without this rule the
+        background waiter would jump time forward in every short gap between two device
+        operations of the RunEngine, and a fly line would take minutes of experiment time.
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class SimClock:
         start_s: float = 0.0,
         wall_clock: Callable[[], float] = time.monotonic,
         settle_s: float = 0.002,
+        idle_s: float = 0.05,
     ) -> None:
         if not (math.isfinite(speedup) and speedup > 0):
             raise ValueError(f"speedup={speedup} must be a finite number > 0")
@@ -80,6 +88,11 @@ class SimClock:
         self._wall0 = wall_clock()
         self._t0_s = float(start_s)
         self._settle_s = settle_s
+        if not (math.isfinite(idle_s) and idle_s >= 0):
+            raise ValueError(f"idle_s={idle_s} must be a finite time >= 0 s")
+        self._idle_s = idle_s
+        self._foreground = 0
+        self._foreground_wall_s = wall_clock()
         self._version = 0
         self._deadlines: list[tuple[float, int]] = []
         self._ticket = itertools.count()
@@ -100,8 +113,12 @@ class SimClock:
             )
         self._t0_s += duration_s
 
-    async def sleep(self, duration_s: float) -> None:
-        """Wait ``duration_s`` seconds of experiment time (>= 0)."""
+    async def sleep(self, duration_s: float, *, background: bool = False) -> None:
+        """Wait ``duration_s`` seconds of experiment time (>= 0).
+
+        ``background=True`` marks a waiter that should not drive time by itself while the
+        RunEngine is busy between device operations (see ``idle_s``).
+        """
         _check_duration(duration_s)
         if self.mode != ClockMode.EVENT_DRIVEN:
             await asyncio.sleep(duration_s / self.speedup)
@@ -110,22 +127,36 @@ class SimClock:
         heapq.heappush(self._deadlines, entry)
         self._version += 1
         self._changed.set()
+        if not background:
+            self._foreground += 1
+            self._foreground_wall_s = self._wall_clock()
         try:
-            await self._wait_for_turn(entry)
+            await self._wait_for_turn(entry, background)
         finally:
+            if not background:
+                self._foreground -= 1
+                self._foreground_wall_s = self._wall_clock()
             self._remove(entry)
 
     async def sleep_until(self, time_s: float) -> None:
         """Wait until experiment time ``time_s`` (returns at once if already past)."""
         await self.sleep(max(0.0, time_s - self.now_s()))
 
-    async def _wait_for_turn(self, entry: tuple[float, int]) -> None:
+    def _may_jump(self, background: bool) -> bool:
+        if not background or self._foreground:
+            return True
+        return self._wall_clock() - self._foreground_wall_s >= self._idle_s
+
+    async def _wait_for_turn(self, entry: tuple[float, int], background: bool) -> None:
         # Discrete-event rule: only the earliest deadline may move the clock, and only once
         # nothing else has arrived or left for settle_s of wall time.
         while True:
             version = self._version
             await asyncio.sleep(self._settle_s)
             if self._deadlines[0] == entry and version == self._version:
+                if not self._may_jump(background):
+                    await asyncio.sleep(self._idle_s)
+                    continue
                 self._t0_s = max(self._t0_s, entry[0])
                 return
             if self._deadlines[0] != entry:

@@ -109,8 +109,10 @@ class _Acquisition:
         writer = self.writer
         if writer is None:
             raise RuntimeError("the data logic has not opened a file")
-        for _ in range(self.frames_requested):
+        for index in range(self.frames_requested):
             await self._one_frame(writer)
+            if index == self.frames_requested - 1:
+                writer.sync()  # the series is complete: the master maps exactly its frames
             self._set_frames_written(writer.frames_written)
 
     async def _one_frame(self, writer: DectrisWriter) -> None:

@@ -26,7 +26,8 @@ class DectrisWriter:
 
     Data files are opened in SWMR mode and flushed after every frame, so readers can follow
     the acquisition. The master's virtual datasets are rebuilt whenever a data file starts
-    and when the writer closes (then with the exact frame counts).
+    whenever a series completes (`sync`) and when the writer closes, then with the exact
+    frame counts.
 
     Parameters
     ----------
@@ -87,6 +88,17 @@ class DectrisWriter:
         self._file.flush()
         self._counts[-1] += 1
         self.frames_written += 1
+
+    def sync(self) -> None:
+        """Map exactly the frames written so far in the master's virtual datasets.
+
+        Called when a series (a fly line) completes, before its frames are announced, so
+        a reader of the master (the Tiled server registering the run, the live analysis)
+        sees exactly the announced frames, not the data file's allocated rows.
+        """
+        if self._file is not None:
+            self._file.flush()
+            self._link_data_files(exact=True)
 
     def close(self) -> None:
         """Trim the last data file to its frames and write the exact virtual datasets."""

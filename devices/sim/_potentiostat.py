@@ -125,7 +125,7 @@ class SimPotentiostatDriver:
 
     async def wait_done(self) -> None:
         while not (await self.status()).protocol_done:
-            await self.clock.sleep(self.poll_period_s)
+            await self.clock.sleep(self.poll_period_s, background=True)
 
     def _catch_up(self) -> None:
         # The shared model records a sample at every grid time it passes, whoever advances
