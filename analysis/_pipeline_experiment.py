@@ -24,7 +24,7 @@ from .grains import (
     texture_share,
 )
 from .lattice import biphasic_front
-from .phases import li_thickness_from_ti
+from .phases import li_thickness_from_ti, stack_displacement, stack_profile
 from .products import LabelledArray, Products
 
 __all__ = ["ExperimentAnalysis"]
@@ -206,14 +206,25 @@ class ExperimentAnalysis:
 
     def _anode_arrays(self) -> dict[str, LabelledArray]:
         ti_z = self._stack(lambda m: m.ti_z_um)
-        thickness = li_thickness_from_ti(ti_z, reference_index=self.params.reference_map)
+        p = self.params
+        if p.li_thickness_method == "band":
+            thickness = li_thickness_from_ti(ti_z, reference_index=p.reference_map)
+            how = f"{p.ti_band} displacement"
+        else:
+            profile = stack_profile(
+                {b: self._stack(lambda m, b=b: m.band_intensity[b]) for b in p.stack_bands}
+            )
+            thickness = stack_displacement(
+                profile, profile[p.reference_map], z_um=self.layout.z_um
+            )
+            how = f"displacement of the stack {'+'.join(p.stack_bands)}"
         with np.errstate(invalid="ignore"):
             counts = np.isfinite(thickness).sum(axis=1)
             mean = np.where(counts > 0, np.nansum(thickness, 1) / np.maximum(counts, 1), np.nan)
         return {
             "ti_z": LabelledArray(ti_z, ("map", "x"), "um", "Ti collector height"),
             "li_thickness": LabelledArray(
-                thickness, ("map", "x"), "um", "plated Li thickness (Ti displacement)"
+                thickness, ("map", "x"), "um", f"plated Li thickness ({how})"
             ),
             "li_thickness_mean": LabelledArray(mean, ("map",), "um", "mean plated Li thickness"),
         }

@@ -158,10 +158,11 @@ def analyze_map(
         raise ValueError(f"time_s must be finite, got {time_s!r}")
     missing = [f"{f.name}:003" for f in params.families.family]
     missing = [k for k in missing if k not in reduced.profiles]
-    if missing or params.ti_band not in reduced.bands:
-        raise ValueError(
-            f"reduced lacks {missing or params.ti_band!r}: reduce with params.reduction_plan()"
-        )
+    stack = params.stack_bands if params.li_thickness_method == "stack" else ()
+    needed = [params.ti_band, *stack]
+    missing += [b for b in needed if b not in reduced.bands]
+    if missing:
+        raise ValueError(f"reduced lacks {missing}: reduce with params.reduction_plan()")
     lat = _lattice(reduced, layout, params)
     single = MapLayout(n_z=layout.n_z, n_x=layout.n_x, snake=layout.snake)
     phases = {

@@ -88,7 +88,17 @@ class AnalysisParameters(BaseModel):
         A front needs the column-mean Li-rich fraction to reach 0.5 ± this inside the
         cathode, in [0, 0.5).
     ti_band : str
-        Reduction band locating the Ti collector.
+        Reduction band locating the Ti collector (``ti_z``; the Li thickness with
+        ``li_thickness_method="band"``).
+    li_thickness_method : {"stack", "band"}
+        ``"stack"``: Li thickness = upward shift of the whole upper stack (the
+        ``stack_bands`` profiles together) from the reference map
+        (`opmap.analysis.phases.stack_displacement`); ``"band"``: displacement of the
+        ``ti_band`` centroid (quantised by ±0.25 µm for 0.5 µm of Ti and 1 µm rows).
+    stack_bands : tuple of str
+        Bands that move with the stack above the Li, matched together (default Au (111): a
+        layer at least one row thick keeps the sub-row shift; adding the 0.5 µm Ti band
+        brings its ±0.25 µm quantisation back in with a top-hat beam).
     ti_half_window : int
         Rows each side of the Ti maximum in its centroid.
     ti_method : {"centroid", "gaussian"}
@@ -121,6 +131,8 @@ class AnalysisParameters(BaseModel):
     front_cathode_z_um: tuple[float, float] | None = (0.0, 20.0)
     front_contrast: float = Field(default=0.2, ge=0.0, lt=0.5)
     ti_band: str = "ti_100"
+    li_thickness_method: Literal["stack", "band"] = "stack"
+    stack_bands: tuple[str, ...] = Field(default=("au_111",), min_length=1)
     ti_half_window: int = Field(default=2, ge=1, le=10)
     ti_method: Literal["centroid", "gaussian"] = "centroid"
     reference_map: int = Field(default=0, ge=0)
@@ -171,10 +183,12 @@ class AnalysisParameters(BaseModel):
     def reduction_plan(self, **options: Any) -> ReductionPlan:
         """The reduction plan these parameters need (``options`` go to `ReductionPlan`)."""
         plan = ReductionPlan(families=self.families, **options)
-        if self.ti_band not in plan.bands:
-            raise ValueError(
-                f"ti_band {self.ti_band!r} is not a band of the plan: {list(plan.bands)}"
-            )
+        for name in (self.ti_band, *self.stack_bands):
+            if name not in plan.bands:
+                raise ValueError(
+                    f"ti_band / stack_bands name {name!r}, not a band of the plan: "
+                    f"{list(plan.bands)}"
+                )
         return plan
 
     def x_li(

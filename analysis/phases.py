@@ -18,6 +18,8 @@ __all__ = [
     "layer_boundaries",
     "li_thickness_from_ti",
     "phase_maps",
+    "stack_displacement",
+    "stack_profile",
     "ti_position",
 ]
 
@@ -211,6 +213,127 @@ def li_thickness_from_ti(ti_z_um: np.ndarray, *, reference_index: int = 0) -> np
             f"{reference_index}"
         )
     return np.round(z - z[reference_index], 12)
+
+
+def stack_profile(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Upper-stack row profile per column: each band minus its column minimum, divided by its
+    column sum, summed over the bands.
+
+    The column sum of a layer's row response does not depend on where the layer sits
+    relative to the rows (its maximum does, for a layer thinner than a row), so every band
+    keeps one shape up to the shift.
+
+    Parameters
+    ----------
+    bands : mapping name -> (..., n_z, n_x) array of float
+        Raw band intensities of layers that move together above the Li (``"ti_100"``,
+        ``"au_111"``).
+
+    Returns
+    -------
+    (..., n_z, n_x) array of float
+        Each band sums to 1 per column; NaN rows stay NaN.
+
+    Examples
+    --------
+    >>> col = np.array([1.0, 3.0, 5.0])[:, None]
+    >>> np.round(stack_profile({"ti": col, "au": 2 * col}).ravel(), 3).tolist()
+    [0.0, 0.667, 1.333]
+    """
+    total = None
+    for values in bands.values():
+        a = np.asarray(values, dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lo = np.nanmin(np.where(np.isfinite(a), a, np.inf), axis=-2, keepdims=True)
+            net = a - lo
+            area = np.nansum(net, axis=-2, keepdims=True)
+            norm = np.where(area > 0, net / area, 0.0)
+        total = norm if total is None else total + norm
+    if total is None:
+        raise ValueError("bands must name at least one band")
+    return total
+
+
+def stack_displacement(
+    profile: np.ndarray,
+    reference: np.ndarray,
+    *,
+    z_um: np.ndarray,
+    max_shift_um: float = 20.0,
+    step_um: float = 0.02,
+) -> np.ndarray:
+    """Upward shift of each column's stack profile relative to the reference profile.
+
+    The shift s minimises Σ_z (profile(z) − reference(z − s))² with the reference linearly
+    interpolated between rows and held at its edge values beyond the map (over the rows where
+    the profile is finite), searched on a grid of
+    ``step_um`` and refined by a parabola through the three best points. With a top-hat beam
+    of one row the row response of a layer one row thick is a triangle, exactly represented by
+    linear interpolation, so the Au layer keeps the sub-row position that the thinner Ti
+    layer loses.
+
+    Parameters
+    ----------
+    profile, reference : (..., n_z, n_x) and (n_z, n_x) arrays of float
+        Stack profiles (`stack_profile`) of the maps and of the reference map.
+    z_um : (n_z,) array of float
+        Row heights (µm), equally spaced and increasing.
+    max_shift_um : float, optional
+        Largest |shift| searched (µm), > 0.
+    step_um : float, optional
+        Grid step of the search (µm), in (0, max_shift_um).
+
+    Returns
+    -------
+    (..., n_x) array of float
+        Shift (µm, positive = the stack moved up); NaN for empty columns.
+
+    Examples
+    --------
+    >>> z = np.arange(30.0)
+    >>> tri = lambda c: np.clip(1 - np.abs(z - c), 0, None)[:, None]
+    >>> print(np.round(stack_displacement(tri(13.37), tri(10.0), z_um=z), 3))
+    [3.37]
+    """
+    z = np.asarray(z_um, dtype=float)
+    cur = np.moveaxis(np.asarray(profile, dtype=float), -2, -1)  # (..., n_x, n_z)
+    ref = np.moveaxis(np.asarray(reference, dtype=float), -2, -1)  # (n_x, n_z)
+    if cur.shape[-1] != z.size or ref.shape != cur.shape[-2:]:
+        raise ValueError(
+            f"profile (..., n_z, n_x) and reference (n_z, n_x) must have n_z = {z.size} rows "
+            f"and equal n_x, got {np.shape(profile)} and {np.shape(reference)}"
+        )
+    if not max_shift_um > 0 or not 0 < step_um < max_shift_um:
+        raise ValueError(
+            f"max_shift_um must be > 0 and step_um in (0, max_shift_um), got {max_shift_um}, "
+            f"{step_um}"
+        )
+    shifts = np.arange(-max_shift_um, max_shift_um + step_um / 2, step_um)
+    n_x = ref.shape[0]
+    good = np.isfinite(ref)
+    ref = np.where(good.any(-1, keepdims=True), ref, 0.0)
+    good |= ~good.any(-1, keepdims=True)
+    # Shifted references (n_shift, n_x, n_z), held at the edge rows' values beyond the map.
+    shifted = np.stack(
+        [
+            np.stack([np.interp(z - s, z[good[j]], ref[j, good[j]]) for j in range(n_x)])
+            for s in shifts
+        ]
+    )
+    diff = cur[..., None, :, :] - shifted  # (..., n_shift, n_x, n_z)
+    ok = np.isfinite(diff)
+    counts = ok.sum(-1)
+    sse = np.where(counts >= 3, np.where(ok, diff**2, 0.0).sum(-1) / np.maximum(counts, 1), np.inf)
+    best = np.argmin(sse, axis=-2)  # (..., n_x)
+    inner = np.clip(best, 1, shifts.size - 2)
+    take = lambda k: np.take_along_axis(sse, k[..., None, :], -2)[..., 0, :]  # noqa: E731
+    lo, mid, hi = take(inner - 1), take(inner), take(inner + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vertex = 0.5 * (lo - hi) / (lo - 2 * mid + hi)
+    vertex = np.where(np.isfinite(vertex) & (np.abs(vertex) <= 1), vertex, 0.0)
+    result = shifts[inner] + vertex * step_um
+    empty = ~np.isfinite(take(best)) | ~np.isfinite(cur).any(-1) | ~np.isfinite(ref).any(-1)
+    return np.where(empty, np.nan, result)
 
 
 def electrochemical_li_thickness_um(

@@ -10,6 +10,8 @@ from opmap.analysis.phases import (
     layer_boundaries,
     li_thickness_from_ti,
     phase_maps,
+    stack_displacement,
+    stack_profile,
     ti_position,
 )
 
@@ -66,3 +68,35 @@ def test_layer_boundaries_of_the_cathode_at_half_maximum():
     lo, hi = layer_boundaries(np.repeat(col[:, None], 3, axis=1), z_um=z)
     np.testing.assert_allclose(lo, 0.0, atol=0.05)
     np.testing.assert_allclose(hi, 20.0, atol=0.05)
+
+
+def _tophat_rows(z_rows, bottom_um, thickness_um):
+    """Row response of a layer to a 1 µm top-hat beam centred on each row."""
+    lo = np.clip(z_rows - 0.5, bottom_um, bottom_um + thickness_um)
+    hi = np.clip(z_rows + 0.5, bottom_um, bottom_um + thickness_um)
+    return hi - lo
+
+
+def test_stack_displacement_keeps_sub_row_thickness_that_the_thin_ti_band_loses():
+    rng = np.random.default_rng(5)
+    z = np.arange(18.0, 45.0)  # 1 µm rows, top-hat beam of 1 µm
+    h = np.concatenate([[0.0], rng.uniform(0.0, 8.0, 30)])  # plated Li (µm), map 0 none
+    ti_bottom = 24.0 + h
+    ti = np.stack([_tophat_rows(z, b, 0.5) for b in ti_bottom])[:, :, None]
+    au = np.stack([_tophat_rows(z, b + 0.5 + 3.0, 1.0) for b in ti_bottom])[:, :, None]
+    bands = {"ti_100": 500 * ti + 3 + rng.normal(0, 1, ti.shape),
+             "au_111": 300 * au + 2 + rng.normal(0, 1, au.shape)}  # fmt: skip
+    profile = stack_profile({"au_111": bands["au_111"]})
+    shift = stack_displacement(profile, profile[0], z_um=z)[:, 0]
+    assert np.max(np.abs(shift - h)) < 0.1
+    # Adding the Ti band brings its quantisation back in (the row response of 0.5 µm of Ti
+    # is a step of the position, not a shape that moves): the default stack is Au alone.
+    both = stack_profile(bands)
+    assert np.max(np.abs(stack_displacement(both, both[0], z_um=z)[:, 0] - h)) > 0.15
+    # The 0.5 µm Ti band alone is quantised: its centroid is off by up to ~0.25 µm.
+    ti_only = li_thickness_from_ti(ti_position(bands["ti_100"], z_um=z))[:, 0]
+    assert np.max(np.abs(ti_only - h)) > 0.2
+    with pytest.raises(ValueError, match="n_z"):
+        stack_displacement(profile, profile[0, :-1], z_um=z)
+    with pytest.raises(ValueError, match="max_shift_um"):
+        stack_displacement(profile, profile[0], z_um=z, max_shift_um=-1.0)
