@@ -18,12 +18,15 @@ from bluesky.run_engine import call_in_bluesky_event_loop, in_bluesky_event_loop
 from bluesky.suspenders import SuspendBoolLow, SuspenderBase, SuspendFloor
 from ophyd_async.core import SignalR
 
+from opmap.devices.beam import ShutterState
+
 
 class _ValueSubscription:
     """An ophyd-async signal seen through ophyd's value-callback subscription API."""
 
-    def __init__(self, signal: SignalR) -> None:
+    def __init__(self, signal: SignalR, transform: Callable[[Any], Any] = lambda v: v) -> None:
         self._signal = signal
+        self._transform = transform
         self.name = signal.name
         self._wrappers: dict[Callable[..., Any], Callable[[dict], None]] = {}
         self._last_value: Any = None
@@ -34,7 +37,7 @@ class _ValueSubscription:
 
     def subscribe(self, callback: Callable[..., Any], event_type: Any = None, run: bool = True):
         def on_reading(reading: dict) -> None:
-            self._last_value = reading[self._signal.name]["value"]
+            self._last_value = self._transform(reading[self._signal.name]["value"])
             callback(value=self._last_value)
 
         self._wrappers[callback] = on_reading
@@ -96,10 +99,24 @@ def beam_current_suspender(
     )
 
 
-def shutter_suspender(shutter_open: SignalR[bool], *, sleep_s: float = 0.0) -> SuspenderBase:
-    """Suspend while ``shutter_open`` reads False; resume ``sleep_s`` (s) after it opens."""
+def _shutter_is_open(value: Any) -> bool:
+    """True for an open shutter: a bool signal, or the `ShutterState` of a beam monitor."""
+    if isinstance(value, bool):
+        return value
+    return ShutterState(value) == ShutterState.OPEN
+
+
+def shutter_suspender(
+    shutter: SignalR[ShutterState] | SignalR[bool], *, sleep_s: float = 0.0
+) -> SuspenderBase:
+    """Suspend while the shutter is closed; resume ``sleep_s`` (s) after it opens.
+
+    ``shutter`` is the beam monitor's `ShutterState` signal or any bool "is open" signal.
+    """
     if not (math.isfinite(sleep_s) and sleep_s >= 0):
         raise ValueError(f"sleep_s={sleep_s} must be a finite time >= 0 s")
     return SuspendBoolLow(
-        _ValueSubscription(shutter_open), sleep=sleep_s, tripped_message="shutter closed"
+        _ValueSubscription(shutter, _shutter_is_open),
+        sleep=sleep_s,
+        tripped_message="shutter closed",
     )

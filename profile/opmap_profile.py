@@ -38,7 +38,7 @@ import bluesky.plans as bp
 from bluesky import RunEngine
 from bluesky.run_engine import call_in_bluesky_event_loop
 from bluesky.suspenders import SuspenderBase
-from ophyd_async.core import Device, SignalR, derived_signal_r, init_devices, wait_for_connection
+from ophyd_async.core import Device, init_devices, wait_for_connection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from opmap import plans
@@ -390,7 +390,6 @@ def _subscribe(session: Session) -> None:
 def _install_suspenders(session: Session) -> None:
     beam = session.beamline.beam
     options = session.config.suspenders
-    shutter_open = _shutter_open_signal(beam.shutter)
     if session.beamline.config.mode == "sim" and options.open_sim_shutter:
         session.RE(bps.mv(beam.shutter, ShutterState.OPEN))
     session.suspenders = {
@@ -400,22 +399,10 @@ def _install_suspenders(session: Session) -> None:
             resume_current_ma=options.resume_current_ma,
             sleep_s=options.sleep_s,
         ),
-        "shutter": plans.shutter_suspender(shutter_open, sleep_s=options.sleep_s),
+        "shutter": plans.shutter_suspender(beam.shutter, sleep_s=options.sleep_s),
     }
     for suspender in session.suspenders.values():
         session.RE.install_suspender(suspender)
-
-
-def _is_open(shutter: ShutterState) -> bool:
-    return shutter == ShutterState.OPEN
-
-
-def _shutter_open_signal(shutter: SignalR[ShutterState]) -> SignalR[bool]:
-    """The shutter readback as the boolean `shutter_suspender` watches (True = open)."""
-    signal = derived_signal_r(_is_open, shutter=shutter)
-    signal.set_name(f"{shutter.name}_open")
-    _connect({"shutter_open": signal})
-    return signal
 
 
 def banner(session: Session, names: dict[str, Any]) -> str:
