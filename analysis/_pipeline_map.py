@@ -10,6 +10,7 @@ import numpy as np
 
 from ._pipeline_layout import MapLayout
 from ._pipeline_params import AnalysisParameters
+from ._pipeline_sampling import SamplingCorrection
 from .fitting import fit_gaussian, fit_two_gaussians
 from .grains import GrainTable, find_grains
 from .lattice import a_from_q110, c_from_q003
@@ -62,7 +63,12 @@ class MapResult:
     grains: GrainTable
 
 
-def _lattice(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
+def _lattice(
+    reduced: ReducedFrames,
+    layout: MapLayout,
+    params: AnalysisParameters,
+    sampling: SamplingCorrection | None,
+):
     out: dict[str, dict[str, np.ndarray]] = {
         k: {} for k in ("c", "c_err", "a", "a_err", "x", "x_err")
     }
@@ -72,7 +78,10 @@ def _lattice(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParamete
             reduced.profiles[f"{name}:003"], reduced.profile_q[f"{name}:003"],
             min_snr=params.fit_min_snr,
         )  # fmt: skip
-        c, c_err = c_from_q003(fit.position_q, fit.position_q_err)
+        q = fit.position_q
+        if sampling is not None:
+            q = sampling.correct(f"{name}:003", q, fit.sigma_q)
+        c, c_err = c_from_q003(q, fit.position_q_err)
         x, x_err = params.x_li(name, c, c_err)
         for key, value in (("c", c), ("c_err", c_err), ("x", x), ("x_err", x_err)):
             out[key][name] = layout.to_map(value)
@@ -120,6 +129,7 @@ def analyze_map(
     *,
     map_index: int,
     time_s: float,
+    sampling: SamplingCorrection | None = None,
 ) -> MapResult:
     """Analyse the reduced frames of one map.
 
@@ -136,6 +146,9 @@ def analyze_map(
         Position of the map in the experiment (>= 0).
     time_s : float
         Experiment time at the middle of the map (s, finite).
+    sampling : SamplingCorrection, optional
+        Detector-sampling correction of the (003) positions (`sampling_correction`, built
+        once per geometry); None: positions as fitted.
 
     Returns
     -------
@@ -163,7 +176,7 @@ def analyze_map(
     missing += [b for b in needed if b not in reduced.bands]
     if missing:
         raise ValueError(f"reduced lacks {missing}: reduce with params.reduction_plan()")
-    lat = _lattice(reduced, layout, params)
+    lat = _lattice(reduced, layout, params, sampling)
     single = MapLayout(n_z=layout.n_z, n_x=layout.n_x, snake=layout.snake)
     phases = {
         name: values[0]

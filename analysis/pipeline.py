@@ -19,6 +19,7 @@ from ._pipeline_files import analyze_files, default_output_path, map_times_s
 from ._pipeline_layout import MapLayout
 from ._pipeline_map import MapResult, analyze_map
 from ._pipeline_params import AnalysisParameters, CalibrationTable, load_parameters
+from ._pipeline_sampling import SamplingCorrection, sampling_correction
 
 __all__ = [
     "AnalysisParameters",
@@ -26,9 +27,11 @@ __all__ = [
     "ExperimentAnalysis",
     "MapLayout",
     "MapResult",
+    "SamplingCorrection",
     "analyze_files",
     "analyze_map",
     "default_output_path",
     "load_parameters",
     "map_times_s",
+    "sampling_correction",
 ]
