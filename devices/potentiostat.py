@@ -15,6 +15,7 @@ Plans use standard bluesky verbs:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ class PotentiostatDriver(TypingProtocol):
 
     async def wait_done(self) -> None:
         """Return when the running protocol has finished."""
+
+    async def wait_elapsed(self, elapsed_s: float) -> None:
+        """Return once ``elapsed_s`` (s since the protocol started) has passed, or it is done."""
 
 
 _SAMPLE_KEYS: dict[str, tuple[str, str, str]] = {
@@ -181,6 +185,16 @@ class Potentiostat(StandardReadable, Preparable, Flyable, Stoppable):
         await self.driver.wait_done()
         await self.refresh()
         self._set_state(PotentiostatState.DONE)
+
+    def wait_elapsed(self, elapsed_s: float) -> AsyncStatus:
+        """A status that finishes once the protocol has run for ``elapsed_s`` (s) or is done.
+
+        Plans wait on it between maps (``bps.wait_for``) instead of sleeping in wall time,
+        so a simulated clock can jump straight to the next map's start.
+        """
+        if not math.isfinite(elapsed_s):
+            raise ValueError(f"elapsed_s={elapsed_s} must be finite")
+        return AsyncStatus(self.driver.wait_elapsed(elapsed_s))
 
     async def stop(self, success: bool = True) -> None:
         """Abort the protocol: the cell goes to open circuit."""

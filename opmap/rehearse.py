@@ -247,6 +247,7 @@ def rehearse(options: RehearsalOptions) -> RehearsalResult:
                 geometry,
                 map_interval_s=options.map_interval_s,
                 max_maps=options.max_maps,
+                poll_s=60.0,
                 md={"rehearsal": True, "twin_seed": beamline.twin.config.seed},
             )
         )

@@ -55,6 +55,9 @@ class Potentiostat(Preparable, Flyable, EventPageCollectable, Readable, Protocol
     def stop(self, *, success: bool = False) -> Any:
         """Put the cell in its safe state (open circuit)."""
 
+    def wait_elapsed(self, elapsed_s: float) -> Status:
+        """Finish once the protocol has run ``elapsed_s`` (s) or is done."""
+
 
 class _Progress:
     """What the plan learns while running: the protocol's completion status."""
@@ -138,7 +141,8 @@ def operando_experiment(
     max_maps
         Stop mapping after this many maps (the protocol still runs to its end).
     poll_s
-        Wall-clock period (s) of the checks while waiting between maps.
+        Period (s of the potentiostat's elapsed time, not wall time) of the checks while
+        waiting through a rest step and after the last map.
     md
         Extra metadata for every run.
 
@@ -243,7 +247,7 @@ def _tail_run(
         yield from bps.declare_stream(potentiostat, name=EC_STREAM, collect=True)
         while not progress.protocol_done:
             yield from bps.checkpoint()
-            yield from bps.sleep(poll_s)
+            yield from _wait_elapsed(potentiostat, poll_s)
             yield from bps.collect(potentiostat, name=EC_STREAM)
         yield from bps.collect(potentiostat, name=EC_STREAM)
 
@@ -258,7 +262,7 @@ def _wait_while_resting(
         step = ec_value(reading, "step_index")
         if math.isnan(step) or protocol.steps[int(step)].technique != Technique.OPEN_CIRCUIT:
             return
-        yield from bps.sleep(poll_s)
+        yield from _wait_elapsed(potentiostat, poll_s, reading)
 
 
 def _wait_for_time(
@@ -266,6 +270,25 @@ def _wait_for_time(
 ) -> MsgGenerator[None]:
     while not progress.protocol_done:
         reading = yield from bps.read(potentiostat)
-        if not ec_value(reading, "time_s") < until_s:
+        elapsed_s = ec_value(reading, "time_s")
+        if not elapsed_s < until_s:
             return
-        yield from bps.sleep(poll_s)
+        yield from _wait_elapsed(potentiostat, until_s - elapsed_s, reading)
+
+
+def _wait_elapsed(
+    potentiostat: Potentiostat,
+    duration_s: float,
+    reading: Mapping[str, Any] | None = None,
+) -> MsgGenerator[None]:
+    """Wait ``duration_s`` of the potentiostat's own (experiment) time, not wall time.
+
+    On a simulated beamline the clock then jumps straight there; on the real one the
+    status finishes when the instrument's elapsed time has passed.
+    """
+    if reading is None:
+        reading = yield from bps.read(potentiostat)
+    until_s = ec_value(reading, "time_s") + duration_s
+    if math.isnan(until_s):  # a simulator's empty reading
+        return
+    yield from bps.wait_for([lambda: potentiostat.wait_elapsed(until_s)])

@@ -123,6 +123,14 @@ class SimPotentiostatDriver:
         samples, self._pending = self._pending, []
         return samples
 
+    async def wait_elapsed(self, elapsed_s: float) -> None:
+        # a foreground wait: the plan is waiting for experiment time, so the clock may jump
+        while self._running and not (await self.status()).protocol_done:
+            remaining_s = self._start_s + elapsed_s - self.clock.now_s()
+            if remaining_s <= 0:
+                return
+            await self.clock.sleep(remaining_s)
+
     async def wait_done(self) -> None:
         while not (await self.status()).protocol_done:
             await self.clock.sleep(self.poll_period_s, background=True)

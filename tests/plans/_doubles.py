@@ -68,6 +68,15 @@ class FakePotentiostat:
 
         return AsyncStatus(wait())
 
+    def wait_elapsed(self, elapsed_s: float) -> AsyncStatus:
+        async def wait() -> None:
+            while self._task is not None and not self._task.done():
+                if self.samples and self.samples[-1]["time_s"] >= elapsed_s:
+                    return
+                await asyncio.sleep(self.sample_period_s)
+
+        return AsyncStatus(wait())
+
     def stop(self, *, success: bool = False) -> None:
         self.stopped = True
         if self._task is not None:

@@ -1,0 +1,60 @@
+"""A small end-to-end rehearsal: server, calibration, maps with live analysis, ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmap.rehearse import RehearsalOptions, rehearse
+from opmap.service import start_server_subprocess
+from opmap.settings import OpmapSettings
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("rehearsal")
+    options = RehearsalOptions(
+        data_dir=data_dir, map_shape=(8, 5), time_scale=0.02, map_interval_s=None, max_maps=2
+    )
+    return rehearse(options)
+
+
+@pytest.fixture(scope="module")
+def client(rehearsal):
+    with start_server_subprocess(OpmapSettings(data_dir=rehearsal.data_dir)) as server:
+        yield server.client()
+
+
+def test_rehearsal_calibrates_and_records_every_map_run(rehearsal, client):
+    assert rehearsal.poni is not None and rehearsal.poni.is_file()
+    assert rehearsal.analysis_failures == 0
+    raw = client["raw"]
+    map_runs = [raw[uid] for uid in rehearsal.map_uids[:-1]]
+    assert [run.metadata["start"]["map_index"] for run in map_runs] == [0, 1]
+    for run in map_runs:
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert run["primary"]["eiger"].shape[0] == 8 * 5
+    assert all(
+        run.metadata["start"]["experiment_id"] == rehearsal.experiment_id for run in map_runs
+    )
+
+
+def test_electrochemistry_is_gapless_across_the_runs_of_the_experiment(rehearsal, client):
+    raw = client["raw"]
+    times = np.concatenate(
+        [raw[uid]["electrochemistry"].read()["time_s"] for uid in rehearsal.map_uids]
+    )
+    assert np.allclose(np.diff(times), 1.0)
+    assert times[0] == 0.0
+
+
+def test_products_and_truth_are_served_beside_each_other(rehearsal, client):
+    products = client["processed"][rehearsal.experiment_id]["v1"]
+    c_perp, truth = products["c_perp"][:], products["truth_c_perp"][:]
+    assert c_perp.shape == truth.shape == (2, 8, 5)
+    inside = np.isfinite(c_perp) & np.isfinite(truth)
+    assert inside.sum() >= 10  # rows inside the cathode with the family in the beam
+    # binned 4 x 4 detector: see docs/analysis-pipeline.md for the per-pixel accuracy
+    assert np.nanmax(np.abs(c_perp - truth)[inside]) < 0.05
+    assert products.metadata["experiment_id"] == rehearsal.experiment_id
+    assert rehearsal.figures
