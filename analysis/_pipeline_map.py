@@ -194,6 +194,7 @@ def analyze_map(
         layout.to_map(_fill_empty_bins(reduced.li_window)), z_um=layout.z_um, x_um=layout.x_um,
         chi_deg=reduced.li_window_chi_deg, k=params.grain_k,
         background_chi_step=params.grain_background_chi_step, map_index=int(map_index),
+        min_voxels=params.grain_min_voxels, split_chi_tol_deg=params.grain_split_chi_tol_deg,
     )  # fmt: skip
     return MapResult(
         map_index=int(map_index),

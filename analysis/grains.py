@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ._grain_detect import label_periodic, spot_mask
+from ._grain_detect import label_periodic, split_columns, spot_mask
 from ._grain_link import circular_diff_deg, link_pair
 from ._grain_props import grain_properties
 
@@ -103,6 +103,8 @@ def find_grains(
     background: np.ndarray | None = None,
     background_chi_step: int = 4,
     map_index: int = 0,
+    min_voxels: int = 1,
+    split_chi_tol_deg: float | None = None,
 ) -> GrainTable:
     """Segment Li (110) spots of one map into grains.
 
@@ -124,6 +126,13 @@ def find_grains(
         negligible extra noise; 1: all bins).
     map_index : int, optional
         Stored in the table's ``map_index`` column.
+    min_voxels : int, optional
+        Grains with fewer (z, x, χ) voxels are dropped (1: keep all; 2 drops isolated noise
+        voxels), >= 1.
+    split_chi_tol_deg : float or None, optional
+        Cut components into x-column parts and rejoin neighbouring parts whose azimuths
+        agree within this tolerance (deg; `opmap.analysis._grain_detect.split_columns`);
+        None: plain connected components (the paper's labelling).
 
     Returns
     -------
@@ -144,8 +153,19 @@ def find_grains(
             f"background_chi_step must be in [1, n_chi // 8 = {chi.size // 8}], "
             f"got {background_chi_step}"
         )
+    if not (isinstance(min_voxels, int | np.integer) and min_voxels >= 1):
+        raise ValueError(f"min_voxels must be an integer >= 1, got {min_voxels!r}")
     mask, net = spot_mask(window, k=k, background=background, chi_step=background_chi_step)
     labels, n = label_periodic(mask)
+    if split_chi_tol_deg is not None:
+        labels, n = split_columns(labels, net, chi, tol_deg=split_chi_tol_deg)
+    if min_voxels > 1 and n:
+        size = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = size >= min_voxels
+        keep[0] = False
+        lut = np.zeros(n + 1, np.int32)
+        lut[keep] = np.arange(1, keep.sum() + 1)
+        labels, n = lut[labels], int(keep.sum())
     cols = grain_properties(labels, n, net, z_um=z, x_um=x, chi_deg=chi)
     cols["map_index"] = np.full(n, map_index, dtype=np.int64)
     cols["label"] = np.arange(1, n + 1, dtype=np.int64)

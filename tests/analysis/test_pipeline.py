@@ -52,7 +52,7 @@ def reduced_frames(layout, c_map, ti_z_um, spots=(), rich=None):
     au = 60 * np.exp(-0.5 * ((z_of_frame - ti_z_um - 3.75) / 0.8) ** 2) + 2.0  # moves with Ti
     window = np.ones((n, 360, 10), np.float32)
     for i, j, chi in spots:
-        window[layout.frame_index()[i, j], chi, :] = 200.0
+        window[layout.frame_index()[i, j], chi - 1 : chi + 2, :] = 200.0  # 3 chi bins
     return ReducedFrames(
         profiles={"perp:003": profile, "par:003": profile, "perp:110": a110},
         profile_q={"perp:003": Q003, "par:003": Q003, "perp:110": Q110},
@@ -172,7 +172,7 @@ def test_experiment_products_thickness_grains_and_series(layout, params):
     assert products.arrays["echem_potential_v"].units == "V"
     np.testing.assert_allclose(products.arrays["echem_potential_v"].values, [3.9, 4.0, 4.1])
     assert products.metadata["run_uid"] == "abc"
-    assert products.metadata["analysis_parameters"]["grain_k"] == 10.0
+    assert products.metadata["analysis_parameters"]["grain_k"] == params.grain_k
 
 
 def test_products_survive_the_nexus_file(layout, params, tmp_path):
