@@ -72,7 +72,7 @@ class SimClock:
         start_s: float = 0.0,
         wall_clock: Callable[[], float] = time.monotonic,
         settle_s: float = 0.002,
-        idle_s: float = 0.05,
+        idle_s: float = 1.0,
     ) -> None:
         if not (math.isfinite(speedup) and speedup > 0):
             raise ValueError(f"speedup={speedup} must be a finite number > 0")

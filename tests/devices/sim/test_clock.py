@@ -80,3 +80,26 @@ async def test_negative_sleep_and_advance_in_wall_mode_are_rejected():
     assert clock.now_s() == 5.0
     with pytest.raises(ValueError, match="needs mode 'event driven'"):
         SimClock(ClockMode.ACCELERATED, speedup=5).advance(1.0)
+
+
+async def test_background_waiter_does_not_jump_in_short_gaps_between_device_operations():
+    # A potentiostat waiting for its protocol's end must not move experiment time while the
+    # RunEngine is between two motions of a fly line (a gap shorter than idle_s).
+    clock = SimClock(idle_s=0.2)
+    background = asyncio.ensure_future(clock.sleep(10.0, background=True))
+    for _ in range(5):
+        await clock.sleep(0.05)  # a foreground exposure
+        await asyncio.sleep(0.02)  # the RunEngine's work between operations
+    assert clock.now_s() == pytest.approx(0.25)
+    assert not background.done()
+    await asyncio.sleep(0.4)  # idle longer than idle_s: the background waiter moves time
+    await asyncio.wait_for(background, 1.0)
+    assert clock.now_s() == pytest.approx(10.0)
+
+
+async def test_background_waiter_jumps_when_it_is_earliest_while_a_device_also_waits():
+    clock = SimClock(idle_s=10.0)
+    background = asyncio.ensure_future(clock.sleep(1.0, background=True))
+    await clock.sleep(5.0)  # a long motion: the earlier background deadline passes on the way
+    assert background.done()
+    assert clock.now_s() == pytest.approx(5.0)
