@@ -6,7 +6,6 @@ import h5py
 import hdf5plugin  # noqa: F401  (bitshuffle-LZ4 reading)
 import numpy as np
 import pytest
-from bluesky import RunEngine
 from event_model import DocumentNames, schema_validators
 from ophyd_async.core import init_devices
 
@@ -14,14 +13,6 @@ from opmap.beamline import BackendUnavailableError, BeamlineConfig, build_beamli
 from opmap.callbacks.calibration import CalibrationCallback
 from opmap.devices.sim._detector import save_poni
 from opmap.plans import MapGeometry, calibrate, fly_map
-
-
-@pytest.fixture
-def RE():
-    engine = RunEngine(call_returns_result=True)
-    yield engine
-    if engine.state != "idle":
-        engine.halt()
 
 
 @pytest.fixture

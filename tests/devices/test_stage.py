@@ -3,7 +3,6 @@ from unittest.mock import call
 
 import bluesky.plan_stubs as bps
 import pytest
-from bluesky import RunEngine
 from bluesky.utils import FailedStatus
 from ophyd_async.core import FlyMotorInfo, get_mock_put, init_devices, set_mock_value
 
@@ -12,14 +11,6 @@ from opmap.devices.sim._stage import SimMapStage, Trajectory
 from opmap.devices.stage import MapStage, SoftLimitError, SoftLimits
 
 from ._offline_epics import allow_offline_ca, root_cause
-
-
-@pytest.fixture
-def RE():
-    run_engine = RunEngine(call_returns_result=True)
-    yield run_engine
-    if run_engine.state != "idle":
-        run_engine.halt()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
-from bluesky import RunEngine
 from bluesky.utils import FailedStatus
 from event_model import DocumentNames, schema_validators
 from ophyd_async.core import (
@@ -51,14 +50,6 @@ class EchoRenderer:
 def _decode(frame):
     x0, x1, t, exp = (frame[0, :4].astype(float) / 1000) - [1000, 1000, 0, 0]
     return x0, x1, t, exp, frame[1, 0] / 1000
-
-
-@pytest.fixture
-def RE():
-    run_engine = RunEngine(call_returns_result=True)
-    yield run_engine
-    if run_engine.state != "idle":
-        run_engine.halt()
 
 
 @pytest.fixture
