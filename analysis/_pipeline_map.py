@@ -103,7 +103,15 @@ def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisPa
         reduced.profiles[key], q, positions_q=positions,
         fix_positions=params.fix_phase_positions, min_snr=params.fit_min_snr,
     )  # fmt: skip
-    return layout.to_map(fit.fraction[:, 1])
+    rich = fit.fraction[:, 1]
+    # A pure phase leaves the other peak's area at its bound of 0 and the two-peak fit is
+    # not trusted; the single-peak c (where trusted) then tells which phase it is.
+    key_fit = fit_gaussian(reduced.profiles[key], q, min_snr=params.fit_min_snr)
+    c_single, _ = c_from_q003(key_fit.position_q)
+    c_mid = 0.5 * (params.rich_c_angstrom + params.poor_c_angstrom)
+    pure = np.where(c_single < c_mid, 1.0, 0.0)
+    rich = np.where(np.isnan(rich) & np.isfinite(c_single), pure, rich)
+    return layout.to_map(rich)
 
 
 def _fill_empty_bins(window: np.ndarray) -> np.ndarray:

@@ -78,7 +78,9 @@ class AnalysisParameters(BaseModel):
     rich_c_angstrom, poor_c_angstrom : float
         Starting c of the Li-rich and Li-poor phases (Å) for the two-Gaussian fit.
     fix_phase_positions : bool
-        Hold both (003) positions at those c (fit only areas, width, background).
+        Hold both (003) positions at those c (fit only areas, width, background). Default
+        True: the two phases' c are known in the biphasic stage, and free positions split a
+        single Li-poor peak into two (a spurious Li-rich fraction of 0.2–0.4).
     front_time_window_s : (float, float) or None
         Only maps with ``time_s`` inside enter the front speed fit (None: the longest run of
         consecutive maps with a front, i.e. the biphasic stage).
@@ -132,7 +134,7 @@ class AnalysisParameters(BaseModel):
     front_family: str | None = None
     rich_c_angstrom: float = Field(default=14.0, gt=13.0, lt=15.0)
     poor_c_angstrom: float = Field(default=14.13, gt=13.0, lt=15.0)
-    fix_phase_positions: bool = False
+    fix_phase_positions: bool = True
     front_time_window_s: tuple[float, float] | None = None
     front_cathode_z_um: tuple[float, float] | None = (0.0, 20.0)
     front_contrast: float = Field(default=0.2, ge=0.0, lt=0.5)
