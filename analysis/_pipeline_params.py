@@ -120,7 +120,9 @@ class AnalysisParameters(BaseModel):
     grain_background_chi_step : int
         Azimuth stride of the median background of the Li window.
     link_tol_x_um, link_tol_z_um, link_tol_chi_deg : float
-        Largest moves of one grain between consecutive maps.
+        Largest moves of one grain between consecutive maps. Defaults 16.5 µm (half of a
+        33 µm column: a grain a few µm wide stays in its column), 2 µm and 1° (tuned on the
+        twin: 2° links new grains to lost ones at nearby Burgers azimuths).
     stable_min_maps : int or None
         Lifetime (maps) from which a grain is stable; default more than half the maps.
     azimuth_bin_deg : float
@@ -149,9 +151,9 @@ class AnalysisParameters(BaseModel):
     grain_min_voxels: int = Field(default=2, ge=1, le=1000)
     grain_split_chi_tol_deg: float | None = Field(default=1.0, ge=0.0, le=180.0)
     grain_background_chi_step: int = Field(default=4, ge=1, le=45)
-    link_tol_x_um: float = Field(default=33.0, gt=0.0)
+    link_tol_x_um: float = Field(default=16.5, gt=0.0)
     link_tol_z_um: float = Field(default=2.0, gt=0.0)
-    link_tol_chi_deg: float = Field(default=2.0, gt=0.0, le=180.0)
+    link_tol_chi_deg: float = Field(default=1.0, gt=0.0, le=180.0)
     stable_min_maps: int | None = Field(default=None, ge=2)
     azimuth_bin_deg: float = Field(default=5.0, gt=0.0, le=180.0)
 

@@ -259,29 +259,24 @@ def stack_displacement(
     reference: np.ndarray,
     *,
     z_um: np.ndarray,
-    max_shift_um: float = 20.0,
-    step_um: float = 0.02,
+    half_window: int | None = 3,
 ) -> np.ndarray:
     """Upward shift of each column's stack profile relative to the reference profile.
 
-    The shift s minimises Σ_z (profile(z) − reference(z − s))² with the reference linearly
-    interpolated between rows and held at its edge values beyond the map (over the rows where
-    the profile is finite), searched on a grid of
-    ``step_um`` and refined by a parabola through the three best points. With a top-hat beam
-    of one row the row response of a layer one row thick is a triangle, exactly represented by
-    linear interpolation, so the Au layer keeps the sub-row position that the thinner Ti
-    layer loses.
+    The shift is the difference of the profiles' centroids (over ``half_window`` rows each
+    side of the column maximum, or all rows). With a top-hat beam one row high, the row
+    response of a layer one row thick is a triangle two rows wide, whose sampled centroid is
+    its centre for every sub-row position: the 1 µm Au layer keeps the sub-row shift that
+    the 0.5 µm Ti layer (a single row over half of the positions) loses.
 
     Parameters
     ----------
     profile, reference : (..., n_z, n_x) and (n_z, n_x) arrays of float
-        Stack profiles (`stack_profile`) of the maps and of the reference map.
+        Stack profiles (`stack_profile`, baseline 0) of the maps and of the reference map.
     z_um : (n_z,) array of float
-        Row heights (µm), equally spaced and increasing.
-    max_shift_um : float, optional
-        Largest |shift| searched (µm), > 0.
-    step_um : float, optional
-        Grid step of the search (µm), in (0, max_shift_um).
+        Row heights (µm), increasing.
+    half_window : int or None, optional
+        Rows each side of the maximum in the centroid (>= 1); None: all rows.
 
     Returns
     -------
@@ -296,44 +291,28 @@ def stack_displacement(
     [3.37]
     """
     z = np.asarray(z_um, dtype=float)
-    cur = np.moveaxis(np.asarray(profile, dtype=float), -2, -1)  # (..., n_x, n_z)
-    ref = np.moveaxis(np.asarray(reference, dtype=float), -2, -1)  # (n_x, n_z)
-    if cur.shape[-1] != z.size or ref.shape != cur.shape[-2:]:
+    cur = np.asarray(profile, dtype=float)
+    ref = np.asarray(reference, dtype=float)
+    if cur.shape[-2] != z.size or ref.shape != cur.shape[-2:]:
         raise ValueError(
             f"profile (..., n_z, n_x) and reference (n_z, n_x) must have n_z = {z.size} rows "
             f"and equal n_x, got {np.shape(profile)} and {np.shape(reference)}"
         )
-    if not max_shift_um > 0 or not 0 < step_um < max_shift_um:
-        raise ValueError(
-            f"max_shift_um must be > 0 and step_um in (0, max_shift_um), got {max_shift_um}, "
-            f"{step_um}"
-        )
-    shifts = np.arange(-max_shift_um, max_shift_um + step_um / 2, step_um)
-    n_x = ref.shape[0]
-    good = np.isfinite(ref)
-    ref = np.where(good.any(-1, keepdims=True), ref, 0.0)
-    good |= ~good.any(-1, keepdims=True)
-    # Shifted references (n_shift, n_x, n_z), held at the edge rows' values beyond the map.
-    shifted = np.stack(
-        [
-            np.stack([np.interp(z - s, z[good[j]], ref[j, good[j]]) for j in range(n_x)])
-            for s in shifts
-        ]
-    )
-    diff = cur[..., None, :, :] - shifted  # (..., n_shift, n_x, n_z)
-    ok = np.isfinite(diff)
-    counts = ok.sum(-1)
-    sse = np.where(counts >= 3, np.where(ok, diff**2, 0.0).sum(-1) / np.maximum(counts, 1), np.inf)
-    best = np.argmin(sse, axis=-2)  # (..., n_x)
-    inner = np.clip(best, 1, shifts.size - 2)
-    take = lambda k: np.take_along_axis(sse, k[..., None, :], -2)[..., 0, :]  # noqa: E731
-    lo, mid, hi = take(inner - 1), take(inner), take(inner + 1)
+    if half_window is not None and half_window < 1:
+        raise ValueError(f"half_window must be >= 1 or None, got {half_window}")
+    return _centroid(cur, z, half_window) - _centroid(ref, z, half_window)
+
+
+def _centroid(a: np.ndarray, z: np.ndarray, half_window: int | None) -> np.ndarray:
+    """Intensity-weighted z per column of (..., n_z, n_x), weights clipped at 0."""
+    w = np.clip(np.nan_to_num(np.moveaxis(a, -2, -1)), 0.0, None)  # (..., n_x, n_z)
+    if half_window is not None:
+        rows = np.arange(z.size)
+        peak = np.argmax(w, axis=-1)[..., None]
+        w = np.where(np.abs(rows - peak) <= half_window, w, 0.0)
+    total = w.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        vertex = 0.5 * (lo - hi) / (lo - 2 * mid + hi)
-    vertex = np.where(np.isfinite(vertex) & (np.abs(vertex) <= 1), vertex, 0.0)
-    result = shifts[inner] + vertex * step_um
-    empty = ~np.isfinite(take(best)) | ~np.isfinite(cur).any(-1) | ~np.isfinite(ref).any(-1)
-    return np.where(empty, np.nan, result)
+        return np.where(total > 0, (w * z).sum(-1) / total, np.nan)
 
 
 def electrochemical_li_thickness_um(

@@ -259,6 +259,9 @@ def summary(products, truths, rows, layout) -> None:
     print("grains recovered / true per map:", total.astype(int).tolist(),
           true_total.astype(int).tolist())  # fmt: skip
     print("new recovered / true:", new.tolist(), new_true.tolist())
+    print("Li thickness recovered / true (µm):", np.round(thick, 2).tolist(),
+          np.round(thick_true, 2).tolist())  # fmt: skip
+    print("deceased recovered / true:", dead.tolist(), dead_true.tolist())
     print("front recovered / true (µm):", np.round(front, 2).tolist(),
           np.round(front_true.position_um, 2).tolist())  # fmt: skip
 

@@ -98,5 +98,5 @@ def test_stack_displacement_keeps_sub_row_thickness_that_the_thin_ti_band_loses(
     assert np.max(np.abs(ti_only - h)) > 0.2
     with pytest.raises(ValueError, match="n_z"):
         stack_displacement(profile, profile[0, :-1], z_um=z)
-    with pytest.raises(ValueError, match="max_shift_um"):
-        stack_displacement(profile, profile[0], z_um=z, max_shift_um=-1.0)
+    with pytest.raises(ValueError, match="half_window"):
+        stack_displacement(profile, profile[0], z_um=z, half_window=0)
