@@ -8,8 +8,10 @@ experiment time at mid-exposure; the renderer turns it into counts.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -84,6 +86,10 @@ def metadata_from_integrator(ai: Any) -> EigerMetadata:
     )
 
 
+#: Threads rendering the frames of a series (the forward model's kernels release the GIL).
+RENDER_THREADS = min(4, os.cpu_count() or 1)
+
+
 @dataclass
 class _Acquisition:
     """State shared by the trigger, acquire and data logics of one `SimEiger`."""
@@ -93,7 +99,7 @@ class _Acquisition:
     renderer: FrameRenderer
     x_axis: PositionSource
     z_axis: PositionSource
-    rng: np.random.Generator
+    seed: int
     count_time_s: float = 0.05
     frame_time_s: float = 0.05
     frames_requested: int = 0
@@ -101,6 +107,7 @@ class _Acquisition:
     frames_written: Any = None
     _set_frames_written: Any = None
     task: asyncio.Task | None = field(default=None, repr=False)
+    pool: concurrent.futures.ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.frames_written, self._set_frames_written = soft_signal_r_and_setter(int, 0)
@@ -109,24 +116,49 @@ class _Acquisition:
         writer = self.writer
         if writer is None:
             raise RuntimeError("the data logic has not opened a file")
-        for index in range(self.frames_requested):
-            await self._one_frame(writer)
-            if index == self.frames_requested - 1:
-                writer.sync()  # the series is complete: the master maps exactly its frames
-            self._set_frames_written(writer.frames_written)
+        # The series is one wait on the clock (frame times are known in advance), then
+        # every frame is rendered for its own exposure window: the stage positions and the
+        # twin's state are functions of time. Rendering runs in worker threads (the
+        # forward model's kernels release the GIL); each frame's noise is seeded by its
+        # index, so frames do not depend on the number of threads.
+        n_frames, start_s = self.frames_requested, self.clock.now_s()
+        await self.clock.sleep(n_frames * self.frame_time_s)
+        starts_s = start_s + self.frame_time_s * np.arange(n_frames)
+        scenes = [self._scene(t0_s) for t0_s in starts_s]
+        first_index = writer.frames_written
+        loop = asyncio.get_running_loop()
+        frames = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool(), self._render, scene, first_index + k)
+                for k, scene in enumerate(scenes)
+            )
+        )
+        writer.write_many(
+            np.stack(frames),
+            x_um=np.array([0.5 * (sc.x_start_um + sc.x_stop_um) for sc in scenes]),
+            time_s=np.array([sc.time_s for sc in scenes]),
+        )
+        writer.sync()  # the series is complete: the master maps exactly its frames
+        self._set_frames_written(writer.frames_written)
 
-    async def _one_frame(self, writer: DectrisWriter) -> None:
-        t0_s = self.clock.now_s()
-        await self.clock.sleep(self.count_time_s)
-        t1_s = self.clock.now_s()
+    def _scene(self, t0_s: float) -> BeamScene:
+        t1_s = t0_s + self.count_time_s
         x0, x1 = self.x_axis.position_at_um(t0_s), self.x_axis.position_at_um(t1_s)
         mid_s = 0.5 * (t0_s + t1_s)
-        scene = self.scene.scene(
+        return self.scene.scene(
             z_um=self.z_axis.position_at_um(mid_s), x_start_um=x0, x_stop_um=x1, time_s=mid_s
         )
-        frame = self.renderer.render(scene, exposure_s=self.count_time_s, rng=self.rng)
-        writer.write(np.asarray(frame), x_um=0.5 * (x0 + x1), time_s=mid_s)
-        await self.clock.sleep(max(0.0, self.frame_time_s - self.count_time_s))
+
+    def _render(self, scene: BeamScene, frame_index: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, frame_index))
+        return np.asarray(self.renderer.render(scene, exposure_s=self.count_time_s, rng=rng))
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=RENDER_THREADS, thread_name_prefix="sim-eiger-render"
+            )
+        return self.pool
 
 
 @dataclass
@@ -266,9 +298,7 @@ class SimEiger(StandardDetector):
         seed: int = 0,
         name: str = "",
     ) -> None:
-        self.acquisition = _Acquisition(
-            clock, scene_source, renderer, x_axis, z_axis, np.random.default_rng(seed)
-        )
+        self.acquisition = _Acquisition(clock, scene_source, renderer, x_axis, z_axis, seed)
         self.add_detector_logics(
             _TriggerLogic(self.acquisition),
             _AcquireLogic(self.acquisition),

@@ -89,6 +89,29 @@ class DectrisWriter:
         self._counts[-1] += 1
         self.frames_written += 1
 
+    def write_many(self, frames: np.ndarray, *, x_um: np.ndarray, time_s: np.ndarray) -> None:
+        """Append frames (n, rows, columns) with their beam x (µm) and times (s), one flush."""
+        if frames.shape[1:] != self.frame_shape:
+            raise ValueError(
+                f"frame shape {frames.shape[1:]} != detector shape {self.frame_shape}"
+            )
+        done = 0
+        while done < len(frames):
+            if self._file is None or self._counts[-1] == self.frames_per_file:
+                self._start_data_file()
+            assert self._file is not None
+            start = self._counts[-1]
+            n = min(len(frames) - done, self.frames_per_file - start)
+            block = slice(done, done + n)
+            self._file[DATA_PATH][start : start + n] = frames[block].astype(np.uint32, copy=False)
+            self._file[X_PATH][start : start + n] = x_um[block]
+            self._file[TIME_PATH][start : start + n] = time_s[block]
+            self._counts[-1] += n
+            self.frames_written += n
+            done += n
+        if self._file is not None:
+            self._file.flush()
+
     def sync(self) -> None:
         """Map exactly the frames written so far in the master's virtual datasets.
 
