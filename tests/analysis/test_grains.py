@@ -138,3 +138,24 @@ def test_bad_window_shape_raises():
         find_grains(np.zeros((3, 360, 10)))
     with pytest.raises(ValueError, match="z_um must have shape"):
         find_grains(np.zeros((2, 2, 360, 10)), z_um=np.zeros(3))
+
+
+def test_column_split_separates_neighbouring_grains_and_keeps_a_straddling_one():
+    w = np.ones((N_Z, N_X, N_CHI, N_Q), dtype=np.float32)
+    # Two grains in neighbouring columns whose spots share the 122° bin (120–122°, 122–124°).
+    w[2:5, 3, 120:123, :] = 60.0
+    w[2:5, 4, 122:125, :] = 60.0
+    # One grain straddling the boundary of columns 7 and 8: the same χ in both.
+    w[2:5, 7:9, 200:203, :] = 60.0
+    # An isolated noise voxel.
+    w[6, 1, 300, 4] = 60.0
+    plain = find_grains(w, z_um=Z_UM, x_um=X_UM)
+    assert len(plain) == 3  # the touching pair is one component, plus the noise voxel
+    split = find_grains(w, z_um=Z_UM, x_um=X_UM, split_chi_tol_deg=1.0, min_voxels=2)
+    assert len(split) == 3
+    order = np.argsort(split.azimuth_deg)
+    np.testing.assert_allclose(split.azimuth_deg[order], [121.0, 123.0, 201.0], atol=1e-6)
+    np.testing.assert_allclose(split.x_um[order], [X_UM[3], X_UM[4], 0.5 * (X_UM[7] + X_UM[8])])
+    assert split.size_voxels[order].tolist() == [9, 9, 18]
+    with pytest.raises(ValueError, match="min_voxels"):
+        find_grains(w, min_voxels=0)
