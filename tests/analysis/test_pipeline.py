@@ -236,3 +236,14 @@ def test_empty_li_window_bins_do_not_hide_grains(layout, params):
     result = analyze_map(reduced, layout, params, map_index=0, time_s=0.0)
     assert len(result.grains) == 1
     assert float(result.grains.azimuth_deg[0]) == pytest.approx(120.5, abs=0.05)  # bin centre
+
+
+def test_rich_fraction_of_pure_phases_is_one_or_zero(layout, params):
+    # Li-poor (14.13 Å) everywhere but the first line, Li-rich (14.0 Å) there: the other
+    # peak has no area, so the fraction comes out 0 or 1, not NaN or a split single peak.
+    c_map = np.full((N_Z, N_X), 14.13)
+    c_map[0] = 14.0
+    result = analyze_map(reduced_frames(layout, c_map, 22.0), layout, params, map_index=0,
+                         time_s=0.0)  # fmt: skip
+    expected = np.where(c_map < 14.05, 1.0, 0.0)
+    np.testing.assert_allclose(result.rich_fraction, expected, atol=0.02)
