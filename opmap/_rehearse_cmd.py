@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--map-interval-s",
         type=float,
-        default=600.0,
-        help="experiment time between map starts (s); 0 = back to back",
+        default=660.0,
+        help="experiment time between map starts (s; default 660: ~25 maps); 0 = back to back",
     )
     parser.add_argument(
         "--time-scale",

@@ -69,7 +69,7 @@ class RehearsalOptions:
     data_dir: Path = Path("opmap-data")
     binning: int = 4
     map_shape: tuple[int, int] = (49, 49)
-    map_interval_s: float | None = 600.0
+    map_interval_s: float | None = 660.0
     time_scale: float = 1.0
     max_maps: int | None = None
     live_analysis: bool = True
