@@ -42,7 +42,9 @@ from opmap.analysis.pipeline import (
     AnalysisParameters,
     ExperimentAnalysis,
     MapResult,
+    SamplingCorrection,
     analyze_map,
+    sampling_correction,
 )
 from opmap.analysis.products import LabelledArray, Products
 from opmap.analysis.reduction import CompiledReduction, compile
@@ -87,6 +89,10 @@ class LiveAnalysis:
         File-path prefix translation for the frame reader.
     reduction_options : mapping, optional
         Extra `ReductionPlan` options (e.g. ``{"cake": ...}``).
+    sampling_options : mapping, optional
+        Build `opmap.analysis.pipeline.sampling_correction` with these options for each
+        geometry (a few seconds, once) and correct the (003) positions for the detector's
+        pixel sampling; None (default) for no correction. Needed on coarse (binned) pixels.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class LiveAnalysis:
         tiled_runs: Any = None,
         root_map: Mapping[str, str] | None = None,
         reduction_options: Mapping[str, Any] | None = None,
+        sampling_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(params, AnalysisParameters):
             raise ValueError(f"params must be AnalysisParameters, not {type(params).__name__}")
@@ -118,6 +125,9 @@ class LiveAnalysis:
         self.derived_uids: dict[str, str] = {}
         self.analysis_time_s: list[float] = []
         self._compiled: dict[int, tuple[DetectorGeometry, CompiledReduction]] = {}
+        #: None: no (003) sampling correction; else options of `sampling_correction`.
+        self.sampling_options = None if sampling_options is None else dict(sampling_options)
+        self._sampling: dict[int, SamplingCorrection] = {}
         self._router = RunRouter([self._factory])
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
@@ -144,6 +154,11 @@ class LiveAnalysis:
             logger.info("compiling the targeted reduction for %r", geometry)
             cached = (geometry, compile(self.plan, geometry))
             self._compiled[id(geometry)] = cached
+            if self.sampling_options is not None:
+                logger.info("building the (003) sampling correction for %r", geometry)
+                self._sampling[id(cached[1])] = sampling_correction(
+                    cached[1], geometry, self.params, **self.sampling_options
+                )
         return cached[1]
 
     def frame_reader(self, start: Mapping[str, Any]) -> FrameReader:
@@ -177,7 +192,12 @@ class LiveAnalysis:
         map_index = experiment.n_maps if map_index is None else int(map_index)
         reduced = run.reduction.unpack(acc.valid_packed())
         result = analyze_map(
-            reduced, run.layout, self.params, map_index=map_index, time_s=acc.map_time_s()
+            reduced,
+            run.layout,
+            self.params,
+            map_index=map_index,
+            time_s=acc.map_time_s(),
+            sampling=self._sampling.get(id(run.reduction)),
         )
         experiment.add_map(result, electrochem=_ec_state(acc.electrochemistry()))
         experiment.metadata["raw_uids"].append(run.uid)
