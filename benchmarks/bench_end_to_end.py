@@ -19,11 +19,13 @@ from pathlib import Path
 import h5py
 import hdf5plugin
 import numpy as np
-from bench_reduction import FAMILIES, synthetic_frames
 
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
 from opmap.analysis.reduction import ReductionPlan, compile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runs from any folder
+from bench_reduction import FAMILIES, synthetic_frames
 
 FRAMES_PER_DATA_FILE = 100
 
