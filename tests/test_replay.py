@@ -1,0 +1,119 @@
+"""Replay of a stored rehearsal: a new product version equal to the live one, v1 untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opmap.cli import main
+from opmap.rehearse import RehearsalOptions, rehearse
+from opmap.replay import replay_experiment
+from opmap.service import start_server_subprocess
+from opmap.settings import OpmapSettings
+
+#: The twin's spot width (deg): the live analysis of a rehearsal corrects (003) with it.
+TWIN_CHI_FWHM_DEG = 6.0
+LIVE_ARRAYS = ("c_perp", "c_par", "a_par", "rich_fraction", "li_thickness", "time_s")
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("replay")
+    options = RehearsalOptions(
+        data_dir=data_dir, map_shape=(8, 5), time_scale=0.02, map_interval_s=None, max_maps=2
+    )
+    return rehearse(options)
+
+
+@pytest.fixture(scope="module")
+def server(rehearsal):
+    with start_server_subprocess(OpmapSettings(data_dir=rehearsal.data_dir)) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def replayed(rehearsal, server):
+    client = server.client()
+    experiment = client["processed"][rehearsal.experiment_id]
+    v1_before = {name: experiment["v1"][name][:] for name in LIVE_ARRAYS}
+    v1_keys = sorted(experiment["v1"])
+    version, products = replay_experiment(
+        client,
+        rehearsal.experiment_id,
+        overrides={"grain_k": 12},
+        sampling_options={"chi_fwhm_deg": TWIN_CHI_FWHM_DEG},
+        progress=False,
+    )
+    return version, products, v1_before, v1_keys
+
+
+def test_replay_writes_v2_and_leaves_v1_untouched(rehearsal, server, replayed):
+    version, _, v1_before, v1_keys = replayed
+    experiment = server.client()["processed"][rehearsal.experiment_id]
+    assert version == "v2"
+    assert "v2" in experiment
+    assert sorted(experiment["v1"]) == v1_keys
+    for name, values in v1_before.items():
+        np.testing.assert_array_equal(experiment["v1"][name][:], values)
+
+
+def test_replayed_maps_equal_the_live_maps(rehearsal, server, replayed):
+    experiment = server.client()["processed"][rehearsal.experiment_id]
+    v1, v2 = experiment["v1"], experiment["v2"]
+    # grain_k only changes the grain detection: lattice, phase and anode maps are the same
+    # code on the same frames, so they agree to float rounding
+    for name in LIVE_ARRAYS:
+        live, replay = v1[name][:], v2[name][:]
+        assert live.shape == replay.shape
+        np.testing.assert_array_equal(np.isnan(live), np.isnan(replay))
+        np.testing.assert_allclose(replay, live, rtol=0, atol=1e-6, equal_nan=True)
+    assert np.isfinite(v2["c_perp"][:]).sum() >= 10  # the comparison covers measured pixels
+    assert v2.metadata["raw_uids"] == list(rehearsal.map_uids[:2])
+
+
+def test_replay_records_parameters_overrides_and_origin(rehearsal, server, replayed):
+    v2 = server.client()["processed"][rehearsal.experiment_id]["v2"]
+    meta = v2.metadata
+    assert meta["analysis_parameters"]["grain_k"] == 12
+    assert meta["overrides"] == {"grain_k": 12}
+    assert meta["replay_of"] == "v1"
+    assert meta["opmap_version"]
+    assert meta["sampling_options"] == {"chi_fwhm_deg": TWIN_CHI_FWHM_DEG}
+    assert meta["geometry_source"].startswith("calibration of run ")
+    live_k = server.client()["processed"][rehearsal.experiment_id]["v1"].metadata[
+        "analysis_parameters"
+    ]["grain_k"]
+    assert live_k != 12
+
+
+def test_replay_rejects_an_unknown_override_before_writing(rehearsal, server, replayed):
+    client = server.client()
+    before = sorted(client["processed"][rehearsal.experiment_id])
+    with pytest.raises(ValueError, match="grain_kk"):
+        replay_experiment(client, rehearsal.experiment_id, overrides={"grain_kk": 3})
+    assert sorted(client["processed"][rehearsal.experiment_id]) == before
+
+
+def test_cli_replay_end_to_end_and_wrong_experiment(rehearsal, server, replayed, tmp_path, capsys):
+    settings = tmp_path / "opmap.toml"
+    settings.write_text(
+        f'data_dir = "{rehearsal.data_dir.as_posix()}"\nport = {server.settings.port}\n'
+    )
+    argv = ["analyze", "--from-tiled", rehearsal.experiment_id, "--settings", str(settings)]
+    assert main([*argv, "--set", "grain_k=9", "--sampling-chi-fwhm-deg", "6"]) == 0
+    out = capsys.readouterr().out
+    assert f"processed/{rehearsal.experiment_id}/v3" in out
+    v3 = server.client()["processed"][rehearsal.experiment_id]["v3"]
+    assert v3.metadata["replay_of"] == "v2"
+    assert v3.metadata["analysis_parameters"]["grain_k"] == 9  # --set on the stored (12)
+    np.testing.assert_allclose(
+        v3["c_perp"][:], server.client()["processed"][rehearsal.experiment_id]["v1"]["c_perp"][:],
+        atol=1e-6, equal_nan=True,
+    )  # fmt: skip
+    before = sorted(server.client()["processed"])
+    assert (
+        main(["analyze", "--from-tiled", "no-such-experiment", "--settings", str(settings)]) == 2
+    )
+    assert "no-such-experiment" in capsys.readouterr().err
+    assert sorted(server.client()["processed"]) == before
+    assert main([*argv, "--set", "grain_k"]) == 2  # not KEY=VALUE
