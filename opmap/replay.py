@@ -351,7 +351,7 @@ def _tiled_frames(run: Any, item: MapRunFrames, frames: list[int], chunk_frames:
         raise ValueError(f"run {item.uid}: no detector frames in its primary stream")
     node = run["primary"][item.frame_key]
     shape = tuple(int(n) for n in node.shape)
-    frame_shape, dtype = shape[-2:], np.dtype(node.dtype.to_numpy_dtype())
+    frame_shape, dtype = shape[-2:], np.dtype(node.dtype)
     blocks = []
     for lo in range(0, len(frames), chunk_frames):
         wanted = np.asarray(frames[lo : lo + chunk_frames])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from opmap.callbacks.tiled_products import versions
 from opmap.cli import main
 from opmap.rehearse import RehearsalOptions, rehearse
 from opmap.replay import replay_experiment
@@ -117,3 +118,19 @@ def test_cli_replay_end_to_end_and_wrong_experiment(rehearsal, server, replayed,
     assert "no-such-experiment" in capsys.readouterr().err
     assert sorted(server.client()["processed"]) == before
     assert main([*argv, "--set", "grain_k"]) == 2  # not KEY=VALUE
+
+
+def test_replay_through_tiled_reads_the_same_frames(rehearsal, server, replayed):
+    # frames through the server instead of the HDF5 files: same maps, a further version
+    client = server.client()
+    before = versions(client["processed"], rehearsal.experiment_id)
+    version, _ = replay_experiment(
+        client, rehearsal.experiment_id, progress=False, frames_from="tiled",
+        sampling_options={"chi_fwhm_deg": TWIN_CHI_FWHM_DEG},
+    )  # fmt: skip
+    assert version not in before
+    experiment = client["processed"][rehearsal.experiment_id]
+    assert experiment[version].metadata["replay_of"] == before[-1]
+    np.testing.assert_allclose(
+        experiment[version]["c_par"][:], experiment["v1"]["c_par"][:], atol=1e-6, equal_nan=True
+    )
