@@ -319,7 +319,7 @@ def _file_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> An
     import dask.array as da
 
     sources: dict[tuple[str, str], Any] = {}
-    pieces = []
+    pieces: list[tuple[tuple[str, str], list[int]]] = []
     for index in frames:
         uri, dataset, row = item.locations[index]
         if (uri, dataset) not in sources:
@@ -474,7 +474,7 @@ def replay_experiment(
                 raise ValueError(f"run {item.uid}: its frame files are not readable here")
             array = _tiled_frames(run, item, frames, chunk_frames)
         lazy.append(array)
-    frame_shape = tuple(int(n) for n in lazy[0].shape[1:])
+    frame_shape = (int(lazy[0].shape[1]), int(lazy[0].shape[2]))
     geometry, geometry_source = _geometry(poni, raw, items[0].start, frame_shape)
     geometry = _masked(geometry, lazy[0], mask)
     reduction = compile(parameters.reduction_plan(), geometry)
