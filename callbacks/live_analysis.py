@@ -28,6 +28,8 @@ Examples
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import logging
 import math
 import time
@@ -93,6 +95,10 @@ class LiveAnalysis:
         Build `opmap.analysis.pipeline.sampling_correction` with these options for each
         geometry (a few seconds, once) and correct the (003) positions for the detector's
         pixel sampling; None (default) for no correction. Needed on coarse (binned) pixels.
+    background : bool
+        Analyse and publish each stopped map in one worker thread, in order, so the
+        RunEngine starts the next map at once; errors there are logged with the run uid
+        and counted in ``failures``. Frames are still reduced as they are announced.
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class LiveAnalysis:
         root_map: Mapping[str, str] | None = None,
         reduction_options: Mapping[str, Any] | None = None,
         sampling_options: Mapping[str, Any] | None = None,
+        background: bool = False,
     ) -> None:
         if not isinstance(params, AnalysisParameters):
             raise ValueError(f"params must be AnalysisParameters, not {type(params).__name__}")
@@ -128,6 +135,15 @@ class LiveAnalysis:
         #: None: no (003) sampling correction; else options of `sampling_correction`.
         self.sampling_options = None if sampling_options is None else dict(sampling_options)
         self._sampling: dict[int, SamplingCorrection] = {}
+        self._submitted: dict[str, int] = {}
+        #: Background analyses that raised (logged with their run uid).
+        self.failures = 0
+        self._jobs: list[concurrent.futures.Future] = []
+        self._worker = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="live-analysis")
+            if background
+            else None
+        )
         self._router = RunRouter([self._factory])
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
@@ -181,15 +197,48 @@ class LiveAnalysis:
                 len(acc.missing_frames()),
             )
             return
-        t0 = time.perf_counter()
         experiment_id = str(run.start_doc.get("experiment_id") or f"run-{run.uid}")
+        map_index = run.start_doc.get("map_index")
+        if map_index is None:
+            map_index = self._submitted.get(experiment_id, 0)
+        self._submitted[experiment_id] = int(map_index) + 1
+        # ground truth is taken now, in the caller's thread (the twin is not thread-safe)
+        truth = None
+        if self.processed is not None:
+            truth = (
+                self.truth_provider(run.start_doc, int(map_index))
+                if self.truth_provider is not None
+                else truth_from_start(run.start_doc)
+            )
+        job = functools.partial(self._analyse, run, experiment_id, int(map_index), truth)
+        if self._worker is None:
+            job()
+        else:
+            self._jobs.append(self._worker.submit(self._run_logged, job, run.uid))
+
+    def _run_logged(self, job: Callable[[], None], run_uid: str) -> None:
+        # In the worker thread nobody awaits the error: it is logged with the run uid and
+        # counted (acquisition never sees it, like the guard's in-process failures).
+        try:
+            job()
+        except Exception:
+            self.failures += 1
+            logger.exception("live analysis of run %s failed", run_uid)
+
+    def _analyse(
+        self,
+        run: LiveMapRun,
+        experiment_id: str,
+        map_index: int,
+        truth: Mapping[str, LabelledArray] | None,
+    ) -> None:
+        t0 = time.perf_counter()
+        acc = run.acc
         experiment = self.experiments.get(experiment_id)
         if experiment is None:
             metadata = {"experiment_id": experiment_id, "raw_uids": []}
             experiment = ExperimentAnalysis(run.layout, self.params, metadata=metadata)
             self.experiments[experiment_id] = experiment
-        map_index = run.start_doc.get("map_index")
-        map_index = experiment.n_maps if map_index is None else int(map_index)
         reduced = run.reduction.unpack(acc.valid_packed())
         result = analyze_map(
             reduced,
@@ -202,7 +251,7 @@ class LiveAnalysis:
         experiment.add_map(result, electrochem=_ec_state(acc.electrochemistry()))
         experiment.metadata["raw_uids"].append(run.uid)
         products = experiment.products()
-        self._publish(run, experiment_id, products, map_index, len(acc.invalid_frames()))
+        self._publish(run, experiment_id, products, truth, len(acc.invalid_frames()))
         self.analysis_time_s.append(time.perf_counter() - t0)
         for hook in self.on_map:
             hook(products, result)
@@ -212,7 +261,7 @@ class LiveAnalysis:
         run: LiveMapRun,
         experiment_id: str,
         products: Products,
-        map_index: int,
+        truth: Mapping[str, LabelledArray] | None,
         n_invalid: int,
     ) -> None:
         if self.emit is not None:
@@ -228,15 +277,21 @@ class LiveAnalysis:
                 parameters = self.params.model_dump(mode="json")
                 publisher = ProductPublisher(self.processed, experiment_id, parameters)
                 self.publishers[experiment_id] = publisher
-            truth = (
-                self.truth_provider(run.start_doc, map_index)
-                if self.truth_provider is not None
-                else truth_from_start(run.start_doc)
-            )
-            publisher.publish_map(products, run.uid, truth, run.acc.electrochemistry())
+            publisher.publish_map(products, run.uid, truth or {}, run.acc.electrochemistry())
+
+    def wait(self) -> None:
+        """Wait until every map handed to the background worker is analysed."""
+        jobs, self._jobs = self._jobs, []
+        concurrent.futures.wait(jobs)
+
+    @property
+    def maps_pending(self) -> int:
+        """Maps stopped but not analysed yet (the live analysis's lag, in maps)."""
+        return sum(not job.done() for job in self._jobs)
 
     def finish(self) -> None:
         """Write the arrays without a ``map`` dimension of every experiment (at the end)."""
+        self.wait()
         for experiment_id, publisher in self.publishers.items():
             publisher.finish(self.experiments[experiment_id].products())
 

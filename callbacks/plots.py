@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from opmap.analysis.products import Products
 
@@ -70,21 +70,19 @@ class LiveFigures:
         if self.show:
             figure.canvas.draw_idle()
             figure.canvas.flush_events()
-        else:
-            import matplotlib.pyplot as plt
-
-            plt.close(figure)
 
     def _draw(self, products: Products) -> Any:
-        if not self.show:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
         arrays = products.arrays
         families = [n for n in arrays if n.startswith("c_") and arrays[n].dims[1:] == ("z", "x")]
         n_panels = len(families) + len(PANELS)
-        if self._figure is None or not self.show:
-            self._figure = plt.figure(figsize=(4 * 3, 3 * ((n_panels + 2) // 3)))
+        size = (4 * 3, 3 * ((n_panels + 2) // 3))
+        if not self.show:
+            # a bare Figure (Agg canvas, no pyplot state): safe in a worker thread
+            self._figure = Figure(figsize=size)
+        elif self._figure is None:
+            import matplotlib.pyplot as plt
+
+            self._figure = plt.figure(figsize=size)
         figure = self._figure
         figure.clear()
         axes = figure.subplots((n_panels + 2) // 3, 3, squeeze=False).ravel()

@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import warnings
 from pathlib import Path
@@ -137,6 +138,10 @@ class ValidatedTiledWriter:
     batch_size : int, optional
         Events or stream datums buffered per write (>= 1); 1 makes each visible at once.
         Default: the TiledWriter's (everything is flushed at ``stop`` at the latest).
+    background : bool
+        Validate in a worker thread so the RunEngine goes on with the next run at once
+        (validation reads the data back and takes seconds per map); problems are logged
+        with the run uid. Incompatible with ``raise_on_invalid``. `wait` joins it.
     """
 
     def __init__(
@@ -146,9 +151,18 @@ class ValidatedTiledWriter:
         backup_directory: Path | str | None = None,
         raise_on_invalid: bool = False,
         batch_size: int | None = None,
+        background: bool = False,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if background and raise_on_invalid:
+            raise ValueError("background=True cannot raise_on_invalid in the RunEngine thread")
+        self._validator = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tiled-validate")
+            if background
+            else None
+        )
+        self._pending: list[concurrent.futures.Future] = []
         if backup_directory is not None:
             Path(backup_directory).mkdir(parents=True, exist_ok=True)
         self.client = client
@@ -160,5 +174,25 @@ class ValidatedTiledWriter:
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         """Write one document; after a ``stop`` document, validate that run."""
         self.writer(name, doc)
-        if name == "stop":
+        if name != "stop":
+            return
+        if self._validator is None:
             validate_run(self.client, doc["run_start"], raise_on_invalid=self.raise_on_invalid)
+        else:
+            self._pending.append(
+                self._validator.submit(_validate_logged, self.client, doc["run_start"])
+            )
+
+    def wait(self) -> None:
+        """Wait for the background validations submitted so far."""
+        pending, self._pending = self._pending, []
+        concurrent.futures.wait(pending)
+
+
+def _validate_logged(client: BaseClient, run_uid: str) -> bool:
+    """`validate_run` for a worker thread: any failure is logged with the uid, not lost."""
+    try:
+        return validate_run(client, run_uid)
+    except Exception:
+        logger.exception("Run %s: validation could not run", run_uid)
+        return False

@@ -105,6 +105,7 @@ class RehearsalResult:
     figures: list[Path] = field(default_factory=list)
     analysis_failures: int = 0
     truth_table: list[dict[str, Any]] = field(default_factory=list)
+    live_lag_maps: int = 0
 
 
 def map_geometry(options: RehearsalOptions) -> MapGeometry:
@@ -218,7 +219,10 @@ def rehearse(options: RehearsalOptions) -> RehearsalResult:
         )
         with init_devices():
             beamline = build_beamline(config)
-        RE.subscribe(ValidatedTiledWriter(layout["raw"], backup_directory=settings.backup_dir))
+        writer = ValidatedTiledWriter(
+            layout["raw"], backup_directory=settings.backup_dir, background=True
+        )
+        RE.subscribe(writer)
         poni = _calibrate(RE, beamline, layout, data_dir, options)
         result = RehearsalResult(
             data_dir=data_dir,
@@ -243,6 +247,7 @@ def rehearse(options: RehearsalOptions) -> RehearsalResult:
                 # binned pixels bias the (003) positions; the correction models them with
                 # the spots' azimuthal width (the twin's; measured on the cake at a beamline)
                 sampling_options={"chi_fwhm_deg": beamline.twin.families[0].chi_fwhm_deg},
+                background=True,
             )
             guard = GuardedCallback(live)
             RE.subscribe(guard)
@@ -269,9 +274,11 @@ def rehearse(options: RehearsalOptions) -> RehearsalResult:
             result.experiment_id = str(
                 layout["raw"][result.map_uids[0]].metadata["start"].get("experiment_id", "")
             )
+        result.live_lag_maps = live.maps_pending if guard is not None else 0
+        writer.wait()
         if guard is not None:
             live.finish()
-            result.analysis_failures = guard.total_failures
+            result.analysis_failures = guard.total_failures + live.failures
         result.figures = sorted(figures_dir.glob("*.png")) if figures_dir.exists() else []
         result.wall_s = time.monotonic() - wall0
         _print_summary(result, settings)
@@ -323,6 +330,7 @@ def _print_summary(result: RehearsalResult, settings: OpmapSettings) -> None:
     print(f"  PONI:            {result.poni}")
     print(f"  figures:         {len(result.figures)} PNG in {result.data_dir / 'figures'}")
     print(f"  analysis errors: {result.analysis_failures}")
+    print(f"  live analysis:   {result.live_lag_maps} map(s) behind when acquisition ended")
     print()
     served = OpmapSettings(data_dir=result.data_dir)
     print("Read it back: start the server with")

@@ -136,3 +136,16 @@ def test_layout_keeps_products_beside_runs_and_is_idempotent(client) -> None:
     again["processed"].write_array(np.arange(4.0), key="c_map")
     np.testing.assert_array_equal(root["processed"]["c_map"].read(), np.arange(4.0))
     assert [spec.name for spec in again["raw"].specs] == ["CatalogOfBlueskyRuns"]
+
+
+def test_background_validation_runs_off_the_runengine_thread_and_is_awaitable(
+    client, settings, caplog
+) -> None:
+    with pytest.raises(ValueError, match="background=True cannot raise_on_invalid"):
+        ValidatedTiledWriter(client, background=True, raise_on_invalid=True)
+    writer = ValidatedTiledWriter(client, background=True)
+    writer("stop", {"run_start": "no-such-run", "uid": "x", "time": 0.0, "exit_status": "fail"})
+    with caplog.at_level("ERROR", logger="opmap.callbacks.tiled_writer"):
+        writer.wait()  # the missing run is validated in the worker thread, and logged
+    assert any("no-such-run" in r.getMessage() and r.threadName.startswith("tiled-validate")
+               for r in caplog.records)  # fmt: skip
