@@ -65,8 +65,11 @@ class ProductPublisher:
         parameters: Mapping[str, Any],
         *,
         live_tables: tuple[str, ...] = ("grains",),
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.live_tables = live_tables
+        #: Extra version metadata (e.g. the sampling correction's options, for replays).
+        self.metadata = dict(metadata or {})
         self.processed = processed
         self.experiment_id = experiment_id
         self.parameters = dict(parameters)
@@ -99,6 +102,8 @@ class ProductPublisher:
                 raw_uids=self.raw_uids,
                 parameters=self.parameters,
             )
+            if self.metadata:
+                self._writer.container.update_metadata(metadata=self.metadata)
         else:
             self._writer.container.update_metadata(metadata={"raw_uids": list(self.raw_uids)})
         arrays = {

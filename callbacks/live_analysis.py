@@ -275,7 +275,12 @@ class LiveAnalysis:
             publisher = self.publishers.get(experiment_id)
             if publisher is None:
                 parameters = self.params.model_dump(mode="json")
-                publisher = ProductPublisher(self.processed, experiment_id, parameters)
+                publisher = ProductPublisher(
+                    self.processed,
+                    experiment_id,
+                    parameters,
+                    metadata={"sampling_options": self.sampling_options},
+                )
                 self.publishers[experiment_id] = publisher
             publisher.publish_map(products, run.uid, truth or {}, run.acc.electrochemistry())
 

@@ -42,9 +42,9 @@ def replayed(rehearsal, server):
         client,
         rehearsal.experiment_id,
         overrides={"grain_k": 12},
-        sampling_options={"chi_fwhm_deg": TWIN_CHI_FWHM_DEG},
-        progress=False,
+        progress=False,  # the sampling correction's options come from v1's metadata
     )
+    assert experiment["v1"].metadata["sampling_options"] == {"chi_fwhm_deg": TWIN_CHI_FWHM_DEG}
     return version, products, v1_before, v1_keys
 
 
