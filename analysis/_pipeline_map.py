@@ -63,6 +63,19 @@ class MapResult:
     grains: GrainTable
 
 
+def _present(area: np.ndarray, min_relative_area: float) -> np.ndarray:
+    """Pixels where a fitted peak is a real one: area >= fraction of the map's strong pixels.
+
+    The reference is the 90th percentile of the finite areas (the family's peak where it is
+    in the beam); noise fits outside the layer have a small fraction of it.
+    """
+    finite = area[np.isfinite(area)]
+    if finite.size == 0:
+        return np.zeros(area.shape, bool)
+    reference = float(np.percentile(finite, 90))
+    return np.isfinite(area) & (area >= min_relative_area * reference)
+
+
 def _lattice(
     reduced: ReducedFrames,
     layout: MapLayout,
@@ -78,7 +91,7 @@ def _lattice(
             reduced.profiles[f"{name}:003"], reduced.profile_q[f"{name}:003"],
             min_snr=params.fit_min_snr,
         )  # fmt: skip
-        q = fit.position_q
+        q = np.where(_present(fit.area, params.min_relative_area), fit.position_q, np.nan)
         if sampling is not None:
             q = sampling.correct(f"{name}:003", q, fit.sigma_q)
         c, c_err = c_from_q003(q, fit.position_q_err)
@@ -90,7 +103,8 @@ def _lattice(
             fit = fit_gaussian(
                 reduced.profiles[key_110], reduced.profile_q[key_110], min_snr=params.fit_min_snr
             )
-            a, a_err = a_from_q110(fit.position_q, fit.position_q_err)
+            q = np.where(_present(fit.area, params.min_relative_area), fit.position_q, np.nan)
+            a, a_err = a_from_q110(q, fit.position_q_err)
             out["a"][name], out["a_err"][name] = layout.to_map(a), layout.to_map(a_err)
     return out
 

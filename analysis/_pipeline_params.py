@@ -69,6 +69,9 @@ class AnalysisParameters(BaseModel):
         LCO orientation families and their sectors (defines the reduction plan too).
     fit_min_snr : float
         Peak area / its uncertainty below which a (003)/(110) fit is rejected (NaN), > 2.
+    min_relative_area : float
+        A (003)/(110) peak whose area is below this fraction of the map's 90th-percentile
+        area is not the family's (the beam is outside the cathode): NaN, in [0, 1).
     calibration : dict[str, CalibrationTable]
         x(c) table per family; families not listed use the paper's two lines
         (`opmap.analysis.lattice.PAPER_CALIBRATION`).
@@ -132,6 +135,9 @@ class AnalysisParameters(BaseModel):
     model_config = _FROZEN
     families: FamilyConfig
     fit_min_snr: float = Field(default=5.0, gt=2.0, le=1000.0)
+    #: A family's peak counts in a pixel only if its area reaches this fraction of the map's
+    #: 90th-percentile area: outside the cathode, noise passes the SNR test now and then.
+    min_relative_area: float = Field(default=0.1, ge=0.0, lt=1.0)
     calibration: dict[str, CalibrationTable] = Field(default_factory=dict)
     front_family: str | None = None
     rich_c_angstrom: float = Field(default=14.0, gt=13.0, lt=15.0)

@@ -247,3 +247,14 @@ def test_rich_fraction_of_pure_phases_is_one_or_zero(layout, params):
                          time_s=0.0)  # fmt: skip
     expected = np.where(c_map < 14.05, 1.0, 0.0)
     np.testing.assert_allclose(result.rich_fraction, expected, atol=0.02)
+
+
+def test_noise_peaks_outside_the_layer_are_not_reported_as_lattice_values():
+    from opmap.analysis._pipeline_map import _present
+
+    # 80 pixels in the cathode with the family's peak (area ~100), 20 outside where a noise
+    # fluctuation passed the SNR test (area ~3) and two pixels without any fit
+    area = np.concatenate([np.full(80, 100.0), np.full(20, 3.0), [np.nan, np.nan]])
+    present = _present(area, 0.1)
+    assert present[:80].all() and not present[80:].any()
+    assert not _present(np.full(4, np.nan), 0.1).any()
