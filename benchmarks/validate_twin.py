@@ -25,12 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from opmap.analysis.families import FamilyConfig
+from opmap._rehearsal_params import analysis_parameters_for_twin
 from opmap.analysis.geometry import DetectorGeometry
 from opmap.analysis.lattice import biphasic_front
 from opmap.analysis.pipeline import (
-    AnalysisParameters,
-    CalibrationTable,
     ExperimentAnalysis,
     MapLayout,
     analyze_map,
@@ -56,16 +54,7 @@ def build(binning: int, seed: int, ti_band: str):
     ai = eiger4m_geometry(binning=binning)
     renderer = FrameRenderer(ai, DiffractionConfig(), twin.families)
     geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
-    families = FamilyConfig.model_validate({"family": [
-        {"name": f.name, "azimuths_003_deg": list(f.azimuths_003_deg),
-         "azimuths_110_deg": list(f.azimuths_110_deg)} for f in twin.families]})  # fmt: skip
-    tables = {}
-    for name in ("perp", "par"):
-        points = sorted((c, x) for x, c in getattr(config.families, name).c_angstrom_vs_x_li)
-        tables[name] = CalibrationTable(
-            c_angstrom=[c for c, _ in points], x_li=[x for _, x in points]
-        )
-    params = AnalysisParameters(families=families, calibration=tables, ti_band=ti_band)
+    params = analysis_parameters_for_twin(config, ti_band=ti_band)
     return twin, renderer, compile(params.reduction_plan(), geometry), params, geometry
 
 

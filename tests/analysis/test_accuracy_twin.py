@@ -9,11 +9,9 @@ along pixel rows lose the sub-pixel position (see docs/analysis-pipeline.md).
 import numpy as np
 import pytest
 
-from opmap.analysis.families import FamilyConfig
+from opmap._rehearsal_params import analysis_parameters_for_twin
 from opmap.analysis.geometry import DetectorGeometry
 from opmap.analysis.pipeline import (
-    AnalysisParameters,
-    CalibrationTable,
     ExperimentAnalysis,
     MapLayout,
     analyze_map,
@@ -34,14 +32,6 @@ ANODE_Z_UM = np.arange(22.0, 38.0)  # Ti at 24.25 µm, Au at 28 µm, + plated Li
 EXPOSURE_S = 0.05
 
 
-def family_dict(family) -> dict:
-    return {
-        "name": family.name,
-        "azimuths_003_deg": list(family.azimuths_003_deg),
-        "azimuths_110_deg": list(family.azimuths_110_deg),
-    }
-
-
 class TwinSetup:
     def __init__(self) -> None:
         self.config = TwinConfig(seed=0)
@@ -51,21 +41,10 @@ class TwinSetup:
         self.renderer = FrameRenderer(ai, DiffractionConfig(), self.twin.families)
         geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
         self.geometry = geometry
-        families = FamilyConfig.model_validate(
-            {"family": [family_dict(f) for f in self.twin.families]}
-        )
         # The analysis uses the material's x(c) law, the same one the twin is built on.
-        self.params = AnalysisParameters(
-            families=families, calibration={n: self.table(n) for n in ("perp", "par")}
-        )
+        self.params = analysis_parameters_for_twin(self.config)
         self.reduction = compile(self.params.reduction_plan(), geometry)
         self.rng = np.random.default_rng(7)
-
-    def table(self, family: str) -> CalibrationTable:
-        points = sorted(
-            (c, x) for x, c in getattr(self.config.families, family).c_angstrom_vs_x_li
-        )
-        return CalibrationTable(c_angstrom=[c for c, _ in points], x_li=[x for _, x in points])
 
     def render_map(self, layout: MapLayout, time_s: float, rng=None) -> np.ndarray:
         frames = np.empty((layout.n_frames, *self.renderer.shape), np.uint32)
