@@ -5,24 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opmap.rehearse import RehearsalOptions, rehearse
-from opmap.service import start_server_subprocess
-from opmap.settings import OpmapSettings
-
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("rehearsal")
-    options = RehearsalOptions(
-        data_dir=data_dir, map_shape=(8, 5), time_scale=0.02, map_interval_s=None, max_maps=2
-    )
-    return rehearse(options)
-
-
-@pytest.fixture(scope="module")
-def client(rehearsal):
-    with start_server_subprocess(OpmapSettings(data_dir=rehearsal.data_dir)) as server:
-        yield server.client()
+def client(rehearsal_server):
+    return rehearsal_server.client()
 
 
 def test_rehearsal_calibrates_and_records_every_map_run(rehearsal, client):

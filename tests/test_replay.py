@@ -7,10 +7,7 @@ import pytest
 
 from opmap.callbacks.tiled_products import versions
 from opmap.cli import main
-from opmap.rehearse import RehearsalOptions, rehearse
 from opmap.replay import replay_experiment
-from opmap.service import start_server_subprocess
-from opmap.settings import OpmapSettings
 
 #: The twin's spot width (deg): the live analysis of a rehearsal corrects (003) with it.
 TWIN_CHI_FWHM_DEG = 6.0
@@ -18,18 +15,8 @@ LIVE_ARRAYS = ("c_perp", "c_par", "a_par", "rich_fraction", "li_thickness", "tim
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("replay")
-    options = RehearsalOptions(
-        data_dir=data_dir, map_shape=(8, 5), time_scale=0.02, map_interval_s=None, max_maps=2
-    )
-    return rehearse(options)
-
-
-@pytest.fixture(scope="module")
-def server(rehearsal):
-    with start_server_subprocess(OpmapSettings(data_dir=rehearsal.data_dir)) as handle:
-        yield handle
+def server(rehearsal_server):
+    return rehearsal_server
 
 
 @pytest.fixture(scope="module")
