@@ -55,7 +55,7 @@ def eiger4m_gap_mask(*, binning: int = 1) -> np.ndarray:
     Parameters
     ----------
     binning : int, optional
-        Square binning factor (1 to 8).  A binned pixel is masked when any of its
+        Square binning factor (1 to 16).  A binned pixel is masked when any of its
         ``binning × binning`` native pixels is a gap pixel; trailing rows/columns
         that do not fill a bin are dropped (pyFAI convention), so ``binning=4``
         gives shape (541, 517) with 300 µm pixels.
@@ -73,8 +73,8 @@ def eiger4m_gap_mask(*, binning: int = 1) -> np.ndarray:
     >>> bool(mask[130, :].all())  # first horizontal module gap
     True
     """
-    if not isinstance(binning, int) or not 1 <= binning <= 8:
-        raise ValueError(f"binning must be an integer in [1, 8], got {binning!r}")
+    if not isinstance(binning, int) or not 1 <= binning <= 16:
+        raise ValueError(f"binning must be an integer in [1, 16], got {binning!r}")
     native = detector_factory("Eiger4M").mask.astype(bool)
     if binning == 1:
         return native

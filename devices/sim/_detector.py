@@ -17,6 +17,8 @@ import pyFAI
 from pyFAI.detectors import Detector, detector_factory
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
+from opmap.analysis.geometry import eiger4m_gap_mask as analysis_gap_mask
+
 #: Shape (rows, columns) and pixel size (m) of the unbinned Eiger X 4M.
 EIGER4M_SHAPE: tuple[int, int] = (2167, 2070)
 EIGER4M_PIXEL_M: float = 75e-6
@@ -45,10 +47,8 @@ def eiger4m_gap_mask(*, binning: int = 1) -> np.ndarray:
         pixel of the block) lies in a module gap.
     """
     _check_binning(binning)
-    full = np.asarray(detector_factory("Eiger4M").mask, dtype=bool)
-    rows, cols = EIGER4M_SHAPE[0] // binning, EIGER4M_SHAPE[1] // binning
-    blocks = full[: rows * binning, : cols * binning].reshape(rows, binning, cols, binning)
-    return np.asarray(blocks.any(axis=(1, 3)), dtype=bool)
+    # the same readout model as the analysis uses for real Eiger frames
+    return analysis_gap_mask(binning=binning)
 
 
 def eiger4m_detector(*, binning: int = 4) -> Detector:
