@@ -26,10 +26,10 @@ from opmap.beamline import BeamlineConfig, build_beamline
 from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
-from opmap.devices.sim._detector_mask import DetectorMask
 from opmap.plans import MapGeometry, fly_map
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
+from opmap.twin.forward import DetectorMask
 
 
 def _folder_mb(folder: Path) -> float:

@@ -15,9 +15,8 @@ import time
 import numpy as np
 
 from opmap.devices.sim._detector import eiger4m_geometry
-from opmap.devices.sim._forward import FrameRenderer
-from opmap.devices.sim._forward_config import DiffractionConfig
-from opmap.devices.sim._scene import BeamScene, LcoPhase, LiSpot, OrientationFamily
+from opmap.twin import BeamScene, LcoPhase, LiSpot, OrientationFamily
+from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
 FAMILIES = (
     OrientationFamily("perp", (25.0, 160.0, 205.0, 345.0), (90.0,)),
@@ -39,7 +38,7 @@ SCENE = BeamScene(
 )
 
 
-def frames_per_s(renderer: FrameRenderer, frames: int, rng: np.random.Generator) -> float:
+def frames_per_s(renderer: DiffractionRenderer, frames: int, rng: np.random.Generator) -> float:
     """Frames rendered per second over ``frames`` consecutive frames."""
     start = time.perf_counter()
     for _ in range(frames):
@@ -50,7 +49,9 @@ def frames_per_s(renderer: FrameRenderer, frames: int, rng: np.random.Generator)
 def bench(binning: int, repeats: int, frames: int) -> None:
     """Print setup time and median rate for one binning."""
     start = time.perf_counter()
-    renderer = FrameRenderer(eiger4m_geometry(binning=binning), DiffractionConfig(), FAMILIES)
+    renderer = DiffractionRenderer(
+        eiger4m_geometry(binning=binning), DiffractionConfig(), FAMILIES
+    )
     setup_s = time.perf_counter() - start
     rng = np.random.default_rng(0)
     renderer.render(SCENE, exposure_s=0.05, rng=rng)

@@ -12,10 +12,9 @@ import argparse
 import statistics
 import time
 
-from opmap.devices._protocol import SafetyWindow, paper_protocol
-from opmap.devices.sim._config import TwinConfig
-from opmap.devices.sim._electrochem import CellElectrochemistry
-from opmap.devices.sim._twin import CellTwin
+from opmap.devices import SafetyWindow, paper_protocol
+from opmap.twin import CellTwin, TwinConfig
+from opmap.twin.electrochem import CellElectrochemistry
 
 
 def protocol_wall_s(dt_s: float = 0.25) -> tuple[float, int]:

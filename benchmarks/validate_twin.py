@@ -1,6 +1,6 @@
 """Validate the map pipeline against the digital twin's ground truth (opmap issue 3, §8).
 
-Renders maps from the twin directly (CellTwin + FrameRenderer, binned Eiger 4M, maps of
+Renders maps from the twin directly (CellTwin + DiffractionRenderer, binned Eiger 4M, maps of
 ``n_z × n_x`` frames at times through the paper protocol, kept in memory), runs the
 reduction + `analyze_map` + `ExperimentAnalysis`, and prints recovered-versus-truth figures
 next to the issue's targets. Run::
@@ -35,14 +35,15 @@ from opmap.analysis.pipeline import (
     sampling_correction,
 )
 from opmap.analysis.reduction import compile
-from opmap.devices._protocol import SafetyWindow, paper_protocol
-from opmap.devices.sim._config import TwinConfig
+from opmap.devices import SafetyWindow, paper_protocol
 from opmap.devices.sim._detector import eiger4m_geometry
-from opmap.devices.sim._detector_mask import DetectorMask
-from opmap.devices.sim._forward import FrameRenderer
-from opmap.devices.sim._forward_config import DiffractionConfig
-from opmap.devices.sim._twin import CellTwin
-from opmap.devices.sim._visibility import ring_visibility
+from opmap.twin import CellTwin, TwinConfig
+from opmap.twin.forward import (
+    DetectorMask,
+    DiffractionConfig,
+    DiffractionRenderer,
+    ring_visibility,
+)
 
 LI_110_Q_INV_ANGSTROM = 2.545  # as opmap's simulated beamline
 
@@ -52,7 +53,7 @@ def build(binning: int, seed: int, ti_band: str):
     twin = CellTwin(config)
     twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
     ai = eiger4m_geometry(binning=binning)
-    renderer = FrameRenderer(ai, DiffractionConfig(), twin.families)
+    renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
     geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
     params = analysis_parameters_for_twin(config, ti_band=ti_band)
     return twin, renderer, compile(params.reduction_plan(), geometry), params, geometry

@@ -1,11 +1,11 @@
 """opmap devices: the real-hardware API (simulated backends live in `opmap.devices.sim`)."""
 
 from ._eiger_layout import EigerMetadata, FrameStreamProvider
-from ._protocol import (
-    Protocol,
+from ._step_table import (
     ProtocolError,
     ProtocolStep,
     SafetyWindow,
+    StepTable,
     Technique,
     paper_protocol,
 )
@@ -36,13 +36,13 @@ __all__ = [
     "PotentiostatSample",
     "PotentiostatState",
     "PotentiostatStatus",
-    "Protocol",
     "ProtocolError",
     "ProtocolStep",
     "SafetyWindow",
     "ShutterState",
     "SoftLimitError",
     "SoftLimits",
+    "StepTable",
     "Technique",
     "paper_protocol",
 ]

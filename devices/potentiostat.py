@@ -19,14 +19,14 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol as TypingProtocol
+from typing import Protocol
 
 from bluesky.protocols import Flyable, Preparable, Reading, Stoppable
 from event_model import DataKey, PartialEventPage
 from ophyd_async.core import AsyncStatus, StandardReadable, StrictEnum, soft_signal_r_and_setter
 from ophyd_async.core import StandardReadableFormat as Format
 
-from ._protocol import Protocol, SafetyWindow, Technique
+from ._step_table import SafetyWindow, StepTable, Technique
 
 __all__ = [
     "STREAM_NAME",
@@ -73,10 +73,10 @@ class PotentiostatStatus:
     protocol_done: bool
 
 
-class PotentiostatDriver(TypingProtocol):
+class PotentiostatDriver(Protocol):
     """What a backend must provide (the lab instrument's SDK, or the simulation)."""
 
-    async def load(self, protocol: Protocol, window: SafetyWindow) -> None:
+    async def load(self, protocol: StepTable, window: SafetyWindow) -> None:
         """Send a validated protocol and the window to the instrument (not started)."""
 
     async def start(self) -> None:
@@ -126,7 +126,7 @@ class Potentiostat(StandardReadable, Preparable, Flyable, Stoppable):
     ) -> None:
         self.driver = driver
         self.window = window or SafetyWindow()
-        self._protocol: Protocol | None = None
+        self._protocol: StepTable | None = None
         self._epoch_unix: float = 0.0
         with self.add_children_as_readables(Format.HINTED_SIGNAL):
             self.potential, self._set_potential = soft_signal_r_and_setter(float, units="V")
@@ -159,10 +159,10 @@ class Potentiostat(StandardReadable, Preparable, Flyable, Stoppable):
         return await super().read()
 
     @AsyncStatus.wrap
-    async def prepare(self, value: Protocol) -> None:
+    async def prepare(self, value: StepTable) -> None:
         """Validate ``value`` against the safety window, then load it (not started)."""
-        if not isinstance(value, Protocol):
-            raise TypeError(f"prepare() needs a Protocol, got {type(value).__name__}")
+        if not isinstance(value, StepTable):
+            raise TypeError(f"prepare() needs a StepTable, got {type(value).__name__}")
         value.check(self.window)
         await self.driver.load(value, self.window)
         self._protocol = value

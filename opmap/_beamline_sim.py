@@ -7,21 +7,23 @@ from ophyd_async.core import PathProvider
 from opmap.beamline import Beamline, BeamlineConfig
 from opmap.devices.sim import (
     ClockMode,
+    SampleSwitchRenderer,
     SimBeamMonitor,
     SimClock,
     SimEiger,
     SimMapStage,
     SimPotentiostat,
+    SimSampleChanger,
     metadata_from_integrator,
 )
-from opmap.devices.sim._config import TwinConfig
 from opmap.devices.sim._detector import eiger4m_geometry, load_poni
-from opmap.devices.sim._detector_mask import DetectorMask
-from opmap.devices.sim._forward import FrameRenderer as DiffractionRenderer
-from opmap.devices.sim._forward_config import DiffractionConfig
-from opmap.devices.sim._sample import SampleSwitchRenderer, SimSampleChanger
-from opmap.devices.sim._twin import CellTwin
-from opmap.devices.sim._visibility import ring_visibility
+from opmap.twin import CellTwin, TwinConfig
+from opmap.twin.forward import (
+    DetectorMask,
+    DiffractionConfig,
+    DiffractionRenderer,
+    ring_visibility,
+)
 
 #: Li (110) ring position used to decide which grain azimuths the detector records (Å⁻¹).
 LI_110_Q_INV_ANGSTROM = 2.545

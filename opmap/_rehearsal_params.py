@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.pipeline import AnalysisParameters, CalibrationTable
-from opmap.devices.sim._config import TwinConfig
+from opmap.twin import TwinConfig
 
 
 def analysis_parameters_for_twin(config: TwinConfig, **overrides: object) -> AnalysisParameters:

@@ -34,10 +34,10 @@ from opmap.callbacks.tiled_products import read_latest
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
 from opmap.devices.sim._detector import save_poni
-from opmap.devices.sim._detector_mask import DetectorMask
 from opmap.plans import MapGeometry, calibrate, operando_experiment
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
+from opmap.twin.forward import DetectorMask
 
 from ._rehearsal_params import analysis_parameters_for_twin
 from ._rehearsal_progress import RehearsalProgress

@@ -36,8 +36,7 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import EventPageCollectable, Flyable, Preparable, Readable, Status
 from bluesky.utils import MsgGenerator
 
-from opmap.devices._protocol import Protocol as EcProtocol
-from opmap.devices._protocol import Technique
+from opmap.devices import StepTable, Technique
 
 from ._fly_map import map_lines, map_metadata
 from ._geometry import MapGeometry
@@ -109,7 +108,7 @@ def operando_experiment(
     detector: FlyDetector,
     stage_x: FlyAxis,
     stage_z: StepAxis,
-    protocol: EcProtocol,
+    protocol: StepTable,
     geometry: MapGeometry,
     *,
     map_interval_s: float | None = None,
@@ -153,8 +152,8 @@ def operando_experiment(
     """
     if not isinstance(geometry, MapGeometry):
         raise TypeError(f"geometry must be a MapGeometry, not {type(geometry).__name__}")
-    if not isinstance(protocol, EcProtocol) or not protocol.steps:
-        raise ValueError("protocol must be a non-empty opmap Protocol")
+    if not isinstance(protocol, StepTable) or not protocol.steps:
+        raise ValueError("protocol must be a non-empty opmap StepTable")
     _check_options(map_interval_s, max_maps, poll_s)
     _md = map_metadata("operando_experiment", detector, stage_x, stage_z, geometry)
     _md["plan_args"].update(
@@ -180,7 +179,7 @@ def operando_experiment(
 
 def _experiment(
     devices: tuple[Potentiostat, FlyDetector, FlyAxis, StepAxis],
-    protocol: EcProtocol,
+    protocol: StepTable,
     geometry: MapGeometry,
     map_interval_s: float | None,
     map_during_rest: bool,
@@ -255,7 +254,7 @@ def _tail_run(
 
 
 def _wait_while_resting(
-    potentiostat: Potentiostat, protocol: EcProtocol, progress: _Progress, poll_s: float
+    potentiostat: Potentiostat, protocol: StepTable, progress: _Progress, poll_s: float
 ) -> MsgGenerator[None]:
     while not progress.protocol_done:
         reading = yield from bps.read(potentiostat)

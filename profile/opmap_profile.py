@@ -373,7 +373,7 @@ def _live(
 
 
 def _sim_analysis_mask(ai: Any) -> Any:
-    from opmap.devices.sim._detector_mask import DetectorMask
+    from opmap.twin.forward import DetectorMask
 
     return DetectorMask().analysis_mask(ai)
 

@@ -6,14 +6,12 @@ import pytest
 
 from opmap._analyze_cmd import register
 from opmap.analysis.nexus import read_products
+from opmap.devices import SafetyWindow, paper_protocol
 from opmap.devices._eiger_layout import EigerMetadata
-from opmap.devices._protocol import SafetyWindow, paper_protocol
-from opmap.devices.sim._config import TwinConfig
 from opmap.devices.sim._detector import eiger4m_geometry, save_poni
 from opmap.devices.sim._eiger_writer import DectrisWriter
-from opmap.devices.sim._forward import FrameRenderer
-from opmap.devices.sim._forward_config import DiffractionConfig
-from opmap.devices.sim._twin import CellTwin
+from opmap.twin import CellTwin, TwinConfig
+from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
 N_Z, N_X, N_MAPS = 3, 4, 2
 FAMILIES = """
@@ -43,7 +41,7 @@ def acquisition(tmp_path_factory):
     twin = CellTwin(TwinConfig(seed=1))
     twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
     ai = eiger4m_geometry(binning=4)
-    renderer = FrameRenderer(ai, DiffractionConfig(), twin.families)
+    renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
     meta = EigerMetadata(3e-4, 3e-4, 0.1, 278.0, 268.0, 0.6888)
     writer = DectrisWriter(folder, "cell", renderer.shape, meta, count_time_s=0.05,
                            frame_time_s=0.05, frames_per_file=10)  # fmt: skip

@@ -94,7 +94,7 @@ def test_real_mode_says_which_backends_are_missing(tmp_path):
 def test_a_weak_noisy_calibrant_frame_is_rejected_not_trusted(beamline):
     from opmap.analysis.calibration import calibrate as refine
     from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
-    from opmap.devices.sim._detector_calibrant import render_calibrant
+    from opmap.twin.forward import render_calibrant
 
     ai = beamline.integrator
     weak = render_calibrant(ai, "CeO2", peak_counts=1000, rng=np.random.default_rng(1))

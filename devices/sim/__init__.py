@@ -1,4 +1,8 @@
-"""Simulated backends of the opmap devices, on one shared simulation clock."""
+"""Simulated backends of the opmap devices, on one shared simulation clock.
+
+They speak the real device API (`opmap.devices`) and drive the digital twin (`opmap.twin`)
+through its public API; real-hardware modules never import this package.
+"""
 
 from ._beam import BeamTrip, SimBeamMonitor
 from ._clock import ClockMode, SimClock
@@ -11,19 +15,19 @@ from ._eiger import (
 )
 from ._eiger_writer import DectrisWriter
 from ._potentiostat import (
-    ElectrochemModel,
     SimPotentiostat,
     SimPotentiostatDriver,
 )
+from ._sample import SampleSwitchRenderer, SimSampleChanger
 from ._stage import SimAxis, SimMapStage, Trajectory
 
 __all__ = [
     "BeamTrip",
     "ClockMode",
     "DectrisWriter",
-    "ElectrochemModel",
     "FrameRenderer",
     "PositionSource",
+    "SampleSwitchRenderer",
     "SceneSource",
     "SimAxis",
     "SimBeamMonitor",
@@ -32,6 +36,7 @@ __all__ = [
     "SimMapStage",
     "SimPotentiostat",
     "SimPotentiostatDriver",
+    "SimSampleChanger",
     "Trajectory",
     "metadata_from_integrator",
 ]

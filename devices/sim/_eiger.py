@@ -37,7 +37,7 @@ from opmap.devices._eiger_layout import (
     EigerMetadata,
     FrameStreamProvider,
 )
-from opmap.devices.sim._scene import BeamScene
+from opmap.twin import BeamScene
 
 from ._clock import SimClock
 from ._eiger_writer import DectrisWriter

@@ -9,38 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol as TypingProtocol
 
-from opmap.devices._protocol import Protocol, SafetyWindow, Technique
+from opmap.devices import SafetyWindow, StepTable, Technique
 from opmap.devices.potentiostat import Potentiostat, PotentiostatSample, PotentiostatStatus
+from opmap.twin.electrochem import ElectrochemModel, ElectrochemState, SampledElectrochemistry
 
 from ._clock import SimClock
-from ._electrochem_sampled import SampledElectrochemistry
 
-__all__ = ["ElectrochemModel", "ElectrochemStateLike", "SimPotentiostat", "SimPotentiostatDriver"]
-
-
-class ElectrochemStateLike(TypingProtocol):
-    """The fields of the twin's ``ElectrochemState`` this backend reads."""
-
-    time_s: float
-    potential_v: float
-    current_a: float
-    charge_c: float
-    step_index: int
-    step_label: str
-    technique: Technique
-    protocol_done: bool
-
-
-class ElectrochemModel(TypingProtocol):
-    """The electrochemistry model (``CellElectrochemistry`` of the twin)."""
-
-    def start_protocol(self, protocol: Protocol, window: SafetyWindow) -> None: ...
-    def stop_protocol(self) -> None: ...
-    def advance_to(self, time_s: float) -> None: ...
-    @property
-    def state(self) -> ElectrochemStateLike: ...
+__all__ = ["SimPotentiostat", "SimPotentiostatDriver"]
 
 
 class SimPotentiostatDriver:
@@ -85,13 +61,13 @@ class SimPotentiostatDriver:
         self.clock = clock
         self.sample_interval_s = sample_interval_s
         self.poll_period_s = poll_period_s
-        self._protocol: Protocol | None = None
+        self._protocol: StepTable | None = None
         self._window: SafetyWindow | None = None
         self._start_s = 0.0
         self._running = False
         self._pending: list[PotentiostatSample] = []
 
-    async def load(self, protocol: Protocol, window: SafetyWindow) -> None:
+    async def load(self, protocol: StepTable, window: SafetyWindow) -> None:
         self._protocol, self._window = protocol, window
 
     async def start(self) -> None:
@@ -114,7 +90,7 @@ class SimPotentiostatDriver:
             sample=_sample(state),
             elapsed_s=state.time_s - self._start_s if self._running else 0.0,
             step_label=state.step_label,
-            technique=state.technique,
+            technique=Technique(state.technique),
             protocol_done=state.protocol_done,
         )
 
@@ -144,7 +120,7 @@ class SimPotentiostatDriver:
         self._pending.extend(_sample(state) for state in new)
 
 
-def _sample(state: ElectrochemStateLike) -> PotentiostatSample:
+def _sample(state: ElectrochemState) -> PotentiostatSample:
     return PotentiostatSample(
         time_s=state.time_s,
         potential_v=state.potential_v,

@@ -11,10 +11,10 @@ import numpy as np
 from ophyd_async.core import AsyncStatus, StandardReadable, StrictEnum, soft_signal_rw
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from ._detector_calibrant import render_calibrant
-from ._detector_mask import DetectorMask
+from opmap.twin import BeamScene
+from opmap.twin.forward import DetectorMask, render_calibrant
+
 from ._eiger import FrameRenderer
-from ._scene import BeamScene
 
 
 class SamplePosition(StrictEnum):

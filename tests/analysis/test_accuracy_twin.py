@@ -18,13 +18,10 @@ from opmap.analysis.pipeline import (
     sampling_correction,
 )
 from opmap.analysis.reduction import compile
-from opmap.devices._protocol import SafetyWindow, paper_protocol
-from opmap.devices.sim._config import TwinConfig
+from opmap.devices import SafetyWindow, paper_protocol
 from opmap.devices.sim._detector import eiger4m_geometry
-from opmap.devices.sim._detector_mask import DetectorMask
-from opmap.devices.sim._forward import FrameRenderer
-from opmap.devices.sim._forward_config import DiffractionConfig
-from opmap.devices.sim._twin import CellTwin
+from opmap.twin import CellTwin, TwinConfig
+from opmap.twin.forward import DetectorMask, DiffractionConfig, DiffractionRenderer
 
 X_UM = 700.0 + 33.0 * (np.arange(8) + 0.5)
 CATHODE_Z_UM = np.linspace(0.5, 19.5, 12)
@@ -38,7 +35,7 @@ class TwinSetup:
         self.twin = CellTwin(self.config)
         self.twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
         ai = eiger4m_geometry(binning=2)
-        self.renderer = FrameRenderer(ai, DiffractionConfig(), self.twin.families)
+        self.renderer = DiffractionRenderer(ai, DiffractionConfig(), self.twin.families)
         geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
         self.geometry = geometry
         # The analysis uses the material's x(c) law, the same one the twin is built on.

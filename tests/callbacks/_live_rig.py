@@ -65,7 +65,7 @@ class RingRenderer:
 
 class _Scene:
     def scene(self, *, z_um, x_start_um, x_stop_um, time_s):
-        from opmap.devices.sim._scene import BeamScene
+        from opmap.twin import BeamScene
 
         return BeamScene(time_s, z_um, x_start_um, x_stop_um, layer_weights={"lco": 1.0})
 

@@ -1,6 +1,6 @@
 """A potentiostat test double with the device API the plans rely on.
 
-It runs a `Protocol` on its own clock: a sample every ``sample_period_s`` of wall time, each
+It runs a `StepTable` on its own clock: a sample every ``sample_period_s`` of wall time, each
 worth ``time_step_s`` of experiment time, numbered so a test can prove the record gapless.
 """
 
@@ -12,7 +12,7 @@ import time
 from event_model import DataKey
 from ophyd_async.core import AsyncStatus
 
-from opmap.devices._protocol import Protocol, SafetyWindow, Technique
+from opmap.devices import SafetyWindow, StepTable, Technique
 
 FIELDS = ("potential_v", "current_a", "charge_c", "time_s", "step_index")
 UNITS = {"potential_v": "V", "current_a": "A", "charge_c": "C", "time_s": "s", "step_index": ""}
@@ -34,14 +34,14 @@ class FakePotentiostat:
         self.window = SafetyWindow()
         self.time_step_s = time_step_s
         self.sample_period_s = sample_period_s
-        self.protocol: Protocol | None = None
+        self.protocol: StepTable | None = None
         self.samples: list[dict[str, float]] = []  # every sample ever taken
         self._next_to_collect = 0
         self._task: asyncio.Task | None = None
         self.stopped = False
 
     # --- protocol -------------------------------------------------------------------
-    def prepare(self, protocol: Protocol) -> AsyncStatus:
+    def prepare(self, protocol: StepTable) -> AsyncStatus:
         protocol.check(self.window)  # raises before anything runs
         self.protocol = protocol
 

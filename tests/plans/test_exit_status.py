@@ -10,7 +10,7 @@ from bluesky.utils import FailedStatus, RunEngineInterrupted
 from event_model import DataKey
 from ophyd_async.core import AsyncStatus
 
-from opmap.devices._protocol import Protocol, ProtocolStep, Technique
+from opmap.devices import ProtocolStep, StepTable, Technique
 from opmap.plans import fly_map, operando_experiment
 
 from .conftest import SMALL_MAP
@@ -81,7 +81,7 @@ def test_device_fault_fails_the_run_once_and_unstages(RE, docs, devices):
 
 def test_operando_fault_stops_the_potentiostat(RE, docs, devices):
     det, stage_x, _, potentiostat = devices
-    protocol = Protocol(steps=(ProtocolStep(Technique.OPEN_CIRCUIT, 1000.0),))
+    protocol = StepTable(steps=(ProtocolStep(Technique.OPEN_CIRCUIT, 1000.0),))
     with pytest.raises(FailedStatus):
         RE(operando_experiment(potentiostat, det, stage_x, FaultyZ(), protocol, SMALL_MAP))
     (stop,) = docs.of("stop")

@@ -11,7 +11,7 @@ import pytest
 from bluesky.utils import RunEngineInterrupted
 from ophyd_async.core import init_devices, soft_signal_rw
 
-from opmap.devices._protocol import Protocol, ProtocolStep, Technique
+from opmap.devices import ProtocolStep, StepTable, Technique
 from opmap.plans import beam_current_suspender, fly_map, operando_experiment
 
 from .conftest import SMALL_MAP
@@ -87,7 +87,7 @@ def test_beam_trip_mid_line_retakes_line_and_keeps_the_ec_record_gapless(RE, doc
         det,
         stage_x,
         stage_z,
-        Protocol(steps=steps),
+        StepTable(steps=steps),
         SMALL_MAP,
         max_maps=1,
         poll_s=0.05,
@@ -116,7 +116,7 @@ def test_no_map_starts_during_a_rest_step_when_asked(RE, docs, devices):
         det,
         stage_x,
         stage_z,
-        Protocol(steps=steps),
+        StepTable(steps=steps),
         SMALL_MAP,
         map_during_rest=False,
         poll_s=0.02,
@@ -139,7 +139,7 @@ def test_map_interval_spaces_map_starts_in_experiment_time(RE, docs, devices):
         det,
         stage_x,
         stage_z,
-        Protocol(steps=steps),
+        StepTable(steps=steps),
         SMALL_MAP,
         map_interval_s=120.0,
         poll_s=0.02,

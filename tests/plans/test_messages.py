@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from bluesky.simulators import RunEngineSimulator
 
-from opmap.devices._protocol import Protocol, ProtocolError, ProtocolStep, Technique
+from opmap.devices import ProtocolError, ProtocolStep, StepTable, Technique
 from opmap.plans import MapGeometry, fly_map, operando_experiment
 
 ONE_LINE = MapGeometry(z_count=1, x_stop_um=20.0, x_count=2, exposure_s=0.01)
@@ -65,7 +65,7 @@ def test_fly_map_rejects_a_non_geometry_before_any_message(devices):
 )
 def test_operando_rejects_bad_options_before_any_message(devices, kwargs, match):
     det, stage_x, stage_z, potentiostat = devices
-    protocol = Protocol(steps=(ProtocolStep(Technique.OPEN_CIRCUIT, 10.0),))
+    protocol = StepTable(steps=(ProtocolStep(Technique.OPEN_CIRCUIT, 10.0),))
     plan = operando_experiment(potentiostat, det, stage_x, stage_z, protocol, ONE_LINE, **kwargs)
     with pytest.raises(ValueError, match=match):
         next(plan)
@@ -75,7 +75,7 @@ def test_protocol_outside_safety_window_fails_before_anything_moves(RE, docs, de
     det, stage_x, stage_z, potentiostat = devices
     seen = []
     RE.msg_hook = seen.append
-    unsafe = Protocol(steps=(ProtocolStep(Technique.CONSTANT_VOLTAGE, 10.0, setpoint=5.0),))
+    unsafe = StepTable(steps=(ProtocolStep(Technique.CONSTANT_VOLTAGE, 10.0, setpoint=5.0),))
     with pytest.raises(ProtocolError, match="safety window"):
         RE(operando_experiment(potentiostat, det, stage_x, stage_z, unsafe, ONE_LINE))
     assert [m.command for m in seen] == ["prepare", "stop"]  # then the safe-state stop

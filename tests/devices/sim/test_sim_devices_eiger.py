@@ -20,8 +20,8 @@ from ophyd_async.core import (
 from opmap.devices._eiger_layout import BITSHUFFLE_FILTER_ID, EigerMetadata
 from opmap.devices.sim._clock import SimClock
 from opmap.devices.sim._eiger import SimEiger
-from opmap.devices.sim._scene import BeamScene
 from opmap.devices.sim._stage import SimMapStage
+from opmap.twin import BeamScene
 
 SHAPE = (6, 8)
 META = EigerMetadata(3e-4, 3e-4, 0.1, 4.0, 3.0, 0.6888)

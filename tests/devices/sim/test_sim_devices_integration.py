@@ -15,7 +15,7 @@ from ophyd_async.core import (
     init_devices,
 )
 
-from opmap.devices import STREAM_NAME, Protocol, ProtocolStep, Technique
+from opmap.devices import STREAM_NAME, ProtocolStep, StepTable, Technique
 from opmap.devices.sim import (
     SimClock,
     SimEiger,
@@ -23,11 +23,9 @@ from opmap.devices.sim import (
     SimPotentiostat,
     metadata_from_integrator,
 )
-from opmap.devices.sim._config import TwinConfig
 from opmap.devices.sim._detector import eiger4m_geometry
-from opmap.devices.sim._forward import FrameRenderer
-from opmap.devices.sim._forward_config import DiffractionConfig
-from opmap.devices.sim._twin import CellTwin
+from opmap.twin import CellTwin, TwinConfig
+from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +43,7 @@ def test_fly_line_in_the_cathode_while_the_cell_charges(tmp_path, ai):
 
     RE.subscribe(check)
     twin = CellTwin(TwinConfig(seed=3))
-    renderer = FrameRenderer(ai, DiffractionConfig(), twin.families)
+    renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
     clock = SimClock()
     shape = tuple(ai.detector.shape)
     with init_devices():
@@ -65,7 +63,7 @@ def test_fly_line_in_the_cathode_while_the_cell_charges(tmp_path, ai):
     fly = FlyMotorInfo(
         start_position=500.0, end_position=500.0 + 33.0 * n_frames, time_for_move=0.05 * n_frames
     )
-    charge = Protocol((ProtocolStep(Technique.CONSTANT_VOLTAGE, 3600.0, setpoint=4.3),))
+    charge = StepTable((ProtocolStep(Technique.CONSTANT_VOLTAGE, 3600.0, setpoint=4.3),))
 
     def plan():
         yield from bps.prepare(pstat, charge, wait=True)

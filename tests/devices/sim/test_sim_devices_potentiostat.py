@@ -6,17 +6,17 @@ from bluesky.utils import FailedStatus
 from event_model import DocumentNames, schema_validators
 from ophyd_async.core import init_devices
 
-from opmap.devices._protocol import (
-    Protocol,
+from opmap.devices import (
     ProtocolError,
     ProtocolStep,
     SafetyWindow,
+    StepTable,
     Technique,
 )
 from opmap.devices.potentiostat import STREAM_NAME, PotentiostatState
 from opmap.devices.sim._clock import SimClock
-from opmap.devices.sim._electrochem import CellElectrochemistry, ElectrochemConfig
 from opmap.devices.sim._potentiostat import SimPotentiostat
+from opmap.twin.electrochem import CellElectrochemistry, ElectrochemConfig
 
 CURRENT_A = 2e-6
 
@@ -66,7 +66,7 @@ class LinearCell:
         )
 
 
-PROTOCOL = Protocol(
+PROTOCOL = StepTable(
     (ProtocolStep(Technique.CONSTANT_CURRENT, 30.0, setpoint=CURRENT_A, label="charge"),)
 )
 
@@ -153,7 +153,7 @@ def test_read_gives_readbacks_with_units(RE, rig):
 
 def test_setpoint_outside_safety_window_is_refused_before_sending(RE, rig):
     _, cell, pstat = rig
-    too_much = Protocol((ProtocolStep(Technique.CONSTANT_CURRENT, 10.0, setpoint=20e-6),))
+    too_much = StepTable((ProtocolStep(Technique.CONSTANT_CURRENT, 10.0, setpoint=20e-6),))
     with pytest.raises(FailedStatus) as excinfo:
         RE(bps.prepare(pstat, too_much, wait=True))
     assert isinstance(excinfo.value.__cause__, ProtocolError)
@@ -174,7 +174,7 @@ def test_with_the_twin_electrochemistry_charge_follows_current(RE):
     clock = SimClock()
     with init_devices():
         pstat = SimPotentiostat(CellElectrochemistry(ElectrochemConfig()), clock)
-    charge = Protocol((ProtocolStep(Technique.CONSTANT_VOLTAGE, 600.0, setpoint=4.3),))
+    charge = StepTable((ProtocolStep(Technique.CONSTANT_VOLTAGE, 600.0, setpoint=4.3),))
     RE(_started(pstat, charge))
     clock.advance(120.0)
     reading = RE(bps.read(pstat)).plan_result

@@ -15,7 +15,7 @@ from typing import Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ._electrochem_config import ElectrochemConfig
+from .electrochem import ElectrochemConfig
 
 #: A piecewise-linear table: pairs ``(x_li, value)`` with strictly increasing ``x_li``.
 Table = tuple[tuple[float, float], ...]

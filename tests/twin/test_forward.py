@@ -9,10 +9,14 @@ from scipy.optimize import curve_fit
 from scipy.signal import find_peaks
 
 from opmap.devices.sim._detector import eiger4m_geometry
-from opmap.devices.sim._detector_mask import EIGER_GAP_VALUE_UINT32, DetectorMask
-from opmap.devices.sim._forward import FrameRenderer
-from opmap.devices.sim._forward_config import DiffractionConfig, LiReflection
-from opmap.devices.sim._scene import BeamScene, LcoPhase, LiSpot, OrientationFamily
+from opmap.twin import BeamScene, LcoPhase, LiSpot, OrientationFamily
+from opmap.twin.forward import (
+    EIGER_GAP_VALUE_UINT32,
+    DetectorMask,
+    DiffractionConfig,
+    DiffractionRenderer,
+    LiReflection,
+)
 
 FAMILIES = (
     OrientationFamily("perp", (25.0, 160.0, 205.0, 345.0), (90.0,)),
@@ -33,7 +37,7 @@ def ai4():
 
 @pytest.fixture(scope="module")
 def renderer(ai4):
-    return FrameRenderer(ai4, DiffractionConfig(), FAMILIES)
+    return DiffractionRenderer(ai4, DiffractionConfig(), FAMILIES)
 
 
 #: Only the Li (110) reflection, so a spot's counts all lie at its own azimuth.
@@ -44,7 +48,7 @@ LI_110_ONLY = DiffractionConfig(
 
 @pytest.fixture(scope="module")
 def li_renderer(ai4):
-    return FrameRenderer(ai4, LI_110_ONLY, FAMILIES)
+    return DiffractionRenderer(ai4, LI_110_ONLY, FAMILIES)
 
 
 def _gaussian_line(q, amplitude, q0, sigma, offset, slope):
@@ -71,7 +75,7 @@ def _fit_003(ai, frame, mask, family: OrientationFamily) -> float:
 def test_fitted_003_gives_c_of_each_family(c_perp, c_par):
     """Noise-free frame on a 2x2-binned Eiger: q(003) = 6π/c within 5e-4 Å⁻¹ per family."""
     ai = eiger4m_geometry(binning=2)
-    renderer = FrameRenderer(ai, DiffractionConfig(), FAMILIES)
+    renderer = DiffractionRenderer(ai, DiffractionConfig(), FAMILIES)
     scene = _scene(
         lco_phases=(LcoPhase("perp", 0.5, c_perp, 2.8035), LcoPhase("par", 0.5, c_par, 2.803))
     )
@@ -135,8 +139,10 @@ def test_spot_in_a_module_gap_is_absent(ai4, li_renderer):
 
 
 def test_spot_in_the_shadow_is_attenuated_by_the_configured_factor(ai4):
-    shaded = FrameRenderer(ai4, LI_110_ONLY, FAMILIES, mask=DetectorMask())
-    clear = FrameRenderer(ai4, LI_110_ONLY, FAMILIES, mask=DetectorMask(shadow_transmission=1.0))
+    shaded = DiffractionRenderer(ai4, LI_110_ONLY, FAMILIES, mask=DetectorMask())
+    clear = DiffractionRenderer(
+        ai4, LI_110_ONLY, FAMILIES, mask=DetectorMask(shadow_transmission=1.0)
+    )
     ratio = _spot_counts(shaded, 240.0) / _spot_counts(clear, 240.0)
     assert ratio == pytest.approx(0.5, rel=1e-3)
     assert _spot_counts(shaded, 60.0) == pytest.approx(_spot_counts(clear, 60.0), rel=1e-6)

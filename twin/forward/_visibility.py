@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from ._detector_mask import DetectorMask
+from ._mask import DetectorMask
 
 
 def ring_visibility(

@@ -1,6 +1,6 @@
 """The twin's diffraction forward model: a `BeamScene` in, an Eiger frame (uint32) out.
 
-Per geometry (`FrameRenderer.__init__`): pixel q / χ / q extent / intensity scale, the
+Per geometry (`DiffractionRenderer.__init__`): pixel q / χ / q extent / intensity scale, the
 static images (background, halos, Au), and for every lattice-dependent reflection the
 pixels its ring can reach over the configured lattice range, with the texture weight of
 each orientation family on them. Per frame: weighted sum of the static images, Gaussian
@@ -18,15 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from . import _forward_kernels as kernels
-from ._detector_mask import EIGER_GAP_VALUE_UINT32, DetectorMask
-from ._forward_config import HKL, DiffractionConfig, Reflection, TextureSpot
-from ._forward_lattice import angle_to_basal_deg, q_cubic, q_hexagonal
-from ._forward_noise import poisson_counts
-from ._forward_pixels import PixelTables, RingPixels
-from ._forward_scene_check import check_scene
-from ._forward_static import static_layers, static_stack, texture_weight
-from ._scene import BeamScene, OrientationFamily
+from .._scene import BeamScene, OrientationFamily
+from . import _kernels as kernels
+from ._config import HKL, DiffractionConfig, Reflection, TextureSpot
+from ._lattice import angle_to_basal_deg, q_cubic, q_hexagonal
+from ._mask import EIGER_GAP_VALUE_UINT32, DetectorMask
+from ._noise import poisson_counts
+from ._pixels import PixelTables, RingPixels
+from ._scene_check import check_scene
+from ._static import static_layers, static_stack, texture_weight
 
 #: Ring windows extend this many Gaussian sigmas beyond the lattice range.
 _WINDOW_SIGMAS = 5.0
@@ -46,7 +46,7 @@ class _Ring:
     weights: dict[str, np.ndarray]
 
 
-class FrameRenderer:
+class DiffractionRenderer:
     """Render detector frames of the simulated Eiger from beam scenes.
 
     Parameters

@@ -2,7 +2,7 @@
 
 The digital twin (`CellTwin`) answers "what lies in the 1 x 1 µm beam while it travels from
 x_start to x_stop at height z, at experiment time t" with a `BeamScene`; the forward model
-(`FrameRenderer`) turns a `BeamScene` into detector counts. Neither knows the other's
+(`DiffractionRenderer`) turns a `BeamScene` into detector counts. Neither knows the other's
 internals. All weights are dimensionless fractions of the beam footprint integrated over the
 frame's travel (so a beam fully inside the LCO layer has ``layer_weights["lco"] == 1``).
 """

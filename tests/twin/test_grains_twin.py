@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from opmap.devices.sim._config import LithiumConfig
-from opmap.devices.sim._grains import GrainPopulation
+from opmap.twin import LithiumConfig
+from opmap.twin.cell import GrainPopulation
 
 
 def plating_um(time_s: float) -> float:

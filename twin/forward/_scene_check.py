@@ -1,12 +1,12 @@
-"""Validation of a `BeamScene` against what a `FrameRenderer` precomputed."""
+"""Validation of a `BeamScene` against what a `DiffractionRenderer` precomputed."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-from ._forward_config import DiffractionConfig
-from ._scene import LAYERS, BeamScene
+from .._scene import LAYERS, BeamScene
+from ._config import DiffractionConfig
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

@@ -16,8 +16,7 @@ from opmap.devices.sim._detector import (
     load_poni,
     save_poni,
 )
-from opmap.devices.sim._detector_calibrant import render_calibrant
-from opmap.devices.sim._detector_mask import EIGER_GAP_VALUE_UINT32, DetectorMask
+from opmap.twin.forward import EIGER_GAP_VALUE_UINT32, DetectorMask, render_calibrant
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._forward_config import DiffractionConfig, TextureSpot
-from ._forward_lattice import q_cubic
-from ._forward_pixels import PixelTables, box_gaussian, gaussian_chi
+from ._config import DiffractionConfig, TextureSpot
+from ._lattice import q_cubic
+from ._pixels import PixelTables, box_gaussian, gaussian_chi
 
 
 def static_layers(config: DiffractionConfig) -> tuple[str, ...]:

@@ -1,17 +1,17 @@
-"""Protocol running, limits, safety and time of the twin's electrochemistry."""
+"""StepTable running, limits, safety and time of the twin's electrochemistry."""
 
 import numpy as np
 import pytest
 
-from opmap.devices._protocol import (
-    Protocol,
+from opmap.devices import (
     ProtocolError,
     ProtocolStep,
     SafetyWindow,
+    StepTable,
     Technique,
     paper_protocol,
 )
-from opmap.devices.sim._electrochem import CellElectrochemistry, ElectrochemConfig
+from opmap.twin.electrochem import CellElectrochemistry, ElectrochemConfig
 
 CC = Technique.CONSTANT_CURRENT
 CV = Technique.CONSTANT_VOLTAGE
@@ -23,7 +23,7 @@ def test_plated_li_is_6p8_um_after_1p4_mah_per_cm2():
     charge_c = 1.4 * 3.6 * config.area_cm2  # 1.4 mAh/cm² over the cell
     step = ProtocolStep(CC, 5 * 3600, setpoint=5e-6, max_abs_charge_c=charge_c, label="c")
     model = CellElectrochemistry(config)
-    model.start_protocol(Protocol((step,)), SafetyWindow(max_potential_v=4.6))
+    model.start_protocol(StepTable((step,)), SafetyWindow(max_potential_v=4.6))
     model.advance_to(3 * 3600)
     assert model.stop_reason == "completed"
     assert model.state.protocol_done
@@ -50,7 +50,7 @@ def test_a_4p6_v_step_is_rejected_before_anything_changes():
     model.start_protocol(paper_protocol(), SafetyWindow())
     model.advance_to(600.0)
     before_state, before_x = model.state, model.profile().x_li
-    bad = Protocol((ProtocolStep(CV, 60.0, setpoint=4.6, label="too high"),))
+    bad = StepTable((ProtocolStep(CV, 60.0, setpoint=4.6, label="too high"),))
     with pytest.raises(ProtocolError, match=r"too high.*4\.6 V is outside the safety window"):
         model.start_protocol(bad, SafetyWindow())
     assert model.state == before_state
@@ -87,7 +87,7 @@ def test_steps_end_on_their_time_limit_exactly_and_protocol_starts_now():
     model = CellElectrochemistry(ElectrochemConfig(), x_initial=0.6)
     model.advance_to(1000.0)
     steps = (ProtocolStep(OC, 100.0, label="rest"), ProtocolStep(CC, 50.0, setpoint=-1e-6))
-    model.start_protocol(Protocol(steps), SafetyWindow())
+    model.start_protocol(StepTable(steps), SafetyWindow())
     model.advance_to(1099.999)
     assert model.state.step_label == "rest"
     model.advance_to(1100.0)
@@ -102,7 +102,7 @@ def test_constant_voltage_step_ends_on_its_current_floor():
     floor_a = 0.5e-3 * config.area_cm2  # 0.5 mA/cm², reached after the biphasic plateau
     step = ProtocolStep(CV, 3 * 3600, setpoint=4.3, min_abs_current_a=floor_a, label="cv")
     model = CellElectrochemistry(config)
-    model.start_protocol(Protocol((step, ProtocolStep(OC, 3600, label="rest"))), SafetyWindow())
+    model.start_protocol(StepTable((step, ProtocolStep(OC, 3600, label="rest"))), SafetyWindow())
     t = 0.0
     while model.state.step_index == 0:
         last = model.state
@@ -116,7 +116,7 @@ def test_constant_voltage_step_ends_on_its_current_floor():
 def test_constant_current_step_ends_on_its_upper_cutoff():
     step = ProtocolStep(CC, 5 * 3600, setpoint=6e-6, max_potential_v=4.35, label="cc")
     model = CellElectrochemistry(ElectrochemConfig())
-    model.start_protocol(Protocol((step,)), SafetyWindow())
+    model.start_protocol(StepTable((step,)), SafetyWindow())
     t = 0.0
     while not model.state.protocol_done:
         last = model.state
@@ -148,7 +148,7 @@ def test_potential_outside_the_safety_window_stops_the_protocol():
     # discharging a pristine cell: no vacancies at the surface, the potential collapses
     step = ProtocolStep(CC, 3600, setpoint=-2e-6, label="over-discharge")
     model = CellElectrochemistry(ElectrochemConfig())
-    model.start_protocol(Protocol((step,)), SafetyWindow(min_potential_v=3.2))
+    model.start_protocol(StepTable((step,)), SafetyWindow(min_potential_v=3.2))
     model.advance_to(60.0)
     assert model.state.protocol_done and model.state.current_a == 0.0
     assert model.stop_reason.startswith("safety stop: potential")

@@ -3,9 +3,13 @@
 import numpy as np
 import pytest
 
-from opmap.devices._protocol import Protocol, ProtocolStep, SafetyWindow, Technique
-from opmap.devices.sim._cathode import CathodeField, split_phases
-from opmap.devices.sim._electrochem import CellElectrochemistry, ElectrochemConfig
+from opmap.devices import ProtocolStep, SafetyWindow, StepTable, Technique
+from opmap.twin.electrochem import (
+    CathodeField,
+    CellElectrochemistry,
+    ElectrochemConfig,
+    split_phases,
+)
 
 
 def test_lever_rule_recombines_to_the_mean_composition():
@@ -52,7 +56,7 @@ def front_track(config: ElectrochemConfig) -> tuple[np.ndarray, np.ndarray, np.n
     """Times (s), f = 0.5 positions and 10-90 % widths (µm) of the charge front."""
     model = CellElectrochemistry(config)
     step = ProtocolStep(Technique.CONSTANT_VOLTAGE, 3600, setpoint=4.3, label="charge")
-    model.start_protocol(Protocol((step,)), SafetyWindow())
+    model.start_protocol(StepTable((step,)), SafetyWindow())
     times, z50, widths = [], [], []
     for t in np.arange(60.0, 3600.0, 30.0):
         model.advance_to(float(t))

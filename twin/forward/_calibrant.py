@@ -6,7 +6,7 @@ import numpy as np
 from pyFAI.calibrant import get_calibrant
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from ._detector_mask import EIGER_GAP_VALUE_UINT32, DetectorMask
+from ._mask import EIGER_GAP_VALUE_UINT32, DetectorMask
 
 #: Calibrants the simulated calibration plan offers (pyFAI names).
 CALIBRANTS: tuple[str, ...] = ("CeO2", "alpha_Al2O3")

@@ -2,8 +2,8 @@
 
 `CellElectrochemistry` couples the cathode's Li field (`CathodeField`, finite volumes in z)
 to the cell potential ``V = OCV(x_top) + eta_ct + i R`` (`_electrochem_kinetics`) and runs a
-`Protocol` of open-circuit, constant-voltage and constant-current steps on its own, with
-the step limits of `ProtocolStep`, whenever time is advanced. Deterministic, no randomness.
+step table of open-circuit, constant-voltage and constant-current steps on its own, with
+the step limits of its steps, whenever time is advanced. Deterministic, no randomness.
 
 Time stepping: the model integrates in internal steps of at most ``max_step_s`` and only
 when a call to `advance_to` has accumulated a full step; between internal steps the reported
@@ -21,17 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opmap.devices._protocol import (
-    Protocol,
-    ProtocolError,
-    ProtocolStep,
-    SafetyWindow,
-    Technique,
-)
-
 from ._cathode import CathodeField, LiProfile, split_phases
-from ._electrochem_config import ElectrochemConfig
-from ._electrochem_kinetics import (
+from ._config import ElectrochemConfig
+from ._kinetics import (
     FARADAY_C_PER_MOL,
     exchange_current_for,
     overpotential_v,
@@ -39,13 +31,20 @@ from ._electrochem_kinetics import (
     tafel_scale_v,
 )
 from ._ocv import OcvCurve
+from ._steps import (
+    CONSTANT_CURRENT,
+    CONSTANT_VOLTAGE,
+    OPEN_CIRCUIT,
+    ControlStep,
+    SafetyLimits,
+    StepSequence,
+)
 
 __all__ = [
     "CellElectrochemistry",
     "ElectrochemConfig",
     "ElectrochemState",
     "LiProfile",
-    "ProtocolError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class ElectrochemState:
     charge_c: float
     step_index: int
     step_label: str
-    technique: Technique
+    technique: str
     protocol_done: bool
 
 
@@ -154,8 +153,8 @@ class CellElectrochemistry:
         self._t = 0.0  # internal (integrated) time
         self._t_now = 0.0  # reported time, >= self._t by less than one internal step
         self._charge_c = 0.0
-        self._protocol: Protocol | None = None
-        self._window = SafetyWindow()
+        self._protocol: StepSequence | None = None
+        self._window: SafetyLimits | None = None
         self._index = -1
         self._done = False
         self._step_t0 = 0.0
@@ -200,7 +199,7 @@ class CellElectrochemistry:
             charge_c=self._charge_c + current_a * (self._t_now - self._t),
             step_index=self._index if step is not None else -1,
             step_label=step.label if step is not None else "",
-            technique=step.technique if step is not None else Technique.OPEN_CIRCUIT,
+            technique=step.technique if step is not None else OPEN_CIRCUIT,
             protocol_done=self._done,
         )
 
@@ -217,8 +216,8 @@ class CellElectrochemistry:
         mol_per_cm2 = areal_c / FARADAY_C_PER_MOL
         return mol_per_cm2 * self.config.li_molar_volume_cm3_per_mol * 1e4
 
-    def start_protocol(self, protocol: Protocol, window: SafetyWindow) -> None:
-        """Validate ``protocol`` against ``window`` (`ProtocolError`), then run it from now."""
+    def start_protocol(self, protocol: StepSequence, window: SafetyLimits) -> None:
+        """Validate ``protocol`` against ``window`` (``check`` raises), then run it."""
         protocol.check(window)
         self._integrate(self._t_now, exact=True)
         self._protocol = protocol
@@ -252,7 +251,7 @@ class CellElectrochemistry:
 
     # -- protocol machinery -----------------------------------------------------------
     @property
-    def _step(self) -> ProtocolStep | None:
+    def _step(self) -> ControlStep | None:
         if self._protocol is None or self._done or self._index < 0:
             return None
         return self._protocol.steps[self._index]
@@ -287,7 +286,7 @@ class CellElectrochemistry:
         q_step = abs(self._charge_c - self._step_q0)
         if step.max_abs_charge_c is not None and q_step >= step.max_abs_charge_c * (1 - 1e-9):
             return True
-        if step.technique == Technique.CONSTANT_VOLTAGE:
+        if step.technique == CONSTANT_VOLTAGE:
             floor = step.min_abs_current_a
             return floor is not None and abs(self._i_cm2 * self.config.area_cm2) < floor
         below = step.min_potential_v is not None and self._v <= step.min_potential_v
@@ -296,6 +295,8 @@ class CellElectrochemistry:
 
     def _check_safety(self) -> None:
         w = self._window
+        if w is None:
+            return
         current_a = self._i_cm2 * self.config.area_cm2
         if not (w.min_potential_v <= self._v <= w.max_potential_v):
             reason = f"safety stop: potential {self._v:.4f} V outside the window"
@@ -311,10 +312,10 @@ class CellElectrochemistry:
         """(current density A/cm², potential V) for the active technique and present field."""
         step = self._step
         ocv = self._ocv(self._field.x_top)
-        if step is None or step.technique == Technique.OPEN_CIRCUIT:
+        if step is None or step.technique == OPEN_CIRCUIT:
             return 0.0, ocv
         cfg = self.config
-        if step.technique == Technique.CONSTANT_CURRENT:
+        if step.technique == CONSTANT_CURRENT:
             i = step.setpoint / cfg.area_cm2
             eta = overpotential_v(
                 i,

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from opmap.devices.sim._config import GeometryConfig
-from opmap.devices.sim._geometry import CellGeometry
-from opmap.devices.sim._scene import LAYERS
+from opmap.twin import LAYERS, GeometryConfig
+from opmap.twin.cell import CellGeometry
 
 
 @pytest.fixture(params=["tophat", "gaussian"])

@@ -17,13 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._config import TwinConfig
-from ._electrochem import CellElectrochemistry
-from ._electrochem_sampled import SampledElectrochemistry
-from ._families import CathodeState, FamilyPopulation, cathode_state, orientation_family
-from ._geometry import CellGeometry
-from ._grains import GrainPopulation, GrainTable
 from ._scene import LAYERS, BeamScene, LiSpot, OrientationFamily
 from ._truth import MapTruth
+from .cell import (
+    CathodeState,
+    CellGeometry,
+    FamilyPopulation,
+    GrainPopulation,
+    TruthGrains,
+    cathode_state,
+    orientation_family,
+)
+from .electrochem import CellElectrochemistry, SampledElectrochemistry
 
 #: Number of precomputed states kept (one per advance).
 _HISTORY = 4096
@@ -60,13 +65,13 @@ def beam_x_fraction(
 class _GrainIndex:
     """Grains sorted by their left edge, for fast x-range queries."""
 
-    table: GrainTable
+    table: TruthGrains
     lo_um: np.ndarray
     hi_um: np.ndarray
     max_width_um: float
 
     @classmethod
-    def build(cls, table: GrainTable) -> _GrainIndex:
+    def build(cls, table: TruthGrains) -> _GrainIndex:
         order = np.argsort(table.x_um - table.width_um / 2, kind="stable")
         sorted_table = table.select(order)
         half = sorted_table.width_um / 2
@@ -174,7 +179,7 @@ class CellTwin:
         return self._grain_index
 
     # -- queries ----------------------------------------------------------------------------
-    def grains(self) -> GrainTable:
+    def grains(self) -> TruthGrains:
         """Full history of Li grains in diffraction condition drawn so far."""
         return self._grains.table()
 
@@ -212,7 +217,7 @@ class CellTwin:
 
     def _overlapping(
         self, x_start_um: float, x_stop_um: float, time_s: float
-    ) -> tuple[np.ndarray, np.ndarray, GrainTable]:
+    ) -> tuple[np.ndarray, np.ndarray, TruthGrains]:
         """Indices (into the x-sorted table) of alive grains the beam touches, and overlaps."""
         index = self._index()
         beam_um = self.config.geometry.beam_size_x_um

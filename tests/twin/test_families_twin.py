@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from opmap.devices.sim._config import FamiliesConfig
-from opmap.devices.sim._families import FamilyPopulation, lattice_angstrom, orientation_family
+from opmap.twin import FamiliesConfig
+from opmap.twin.cell import FamilyPopulation, lattice_angstrom, orientation_family
 
 
 def test_paper_lattice_parameters_per_family():

@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._config import LithiumConfig
+from .._config import LithiumConfig
 
-#: Lifetime classes, indexed by `GrainTable.lifetime_class`.
+#: Lifetime classes, indexed by `TruthGrains.lifetime_class`.
 CLASS_NAMES: tuple[str, ...] = ("ephemeral", "unstable", "stable")
 
 
 @dataclass(frozen=True)
-class GrainTable:
+class TruthGrains:
     """Full history of Li grains in diffraction condition; all arrays have shape (n,).
 
     Parameters
@@ -88,14 +88,14 @@ class GrainTable:
         """Columns as numpy arrays, for storage."""
         return asdict(self)
 
-    def select(self, mask: np.ndarray) -> GrainTable:
+    def select(self, mask: np.ndarray) -> TruthGrains:
         """Rows where ``mask`` is true (or at integer indices ``mask``)."""
-        return GrainTable(**{k: v[mask] for k, v in asdict(self).items()})
+        return TruthGrains(**{k: v[mask] for k, v in asdict(self).items()})
 
 
 def _empty_columns() -> dict[str, np.ndarray]:
     ints = ("grain_id", "lifetime_class")
-    names = GrainTable.__dataclass_fields__
+    names = TruthGrains.__dataclass_fields__
     out = {k: np.empty(0, np.int64 if k in ints else float) for k in names}
     out["visible"] = np.empty(0, bool)
     return out
@@ -155,7 +155,7 @@ class GrainPopulation:
         self._n_grains = 0
         self._throughput_um = 0.0
         self._last_thickness_um = 0.0
-        self._table: GrainTable | None = None
+        self._table: TruthGrains | None = None
 
     def _visibility_gain(self) -> tuple[float, float]:
         """1 / visible share of the azimuths, before and after the Burgers stage."""
@@ -278,7 +278,7 @@ class GrainPopulation:
             return np.ones(len(azimuth_deg), bool)
         return np.array([bool(self._visible(float(a))) for a in azimuth_deg], bool)
 
-    def table(self) -> GrainTable:
+    def table(self) -> TruthGrains:
         """The full history drawn so far (grains born after the current time included)."""
         if self._table is None:
             chunks = [self._columns, *self._chunks]
@@ -286,5 +286,5 @@ class GrainPopulation:
             self._chunks = []
             for column in self._columns.values():
                 column.flags.writeable = False
-            self._table = GrainTable(**self._columns)
+            self._table = TruthGrains(**self._columns)
         return self._table

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._config import FamiliesConfig, FamilyConfig
+from .._config import FamiliesConfig, FamilyConfig
+from .._scene import LcoPhase, OrientationFamily
 from ._geometry import CellGeometry
-from ._scene import LcoPhase, OrientationFamily
 
 #: Number of sinusoids in the lateral modulation of the family populations.
 _N_LATERAL_MODES = 3

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from opmap.devices._protocol import SafetyWindow, paper_protocol
-from opmap.devices.sim._config import TwinConfig
-from opmap.devices.sim._twin import CellTwin, beam_x_fraction
+from opmap.devices import SafetyWindow, paper_protocol
+from opmap.twin import CellTwin, TwinConfig, beam_x_fraction
 
 MAP_X_UM = 191.5 + 33.0 * (np.arange(49) + 0.5)  # 49 pixels of 33 µm, centred on the cell
 

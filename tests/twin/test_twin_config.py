@@ -4,9 +4,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from opmap.devices.sim._config import TwinConfig
+from opmap.twin import TwinConfig
 
-DEFAULT_TOML = Path(__file__).parents[3] / "devices" / "sim" / "twin_default.toml"
+DEFAULT_TOML = Path(__file__).parents[2] / "twin" / "twin_default.toml"
 
 
 def test_example_toml_holds_the_defaults():

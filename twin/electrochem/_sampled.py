@@ -13,16 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-from opmap.devices._protocol import Protocol as EcProtocol
-from opmap.devices._protocol import SafetyWindow
-
-from ._electrochem import ElectrochemState
+from ._model import ElectrochemState
+from ._steps import SafetyLimits, StepSequence
 
 
 class ElectrochemModel(Protocol):
     """What the wrapper needs of the model (`CellElectrochemistry` or a test double)."""
 
-    def start_protocol(self, protocol: EcProtocol, window: SafetyWindow) -> None: ...
+    def start_protocol(self, protocol: StepSequence, window: SafetyLimits) -> None: ...
     def stop_protocol(self) -> None: ...
     def advance_to(self, time_s: float) -> None: ...
     @property

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from ._config import GeometryConfig
-from ._scene import LAYERS
+from .._config import GeometryConfig
+from .._scene import LAYERS
 
 _SQRT2 = math.sqrt(2.0)
 #: Gaussian sigma = FWHM / (2 sqrt(2 ln 2)).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opmap.devices.sim._forward_noise import INVERSION_MAX_COUNTS, poisson_counts
+from opmap.twin.forward import INVERSION_MAX_COUNTS, poisson_counts
 
 
 @pytest.mark.parametrize("lam", [0.05, 0.7, 3.0, 9.9, 10.0, 250.0])

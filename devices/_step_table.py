@@ -1,4 +1,4 @@
-"""Electrochemical protocol: techniques, steps with limits, and the hard safety window.
+"""Electrochemical step tables: techniques, steps with limits, and the hard safety window.
 
 These value objects are shared by every potentiostat backend (real or simulated): a
 protocol is validated against the safety window *before* anything is sent to hardware.
@@ -122,7 +122,7 @@ class ProtocolStep:
 
 
 @dataclass(frozen=True)
-class Protocol:
+class StepTable:
     """An ordered list of steps, run by the potentiostat on its own clock."""
 
     steps: tuple[ProtocolStep, ...] = field(default_factory=tuple)
@@ -149,12 +149,12 @@ def paper_protocol(
     cutoff_potential_v: float = 3.0,
     max_discharge_s: float = 3 * 3600,
     final_rest_s: float = 1800.0,
-) -> Protocol:
+) -> StepTable:
     """The paper's sequence: 4.3 V charge, rest, 2 µA discharge to 3.0 V, rest.
 
     Rest durations are not given in the paper: defaults are a choice, keep them configurable.
     """
-    return Protocol(
+    return StepTable(
         steps=(
             ProtocolStep(
                 Technique.CONSTANT_VOLTAGE,

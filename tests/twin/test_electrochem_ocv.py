@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from opmap.devices.sim._electrochem import ElectrochemConfig
-from opmap.devices.sim._electrochem_kinetics import (
+from opmap.twin.electrochem import (
+    ElectrochemConfig,
+    OcvCurve,
     exchange_current_for,
     overpotential_v,
     solve_current_a_per_cm2,
     tafel_scale_v,
 )
-from opmap.devices.sim._ocv import OcvCurve
 
 
 def test_ocv_is_strictly_decreasing_in_x_over_the_table():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from opmap.devices._protocol import SafetyWindow, Technique, paper_protocol
-from opmap.devices.sim._electrochem import CellElectrochemistry, ElectrochemConfig
+from opmap.devices import SafetyWindow, Technique, paper_protocol
+from opmap.twin.electrochem import CellElectrochemistry, ElectrochemConfig
 
 MAH_PER_CM2_TO_C = 3.6
 CHARGE_S = 2.3 * 3600

@@ -16,7 +16,7 @@ import numpy as np
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 from scipy.special import erf
 
-from ._detector_mask import DetectorMask
+from ._mask import DetectorMask
 
 #: Pixel size (m) the configured count rates refer to (one unbinned Eiger pixel).
 REFERENCE_PIXEL_M: float = 75e-6
