@@ -36,6 +36,40 @@ def _folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
+def _timed_map(
+    RE: RunEngine, beamline, layout, label: str, geometry: MapGeometry, data_dir: Path
+) -> float:
+    """Wall time (s) of one map with the subscribers ``label`` names, until the next may start."""
+    tokens, writer, live = [], None, None
+    if label != "bare":
+        writer = ValidatedTiledWriter(
+            layout["raw"],
+            backup_directory=data_dir / "b",
+            background=label != "writer, validation inline",
+        )
+        tokens.append(RE.subscribe(writer))
+    if label == "writer + live analysis":  # as the rehearsal runs it
+        ai = beamline.integrator
+        live = LiveAnalysis(
+            analysis_parameters_for_twin(beamline.twin.config),
+            DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai)),
+            background=True,
+        )
+        tokens.append(RE.subscribe(GuardedCallback(live)))
+    start = time.perf_counter()
+    RE(fly_map(beamline.eiger, beamline.stage.x, beamline.stage.z, geometry))
+    wall_s = time.perf_counter() - start
+    lag = live.maps_pending if live is not None else 0
+    if writer is not None:
+        writer.wait()
+    if live is not None:
+        live.finish()
+        print(f"  (live analysis {lag} map behind when the map ended)")
+    for token in tokens:
+        RE.unsubscribe(token)
+    return wall_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=2, default=(49, 49))
@@ -50,9 +84,7 @@ def main() -> None:
     RE = RunEngine({})
     with init_devices():
         beamline = build_beamline(BeamlineConfig(data_dir=data_dir))
-    stage, eiger = beamline.stage, beamline.eiger
     ai = beamline.integrator
-    analysis_geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
     walls: dict[str, list[float]] = {
         "bare": [],
         "writer, validation inline": [],
@@ -63,32 +95,7 @@ def main() -> None:
         layout = ensure_layout(server.client())
         for _ in range(args.repeats):
             for label in walls:
-                tokens, writer, live = [], None, None
-                if label != "bare":
-                    writer = ValidatedTiledWriter(
-                        layout["raw"],
-                        backup_directory=data_dir / "b",
-                        background=label != "writer, validation inline",
-                    )
-                    tokens.append(RE.subscribe(writer))
-                if label == "writer + live analysis":  # as the rehearsal runs it
-                    live = LiveAnalysis(
-                        analysis_parameters_for_twin(beamline.twin.config),
-                        analysis_geometry,
-                        background=True,
-                    )
-                    tokens.append(RE.subscribe(GuardedCallback(live)))
-                start = time.perf_counter()
-                RE(fly_map(eiger, stage.x, stage.z, geometry))
-                walls[label].append(time.perf_counter() - start)  # until the next map may start
-                lag = live.maps_pending if live is not None else 0
-                if writer is not None:
-                    writer.wait()
-                if live is not None:
-                    live.finish()
-                    print(f"  (live analysis {lag} map behind when the map ended)")
-                for token in tokens:
-                    RE.unsubscribe(token)
+                walls[label].append(_timed_map(RE, beamline, layout, label, geometry, data_dir))
     bare = statistics.median(walls["bare"])
     print(f"map {n_z} x {n_x} on the {ai.detector.shape} detector, {args.repeats} repeats")
     for label, values in walls.items():

@@ -234,57 +234,68 @@ def rehearse(options: RehearsalOptions) -> RehearsalResult:
             wall_s=0.0,
         )
         figures_dir = data_dir / "figures"
-        guard = None
-        if options.live_analysis:
-            truth = _TwinTruth(beamline)
-            RE.subscribe(truth.on_document)
-            live = LiveAnalysis(
-                analysis_parameters_for_twin(beamline.twin.config),
-                _analysis_geometry(poni, beamline),
-                processed=layout["processed"],
-                truth_provider=truth,
-                on_map=[LiveFigures(figures_dir, show=False)],
-                # binned pixels bias the (003) positions; the correction models them with
-                # the spots' azimuthal width (the twin's; measured on the cake at a beamline)
-                sampling_options={"chi_fwhm_deg": beamline.twin.families[0].chi_fwhm_deg},
-                background=True,
-            )
-            guard = GuardedCallback(live)
-            RE.subscribe(guard)
-        geometry = map_geometry(options)
-        n_maps = options.max_maps
-        RE.subscribe(RehearsalProgress(n_maps))
-        print("running the paper's protocol with maps throughout ...")
-        uids = RE(
-            operando_experiment(
-                beamline.potentiostat,
-                beamline.eiger,
-                beamline.stage.x,
-                beamline.stage.z,
-                _scaled_protocol(options.time_scale),
-                geometry,
-                map_interval_s=options.map_interval_s,
-                max_maps=options.max_maps,
-                poll_s=60.0,
-                md={"rehearsal": True, "twin_seed": beamline.twin.config.seed},
-            )
+        live, guard = (
+            _subscribe_live_analysis(RE, beamline, layout["processed"], poni, figures_dir)
+            if options.live_analysis
+            else (None, None)
         )
+        RE.subscribe(RehearsalProgress(options.max_maps))
+        print("running the paper's protocol with maps throughout ...")
+        uids = RE(_experiment_plan(beamline, options))
         result.map_uids = list(uids or [])
         if result.map_uids:
             result.experiment_id = str(
                 layout["raw"][result.map_uids[0]].metadata["start"].get("experiment_id", "")
             )
-        result.live_lag_maps = live.maps_pending if guard is not None else 0
+        result.live_lag_maps = live.maps_pending if live is not None else 0
         writer.wait()
-        if guard is not None:
+        if live is not None and guard is not None:
             live.finish()
             result.analysis_failures = guard.total_failures + live.failures
         result.figures = sorted(figures_dir.glob("*.png")) if figures_dir.exists() else []
         result.wall_s = time.monotonic() - wall0
         _print_summary(result, settings)
-        if guard is not None and result.experiment_id:
+        if live is not None and result.experiment_id:
             result.truth_table = _report(layout["processed"], result, beamline)
     return result
+
+
+def _subscribe_live_analysis(
+    RE: RunEngine, beamline: Any, processed: Any, poni: Path, figures_dir: Path
+) -> tuple[LiveAnalysis, GuardedCallback]:
+    """The live analysis (guarded) and the twin's truth, subscribed to ``RE``."""
+    truth = _TwinTruth(beamline)
+    RE.subscribe(truth.on_document)
+    live = LiveAnalysis(
+        analysis_parameters_for_twin(beamline.twin.config),
+        _analysis_geometry(poni, beamline),
+        processed=processed,
+        truth_provider=truth,
+        on_map=[LiveFigures(figures_dir, show=False)],
+        # binned pixels bias the (003) positions; the correction models them with
+        # the spots' azimuthal width (the twin's; measured on the cake at a beamline)
+        sampling_options={"chi_fwhm_deg": beamline.twin.families[0].chi_fwhm_deg},
+        background=True,
+    )
+    guard = GuardedCallback(live)
+    RE.subscribe(guard)
+    return live, guard
+
+
+def _experiment_plan(beamline: Any, options: RehearsalOptions) -> Any:
+    """The paper's protocol on the simulated cell, with maps throughout."""
+    return operando_experiment(
+        beamline.potentiostat,
+        beamline.eiger,
+        beamline.stage.x,
+        beamline.stage.z,
+        _scaled_protocol(options.time_scale),
+        map_geometry(options),
+        map_interval_s=options.map_interval_s,
+        max_maps=options.max_maps,
+        poll_s=60.0,
+        md={"rehearsal": True, "twin_seed": beamline.twin.config.seed},
+    )
 
 
 def _report(processed: Any, result: RehearsalResult, beamline: Any) -> list[dict[str, Any]]:

@@ -116,54 +116,82 @@ def align_stack(
     StackAlignment
         Also emitted as one event in the ``stack_alignment`` stream.
     """
+    _check_scan(z_start_um, z_stop_um, num, threshold_fraction)
+    template = template or MapGeometry()
+    plan_args = {
+        "monitor": repr(monitor),
+        "stage_z": repr(stage_z),
+        "z_start_um": z_start_um,
+        "z_stop_um": z_stop_um,
+        "num": num,
+        "intensity_field": intensity_field,
+    }
+    results: list[StackAlignment] = []  # run_decorator returns the run uid, not ours
+
+    @bpp.stage_decorator([monitor])
+    @bpp.run_decorator(md=_align_md(monitor, stage_z, num, plan_args, md))
+    def inner() -> MsgGenerator[None]:
+        z_points = np.linspace(z_start_um, z_stop_um, num)
+        intensity = yield from _step_through(monitor, stage_z, z_points, intensity_field)
+        bottom, top = find_stack(z_points, intensity, threshold_fraction=threshold_fraction)
+        result = StackAlignment(bottom, top, propose_map(bottom, top, template))
+        yield from _emit_alignment(result)
+        results.append(result)
+
+    yield from inner()
+    return results[0]
+
+
+def _check_scan(z_start_um: float, z_stop_um: float, num: int, threshold_fraction: float) -> None:
     if not z_stop_um > z_start_um:
         raise ValueError(f"z_stop_um={z_stop_um} must be greater than z_start_um={z_start_um}")
     if num < 3:
         raise ValueError(f"num={num} must be >= 3")
     if not 0 < threshold_fraction < 1:
         raise ValueError(f"threshold_fraction={threshold_fraction} must be in (0, 1)")
-    template = template or MapGeometry()
+
+
+def _align_md(
+    monitor: Readable,
+    stage_z: StepAxis,
+    num: int,
+    plan_args: dict[str, Any],
+    md: dict[str, Any] | None,
+) -> dict[str, Any]:
     _md = {
         "plan_name": "align_stack",
-        "plan_args": {
-            "monitor": repr(monitor),
-            "stage_z": repr(stage_z),
-            "z_start_um": z_start_um,
-            "z_stop_um": z_stop_um,
-            "num": num,
-            "intensity_field": intensity_field,
-        },
+        "plan_args": plan_args,
         "detectors": [monitor.name],
         "motors": [stage_z.name],
         "num_points": num,
         "hints": {"dimensions": [([stage_z.name], "primary")]},
     }
     _md.update(md or {})
+    return _md
+
+
+def _step_through(
+    monitor: Readable, stage_z: StepAxis, z_points: np.ndarray, intensity_field: str
+) -> MsgGenerator[np.ndarray]:
+    """Move to each z (µm), trigger and read; the intensity at each point."""
+    intensity = []
+    for z in z_points:
+        yield from bps.checkpoint()
+        yield from bps.mv(stage_z, float(z))
+        reading = yield from bps.trigger_and_read([monitor, stage_z])
+        intensity.append(_field(reading, intensity_field))
+    return np.asarray(intensity)
+
+
+def _emit_alignment(result: StackAlignment) -> MsgGenerator[None]:
+    """One event in the ``stack_alignment`` stream with the proposed z range."""
     record = PlanRecord("stack", {"z_bottom_um": "um", "z_top_um": "um", "z_count": ""})
-    results: list[StackAlignment] = []  # run_decorator returns the run uid, not ours
-
-    @bpp.stage_decorator([monitor])
-    @bpp.run_decorator(md=_md)
-    def inner() -> MsgGenerator[None]:
-        intensity = []
-        z_points = np.linspace(z_start_um, z_stop_um, num)
-        for z in z_points:
-            yield from bps.checkpoint()
-            yield from bps.mv(stage_z, float(z))
-            reading = yield from bps.trigger_and_read([monitor, stage_z])
-            intensity.append(_field(reading, intensity_field))
-        bottom, top = find_stack(
-            z_points, np.asarray(intensity), threshold_fraction=threshold_fraction
-        )
-        result = StackAlignment(bottom, top, propose_map(bottom, top, template))
-        record.update(z_bottom_um=bottom, z_top_um=top, z_count=result.geometry.z_count)
-        yield from bps.create(ALIGN_STREAM)
-        yield from bps.read(record)
-        yield from bps.save()
-        results.append(result)
-
-    yield from inner()
-    return results[0]
+    record.update(
+        z_bottom_um=result.z_bottom_um, z_top_um=result.z_top_um, z_count=result.geometry.z_count
+    )
+    yield from bps.create(ALIGN_STREAM)
+    yield from bps.read(record)
+    yield from bps.save()
 
 
 def _field(reading: dict[str, Any] | None, key: str) -> float:

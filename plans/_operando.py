@@ -48,7 +48,7 @@ PROTOCOL_GROUP = "potentiostat_protocol"
 
 
 @runtime_checkable
-class Potentiostat(Preparable, Flyable, EventPageCollectable, Readable, Protocol):
+class CyclingPotentiostat(Preparable, Flyable, EventPageCollectable, Readable, Protocol):
     """Prepared with a protocol, kicked off, completed when the protocol ends, collected."""
 
     def stop(self, *, success: bool = False) -> Any:
@@ -104,7 +104,7 @@ def _check_options(map_interval_s: float | None, max_maps: int | None, poll_s: f
 
 
 def operando_experiment(
-    potentiostat: Potentiostat,
+    potentiostat: CyclingPotentiostat,
     detector: FlyDetector,
     stage_x: FlyAxis,
     stage_z: StepAxis,
@@ -125,7 +125,7 @@ def operando_experiment(
     Parameters
     ----------
     potentiostat
-        Runs ``protocol``; `Potentiostat` API.
+        Runs ``protocol`` (e.g. an `opmap.devices.Potentiostat`).
     detector, stage_x, stage_z
         As for `fly_map` (stage axes in µm).
     protocol
@@ -155,17 +155,17 @@ def operando_experiment(
     if not isinstance(protocol, StepTable) or not protocol.steps:
         raise ValueError("protocol must be a non-empty opmap StepTable")
     _check_options(map_interval_s, max_maps, poll_s)
-    _md = map_metadata("operando_experiment", detector, stage_x, stage_z, geometry)
-    _md["plan_args"].update(
-        potentiostat=repr(potentiostat),
-        protocol=repr(protocol),
-        map_interval_s=map_interval_s,
-        map_during_rest=map_during_rest,
-        max_maps=max_maps,
+    _md = _experiment_md(
+        (potentiostat, detector, stage_x, stage_z),
+        protocol,
+        geometry,
+        {
+            "map_interval_s": map_interval_s,
+            "map_during_rest": map_during_rest,
+            "max_maps": max_maps,
+        },
+        md,
     )
-    _md["detectors"].append(potentiostat.name)
-    _md["experiment_id"] = str(uuid.uuid4())
-    _md.update(md or {})
     devices = (potentiostat, detector, stage_x, stage_z)
     body = _experiment(
         devices, protocol, geometry, map_interval_s, map_during_rest, max_maps, poll_s, _md
@@ -177,8 +177,25 @@ def operando_experiment(
     return (yield from bpp.contingency_wrapper(body, except_plan=stop_potentiostat))
 
 
+def _experiment_md(
+    devices: tuple[CyclingPotentiostat, FlyDetector, FlyAxis, StepAxis],
+    protocol: StepTable,
+    geometry: MapGeometry,
+    options: dict[str, Any],
+    md: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Start-document metadata shared by every run of one experiment (a new experiment id)."""
+    potentiostat, detector, stage_x, stage_z = devices
+    _md = map_metadata("operando_experiment", detector, stage_x, stage_z, geometry)
+    _md["plan_args"].update(potentiostat=repr(potentiostat), protocol=repr(protocol), **options)
+    _md["detectors"].append(potentiostat.name)
+    _md["experiment_id"] = str(uuid.uuid4())
+    _md.update(md or {})
+    return _md
+
+
 def _experiment(
-    devices: tuple[Potentiostat, FlyDetector, FlyAxis, StepAxis],
+    devices: tuple[CyclingPotentiostat, FlyDetector, FlyAxis, StepAxis],
     protocol: StepTable,
     geometry: MapGeometry,
     map_interval_s: float | None,
@@ -208,7 +225,7 @@ def _experiment(
 
 
 def _map_run(
-    devices: tuple[Potentiostat, FlyDetector, FlyAxis, StepAxis],
+    devices: tuple[CyclingPotentiostat, FlyDetector, FlyAxis, StepAxis],
     geometry: MapGeometry,
     progress: _Progress,
     map_index: int,
@@ -237,7 +254,7 @@ def _map_run(
 
 
 def _tail_run(
-    potentiostat: Potentiostat, progress: _Progress, poll_s: float, md: dict[str, Any]
+    potentiostat: CyclingPotentiostat, progress: _Progress, poll_s: float, md: dict[str, Any]
 ) -> MsgGenerator[str]:
     tail_md = {**md, "map_index": None, "purpose": "electrochemistry tail"}
 
@@ -254,7 +271,7 @@ def _tail_run(
 
 
 def _wait_while_resting(
-    potentiostat: Potentiostat, protocol: StepTable, progress: _Progress, poll_s: float
+    potentiostat: CyclingPotentiostat, protocol: StepTable, progress: _Progress, poll_s: float
 ) -> MsgGenerator[None]:
     while not progress.protocol_done:
         reading = yield from bps.read(potentiostat)
@@ -265,7 +282,7 @@ def _wait_while_resting(
 
 
 def _wait_for_time(
-    potentiostat: Potentiostat, until_s: float, progress: _Progress, poll_s: float
+    potentiostat: CyclingPotentiostat, until_s: float, progress: _Progress, poll_s: float
 ) -> MsgGenerator[None]:
     while not progress.protocol_done:
         reading = yield from bps.read(potentiostat)
@@ -276,7 +293,7 @@ def _wait_for_time(
 
 
 def _wait_elapsed(
-    potentiostat: Potentiostat,
+    potentiostat: CyclingPotentiostat,
     duration_s: float,
     reading: Mapping[str, Any] | None = None,
 ) -> MsgGenerator[None]:

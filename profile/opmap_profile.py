@@ -314,16 +314,19 @@ def build_session(
             layout["raw"], backup_directory=config.tiled.backup_dir or settings.backup_dir
         ),
         live_analysis=None if params is None else _live(params, beamline, layout),
-        calibration=GuardedCallback(
-            CalibrationCallback(
-                config.beamline.data_dir / "poni", run_node=lambda uid: layout["raw"][uid]
-            )
-        ),
+        calibration=_calibration(config, layout["raw"]),
     )
     _subscribe(session)
     if install_suspenders:
         _install_suspenders(session)
     return session
+
+
+def _calibration(config: ProfileConfig, raw: Any) -> GuardedCallback:
+    """Calibration runs write their refined PONI under the data dir's ``poni/``."""
+    return GuardedCallback(
+        CalibrationCallback(config.beamline.data_dir / "poni", run_node=lambda uid: raw[uid])
+    )
 
 
 def _check_detector_dir(config: ProfileConfig, settings: OpmapSettings) -> None:
