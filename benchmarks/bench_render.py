@@ -15,12 +15,12 @@ import time
 import numpy as np
 
 from opmap.devices.sim._detector import eiger4m_geometry
-from opmap.twin import BeamScene, LcoPhase, LiSpot, OrientationFamily
+from opmap.twin import BeamScene, FamilyTexture, LcoPhase, LiSpot
 from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
 FAMILIES = (
-    OrientationFamily("perp", (25.0, 160.0, 205.0, 345.0), (90.0,)),
-    OrientationFamily("par", (90.0, 275.0), (210.0,)),
+    FamilyTexture("perp", (25.0, 160.0, 205.0, 345.0), (90.0,)),
+    FamilyTexture("par", (90.0, 275.0), (210.0,)),
 )
 SCENE = BeamScene(
     time_s=1200.0,

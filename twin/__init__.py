@@ -7,8 +7,8 @@
 `opmap.devices.sim` drive it; the analysis never imports it.
 """
 
-from ._config import FamiliesConfig, FamilyConfig, GeometryConfig, LithiumConfig, TwinConfig
-from ._scene import LAYERS, BeamScene, LcoPhase, LiSpot, OrientationFamily
+from ._config import FamiliesConfig, FamilyModelConfig, GeometryConfig, LithiumConfig, TwinConfig
+from ._scene import LAYERS, BeamScene, FamilyTexture, LcoPhase, LiSpot
 from ._truth import MapTruth
 from ._twin import CellTwin, beam_x_fraction
 from .cell import TruthGrains
@@ -25,13 +25,13 @@ __all__ = [
     "DiffractionRenderer",
     "ElectrochemState",
     "FamiliesConfig",
-    "FamilyConfig",
+    "FamilyModelConfig",
+    "FamilyTexture",
     "GeometryConfig",
     "LcoPhase",
     "LiSpot",
     "LithiumConfig",
     "MapTruth",
-    "OrientationFamily",
     "SampledElectrochemistry",
     "TruthGrains",
     "TwinConfig",

@@ -51,7 +51,7 @@ class GeometryConfig(_Frozen):
     beam_profile_z: Literal["tophat", "gaussian"] = "tophat"
 
 
-class FamilyConfig(_Frozen):
+class FamilyModelConfig(_Frozen):
     """One LCO orientation family: azimuths and its c(x_Li), a(x_Li) tables."""
 
     name: str
@@ -76,10 +76,10 @@ class FamilyConfig(_Frozen):
         return values
 
 
-def _perp() -> FamilyConfig:
+def _perp() -> FamilyModelConfig:
     # c: pristine 14.00; Li-poor end of the biphasic region (x = 0.75) 14.13; end of charge
     # (x = 0.5) 14.32 Å. a: 2.8035 Å pristine, 0.005 Å less at end of charge.
-    return FamilyConfig(
+    return FamilyModelConfig(
         name="perp",
         azimuths_003_deg=(25.0, 160.0, 205.0, 345.0),
         azimuths_110_deg=(90.0,),
@@ -88,8 +88,8 @@ def _perp() -> FamilyConfig:
     )
 
 
-def _par() -> FamilyConfig:
-    return FamilyConfig(
+def _par() -> FamilyModelConfig:
+    return FamilyModelConfig(
         name="par",
         azimuths_003_deg=(90.0, 275.0),
         azimuths_110_deg=(210.0,),
@@ -108,8 +108,8 @@ class FamiliesConfig(_Frozen):
     from the seed).
     """
 
-    perp: FamilyConfig = Field(default_factory=_perp)
-    par: FamilyConfig = Field(default_factory=_par)
+    perp: FamilyModelConfig = Field(default_factory=_perp)
+    par: FamilyModelConfig = Field(default_factory=_par)
     perp_fraction_bottom: float = Field(0.6, ge=0, le=1)
     perp_fraction_top: float = Field(0.4, ge=0, le=1)
     lateral_amplitude: float = Field(0.05, ge=0, le=0.5)

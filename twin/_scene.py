@@ -17,7 +17,7 @@ LAYERS: tuple[str, ...] = ("pt", "lco", "lipon", "li", "ti", "parylene", "au")
 
 
 @dataclass(frozen=True)
-class OrientationFamily:
+class FamilyTexture:
     """An LCO orientation family: where its reflections lie in azimuth on the detector.
 
     Parameters

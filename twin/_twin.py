@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._config import TwinConfig
-from ._scene import LAYERS, BeamScene, LiSpot, OrientationFamily
+from ._scene import LAYERS, BeamScene, FamilyTexture, LiSpot
 from ._truth import MapTruth
 from .cell import (
     CathodeState,
@@ -105,7 +105,7 @@ class CellTwin:
         # shared with the simulated potentiostat, which reads the samples it records
         self.electrochemistry = SampledElectrochemistry(CellElectrochemistry(config.electrochem))
         fam = config.families
-        self.families: tuple[OrientationFamily, ...] = (
+        self.families: tuple[FamilyTexture, ...] = (
             orientation_family(fam.perp),
             orientation_family(fam.par),
         )

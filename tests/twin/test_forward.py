@@ -9,7 +9,7 @@ from scipy.optimize import curve_fit
 from scipy.signal import find_peaks
 
 from opmap.devices.sim._detector import eiger4m_geometry
-from opmap.twin import BeamScene, LcoPhase, LiSpot, OrientationFamily
+from opmap.twin import BeamScene, FamilyTexture, LcoPhase, LiSpot
 from opmap.twin.forward import (
     EIGER_GAP_VALUE_UINT32,
     DetectorMask,
@@ -19,8 +19,8 @@ from opmap.twin.forward import (
 )
 
 FAMILIES = (
-    OrientationFamily("perp", (25.0, 160.0, 205.0, 345.0), (90.0,)),
-    OrientationFamily("par", (90.0, 275.0), (210.0,)),
+    FamilyTexture("perp", (25.0, 160.0, 205.0, 345.0), (90.0,)),
+    FamilyTexture("par", (90.0, 275.0), (210.0,)),
 )
 
 
@@ -55,7 +55,7 @@ def _gaussian_line(q, amplitude, q0, sigma, offset, slope):
     return amplitude * np.exp(-0.5 * ((q - q0) / sigma) ** 2) + offset + slope * (q - 1.34)
 
 
-def _fit_003(ai, frame, mask, family: OrientationFamily) -> float:
+def _fit_003(ai, frame, mask, family: FamilyTexture) -> float:
     """Fit the (003) peak of the sum of ±10° sectors around the family's azimuths."""
     profiles = []
     for azimuth in family.azimuths_003_deg:

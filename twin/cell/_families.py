@@ -13,17 +13,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .._config import FamiliesConfig, FamilyConfig
-from .._scene import LcoPhase, OrientationFamily
+from .._config import FamiliesConfig, FamilyModelConfig
+from .._scene import FamilyTexture, LcoPhase
 from ._geometry import CellGeometry
 
 #: Number of sinusoids in the lateral modulation of the family populations.
 _N_LATERAL_MODES = 3
 
 
-def orientation_family(config: FamilyConfig) -> OrientationFamily:
-    """The `OrientationFamily` (azimuths for the forward model) of one family config."""
-    return OrientationFamily(
+def orientation_family(config: FamilyModelConfig) -> FamilyTexture:
+    """The `FamilyTexture` (azimuths for the forward model) of one family config."""
+    return FamilyTexture(
         name=config.name,
         azimuths_003_deg=config.azimuths_003_deg,
         azimuths_110_deg=config.azimuths_110_deg,
@@ -31,7 +31,7 @@ def orientation_family(config: FamilyConfig) -> OrientationFamily:
     )
 
 
-def lattice_angstrom(config: FamilyConfig, x_li: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lattice_angstrom(config: FamilyModelConfig, x_li: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """c and a (Å) of one family at Li contents ``x_li`` (any shape, same shape out)."""
     xc, c = np.asarray(config.c_angstrom_vs_x_li).T
     xa, a = np.asarray(config.a_angstrom_vs_x_li).T

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from .._scene import BeamScene, OrientationFamily
+from .._scene import BeamScene, FamilyTexture
 from . import _kernels as kernels
 from ._config import HKL, DiffractionConfig, Reflection, TextureSpot
 from ._lattice import angle_to_basal_deg, q_cubic, q_hexagonal
@@ -65,7 +65,7 @@ class DiffractionRenderer:
         self,
         ai: AzimuthalIntegrator,
         config: DiffractionConfig,
-        families: Sequence[OrientationFamily],
+        families: Sequence[FamilyTexture],
         *,
         mask: DetectorMask | None = None,
     ) -> None:
@@ -215,7 +215,7 @@ class DiffractionRenderer:
 
 
 def _family_texture(
-    family: OrientationFamily, hkl: HKL, rho_deg: float, powder: float
+    family: FamilyTexture, hkl: HKL, rho_deg: float, powder: float
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Texture of one LCO reflection for one family (see `LcoReflection`)."""
     if hkl[2] == 0:
