@@ -1,6 +1,6 @@
 """Targeted sparse reduction: every product of a frame in one sparse matrix product.
 
-:func:`compile` turns a :class:`ReductionPlan` and a :class:`DetectorGeometry`
+:func:`compile_reduction` turns a :class:`ReductionPlan` and a :class:`DetectorGeometry`
 into a :class:`CompiledReduction`: the CSR matrices of pyFAI's own engines for
 each sub-integration (family sectors, Li window, ring bands, optional cake) are
 stacked into one ``scipy.sparse`` CSR projection restricted to the pixels any
@@ -43,7 +43,6 @@ __all__ = [
     "QWindow",
     "ReducedFrames",
     "ReductionPlan",
-    "compile",
     "compile_reduction",
     "default_bands",
 ]
@@ -174,7 +173,7 @@ def _require_pixels(sub: SubIntegration, what: str, allow_empty: bool) -> None:
         )
 
 
-def compile(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReduction:
+def compile_reduction(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReduction:
     """Compile ``plan`` for ``geometry`` (and its mask) into one sparse projection.
 
     Parameters
@@ -202,7 +201,7 @@ def compile(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReductio
     >>> plan = ReductionPlan.model_validate({"families": {"family": [
     ...     {"name": "perp", "azimuths_003_deg": [25, 160, 205, 345], "azimuths_110_deg": [90]},
     ...     {"name": "par", "azimuths_003_deg": [90, 275], "azimuths_110_deg": [210]}]}})
-    >>> reduction = compile(plan, geo)
+    >>> reduction = compile_reduction(plan, geo)
     >>> out = reduction.reduce(np.ones((2, 541, 517), np.float32))
     >>> out.profiles["perp:003"].shape, out.li_window.shape, out.bands["ti_100"].shape
     ((2, 40), (2, 360, 10), (2,))
@@ -255,13 +254,10 @@ def compile(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReductio
     return CompiledReduction._from_parts(plan, geometry, norm, parts, profile_q)
 
 
-compile_reduction = compile
-
-
 class CompiledReduction:
     """A plan compiled for one geometry and mask; reduces frames by sparse products.
 
-    Build with :func:`compile`.  Attributes are read-only by convention.
+    Build with :func:`compile_reduction`.  Attributes are read-only by convention.
 
     Attributes
     ----------

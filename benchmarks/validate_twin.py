@@ -34,7 +34,7 @@ from opmap.analysis.pipeline import (
     analyze_map,
     sampling_correction,
 )
-from opmap.analysis.reduction import compile
+from opmap.analysis.reduction import compile_reduction
 from opmap.devices._protocol import SafetyWindow, paper_protocol
 from opmap.devices.sim._config import TwinConfig
 from opmap.devices.sim._detector import eiger4m_geometry
@@ -55,7 +55,7 @@ def build(binning: int, seed: int, ti_band: str):
     renderer = FrameRenderer(ai, DiffractionConfig(), twin.families)
     geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
     params = analysis_parameters_for_twin(config, ti_band=ti_band)
-    return twin, renderer, compile(params.reduction_plan(), geometry), params, geometry
+    return twin, renderer, compile_reduction(params.reduction_plan(), geometry), params, geometry
 
 
 def li_visibility(binning: int):

@@ -17,7 +17,7 @@ from opmap.analysis.pipeline import (
     analyze_map,
     sampling_correction,
 )
-from opmap.analysis.reduction import compile
+from opmap.analysis.reduction import compile_reduction
 from opmap.devices._protocol import SafetyWindow, paper_protocol
 from opmap.devices.sim._config import TwinConfig
 from opmap.devices.sim._detector import eiger4m_geometry
@@ -43,7 +43,7 @@ class TwinSetup:
         self.geometry = geometry
         # The analysis uses the material's x(c) law, the same one the twin is built on.
         self.params = analysis_parameters_for_twin(self.config)
-        self.reduction = compile(self.params.reduction_plan(), geometry)
+        self.reduction = compile_reduction(self.params.reduction_plan(), geometry)
         self.rng = np.random.default_rng(7)
 
     def render_map(self, layout: MapLayout, time_s: float, rng=None) -> np.ndarray:

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from ._pipeline_params import AnalysisParameters
-from .fitting import fit_gaussian
-from .geometry import DetectorGeometry
-from .reduction import CompiledReduction
+from ..fitting import fit_gaussian
+from ..geometry import DetectorGeometry
+from ..reduction import CompiledReduction
+from ._params import AnalysisParameters
 
 __all__ = ["SamplingCorrection", "sampling_correction"]
 
@@ -100,7 +100,8 @@ def sampling_correction(
     Parameters
     ----------
     reduction : CompiledReduction
-        The reduction the frames go through (``compile(params.reduction_plan(), geometry)``).
+        The reduction the frames go through
+        (``compile_reduction(params.reduction_plan(), geometry)``).
     geometry : DetectorGeometry
         Its geometry (pixel corners and azimuths).
     params : AnalysisParameters
