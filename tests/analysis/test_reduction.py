@@ -175,7 +175,9 @@ def test_texture_spots_land_in_their_own_family_profile(geometry) -> None:
     q, chi = geometry.q_array(), geometry.chi_deg_array()
     dchi = (chi - 90 + 180) % 360 - 180  # par (003) spot at 90°
     frame = 5 + 500 * np.exp(-0.5 * ((q - 1.33) / 0.012) ** 2) * (np.abs(dchi) < 5)
-    out = compile_reduction(ReductionPlan(families=FAMILIES), geometry).reduce(frame.astype(np.float32))
+    out = compile_reduction(ReductionPlan(families=FAMILIES), geometry).reduce(
+        frame.astype(np.float32)
+    )
     par, perp = out.profiles["par:003"][0], out.profiles["perp:003"][0]
     assert np.nanmax(par) > 50
     assert np.nanmax(perp) < 6  # background only, ~5 after solid angle/polarisation
