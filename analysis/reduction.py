@@ -215,7 +215,32 @@ def compile_reduction(plan: ReductionPlan, geometry: DetectorGeometry) -> Compil
         norm = norm * ai.polarization(shape, plan.polarization_factor)
     norm = norm.ravel()
 
-    parts: list[tuple[str, str, tuple[int, ...], SubIntegration]] = []
+    parts, profile_q = _profile_parts(plan, geometry, norm)
+    li = plan.li_window
+    li_sub = _cake_matrix(geometry, norm, li, plan.splitting)
+    _require_pixels(li_sub, "the Li (110) window", False)
+    parts.append(("li_window", "li_window", (li.n_chi, li.n_q), li_sub))
+    for name, window in plan.bands.items():
+        band = engine_matrix(
+            geometry, norm, q_range=_q_range(window), n_q=1, splitting=plan.splitting
+        )
+        _require_pixels(band, f"band {name!r}", False)
+        parts.append((name, "band", (), band))
+    if plan.cake is not None:
+        cake_sub = _cake_matrix(geometry, norm, plan.cake, plan.splitting)
+        _require_pixels(cake_sub, "the cake", False)
+        parts.append(("cake", "cake", (plan.cake.n_chi, plan.cake.n_q), cake_sub))
+    return CompiledReduction._from_parts(plan, geometry, norm, parts, profile_q)
+
+
+_Part = tuple[str, str, tuple[int, ...], SubIntegration]  # key, kind, bin shape, matrix
+
+
+def _profile_parts(
+    plan: ReductionPlan, geometry: DetectorGeometry, norm: np.ndarray
+) -> tuple[list[_Part], dict[str, np.ndarray]]:
+    """One q profile per family and reflection, summed over the family's χ sectors."""
+    parts: list[_Part] = []
     profile_q: dict[str, np.ndarray] = {}
     for family in plan.families.family:
         for reflection, binning in (("003", plan.profile_003), ("110", plan.profile_110)):
@@ -236,22 +261,7 @@ def compile_reduction(plan: ReductionPlan, geometry: DetectorGeometry) -> Compil
             assert total is not None
             parts.append((key, "profile", (binning.n_q,), total))
             profile_q[key] = _bin_centres(binning)
-
-    li = plan.li_window
-    li_sub = _cake_matrix(geometry, norm, li, plan.splitting)
-    _require_pixels(li_sub, "the Li (110) window", False)
-    parts.append(("li_window", "li_window", (li.n_chi, li.n_q), li_sub))
-    for name, window in plan.bands.items():
-        band = engine_matrix(
-            geometry, norm, q_range=_q_range(window), n_q=1, splitting=plan.splitting
-        )
-        _require_pixels(band, f"band {name!r}", False)
-        parts.append((name, "band", (), band))
-    if plan.cake is not None:
-        cake_sub = _cake_matrix(geometry, norm, plan.cake, plan.splitting)
-        _require_pixels(cake_sub, "the cake", False)
-        parts.append(("cake", "cake", (plan.cake.n_chi, plan.cake.n_q), cake_sub))
-    return CompiledReduction._from_parts(plan, geometry, norm, parts, profile_q)
+    return parts, profile_q
 
 
 class CompiledReduction:
