@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..fitting import fit_gaussian, fit_two_gaussians, peak_present
 from ..grains import GrainTable, find_grains
-from ..lattice import a_from_q110, c_from_q003
+from ..lattice import LatticeMaps, a_from_q110, c_from_q003
 from ..phases import phase_maps, ti_position
 from ..reduction import ReducedFrames
 from ._layout import MapLayout
@@ -63,22 +63,6 @@ class MapResult:
     grains: GrainTable
 
 
-@dataclass(frozen=True)
-class _LatticeMaps:
-    """Lattice results of one map per family name, each (n_z, n_x), NaN where not measured.
-
-    ``c_angstrom`` / ``x_li`` exist for every family; ``a_angstrom`` only for families with
-    (110) sectors. The ``*_err`` mappings hold the standard uncertainties.
-    """
-
-    c_angstrom: dict[str, np.ndarray] = field(default_factory=dict)
-    c_err_angstrom: dict[str, np.ndarray] = field(default_factory=dict)
-    a_angstrom: dict[str, np.ndarray] = field(default_factory=dict)
-    a_err_angstrom: dict[str, np.ndarray] = field(default_factory=dict)
-    x_li: dict[str, np.ndarray] = field(default_factory=dict)
-    x_li_err: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 def _peak_q(
     reduced: ReducedFrames,
     key: str,
@@ -99,18 +83,20 @@ def _lattice(
     layout: MapLayout,
     params: AnalysisParameters,
     sampling: SamplingCorrection | None,
-) -> _LatticeMaps:
-    out = _LatticeMaps()
+) -> LatticeMaps:
+    """c, a and x maps (n_z, n_x) per family of one map; a only where (110) is reduced."""
+    maps: tuple[dict[str, np.ndarray], ...] = tuple({} for _ in range(6))
+    c, c_err, a, a_err, x, x_err = maps
     for family in params.families.family:
         name = family.name
-        c, c_err = c_from_q003(*_peak_q(reduced, f"{name}:003", params, sampling))
-        x, x_err = params.x_li(name, c, c_err)
-        out.c_angstrom[name], out.c_err_angstrom[name] = layout.to_map(c), layout.to_map(c_err)
-        out.x_li[name], out.x_li_err[name] = layout.to_map(x), layout.to_map(x_err)
+        c_q, c_q_err = c_from_q003(*_peak_q(reduced, f"{name}:003", params, sampling))
+        x_li, x_li_err = params.x_li(name, c_q, c_q_err)
+        c[name], c_err[name] = layout.to_map(c_q), layout.to_map(c_q_err)
+        x[name], x_err[name] = layout.to_map(x_li), layout.to_map(x_li_err)
         if f"{name}:110" in reduced.profiles:
-            a, a_err = a_from_q110(*_peak_q(reduced, f"{name}:110", params))
-            out.a_angstrom[name], out.a_err_angstrom[name] = layout.to_map(a), layout.to_map(a_err)
-    return out
+            a_q, a_q_err = a_from_q110(*_peak_q(reduced, f"{name}:110", params))
+            a[name], a_err[name] = layout.to_map(a_q), layout.to_map(a_q_err)
+    return LatticeMaps(c, c_err, a, a_err, x, x_err)
 
 
 def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
