@@ -137,22 +137,7 @@ def check_rings(
     tth_map = np.rad2deg(ai.center_array(geometry.shape, unit="2th_rad", scale=False))
     valid = ~geometry.effective_mask
     lo, hi = float(tth_map[valid].min()), float(tth_map[valid].max())
-    n_bins = int(np.clip((hi - lo) / (tol / 4), 200, 20_000))
-    profile = ai.integrate1d_ng(
-        image, n_bins, unit="2th_deg", radial_range=(lo, hi), method=("bbox", "csr", "cython")
-    )
-    intensity = np.nan_to_num(np.asarray(profile.intensity, float))
-    spread = float(np.percentile(intensity, 90) - np.percentile(intensity, 10))
-    # bin-to-bin noise (robust): a peak must stand well above it, or Poisson noise in the
-    # sparsely populated outer bins would count as unexplained peaks
-    noise = 1.4826 * float(np.median(np.abs(np.diff(intensity)))) / np.sqrt(2.0)
-    peaks, props = find_peaks(intensity, prominence=max(0.1 * spread, 6.0 * noise, 1e-12))
-    # strong peaks only (>= 1 % of the strongest): partial rings in the detector corners
-    # leave faint bumps that say nothing about the geometry
-    prominence = props["prominences"]
-    strong = prominence >= 0.01 * prominence.max() if prominence.size else prominence > 0
-    found = np.asarray(profile.radial)[peaks[strong]]
-
+    found = _profile_peaks_deg(image, geometry, lo, hi, tol)
     rings = np.rad2deg(
         [t for t in _calibrant(calibrant, geometry.wavelength_angstrom).get_2th() if t]
     )
@@ -169,6 +154,27 @@ def check_rings(
         peaks_explained=int(explained),
         tolerance_2theta_deg=tol,
     )
+
+
+def _profile_peaks_deg(
+    image: np.ndarray, geometry: DetectorGeometry, lo: float, hi: float, tol: float
+) -> np.ndarray:
+    """2θ (deg) of the strong peaks of the image's 2θ profile over [lo, hi] deg."""
+    n_bins = int(np.clip((hi - lo) / (tol / 4), 200, 20_000))
+    profile = geometry.integrator.integrate1d_ng(
+        image, n_bins, unit="2th_deg", radial_range=(lo, hi), method=("bbox", "csr", "cython")
+    )
+    intensity = np.nan_to_num(np.asarray(profile.intensity, float))
+    spread = float(np.percentile(intensity, 90) - np.percentile(intensity, 10))
+    # bin-to-bin noise (robust): a peak must stand well above it, or Poisson noise in the
+    # sparsely populated outer bins would count as unexplained peaks
+    noise = 1.4826 * float(np.median(np.abs(np.diff(intensity)))) / np.sqrt(2.0)
+    peaks, props = find_peaks(intensity, prominence=max(0.1 * spread, 6.0 * noise, 1e-12))
+    # strong peaks only (>= 1 % of the strongest): partial rings in the detector corners
+    # leave faint bumps that say nothing about the geometry
+    prominence = props["prominences"]
+    strong = prominence >= 0.01 * prominence.max() if prominence.size else prominence > 0
+    return np.asarray(profile.radial)[peaks[strong]]
 
 
 def _residual_deg(refinement) -> tuple[float, tuple[int, ...], int]:
@@ -253,6 +259,30 @@ def calibrate(
     (True, True)
     """
     start.check_frames(np.shape(image), name="image")
+    _check_options(passes, points_per_degree, min_rings, min_match_fraction)
+    image, start = _mask_detector_markers(np.asarray(image), start)
+    refinement = _refine(image, start, calibrant, passes, max_rings, points_per_degree)
+    residual, rings_used, n_points = _residual_deg(refinement)
+    refined = DetectorGeometry.from_integrator(refinement, mask=start.mask)
+    check = check_rings(image, refined, calibrant=calibrant)
+    reason = _rejection(n_points, check, residual, min_rings, min_match_fraction)
+    result = CalibrationResult(
+        geometry=refined,
+        residual_2theta_deg=residual,
+        rings_used=rings_used,
+        n_control_points=n_points,
+        ring_check=check,
+        accepted=not reason,
+        reason=reason,
+    )
+    if reason and strict:
+        raise CalibrationRejectedError(result)
+    return result
+
+
+def _check_options(
+    passes: int, points_per_degree: float, min_rings: int, min_match_fraction: float
+) -> None:
     if not 1 <= passes <= 20:
         raise ValueError(f"passes must be in [1, 20], got {passes}")
     if not 0.1 <= points_per_degree <= 10:
@@ -261,7 +291,17 @@ def calibrate(
         raise ValueError(f"min_rings must be >= 3, got {min_rings}")
     if not 0.5 <= min_match_fraction <= 1:
         raise ValueError(f"min_match_fraction must be in [0.5, 1], got {min_match_fraction}")
-    image, start = _mask_detector_markers(np.asarray(image), start)
+
+
+def _refine(
+    image: np.ndarray,
+    start: DetectorGeometry,
+    calibrant: str,
+    passes: int,
+    max_rings: int | None,
+    points_per_degree: float,
+):
+    """pyFAI's geometry refinement after ``passes`` extract-and-refine iterations."""
     single = SingleGeometry(
         "calibration",
         image=image,
@@ -275,37 +315,33 @@ def calibrate(
         if len(refinement.data) < 6:
             break
         refinement.refine3(fix=["wavelength", "rot3"])
-    residual, rings_used, n_points = _residual_deg(refinement)
-    refined = DetectorGeometry.from_integrator(refinement, mask=start.mask)
-    check = check_rings(image, refined, calibrant=calibrant)
-    reason = ""
+    return refinement
+
+
+def _rejection(
+    n_points: int,
+    check: RingCheck,
+    residual: float,
+    min_rings: int,
+    min_match_fraction: float,
+) -> str:
+    """Why the refined geometry is rejected, or "" when it is accepted."""
     if n_points < 6:
-        reason = f"only {n_points} control points were found"
-    elif check.rings_checked < min_rings:
-        reason = f"only {check.rings_checked} resolvable rings to check (min_rings={min_rings})"
-    elif min(check.ring_fraction, check.peak_fraction) < min_match_fraction:
-        reason = (
+        return f"only {n_points} control points were found"
+    if check.rings_checked < min_rings:
+        return f"only {check.rings_checked} resolvable rings to check (min_rings={min_rings})"
+    if min(check.ring_fraction, check.peak_fraction) < min_match_fraction:
+        return (
             f"refined geometry misplaces the calibrant rings: {check.rings_matched}/"
             f"{check.rings_checked} rings matched, {check.peaks_explained}/{check.peaks_found} "
             f"peaks explained within {check.tolerance_2theta_deg:.3f} deg (needs "
             f"{min_match_fraction:.0%}); the start was probably too far off and rings were "
             f"mis-assigned (residual {residual:.4f} deg looks fine but is not evidence)"
         )
-    elif residual > 0.5 * check.tolerance_2theta_deg:
-        reason = (
+    if residual > 0.5 * check.tolerance_2theta_deg:
+        return (
             f"control points scatter by {residual:.4f} deg rms, more than half a pixel "
             f"({0.5 * check.tolerance_2theta_deg:.4f} deg): the calibrant image is too weak "
             "or noisy for a reliable geometry; count longer"
         )
-    result = CalibrationResult(
-        geometry=refined,
-        residual_2theta_deg=residual,
-        rings_used=rings_used,
-        n_control_points=n_points,
-        ring_check=check,
-        accepted=not reason,
-        reason=reason,
-    )
-    if reason and strict:
-        raise CalibrationRejectedError(result)
-    return result
+    return ""

@@ -16,7 +16,14 @@ import numpy as np
 from ._fit_lm import propagate, solve_lm
 from ._fit_models import FWHM_PER_SIGMA, SQRT_2PI, gauss_linear, single_start, two_gauss_linear
 
-__all__ = ["FitFlag", "PeakFit", "TwoPeakFit", "fit_gaussian", "fit_two_gaussians"]
+__all__ = [
+    "FitFlag",
+    "PeakFit",
+    "TwoPeakFit",
+    "fit_gaussian",
+    "fit_two_gaussians",
+    "peak_present",
+]
 
 
 class FitFlag(IntEnum):
@@ -362,3 +369,38 @@ def _two_result(sol, q, y, q_lo, q_hi, s_lo, s_hi, min_snr) -> TwoPeakFit:
         fraction_err=keep(np.stack([frac_err, frac_err], 1)),
         flag=flag,
     )
+
+
+def peak_present(area: np.ndarray, *, min_relative_area: float) -> np.ndarray:
+    """Which fitted peaks are real: area at least a fraction of the map's strong peaks.
+
+    The reference is the 90th percentile of the finite areas (the family's peak where the
+    family is in the beam); a noise fluctuation that passed the SNR test outside the layer
+    has a small fraction of it.
+
+    Parameters
+    ----------
+    area : numpy.ndarray
+        Fitted peak areas (intensity × q, any shape), NaN where no peak was fitted.
+    min_relative_area : float
+        Fraction of the reference area a peak needs, in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, shape of ``area``; ``True`` where the peak is present (never where NaN).
+
+    Examples
+    --------
+    >>> area = np.array([100.0, 90.0, 3.0, np.nan])
+    >>> peak_present(area, min_relative_area=0.1).tolist()
+    [True, True, False, False]
+    """
+    if not 0.0 <= min_relative_area <= 1.0:
+        raise ValueError(f"min_relative_area must be in [0, 1], got {min_relative_area!r}")
+    area = np.asarray(area, float)
+    finite = area[np.isfinite(area)]
+    if finite.size == 0:
+        return np.zeros(area.shape, bool)
+    reference = float(np.percentile(finite, 90))
+    return np.isfinite(area) & (area >= min_relative_area * reference)

@@ -25,10 +25,9 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers bitshuffle-LZ4 and friends with h5py)
 import numpy as np
 
-__all__ = ["FramePiece", "FrameSource", "open_frames", "read_frame_block"]
+from .dectris_layout import DATA_GROUP, DATA_LINK_PREFIX, DATA_PATH
 
-_DECTRIS_GROUP = "entry/data"
-_DECTRIS_VDS = "entry/data/data"
+__all__ = ["FramePiece", "FrameSource", "open_frames", "read_frame_block"]
 
 
 @dataclass(frozen=True)
@@ -191,14 +190,15 @@ def _pieces(h5: h5py.File, path: Path, dataset: str | None) -> list[tuple[FrameP
         if dataset not in h5:
             raise ValueError(f"dataset {dataset!r} not found in {path}")
         return [_piece(h5, path, dataset)]
-    group = h5.get(_DECTRIS_GROUP)
-    links = sorted(k for k in group if k.startswith("data_")) if group is not None else []
+    group = h5.get(DATA_GROUP)
+    names = [] if group is None else list(group)
+    links = sorted(k for k in names if k.startswith(DATA_LINK_PREFIX))
     if links:
-        return [_linked_piece(h5, path, f"{_DECTRIS_GROUP}/{name}") for name in links]
-    if _DECTRIS_VDS in h5:
-        return [_piece(h5, path, _DECTRIS_VDS)]
+        return [_linked_piece(h5, path, f"{DATA_GROUP}/{name}") for name in links]
+    if DATA_PATH in h5:
+        return [_piece(h5, path, DATA_PATH)]
     raise ValueError(
-        f"{path} has no Dectris frames (/entry/data/data_NNNNNN or /entry/data/data); "
+        f"{path} has no Dectris frames ({DATA_GROUP}/{DATA_LINK_PREFIX}NNNNNN or {DATA_PATH}); "
         "pass dataset= with the path of the frames"
     )
 

@@ -201,7 +201,11 @@ def frames_to_maps(values: np.ndarray, *, n_z: int, n_x: int, snake: bool = Fals
 
 @dataclass(frozen=True)
 class LatticeMaps:
-    """Per-family maps, each (n_maps, n_z, n_x); NaN where the fit was not trusted."""
+    """Per-family lattice maps; NaN where the fit was not trusted.
+
+    Each array is (n_maps, n_z, n_x) from `lattice_maps`, or (n_z, n_x) for the one map of
+    an `opmap.analysis.pipeline.analyze_map`. ``a_*`` holds only families with (110) fits.
+    """
 
     c_angstrom: Mapping[str, np.ndarray]
     c_err_angstrom: Mapping[str, np.ndarray]

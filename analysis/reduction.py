@@ -1,6 +1,6 @@
 """Targeted sparse reduction: every product of a frame in one sparse matrix product.
 
-:func:`compile` turns a :class:`ReductionPlan` and a :class:`DetectorGeometry`
+:func:`compile_reduction` turns a :class:`ReductionPlan` and a :class:`DetectorGeometry`
 into a :class:`CompiledReduction`: the CSR matrices of pyFAI's own engines for
 each sub-integration (family sectors, Li window, ring bands, optional cake) are
 stacked into one ``scipy.sparse`` CSR projection restricted to the pixels any
@@ -43,7 +43,6 @@ __all__ = [
     "QWindow",
     "ReducedFrames",
     "ReductionPlan",
-    "compile",
     "compile_reduction",
     "default_bands",
 ]
@@ -174,7 +173,7 @@ def _require_pixels(sub: SubIntegration, what: str, allow_empty: bool) -> None:
         )
 
 
-def compile(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReduction:
+def compile_reduction(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReduction:
     """Compile ``plan`` for ``geometry`` (and its mask) into one sparse projection.
 
     Parameters
@@ -202,7 +201,7 @@ def compile(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReductio
     >>> plan = ReductionPlan.model_validate({"families": {"family": [
     ...     {"name": "perp", "azimuths_003_deg": [25, 160, 205, 345], "azimuths_110_deg": [90]},
     ...     {"name": "par", "azimuths_003_deg": [90, 275], "azimuths_110_deg": [210]}]}})
-    >>> reduction = compile(plan, geo)
+    >>> reduction = compile_reduction(plan, geo)
     >>> out = reduction.reduce(np.ones((2, 541, 517), np.float32))
     >>> out.profiles["perp:003"].shape, out.li_window.shape, out.bands["ti_100"].shape
     ((2, 40), (2, 360, 10), (2,))
@@ -216,7 +215,32 @@ def compile(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReductio
         norm = norm * ai.polarization(shape, plan.polarization_factor)
     norm = norm.ravel()
 
-    parts: list[tuple[str, str, tuple[int, ...], SubIntegration]] = []
+    parts, profile_q = _profile_parts(plan, geometry, norm)
+    li = plan.li_window
+    li_sub = _cake_matrix(geometry, norm, li, plan.splitting)
+    _require_pixels(li_sub, "the Li (110) window", False)
+    parts.append(("li_window", "li_window", (li.n_chi, li.n_q), li_sub))
+    for name, window in plan.bands.items():
+        band = engine_matrix(
+            geometry, norm, q_range=_q_range(window), n_q=1, splitting=plan.splitting
+        )
+        _require_pixels(band, f"band {name!r}", False)
+        parts.append((name, "band", (), band))
+    if plan.cake is not None:
+        cake_sub = _cake_matrix(geometry, norm, plan.cake, plan.splitting)
+        _require_pixels(cake_sub, "the cake", False)
+        parts.append(("cake", "cake", (plan.cake.n_chi, plan.cake.n_q), cake_sub))
+    return CompiledReduction._from_parts(plan, geometry, norm, parts, profile_q)
+
+
+_Part = tuple[str, str, tuple[int, ...], SubIntegration]  # key, kind, bin shape, matrix
+
+
+def _profile_parts(
+    plan: ReductionPlan, geometry: DetectorGeometry, norm: np.ndarray
+) -> tuple[list[_Part], dict[str, np.ndarray]]:
+    """One q profile per family and reflection, summed over the family's χ sectors."""
+    parts: list[_Part] = []
     profile_q: dict[str, np.ndarray] = {}
     for family in plan.families.family:
         for reflection, binning in (("003", plan.profile_003), ("110", plan.profile_110)):
@@ -237,31 +261,13 @@ def compile(plan: ReductionPlan, geometry: DetectorGeometry) -> CompiledReductio
             assert total is not None
             parts.append((key, "profile", (binning.n_q,), total))
             profile_q[key] = _bin_centres(binning)
-
-    li = plan.li_window
-    li_sub = _cake_matrix(geometry, norm, li, plan.splitting)
-    _require_pixels(li_sub, "the Li (110) window", False)
-    parts.append(("li_window", "li_window", (li.n_chi, li.n_q), li_sub))
-    for name, window in plan.bands.items():
-        band = engine_matrix(
-            geometry, norm, q_range=_q_range(window), n_q=1, splitting=plan.splitting
-        )
-        _require_pixels(band, f"band {name!r}", False)
-        parts.append((name, "band", (), band))
-    if plan.cake is not None:
-        cake_sub = _cake_matrix(geometry, norm, plan.cake, plan.splitting)
-        _require_pixels(cake_sub, "the cake", False)
-        parts.append(("cake", "cake", (plan.cake.n_chi, plan.cake.n_q), cake_sub))
-    return CompiledReduction._from_parts(plan, geometry, norm, parts, profile_q)
-
-
-compile_reduction = compile
+    return parts, profile_q
 
 
 class CompiledReduction:
     """A plan compiled for one geometry and mask; reduces frames by sparse products.
 
-    Build with :func:`compile`.  Attributes are read-only by convention.
+    Build with :func:`compile_reduction`.  Attributes are read-only by convention.
 
     Attributes
     ----------

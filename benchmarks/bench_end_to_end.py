@@ -22,7 +22,7 @@ import numpy as np
 
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
-from opmap.analysis.reduction import ReductionPlan, compile
+from opmap.analysis.reduction import ReductionPlan, compile_reduction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runs from any folder
 from bench_reduction import FAMILIES, synthetic_frames
@@ -65,7 +65,8 @@ def main(n_frames: int = 64, batch: int = 16) -> None:
     geometry = DetectorGeometry(
         eiger4m_detector(), distance_m=0.1, poni1_m=0.081, poni2_m=0.0776, rot1_rad=0.01
     )
-    reduction = compile(ReductionPlan(families=FamilyConfig.model_validate(FAMILIES)), geometry)
+    plan = ReductionPlan(families=FamilyConfig.model_validate(FAMILIES))
+    reduction = compile_reduction(plan, geometry)
     frames = synthetic_frames(geometry, n_frames)
     with tempfile.TemporaryDirectory() as tmp:
         master = write_dectris(Path(tmp), frames)

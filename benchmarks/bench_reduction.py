@@ -16,7 +16,7 @@ import numpy as np
 
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
-from opmap.analysis.reduction import ReductionPlan, compile
+from opmap.analysis.reduction import ReductionPlan, compile_reduction
 
 FAMILIES = {
     "family": [
@@ -54,8 +54,8 @@ def main(n_frames: int = 64) -> None:
     )
     plan = ReductionPlan(families=FamilyConfig.model_validate(FAMILIES))
     t0 = time.perf_counter()
-    reduction = compile(plan, geometry)
-    print(f"compile: {time.perf_counter() - t0:.1f} s, {reduction!r}")
+    reduction = compile_reduction(plan, geometry)
+    print(f"compile_reduction: {time.perf_counter() - t0:.1f} s, {reduction!r}")
     frames = synthetic_frames(geometry, n_frames)
     print(f"frames: {frames.shape} {frames.dtype}, cores: {os.cpu_count()}")
     reduction.reduce_packed(frames[:4])  # warm-up

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from opmap.devices.sim._detector import eiger4m_geometry
+from opmap.analysis.geometry import eiger4m_integrator
 from opmap.twin import BeamScene, FamilyTexture, LcoPhase, LiSpot
 from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
@@ -50,7 +50,7 @@ def bench(binning: int, repeats: int, frames: int) -> None:
     """Print setup time and median rate for one binning."""
     start = time.perf_counter()
     renderer = DiffractionRenderer(
-        eiger4m_geometry(binning=binning), DiffractionConfig(), FAMILIES
+        eiger4m_integrator(binning=binning), DiffractionConfig(), FAMILIES
     )
     setup_s = time.perf_counter() - start
     rng = np.random.default_rng(0)

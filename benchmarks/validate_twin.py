@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from opmap._rehearsal_params import analysis_parameters_for_twin
-from opmap.analysis.geometry import DetectorGeometry
+from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
 from opmap.analysis.lattice import biphasic_front
 from opmap.analysis.pipeline import (
     ExperimentAnalysis,
@@ -34,9 +34,8 @@ from opmap.analysis.pipeline import (
     analyze_map,
     sampling_correction,
 )
-from opmap.analysis.reduction import compile
+from opmap.analysis.reduction import compile_reduction
 from opmap.devices import SafetyWindow, paper_protocol
-from opmap.devices.sim._detector import eiger4m_geometry
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import (
     DetectorMask,
@@ -52,11 +51,11 @@ def build(binning: int, seed: int, ti_band: str):
     config = TwinConfig(seed=seed)
     twin = CellTwin(config)
     twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
-    ai = eiger4m_geometry(binning=binning)
+    ai = eiger4m_integrator(binning=binning)
     renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
     geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
     params = analysis_parameters_for_twin(config, ti_band=ti_band)
-    return twin, renderer, compile(params.reduction_plan(), geometry), params, geometry
+    return twin, renderer, compile_reduction(params.reduction_plan(), geometry), params, geometry
 
 
 def li_visibility(binning: int):
@@ -65,7 +64,7 @@ def li_visibility(binning: int):
     A grain whose spot falls in a module gap is in diffraction condition but not on the
     detector: the true counts are those of visible grains, as in `opmap rehearse`.
     """
-    ai = eiger4m_geometry(binning=binning)
+    ai = eiger4m_integrator(binning=binning)
     return ring_visibility(ai, DetectorMask(), q_inv_angstrom=LI_110_Q_INV_ANGSTROM)
 
 

@@ -49,7 +49,7 @@ from opmap.analysis.pipeline import (
     sampling_correction,
 )
 from opmap.analysis.products import LabelledArray, Products
-from opmap.analysis.reduction import CompiledReduction, compile
+from opmap.analysis.reduction import CompiledReduction, compile_reduction
 
 from ._live_docs import emit_map_run, map_summary
 from ._live_map import LiveMapRun, layout_from_start
@@ -168,7 +168,7 @@ class LiveAnalysis:
         cached = self._compiled.get(id(geometry))
         if cached is None:
             logger.info("compiling the targeted reduction for %r", geometry)
-            cached = (geometry, compile(self.plan, geometry))
+            cached = (geometry, compile_reduction(self.plan, geometry))
             self._compiled[id(geometry)] = cached
             if self.sampling_options is not None:
                 logger.info("building the (003) sampling correction for %r", geometry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ophyd_async.core import PathProvider
 
+from opmap.analysis.geometry import eiger4m_integrator, load_integrator
 from opmap.beamline import Beamline, BeamlineConfig
 from opmap.devices.sim import (
     ClockMode,
@@ -16,7 +17,6 @@ from opmap.devices.sim import (
     SimSampleChanger,
     metadata_from_integrator,
 )
-from opmap.devices.sim._detector import eiger4m_geometry, load_poni
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import (
     DetectorMask,
@@ -45,9 +45,9 @@ def integrator(config: BeamlineConfig):
     """The simulated detector geometry: the configured PONI, or the twin's default."""
     shape_binning = config.sim.binning
     if config.poni is None:
-        return eiger4m_geometry(binning=shape_binning)
-    expected = eiger4m_geometry(binning=shape_binning).detector.shape
-    return load_poni(config.poni, shape=expected)
+        return eiger4m_integrator(binning=shape_binning)
+    expected = eiger4m_integrator(binning=shape_binning).detector.shape
+    return load_integrator(config.poni, expected_shape=expected)
 
 
 def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:

@@ -21,7 +21,7 @@ import numpy as np
 from bluesky import RunEngine
 from ophyd_async.core import init_devices
 
-from opmap.analysis.geometry import DetectorGeometry, load_poni
+from opmap.analysis.geometry import DetectorGeometry, load_poni, save_poni
 from opmap.analysis.nexus import next_free_path
 from opmap.analysis.products import LabelledArray
 from opmap.beamline import BeamlineConfig, SimConfig, build_beamline
@@ -33,7 +33,6 @@ from opmap.callbacks.report import format_table, report_table, write_report
 from opmap.callbacks.tiled_products import read_latest
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
-from opmap.devices.sim._detector import save_poni
 from opmap.plans import MapGeometry, calibrate, operando_experiment
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings

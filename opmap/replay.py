@@ -42,18 +42,18 @@ import numpy as np
 from event_model import unpack_event_page
 from pydantic import ValidationError
 
-from opmap.analysis._pipeline_files import _Reducer
 from opmap.analysis.frames import open_frames
 from opmap.analysis.geometry import DetectorGeometry, load_poni
 from opmap.analysis.pipeline import (
     AnalysisParameters,
     ExperimentAnalysis,
+    FrameReducer,
     MapLayout,
     analyze_map,
     sampling_correction,
 )
 from opmap.analysis.products import Products
-from opmap.analysis.reduction import compile
+from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks._live_map import EC_STATE_STREAM, EC_STREAM, LINES_STREAM, _ec_row, _field
 from opmap.callbacks._live_run import RunAccumulator
 from opmap.callbacks._products_layout import validate_key
@@ -477,7 +477,7 @@ def replay_experiment(
     frame_shape = (int(lazy[0].shape[1]), int(lazy[0].shape[2]))
     geometry, geometry_source = _geometry(poni, raw, items[0].start, frame_shape)
     geometry = _masked(geometry, lazy[0], mask)
-    reduction = compile(parameters.reduction_plan(), geometry)
+    reduction = compile_reduction(parameters.reduction_plan(), geometry)
     correction = None
     if sampling is not None:
         correction = sampling_correction(reduction, geometry, parameters, **sampling)
@@ -491,7 +491,7 @@ def replay_experiment(
         "frames_from": frames_from,
     }
     experiment = ExperimentAnalysis(layout, parameters, metadata=metadata)
-    reducer = _Reducer(reduction, scheduler, progress)
+    reducer = FrameReducer(reduction, scheduler=scheduler, progress=progress)
     try:
         for done, (item, frames) in enumerate(zip(items, lazy, strict=True), start=1):
             reduced = reduction.unpack(reducer.packed(frames))

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from opmap._analyze_cmd import register
+from opmap.analysis.geometry import eiger4m_integrator, save_poni
 from opmap.analysis.nexus import read_products
 from opmap.devices import SafetyWindow, paper_protocol
 from opmap.devices._eiger_layout import EigerMetadata
-from opmap.devices.sim._detector import eiger4m_geometry, save_poni
 from opmap.devices.sim._eiger_writer import DectrisWriter
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
@@ -40,7 +40,7 @@ def acquisition(tmp_path_factory):
     folder = tmp_path_factory.mktemp("acquisition")
     twin = CellTwin(TwinConfig(seed=1))
     twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
-    ai = eiger4m_geometry(binning=4)
+    ai = eiger4m_integrator(binning=4)
     renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
     meta = EigerMetadata(3e-4, 3e-4, 0.1, 278.0, 268.0, 0.6888)
     writer = DectrisWriter(folder, "cell", renderer.shape, meta, count_time_s=0.05,
@@ -106,7 +106,7 @@ def test_bad_map_shape_is_refused(acquisition, tmp_path, capsys, change, message
 
 def test_poni_of_another_detector_and_overlapping_families(acquisition, tmp_path, capsys):
     _, master, _, families = acquisition
-    other = save_poni(eiger4m_geometry(binning=2), tmp_path / "binned2.poni")
+    other = save_poni(eiger4m_integrator(binning=2), tmp_path / "binned2.poni")
     assert run(master, "--poni", other, "--families", families, "--map-shape", N_Z, N_X) == 2
     assert "does not describe this detector" in capsys.readouterr().err
     bad = tmp_path / "overlap.toml"

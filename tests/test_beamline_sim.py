@@ -9,9 +9,9 @@ import pytest
 from event_model import DocumentNames, schema_validators
 from ophyd_async.core import init_devices
 
+from opmap.analysis.geometry import save_poni
 from opmap.beamline import BackendUnavailableError, BeamlineConfig, build_beamline
 from opmap.callbacks.calibration import CalibrationCallback
-from opmap.devices.sim._detector import save_poni
 from opmap.plans import MapGeometry, calibrate, fly_map
 
 

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 
 from opmap._rehearsal_params import analysis_parameters_for_twin
-from opmap.analysis.geometry import DetectorGeometry
+from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
 from opmap.analysis.pipeline import (
     ExperimentAnalysis,
     MapLayout,
     analyze_map,
     sampling_correction,
 )
-from opmap.analysis.reduction import compile
+from opmap.analysis.reduction import compile_reduction
 from opmap.devices import SafetyWindow, paper_protocol
-from opmap.devices.sim._detector import eiger4m_geometry
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import DetectorMask, DiffractionConfig, DiffractionRenderer
 
@@ -34,13 +33,13 @@ class TwinSetup:
         self.config = TwinConfig(seed=0)
         self.twin = CellTwin(self.config)
         self.twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
-        ai = eiger4m_geometry(binning=2)
+        ai = eiger4m_integrator(binning=2)
         self.renderer = DiffractionRenderer(ai, DiffractionConfig(), self.twin.families)
         geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
         self.geometry = geometry
         # The analysis uses the material's x(c) law, the same one the twin is built on.
         self.params = analysis_parameters_for_twin(self.config)
-        self.reduction = compile(self.params.reduction_plan(), geometry)
+        self.reduction = compile_reduction(self.params.reduction_plan(), geometry)
         self.rng = np.random.default_rng(7)
 
     def render_map(self, layout: MapLayout, time_s: float, rng=None) -> np.ndarray:

@@ -5,15 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from pyFAI.detectors import Detector
 
 from opmap.analysis.geometry import (
     BeamstopConfig,
     DetectorGeometry,
     MaskConfig,
     ShadowSector,
+    analysis_geometry,
     build_mask,
+    check_integrator,
     eiger4m_detector,
     eiger4m_gap_mask,
+    eiger4m_integrator,
+    load_integrator,
     load_poni,
     save_poni,
 )
@@ -127,3 +132,80 @@ def test_mask_config_rejects_unknown_fields_by_name() -> None:
         MaskConfig.model_validate({"beamstop_radius": 2.0})
     with pytest.raises(ValidationError, match="empty"):
         ShadowSector(start_chi_deg=10, end_chi_deg=10)
+
+
+def test_integrator_poni_round_trip_keeps_detector_and_geometry(tmp_path) -> None:
+    ai = eiger4m_integrator(binning=4, distance_m=0.12, poni1_m=0.08, poni2_m=0.079)
+    back = load_integrator(save_poni(ai, tmp_path / "ai.poni"), expected_shape=(541, 517))
+    assert back.detector.shape == (541, 517)
+    assert back.detector.pixel1 == pytest.approx(300e-6)
+    for name in ("dist", "poni1", "poni2", "wavelength"):
+        assert getattr(back, name) == pytest.approx(getattr(ai, name), rel=1e-12)
+
+
+def test_integrator_of_another_shape_is_refused_naming_both_shapes(tmp_path) -> None:
+    path = save_poni(eiger4m_integrator(binning=4), tmp_path / "ai.poni")
+    with pytest.raises(ValueError, match=r"shape \(541, 517\).*\(2167, 2070\)"):
+        load_integrator(path, expected_shape=(2167, 2070))
+
+
+def test_binned_shape_with_the_native_pixel_is_refused() -> None:
+    wrong = eiger4m_integrator(binning=4)
+    wrong.detector.pixel1 = 75e-6
+    with pytest.raises(ValueError, match="pixel1"):
+        check_integrator(wrong, (541, 517))
+
+
+def test_missing_poni_is_file_not_found(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_integrator(tmp_path / "none.poni")
+
+
+@pytest.mark.parametrize("binning", [0, 17, 2.0])
+def test_binning_outside_1_to_16_is_refused(binning) -> None:
+    with pytest.raises(ValueError, match="binning"):
+        eiger4m_integrator(binning=binning)
+
+
+def test_binned_and_full_integrators_share_q_at_the_same_point() -> None:
+    full, binned = eiger4m_integrator(binning=1), eiger4m_integrator(binning=4)
+    q_full = full.center_array(full.detector.shape, unit="q_A^-1")
+    q_binned = binned.center_array(binned.detector.shape, unit="q_A^-1")
+    for i, j in [(10, 10), (268, 350), (500, 30)]:
+        block = q_full[4 * i : 4 * i + 4, 4 * j : 4 * j + 4]
+        assert q_binned[i, j] == pytest.approx(block.mean(), abs=2e-4)
+
+
+def test_analysis_geometry_uses_the_binned_eiger_and_its_gaps_for_a_full_poni(tmp_path) -> None:
+    path = save_poni(eiger4m_integrator(binning=1), tmp_path / "full.poni")
+    beamstop = np.zeros((541, 517), bool)
+    beamstop[0, 0] = True
+    geo = analysis_geometry(path, binning=4, mask=beamstop, expected_shape=(541, 517))
+    assert geo.shape == (541, 517)
+    assert geo.distance_m == pytest.approx(0.1)
+    expected = eiger4m_gap_mask(binning=4) | beamstop
+    np.testing.assert_array_equal(geo.effective_mask, expected)
+
+
+def test_analysis_geometry_keeps_the_poni_detector_without_binning(tmp_path) -> None:
+    path = save_poni(eiger4m_integrator(binning=2), tmp_path / "b2.poni")
+    geo = analysis_geometry(path)
+    assert geo.shape == (1083, 1035)
+    assert geo.mask is None
+    with pytest.raises(ValueError, match=r"expected_shape is \(541, 517\)"):
+        analysis_geometry(path, expected_shape=(541, 517))
+
+
+def test_analysis_geometry_refuses_binning_for_another_detector(tmp_path) -> None:
+    other = DetectorGeometry(
+        Detector(pixel1=1e-4, pixel2=1e-4, max_shape=(100, 120)),
+        distance_m=0.1, poni1_m=0.005, poni2_m=0.006,
+    )  # fmt: skip
+    path = save_poni(other, tmp_path / "other.poni")
+    with pytest.raises(ValueError, match=r"not an Eiger X 4M"):
+        analysis_geometry(path, binning=4)
+
+
+def test_analysis_geometry_refuses_a_mask_of_another_shape() -> None:
+    with pytest.raises(ValueError, match=r"mask must have shape \(541, 517\)"):
+        analysis_geometry(eiger4m_integrator(binning=4), mask=np.zeros((10, 10), bool))

@@ -3,6 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from opmap.analysis.families import FamilyConfig
+from opmap.analysis.fitting import peak_present
 from opmap.analysis.nexus import read_products, write_products
 from opmap.analysis.pipeline import (
     AnalysisParameters,
@@ -250,11 +251,9 @@ def test_rich_fraction_of_pure_phases_is_one_or_zero(layout, params):
 
 
 def test_noise_peaks_outside_the_layer_are_not_reported_as_lattice_values():
-    from opmap.analysis._pipeline_map import _present
-
     # 80 pixels in the cathode with the family's peak (area ~100), 20 outside where a noise
     # fluctuation passed the SNR test (area ~3) and two pixels without any fit
     area = np.concatenate([np.full(80, 100.0), np.full(20, 3.0), [np.nan, np.nan]])
-    present = _present(area, 0.1)
+    present = peak_present(area, min_relative_area=0.1)
     assert present[:80].all() and not present[80:].any()
-    assert not _present(np.full(4, np.nan), 0.1).any()
+    assert not peak_present(np.full(4, np.nan), min_relative_area=0.1).any()

@@ -14,7 +14,7 @@ from opmap.analysis.geometry import (
     build_mask,
     eiger4m_detector,
 )
-from opmap.analysis.reduction import CakeBinning, ReductionPlan, compile
+from opmap.analysis.reduction import CakeBinning, ReductionPlan, compile_reduction
 
 POL = 0.99
 FAMILIES = FamilyConfig.model_validate(
@@ -53,7 +53,7 @@ def compiled(request, geometry):
         polarization_factor=POL,
         cake=CakeBinning(q_min_inv_angstrom=1.0, q_max_inv_angstrom=5.0, n_q=200, n_chi=360),
     )
-    return compile(plan, geometry)
+    return compile_reduction(plan, geometry)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_profile_peak_sits_at_the_ring_q(geometry) -> None:
     for q0 in (1.315, 1.3464):
         # 300 µm binned pixels span ~0.027 Å⁻¹ here: a ring wider than that is well sampled
         frame = (1000 * np.exp(-0.5 * ((q - q0) / 0.012) ** 2)).astype(np.float32)
-        out = compile(ReductionPlan(families=FAMILIES), geometry).reduce(frame)
+        out = compile_reduction(ReductionPlan(families=FAMILIES), geometry).reduce(frame)
         profile, centres = out.profiles["perp:003"][0], out.profile_q["perp:003"]
         centroid = float((profile * centres).sum() / profile.sum())
         # a 300 µm pixel spans ~0.027 Å⁻¹: the sectors sample the ring at discrete pixel
@@ -175,7 +175,9 @@ def test_texture_spots_land_in_their_own_family_profile(geometry) -> None:
     q, chi = geometry.q_array(), geometry.chi_deg_array()
     dchi = (chi - 90 + 180) % 360 - 180  # par (003) spot at 90°
     frame = 5 + 500 * np.exp(-0.5 * ((q - 1.33) / 0.012) ** 2) * (np.abs(dchi) < 5)
-    out = compile(ReductionPlan(families=FAMILIES), geometry).reduce(frame.astype(np.float32))
+    out = compile_reduction(ReductionPlan(families=FAMILIES), geometry).reduce(
+        frame.astype(np.float32)
+    )
     par, perp = out.profiles["par:003"][0], out.profiles["perp:003"][0]
     assert np.nanmax(par) > 50
     assert np.nanmax(perp) < 6  # background only, ~5 after solid angle/polarisation
@@ -187,7 +189,7 @@ def test_li_spot_appears_at_its_azimuth_bin(geometry) -> None:
     for spot_chi in (37.2, 121.7, 300.4):
         dchi = (chi - spot_chi + 180) % 360 - 180
         spot = np.exp(-0.5 * ((q - 2.54) / 0.015) ** 2 - 0.5 * (dchi / 1.5) ** 2)
-        out = compile(ReductionPlan(families=FAMILIES), geometry).reduce(
+        out = compile_reduction(ReductionPlan(families=FAMILIES), geometry).reduce(
             (1 + 1000 * spot).astype(np.float32)
         )
         per_chi = np.nansum(out.li_window[0], axis=1)
@@ -195,7 +197,7 @@ def test_li_spot_appears_at_its_azimuth_bin(geometry) -> None:
 
 
 def test_batch_threads_and_dask_give_the_same_numbers(geometry, frames) -> None:
-    reduction = compile(ReductionPlan(families=FAMILIES), geometry)
+    reduction = compile_reduction(ReductionPlan(families=FAMILIES), geometry)
     single = np.concatenate([reduction.reduce_packed(f) for f in frames])
     threaded = reduction.reduce_packed(frames, threads=2, batch_size=1)
     lazy = reduction.to_dask(da.from_array(frames, chunks=(2, 541, 517)))
@@ -206,14 +208,14 @@ def test_batch_threads_and_dask_give_the_same_numbers(geometry, frames) -> None:
 
 
 def test_eiger_marker_pixel_is_dropped_like_a_masked_pixel(geometry, frames) -> None:
-    reduction = compile(ReductionPlan(families=FAMILIES), geometry)
+    reduction = compile_reduction(ReductionPlan(families=FAMILIES), geometry)
     counts = frames[:2].astype(np.uint32)
     pixel = int(reduction.pixel_index[len(reduction.pixel_index) // 2])
     counts.reshape(2, -1)[1, pixel] = 2**32 - 1
     out = reduction.reduce_packed(counts)
     extra = np.zeros(geometry.shape, bool)
     extra.flat[pixel] = True
-    masked = compile(ReductionPlan(families=FAMILIES), geometry.with_mask(extra))
+    masked = compile_reduction(ReductionPlan(families=FAMILIES), geometry.with_mask(extra))
     expected = masked.reduce_packed(counts[1])[0]
     np.testing.assert_allclose(out[1], expected, rtol=1e-5)
     # the frame without a marker is untouched by the exact path
@@ -221,14 +223,14 @@ def test_eiger_marker_pixel_is_dropped_like_a_masked_pixel(geometry, frames) -> 
 
 
 def test_wrong_frame_shape_names_the_expected_shape(geometry) -> None:
-    reduction = compile(ReductionPlan(families=FAMILIES), geometry)
+    reduction = compile_reduction(ReductionPlan(families=FAMILIES), geometry)
     with pytest.raises(ValueError, match=r"\(n, 541, 517\)"):
         reduction.reduce(np.zeros((2, 517, 541), np.float32))
 
 
 @pytest.mark.parametrize(("value", "message"), [(np.nan, "NaN"), (-3.0, "negative")])
 def test_nan_or_negative_counts_are_errors_naming_the_frame(geometry, value, message) -> None:
-    reduction = compile(ReductionPlan(families=FAMILIES), geometry)
+    reduction = compile_reduction(ReductionPlan(families=FAMILIES), geometry)
     frames = np.ones((3, 541, 517), np.float32)
     frames[2].flat[reduction.pixel_index[0]] = value
     with pytest.raises(ValueError, match=rf"{message}.*frame 2"):
@@ -240,15 +242,15 @@ def test_all_masked_sector_is_an_error_naming_it(geometry) -> None:
     shadow = MaskConfig(shadow_sectors=(ShadowSector(start_chi_deg=195, end_chi_deg=225),))
     shadowed = geometry.with_mask(build_mask(geometry, shadow))
     with pytest.raises(ValueError, match=r"sector par:110 chi \[200, 220\)"):
-        compile(ReductionPlan(families=FAMILIES), shadowed)
+        compile_reduction(ReductionPlan(families=FAMILIES), shadowed)
     plan = ReductionPlan(families=FAMILIES, allow_empty_sectors=True)
-    out = compile(plan, shadowed).reduce(np.ones((1, 541, 517), np.float32))
+    out = compile_reduction(plan, shadowed).reduce(np.ones((1, 541, 517), np.float32))
     assert np.isnan(out.profiles["par:110"]).all()
     assert np.isfinite(out.profiles["perp:110"]).any()
 
 
 def test_reduction_reads_only_a_small_fraction_of_pixels(geometry) -> None:
-    reduction = compile(ReductionPlan(families=FAMILIES), geometry)
+    reduction = compile_reduction(ReductionPlan(families=FAMILIES), geometry)
     # (003)/(110) sectors, a thin Li annulus and five narrow bands
     assert 0.005 < reduction.pixel_fraction < 0.15
     assert reduction.n_outputs == 40 * 2 + 36 * 2 + 3600 + 5

@@ -15,7 +15,7 @@ from tiled.client import Context, from_context
 
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.pipeline import AnalysisParameters, ExperimentAnalysis, analyze_map
-from opmap.analysis.reduction import compile
+from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live_analysis import LiveAnalysis, layout_from_start
 from opmap.callbacks.tiled_products import read_latest
@@ -51,7 +51,7 @@ def processed(tmp_path: Path):
 
 def _offline_products(directory: Path, uids: list[str]):
     """The offline pipeline on the frames of the master files, in acquisition order."""
-    reduction = compile(PARAMS.reduction_plan(), GEOMETRY)
+    reduction = compile_reduction(PARAMS.reduction_plan(), GEOMETRY)
     layout = None
     experiment = None
     masters = sorted(directory.glob("*_master.h5"), key=lambda p: p.stat().st_mtime)

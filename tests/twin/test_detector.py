@@ -9,11 +9,11 @@ from pyFAI.calibrant import get_calibrant
 from pyFAI.detectors import detector_factory
 from scipy.signal import find_peaks
 
-from opmap.devices.sim._detector import (
-    check_poni_matches,
+from opmap.analysis.geometry import (
+    check_integrator,
     eiger4m_gap_mask,
-    eiger4m_geometry,
-    load_poni,
+    eiger4m_integrator,
+    load_integrator,
     save_poni,
 )
 from opmap.twin.forward import EIGER_GAP_VALUE_UINT32, DetectorMask, render_calibrant
@@ -21,7 +21,7 @@ from opmap.twin.forward import EIGER_GAP_VALUE_UINT32, DetectorMask, render_cali
 
 @pytest.fixture(scope="module")
 def binned():
-    return eiger4m_geometry(binning=4)
+    return eiger4m_integrator(binning=4)
 
 
 def test_binned_detector_is_541_by_517_pixels_of_300_um(binned):
@@ -31,7 +31,7 @@ def test_binned_detector_is_541_by_517_pixels_of_300_um(binned):
 
 
 def test_full_detector_is_pyfai_eiger4m():
-    ai = eiger4m_geometry(binning=1)
+    ai = eiger4m_integrator(binning=1)
     assert ai.detector.shape == (2167, 2070)
     assert ai.detector.pixel1 == pytest.approx(75e-6)
 
@@ -51,7 +51,7 @@ def test_binned_pixel_is_a_gap_when_any_of_its_16_is():
 
 
 def test_binned_and_full_share_the_geometry(binned):
-    full = eiger4m_geometry(binning=1)
+    full = eiger4m_integrator(binning=1)
     q_full = full.center_array(full.detector.shape, unit="q_A^-1")
     q_binned = binned.center_array(binned.detector.shape, unit="q_A^-1")
     for i, j in [(10, 10), (100, 400), (268, 350), (500, 30)]:
@@ -72,7 +72,7 @@ def test_q_range_is_about_0_96_to_6_outside_the_beamstop(binned):
 
 def test_poni_round_trip_keeps_the_geometry(tmp_path, binned):
     path = save_poni(binned, tmp_path / "eiger.poni")
-    ai = load_poni(path, shape=(541, 517))
+    ai = load_integrator(path, expected_shape=(541, 517))
     assert ai.dist == pytest.approx(binned.dist)
     assert ai.poni1 == pytest.approx(binned.poni1)
     assert ai.poni2 == pytest.approx(binned.poni2)
@@ -81,34 +81,34 @@ def test_poni_round_trip_keeps_the_geometry(tmp_path, binned):
 
 def test_poni_is_never_overwritten(tmp_path, binned):
     path = save_poni(binned, tmp_path / "eiger.poni")
-    with pytest.raises(ValueError, match="exists"):
+    with pytest.raises(FileExistsError, match="exists"):
         save_poni(binned, path)
 
 
 def test_poni_of_another_shape_is_refused(tmp_path, binned):
     path = save_poni(binned, tmp_path / "eiger.poni")
     with pytest.raises(ValueError, match=r"shape \(541, 517\).*\(2167, 2070\)"):
-        load_poni(path, shape=(2167, 2070))
+        load_integrator(path, expected_shape=(2167, 2070))
 
 
 def test_poni_with_wrong_pixel_size_is_refused(binned):
-    wrong = eiger4m_geometry(binning=4)
+    wrong = eiger4m_integrator(binning=4)
     wrong.detector.pixel1 = 75e-6
     with pytest.raises(ValueError, match="pixel1"):
-        check_poni_matches(wrong, (541, 517))
+        check_integrator(wrong, (541, 517))
 
 
 def test_garbage_poni_does_not_parse(tmp_path):
     path = tmp_path / "bad.poni"
     path.write_text("Distance: not-a-number\nPoni1: [\n")
     with pytest.raises(ValueError, match="does not parse"):
-        load_poni(path)
+        load_integrator(path)
 
 
 @pytest.mark.parametrize("binning", [0, 17])
 def test_binning_outside_1_to_16_is_refused(binning):
     with pytest.raises(ValueError, match="binning"):
-        eiger4m_geometry(binning=binning)
+        eiger4m_integrator(binning=binning)
 
 
 def test_mask_config_names_unknown_field():

@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import curve_fit
 from scipy.signal import find_peaks
 
-from opmap.devices.sim._detector import eiger4m_geometry
+from opmap.analysis.geometry import eiger4m_integrator
 from opmap.twin import BeamScene, FamilyTexture, LcoPhase, LiSpot
 from opmap.twin.forward import (
     EIGER_GAP_VALUE_UINT32,
@@ -32,7 +32,7 @@ def _scene(**kwargs) -> BeamScene:
 
 @pytest.fixture(scope="module")
 def ai4():
-    return eiger4m_geometry(binning=4)
+    return eiger4m_integrator(binning=4)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def _fit_003(ai, frame, mask, family: FamilyTexture) -> float:
 @pytest.mark.parametrize("c_perp, c_par", [(14.13, 14.04), (14.32, 14.12), (13.95, 14.40)])
 def test_fitted_003_gives_c_of_each_family(c_perp, c_par):
     """Noise-free frame on a 2x2-binned Eiger: q(003) = 6π/c within 5e-4 Å⁻¹ per family."""
-    ai = eiger4m_geometry(binning=2)
+    ai = eiger4m_integrator(binning=2)
     renderer = DiffractionRenderer(ai, DiffractionConfig(), FAMILIES)
     scene = _scene(
         lco_phases=(LcoPhase("perp", 0.5, c_perp, 2.8035), LcoPhase("par", 0.5, c_par, 2.803))
@@ -158,7 +158,7 @@ def test_expected_counts_scale_with_exposure(renderer):
 def test_rendered_counts_scale_with_exposure(renderer):
     scene = _scene(lco_phases=(LcoPhase("perp", 1.0, 14.1, 2.80),))
     rng = np.random.default_rng(11)
-    gaps = DetectorMask().gaps(renderer_ai := eiger4m_geometry(binning=4))
+    gaps = DetectorMask().gaps(renderer_ai := eiger4m_integrator(binning=4))
     assert renderer_ai.detector.shape == renderer.shape
     totals = [
         renderer.render(scene, exposure_s=t, rng=rng)[~gaps].sum(dtype=np.float64)
@@ -171,7 +171,7 @@ def test_rendered_counts_scale_with_exposure(renderer):
 
 def test_module_gaps_carry_the_eiger_marker(renderer):
     frame = renderer.render(_scene(), exposure_s=0.05, rng=np.random.default_rng(0))
-    gaps = DetectorMask().gaps(eiger4m_geometry(binning=4))
+    gaps = DetectorMask().gaps(eiger4m_integrator(binning=4))
     assert frame.dtype == np.uint32 and frame.shape == (541, 517)
     assert np.all(frame[gaps] == EIGER_GAP_VALUE_UINT32)
     assert frame[~gaps].max() < 1_000_000

@@ -52,7 +52,7 @@ class DiffractionRenderer:
     Parameters
     ----------
     ai
-        Detector geometry (`eiger4m_geometry`); one renderer per geometry and mask.
+        Detector geometry (a pyFAI integrator); one renderer per geometry and mask.
     config
         Reflections, textures, halos, background.
     families

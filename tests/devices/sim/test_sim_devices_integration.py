@@ -15,6 +15,7 @@ from ophyd_async.core import (
     init_devices,
 )
 
+from opmap.analysis.geometry import eiger4m_integrator
 from opmap.devices import STREAM_NAME, ProtocolStep, StepTable, Technique
 from opmap.devices.sim import (
     SimClock,
@@ -23,14 +24,13 @@ from opmap.devices.sim import (
     SimPotentiostat,
     metadata_from_integrator,
 )
-from opmap.devices.sim._detector import eiger4m_geometry
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
 
 @pytest.fixture(scope="module")
 def ai():
-    return eiger4m_geometry(binning=4)
+    return eiger4m_integrator(binning=4)
 
 
 def test_fly_line_in_the_cathode_while_the_cell_charges(tmp_path, ai):

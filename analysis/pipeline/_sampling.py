@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from ._pipeline_params import AnalysisParameters
-from .fitting import fit_gaussian
-from .geometry import DetectorGeometry
-from .reduction import CompiledReduction
+from ..fitting import fit_gaussian
+from ..geometry import DetectorGeometry
+from ..reduction import CompiledReduction
+from ._params import AnalysisParameters
 
 __all__ = ["SamplingCorrection", "sampling_correction"]
 
@@ -100,7 +100,8 @@ def sampling_correction(
     Parameters
     ----------
     reduction : CompiledReduction
-        The reduction the frames go through (``compile(params.reduction_plan(), geometry)``).
+        The reduction the frames go through
+        (``compile_reduction(params.reduction_plan(), geometry)``).
     geometry : DetectorGeometry
         Its geometry (pixel corners and azimuths).
     params : AnalysisParameters
@@ -129,8 +130,33 @@ def sampling_correction(
         Widths not increasing / fewer than two, a bad c range or step.
     """
     widths = np.asarray(fwhm_q, dtype=float)
+    _check_options(widths, c_range_angstrom, step_q, psf_fwhm_pixels, chi_fwhm_deg)
+    c_lo, c_hi = c_range_angstrom
+    q_lo, q_hi, chi = _pixel_tables(geometry)
+    grid = np.arange(6 * np.pi / c_hi, 6 * np.pi / c_lo + step_q, step_q)
+    true_q, fitted_q, fitted_sigma = {}, {}, {}
+    for family in params.families.family:
+        key = f"{family.name}:003"
+        ring = _annulus(q_lo, q_hi, chi, family.azimuths_003_deg, grid, widths, chi_fwhm_deg)
+        fits = [
+            _fit_model_rings(reduction, key, ring, grid, w, psf_fwhm_pixels, batch) for w in widths
+        ]
+        pos = np.stack([position for position, _ in fits])
+        sig = np.stack([sigma for _, sigma in fits])
+        good = np.all(np.isfinite(pos) & np.isfinite(sig), axis=0)
+        true_q[key], fitted_q[key], fitted_sigma[key] = grid[good], pos[:, good], sig[:, good]
+    return SamplingCorrection(true_q, fitted_q, fitted_sigma, widths)
+
+
+def _check_options(
+    widths: np.ndarray,
+    c_range_angstrom: tuple[float, float],
+    step_q: float,
+    psf_fwhm_pixels: float,
+    chi_fwhm_deg: float,
+) -> None:
     if widths.size < 2 or np.any(np.diff(widths) <= 0) or widths[0] <= 0:
-        raise ValueError(f"fwhm_q must be >= 2 increasing positive widths, got {fwhm_q}")
+        raise ValueError(f"fwhm_q must be >= 2 increasing positive widths, got {widths.tolist()}")
     c_lo, c_hi = c_range_angstrom
     if not 0 < c_lo < c_hi:
         raise ValueError(f"c_range_angstrom must be (low, high), 0 < low < high: {c_lo, c_hi}")
@@ -140,40 +166,62 @@ def sampling_correction(
         raise ValueError(f"psf_fwhm_pixels must be in [0, 5], got {psf_fwhm_pixels}")
     if not chi_fwhm_deg > 0:
         raise ValueError(f"chi_fwhm_deg must be > 0, got {chi_fwhm_deg}")
-    q_lo, q_hi, chi = _pixel_tables(geometry)
-    grid = np.arange(6 * np.pi / c_hi, 6 * np.pi / c_lo + step_q, step_q)
-    true_q, fitted_q, fitted_sigma = {}, {}, {}
-    for family in params.families.family:
-        key = f"{family.name}:003"
-        # Spot weight in χ, and the pixels of the annulus the model rings can reach.
-        d_chi = np.stack([(chi - a + 180.0) % 360.0 - 180.0 for a in family.azimuths_003_deg])
-        chi_weight = np.exp(
-            -0.5 * (np.min(np.abs(d_chi), 0) / (chi_fwhm_deg * _FWHM_TO_SIGMA)) ** 2
+
+
+@dataclass(frozen=True)
+class _Annulus:
+    """The pixels a family's model rings can reach: bool (H, W) ``near``, and per pixel of
+    it the q extent ``lo``–``hi`` (Å⁻¹) and the spot weight in χ (× 1000 counts)."""
+
+    near: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    weight: np.ndarray
+
+
+def _annulus(
+    q_lo: np.ndarray,
+    q_hi: np.ndarray,
+    chi: np.ndarray,
+    azimuths_deg: Sequence[float],
+    grid: np.ndarray,
+    widths: np.ndarray,
+    chi_fwhm_deg: float,
+) -> _Annulus:
+    # Spot weight in χ, and the pixels of the annulus the model rings can reach.
+    d_chi = np.stack([(chi - a + 180.0) % 360.0 - 180.0 for a in azimuths_deg])
+    chi_weight = np.exp(-0.5 * (np.min(np.abs(d_chi), 0) / (chi_fwhm_deg * _FWHM_TO_SIGMA)) ** 2)
+    near = (q_hi > grid[0] - 4 * widths[-1]) & (q_lo < grid[-1] + 4 * widths[-1])
+    near &= chi_weight > 1e-4
+    return _Annulus(near, q_lo[near], q_hi[near], 1e3 * chi_weight[near])
+
+
+def _fit_model_rings(
+    reduction: CompiledReduction,
+    key: str,
+    ring: _Annulus,
+    grid: np.ndarray,
+    fwhm_q: float,
+    psf_fwhm_pixels: float,
+    batch: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted position and σ (Å⁻¹) of noise-free rings of FWHM ``fwhm_q`` at each q₀ of grid."""
+    span = np.maximum(ring.hi - ring.lo, 1e-12)
+    # Per pixel: the ring width with the detector blur in quadrature.
+    width = np.hypot(fwhm_q, psf_fwhm_pixels * span) * _FWHM_TO_SIGMA
+    scale = (1.0 / (np.sqrt(2.0) * width))[None]
+    pos, sig = np.empty(grid.size), np.empty(grid.size)
+    for start in range(0, grid.size, batch):
+        q0 = grid[start : start + batch]
+        frames = np.zeros((q0.size, *ring.near.shape), np.float32)
+        # Mean over each pixel's q extent of a unit-height Gaussian at q₀.
+        delta = erf((ring.hi[None] - q0[:, None]) * scale) - erf(
+            (ring.lo[None] - q0[:, None]) * scale
         )
-        near = (q_hi > grid[0] - 4 * widths[-1]) & (q_lo < grid[-1] + 4 * widths[-1])
-        near &= chi_weight > 1e-4
-        lo, hi, weight = q_lo[near], q_hi[near], 1e3 * chi_weight[near]
-        span = np.maximum(hi - lo, 1e-12)
-        pos = np.empty((widths.size, grid.size))
-        sig = np.empty_like(pos)
-        for i, w in enumerate(widths):
-            # Per pixel: the ring width with the detector blur in quadrature.
-            scale = (1.0 / (np.sqrt(2.0) * np.hypot(w, psf_fwhm_pixels * span) * _FWHM_TO_SIGMA))[
-                None
-            ]
-            for start in range(0, grid.size, batch):
-                q0 = grid[start : start + batch]
-                frames = np.zeros((q0.size, *geometry.shape), np.float32)
-                # Mean over each pixel's q extent of a unit-height Gaussian at q₀.
-                delta = erf((hi[None] - q0[:, None]) * scale) - erf(
-                    (lo[None] - q0[:, None]) * scale
-                )
-                mean = np.sqrt(np.pi) / (2.0 * scale) * delta / span[None]
-                frames[:, near] = weight[None] * mean
-                reduced = reduction.reduce(frames)
-                fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key], min_snr=2.5)
-                pos[i, start : start + q0.size] = fit.position_q
-                sig[i, start : start + q0.size] = fit.sigma_q
-        good = np.all(np.isfinite(pos) & np.isfinite(sig), axis=0)
-        true_q[key], fitted_q[key], fitted_sigma[key] = grid[good], pos[:, good], sig[:, good]
-    return SamplingCorrection(true_q, fitted_q, fitted_sigma, widths)
+        mean = np.sqrt(np.pi) / (2.0 * scale) * delta / span[None]
+        frames[:, ring.near] = ring.weight[None] * mean
+        reduced = reduction.reduce(frames)
+        fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key], min_snr=2.5)
+        pos[start : start + q0.size] = fit.position_q
+        sig[start : start + q0.size] = fit.sigma_q
+    return pos, sig

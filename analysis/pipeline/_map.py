@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._pipeline_layout import MapLayout
-from ._pipeline_params import AnalysisParameters
-from ._pipeline_sampling import SamplingCorrection
-from .fitting import fit_gaussian, fit_two_gaussians
-from .grains import GrainTable, find_grains
-from .lattice import a_from_q110, c_from_q003
-from .phases import phase_maps, ti_position
-from .reduction import ReducedFrames
+from ..fitting import fit_gaussian, fit_two_gaussians, peak_present
+from ..grains import GrainTable, find_grains
+from ..lattice import LatticeMaps, a_from_q110, c_from_q003
+from ..phases import phase_maps, ti_position
+from ..reduction import ReducedFrames
+from ._layout import MapLayout
+from ._params import AnalysisParameters
+from ._sampling import SamplingCorrection
 
 __all__ = ["MapResult", "analyze_map"]
 
@@ -63,17 +63,19 @@ class MapResult:
     grains: GrainTable
 
 
-def _present(area: np.ndarray, min_relative_area: float) -> np.ndarray:
-    """Pixels where a fitted peak is a real one: area >= fraction of the map's strong pixels.
-
-    The reference is the 90th percentile of the finite areas (the family's peak where it is
-    in the beam); noise fits outside the layer have a small fraction of it.
-    """
-    finite = area[np.isfinite(area)]
-    if finite.size == 0:
-        return np.zeros(area.shape, bool)
-    reference = float(np.percentile(finite, 90))
-    return np.isfinite(area) & (area >= min_relative_area * reference)
+def _peak_q(
+    reduced: ReducedFrames,
+    key: str,
+    params: AnalysisParameters,
+    sampling: SamplingCorrection | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted peak position of profile ``key`` per frame (Å⁻¹), NaN where no real peak."""
+    fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key], min_snr=params.fit_min_snr)
+    present = peak_present(fit.area, min_relative_area=params.min_relative_area)
+    q = np.where(present, fit.position_q, np.nan)
+    if sampling is not None:
+        q = sampling.correct(key, q, fit.sigma_q)
+    return q, fit.position_q_err
 
 
 def _lattice(
@@ -81,32 +83,20 @@ def _lattice(
     layout: MapLayout,
     params: AnalysisParameters,
     sampling: SamplingCorrection | None,
-):
-    out: dict[str, dict[str, np.ndarray]] = {
-        k: {} for k in ("c", "c_err", "a", "a_err", "x", "x_err")
-    }
+) -> LatticeMaps:
+    """c, a and x maps (n_z, n_x) per family of one map; a only where (110) is reduced."""
+    maps: tuple[dict[str, np.ndarray], ...] = tuple({} for _ in range(6))
+    c, c_err, a, a_err, x, x_err = maps
     for family in params.families.family:
         name = family.name
-        fit = fit_gaussian(
-            reduced.profiles[f"{name}:003"], reduced.profile_q[f"{name}:003"],
-            min_snr=params.fit_min_snr,
-        )  # fmt: skip
-        q = np.where(_present(fit.area, params.min_relative_area), fit.position_q, np.nan)
-        if sampling is not None:
-            q = sampling.correct(f"{name}:003", q, fit.sigma_q)
-        c, c_err = c_from_q003(q, fit.position_q_err)
-        x, x_err = params.x_li(name, c, c_err)
-        for key, value in (("c", c), ("c_err", c_err), ("x", x), ("x_err", x_err)):
-            out[key][name] = layout.to_map(value)
-        key_110 = f"{name}:110"
-        if key_110 in reduced.profiles:
-            fit = fit_gaussian(
-                reduced.profiles[key_110], reduced.profile_q[key_110], min_snr=params.fit_min_snr
-            )
-            q = np.where(_present(fit.area, params.min_relative_area), fit.position_q, np.nan)
-            a, a_err = a_from_q110(q, fit.position_q_err)
-            out["a"][name], out["a_err"][name] = layout.to_map(a), layout.to_map(a_err)
-    return out
+        c_q, c_q_err = c_from_q003(*_peak_q(reduced, f"{name}:003", params, sampling))
+        x_li, x_li_err = params.x_li(name, c_q, c_q_err)
+        c[name], c_err[name] = layout.to_map(c_q), layout.to_map(c_q_err)
+        x[name], x_err[name] = layout.to_map(x_li), layout.to_map(x_li_err)
+        if f"{name}:110" in reduced.profiles:
+            a_q, a_q_err = a_from_q110(*_peak_q(reduced, f"{name}:110", params))
+            a[name], a_err[name] = layout.to_map(a_q), layout.to_map(a_q_err)
+    return LatticeMaps(c, c_err, a, a_err, x, x_err)
 
 
 def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
@@ -182,6 +172,41 @@ def analyze_map(
         Frame count differs from the layout, a family's profile or the Ti band is missing,
         or ``map_index`` / ``time_s`` are invalid.
     """
+    _check_map_inputs(reduced, layout, params, map_index, time_s)
+    lattice = _lattice(reduced, layout, params, sampling)
+    bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
+    ti_z = ti_position(
+        bands[params.ti_band], z_um=layout.z_um, half_window=params.ti_half_window,
+        method=params.ti_method,
+    )  # fmt: skip
+    # Only where the front family diffracts (its single-peak fit is trusted): elsewhere a
+    # two-peak fit of noise gives a fraction, not a phase.
+    trusted = np.isfinite(lattice.c_angstrom[params.front_family_name])
+    return MapResult(
+        map_index=int(map_index),
+        time_s=float(time_s),
+        c_angstrom=lattice.c_angstrom,
+        c_err_angstrom=lattice.c_err_angstrom,
+        a_angstrom=lattice.a_angstrom,
+        a_err_angstrom=lattice.a_err_angstrom,
+        x_li=lattice.x_li,
+        x_li_err=lattice.x_li_err,
+        rich_fraction=np.where(trusted, _rich_fraction(reduced, layout, params), np.nan),
+        phases=_phases(reduced, layout, params),
+        band_intensity=bands,
+        ti_z_um=ti_z,
+        grains=_grains(reduced, layout, params, int(map_index)),
+    )
+
+
+def _check_map_inputs(
+    reduced: ReducedFrames,
+    layout: MapLayout,
+    params: AnalysisParameters,
+    map_index: int,
+    time_s: float,
+) -> None:
+    """Raise the `analyze_map` ``ValueError`` naming the first invalid input."""
     if reduced.n_frames != layout.n_frames:
         raise ValueError(
             f"reduced holds {reduced.n_frames} frames but the layout needs "
@@ -198,44 +223,26 @@ def analyze_map(
     missing += [b for b in needed if b not in reduced.bands]
     if missing:
         raise ValueError(f"reduced lacks {missing}: reduce with params.reduction_plan()")
-    lat = _lattice(reduced, layout, params, sampling)
-    single = MapLayout(n_z=layout.n_z, n_x=layout.n_x, snake=layout.snake)
-    phases = {
-        name: values[0]
-        for name, values in phase_maps(
-            reduced.bands, n_z=single.n_z, n_x=single.n_x, snake=single.snake,
-            percentiles=params.phase_percentiles,
-        ).items()
-    }  # fmt: skip
-    bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
-    ti_z = ti_position(
-        bands[params.ti_band], z_um=layout.z_um, half_window=params.ti_half_window,
-        method=params.ti_method,
+
+
+def _phases(
+    reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters
+) -> dict[str, np.ndarray]:
+    """Normalised (0–1) intensity map of each band, (n_z, n_x)."""
+    maps = phase_maps(
+        reduced.bands, n_z=layout.n_z, n_x=layout.n_x, snake=layout.snake,
+        percentiles=params.phase_percentiles,
     )  # fmt: skip
-    grains = find_grains(
+    return {name: values[0] for name, values in maps.items()}
+
+
+def _grains(
+    reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters, map_index: int
+) -> GrainTable:
+    """Li grains of the map from its Li (110) window (empty bins filled first)."""
+    return find_grains(
         layout.to_map(_fill_empty_bins(reduced.li_window)), z_um=layout.z_um, x_um=layout.x_um,
         chi_deg=reduced.li_window_chi_deg, k=params.grain_k,
-        background_chi_step=params.grain_background_chi_step, map_index=int(map_index),
+        background_chi_step=params.grain_background_chi_step, map_index=map_index,
         min_voxels=params.grain_min_voxels, split_chi_tol_deg=params.grain_split_chi_tol_deg,
     )  # fmt: skip
-    return MapResult(
-        map_index=int(map_index),
-        time_s=float(time_s),
-        c_angstrom=lat["c"],
-        c_err_angstrom=lat["c_err"],
-        a_angstrom=lat["a"],
-        a_err_angstrom=lat["a_err"],
-        x_li=lat["x"],
-        x_li_err=lat["x_err"],
-        # Only where the front family diffracts (its single-peak fit is trusted): elsewhere
-        # a two-peak fit of noise gives a fraction, not a phase.
-        rich_fraction=np.where(
-            np.isfinite(lat["c"][params.front_family_name]),
-            _rich_fraction(reduced, layout, params),
-            np.nan,
-        ),
-        phases=phases,
-        band_intensity=bands,
-        ti_z_um=ti_z,
-        grains=grains,
-    )

@@ -3,7 +3,7 @@
 One code path for live and offline analysis::
 
     params = AnalysisParameters(families=load_families("families.toml"))
-    reduction = compile(params.reduction_plan(), geometry)       # once per geometry
+    reduction = compile_reduction(params.reduction_plan(), geometry)  # once per geometry
     experiment = ExperimentAnalysis(layout, params, metadata={"run_uid": uid})
     for index, frames in enumerate(maps):                         # in time order
         result = analyze_map(reduction.reduce(frames), layout, params,
@@ -11,20 +11,23 @@ One code path for live and offline analysis::
         experiment.add_map(result, electrochem={"potential_v": 4.1})
     products = experiment.products()                              # → write_products / Tiled
 
-`analyze_files` does the same from HDF5 files with dask (see ``opmap analyze``).
+`analyze_files` does the same from HDF5 files with dask (see ``opmap analyze``), reducing
+each map's frames with a `FrameReducer` (threads or a ``dask.distributed`` cluster).
 """
 
-from ._pipeline_experiment import ExperimentAnalysis
-from ._pipeline_files import analyze_files, default_output_path, map_times_s
-from ._pipeline_layout import MapLayout
-from ._pipeline_map import MapResult, analyze_map
-from ._pipeline_params import AnalysisParameters, CalibrationTable, load_parameters
-from ._pipeline_sampling import SamplingCorrection, sampling_correction
+from ._experiment import ExperimentAnalysis
+from ._files import analyze_files, default_output_path, map_times_s
+from ._layout import MapLayout
+from ._map import MapResult, analyze_map
+from ._params import AnalysisParameters, CalibrationTable, load_parameters
+from ._reducer import FrameReducer
+from ._sampling import SamplingCorrection, sampling_correction
 
 __all__ = [
     "AnalysisParameters",
     "CalibrationTable",
     "ExperimentAnalysis",
+    "FrameReducer",
     "MapLayout",
     "MapResult",
     "SamplingCorrection",

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ._pipeline_experiment import ExperimentAnalysis
-from ._pipeline_layout import MapLayout
-from ._pipeline_map import analyze_map
-from ._pipeline_params import AnalysisParameters
-from .families import FamilyConfig, load_families
-from .frames import FrameSource, open_frames
-from .geometry import DetectorGeometry, load_poni
-from .nexus import next_free_path, write_products
-from .products import Products
-from .reduction import CompiledReduction, compile
+from ..dectris_layout import TIME_PATH
+from ..families import FamilyConfig, load_families
+from ..frames import FrameSource, open_frames
+from ..geometry import DetectorGeometry, load_poni
+from ..nexus import next_free_path, write_products
+from ..products import Products
+from ..reduction import compile_reduction
+from ._experiment import ExperimentAnalysis
+from ._layout import MapLayout
+from ._map import analyze_map
+from ._params import AnalysisParameters
+from ._reducer import FrameReducer
 
 __all__ = ["analyze_files", "default_output_path", "map_times_s"]
 
-#: Per-frame experiment time written by opmap's Eiger next to the frames (s).
-TIME_PATH = "entry/opmap/time_s"
+#: ``time_source`` metadata of products timed by the file's per-frame times (the path as
+#: first recorded, relative to the file root; kept so older products compare equal).
+_TIME_SOURCE_FILE = TIME_PATH.removeprefix("/")
 
 
 def default_output_path(frames_path: str | Path) -> Path:
@@ -79,52 +80,6 @@ def _layout(source, map_shape, snake, n_maps, z_um, x_um) -> tuple[MapLayout, in
     if not 1 <= n_maps <= available:
         raise ValueError(f"n_maps must be in [1, {available}] (maps in the file), got {n_maps}")
     return layout, n_maps
-
-
-def _reduce_block(block: np.ndarray, reduction: CompiledReduction) -> np.ndarray:
-    return reduction.reduce_packed(block, threads=1)
-
-
-class _Reducer:
-    """Reduce frames of one map at a time, locally (threads) or on a distributed cluster."""
-
-    def __init__(self, reduction: CompiledReduction, scheduler: str | None, progress: bool):
-        self.reduction = reduction
-        self.progress = progress
-        self.client: Any = None
-        self.handle: Any = reduction
-        if scheduler is not None:
-            from distributed import Client
-
-            self.client = Client(scheduler)
-            # Ship the compiled matrix to every worker once; tasks then refer to it.
-            self.handle = self.client.scatter(reduction, broadcast=True)
-
-    def packed(self, frames: Any) -> np.ndarray:
-        lazy = frames.map_blocks(
-            _reduce_block, self.handle, dtype=np.float32, drop_axis=2,
-            chunks=(frames.chunks[0], (self.reduction.n_outputs,)),
-        )  # fmt: skip
-        if self.client is None:
-            return np.asarray(self._local(lazy))
-        future = self.client.compute(lazy)
-        if self.progress:
-            from distributed import progress
-
-            with contextlib.redirect_stdout(sys.stderr):
-                progress(future)
-        return np.asarray(future.result())
-
-    def _local(self, lazy: Any) -> Any:
-        from dask.diagnostics import ProgressBar
-
-        bar = ProgressBar(minimum=1.0, out=sys.stderr) if self.progress else None
-        with bar if bar is not None else contextlib.nullcontext():
-            return lazy.compute(scheduler="threads")
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
 
 
 def analyze_files(
@@ -202,17 +157,7 @@ def analyze_files(
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
     """
-    if params is None and families is None:
-        raise ValueError("pass families (a TOML file or FamilyConfig) or params")
-    if families is not None:
-        config = families if isinstance(families, FamilyConfig) else load_families(families)
-        params = (
-            AnalysisParameters(families=config)
-            if params is None
-            else params.model_copy(update={"families": config})
-        )
-        params = AnalysisParameters.model_validate(params.model_dump())
-    assert params is not None
+    params = _parameters(families, params)
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(
             f"{out} exists; pass overwrite=True or write to {next_free_path(out)}"
@@ -223,32 +168,60 @@ def analyze_files(
     times, time_source = _times(frames_path, times_s, layout, n_maps)
     if electrochem is not None and len(electrochem) < n_maps:
         raise ValueError(f"electrochem has {len(electrochem)} entries for {n_maps} maps")
-    reduction = compile(params.reduction_plan(), geometry)
-    frames = source.to_dask(chunk_frames=chunk_frames)
     experiment = ExperimentAnalysis(
         layout, params,
         metadata={"frames_file": Path(frames_path).name, "dataset": dataset,
                   "time_source": time_source, "n_frames_per_map": layout.n_frames},
     )  # fmt: skip
-    reducer = _Reducer(reduction, scheduler, progress)
-    try:
-        for index in range(n_maps):
-            block = frames[index * layout.n_frames : (index + 1) * layout.n_frames]
-            reduced = reduction.unpack(reducer.packed(block))
-            result = analyze_map(
-                reduced, layout, params, map_index=index, time_s=float(times[index])
-            )
-            experiment.add_map(
-                result, electrochem=None if electrochem is None else electrochem[index]
-            )
-            if on_map is not None:
-                on_map(index + 1, n_maps)
-    finally:
-        reducer.close()
+    reducer = FrameReducer(
+        compile_reduction(params.reduction_plan(), geometry),
+        scheduler=scheduler,
+        progress=progress,
+    )
+    with reducer:
+        frames = source.to_dask(chunk_frames=chunk_frames)
+        _add_maps(experiment, reducer, frames, times, electrochem, on_map)
     products = experiment.products()
     if out is not None:
         write_products(out, products, overwrite=overwrite)
     return products
+
+
+def _parameters(
+    families: str | Path | FamilyConfig | None, params: AnalysisParameters | None
+) -> AnalysisParameters:
+    """``params`` with ``families`` (a TOML file or config) in place of its families."""
+    if families is None:
+        if params is None:
+            raise ValueError("pass families (a TOML file or FamilyConfig) or params")
+        return params
+    config = families if isinstance(families, FamilyConfig) else load_families(families)
+    if params is None:
+        return AnalysisParameters(families=config)
+    updated = params.model_copy(update={"families": config})
+    return AnalysisParameters.model_validate(updated.model_dump())
+
+
+def _add_maps(
+    experiment: ExperimentAnalysis,
+    reducer: FrameReducer,
+    frames: Any,
+    times_s: np.ndarray,
+    electrochem: Sequence[Mapping[str, float]] | None,
+    on_map: Callable[[int, int], None] | None,
+) -> None:
+    """Reduce and analyse maps ``0 … len(times_s) - 1`` of ``frames`` in time order."""
+    layout, n_maps = experiment.layout, len(times_s)
+    for index in range(n_maps):
+        block = frames[index * layout.n_frames : (index + 1) * layout.n_frames]
+        result = analyze_map(
+            reducer.reduce(block), layout, experiment.params, map_index=index,
+            time_s=float(times_s[index]),
+        )  # fmt: skip
+        state = None if electrochem is None else electrochem[index]
+        experiment.add_map(result, electrochem=state)
+        if on_map is not None:
+            on_map(index + 1, n_maps)
 
 
 def _times(frames_path, times_s, layout: MapLayout, n_maps: int) -> tuple[np.ndarray, str]:
@@ -259,5 +232,5 @@ def _times(frames_path, times_s, layout: MapLayout, n_maps: int) -> tuple[np.nda
         return times, "given"
     stored = map_times_s(frames_path, frames_per_map=layout.n_frames, n_maps=n_maps)
     if stored is not None and np.all(np.isfinite(stored)) and np.all(np.diff(stored) > 0):
-        return stored, TIME_PATH
+        return stored, _TIME_SOURCE_FILE
     return np.arange(n_maps, dtype=float), "map index (no per-frame times in the file)"

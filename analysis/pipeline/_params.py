@@ -9,9 +9,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._reduction_plan import ReductionPlan
-from .families import FamilyConfig
-from .lattice import LiCalibration, li_fraction_from_c
+from ..families import FamilyConfig
+from ..lattice import LiCalibration, li_fraction_from_c
+from ..reduction import ReductionPlan
 
 __all__ = ["AnalysisParameters", "CalibrationTable", "load_parameters"]
 

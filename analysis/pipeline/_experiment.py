@@ -12,10 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._pipeline_layout import MapLayout
-from ._pipeline_map import MapResult
-from ._pipeline_params import AnalysisParameters
-from .grains import (
+from ..grains import (
     GrainTable,
     azimuth_histogram,
     grain_counts,
@@ -23,9 +20,12 @@ from .grains import (
     link_grains,
     texture_share,
 )
-from .lattice import biphasic_front
-from .phases import li_thickness_from_ti, stack_displacement, stack_profile
-from .products import LabelledArray, Products
+from ..lattice import biphasic_front
+from ..phases import li_thickness_from_ti, stack_displacement, stack_profile
+from ..products import LabelledArray, Products
+from ._layout import MapLayout
+from ._map import MapResult
+from ._params import AnalysisParameters
 
 __all__ = ["ExperimentAnalysis"]
 
