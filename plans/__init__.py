@@ -4,7 +4,13 @@ from ._align import ALIGN_STREAM, StackAlignment, align_stack, find_stack, propo
 from ._calibrate import CALIBRANTS, calibrate
 from ._fly_map import fly_map, map_lines
 from ._geometry import LineTrajectory, MapGeometry, fly_line
-from ._operando import EC_STATE_STREAM, EC_STREAM, CyclingPotentiostat, operando_experiment
+from ._operando import (
+    EC_STATE_STREAM,
+    EC_STREAM,
+    CyclingPotentiostat,
+    ec_value,
+    operando_experiment,
+)
 from ._stubs import FRAMES_STREAM, LINES_STREAM, fly_line_stub
 from ._suspenders import beam_current_suspender, shutter_suspender
 
@@ -22,6 +28,7 @@ __all__ = [
     "align_stack",
     "beam_current_suspender",
     "calibrate",
+    "ec_value",
     "find_stack",
     "fly_line",
     "fly_line_stub",

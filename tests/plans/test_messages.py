@@ -83,7 +83,7 @@ def test_protocol_outside_safety_window_fails_before_anything_moves(RE, docs, de
 
 
 def test_ec_value_reads_both_reading_conventions():
-    from opmap.plans._operando import ec_value
+    from opmap.plans import ec_value
 
     assert ec_value({"pstat-elapsed": {"value": 12.5, "timestamp": 0}}, "time_s") == 12.5
     assert ec_value({"p_step_index": {"value": 2, "timestamp": 0}}, "step_index") == 2.0
