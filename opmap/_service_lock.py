@@ -29,7 +29,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 __all__ = ["LOCK_FILE_NAME", "DataDirInUseError", "ServerLock", "check_unlocked"]
@@ -121,12 +120,7 @@ class ServerLock:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
