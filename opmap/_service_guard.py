@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -39,7 +40,7 @@ _HTTP_FORBIDDEN = 403
 _MARK = "_opmap_storage_guard"
 
 
-def is_within(path: str | Path, roots: list[str | Path]) -> bool:
+def is_within(path: str | Path, roots: Sequence[str | Path]) -> bool:
     """True when ``path``, fully resolved, is one of ``roots`` (resolved) or under one.
 
     Examples
