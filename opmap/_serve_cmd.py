@@ -2,16 +2,22 @@
 
 Options given on the command line override those of ``--settings FILE.toml``, which
 override the defaults of :class:`~opmap.settings.OpmapSettings`.
+
+Safe by default: the server binds 127.0.0.1; any other address needs ``--allow-remote``
+and is served over plain HTTP, so a warning says to put a TLS reverse proxy in front.
+One server per data directory (a lock file names the PID holding it). Bad input (an
+option combination, a weak key, a held lock) exits with status 2 and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
-from opmap.settings import OpmapSettings
+from opmap.settings import OpmapSettings, is_loopback, toml_values
 
 __all__ = ["register", "run", "settings_from_args"]
 
@@ -28,11 +34,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--settings", type=Path, help="TOML file with OpmapSettings fields")
     parser.add_argument("--data-dir", type=Path, help="root of all opmap data (./opmap-data)")
     parser.add_argument("--host", help="interface to bind (127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        default=None,
+        help="allow a --host reachable from other machines (0.0.0.0, a LAN address)",
+    )
     parser.add_argument("--port", type=int, help="TCP port, 1-65535 (8000)")
     parser.add_argument(
         "--api-key",
-        help="single-user API key; default: read from or generated in DATA_DIR/api-key "
-        "(a key on the command line is visible to other users of this machine)",
+        help="single-user API key, >= 32 random letters/digits; default: read from or "
+        "generated in DATA_DIR/api-key (a key on the command line is visible to other "
+        "users of this machine)",
     )
     parser.add_argument(
         "--catalog",
@@ -52,10 +65,11 @@ def settings_from_args(args: argparse.Namespace) -> OpmapSettings:
     if args.settings is not None:
         if args.data_dir is not None:
             raise ValueError("--data-dir cannot be combined with --settings; set data_dir there")
-        values = OpmapSettings.from_toml(args.settings).model_dump()
+        values = toml_values(args.settings)
     overrides = {
         "data_dir": args.data_dir,
         "host": args.host,
+        "allow_remote": args.allow_remote,
         "port": args.port,
         "api_key": args.api_key,
         "catalog_uri": args.catalog,
@@ -79,6 +93,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"API key:      {key_source}")
     if args.config_only:
         return 0
-    print(f"Serving on    {settings.url}  (send 'Authorization: Apikey KEY')")
-    run_config_file(config_file)
+    print(f"Serving on    {settings.bind_url}  (send 'Authorization: Apikey KEY')")
+    if not is_loopback(settings.host):
+        print(
+            f"WARNING: {settings.host} is reachable from other machines over plain HTTP: "
+            "the API key and the data cross the network unencrypted. Put a TLS reverse "
+            "proxy in front (docs/operations.md).",
+            file=sys.stderr,
+        )
+    try:
+        run_config_file(config_file, lock_dir=settings.data_dir)
+    except ValueError as error:  # another server took the lock since the check above
+        logger.error("%s", error)
+        return 2
     return 0

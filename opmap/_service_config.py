@@ -16,9 +16,11 @@ from typing import Any
 
 import yaml
 
-from opmap.settings import OpmapSettings
+from opmap._service_lock import check_unlocked
+from opmap.settings import OpmapSettings, WeakApiKeyError, check_api_key_strength
 
 __all__ = [
+    "CATALOG_TREE",
     "JSON_SEQ_EXPORTER",
     "VALIDATOR_ROUTER",
     "check_directories",
@@ -34,7 +36,12 @@ JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
 #: Router behind ``run.validate()`` (``/custom/validate/{path}``).
 VALIDATOR_ROUTER = "bluesky_tiled_plugins.routers.validator:router"
 
+#: Tree factory of the generated config: Tiled's catalog with opmap's storage guard.
+CATALOG_TREE = "opmap._service_guard:from_uri"
+
 _OWNER_ONLY = 0o600
+_OWNER_ONLY_DIR = 0o700
+_DIRECTORIES = ("data_dir", "detector_dir", "file_storage_dir", "backup_dir")
 
 
 def check_directories(settings: OpmapSettings) -> None:
@@ -48,7 +55,7 @@ def check_directories(settings: OpmapSettings) -> None:
     ValueError
         Naming the setting (``data_dir``, ``detector_dir``, ...) and the offending path.
     """
-    for name in ("data_dir", "detector_dir", "file_storage_dir", "backup_dir"):
+    for name in _DIRECTORIES:
         path: Path = getattr(settings, name)
         existing = path
         while not existing.exists():
@@ -95,11 +102,9 @@ def _read_key_file(path: Path) -> str:
         )
     key = path.read_text().strip()
     try:
-        OpmapSettings(api_key=key)
-    except ValueError:
-        raise ValueError(
-            f"api_key_file {path} does not hold a valid key (16 to 256 letters and digits)"
-        ) from None
+        check_api_key_strength(key)
+    except WeakApiKeyError as error:
+        raise WeakApiKeyError(f"api_key_file {path}: {error}") from None
     return key
 
 
@@ -127,7 +132,7 @@ def server_config(settings: OpmapSettings, api_key: str) -> dict[str, Any]:
         "readable_storage": [str(settings.detector_dir)],
     }
     return {
-        "trees": [{"path": "/", "tree": "catalog", "args": catalog_args}],
+        "trees": [{"path": "/", "tree": CATALOG_TREE, "args": catalog_args}],
         "authentication": {"single_user_api_key": api_key, "allow_anonymous_access": False},
         "media_types": {"BlueskyRun": {"application/json-seq": JSON_SEQ_EXPORTER}},
         "routers": [VALIDATOR_ROUTER],
@@ -139,7 +144,8 @@ def write_server_config(settings: OpmapSettings) -> Path:
     """Check the directories, create them, and write the Tiled config file (mode 0o600).
 
     The file holds the API key, so it is readable by its owner only. An existing file is
-    replaced (it is derived data: the settings are the source).
+    replaced (it is derived data: the settings are the source). The data directory is made
+    owner-only (0o700), as are the directories created under it.
 
     Returns
     -------
@@ -150,14 +156,18 @@ def write_server_config(settings: OpmapSettings) -> Path:
     ------
     ValueError
         From :func:`check_directories` or :func:`ensure_api_key`, before anything is
-        written.
+        written; :class:`~opmap._service_lock.DataDirInUseError` when a server runs on
+        the data directory.
     """
     check_directories(settings)
+    if settings.data_dir.exists():
+        check_unlocked(settings.data_dir)
     key_file = settings.api_key_file
     if settings.api_key is None and key_file is not None and key_file.exists():
         _read_key_file(key_file)  # refuse a bad key file before writing anything
-    for name in ("data_dir", "detector_dir", "file_storage_dir", "backup_dir"):
-        getattr(settings, name).mkdir(parents=True, exist_ok=True)
+    for name in _DIRECTORIES:
+        getattr(settings, name).mkdir(mode=_OWNER_ONLY_DIR, parents=True, exist_ok=True)
+    _make_owner_only(settings.data_dir)
     config = server_config(settings, ensure_api_key(settings))
     path = settings.config_file
     assert path is not None  # filled by OpmapSettings
@@ -169,3 +179,11 @@ def write_server_config(settings: OpmapSettings) -> Path:
     os.chmod(temporary, _OWNER_ONLY)
     temporary.replace(path)
     return path
+
+
+def _make_owner_only(directory: Path) -> None:
+    """Set ``directory`` to 0o700 (it holds the key, the catalog and the logs)."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode != _OWNER_ONLY_DIR:
+        logger.info("Setting %s to mode 0o700 (was %#o)", directory, mode)
+        directory.chmod(_OWNER_ONLY_DIR)

@@ -3,14 +3,29 @@
 All three build the server from the same generated config file
 (:func:`~opmap._service_config.write_server_config`), so what a test exercises is what
 ``opmap serve`` runs.
+
+A served data directory is locked for the server's life
+(:class:`~opmap._service_lock.ServerLock`), files the server creates are owner-only
+(umask 077), and the access log has credentials redacted
+(:mod:`opmap._service_log`). A server started by :func:`start_server_subprocess` dies
+with the process that started it: the child asks Linux for SIGTERM when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``, when started from the main thread, since the signal follows
+the *thread* that forked), and a watchdog thread in the child stops it within a second of
+being re-parented, on any POSIX system.
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
+import ctypes.util
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 
 from opmap._service_config import ensure_api_key, write_server_config
+from opmap._service_lock import ServerLock
 from opmap.settings import OpmapSettings
 
 if TYPE_CHECKING:
@@ -53,23 +69,46 @@ def _app_from_config_file(config_file: Path) -> FastAPI:
     return build_app_from_config(parse_configs(config_file))
 
 
-def run_config_file(config_file: Path) -> None:
-    """Serve a generated Tiled config file with uvicorn in the foreground (until interrupted)."""
+#: File mode bits masked off everything the server creates: owner-only files.
+SERVER_UMASK = 0o077
+_PR_SET_PDEATHSIG = 1
+_WATCHDOG_PERIOD_S = 0.5
+_WATCHDOG_GRACE_S = 15.0
+
+
+def run_config_file(config_file: Path, lock_dir: Path | None = None) -> None:
+    """Serve a generated Tiled config file with uvicorn in the foreground (until interrupted).
+
+    Parameters
+    ----------
+    config_file : Path
+        From :func:`~opmap._service_config.write_server_config`.
+    lock_dir : Path, optional
+        The data directory to lock for the server's life (refused with
+        :class:`~opmap._service_lock.DataDirInUseError` when another server holds it).
+    """
     import uvicorn
     from tiled.config import parse_configs
     from tiled.server.app import build_app_from_config
-    from tiled.server.logging_config import LOGGING_CONFIG
 
-    config = parse_configs(config_file)
-    app = build_app_from_config(config)
-    uvicorn.run(app, log_config=LOGGING_CONFIG, **config.uvicorn)
+    from opmap._service_log import logging_config
+
+    os.umask(SERVER_UMASK)  # catalog, DuckDB tables, written arrays: 0600
+    lock = ServerLock.acquire(lock_dir) if lock_dir is not None else None
+    try:
+        config = parse_configs(config_file)
+        app = build_app_from_config(config)
+        uvicorn.run(app, log_config=logging_config(), **config.uvicorn)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def serve(settings: OpmapSettings) -> None:
-    """Write the config and run the Tiled server in the foreground on ``settings.url``."""
+    """Write the config and run the Tiled server in the foreground on ``settings.bind_url``."""
     config_file = write_server_config(settings)
-    logger.info("Serving Tiled on %s with %s", settings.url, config_file)
-    run_config_file(config_file)
+    logger.info("Serving Tiled on %s with %s", settings.bind_url, config_file)
+    run_config_file(config_file, lock_dir=settings.data_dir)
 
 
 @dataclass
@@ -166,10 +205,13 @@ def start_server_subprocess(
     chosen = port if port is not None else free_port(settings.host)
     settings = OpmapSettings.model_validate(settings.model_dump() | {"port": chosen})
     config_file = write_server_config(settings)
-    assert settings.data_dir is not None
     log_file = settings.data_dir / "tiled-server.log"
     command = [sys.executable, "-m", "opmap._service_run", str(config_file)]
-    with log_file.open("ab") as log:
+    command += ["--lock-dir", str(settings.data_dir), "--parent-pid", str(os.getpid())]
+    if threading.current_thread() is threading.main_thread():
+        command.append("--parent-death-signal")
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     handle = ServerHandle(settings, ensure_api_key(settings), process, log_file)
     try:
@@ -192,7 +234,8 @@ def _wait_until_answering(handle: ServerHandle, timeout_s: float) -> None:
             handle.process.wait(0.1)
         except subprocess.TimeoutExpired:
             continue
-        raise RuntimeError(
+        error = ValueError if handle.process.returncode == 2 else RuntimeError  # bad input
+        raise error(
             f"Tiled server exited with code {handle.process.returncode}:\n"
             + _tail(handle.log_file)
         )
@@ -206,5 +249,44 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _die_with_parent(parent_pid: int, *, death_signal: bool) -> None:
+    """Stop this process (SIGTERM) when ``parent_pid`` is no longer its parent."""
+    if death_signal and sys.platform == "linux":
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent_pid:  # the parent died before we got here
+        sys.exit(f"opmap server: parent PID {parent_pid} is gone before start-up")
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(_WATCHDOG_PERIOD_S)
+        logger.warning("Parent PID %d is gone; stopping the Tiled server", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(_WATCHDOG_GRACE_S)
+        os._exit(1)  # graceful shutdown hung
+
+    threading.Thread(target=watch, name="opmap-parent-watchdog", daemon=True).start()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Entry point of the server subprocess; exit status 2 when the data dir is locked."""
+    parser = argparse.ArgumentParser(prog="python -m opmap._service_run")
+    parser.add_argument("config_file", type=Path)
+    parser.add_argument("--lock-dir", type=Path, help="data directory to lock")
+    parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
+    parser.add_argument("--parent-death-signal", action="store_true", help="Linux prctl too")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.parent_pid is not None:
+        _die_with_parent(args.parent_pid, death_signal=args.parent_death_signal)
+    try:
+        run_config_file(args.config_file, lock_dir=args.lock_dir)
+    except ValueError as error:  # DataDirInUseError
+        logger.error("%s", error)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    run_config_file(Path(sys.argv[1]))
+    sys.exit(_main())

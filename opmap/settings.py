@@ -19,19 +19,36 @@ Examples
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["DEFAULT_DATA_DIR", "OpmapSettings"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "MIN_API_KEY_BITS",
+    "MIN_API_KEY_LENGTH",
+    "OpmapSettings",
+    "WeakApiKeyError",
+    "check_api_key_strength",
+    "is_loopback",
+    "toml_values",
+]
 
 #: The data directory used when none is chosen, relative to the working directory.
 DEFAULT_DATA_DIR = Path("opmap-data")
 
-_API_KEY_PATTERN = re.compile(r"[A-Za-z0-9]{16,256}")
+_API_KEY_PATTERN = re.compile(r"[A-Za-z0-9]{1,256}")
+#: Shortest API key accepted (``secrets.token_hex(16)`` has 32 characters).
+MIN_API_KEY_LENGTH = 32
+#: Least estimated entropy of an API key, in bits (length x per-character Shannon entropy).
+MIN_API_KEY_BITS = 96
+_GENERATE_HINT = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
 _CATALOG_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+asyncpg://")
 _TABLE_SCHEMES = ("duckdb:///", "sqlite:///", "postgresql://")
 _PATH_FIELDS = (
@@ -42,6 +59,70 @@ _PATH_FIELDS = (
     "api_key_file",
     "config_file",
 )
+
+
+class WeakApiKeyError(ValueError):
+    """An API key that is too short, too repetitive or not letters and digits."""
+
+
+def check_api_key_strength(key: str) -> None:
+    """Refuse an API key that is easy to guess.
+
+    A key must be 32 to 256 letters and digits, must not repeat a shorter pattern
+    (``abcd`` * 8), and its estimated entropy (length times the Shannon entropy of its
+    character frequencies) must be at least :data:`MIN_API_KEY_BITS`. A heuristic against
+    typed-in keys, not a proof of randomness: generate keys with :mod:`secrets`.
+
+    Raises
+    ------
+    WeakApiKeyError
+        Naming the rule broken; the key itself is never quoted.
+
+    Examples
+    --------
+    >>> import secrets
+    >>> check_api_key_strength(secrets.token_hex(32))
+    >>> try:
+    ...     check_api_key_strength("password" * 4)
+    ... except WeakApiKeyError as error:
+    ...     print(str(error)[:45])
+    api_key is weak: it repeats a shorter pattern
+    """
+    if not _API_KEY_PATTERN.fullmatch(key):
+        raise WeakApiKeyError(
+            f"api_key must be letters and digits [A-Za-z0-9], at most 256; got {len(key)} "
+            f"characters including others; {_GENERATE_HINT}"
+        )
+    if len(key) < MIN_API_KEY_LENGTH:
+        raise WeakApiKeyError(
+            f"api_key is weak: {len(key)} characters, at least {MIN_API_KEY_LENGTH} are "
+            f"required; {_GENERATE_HINT}"
+        )
+    if (key + key).find(key, 1) < len(key):
+        raise WeakApiKeyError(f"api_key is weak: it repeats a shorter pattern; {_GENERATE_HINT}")
+    counts = Counter(key).values()
+    bits = -sum(n * math.log2(n / len(key)) for n in counts)
+    if bits < MIN_API_KEY_BITS:
+        raise WeakApiKeyError(
+            f"api_key is weak: about {bits:.0f} bits of entropy, at least {MIN_API_KEY_BITS} "
+            f"are required (too few distinct characters); {_GENERATE_HINT}"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names this machine only (``localhost``, ``127.x``, ``::1``).
+
+    Examples
+    --------
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 class OpmapSettings(BaseModel):
@@ -68,12 +149,17 @@ class OpmapSettings(BaseModel):
         SQL store of the event tables: ``duckdb:///ABS/tables.duckdb`` (default),
         ``sqlite:///ABS/...`` or ``postgresql://...``.
     host : str
-        Interface the server binds to; default ``127.0.0.1`` (this machine only).
+        Interface the server binds to; default ``127.0.0.1`` (this machine only). Any
+        non-loopback address (``0.0.0.0``, a LAN address, a host name) needs
+        ``allow_remote``.
+    allow_remote : bool
+        Allow ``host`` to be reachable from other machines; default False.
     port : int
         TCP port of the server, 1–65535; default 8000.
     api_key : str, optional
-        The single-user API key (16–256 letters and digits). When absent, the key is read
-        from ``api_key_file`` or generated there.
+        The single-user API key (32–256 letters and digits, not guessable: see
+        :func:`check_api_key_strength`). When absent, the key is read from
+        ``api_key_file`` or generated there.
     api_key_file : Path, optional
         File holding the API key, owner-only permissions. Default ``data_dir / "api-key"``.
     config_file : Path, optional
@@ -90,6 +176,7 @@ class OpmapSettings(BaseModel):
     catalog_uri: str | None = None
     table_store_uri: str | None = None
     host: str = Field(default="127.0.0.1", min_length=1)
+    allow_remote: bool = False
     port: int = Field(default=8000, ge=1, le=65535)
     api_key: str | None = Field(default=None, repr=False)
     api_key_file: Path | None = None
@@ -149,19 +236,31 @@ class OpmapSettings(BaseModel):
     @field_validator("api_key")
     @classmethod
     def _check_api_key(cls, value: str | None) -> str | None:
-        if value is not None and not _API_KEY_PATTERN.fullmatch(value):
-            raise ValueError(
-                f"api_key must be 16 to 256 letters and digits [A-Za-z0-9]; got {len(value)} "
-                "characters (generate one with `python -c 'import secrets; "
-                "print(secrets.token_hex(32))'`)"
-            )
+        if value is not None:
+            check_api_key_strength(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_remote(self) -> Self:
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines; binding beyond "
+                "loopback (127.0.0.1, ::1, localhost) needs allow_remote = true "
+                "(`opmap serve --allow-remote`)"
+            )
+        return self
 
     @property
     def url(self) -> str:
         """Base URL of the server as clients reach it, e.g. ``http://127.0.0.1:8000``."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def bind_url(self) -> str:
+        """The address the server binds, as given: ``http://0.0.0.0:8000`` for all interfaces."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
     @property
@@ -187,22 +286,30 @@ class OpmapSettings(BaseModel):
             When the file does not parse, the table is missing, or a field is unknown or
             out of range (the message names the field).
         """
-        path = Path(path)
-        with path.open("rb") as stream:
-            try:
-                document: dict[str, Any] = tomllib.load(stream)
-            except tomllib.TOMLDecodeError as error:
-                raise ValueError(f"settings file {path} is not valid TOML: {error}") from None
-        for key in table.split(".") if table else ():
-            if not isinstance(document.get(key), dict):
-                raise ValueError(f"settings file {path} has no table [{table}]")
-            document = document[key]
-        base = path.absolute().parent
-        values = {
-            name: base / value if name in _PATH_FIELDS and isinstance(value, str) else value
-            for name, value in document.items()
-        }
-        return cls.model_validate(values)
+        return cls.model_validate(toml_values(path, table=table))
+
+
+def toml_values(path: Path | str, *, table: str | None = None) -> dict[str, Any]:
+    """The raw fields of a settings TOML file, relative paths made absolute, not validated.
+
+    For callers that merge command-line options before validating (``opmap serve``);
+    see :meth:`OpmapSettings.from_toml` for the parameters.
+    """
+    path = Path(path)
+    with path.open("rb") as stream:
+        try:
+            document: dict[str, Any] = tomllib.load(stream)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"settings file {path} is not valid TOML: {error}") from None
+    for key in table.split(".") if table else ():
+        if not isinstance(document.get(key), dict):
+            raise ValueError(f"settings file {path} has no table [{table}]")
+        document = document[key]
+    base = path.absolute().parent
+    return {
+        name: base / value if name in _PATH_FIELDS and isinstance(value, str) else value
+        for name, value in document.items()
+    }
 
 
 def _redact(uri: str) -> str:

@@ -62,10 +62,10 @@ def test_key_file_is_owner_only_and_reused(tmp_path: Path) -> None:
 
 
 def test_given_key_is_used_and_not_stored(tmp_path: Path) -> None:
-    settings = OpmapSettings(data_dir=tmp_path, api_key="abcdef0123456789XYZ")
+    settings = OpmapSettings(data_dir=tmp_path, api_key="7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e")
     write_server_config(settings)
     assert parse_configs(settings.config_file).authentication.single_user_api_key == (
-        "abcdef0123456789XYZ"
+        "7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e"
     )
     assert settings.api_key_file is not None and not settings.api_key_file.exists()
 

@@ -28,13 +28,16 @@ def test_profile_holds_the_settings_url_and_key_and_passes_tiled_schema(
     tmp_path: Path, profiles: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     toml = tmp_path / "opmap.toml"
-    toml.write_text('data_dir = "data"\nport = 8123\napi_key = "abcdef0123456789XYZ"\n')
+    key = "7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e"
+    toml.write_text(f'data_dir = "data"\nport = 8123\napi_key = "{key}"\n')
     args = _parse(["--settings", str(toml), "--name", "beamtime"])
     assert args.func(args) == 0
     path = profiles / "beamtime.yml"
     assert str(path) in capsys.readouterr().out
     (content,) = gather_profiles([profiles], strict=True)[0].values()  # tiled's own validation
-    assert content == {"beamtime": {"uri": "http://127.0.0.1:8123?api_key=abcdef0123456789XYZ"}}
+    assert content == {
+        "beamtime": {"uri": "http://127.0.0.1:8123?api_key=7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e"}
+    }
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not list(profiles.glob(".*")), "no temporary file left behind"
 

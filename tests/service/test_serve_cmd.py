@@ -30,8 +30,15 @@ def test_config_only_writes_config_and_reports_key_file(
 def test_options_override_the_settings_file(tmp_path: Path) -> None:
     toml = tmp_path / "opmap.toml"
     toml.write_text('data_dir = "data"\nport = 8100\nhost = "0.0.0.0"\n')
+    with pytest.raises(ValueError, match=r"host '0\.0\.0\.0' .* needs allow_remote"):
+        _serve_cmd.settings_from_args(_parse(["--settings", str(toml)]))
     settings = _serve_cmd.settings_from_args(
-        _parse(["--settings", str(toml), "--port", "8200", "--catalog", "postgresql://h/db"])
+        _parse(
+            [
+                *("--settings", str(toml), "--port", "8200", "--allow-remote"),
+                *("--catalog", "postgresql://h/db"),
+            ]
+        )
     )
     assert settings.data_dir == tmp_path / "data"
     assert (settings.port, settings.host) == (8200, "0.0.0.0")

@@ -37,8 +37,11 @@ def test_postgresql_catalog_uses_the_asyncpg_driver() -> None:
     [
         ("port", 0, "greater than or equal to 1"),
         ("port", 65536, "less than or equal to 65535"),
-        ("api_key", "short", "16 to 256 letters and digits"),
-        ("api_key", "has-dash-and-is-long-hunter2pw", "16 to 256 letters and digits"),
+        ("api_key", "short", "api_key is weak: 5 characters, at least 32"),
+        ("api_key", "has-dash-and-is-long-hunter2pw-0123", "api_key must be letters and digits"),
+        ("api_key", "hunter2pw" * 4, "api_key is weak: it repeats a shorter pattern"),
+        ("api_key", "hunter2pwaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "api_key is weak: about 5. bits"),
+        ("host", "0.0.0.0", "host '0.0.0.0' is reachable .* needs allow_remote = true"),
         ("catalog_uri", "mysql://u:hunter2pw@h/db", "catalog_uri must start with one of"),
         ("table_store_uri", "parquet:///x", "table_store_uri must start with one of"),
         ("prot", 8000, "Extra inputs are not permitted"),
