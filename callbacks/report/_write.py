@@ -1,20 +1,4 @@
-"""Paper-style report of an experiment's products: figures and, for rehearsals, a table.
-
-`write_report` draws, with matplotlib (no pyplot state, Agg rendering):
-
-- ``fig2_charge``: electrochemistry with the maps marked, c maps per family at up to four
-  charge maps, map-mean c and a per family, biphasic front height with its fitted speed;
-- ``fig3_discharge``: map-mean c from the first discharge map on, the potential, and the
-  Li-rich fraction in the top 5 µm of the cathode;
-- ``fig4_anode``: Li thickness from Ti beside the electrochemistry, phase maps (Li, Ti, Au,
-  parylene), Li grain azimuths, grain counts (total / new / deceased), lifetime classes;
-- ``fig_truth`` and ``truth_table.csv`` / ``truth_table.md`` when the products carry the
-  twin's ground truth (``truth_*``): recovered versus truth against the analysis targets
-  (`report_table`).
-
-A panel whose products are missing is skipped with a logged reason; a figure with no
-drawable panel is not written. Nothing is ever filled in for a missing product.
-"""
+"""`write_report`: the figures of a report (and the truth table of a rehearsal) as files."""
 
 from __future__ import annotations
 
@@ -25,21 +9,14 @@ from typing import Any
 
 from opmap.analysis.products import Products
 
-from ._report_anode import anode_panels
-from ._report_cathode import charge_panels, discharge_panels
-from ._report_layout import assemble
-from ._report_table import (
-    COLUMNS,
-    TARGETS,
-    format_table,
-    report_table,
-    write_table_csv,
-    write_table_markdown,
-)
-from ._report_truth import has_truth
-from ._report_truthfig import truth_panels
+from ._anode import anode_panels
+from ._cathode import charge_panels, discharge_panels
+from ._layout import assemble
+from ._table import report_table, write_table_csv, write_table_markdown
+from ._truth import has_truth
+from ._truthfig import truth_panels
 
-__all__ = ["COLUMNS", "FORMATS", "TARGETS", "format_table", "report_table", "write_report"]
+__all__ = ["FORMATS", "write_report"]
 
 logger = logging.getLogger(__name__)
 
