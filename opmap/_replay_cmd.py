@@ -30,11 +30,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.set_defaults(func=run)
+    _source_arguments(parser)
+    _analysis_arguments(parser)
+    add_compute_arguments(parser)
+    return parser
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment_id", metavar="EXPERIMENT_ID", help="the stored experiment")
     group = parser.add_argument_group("Tiled server (one of)")
     server = group.add_mutually_exclusive_group(required=True)
     server.add_argument("--settings", type=Path, metavar="TOML", help="OpmapSettings (server)")
     server.add_argument("--data-dir", type=Path, metavar="DIR", help="serve DIR for the replay")
+
+
+def _analysis_arguments(parser: argparse.ArgumentParser) -> None:
     analysis = parser.add_argument_group("analysis (default: as stored with the newest version)")
     analysis.add_argument(
         "--set",
@@ -59,9 +70,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="DEG",
         help="(003) sampling correction with spots of this azimuthal FWHM",
     )
-    add_compute_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
 
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:

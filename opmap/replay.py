@@ -171,7 +171,7 @@ def _roots(source: Any) -> tuple[Any, Any]:
     return source["processed"], source["raw"]
 
 
-def _map_runs(raw: Any, experiment_id: str) -> list[tuple[str, Any]]:
+def _map_runs(raw: Any, experiment_id: str) -> list[Any]:
     """Successful map runs of the experiment, ordered by ``map_index``."""
     from tiled.queries import Key
 
@@ -198,7 +198,7 @@ def _map_runs(raw: Any, experiment_id: str) -> list[tuple[str, Any]]:
     indices = [index for index, _, _ in found]
     if len(set(indices)) != len(indices):
         raise ValueError(f"experiment {experiment_id!r} has repeated map_index: {indices}")
-    return [(uid, run) for _, uid, run in sorted(found, key=lambda item: item[0])]
+    return [run for _, _, run in sorted(found, key=lambda item: item[0])]
 
 
 def stored_parameters(processed: Any, experiment_id: str) -> tuple[str | None, dict[str, Any]]:

@@ -153,7 +153,7 @@ class MapRunDocuments(DocumentRouter):
         """Start uid of the raw run."""
         return str(self.start_doc["uid"])
 
-    def follow(self, documents: Iterable[tuple[str, Mapping[str, Any]]]) -> Self:
+    def follow(self, documents: Iterable[tuple[str, Any]]) -> Self:
         """Route every ``(name, doc)`` of ``documents`` (e.g. a stored run's); return self."""
         for name, doc in documents:
             self(name, doc)
