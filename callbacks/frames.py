@@ -38,13 +38,49 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle-LZ4 filter for h5py)
 import numpy as np
 
-__all__ = ["FrameBatch", "FrameReadError", "FrameReader", "local_path"]
+__all__ = ["DatumRows", "FrameBatch", "FrameReadError", "FrameReader", "local_path"]
 
 logger = logging.getLogger(__name__)
+
+#: Dataset of a resource that names none (the Dectris master's frames).
+DEFAULT_DATASET = "/entry/data/data"
 
 
 class FrameReadError(RuntimeError):
     """Announced rows could not be read (missing file, truncated dataset, corrupt data)."""
+
+
+@dataclass(frozen=True)
+class DatumRows:
+    """Where the rows one ``stream_datum`` announces lie, checked but not read yet.
+
+    Attributes
+    ----------
+    data_key : str
+        Descriptor data key of its ``stream_resource`` (e.g. ``"eiger"``, ``"eiger-time_s"``).
+    stream : str
+        Event stream of the datum's descriptor (``"primary"``), or ``""`` if unknown.
+    uri : str
+        The resource's file (``file://localhost/...``).
+    dataset : str
+        HDF5 dataset in that file (``parameters["dataset"]``, default the Dectris frames).
+    rows : tuple of int
+        ``(start, stop)`` rows of the dataset, stop exclusive.
+    seq : tuple of int
+        ``(start, stop)`` sequence numbers (1-based, stop exclusive) of the same rows.
+    """
+
+    data_key: str
+    stream: str
+    uri: str
+    dataset: str
+    rows: tuple[int, int]
+    seq: tuple[int, int]
+
+    @property
+    def frame_indices(self) -> np.ndarray:
+        """0-based index of each row in its stream, int64 ``(n,)``."""
+        return np.arange(self.seq[0] - 1, self.seq[1] - 1, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -161,6 +197,18 @@ class FrameReader:
 
     def read_datum(self, datum: Mapping[str, Any]) -> FrameBatch | None:
         """Rows of one ``stream_datum`` (``None`` if its resource is not followed)."""
+        rows = self.locate(datum)
+        return None if rows is None else self.read(rows)
+
+    def locate(self, datum: Mapping[str, Any]) -> DatumRows | None:
+        """Where the rows of one ``stream_datum`` lie (``None`` if its resource is not followed).
+
+        Raises
+        ------
+        FrameReadError
+            The datum's ``indices`` and ``seq_nums`` disagree in length, or are not ranges
+            (negative rows, sequence numbers below 1, stop before start).
+        """
         resource = self._resources.get(datum["stream_resource"])
         if resource is None:
             return None
@@ -168,29 +216,40 @@ class FrameReader:
         seq = (int(datum["seq_nums"]["start"]), int(datum["seq_nums"]["stop"]))
         if rows[1] - rows[0] != seq[1] - seq[0]:
             raise FrameReadError(f"stream_datum {datum['uid']}: indices {rows} != seq_nums {seq}")
+        if not (0 <= rows[0] <= rows[1] and seq[0] >= 1):
+            raise FrameReadError(f"stream_datum {datum['uid']}: rows {rows}, seq_nums {seq}")
         stream = self._streams.get(datum.get("descriptor", ""), "")
-        values = self._read(resource, rows, seq, stream)
-        return FrameBatch(resource["data_key"], stream, seq[0], values)
+        dataset = resource.get("parameters", {}).get("dataset", DEFAULT_DATASET)
+        return DatumRows(resource["data_key"], stream, resource["uri"], dataset, rows, seq)
 
-    def _read(
-        self, resource: Mapping[str, Any], rows: tuple[int, int], seq: tuple[int, int], stream: str
-    ) -> np.ndarray:
-        path = None if self.prefer_tiled else self._readable_path(resource)
+    def read(self, rows: DatumRows) -> FrameBatch:
+        """Read located rows: from the file when readable here, else through Tiled.
+
+        Raises
+        ------
+        FrameReadError
+            The rows stay unreadable after ``retries`` attempts, or the file is not
+            readable here and no ``tiled_run`` was given.
+        """
+        path = None if self.prefer_tiled else self._readable_path(rows.uri)
         if path is not None:
-            dataset = resource.get("parameters", {}).get("dataset", "/entry/data/data")
-            return self._retry(lambda: _read_rows(path, dataset, *rows), f"{path}:{dataset}")
-        if self.tiled_run is None:
-            raise FrameReadError(
-                f"resource {resource['uri']!r} is not readable here and no tiled_run was given"
+            values = self._retry(
+                lambda: _read_rows(path, rows.dataset, *rows.rows), f"{path}:{rows.dataset}"
             )
-        key = resource["data_key"]
-        return self._retry(
-            lambda: _read_tiled(self.tiled_run, stream, key, *seq), f"tiled {stream}/{key}"
-        )
+        elif self.tiled_run is None:
+            raise FrameReadError(
+                f"resource {rows.uri!r} is not readable here and no tiled_run was given"
+            )
+        else:
+            values = self._retry(
+                lambda: _read_tiled(self.tiled_run, rows.stream, rows.data_key, *rows.seq),
+                f"tiled {rows.stream}/{rows.data_key}",
+            )
+        return FrameBatch(rows.data_key, rows.stream, rows.seq[0], values)
 
-    def _readable_path(self, resource: Mapping[str, Any]) -> Path | None:
+    def _readable_path(self, uri: str) -> Path | None:
         try:
-            path = local_path(resource["uri"], self.root_map)
+            path = local_path(uri, self.root_map)
         except ValueError:
             return None
         return path if path.parent.is_dir() else None

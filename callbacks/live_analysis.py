@@ -31,12 +31,10 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from event_model import RunRouter
 
 from opmap.analysis.geometry import DetectorGeometry
@@ -51,10 +49,15 @@ from opmap.analysis.pipeline import (
 from opmap.analysis.products import LabelledArray, Products
 from opmap.analysis.reduction import CompiledReduction, compile_reduction
 
-from ._live_docs import emit_map_run, map_summary
-from ._live_map import LiveMapRun, layout_from_start
-from ._live_products import ProductPublisher, truth_from_start
 from .frames import FrameReader
+from .live import (
+    LiveMapRun,
+    ProductPublisher,
+    emit_map_run,
+    layout_from_start,
+    map_summary,
+    truth_from_start,
+)
 
 __all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_from_start"]
 
@@ -186,7 +189,7 @@ class LiveAnalysis:
 
     def map_completed(self, run: LiveMapRun) -> None:
         """Analyse a stopped map run (incomplete maps are logged and skipped)."""
-        acc = run.acc
+        acc = run.accumulator
         if not acc.complete:
             logger.warning(
                 "run %s stopped (%s) with %d of %d lines and %d missing frames: not analysed",
@@ -233,7 +236,7 @@ class LiveAnalysis:
         truth: Mapping[str, LabelledArray] | None,
     ) -> None:
         t0 = time.perf_counter()
-        acc = run.acc
+        acc = run.accumulator
         experiment = self.experiments.get(experiment_id)
         if experiment is None:
             metadata = {"experiment_id": experiment_id, "raw_uids": []}
@@ -248,7 +251,7 @@ class LiveAnalysis:
             time_s=acc.map_time_s(),
             sampling=self._sampling.get(id(run.reduction)),
         )
-        experiment.add_map(result, electrochem=_ec_state(acc.electrochemistry()))
+        experiment.add_map(result, electrochem=acc.cell_state())
         experiment.metadata["raw_uids"].append(run.uid)
         products = experiment.products()
         self._publish(run, experiment_id, products, truth, len(acc.invalid_frames()))
@@ -282,7 +285,9 @@ class LiveAnalysis:
                     metadata={"sampling_options": self.sampling_options},
                 )
                 self.publishers[experiment_id] = publisher
-            publisher.publish_map(products, run.uid, truth or {}, run.acc.electrochemistry())
+            publisher.publish_map(
+                products, run.uid, truth or {}, run.accumulator.electrochemistry()
+            )
 
     def wait(self) -> None:
         """Wait until every map handed to the background worker is analysed."""
@@ -307,17 +312,6 @@ def _provenance(products: Products) -> dict[str, Any]:
         "opmap_version": meta.get("opmap_version"),
         "analysis_parameters": meta.get("analysis_parameters"),
     }
-
-
-def _ec_state(columns: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Cell state during a map: mean potential and current, charge at its end."""
-    state: dict[str, float] = {}
-    for key in ("potential_v", "current_a"):
-        if key in columns and len(columns[key]):
-            state[key] = float(np.mean(columns[key]))
-    if "charge_c" in columns and len(columns["charge_c"]):
-        state["charge_c"] = float(columns["charge_c"][-1])
-    return {k: v for k, v in state.items() if math.isfinite(v)}
 
 
 class _LazyRun:

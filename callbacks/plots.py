@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from opmap.analysis.products import Products
 
-__all__ = ["PANELS", "LiveFigures"]
+__all__ = ["PANELS", "LiveFigures", "map_extent"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class LiveFigures:
         figure = self._figure
         figure.clear()
         axes = figure.subplots((n_panels + 2) // 3, 3, squeeze=False).ravel()
-        extent = _extent(products)
+        extent = map_extent(products)
         for ax, name in zip(axes, families, strict=False):
             image = ax.imshow(
                 arrays[name].values[-1], origin="lower", aspect="auto", extent=extent
@@ -123,7 +123,7 @@ class LiveFigures:
         return figure
 
 
-def _extent(products: Products) -> list[float] | None:
+def map_extent(products: Products) -> list[float] | None:
     coords = products.coords
     if "x" in coords and "z" in coords:
         x, z = coords["x"].values, coords["z"].values

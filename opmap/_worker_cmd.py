@@ -1,7 +1,7 @@
 """``opmap analysis-worker``: the live analysis out of process, behind bluesky's 0MQ proxy.
 
 The acquisition side publishes its documents with
-``bluesky.callbacks.zmq.Publisher(PROXY_IN, serializer=opmap.callbacks._live_wire.serialize)``;
+``bluesky.callbacks.zmq.Publisher(PROXY_IN, serializer=opmap.callbacks.live.serialize)``;
 ``bluesky-0MQ-proxy IN OUT`` forwards them; this worker subscribes to ``HOST:OUT`` and runs
 :class:`~opmap.callbacks.live_analysis.LiveAnalysis` (guarded) on them, so a slow analysis
 never blocks the RunEngine. 0MQ drops messages for a subscriber that falls too far behind:
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     from bluesky.callbacks.zmq import RemoteDispatcher
 
     from opmap.analysis.nexus import write_products
-    from opmap.callbacks._live_wire import deserialize
     from opmap.callbacks.guard import GuardedCallback
+    from opmap.callbacks.live import deserialize
 
     address = _address(args.zmq)
     settings = load_settings(args.settings)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 
 from opmap import __version__
+from opmap._analyze_cmd import forward_deprecated
 
 #: Modules that provide sub-commands, in the order ``opmap --help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -19,6 +21,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap._profile_cmd",
     "opmap._worker_cmd",
     "opmap._analyze_cmd",
+    "opmap._replay_cmd",
     "opmap._report_cmd",
 )
 
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``opmap`` command line; return the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(forward_deprecated(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -22,24 +22,25 @@ Examples
 --------
 ::
 
-    from opmap.replay import replay_experiment
+    from opmap.replay import ReplayOptions, replay_experiment
 
-    version, products = replay_experiment(client, "lco-cell-3", overrides={"grain_k": 12})
+    options = ReplayOptions(overrides={"grain_k": 12})
+    version, products = replay_experiment(client, "lco-cell-3", options)
     c_perp = client["processed"]["lco-cell-3"][version]["c_perp"][:]
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from event_model import unpack_event_page
 from pydantic import ValidationError
 
 from opmap.analysis.frames import open_frames
@@ -48,20 +49,25 @@ from opmap.analysis.pipeline import (
     AnalysisParameters,
     ExperimentAnalysis,
     FrameReducer,
-    MapLayout,
+    SamplingCorrection,
     analyze_map,
     sampling_correction,
 )
 from opmap.analysis.products import Products
 from opmap.analysis.reduction import compile_reduction
-from opmap.callbacks._live_map import EC_STATE_STREAM, EC_STREAM, LINES_STREAM, _ec_row, _field
-from opmap.callbacks._live_run import RunAccumulator
-from opmap.callbacks._products_layout import validate_key
-from opmap.callbacks.frames import local_path
-from opmap.callbacks.live_analysis import _ec_state, layout_from_start
-from opmap.callbacks.tiled_products import TiledProductWriter, versions
+from opmap.callbacks.frames import DatumRows, FrameReader, local_path
+from opmap.callbacks.live import MapRunDocuments
+from opmap.callbacks.tiled_products import TiledProductWriter, validate_key, versions
+from opmap.plans import FRAMES_STREAM, LINES_STREAM
 
-__all__ = ["MapRunFrames", "replay_experiment", "stored_parameters"]
+__all__ = [
+    "FrameLocation",
+    "MapRunFrames",
+    "ReplayOptions",
+    "gather_map_run",
+    "replay_experiment",
+    "stored_parameters",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,32 +77,42 @@ FrameSourceChoice = Literal["auto", "files", "tiled"]
 STORED = "stored"
 
 
-@dataclass
-class MapRunFrames:
-    """What a replay needs of one map run, gathered from its documents.
+class FrameLocation(NamedTuple):
+    """Where one frame of a stored run lies: file URI, HDF5 dataset, row in the dataset."""
+
+    uri: str
+    dataset: str
+    row: int
+
+
+class MapRunFrames(MapRunDocuments):
+    """A stored map run read back through `MapRunDocuments`: where each frame lies.
+
+    Frames are not read while the documents are routed: each batch a ``stream_datum``
+    announces is remembered in ``locations`` and read later, lazily, for the valid frames
+    only. Lines, map time and cell state are in ``accumulator``.
+
+    Parameters
+    ----------
+    start : mapping
+        The run's start document.
+    reader : FrameReader
+        Follows the run's resources and reads the frames' times (files, else Tiled).
 
     Attributes
     ----------
-    uid : str
-        Start uid of the raw run.
-    start : dict
-        Its start document.
-    layout : MapLayout
-        Where its frames sit on the (z, x) grid.
-    accumulator : RunAccumulator
-        Valid lines, ``ec_state`` times and the potentiostat buffer of the run.
-    frame_key : str or None
-        Data key of the detector frames in ``primary``.
-    locations : dict of int to (str, str, int)
-        0-based frame index of ``primary`` → (file URI, dataset, row in the dataset).
+    locations : dict of int to FrameLocation
+        0-based frame index of ``primary`` → where the frame lies.
     """
 
-    uid: str
-    start: dict[str, Any]
-    layout: MapLayout
-    accumulator: RunAccumulator
-    frame_key: str | None = None
-    locations: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+    def __init__(self, start: Mapping[str, Any], reader: FrameReader) -> None:
+        super().__init__(start, reader)
+        self.locations: dict[int, FrameLocation] = {}
+
+    def frames(self, rows: DatumRows) -> None:
+        """Remember where each announced frame lies."""
+        for index, row in zip(rows.frame_indices, range(*rows.rows), strict=True):
+            self.locations[int(index)] = FrameLocation(rows.uri, rows.dataset, row)
 
     def valid_frames(self) -> list[int]:
         """Frames of the map in line order (latest attempt of each line).
@@ -122,6 +138,25 @@ class MapRunFrames:
         return frames
 
 
+def gather_map_run(run: Any, *, frames_from: FrameSourceChoice = "auto") -> MapRunFrames:
+    """Route one stored map run's documents: frame locations, valid lines, time, cell state.
+
+    Parameters
+    ----------
+    run : tiled BlueskyRun
+        ``raw[uid]`` (its ``documents()`` are read once).
+    frames_from : {"auto", "files", "tiled"}, optional
+        Where the frames' times are read: files when readable here, else Tiled (``"auto"``,
+        ``"files"``), or always Tiled.
+
+    Returns
+    -------
+    MapRunFrames
+    """
+    reader = FrameReader(tiled_run=run, prefer_tiled=frames_from == "tiled", retries=0)
+    return MapRunFrames(run.metadata["start"], reader).follow(run.documents())
+
+
 def _roots(source: Any) -> tuple[Any, Any]:
     if isinstance(source, tuple):
         if len(source) != 2:
@@ -136,7 +171,7 @@ def _roots(source: Any) -> tuple[Any, Any]:
     return source["processed"], source["raw"]
 
 
-def _map_runs(raw: Any, experiment_id: str) -> list[tuple[str, Any]]:
+def _map_runs(raw: Any, experiment_id: str) -> list[Any]:
     """Successful map runs of the experiment, ordered by ``map_index``."""
     from tiled.queries import Key
 
@@ -163,7 +198,7 @@ def _map_runs(raw: Any, experiment_id: str) -> list[tuple[str, Any]]:
     indices = [index for index, _, _ in found]
     if len(set(indices)) != len(indices):
         raise ValueError(f"experiment {experiment_id!r} has repeated map_index: {indices}")
-    return [(uid, run) for _, uid, run in sorted(found, key=lambda item: item[0])]
+    return [run for _, _, run in sorted(found, key=lambda item: item[0])]
 
 
 def stored_parameters(processed: Any, experiment_id: str) -> tuple[str | None, dict[str, Any]]:
@@ -225,93 +260,23 @@ def _calibration_poni(raw: Any, before_time: float) -> tuple[str, str]:
 
 
 def _geometry(
-    poni: Path | None, raw: Any, first_start: Mapping[str, Any], frame_shape: tuple[int, int]
+    poni: Path | None, raw: Any, first: MapRunFrames, frames: Any, mask: np.ndarray | None
 ) -> tuple[DetectorGeometry, str]:
+    """The detector geometry (masked, see `_masked`) and where it comes from."""
+    frame_shape = (int(frames.shape[1]), int(frames.shape[2]))
     if poni is not None:
-        return load_poni(poni, expected_shape=frame_shape), str(poni)
-    text, uid = _calibration_poni(raw, float(first_start.get("time", math.inf)))
+        geometry, source = load_poni(poni, expected_shape=frame_shape), str(poni)
+    else:
+        text, uid = _calibration_poni(raw, float(first.start_doc.get("time", math.inf)))
+        geometry, source = _load_poni_text(text, frame_shape), f"calibration of run {uid}"
+    return _masked(geometry, frames, mask), source
+
+
+def _load_poni_text(text: str, frame_shape: tuple[int, int]) -> DetectorGeometry:
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"{uid}.poni"
+        path = Path(folder) / "calibration.poni"
         path.write_text(text)
-        geometry = load_poni(path, expected_shape=frame_shape)
-    return geometry, f"calibration of run {uid}"
-
-
-def gather_map_run(uid: str, run: Any) -> MapRunFrames:
-    """Walk one map run's documents: frame locations, valid lines, time and cell state.
-
-    Parameters
-    ----------
-    uid : str
-        Start uid of the run.
-    run : tiled BlueskyRun
-        ``raw[uid]`` (its ``documents()`` are read once).
-
-    Returns
-    -------
-    MapRunFrames
-    """
-    start = dict(run.metadata["start"])
-    layout = layout_from_start(start)
-    item = MapRunFrames(uid, start, layout, RunAccumulator(layout.n_z, layout.n_x))
-    streams: dict[str, str] = {}
-    resources: dict[str, Mapping[str, Any]] = {}
-    for name, doc in run.documents():
-        if name == "descriptor":
-            streams[doc["uid"]] = doc["name"]
-            for key, data_key in doc["data_keys"].items():
-                if (
-                    doc["name"] == "primary"
-                    and data_key.get("external")
-                    and len(data_key.get("shape", [])) >= 2
-                ):
-                    item.frame_key = item.frame_key or key
-        elif name == "stream_resource":
-            resources[doc["uid"]] = dict(doc)
-        elif name == "stream_datum":
-            _locate(item, streams, resources, doc)
-        elif name in ("event", "event_page"):
-            stream = streams.get(doc["descriptor"], "")
-            for event in [doc] if name == "event" else unpack_event_page(doc):
-                _record_event(item.accumulator, stream, event["data"])
-    return item
-
-
-def _locate(item: MapRunFrames, streams, resources, datum: Mapping[str, Any]) -> None:
-    resource = resources.get(datum["stream_resource"])
-    if resource is None or streams.get(datum.get("descriptor", ""), "primary") != "primary":
-        return
-    rows = range(int(datum["indices"]["start"]), int(datum["indices"]["stop"]))
-    first = int(datum["seq_nums"]["start"]) - 1
-    if resource["data_key"] == item.frame_key:
-        dataset = resource.get("parameters", {}).get("dataset", "/entry/data/data")
-        for offset, row in enumerate(rows):
-            item.locations[first + offset] = (resource["uri"], dataset, row)
-    elif item.frame_key and resource["data_key"] == f"{item.frame_key}-time_s":
-        times = _read_times(resource, rows)
-        if times is not None:
-            item.accumulator.add_times(np.arange(first, first + len(rows)), times)
-
-
-def _read_times(resource: Mapping[str, Any], rows: range) -> np.ndarray | None:
-    import h5py
-
-    try:
-        path = local_path(resource["uri"])
-        dataset = resource.get("parameters", {}).get("dataset", "/entry/opmap/time_s")
-        with h5py.File(path, "r") as h5:
-            return np.asarray(h5[dataset][rows.start : rows.stop], float)
-    except (OSError, KeyError, ValueError):
-        return None  # the map time then comes from ec_state alone
-
-
-def _record_event(acc: RunAccumulator, stream: str, data: Mapping[str, Any]) -> None:
-    if stream == LINES_STREAM:
-        acc.add_line(data)
-    elif stream == EC_STATE_STREAM and (key := _field(data, "time_s")):
-        acc.ec_state_time_s.append(float(data[key]))
-    elif stream == EC_STREAM:
-        acc.ec_rows.append(_ec_row(data))
+        return load_poni(path, expected_shape=frame_shape)
 
 
 def _file_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> Any | None:
@@ -342,14 +307,14 @@ def _file_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> An
     )
 
 
-def _tiled_frames(run: Any, item: MapRunFrames, frames: list[int], chunk_frames: int) -> Any:
+def _tiled_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> Any:
     """Lazy dask array (n, H, W) of ``frames`` read through Tiled, ``chunk_frames`` at a time."""
     import dask
     import dask.array as da
 
     if item.frame_key is None:
         raise ValueError(f"run {item.uid}: no detector frames in its primary stream")
-    node = run["primary"][item.frame_key]
+    node = item.reader.tiled_run[FRAMES_STREAM][item.frame_key]
     shape = tuple(int(n) for n in node.shape)
     frame_shape, dtype = shape[-2:], np.dtype(node.dtype)
     blocks = []
@@ -366,39 +331,109 @@ def _read_tiled_block(node: Any, wanted: np.ndarray, frame_shape: tuple[int, int
     return block[wanted - lo]
 
 
-def _check_same_layout(layout: MapLayout, item: MapRunFrames) -> None:
-    if item.layout.describe() != layout.describe():
-        raise ValueError(
-            f"run {item.uid} (map {item.start.get('map_index')}) has map geometry "
-            f"{item.layout.n_z} × {item.layout.n_x} different from the first map's "
-            f"{layout.n_z} × {layout.n_x}; one experiment needs one layout"
-        )
+def _lazy_frames(item: MapRunFrames, frames_from: FrameSourceChoice, chunk_frames: int) -> Any:
+    """Lazy dask array (n, H, W) of the map's valid frames, from the files or Tiled."""
+    frames = item.valid_frames()
+    array = None if frames_from == "tiled" else _file_frames(item, frames, chunk_frames)
+    if array is not None:
+        return array
+    if frames_from == "files":
+        raise ValueError(f"run {item.uid}: its frame files are not readable here")
+    return _tiled_frames(item, frames, chunk_frames)
 
 
-def _sampling_options(sampling_options: Any, stored: Mapping[str, Any]) -> dict | None:
-    if isinstance(sampling_options, str):
-        if sampling_options != STORED:
+def _gather(runs: list[Any], frames_from: FrameSourceChoice) -> list[MapRunFrames]:
+    """Every run's documents routed; the runs must share the first one's map layout."""
+    items = [gather_map_run(run, frames_from=frames_from) for run in runs]
+    layout = items[0].layout
+    for item in items[1:]:
+        if item.layout.describe() != layout.describe():
             raise ValueError(
-                f"sampling_options must be a mapping, None or {STORED!r}, got {sampling_options!r}"
+                f"run {item.uid} (map {item.start_doc.get('map_index')}) has map geometry "
+                f"{item.layout.n_z} × {item.layout.n_x} different from the first map's "
+                f"{layout.n_z} × {layout.n_x}; one experiment needs one layout"
             )
-        options = stored.get("sampling_options")
-        return None if options is None else dict(options)
-    return None if sampling_options is None else dict(sampling_options)
+    return items
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How an experiment is replayed; every field has the live analysis's default.
+
+    Attributes
+    ----------
+    params : AnalysisParameters, optional
+        Analysis parameters; default those stored with the newest product version.
+    overrides : Mapping
+        Top-level `AnalysisParameters` fields replaced on top (e.g. ``{"grain_k": 12}``).
+    poni : Path, optional
+        pyFAI PONI file; default the calibration stored with the newest calibrant run
+        (``calibration.poni`` in its metadata) started before the first map.
+    mask : numpy.ndarray, optional
+        Extra bool mask (H, W) of pixels to ignore (``True`` = ignored). Pixels holding the
+        detector's marker value (the dtype's maximum, e.g. module gaps) in the first valid
+        frame are always masked; markers elsewhere are dropped frame by frame.
+    sampling_options : Mapping, None or "stored"
+        Options of the (003) detector-sampling correction (`sampling_correction`), None for
+        none; default ``"stored"``: as recorded with the newest version, else none.
+    frames_from : {"auto", "files", "tiled"}
+        Read frames from the HDF5 files (``"files"``), through Tiled (``"tiled"``), or from
+        the files when readable here, else Tiled (``"auto"``).
+    chunk_frames : int
+        Frames per dask block, in [1, 100000].
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler; default local threads.
+    progress : bool
+        Show dask's progress bar on stderr.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``frames_from`` or ``sampling_options`` string, ``chunk_frames`` out of
+        range.
+
+    Examples
+    --------
+    >>> ReplayOptions(overrides={"grain_k": 12}, frames_from="tiled").chunk_frames
+    64
+    """
+
+    params: AnalysisParameters | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    poni: Path | None = None
+    mask: np.ndarray | None = field(default=None, compare=False)
+    sampling_options: Mapping[str, Any] | str | None = STORED
+    frames_from: FrameSourceChoice = "auto"
+    chunk_frames: int = 64
+    scheduler: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.frames_from not in ("auto", "files", "tiled"):
+            raise ValueError(
+                f"frames_from must be 'auto', 'files' or 'tiled', got {self.frames_from!r}"
+            )
+        if not 1 <= self.chunk_frames <= 100_000:
+            raise ValueError(f"chunk_frames must be in [1, 100000], got {self.chunk_frames}")
+        if isinstance(self.sampling_options, str) and self.sampling_options != STORED:
+            raise ValueError(
+                f"sampling_options must be a mapping, None or {STORED!r}, "
+                f"got {self.sampling_options!r}"
+            )
+
+    def sampling(self, stored: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The sampling-correction options to use, given the newest version's metadata."""
+        options = self.sampling_options
+        if options == STORED:
+            options = stored.get("sampling_options")
+        return None if options is None else dict(options)  # type: ignore[arg-type]
 
 
 def replay_experiment(
     source: Any,
     experiment_id: str,
+    options: ReplayOptions | None = None,
     *,
-    params: AnalysisParameters | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    poni: Path | None = None,
-    mask: np.ndarray | None = None,
-    sampling_options: Mapping[str, Any] | str | None = STORED,
-    scheduler: str | None = None,
-    progress: bool = True,
-    frames_from: FrameSourceChoice = "auto",
-    chunk_frames: int = 64,
     on_map: Callable[[int, int], None] | None = None,
 ) -> tuple[str, Products]:
     """Analyse a stored experiment again and write the products as a new Tiled version.
@@ -409,29 +444,8 @@ def replay_experiment(
         The opmap server's root client (with ``raw`` and ``processed``), or both containers.
     experiment_id : str
         The experiment (start metadata ``experiment_id`` of its map runs).
-    params : AnalysisParameters, optional
-        Analysis parameters; default those stored with the newest product version.
-    overrides : Mapping, optional
-        Top-level `AnalysisParameters` fields replaced on top (e.g. ``{"grain_k": 12}``).
-    poni : Path, optional
-        pyFAI PONI file; default the calibration stored with the newest calibrant run
-        (``calibration.poni`` in its metadata) started before the first map.
-    mask : numpy.ndarray, optional
-        Extra bool mask (H, W) of pixels to ignore (``True`` = ignored). Pixels holding the
-        detector's marker value (the dtype's maximum, e.g. module gaps) in the first valid
-        frame are always masked; markers elsewhere are dropped frame by frame.
-    sampling_options : Mapping, None or "stored", optional
-        Options of the (003) detector-sampling correction (`sampling_correction`), None for
-        none; default ``"stored"``: as recorded with the newest version, else none.
-    scheduler : str, optional
-        Address of a ``dask.distributed`` scheduler; default local threads.
-    progress : bool, optional
-        Show dask's progress bar on stderr.
-    frames_from : {"auto", "files", "tiled"}, optional
-        Read frames from the HDF5 files (``"files"``), through Tiled (``"tiled"``), or from
-        the files when readable here, else Tiled (``"auto"``).
-    chunk_frames : int, optional
-        Frames per dask block, in [1, 100000].
+    options : ReplayOptions, optional
+        Parameters, overrides, geometry, frame source and scheduler (default: as stored).
     on_map : callable, optional
         Called as ``on_map(done, total)`` after each map.
 
@@ -449,71 +463,85 @@ def replay_experiment(
         map run, no stored parameters and no ``params``, an unknown or invalid override, no
         geometry, frames that do not match the PONI, incomplete maps or unreadable frames.
     FileNotFoundError
-        ``poni`` does not exist.
+        The PONI file does not exist.
     """
+    options = ReplayOptions() if options is None else options
     validate_key("experiment_id", experiment_id)
-    if frames_from not in ("auto", "files", "tiled"):
-        raise ValueError(f"frames_from must be 'auto', 'files' or 'tiled', got {frames_from!r}")
-    if not 1 <= chunk_frames <= 100_000:
-        raise ValueError(f"chunk_frames must be in [1, 100000], got {chunk_frames}")
     processed, raw = _roots(source)
-    runs = _map_runs(raw, experiment_id)
+    items = _gather(_map_runs(raw, experiment_id), options.frames_from)
     previous, stored = stored_parameters(processed, experiment_id)
-    overrides = dict(overrides or {})
-    parameters = _parameters(params, stored, overrides, experiment_id)
-    sampling = _sampling_options(sampling_options, stored)
-    items = [gather_map_run(uid, run) for uid, run in runs]
-    layout = items[0].layout
-    lazy = []
-    for (_, run), item in zip(runs, items, strict=True):
-        _check_same_layout(layout, item)
-        frames = item.valid_frames()
-        array = None if frames_from == "tiled" else _file_frames(item, frames, chunk_frames)
-        if array is None:
-            if frames_from == "files":
-                raise ValueError(f"run {item.uid}: its frame files are not readable here")
-            array = _tiled_frames(run, item, frames, chunk_frames)
-        lazy.append(array)
-    frame_shape = (int(lazy[0].shape[1]), int(lazy[0].shape[2]))
-    geometry, geometry_source = _geometry(poni, raw, items[0].start, frame_shape)
-    geometry = _masked(geometry, lazy[0], mask)
-    reduction = compile_reduction(parameters.reduction_plan(), geometry)
-    correction = None
-    if sampling is not None:
-        correction = sampling_correction(reduction, geometry, parameters, **sampling)
+    parameters = _parameters(options.params, stored, options.overrides, experiment_id)
+    lazy = [_lazy_frames(item, options.frames_from, options.chunk_frames) for item in items]
+    geometry, geometry_source = _geometry(options.poni, raw, items[0], lazy[0], options.mask)
     metadata = {
         "experiment_id": experiment_id,
         "raw_uids": [item.uid for item in items],
         "replay_of": previous,
-        "overrides": overrides,
+        "overrides": dict(options.overrides),
         "geometry_source": geometry_source,
-        "sampling_options": sampling,
-        "frames_from": frames_from,
+        "sampling_options": options.sampling(stored),
+        "frames_from": options.frames_from,
     }
-    experiment = ExperimentAnalysis(layout, parameters, metadata=metadata)
-    reducer = FrameReducer(reduction, scheduler=scheduler, progress=progress)
-    try:
+    experiment = ExperimentAnalysis(items[0].layout, parameters, metadata=metadata)
+    _analyse_maps(experiment, geometry, items, lazy, options, on_map)
+    return _write(processed, experiment, items)
+
+
+def _analyse_maps(
+    experiment: ExperimentAnalysis,
+    geometry: DetectorGeometry,
+    items: list[MapRunFrames],
+    lazy: list[Any],
+    options: ReplayOptions,
+    on_map: Callable[[int, int], None] | None,
+) -> None:
+    """Reduce every map's frames with one compiled reduction and analyse it."""
+    reduction = compile_reduction(experiment.params.reduction_plan(), geometry)
+    sampling = experiment.metadata["sampling_options"]
+    correction = None
+    if sampling is not None:
+        correction = sampling_correction(reduction, geometry, experiment.params, **sampling)
+    reducer = FrameReducer(reduction, scheduler=options.scheduler, progress=options.progress)
+    with contextlib.closing(reducer):
         for done, (item, frames) in enumerate(zip(items, lazy, strict=True), start=1):
-            reduced = reduction.unpack(reducer.packed(frames))
-            acc = item.accumulator
-            time_s = acc.map_time_s()
-            if not math.isfinite(time_s):
-                raise ValueError(f"run {item.uid}: no ec_state or frame times for the map time")
-            result = analyze_map(
-                reduced, layout, parameters, map_index=int(item.start["map_index"]),
-                time_s=time_s, sampling=correction,
-            )  # fmt: skip
-            experiment.add_map(result, electrochem=_ec_state(acc.electrochemistry()))
+            _analyse_map(experiment, item, reduction.unpack(reducer.packed(frames)), correction)
             if on_map is not None:
                 on_map(done, len(items))
-    finally:
-        reducer.close()
+
+
+def _analyse_map(
+    experiment: ExperimentAnalysis,
+    item: MapRunFrames,
+    reduced: Any,
+    correction: SamplingCorrection | None,
+) -> None:
+    """Analyse one replayed map and add it to ``experiment``."""
+    acc = item.accumulator
+    time_s = acc.map_time_s()
+    if not math.isfinite(time_s):
+        raise ValueError(f"run {item.uid}: no ec_state or frame times for the map time")
+    result = analyze_map(
+        reduced,
+        experiment.layout,
+        experiment.params,
+        map_index=int(item.start_doc["map_index"]),
+        time_s=time_s,
+        sampling=correction,
+    )
+    experiment.add_map(result, electrochem=acc.cell_state())
+
+
+def _write(
+    processed: Any, experiment: ExperimentAnalysis, items: list[MapRunFrames]
+) -> tuple[str, Products]:
+    """Write the experiment's products (with the runs' potentiostat buffer) as a new version."""
     products = _with_electrochemistry(experiment.products(), items)
+    experiment_id = experiment.metadata["experiment_id"]
     writer = TiledProductWriter(
         processed,
         experiment_id,
-        raw_uids=metadata["raw_uids"],
-        parameters=parameters.model_dump(mode="json"),
+        raw_uids=experiment.metadata["raw_uids"],
+        parameters=experiment.params.model_dump(mode="json"),
     )
     writer.write_products(products)
     logger.info("replay of %s written as %s", experiment_id, writer.version)

@@ -4,9 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from opmap._analyze_cmd import register
+from opmap._analyze_cmd import forward_deprecated, register
 from opmap.analysis.geometry import eiger4m_integrator, save_poni
 from opmap.analysis.nexus import read_products
+from opmap.cli import build_parser
 from opmap.devices import SafetyWindow, paper_protocol
 from opmap.devices._eiger_layout import EigerMetadata
 from opmap.devices.sim._eiger_writer import DectrisWriter
@@ -144,3 +145,36 @@ def test_distributed_scheduler_gives_the_local_result(acquisition, tmp_path):
         assert run(*common(acquisition), "--out", out_cluster, "--scheduler", address) == 0
     a, b = read_products(out_local), read_products(out_cluster)
     np.testing.assert_array_equal(a.arrays["c_perp"].values, b.arrays["c_perp"].values)
+
+
+def test_deprecated_from_tiled_is_rewritten_as_replay_with_a_warning(capsys):
+    argv = ["-v", "analyze", "--settings", "s.toml", "--from-tiled", "cell-3", "--set", "k=1"]
+    expected = ["-v", "replay", "cell-3", "--settings", "s.toml", "--set", "k=1"]
+    assert forward_deprecated(argv) == expected
+    assert "use: opmap replay cell-3" in capsys.readouterr().err
+    for unchanged in (["analyze", "frames.h5"], ["replay", "cell-3"], ["report", "--from-tiled"]):
+        assert forward_deprecated(unchanged) == unchanged
+    assert capsys.readouterr().err == ""
+
+
+#: A file analysis's required arguments.
+FILE = ["analyze", "f.h5", "--poni", "p", "--families", "f"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*FILE, "--map-shape", "2", "2", "--set", "k=3"], "unrecognized arguments: --set"),
+        (FILE, "the following arguments are required: --map-shape"),
+        ([*FILE, "--map-shape", "2", "2", "--z-step-um", "0"], "must be > 0"),
+        (["replay", "c", "--settings", "s", "--out", "x"], "unrecognized arguments: --out"),
+        (["replay", "c"], "one of the arguments --settings --data-dir is required"),
+        (["replay", "c", "--settings", "s", "--data-dir", "d"], "not allowed with"),
+        (["analyze", "--from-tiled", "c", "--settings", "s", "--maps", "2"], "arguments: --maps"),
+    ],
+)
+def test_each_mode_accepts_only_its_own_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(forward_deprecated(argv))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

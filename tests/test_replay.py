@@ -7,7 +7,7 @@ import pytest
 
 from opmap.callbacks.tiled_products import versions
 from opmap.cli import main
-from opmap.replay import replay_experiment
+from opmap.replay import ReplayOptions, replay_experiment
 
 #: The twin's spot width (deg): the live analysis of a rehearsal corrects (003) with it.
 TWIN_CHI_FWHM_DEG = 6.0
@@ -25,12 +25,9 @@ def replayed(rehearsal, server):
     experiment = client["processed"][rehearsal.experiment_id]
     v1_before = {name: experiment["v1"][name][:] for name in LIVE_ARRAYS}
     v1_keys = sorted(experiment["v1"])
-    version, products = replay_experiment(
-        client,
-        rehearsal.experiment_id,
-        overrides={"grain_k": 12},
-        progress=False,  # the sampling correction's options come from v1's metadata
-    )
+    # the sampling correction's options come from v1's metadata
+    options = ReplayOptions(overrides={"grain_k": 12}, progress=False)
+    version, products = replay_experiment(client, rehearsal.experiment_id, options)
     assert experiment["v1"].metadata["sampling_options"] == {"chi_fwhm_deg": TWIN_CHI_FWHM_DEG}
     return version, products, v1_before, v1_keys
 
@@ -78,7 +75,8 @@ def test_replay_rejects_an_unknown_override_before_writing(rehearsal, server, re
     client = server.client()
     before = sorted(client["processed"][rehearsal.experiment_id])
     with pytest.raises(ValueError, match="grain_kk"):
-        replay_experiment(client, rehearsal.experiment_id, overrides={"grain_kk": 3})
+        options = ReplayOptions(overrides={"grain_kk": 3})
+        replay_experiment(client, rehearsal.experiment_id, options)
     assert sorted(client["processed"][rehearsal.experiment_id]) == before
 
 
@@ -87,34 +85,48 @@ def test_cli_replay_end_to_end_and_wrong_experiment(rehearsal, server, replayed,
     settings.write_text(
         f'data_dir = "{rehearsal.data_dir.as_posix()}"\nport = {server.settings.port}\n'
     )
-    argv = ["analyze", "--from-tiled", rehearsal.experiment_id, "--settings", str(settings)]
+    argv = ["replay", rehearsal.experiment_id, "--settings", str(settings)]
     assert main([*argv, "--set", "grain_k=9", "--sampling-chi-fwhm-deg", "6"]) == 0
     out = capsys.readouterr().out
     assert f"processed/{rehearsal.experiment_id}/v3" in out
-    v3 = server.client()["processed"][rehearsal.experiment_id]["v3"]
+    processed = server.client()["processed"]
+    v3 = processed[rehearsal.experiment_id]["v3"]
     assert v3.metadata["replay_of"] == "v2"
     assert v3.metadata["analysis_parameters"]["grain_k"] == 9  # --set on the stored (12)
-    np.testing.assert_allclose(
-        v3["c_perp"][:], server.client()["processed"][rehearsal.experiment_id]["v1"]["c_perp"][:],
-        atol=1e-6, equal_nan=True,
-    )  # fmt: skip
+    v1_c_perp = processed[rehearsal.experiment_id]["v1"]["c_perp"][:]
+    np.testing.assert_allclose(v3["c_perp"][:], v1_c_perp, atol=1e-6, equal_nan=True)
     before = sorted(server.client()["processed"])
-    assert (
-        main(["analyze", "--from-tiled", "no-such-experiment", "--settings", str(settings)]) == 2
-    )
+    assert main(["replay", "no-such-experiment", "--settings", str(settings)]) == 2
     assert "no-such-experiment" in capsys.readouterr().err
     assert sorted(server.client()["processed"]) == before
     assert main([*argv, "--set", "grain_k"]) == 2  # not KEY=VALUE
+
+
+def test_deprecated_analyze_from_tiled_warns_and_forwards_to_replay(
+    rehearsal, server, replayed, tmp_path, capsys
+):
+    settings = tmp_path / "opmap.toml"
+    settings.write_text(
+        f'data_dir = "{rehearsal.data_dir.as_posix()}"\nport = {server.settings.port}\n'
+    )
+    before = sorted(server.client()["processed"])
+    argv = ["analyze", "--settings", str(settings), "--from-tiled", "no-such-experiment"]
+    assert main(argv) == 2  # forwarded: replay's own error for an unknown experiment
+    err = capsys.readouterr().err
+    assert "--from-tiled is deprecated" in err
+    assert "opmap replay: error:" in err
+    assert "no-such-experiment" in err
+    assert sorted(server.client()["processed"]) == before
 
 
 def test_replay_through_tiled_reads_the_same_frames(rehearsal, server, replayed):
     # frames through the server instead of the HDF5 files: same maps, a further version
     client = server.client()
     before = versions(client["processed"], rehearsal.experiment_id)
-    version, _ = replay_experiment(
-        client, rehearsal.experiment_id, progress=False, frames_from="tiled",
-        sampling_options={"chi_fwhm_deg": TWIN_CHI_FWHM_DEG},
-    )  # fmt: skip
+    options = ReplayOptions(
+        progress=False, frames_from="tiled", sampling_options={"chi_fwhm_deg": TWIN_CHI_FWHM_DEG}
+    )
+    version, _ = replay_experiment(client, rehearsal.experiment_id, options)
     assert version not in before
     experiment = client["processed"][rehearsal.experiment_id]
     assert experiment[version].metadata["replay_of"] == before[-1]

@@ -9,8 +9,7 @@ import pytest
 from scipy.special import erfc
 
 from opmap.analysis.products import LabelledArray, Products
-from opmap.callbacks._report_truth import front_pairs, grain_pairs
-from opmap.callbacks.report import COLUMNS, report_table, write_report
+from opmap.callbacks.report import COLUMNS, front_pairs, grain_pairs, report_table, write_report
 
 from ._report_products import TIME_S, TRUTH_FRONT_UM, synthetic_products, without
 
@@ -87,7 +86,7 @@ def test_missing_products_skip_panels_with_a_logged_reason(tmp_path, caplog):
                 "grains_new", "grains_deceased"),
         tables=("electrochemistry", "grain_tracks"),
     )  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="opmap.callbacks._report_layout"):
+    with caplog.at_level(logging.WARNING, logger="opmap.callbacks.report"):
         names = {p.name for p in write_report(products, tmp_path, formats=("png",), dpi=40)}
     # Without a current record no map is known to be a discharge map: no Fig. 3.
     assert names == {"fig2_charge.png", "fig4_anode.png"}
@@ -148,7 +147,7 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, kwargs, me
 
 
 def test_electrochemical_thickness_needs_the_area(tmp_path):
-    from opmap.callbacks._report_data import electrochemistry
+    from opmap.callbacks.report import electrochemistry
 
     products = synthetic_products(truth=False)
     assert electrochemistry(products).li_thickness_um is None

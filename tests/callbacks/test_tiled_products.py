@@ -221,19 +221,39 @@ def test_bad_live_input_is_refused_before_writing(processed) -> None:
     assert processed["bad-live"]["v1"]["grains"].read()["grain_id"].tolist() == [1, 2]
 
 
-def test_version_taken_by_a_concurrent_writer_is_skipped_via_409(
-    processed, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from opmap.callbacks import _products_layout
+class _StaleListing:
+    """``processed`` as seen by a writer that listed the versions before ``hidden`` existed.
 
+    Until its first attempt to create a version, ``hidden`` is missing from the listing of
+    every experiment; the 409 of that attempt makes the writer list again, up to date.
+    """
+
+    def __init__(self, processed, hidden: str) -> None:
+        self._processed = processed
+        self._hidden: str | None = hidden
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._processed
+
+    def __getitem__(self, key: str):
+        return _StaleExperiment(self, self._processed[key])
+
+
+class _StaleExperiment:
+    def __init__(self, listing: _StaleListing, node) -> None:
+        self._listing = listing
+        self._node = node
+
+    def __iter__(self):
+        return (key for key in self._node if key != self._listing._hidden)
+
+    def create_container(self, key: str, **kwargs):
+        self._listing._hidden = None
+        return self._node.create_container(key, **kwargs)
+
+
+def test_version_taken_by_a_concurrent_writer_is_skipped_via_409(processed) -> None:
     first = TiledProductWriter(processed, "race", raw_uids=["first"])
-    real_next_version = _products_layout.next_version
-    proposals = iter(["v1"])  # what a writer that looked before `first` was created proposes
-
-    def stale_then_real(processed_, experiment_id: str) -> str:
-        return next(proposals, None) or real_next_version(processed_, experiment_id)
-
-    monkeypatch.setattr(_products_layout, "next_version", stale_then_real)
-    second = TiledProductWriter(processed, "race", raw_uids=["second"])
+    second = TiledProductWriter(_StaleListing(processed, "v1"), "race", raw_uids=["second"])
     assert (first.version, second.version) == ("v1", "v2")
     assert processed["race"]["v1"].metadata["raw_uids"] == ["first"], "v1 untouched by the 409"

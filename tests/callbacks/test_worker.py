@@ -15,7 +15,7 @@ from bluesky.callbacks.zmq import Publisher
 from opmap._worker_cmd import _address, load_settings
 from opmap.analysis.geometry import save_poni
 from opmap.analysis.nexus import read_products
-from opmap.callbacks._live_wire import deserialize, serialize
+from opmap.callbacks.live import deserialize, serialize
 from opmap.plans import fly_map
 
 from ._live_rig import GEOMETRY, RE, SMALL_MAP, c_truth_angstrom, rig  # noqa: F401

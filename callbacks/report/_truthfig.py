@@ -8,10 +8,10 @@ import numpy as np
 
 from opmap.analysis.products import Products
 
-from ._report_cathode import MINUTE_S
-from ._report_data import families, map_mean, map_times_s
-from ._report_layout import Panel, skip
-from ._report_truth import Pair, front_pairs, grain_pairs, lattice_pair, thickness_pair
+from ._cathode import MINUTE_S
+from ._data import families, map_mean, map_times_s
+from ._layout import Panel, skip
+from ._truth import Pair, front_pairs, grain_pairs, lattice_pair, thickness_pair
 
 __all__ = ["truth_panels"]
 

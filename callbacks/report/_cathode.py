@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from opmap.analysis.products import Products
-from opmap.callbacks.plots import _extent
+from opmap.callbacks.plots import map_extent
 
-from ._report_data import (
+from ._data import (
     discharge_start,
     electrochemistry,
     families,
@@ -26,7 +26,7 @@ from ._report_data import (
     map_times_s,
     nanmean,
 )
-from ._report_layout import Panel, map_markers, skip
+from ._layout import Panel, map_markers, skip
 
 __all__ = ["MINUTE_S", "charge_panels", "discharge_panels"]
 
@@ -112,7 +112,7 @@ def c_maps_panel(products: Products, family: str, picks: np.ndarray) -> Panel:
         return skip(title, f"c_{family} has no finite value in the selected maps")
     time_s = map_times_s(products)
     low, high = np.nanpercentile(c, [1, 99])
-    extent = _extent(products)
+    extent = map_extent(products)
 
     def draw(figure: Any, cell: Any) -> None:
         grid = cell.subgridspec(1, len(picks), wspace=0.05)

@@ -115,6 +115,21 @@ class RunAccumulator:
         frame_times = [self.frame_time_s[i] for i in self.valid_frames() if i in self.frame_time_s]
         return float(np.mean(frame_times)) if frame_times else math.nan
 
+    def cell_state(self) -> dict[str, float]:
+        """Cell state during the map: mean potential (V) and current (A), charge (C) at its end.
+
+        Only finite values of columns the buffer holds; empty without an ``electrochemistry``
+        stream.
+        """
+        columns = self.electrochemistry()
+        state: dict[str, float] = {}
+        for key in ("potential_v", "current_a"):
+            if key in columns and len(columns[key]):
+                state[key] = float(np.mean(columns[key]))
+        if "charge_c" in columns and len(columns["charge_c"]):
+            state["charge_c"] = float(columns["charge_c"][-1])
+        return {k: v for k, v in state.items() if math.isfinite(v)}
+
     def electrochemistry(self) -> dict[str, np.ndarray]:
         """The run's potentiostat buffer as columns (device prefix removed), e.g. ``time_s``."""
         if not self.ec_rows:

@@ -1,45 +1,21 @@
-"""Paper-style report of an experiment's products: figures and, for rehearsals, a table.
-
-`write_report` draws, with matplotlib (no pyplot state, Agg rendering):
-
-- ``fig2_charge``: electrochemistry with the maps marked, c maps per family at up to four
-  charge maps, map-mean c and a per family, biphasic front height with its fitted speed;
-- ``fig3_discharge``: map-mean c from the first discharge map on, the potential, and the
-  Li-rich fraction in the top 5 µm of the cathode;
-- ``fig4_anode``: Li thickness from Ti beside the electrochemistry, phase maps (Li, Ti, Au,
-  parylene), Li grain azimuths, grain counts (total / new / deceased), lifetime classes;
-- ``fig_truth`` and ``truth_table.csv`` / ``truth_table.md`` when the products carry the
-  twin's ground truth (``truth_*``): recovered versus truth against the analysis targets
-  (`report_table`).
-
-A panel whose products are missing is skipped with a logged reason; a figure with no
-drawable panel is not written. Nothing is ever filled in for a missing product.
-"""
+"""`write_report`: the figures of a report (and the truth table of a rehearsal) as files."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from opmap.analysis.products import Products
 
-from ._report_anode import anode_panels
-from ._report_cathode import charge_panels, discharge_panels
-from ._report_layout import assemble
-from ._report_table import (
-    COLUMNS,
-    TARGETS,
-    format_table,
-    report_table,
-    write_table_csv,
-    write_table_markdown,
-)
-from ._report_truth import has_truth
-from ._report_truthfig import truth_panels
+from ._anode import anode_panels
+from ._cathode import charge_panels, discharge_panels
+from ._layout import Panel, assemble
+from ._table import report_table, write_table_csv, write_table_markdown
+from ._truth import has_truth
+from ._truthfig import truth_panels
 
-__all__ = ["COLUMNS", "FORMATS", "TARGETS", "format_table", "report_table", "write_report"]
+__all__ = ["FORMATS", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,29 +67,35 @@ def write_report(
     formats = tuple(formats)
     _validate(formats, dpi, cell_area_cm2, cathode_top_um)
     area = cell_area_cm2 if cell_area_cm2 is not None else products.metadata.get("cell_area_cm2")
-    figures: list[tuple[str, list[Any]]] = [
-        ("fig2_charge", charge_panels(products, cell_area_cm2=area)),
-        ("fig3_discharge", discharge_panels(products, cathode_top_um=cathode_top_um)),
-        ("fig4_anode", anode_panels(products, cell_area_cm2=area)),
-    ]
-    truth = has_truth(products)
-    if truth:
-        figures.append(("fig_truth", truth_panels(products)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, panels in figures:
+    for name, panels in _figures(products, area, cathode_top_um):
         figure = assemble(name, panels, columns=3 if name == "fig_truth" else 2)
         for extension in formats if figure is not None else ():
             path = out_dir / f"{name}.{extension}"
             figure.savefig(path, dpi=dpi)
             written.append(path)
-    if truth:
+    if has_truth(products):
         rows = report_table(products)
         written.append(write_table_csv(rows, out_dir / "truth_table.csv"))
         written.append(write_table_markdown(rows, out_dir / "truth_table.md"))
     logger.info("report: %d files in %s", len(written), out_dir)
     return written
+
+
+def _figures(
+    products: Products, cell_area_cm2: float | None, cathode_top_um: float
+) -> list[tuple[str, list[Panel]]]:
+    """Every figure's name and panels; the truth figure only with ground truth."""
+    figures = [
+        ("fig2_charge", charge_panels(products, cell_area_cm2=cell_area_cm2)),
+        ("fig3_discharge", discharge_panels(products, cathode_top_um=cathode_top_um)),
+        ("fig4_anode", anode_panels(products, cell_area_cm2=cell_area_cm2)),
+    ]
+    if has_truth(products):
+        figures.append(("fig_truth", truth_panels(products)))
+    return figures
 
 
 def _validate(

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from opmap.analysis.products import Products
-from opmap.callbacks.plots import _extent
+from opmap.callbacks.plots import map_extent
 
-from ._report_cathode import MINUTE_S
-from ._report_data import electrochemistry, map_times_s
-from ._report_layout import Panel, map_markers, skip
+from ._cathode import MINUTE_S
+from ._data import electrochemistry, map_times_s
+from ._layout import Panel, map_markers, skip
 
 __all__ = ["PHASE_BANDS", "anode_panels"]
 
@@ -74,7 +74,7 @@ def phase_maps_panel(products: Products) -> Panel:
     ]
     if not names:
         return skip(title, f"no phase_<band> array for bands {PHASE_BANDS}")
-    extent = _extent(products)
+    extent = map_extent(products)
 
     def draw(figure: Any, cell: Any) -> None:
         grid = cell.subgridspec(1, len(names), wspace=0.05)

@@ -28,7 +28,7 @@ import numpy as np
 from opmap.analysis.lattice import biphasic_front, front_velocity
 from opmap.analysis.products import Products
 
-from ._report_data import labelled, map_mean, map_times_s, nanmean
+from ._data import labelled, map_mean, map_times_s, nanmean
 
 __all__ = ["Pair", "front_pairs", "grain_pairs", "has_truth", "lattice_pair", "thickness_pair"]
 

@@ -8,7 +8,8 @@ import numpy as np
 from tiled.client.container import Container
 
 from opmap.analysis.products import LabelledArray, Products
-from opmap.callbacks._products_layout import ROLE_KEY, versions
+
+from ._layout import ROLE_KEY, versions
 
 __all__ = ["read_latest", "read_products"]
 

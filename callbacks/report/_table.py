@@ -26,8 +26,8 @@ import numpy as np
 
 from opmap.analysis.products import Products
 
-from ._report_data import families, map_mean
-from ._report_truth import Pair, front_pairs, grain_pairs, lattice_pair, pair_mean, thickness_pair
+from ._data import families, map_mean
+from ._truth import Pair, front_pairs, grain_pairs, lattice_pair, pair_mean, thickness_pair
 
 __all__ = ["COLUMNS", "TARGETS", "report_table", "write_table_csv", "write_table_markdown"]
 
@@ -56,7 +56,7 @@ def report_table(products: Products) -> list[dict[str, Any]]:
     Parameters
     ----------
     products : Products
-        Analysis products holding ``truth_*`` arrays (see `opmap.callbacks._report_truth`).
+        Analysis products holding ``truth_*`` arrays (see `opmap.callbacks.report`).
 
     Returns
     -------

@@ -1,0 +1,40 @@
+"""The parts of the live analysis (`opmap.callbacks.live_analysis.LiveAnalysis`).
+
+- `MapRunDocuments`: one map run's documents → frames, valid lines, time and cell state;
+  the live analysis and the replay (`opmap.replay`) both read runs through it.
+- `LiveMapRun`: the live reading, frames reduced as they are announced.
+- `RunAccumulator`: what is kept of one run (packed frames, lines, times, potentiostat).
+- `emit_map_run` / `map_summary`: the derived document stream of each analysed map.
+- `ProductPublisher`: products grown in Tiled map by map.
+- `serialize` / `deserialize`: msgpack documents for bluesky's 0MQ publisher and worker.
+"""
+
+from ._derived import DERIVED_STREAM, emit_map_run, map_summary
+from ._documents import (
+    MapRunDocuments,
+    detector_frame_key,
+    electrochemistry_row,
+    layout_from_start,
+)
+from ._map import LiveMapRun, MapOwner
+from ._products import ProductPublisher, truth_from_start
+from ._run import LineRecord, RunAccumulator
+from ._wire import deserialize, serialize
+
+__all__ = [
+    "DERIVED_STREAM",
+    "LineRecord",
+    "LiveMapRun",
+    "MapOwner",
+    "MapRunDocuments",
+    "ProductPublisher",
+    "RunAccumulator",
+    "deserialize",
+    "detector_frame_key",
+    "electrochemistry_row",
+    "emit_map_run",
+    "layout_from_start",
+    "map_summary",
+    "serialize",
+    "truth_from_start",
+]

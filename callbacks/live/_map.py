@@ -1,0 +1,56 @@
+"""`LiveMapRun`: the live analysis's reading of one map run, frames reduced as announced.
+
+It routes the run's documents with `MapRunDocuments`, reduces each batch of frames a
+``stream_datum`` announces at once with the compiled reduction (keeping only the packed
+result), and at ``stop`` hands the run to its owner (`LiveAnalysis`), which analyses the
+completed map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from opmap.analysis.reduction import CompiledReduction
+
+from ..frames import DatumRows, FrameReader
+from ._documents import MapRunDocuments
+
+__all__ = ["LiveMapRun", "MapOwner"]
+
+
+class MapOwner(Protocol):
+    """What a `LiveMapRun` needs from the analysis that created it."""
+
+    def reduction_for(self, start: Mapping[str, Any]) -> CompiledReduction: ...
+
+    def frame_reader(self, start: Mapping[str, Any]) -> FrameReader: ...
+
+    def map_completed(self, run: LiveMapRun) -> None: ...
+
+
+class LiveMapRun(MapRunDocuments):
+    """Follow the documents of one map run and reduce its frames as they are announced.
+
+    Parameters
+    ----------
+    start : mapping
+        The run's start document (with ``map_geometry``).
+    owner : MapOwner
+        Provides the compiled reduction and the frame reader; told when the map is done.
+    """
+
+    def __init__(self, start: Mapping[str, Any], owner: MapOwner) -> None:
+        super().__init__(start, owner.frame_reader(start))
+        self.owner = owner
+        self.reduction = owner.reduction_for(start)
+
+    def frames(self, rows: DatumRows) -> None:
+        """Read the announced frames and keep their packed reduction."""
+        batch = self.reader.read(rows)
+        packed = self.reduction.reduce_packed(batch.values)
+        self.accumulator.add_packed(batch.frame_indices, packed)
+
+    def stop(self, doc: Any) -> None:
+        super().stop(doc)
+        self.owner.map_completed(self)

@@ -1,0 +1,60 @@
+"""Analysis products in Tiled: one version container per analysis of an experiment.
+
+Layout (flat, so remote users browse short paths)::
+
+    processed/<experiment_id>/                 container, metadata {experiment_id}
+    processed/<experiment_id>/v1/              one analysis; metadata: raw_uids,
+                                               analysis_parameters, opmap_version,
+                                               created_utc, version, + Products.metadata
+    processed/<experiment_id>/v1/c_perp        array, dims ("map", "z", "x"),
+                                               metadata {units, long_name, opmap_role}
+    processed/<experiment_id>/v1/z             coordinate (opmap_role "coord")
+    processed/<experiment_id>/v1/grains        table (opmap_role "table")
+
+A replay writes ``v2``, ``v3``, ...; an existing version, array or table is never
+replaced. Maps are grown live along ``map`` (:meth:`TiledProductWriter.append_map`, one
+``patch(..., offset=n, extend=True)`` per map); tables grow row by row
+(:meth:`TiledProductWriter.append_rows`) as Tiled *appendable* tables stored in the
+server's SQL table store. Tiled 0.2.20 appends any number of batches to the same
+partition, so every appendable table has exactly one partition (partition 0) and rows
+read back in the order they were appended.
+
+Examples
+--------
+::
+
+    from opmap.callbacks.tiled_products import TiledProductWriter, read_latest
+    from opmap.callbacks.tiled_writer import ensure_layout
+
+    processed = ensure_layout(client)["processed"]
+    writer = TiledProductWriter(processed, "lco-cell-3", raw_uids=[uid], parameters=params)
+    writer.append_map({"c_perp": c_map[None]}, coords={"z": z, "x": x})
+    writer.append_rows("grains", {"grain_id": ids, "chi_deg": chi_deg})
+    products = read_latest(processed, "lco-cell-3")
+"""
+
+from ._layout import (
+    ROLE_KEY,
+    create_version,
+    experiment_container,
+    next_version,
+    provenance,
+    validate_key,
+    versions,
+)
+from ._read import read_latest, read_products
+from ._writer import MAP_DIM, TiledProductWriter
+
+__all__ = [
+    "MAP_DIM",
+    "ROLE_KEY",
+    "TiledProductWriter",
+    "create_version",
+    "experiment_container",
+    "next_version",
+    "provenance",
+    "read_latest",
+    "read_products",
+    "validate_key",
+    "versions",
+]
