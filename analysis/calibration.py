@@ -32,7 +32,7 @@ __all__ = [
     "CalibrationRejectedError",
     "CalibrationResult",
     "RingCheck",
-    "calibrate",
+    "calibrate_geometry",
     "check_rings",
 ]
 
@@ -205,7 +205,7 @@ def _mask_detector_markers(
     return np.where(marker, 0, image).astype(np.float32), start.with_mask(mask)
 
 
-def calibrate(
+def calibrate_geometry(
     image: np.ndarray,
     start: DetectorGeometry,
     *,
@@ -254,7 +254,7 @@ def calibrate(
     >>> ceo2 = get_calibrant("CeO2"); ceo2.wavelength = 0.6888e-10
     >>> image = ceo2.fake_calibration_image(truth.integrator, Imax=1000, resolution=0.05)
     >>> start = DetectorGeometry(det, distance_m=0.101, poni1_m=0.0453, poni2_m=0.0448)
-    >>> result = calibrate(image, start, passes=3)
+    >>> result = calibrate_geometry(image, start, passes=3)
     >>> result.accepted, abs(result.geometry.distance_m - 0.1) < 2e-4
     (True, True)
     """

@@ -3,7 +3,7 @@
 `CalibrationCallback` subscribes to the document stream. For a run whose start document
 names a ``calibrant`` (the `opmap.plans.calibrate` plan writes it), it reads the frame the
 run announced, refines the detector geometry from the ``start_poni`` of the start document
-with `opmap.analysis.calibration.calibrate` (which rejects fits that assigned the wrong
+with `opmap.analysis.calibration.calibrate_geometry` (which rejects fits that assigned the wrong
 rings), writes ``<run uid>.poni`` into its folder and keeps the result. When a Tiled run
 node is available it also stores the PONI text and the quality figures in that run's
 metadata under ``calibration``, so they travel with the raw data.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from opmap.analysis.calibration import CalibrationResult, calibrate
+from opmap.analysis.calibration import CalibrationResult, calibrate_geometry
 from opmap.analysis.geometry import load_poni, save_poni
 
 from .frames import FrameReader
@@ -114,7 +114,7 @@ class CalibrationCallback:
             )
         image = np.concatenate(self._frames)[0]
         guess = load_poni(start["start_poni"], expected_shape=image.shape)
-        result = calibrate(image, guess, calibrant=start["calibrant"], strict=False)
+        result = calibrate_geometry(image, guess, calibrant=start["calibrant"], strict=False)
         poni_path = None
         if result.accepted:
             self.poni_dir.mkdir(parents=True, exist_ok=True)

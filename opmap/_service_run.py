@@ -215,14 +215,15 @@ def start_server_subprocess(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     handle = ServerHandle(settings, ensure_api_key(settings), process, log_file)
     try:
-        _wait_until_answering(handle, startup_timeout_s)
+        wait_until_answering(handle, startup_timeout_s)
     except BaseException:
         handle.stop()
         raise
     return handle
 
 
-def _wait_until_answering(handle: ServerHandle, timeout_s: float) -> None:
+def wait_until_answering(handle: ServerHandle, timeout_s: float) -> None:
+    """Block until the server of ``handle`` answers HTTP, or raise after ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

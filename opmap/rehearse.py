@@ -21,7 +21,7 @@ import numpy as np
 from bluesky import RunEngine
 from ophyd_async.core import init_devices
 
-from opmap.analysis.geometry import DetectorGeometry, load_poni, save_poni
+from opmap.analysis.geometry import DetectorGeometry, analysis_geometry, save_poni
 from opmap.analysis.nexus import next_free_path
 from opmap.analysis.products import LabelledArray
 from opmap.beamline import BeamlineConfig, SimConfig, build_beamline
@@ -197,8 +197,8 @@ def _design_poni(beamline: Any, folder: Path, distance_error_m: float) -> Path:
 
 def _analysis_geometry(poni: Path, beamline: Any) -> DetectorGeometry:
     ai = beamline.integrator
-    geometry = load_poni(poni, expected_shape=ai.detector.shape)
-    return geometry.with_mask(DetectorMask().analysis_mask(ai))
+    mask = DetectorMask().analysis_mask(ai)
+    return analysis_geometry(poni, mask=mask, expected_shape=ai.detector.shape)
 
 
 def rehearse(options: RehearsalOptions) -> RehearsalResult:

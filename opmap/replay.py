@@ -44,7 +44,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from opmap.analysis.frames import open_frames
-from opmap.analysis.geometry import DetectorGeometry, load_poni
+from opmap.analysis.geometry import DetectorGeometry, analysis_geometry
 from opmap.analysis.pipeline import (
     AnalysisParameters,
     ExperimentAnalysis,
@@ -265,7 +265,8 @@ def _geometry(
     """The detector geometry (masked, see `_masked`) and where it comes from."""
     frame_shape = (int(frames.shape[1]), int(frames.shape[2]))
     if poni is not None:
-        geometry, source = load_poni(poni, expected_shape=frame_shape), str(poni)
+        geometry = analysis_geometry(poni, expected_shape=frame_shape)
+        source = str(poni)
     else:
         text, uid = _calibration_poni(raw, float(first.start_doc.get("time", math.inf)))
         geometry, source = _load_poni_text(text, frame_shape), f"calibration of run {uid}"
@@ -276,7 +277,7 @@ def _load_poni_text(text: str, frame_shape: tuple[int, int]) -> DetectorGeometry
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "calibration.poni"
         path.write_text(text)
-        return load_poni(path, expected_shape=frame_shape)
+        return analysis_geometry(path, expected_shape=frame_shape)
 
 
 def _file_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> Any | None:

@@ -28,6 +28,7 @@ from opmap._service_config import (
     server_config,
     write_server_config,
 )
+from opmap._service_lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
 from opmap._service_run import (
     ServerHandle,
     build_in_process_app,
@@ -35,12 +36,16 @@ from opmap._service_run import (
     run_config_file,
     serve,
     start_server_subprocess,
+    wait_until_answering,
 )
 
 __all__ = [
     "JSON_SEQ_EXPORTER",
+    "LOCK_FILE_NAME",
     "VALIDATOR_ROUTER",
+    "DataDirInUseError",
     "ServerHandle",
+    "ServerLock",
     "build_in_process_app",
     "check_directories",
     "ensure_api_key",
@@ -49,5 +54,6 @@ __all__ = [
     "serve",
     "server_config",
     "start_server_subprocess",
+    "wait_until_answering",
     "write_server_config",
 ]

@@ -42,7 +42,7 @@ from ophyd_async.core import Device, init_devices, wait_for_connection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from opmap import plans
-from opmap.analysis.geometry import DetectorGeometry
+from opmap.analysis.geometry import analysis_geometry
 from opmap.analysis.pipeline import AnalysisParameters, load_parameters
 from opmap.beamline import Beamline, BeamlineConfig, build_beamline
 from opmap.callbacks.calibration import CalibrationCallback
@@ -370,7 +370,7 @@ def _live(
 ) -> GuardedCallback:
     ai = beamline.integrator
     mask = _sim_analysis_mask(ai) if beamline.config.mode == "sim" else None
-    geometry = DetectorGeometry.from_integrator(ai, mask=mask)
+    geometry = analysis_geometry(ai, mask=mask)
     live = LiveAnalysis(params, geometry, processed=layout["processed"], tiled_runs=layout["raw"])
     return GuardedCallback(live, name="live analysis")
 

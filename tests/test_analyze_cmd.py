@@ -1,16 +1,12 @@
-import argparse
-
 import h5py
 import numpy as np
 import pytest
 
-from opmap._analyze_cmd import forward_deprecated, register
 from opmap.analysis.geometry import eiger4m_integrator, save_poni
 from opmap.analysis.nexus import read_products
-from opmap.cli import build_parser
-from opmap.devices import SafetyWindow, paper_protocol
-from opmap.devices._eiger_layout import EigerMetadata
-from opmap.devices.sim._eiger_writer import DectrisWriter
+from opmap.cli import build_parser, forward_deprecated
+from opmap.devices import EigerMetadata, SafetyWindow, paper_protocol
+from opmap.devices.sim import DectrisWriter
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
@@ -29,9 +25,7 @@ azimuths_110_deg = [210]
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["analyze", *map(str, argv)])
+    args = build_parser().parse_args(["analyze", *map(str, argv)])
     return args.func(args)
 
 

@@ -16,7 +16,7 @@ each map's frames with a `FrameReducer` (threads or a ``dask.distributed`` clust
 """
 
 from ._experiment import ExperimentAnalysis
-from ._files import analyze_files, default_output_path, map_times_s
+from ._files import analyze_files, default_output_path, read_map_times_s
 from ._layout import MapLayout
 from ._map import MapResult, analyze_map
 from ._params import AnalysisParameters, CalibrationTable, load_parameters
@@ -35,6 +35,6 @@ __all__ = [
     "analyze_map",
     "default_output_path",
     "load_parameters",
-    "map_times_s",
+    "read_map_times_s",
     "sampling_correction",
 ]

@@ -22,7 +22,7 @@ from ._map import analyze_map
 from ._params import AnalysisParameters
 from ._reducer import FrameReducer
 
-__all__ = ["analyze_files", "default_output_path", "map_times_s"]
+__all__ = ["analyze_files", "default_output_path", "read_map_times_s"]
 
 #: ``time_source`` metadata of products timed by the file's per-frame times (the path as
 #: first recorded, relative to the file root; kept so older products compare equal).
@@ -42,7 +42,9 @@ def default_output_path(frames_path: str | Path) -> Path:
     return next_free_path(path.with_name(f"{stem}_analysis.nxs"))
 
 
-def map_times_s(frames_path: str | Path, *, frames_per_map: int, n_maps: int) -> np.ndarray | None:
+def read_map_times_s(
+    frames_path: str | Path, *, frames_per_map: int, n_maps: int
+) -> np.ndarray | None:
     """Mid-map experiment times (s) from the per-frame times of an opmap master file.
 
     Returns None when the file holds no ``/entry/opmap/time_s`` (or too few entries).
@@ -230,7 +232,7 @@ def _times(frames_path, times_s, layout: MapLayout, n_maps: int) -> tuple[np.nda
         if times.shape != (n_maps,) or not np.all(np.isfinite(times)):
             raise ValueError(f"times_s must hold {n_maps} finite times, got shape {times.shape}")
         return times, "given"
-    stored = map_times_s(frames_path, frames_per_map=layout.n_frames, n_maps=n_maps)
+    stored = read_map_times_s(frames_path, frames_per_map=layout.n_frames, n_maps=n_maps)
     if stored is not None and np.all(np.isfinite(stored)) and np.all(np.diff(stored) > 0):
         return stored, _TIME_SOURCE_FILE
     return np.arange(n_maps, dtype=float), "map index (no per-frame times in the file)"

@@ -37,7 +37,7 @@ def write_report(
     Parameters
     ----------
     products : Products
-        An experiment's products (`ExperimentAnalysis.products`, `read_products`, Tiled).
+        An experiment's products (`ExperimentAnalysis.products`, `read_tiled_products`, Tiled).
     out_dir : Path
         Folder for the files (created). Files of the same names in it are replaced; the
         ``opmap report`` command refuses an existing folder unless ``--overwrite``.

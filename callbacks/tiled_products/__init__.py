@@ -42,7 +42,7 @@ from ._layout import (
     validate_key,
     versions,
 )
-from ._read import read_latest, read_products
+from ._read import read_latest, read_tiled_products
 from ._writer import MAP_DIM, TiledProductWriter
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
     "next_version",
     "provenance",
     "read_latest",
-    "read_products",
+    "read_tiled_products",
     "validate_key",
     "versions",
 ]

@@ -11,10 +11,10 @@ from opmap.analysis.products import LabelledArray, Products
 
 from ._layout import ROLE_KEY, versions
 
-__all__ = ["read_latest", "read_products"]
+__all__ = ["read_latest", "read_tiled_products"]
 
 
-def read_products(container: Container) -> Products:
+def read_tiled_products(container: Container) -> Products:
     """Read every product of one version container (``processed/<experiment>/<version>``).
 
     Arrays and coordinates come back with their ``dims``, ``units`` and ``long_name``;
@@ -57,7 +57,7 @@ def read_latest(processed: Container, experiment_id: str) -> Products:
     stored = versions(processed, experiment_id)
     if not stored:
         raise KeyError(f"no products stored for experiment {experiment_id!r}")
-    return read_products(processed[experiment_id][stored[-1]])
+    return read_tiled_products(processed[experiment_id][stored[-1]])
 
 
 def _labelled(node: Any) -> LabelledArray:

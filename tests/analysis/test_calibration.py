@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pyFAI.calibrant import get_calibrant
 
-from opmap.analysis.calibration import CalibrationRejectedError, calibrate, check_rings
+from opmap.analysis.calibration import CalibrationRejectedError, calibrate_geometry, check_rings
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
 
 TRUE_DISTANCE_M = 0.1
@@ -45,7 +45,7 @@ def test_true_geometry_puts_a_peak_on_every_resolvable_ring(truth, ceo2_image) -
 
 
 def test_good_start_converges_to_the_true_distance_and_reports_quality(ceo2_image) -> None:
-    result = calibrate(ceo2_image, start(TRUE_DISTANCE_M + 0.0015))
+    result = calibrate_geometry(ceo2_image, start(TRUE_DISTANCE_M + 0.0015))
     assert result.accepted and result.reason == ""
     assert result.geometry.distance_m == pytest.approx(TRUE_DISTANCE_M, abs=1e-4)
     assert result.geometry.poni1_m == pytest.approx(0.081, abs=3e-4)
@@ -57,7 +57,7 @@ def test_good_start_converges_to_the_true_distance_and_reports_quality(ceo2_imag
 
 def test_poor_start_is_rejected_not_silently_accepted(ceo2_image) -> None:
     with pytest.raises(CalibrationRejectedError, match="misplaces the calibrant rings") as info:
-        calibrate(ceo2_image, start(TRUE_DISTANCE_M + 0.008))
+        calibrate_geometry(ceo2_image, start(TRUE_DISTANCE_M + 0.008))
     result = info.value.result
     assert not result.accepted
     # the converged geometry is wrong although its residual alone would look tolerable
@@ -67,7 +67,7 @@ def test_poor_start_is_rejected_not_silently_accepted(ceo2_image) -> None:
 
 
 def test_non_strict_mode_returns_the_rejected_result(ceo2_image) -> None:
-    result = calibrate(ceo2_image, start(TRUE_DISTANCE_M + 0.008), strict=False, passes=2)
+    result = calibrate_geometry(ceo2_image, start(TRUE_DISTANCE_M + 0.008), strict=False, passes=2)
     assert not result.accepted and "misplaces" in result.reason
 
 
@@ -77,11 +77,11 @@ def test_non_strict_mode_returns_the_rejected_result(ceo2_image) -> None:
 )
 def test_bad_options_are_named(ceo2_image, kwargs, name) -> None:
     with pytest.raises(ValueError, match=name):
-        calibrate(ceo2_image, start(TRUE_DISTANCE_M), **kwargs)
+        calibrate_geometry(ceo2_image, start(TRUE_DISTANCE_M), **kwargs)
 
 
 def test_image_of_wrong_shape_and_unknown_calibrant_are_errors(ceo2_image) -> None:
     with pytest.raises(ValueError, match="image must have shape"):
-        calibrate(ceo2_image[:-1], start(TRUE_DISTANCE_M))
+        calibrate_geometry(ceo2_image[:-1], start(TRUE_DISTANCE_M))
     with pytest.raises(ValueError, match="calibrant"):
-        calibrate(ceo2_image, start(TRUE_DISTANCE_M), calibrant="unobtainium")
+        calibrate_geometry(ceo2_image, start(TRUE_DISTANCE_M), calibrant="unobtainium")

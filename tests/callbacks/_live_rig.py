@@ -17,9 +17,7 @@ from bluesky import RunEngine
 from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
 
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
-from opmap.devices.sim._clock import SimClock
-from opmap.devices.sim._eiger import SimEiger, metadata_from_integrator
-from opmap.devices.sim._stage import SimMapStage
+from opmap.devices.sim import SimClock, SimEiger, SimMapStage, metadata_from_integrator
 from opmap.plans import MapGeometry
 
 BINNING = 4

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from opmap._report_cmd import register
 from opmap.analysis.nexus import write_products
+from opmap.cli import build_parser
 
 from ._report_products import synthetic_products
 
 
 def run(*argv: object) -> int:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", *map(str, argv)])
+    args = build_parser().parse_args(["report", *map(str, argv)])
     return args.func(args)
 
 

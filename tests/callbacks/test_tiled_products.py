@@ -16,7 +16,7 @@ from opmap.callbacks.tiled_products import (
     TiledProductWriter,
     next_version,
     read_latest,
-    read_products,
+    read_tiled_products,
     versions,
 )
 from opmap.callbacks.tiled_writer import ensure_layout
@@ -76,7 +76,7 @@ def test_products_round_trip_with_dims_units_and_provenance(processed) -> None:
     writer = TiledProductWriter(processed, "round-trip", raw_uids=RUN_UIDS, parameters=PARAMETERS)
     writer.write_products(written)
 
-    read = read_products(processed["round-trip"]["v1"])
+    read = read_tiled_products(processed["round-trip"]["v1"])
 
     assert sorted(read.arrays) == ["c_perp", "li_thickness"]
     for name, array in written.arrays.items():
@@ -122,8 +122,8 @@ def test_live_growth_over_three_maps_equals_the_one_shot_write(processed) -> Non
         assert stored == index + 1 == live.n_maps
         assert processed["growth"]["v2"]["c_perp"].shape == (index + 1, N_Z, N_X)
 
-    expected = read_products(processed["growth"]["v1"])
-    got = read_products(processed["growth"]["v2"])
+    expected = read_tiled_products(processed["growth"]["v1"])
+    got = read_tiled_products(processed["growth"]["v2"])
     _assert_same_labelled(got.arrays["c_perp"], expected.arrays["c_perp"])
     assert sorted(got.coords) == sorted(expected.coords) == ["map", "x", "z"]
     for name in expected.coords:
@@ -174,7 +174,7 @@ def test_second_analysis_gets_v2_and_leaves_v1_untouched(processed) -> None:
     second.append_rows("counts", {"map": np.array([0, 1, 2]), "total": np.array([5, 8, 11])})
 
     assert second.version == "v2" and versions(processed, "replay") == ["v1", "v2"]
-    v1 = read_products(processed["replay"]["v1"])
+    v1 = read_tiled_products(processed["replay"]["v1"])
     np.testing.assert_array_equal(v1.arrays["c_perp"].values, _c_maps(3))
     assert v1.tables["counts"]["total"].tolist() == [4, 9], "same-schema SQL table kept apart"
     assert v1.metadata["raw_uids"] == RUN_UIDS[:1] and v1.metadata["analysis_parameters"] == {}

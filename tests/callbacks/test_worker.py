@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from bluesky.callbacks.zmq import Publisher
 
-from opmap._worker_cmd import _address, load_settings
 from opmap.analysis.geometry import save_poni
 from opmap.analysis.nexus import read_products
 from opmap.callbacks.live import deserialize, serialize
 from opmap.plans import fly_map
+from opmap.worker import load_settings, parse_zmq_address
 
 from ._live_rig import GEOMETRY, RE, SMALL_MAP, c_truth_angstrom, rig  # noqa: F401
 
@@ -69,7 +69,7 @@ def test_worker_process_analyses_a_published_map(RE, rig, tmp_path):  # noqa: F8
         stdout=subprocess.DEVNULL,
     )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "opmap._worker_cmd", "--zmq", f"127.0.0.1:{port_out}",
+        [sys.executable, "-m", "opmap.cli", "analysis-worker", "--zmq", f"127.0.0.1:{port_out}",
          "--settings", str(settings), "--max-maps", "1"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -113,4 +113,4 @@ def test_worker_settings_name_the_bad_field(tmp_path):
     with pytest.raises(ValueError, match="binnning"):
         load_settings(path)
     with pytest.raises(ValueError, match="PORT in 1-65535"):
-        _address("localhost:99999")
+        parse_zmq_address("localhost:99999")

@@ -17,8 +17,14 @@ import httpx
 import pandas
 import pytest
 
-from opmap._service_lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
-from opmap.service import ServerHandle, start_server_subprocess
+from opmap.service import (
+    LOCK_FILE_NAME,
+    DataDirInUseError,
+    ServerHandle,
+    ServerLock,
+    start_server_subprocess,
+    wait_until_answering,
+)
 from opmap.settings import OpmapSettings
 
 pytestmark = pytest.mark.slow
@@ -140,7 +146,7 @@ def test_stale_lock_of_a_killed_server_is_cleared(tmp_path: Path) -> None:
 
 
 _HOLD_LOCK = (
-    "from opmap._service_lock import ServerLock; import time; "
+    "from opmap.service import ServerLock; import time; "
     "lock = ServerLock.acquire({data_dir!r}); print('locked', flush=True); time.sleep(60)"
 )
 
@@ -221,9 +227,7 @@ def test_remote_bind_prints_the_real_address_and_warns(tmp_path: Path) -> None:
         handle = ServerHandle(
             OpmapSettings(data_dir=tmp_path, port=port), "", served, tmp_path / "x"
         )
-        from opmap._service_run import _wait_until_answering
-
-        _wait_until_answering(handle, 60.0)
+        wait_until_answering(handle, 60.0)
     finally:
         served.terminate()
         served.wait(20)
