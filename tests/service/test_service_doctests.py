@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["opmap._service_lock", "opmap._service_guard", "opmap._service_log", "opmap.settings"]
+MODULES = ["opmap.service._lock", "opmap.service._guard", "opmap.service._log", "opmap.settings"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from opmap._service_lock import check_unlocked
 from opmap.settings import OpmapSettings, WeakApiKeyError, check_api_key_strength
+
+from ._lock import check_unlocked
 
 __all__ = [
     "CATALOG_TREE",
@@ -37,7 +38,7 @@ JSON_SEQ_EXPORTER = "bluesky_tiled_plugins.exporters:json_seq_exporter"
 VALIDATOR_ROUTER = "bluesky_tiled_plugins.routers.validator:router"
 
 #: Tree factory of the generated config: Tiled's catalog with opmap's storage guard.
-CATALOG_TREE = "opmap._service_guard:from_uri"
+CATALOG_TREE = "opmap.service._guard:from_uri"
 
 _OWNER_ONLY = 0o600
 _OWNER_ONLY_DIR = 0o700
@@ -156,7 +157,7 @@ def write_server_config(settings: OpmapSettings) -> Path:
     ------
     ValueError
         From :func:`check_directories` or :func:`ensure_api_key`, before anything is
-        written; :class:`~opmap._service_lock.DataDirInUseError` when a server runs on
+        written; :class:`~opmap.service._lock.DataDirInUseError` when a server runs on
         the data directory.
     """
     check_directories(settings)

@@ -20,7 +20,7 @@ Serve in a subprocess for the length of a rehearsal::
         client = server.client()
 """
 
-from opmap._service_config import (
+from ._config import (
     JSON_SEQ_EXPORTER,
     VALIDATOR_ROUTER,
     check_directories,
@@ -28,8 +28,8 @@ from opmap._service_config import (
     server_config,
     write_server_config,
 )
-from opmap._service_lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
-from opmap._service_run import (
+from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
+from ._run import (
     ServerHandle,
     build_in_process_app,
     free_port,

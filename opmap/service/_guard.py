@@ -16,7 +16,7 @@ What opmap does (two methods replaced on Tiled's catalog classes, in the server 
     * ``_ensure_uri_within_readable_storage`` (read time) applies the same resolved
       comparison, so a node registered before the guard existed cannot be read either.
 
-The tree factory :func:`from_uri` (``opmap._service_guard:from_uri`` in the generated
+The tree factory :func:`from_uri` (``opmap.service._guard:from_uri`` in the generated
 config) installs the guard before building Tiled's catalog, so the guard runs wherever the
 config is served: ``opmap serve``, the rehearsal's server, ``tiled serve config FILE``.
 :func:`install` refuses to start if Tiled no longer has the methods it replaces. Remove
@@ -99,7 +99,7 @@ def install() -> None:
         if not callable(getattr(CatalogNodeAdapter, name, None)):
             raise RuntimeError(
                 f"tiled.catalog.adapter.CatalogNodeAdapter.{name} is gone: opmap's "
-                "readable-storage guard cannot be installed; check opmap/_service_guard.py "
+                "readable-storage guard cannot be installed; check opmap/service/_guard.py "
                 "against this Tiled version"
             )
     put_asset = CatalogNodeAdapter._put_asset

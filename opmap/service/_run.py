@@ -1,13 +1,13 @@
 """Running the Tiled service: in the foreground, in a subprocess, or in-process for tests.
 
 All three build the server from the same generated config file
-(:func:`~opmap._service_config.write_server_config`), so what a test exercises is what
+(:func:`~opmap.service._config.write_server_config`), so what a test exercises is what
 ``opmap serve`` runs.
 
 A served data directory is locked for the server's life
-(:class:`~opmap._service_lock.ServerLock`), files the server creates are owner-only
+(:class:`~opmap.service._lock.ServerLock`), files the server creates are owner-only
 (umask 077), and the access log has credentials redacted
-(:mod:`opmap._service_log`). A server started by :func:`start_server_subprocess` dies
+(:mod:`opmap.service._log`). A server started by :func:`start_server_subprocess` dies
 with the process that started it: the child asks Linux for SIGTERM when its parent dies
 (``prctl(PR_SET_PDEATHSIG)``, when started from the main thread, since the signal follows
 the *thread* that forked), and a watchdog thread in the child stops it within a second of
@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
-from opmap._service_config import ensure_api_key, write_server_config
-from opmap._service_lock import ServerLock
 from opmap.settings import OpmapSettings
+
+from ._config import ensure_api_key, write_server_config
+from ._lock import ServerLock
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -82,16 +83,16 @@ def run_config_file(config_file: Path, lock_dir: Path | None = None) -> None:
     Parameters
     ----------
     config_file : Path
-        From :func:`~opmap._service_config.write_server_config`.
+        From :func:`~opmap.service._config.write_server_config`.
     lock_dir : Path, optional
         The data directory to lock for the server's life (refused with
-        :class:`~opmap._service_lock.DataDirInUseError` when another server holds it).
+        :class:`~opmap.service._lock.DataDirInUseError` when another server holds it).
     """
     import uvicorn
     from tiled.config import parse_configs
     from tiled.server.app import build_app_from_config
 
-    from opmap._service_log import logging_config
+    from ._log import logging_config
 
     os.umask(SERVER_UMASK)  # catalog, DuckDB tables, written arrays: 0600
     lock = ServerLock.acquire(lock_dir) if lock_dir is not None else None
@@ -206,7 +207,7 @@ def start_server_subprocess(
     settings = OpmapSettings.model_validate(settings.model_dump() | {"port": chosen})
     config_file = write_server_config(settings)
     log_file = settings.data_dir / "tiled-server.log"
-    command = [sys.executable, "-m", "opmap._service_run", str(config_file)]
+    command = [sys.executable, "-m", "opmap.service._run", str(config_file)]
     command += ["--lock-dir", str(settings.data_dir), "--parent-pid", str(os.getpid())]
     if threading.current_thread() is threading.main_thread():
         command.append("--parent-death-signal")
@@ -272,7 +273,7 @@ def _die_with_parent(parent_pid: int, *, death_signal: bool) -> None:
 
 def _main(argv: list[str] | None = None) -> int:
     """Entry point of the server subprocess; exit status 2 when the data dir is locked."""
-    parser = argparse.ArgumentParser(prog="python -m opmap._service_run")
+    parser = argparse.ArgumentParser(prog="python -m opmap.service._run")
     parser.add_argument("config_file", type=Path)
     parser.add_argument("--lock-dir", type=Path, help="data directory to lock")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
