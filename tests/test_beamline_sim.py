@@ -92,7 +92,7 @@ def test_real_mode_says_which_backends_are_missing(tmp_path):
 
 
 def test_a_weak_noisy_calibrant_frame_is_rejected_not_trusted(beamline):
-    from opmap.analysis.calibration import calibrate as refine
+    from opmap.analysis.calibration import calibrate_geometry as refine
     from opmap.analysis.geometry import DetectorGeometry, eiger4m_detector
     from opmap.twin.forward import render_calibrant
 
