@@ -20,6 +20,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap._worker_cmd",
     "opmap._analyze_cmd",
     "opmap._report_cmd",
+    # -- i9-simplon: the simulated Dectris DCU (SIMPLON HTTP) --
+    "opmap._sim_dcu_cmd",
 )
 
 
