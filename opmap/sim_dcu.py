@@ -239,26 +239,39 @@ class SimDcu:
 
     async def _trigger_box(self) -> None:
         # The simulated external trigger source: ntrigger triggers, back to back.
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             while self.triggers_left > 0 and self.value("detector", "status", "state") == "ready":
                 await self._take_one_trigger()
 
     async def _take_one_trigger(self) -> None:
         async with self.lock:
             self.set_state("detector", "acquire")
-            nimages = int(self.value("detector", "config", "nimages"))
-            if self.eiger is not None:
-                await self.eiger.events_to_kickoff.set(nimages)
-                await self.eiger.kickoff()
-                await self.eiger.complete()
-            else:
-                await self.beamline.clock.sleep(nimages * self._frame_time_s())
+            try:
+                await self._acquire(int(self.value("detector", "config", "nimages")))
+            except Exception as err:
+                self.fault(f"series {self.series_id}: {err!r}")
+                raise
             self.triggers_left -= 1
             if self.triggers_left > 0:
                 self.set_state("detector", "ready")
             else:
                 await self._close_series()
                 self.set_state("detector", "idle")
+
+    async def _acquire(self, nimages: int) -> None:
+        # One trigger = one prepare/kickoff/complete of the simulated Eiger; the series'
+        # writer stays open between triggers (same stage, same data provider).
+        if self.eiger is None:
+            await self.beamline.clock.sleep(nimages * self._frame_time_s())
+            return
+        await self.eiger.prepare(self._trigger_info(nimages))
+        await self.eiger.kickoff()
+        await self.eiger.complete()
+
+    def _trigger_info(self, nimages: int) -> TriggerInfo:
+        count_s = float(self.value("detector", "config", "count_time"))
+        deadtime_s = self._frame_time_s() - count_s
+        return TriggerInfo(number_of_events=nimages, livetime=count_s, deadtime=deadtime_s)
 
     async def _disarm(self) -> None:
         await self._cancel_task()
@@ -294,14 +307,10 @@ class SimDcu:
         )
         await eiger.connect()
         await eiger.stage()
-        count_s = float(self.value("detector", "config", "count_time"))
-        cfg = self.tables[("detector", "config")]
-        n = int(cfg["nimages"].value) * int(cfg["ntrigger"].value)
-        info = TriggerInfo(
-            number_of_events=n, livetime=count_s, deadtime=self._frame_time_s() - count_s
-        )
-        try:
-            await eiger.prepare(info)
+        try:  # the first prepare writes the master (refused if it exists)
+            await eiger.prepare(
+                self._trigger_info(int(self.value("detector", "config", "nimages")))
+            )
         except Exception:
             await eiger.unstage()
             raise
