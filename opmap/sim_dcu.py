@@ -145,13 +145,8 @@ class SimDcu:
         """Build the twin, its renderer and the DCU's stage (takes seconds)."""
         from opmap import _beamline_sim
 
-        config = BeamlineConfig(
-            mode="sim", data_dir=options.data_dir, sim=SimConfig(binning=options.binning)
-        )
-        if options.twin_config is not None:
-            config = config.model_copy(
-                update={"sim": SimConfig(binning=options.binning, twin_config=options.twin_config)}
-            )
+        sim = SimConfig(binning=options.binning, twin_config=options.twin_config)
+        config = BeamlineConfig(mode="sim", data_dir=options.data_dir, sim=sim)
         unused = StaticPathProvider(StaticFilenameProvider("unused"), options.data_dir)
         beamline = _beamline_sim.build(config, unused)
         dcu = cls(options, beamline)
