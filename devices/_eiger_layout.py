@@ -16,6 +16,12 @@ Layout (what the Eiger's file writer produces, plus one opmap addition):
     ``/entry/opmap/x_um`` (beam x at mid-exposure) and ``/entry/opmap/time_s`` (experiment
     time at mid-exposure).
 
+What a real Dectris file writer writes is only the first part: the master with per-file
+links ``/entry/data/data_000001`` ... (`DATA_LINK_TEMPLATE`), each link holding
+``nimages_per_file`` frames (the last one fewer), no stacked ``/entry/data/data`` and no
+``/entry/opmap``. Stream resources of that layout use `DECTRIS_LINKS_MIMETYPE` and name the
+links with `dectris_links_parameters`.
+
 Frame-shape convention: with one collection per event, the descriptor shape of the frame key
 is the frame shape ``[H, W]`` (not ``[1, H, W]``), so Tiled registers ``(N, H, W)``, exactly
 what the files hold.
@@ -29,18 +35,26 @@ from event_model import DataKey
 from ophyd_async.core import StreamResourceDataProvider
 
 __all__ = [
+    "DATA_LINK_TEMPLATE",
     "DATA_PATH",
+    "DECTRIS_LINKS_MIMETYPE",
     "FRAMES_PER_FILE",
     "TIME_PATH",
     "X_PATH",
     "EigerMetadata",
     "FrameStreamProvider",
+    "dectris_links_parameters",
 ]
 
 DATA_PATH = "/entry/data/data"
 X_PATH = "/entry/opmap/x_um"
 TIME_PATH = "/entry/opmap/time_s"
 FRAMES_PER_FILE = 1000
+#: The master's external link to data file ``n`` (1-based): ``DATA_LINK_TEMPLATE.format(n)``.
+DATA_LINK_TEMPLATE = "/entry/data/data_{:06d}"
+#: Mimetype of a stream resource over a Dectris master whose frames sit behind per-file
+#: links (no stacked dataset): readers must follow `dectris_links_parameters`.
+DECTRIS_LINKS_MIMETYPE = "application/x-hdf5;layout=dectris-links"
 #: HDF5 filter id of bitshuffle (with LZ4 inside).
 BITSHUFFLE_FILTER_ID = 32008
 
@@ -70,6 +84,30 @@ class EigerMetadata:
     beam_center_y_px: float
     wavelength_angstrom: float
     description: str = "Dectris EIGER X 4M"
+
+
+def dectris_links_parameters(frames_per_file: int) -> dict[str, object]:
+    """Stream-resource parameters of a Dectris master read through its per-file links.
+
+    Frame ``i`` (0-based, in the resource) is row ``i % frames_per_file`` of the dataset
+    ``link_template.format(i // frames_per_file + 1)`` in the master, an HDF5 external link
+    to ``<name>_data_NNNNNN.h5:/entry/data/data``.
+
+    Examples
+    --------
+    >>> p = dectris_links_parameters(1000)
+    >>> p["link_template"].format(1), p["frames_per_file"]
+    ('/entry/data/data_000001', 1000)
+    """
+    if frames_per_file < 1:
+        raise ValueError(f"frames_per_file={frames_per_file} must be >= 1")
+    return {
+        "link_template": DATA_LINK_TEMPLATE,
+        "first_link": 1,
+        "frames_per_file": int(frames_per_file),
+        "dataset_in_data_file": DATA_PATH,
+        "swmr": False,
+    }
 
 
 class FrameStreamProvider(StreamResourceDataProvider):

@@ -1,7 +1,9 @@
 """Eiger X 4M: the detector API, on the areaDetector ADEiger driver and its file writer.
 
 `Eiger` is a `StandardDetector` composed of trigger / acquire / data logic over
-`EigerDriverIO` (ADEiger PV names). The simulated backend (`opmap.devices.sim.SimEiger`)
+`EigerDriverIO` (ADEiger PV names). The same detector API straight on the Dectris SIMPLON
+REST API (no IOC) is `opmap.devices.simplon.SimplonEiger`; see docs/real-hardware.md.
+The simulated backend (`opmap.devices.sim.SimEiger`)
 emits the same documents: the frame key ``<name>`` with the frame shape per event, plus
 ``<name>-x_um`` and ``<name>-time_s`` in the simulation.
 
