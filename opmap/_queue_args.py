@@ -20,6 +20,7 @@ operando_experiment_plan: bad argument
 """
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,12 +106,8 @@ def load_protocol(value: dict[str, Any] | str, *, time_scale: float = 1.0) -> St
     if not time_scale > 0:
         raise PlanArgumentError(f"time_scale={time_scale} must be > 0")
     if value == "paper":
-        table = _paper_protocol()
-    else:
-        table = _protocol_table(_protocol_document(value))
-    return StepTable(
-        steps=tuple(_scaled(step, time_scale) for step in table.steps),
-    )
+        return _scaled(_paper_protocol(), time_scale)
+    return _scaled(_protocol_table(_protocol_document(value)), time_scale)
 
 
 def _protocol_document(value: dict[str, Any] | str) -> dict[str, Any]:
@@ -136,10 +133,13 @@ def _protocol_table(document: dict[str, Any]) -> StepTable:
         raise PlanArgumentError(f"protocol: {error}") from None
 
 
-def _scaled(step: ProtocolStep, time_scale: float) -> ProtocolStep:
-    values = {name: getattr(step, name) for name in step.__dataclass_fields__}
-    values["max_duration_s"] = step.max_duration_s * time_scale
-    return ProtocolStep(**values)
+def _scaled(table: StepTable, time_scale: float) -> StepTable:
+    """Every step's time limit multiplied by ``time_scale``."""
+    return StepTable(
+        steps=tuple(
+            replace(step, max_duration_s=step.max_duration_s * time_scale) for step in table.steps
+        )
+    )
 
 
 class MapArguments(_Frozen):

@@ -112,18 +112,28 @@ class QueueSettings(BaseModel):
 
 
 def user_group_permissions() -> dict[str, Any]:
-    """The queue's permissions: opmap's queue-facing plans and the session's devices only."""
-    rules = {
-        "allowed_plans": list(QUEUE_PLAN_NAMES),
+    """The queue's permissions: opmap's queue-facing plans and the session's devices only.
+
+    ``root`` filters for every group (nothing private, names starting with ``_``);
+    ``primary``, the group of every HTTP user, may run the queue-facing plans on any device
+    (and subdevices three deep) and no functions.
+    """
+    root = _rules([None], [None], [":^_"])
+    primary = _rules(list(QUEUE_PLAN_NAMES), [":?.*:depth=3"], [":.*"])
+    return {"user_groups": {"root": root, "primary": primary}}
+
+
+def _rules(
+    plans: list[str | None], devices: list[str | None], forbidden_functions: list[str]
+) -> dict[str, list[str | None]]:
+    return {
+        "allowed_plans": plans,
         "forbidden_plans": [":^_"],
-        "allowed_devices": [":?.*:depth=3"],
+        "allowed_devices": devices,
         "forbidden_devices": [":^_:?.*"],
         "allowed_functions": [None],
-        "forbidden_functions": [":.*"],
+        "forbidden_functions": forbidden_functions,
     }
-    root = {**rules, "allowed_plans": [None], "allowed_devices": [None]}
-    root["forbidden_functions"] = [":^_"]
-    return {"user_groups": {"root": root, "primary": rules}}
 
 
 def httpserver_config(settings: QueueSettings) -> dict[str, Any]:

@@ -195,7 +195,8 @@ def _wait(
     process = handle.processes[name]
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"queue {name} exited ({process.returncode}):\n{_tail(handle, name)}")
+            log = _tail(handle, name)
+            raise RuntimeError(f"queue {name} exited ({process.returncode}):\n{log}")
         try:
             if ready():
                 return

@@ -20,6 +20,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap._worker_cmd",
     "opmap._analyze_cmd",
     "opmap._report_cmd",
+    # --- remote operation (branch i12-queue): `opmap queue serve | api-key` ---
+    "opmap._queue_cmd",
 )
 
 
