@@ -3,20 +3,6 @@
 A queue server item carries JSON values only. These pydantic models turn them into opmap's
 value objects (`MapGeometry`, `StepTable`) and refuse a bad one with a message naming it,
 before the plan yields its first message, so nothing moves or is written.
-
-Examples
---------
->>> args = validate_experiment_arguments(
-...     {"geometry": {"z_count": 6, "x_count": 5, "x_stop_um": 165.0}, "protocol": "paper"}
-... )
->>> args.geometry.x_pixel_um, len(args.step_table().steps)
-(33.0, 4)
->>> try:
-...     validate_experiment_arguments({"geometry": {"z_count": 0}})
-... except PlanArgumentError as error:
-...     print(error)
-operando_experiment_plan: bad argument
-  geometry.z_count: Input should be greater than or equal to 1 (got 0)
 """
 
 import tomllib
@@ -207,7 +193,22 @@ class ExperimentArguments(_Frozen):
 
 
 def validate_experiment_arguments(values: dict[str, Any]) -> ExperimentArguments:
-    """`ExperimentArguments` from plain values; raise `PlanArgumentError` naming a bad one."""
+    """`ExperimentArguments` from plain values; raise `PlanArgumentError` naming a bad one.
+
+    Examples
+    --------
+    >>> args = validate_experiment_arguments(
+    ...     {"geometry": {"z_count": 6, "x_count": 5, "x_stop_um": 165.0}, "protocol": "paper"}
+    ... )
+    >>> args.geometry.x_pixel_um, len(args.step_table().steps)
+    (33.0, 4)
+    >>> try:
+    ...     validate_experiment_arguments({"geometry": {"z_count": 0}})
+    ... except PlanArgumentError as error:
+    ...     print(error)
+    operando_experiment_plan: bad argument
+      geometry.z_count: Input should be greater than or equal to 1 (got 0)
+    """
     try:
         return ExperimentArguments.model_validate(values)
     except ValidationError as error:

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,16 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any
         redis_port=free_port(),
         live_analysis=False,
     )
-    with ThreadPoolExecutor(2) as pool:
-        tiled_future = pool.submit(start_server_subprocess, tiled_settings, port=tiled_settings.port)
-        queue_future = pool.submit(start_queue_subprocesses, settings, persist_redis=False)
-        with tiled_future.result() as tiled, queue_future.result() as queue:
-            yield tiled, queue
+    with ThreadPoolExecutor(2) as pool, ExitStack() as stop_at_exit:
+        futures = (
+            pool.submit(start_server_subprocess, tiled_settings, port=tiled_settings.port),
+            pool.submit(start_queue_subprocesses, settings, persist_redis=False),
+        )
+        for future in futures:  # whatever failed to start, stop what did start
+            if future.exception() is None:
+                stop_at_exit.enter_context(future.result())
+        tiled, queue = (future.result() for future in futures)
+        yield tiled, queue
 
 
 @pytest.fixture(scope="module")

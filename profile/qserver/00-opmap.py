@@ -18,7 +18,8 @@ def _opmap_queue_namespace() -> dict:
 
     profile_dir = Path(__file__).resolve().parent.parent
     config = Path(os.environ.get("OPMAP_BEAMLINE_CONFIG") or profile_dir / "beamline.toml")
-    spec = importlib.util.spec_from_file_location("opmap_profile", profile_dir / "opmap_profile.py")
+    wiring = profile_dir / "opmap_profile.py"
+    spec = importlib.util.spec_from_file_location("opmap_profile", wiring)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
     spec.loader.exec_module(module)
