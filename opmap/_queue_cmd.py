@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,9 +70,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"{name:12s} {path}")
     if args.config_only:
         return 0
+    # SIGTERM (kill, systemd) unwinds like Ctrl+C, so the three processes are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with start_queue_subprocesses(settings) as queue:
         print(f"queue server at {queue.url} (logs in {queue.log_dir}); Ctrl+C stops it")
-        print(f"  operator key: opmap queue api-key --account operator --url {queue.url}")
+        print(
+            f"  operator key: opmap queue api-key --account operator --run-dir {args.run_dir} "
+            f"--url {queue.url}"
+        )
         try:
             while all(process.poll() is None for process in queue.processes.values()):
                 time.sleep(1.0)
