@@ -14,12 +14,19 @@ from bluesky.utils import MsgGenerator
 
 from opmap.plans import fly_map, operando_experiment
 
-from ._queue_args import validate_experiment_arguments, validate_map_arguments
+from ._queue_args import (
+    ExperimentArguments,
+    validate_experiment_arguments,
+    validate_map_arguments,
+)
 
 __all__ = ["QUEUE_PLAN_NAMES", "queue_namespace", "queue_plans"]
 
 #: Names of the plans `queue_plans` returns (the queue server's allowed plans).
 QUEUE_PLAN_NAMES = ("operando_experiment_plan", "fly_map_plan")
+
+#: Parameter names of ``operando_experiment_plan``: the fields it validates.
+_ARGUMENTS = tuple(ExperimentArguments.model_fields)
 
 
 def queue_plans(beamline: Any) -> dict[str, Callable[..., MsgGenerator[Any]]]:
@@ -50,8 +57,6 @@ def queue_namespace(session: Any) -> dict[str, Any]:
 
 
 def _operando_plan(beamline: Any) -> Callable[..., MsgGenerator[list[str]]]:
-    window = beamline.config.window
-
     def operando_experiment_plan(
         geometry: dict,
         protocol: dict | str = "paper",
@@ -89,35 +94,31 @@ def _operando_plan(beamline: Any) -> Callable[..., MsgGenerator[list[str]]]:
         md
             Extra metadata for every run.
         """
-        arguments = {
-            "geometry": geometry,
-            "protocol": protocol,
-            "time_scale": time_scale,
-            "map_interval_s": map_interval_s,
-            "max_maps": max_maps,
-            "map_during_rest": map_during_rest,
-            "poll_s": poll_s,
-            "md": md,
-        }
-        args = validate_experiment_arguments(arguments)
-        table = args.step_table(window)
-        return (
-            yield from operando_experiment(
-                beamline.potentiostat,
-                beamline.eiger,
-                beamline.stage.x,
-                beamline.stage.z,
-                table,
-                args.geometry,
-                map_interval_s=args.map_interval_s,
-                map_during_rest=args.map_during_rest,
-                max_maps=args.max_maps,
-                poll_s=args.poll_s,
-                md={**(args.md or {}), "queue_arguments": arguments},
-            )
-        )
+        arguments = {name: value for name, value in locals().items() if name in _ARGUMENTS}
+        return (yield from _experiment(beamline, arguments))
 
     return operando_experiment_plan
+
+
+def _experiment(beamline: Any, arguments: dict[str, Any]) -> MsgGenerator[list[str]]:
+    """Validate ``arguments`` (before the first message), then run `operando_experiment`."""
+    args = validate_experiment_arguments(arguments)
+    table = args.step_table(beamline.config.window)
+    return (
+        yield from operando_experiment(
+            beamline.potentiostat,
+            beamline.eiger,
+            beamline.stage.x,
+            beamline.stage.z,
+            table,
+            args.geometry,
+            map_interval_s=args.map_interval_s,
+            map_during_rest=args.map_during_rest,
+            max_maps=args.max_maps,
+            poll_s=args.poll_s,
+            md={**(args.md or {}), "queue_arguments": arguments},
+        )
+    )
 
 
 def _fly_map_plan(beamline: Any) -> Callable[..., MsgGenerator[str]]:

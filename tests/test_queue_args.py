@@ -146,3 +146,12 @@ def test_http_config_passes_the_servers_schema_and_holds_no_password(tmp_path):
     assert password not in paths["httpserver"].read_text()
     assert settings.password_file("operator").stat().st_mode & 0o077 == 0
     assert httpserver_config(settings)["authentication"]["allow_anonymous_access"] is False
+
+
+def test_the_plan_signature_is_the_validated_fields():
+    import inspect
+
+    from opmap.queue import ExperimentArguments
+
+    plan = _plans()["operando_experiment_plan"]
+    assert list(inspect.signature(plan).parameters) == list(ExperimentArguments.model_fields)
