@@ -9,6 +9,7 @@ and the runs are read back through a real Tiled client.
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from opmap.queue import QueueSettings, create_api_key, ensure_password, start_queue_subprocesses
-from opmap.service import free_port, start_server_subprocess
+from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 
 pytestmark = [
@@ -63,17 +64,29 @@ def _profile(folder: Path, data_dir: Path, tiled_port: int) -> Path:
     return path
 
 
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all held open while chosen)."""
+    with ExitStack() as sockets:
+        probes = [sockets.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     """(Tiled server, queue processes), started side by side; stopped at the end."""
     folder = tmp_path_factory.mktemp("queue")
-    tiled_settings = OpmapSettings(data_dir=folder / "data", port=free_port())
+    tiled_port, http_port, control_port, info_port, redis_port = _free_ports(5)
+    tiled_settings = OpmapSettings(data_dir=folder / "data", port=tiled_port)
     settings = QueueSettings(
-        profile_config=_profile(folder, folder / "data", tiled_settings.port),
+        profile_config=_profile(folder, folder / "data", tiled_port),
         startup_dir=PROFILE_DIR / "qserver",
         run_dir=folder / "queue",
-        **{name: free_port() for name in ("http_port", "zmq_control_port", "zmq_info_port")},
-        redis_port=free_port(),
+        http_port=http_port,
+        zmq_control_port=control_port,
+        zmq_info_port=info_port,
+        redis_port=redis_port,
         live_analysis=False,
     )
     with ThreadPoolExecutor(2) as pool, ExitStack() as stop_at_exit:
