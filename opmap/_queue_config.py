@@ -124,7 +124,7 @@ def user_group_permissions() -> dict[str, Any]:
 
 
 def _rules(
-    plans: list[str | None], devices: list[str | None], forbidden_functions: list[str]
+    plans: list[str | None], devices: list[str | None], forbidden_functions: list[str | None]
 ) -> dict[str, list[str | None]]:
     return {
         "allowed_plans": plans,
