@@ -23,8 +23,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap._analyze_cmd",
     "opmap._replay_cmd",
     "opmap._report_cmd",
-    # -- i9-simplon: the simulated Dectris DCU (SIMPLON HTTP) --
     "opmap._sim_dcu_cmd",
+    "opmap._queue_cmd",
 )
 
 

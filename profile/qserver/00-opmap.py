@@ -1,0 +1,32 @@
+"""opmap beamline session for the bluesky queue server's worker (no IPython).
+
+``start-re-manager --startup-dir profile/qserver`` (or ``opmap queue serve``) runs this file
+each time the worker's environment opens: it builds the same session as the IPython profile
+(``profile/opmap_profile.py``, from ``$OPMAP_BEAMLINE_CONFIG`` or ``profile/beamline.toml``)
+and leaves in the worker's namespace only ``RE``, the devices and opmap's queue-facing plans
+(`opmap.queue.queue_namespace`). ``OPMAP_LIVE_ANALYSIS=off`` leaves out the live analysis.
+"""
+
+
+def _opmap_queue_namespace() -> dict:
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    from opmap.queue import queue_namespace
+
+    profile_dir = Path(__file__).resolve().parent.parent
+    config = Path(os.environ.get("OPMAP_BEAMLINE_CONFIG") or profile_dir / "beamline.toml")
+    wiring = profile_dir / "opmap_profile.py"
+    spec = importlib.util.spec_from_file_location("opmap_profile", wiring)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
+    spec.loader.exec_module(module)
+    live = os.environ.get("OPMAP_LIVE_ANALYSIS", "on").lower() not in ("off", "0", "false")
+    session = module.build_session(config, live_analysis=live)
+    return queue_namespace(session)
+
+
+globals().update(_opmap_queue_namespace())
+del _opmap_queue_namespace
