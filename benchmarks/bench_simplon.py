@@ -19,8 +19,7 @@ from pathlib import Path
 import httpx
 from ophyd_async.core import StaticPathProvider, TriggerInfo, UUIDFilenameProvider
 
-from opmap import _beamline_sim
-from opmap.beamline import BeamlineConfig
+from opmap.beamline import BeamlineConfig, build_beamline
 from opmap.devices.simplon import SimplonEiger
 
 
@@ -39,8 +38,7 @@ async def series(detector, n_frames: int, n_series: int) -> float:
 
 async def in_process(directory: Path, n_frames: int, n_series: int) -> float:
     """The simulated Eiger of a sim beamline, in this process."""
-    provider = StaticPathProvider(UUIDFilenameProvider(), directory)
-    beamline = _beamline_sim.build(BeamlineConfig(data_dir=directory), provider)
+    beamline = build_beamline(BeamlineConfig(data_dir=directory))
     await beamline.eiger.connect()
     await series(beamline.eiger, 5, 1)  # warm-up
     return await series(beamline.eiger, n_frames, n_series)

@@ -19,7 +19,7 @@ CLIENTS = ("tests", "benchmarks", "profile", "tools")
 #: Longest function allowed, in lines of code: signature and body, docstring not counted
 #: (numpydoc parameter tables are documentation, not complexity).
 MAX_FUNCTION_LINES = 60
-#: The subcommand interface every ``opmap/_*_cmd.py`` module implements (cli.py calls them).
+#: The subcommand interface every ``opmap/cli/_*.py`` module implements (``opmap.cli`` calls them).
 COMMAND_INTERFACE = {"register", "run"}
 
 
@@ -31,6 +31,10 @@ def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def test_tests_benchmarks_and_profile_import_only_public_modules() -> None:
     offenders = []
     for path in _modules(CLIENTS):
@@ -38,11 +42,13 @@ def test_tests_benchmarks_and_profile_import_only_public_modules() -> None:
             names = []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
+                if not any(_private(p) for p in node.module.split(".")):
+                    names += [f"{node.module}.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             for name in names:
                 parts = name.split(".")
-                if parts[0] == "opmap" and any(p.startswith("_") for p in parts[1:]):
+                if parts[0] == "opmap" and any(_private(p) for p in parts[1:]):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
     assert not offenders, "import the package's public name instead:\n" + "\n".join(offenders)
 
@@ -50,7 +56,7 @@ def test_tests_benchmarks_and_profile_import_only_public_modules() -> None:
 def test_each_public_name_is_defined_once() -> None:
     homes: dict[str, list[str]] = defaultdict(list)
     for path in _modules(SOURCE):
-        is_command = path.parent.name == "opmap" and path.name.endswith("_cmd.py")
+        is_command = path.parent.name == "cli" and path.name.startswith("_")
         for node in _tree(path).body:
             if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                 continue

@@ -18,10 +18,10 @@ import pyarrow.ipc
 import pytest
 from tiled.client import from_uri
 
-from opmap import _profile_cmd
 from opmap.analysis.products import LabelledArray, Products
 from opmap.callbacks.tiled_products import TiledProductWriter
 from opmap.callbacks.tiled_writer import ensure_layout
+from opmap.cli import build_parser, profile_directory
 from opmap.remote import array_info, fetch_array, fetch_table
 from opmap.service import ServerHandle, start_server_subprocess
 from opmap.settings import OpmapSettings
@@ -168,10 +168,6 @@ def _key(server: ServerHandle) -> dict[str, str]:
 
 
 def _run_profile_cmd(argv: list[str]) -> Path:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="opmap")
-    _profile_cmd.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["profile", "install", *argv])
+    args = build_parser().parse_args(["profile", "install", *argv])
     assert args.func(args) == 0
-    return _profile_cmd.profile_directory() / f"{args.name}.yml"
+    return profile_directory() / f"{args.name}.yml"

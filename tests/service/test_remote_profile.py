@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 from tiled.profiles import gather_profiles
 
-from opmap import _profile_cmd
+from opmap.cli import build_parser
 from opmap.remote import fetch_array
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="opmap")
-    _profile_cmd.register(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["profile", "install", *argv])
+    return build_parser().parse_args(["profile", "install", *argv])
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ from pathlib import Path
 import pytest
 from tiled.config import parse_configs
 
-from opmap import _serve_cmd
+from opmap.cli import build_parser, settings_from_args
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="opmap")
-    _serve_cmd.register(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["serve", *argv])
+    return build_parser().parse_args(["serve", *argv])
 
 
 def test_config_only_writes_config_and_reports_key_file(
@@ -31,8 +29,8 @@ def test_options_override_the_settings_file(tmp_path: Path) -> None:
     toml = tmp_path / "opmap.toml"
     toml.write_text('data_dir = "data"\nport = 8100\nhost = "0.0.0.0"\n')
     with pytest.raises(ValueError, match=r"host '0\.0\.0\.0' .* needs allow_remote"):
-        _serve_cmd.settings_from_args(_parse(["--settings", str(toml)]))
-    settings = _serve_cmd.settings_from_args(
+        settings_from_args(_parse(["--settings", str(toml)]))
+    settings = settings_from_args(
         _parse(
             [
                 *("--settings", str(toml), "--port", "8200", "--allow-remote"),

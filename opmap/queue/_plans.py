@@ -2,7 +2,7 @@
 
 A queue item names a plan and gives JSON values. The plans here take only such values (the
 devices are the session's, bound when the worker's environment opens), validate them with
-`opmap._queue_args` before their first message, then yield from `operando_experiment` or
+`opmap.queue._args` before their first message, then yield from `operando_experiment` or
 `fly_map`. This module deliberately has no ``from __future__ import annotations``: the queue
 server reads the annotations as objects to check the types of a submitted item.
 """
@@ -14,7 +14,7 @@ from bluesky.utils import MsgGenerator
 
 from opmap.plans import fly_map, operando_experiment
 
-from ._queue_args import (
+from ._args import (
     ExperimentArguments,
     validate_experiment_arguments,
     validate_map_arguments,

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import httpx
 
-from ._queue_config import PROVIDER, QueueSettings, queue_environment, write_queue_files
+from ._config import PROVIDER, QueueSettings, queue_environment, write_queue_files
 
 __all__ = ["QueueHandle", "create_api_key", "start_queue_subprocesses"]
 

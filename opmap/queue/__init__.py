@@ -22,7 +22,7 @@ Examples
         key = create_api_key(queue.url, "operator", ensure_password(settings, "operator"))
 """
 
-from opmap._queue_args import (
+from ._args import (
     ExperimentArguments,
     MapArguments,
     PlanArgumentError,
@@ -32,7 +32,7 @@ from opmap._queue_args import (
     validate_experiment_arguments,
     validate_map_arguments,
 )
-from opmap._queue_config import (
+from ._config import (
     ACCOUNTS,
     QueueSettings,
     ensure_password,
@@ -41,8 +41,8 @@ from opmap._queue_config import (
     user_group_permissions,
     write_queue_files,
 )
-from opmap._queue_plans import QUEUE_PLAN_NAMES, queue_namespace, queue_plans
-from opmap._queue_run import QueueHandle, create_api_key, start_queue_subprocesses
+from ._plans import QUEUE_PLAN_NAMES, queue_namespace, queue_plans
+from ._run import QueueHandle, create_api_key, start_queue_subprocesses
 
 __all__ = [
     "ACCOUNTS",

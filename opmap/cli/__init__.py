@@ -12,19 +12,24 @@ import sys
 from collections.abc import Sequence
 
 from opmap import __version__
-from opmap._analyze_cmd import forward_deprecated
+
+from ._analyze import forward_deprecated
+from ._profile import profile_directory
+from ._serve import settings_from_args
+
+__all__ = ["build_parser", "forward_deprecated", "main", "profile_directory", "settings_from_args"]
 
 #: Modules that provide sub-commands, in the order ``opmap --help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "opmap._rehearse_cmd",
-    "opmap._serve_cmd",
-    "opmap._profile_cmd",
-    "opmap._worker_cmd",
-    "opmap._analyze_cmd",
-    "opmap._replay_cmd",
-    "opmap._report_cmd",
-    "opmap._sim_dcu_cmd",
-    "opmap._queue_cmd",
+    "opmap.cli._rehearse",
+    "opmap.cli._serve",
+    "opmap.cli._profile",
+    "opmap.cli._worker",
+    "opmap.cli._analyze",
+    "opmap.cli._replay",
+    "opmap.cli._report",
+    "opmap.cli._sim_dcu",
+    "opmap.cli._queue",
 )
 
 

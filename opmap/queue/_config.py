@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._queue_plans import QUEUE_PLAN_NAMES
+from ._plans import QUEUE_PLAN_NAMES
 
 __all__ = [
     "ACCOUNTS",

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opmap._replay_cmd import add_compute_arguments
+from ._replay import add_compute_arguments
 
 __all__ = ["forward_deprecated", "register", "run"]
 
