@@ -348,12 +348,12 @@ def _global_numpy_seed(seed: int) -> Iterator[None]:
     shuffles its control-point seeds with ``numpy.random``; unseeded, two rehearsals of the
     same frame refined slightly different geometries, hence different products.
     """
-    state = np.random.get_state()
-    np.random.seed(seed)
+    state = np.random.get_state()  # noqa: NPY002 (pyFAI draws from the legacy global one)
+    np.random.seed(seed)  # noqa: NPY002
     try:
         yield
     finally:
-        np.random.set_state(state)
+        np.random.set_state(state)  # noqa: NPY002
 
 
 def _calibrate(RE: RunEngine, beamline: Any, layout: Any, data_dir: Path, options) -> Path:
