@@ -14,9 +14,10 @@ from opmap.devices.sim import (
     SimMapStage,
     SimPotentiostat,
     SimSampleChanger,
+    eiger4m_geometry,
+    load_poni,
     metadata_from_integrator,
 )
-from opmap.devices.sim._detector import eiger4m_geometry, load_poni
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import (
     DetectorMask,

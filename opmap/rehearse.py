@@ -34,7 +34,7 @@ from opmap.callbacks.report import format_table, report_table, write_report
 from opmap.callbacks.tiled_products import read_latest
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
-from opmap.devices.sim._detector import save_poni
+from opmap.devices.sim import save_poni
 from opmap.plans import MapGeometry, calibrate, operando_experiment
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings

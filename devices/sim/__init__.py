@@ -6,6 +6,7 @@ through its public API; real-hardware modules never import this package.
 
 from ._beam import BeamTrip, SimBeamMonitor
 from ._clock import ClockMode, SimClock
+from ._detector import eiger4m_geometry, load_poni, save_poni
 from ._eiger import (
     FrameRenderer,
     PositionSource,
@@ -38,5 +39,8 @@ __all__ = [
     "SimPotentiostatDriver",
     "SimSampleChanger",
     "Trajectory",
+    "eiger4m_geometry",
+    "load_poni",
     "metadata_from_integrator",
+    "save_poni",
 ]

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from opmap.devices.sim._clock import ClockMode, SimClock
+from opmap.devices.sim import ClockMode, SimClock
 
 
 class FakeWall:

@@ -21,9 +21,9 @@ from opmap.devices.sim import (
     SimEiger,
     SimMapStage,
     SimPotentiostat,
+    eiger4m_geometry,
     metadata_from_integrator,
 )
-from opmap.devices.sim._detector import eiger4m_geometry
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 

@@ -14,8 +14,7 @@ from opmap.devices import (
     Technique,
 )
 from opmap.devices.potentiostat import STREAM_NAME, PotentiostatState
-from opmap.devices.sim._clock import SimClock
-from opmap.devices.sim._potentiostat import SimPotentiostat
+from opmap.devices.sim import SimClock, SimPotentiostat
 from opmap.twin.electrochem import CellElectrochemistry, ElectrochemConfig
 
 CURRENT_A = 2e-6
