@@ -47,6 +47,9 @@ __all__ = ["RehearsalOptions", "RehearsalResult", "rehearse"]
 
 logger = logging.getLogger(__name__)
 
+#: Longest wait for the embedded Tiled server to answer (s).
+SERVER_STARTUP_S = 600.0
+
 
 @dataclass(frozen=True)
 class RehearsalOptions:
@@ -233,7 +236,8 @@ def rehearse(
     settings = OpmapSettings(data_dir=data_dir)
     print(f"opmap rehearsal in {data_dir} (seed {options.seed})")
     print("starting the Tiled server (SQLite catalog, DuckDB tables, API key) ...")
-    with start_server_subprocess(settings) as server:
+    # a loaded machine may take minutes to start the server: the rehearsal waits
+    with start_server_subprocess(settings, startup_timeout_s=SERVER_STARTUP_S) as server:
         client = server.client()
         layout = ensure_layout(client)
         RE, beamline = _engine_and_beamline(options, data_dir)
