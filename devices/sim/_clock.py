@@ -189,7 +189,10 @@ class SimClock:
         await future
 
     def _ensure_driver(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._driver is None or self._driver.done():
+        # one driver task per clock, in the loop its waiters use (a test's loop may have
+        # closed with an unfinished driver in it)
+        driver = self._driver
+        if driver is None or driver.done() or driver.get_loop() is not loop:
             self._driver = loop.create_task(self._drive(), name="sim-clock-driver")
 
     async def _drive(self) -> None:
