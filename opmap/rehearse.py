@@ -228,7 +228,17 @@ def rehearse(
 ) -> RehearsalResult:
     """Run the rehearsal described by ``options``; see the module docstring.
 
-    ``callbacks`` are subscribed to the RunEngine too (e.g. to capture the documents).
+    Parameters
+    ----------
+    options
+        What to rehearse (map, time scale, seed ...).
+    callbacks
+        Extra document callbacks subscribed to the RunEngine (e.g. to capture documents).
+
+    Returns
+    -------
+    RehearsalResult
+        Where everything is, the run uids, the products read back and the truth table.
     """
     wall0 = time.monotonic()
     data_dir = options.data_dir.resolve()

@@ -166,6 +166,18 @@ class SimClock:
         loop is idle and every job started so far has finished, in the order the jobs were
         started (rule 5): when a thread finishes cannot change what the loop does next. In
         the wall-clock modes this is ``loop.run_in_executor``.
+
+        Parameters
+        ----------
+        executor
+            Where to run ``func`` (None: the loop's default executor).
+        func, *args
+            The work and its arguments.
+
+        Returns
+        -------
+        object
+            What ``func(*args)`` returned (its exception is raised here).
         """
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(executor, func, *args)

@@ -58,7 +58,14 @@ class SampledElectrochemistry:
         return getattr(self.model, name)
 
     def add_observer(self, observer: Callable[[ElectrochemState], Any]) -> None:
-        """Call ``observer(state)`` at every later sample, the model at the sample's time."""
+        """Call ``observer(state)`` at every later sample, the model at the sample's time.
+
+        Parameters
+        ----------
+        observer
+            Called with the sample's `ElectrochemState`; it may read the wrapped model
+            (``profile()``, ``plated_li_thickness_um()``), which is exactly at that time.
+        """
         self._observers.append(observer)
 
     @property
