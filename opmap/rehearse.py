@@ -47,7 +47,7 @@ __all__ = ["RehearsalOptions", "RehearsalResult", "rehearse"]
 
 logger = logging.getLogger(__name__)
 
-#: Longest wait for the embedded Tiled server to answer (s).
+#: Longest wait for the embedded Tiled server to answer (s): minutes on a loaded machine.
 SERVER_STARTUP_S = 600.0
 
 
@@ -231,14 +231,14 @@ def rehearse(
     Parameters
     ----------
     options
-        What to rehearse (map, time scale, seed ...).
+        What to rehearse.
     callbacks
-        Extra document callbacks subscribed to the RunEngine (e.g. to capture documents).
+        Extra document callbacks of the RunEngine (e.g. to capture the documents).
 
     Returns
     -------
     RehearsalResult
-        Where everything is, the run uids, the products read back and the truth table.
+        Where everything is, the runs, the products read back and the truth table.
     """
     wall0 = time.monotonic()
     data_dir = options.data_dir.resolve()
@@ -246,7 +246,6 @@ def rehearse(
     settings = OpmapSettings(data_dir=data_dir)
     print(f"opmap rehearsal in {data_dir} (seed {options.seed})")
     print("starting the Tiled server (SQLite catalog, DuckDB tables, API key) ...")
-    # a loaded machine may take minutes to start the server: the rehearsal waits
     with start_server_subprocess(settings, startup_timeout_s=SERVER_STARTUP_S) as server:
         client = server.client()
         layout = ensure_layout(client)
@@ -257,15 +256,7 @@ def rehearse(
         for callback in (writer, *callbacks):
             RE.subscribe(callback)
         poni = _calibrate(RE, beamline, layout, data_dir, options)
-        result = RehearsalResult(
-            data_dir=data_dir,
-            url=server.url,
-            api_key_file=settings.api_key_file,
-            experiment_id="",
-            map_uids=[],
-            poni=poni,
-            wall_s=0.0,
-        )
+        result = RehearsalResult(data_dir, server.url, settings.api_key_file, "", [], poni, 0.0)
         figures_dir = data_dir / "figures"
         live, guard = (
             _subscribe_live_analysis(RE, beamline, layout["processed"], poni, figures_dir)
