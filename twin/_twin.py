@@ -7,16 +7,16 @@ of its Li field and plated Li at every sample time (1 s) as it passes, whoever d
 cathode state at t is built from the snapshot at the fixed grid time ``floor(t /
 state_refresh_s) * state_refresh_s`` (a `CathodeState`: per-cell matrices of the LCO phases,
 so `scene` only does a few small dot products and stays in the 0.1 ms range), and the grain
-births of each step use the Li thickness of the snapshot at the step start. Snapshots are
-kept for the last `_HISTORY` samples, so a frame or a map truth may ask for a time up to
-that long before the electrochemistry's.
+births of each step use the Li thickness of the sample at the step start. Every sample's
+snapshot is kept (the Li fractions per cell: ~1 kB per second of experiment time), so a frame
+or a map truth may ask for any time since the start.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,31 +39,37 @@ from .electrochem import (
     ElectrochemState,
     LiProfile,
     SampledElectrochemistry,
+    split_phases,
 )
 
-#: Electrochemistry snapshots kept (one per sample, 1 s of experiment time by default).
-_HISTORY = 4096
 #: Cathode states kept (one per grid time asked for).
 _STATE_CACHE = 64
+_LI = LAYERS.index("li")
+_LCO = LAYERS.index("lco")
 
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """The electrochemistry at one sample time: what `cathode_state` reads of it."""
+    """The electrochemistry at one sample time: what `cathode_state` reads of it.
+
+    Only the Li fractions are stored (a few hundred bytes per sample, every sample kept); the
+    phases are split again on demand, exactly as the field does.
+    """
 
     time_s: float
-    li_profile: LiProfile
+    z_um: np.ndarray
+    x_li: np.ndarray
     li_thickness_um: float
+    gap: tuple[float, float]  # (x_poor_eq, x_rich_eq)
 
     def profile(self) -> LiProfile:
-        return self.li_profile
+        rich, x_rich, x_poor = split_phases(
+            self.x_li, x_poor_eq=self.gap[0], x_rich_eq=self.gap[1]
+        )
+        return LiProfile(self.z_um, self.x_li, rich, x_rich, x_poor)
 
     def plated_li_thickness_um(self) -> float:
         return self.li_thickness_um
-
-
-_LI = LAYERS.index("li")
-_LCO = LAYERS.index("lco")
 
 
 def beam_x_fraction(
@@ -134,8 +140,8 @@ class CellTwin:
         self.geometry = CellGeometry(config.geometry)
         # shared with the simulated potentiostat, which reads the samples it records
         self.electrochemistry = SampledElectrochemistry(CellElectrochemistry(config.electrochem))
-        self._snapshots: deque[_Snapshot] = deque(maxlen=_HISTORY)
-        self._snapshot_times: deque[float] = deque(maxlen=_HISTORY)
+        self._snapshots: list[_Snapshot] = []
+        self._snapshot_times: list[float] = []
         self.electrochemistry.add_observer(self._record)
         fam = config.families
         self.families: tuple[OrientationFamily, ...] = (
@@ -181,7 +187,11 @@ class CellTwin:
 
     def _record(self, state: ElectrochemState) -> None:
         ec = self.electrochemistry
-        self._snapshots.append(_Snapshot(state.time_s, ec.profile(), ec.plated_li_thickness_um()))
+        profile = ec.profile()
+        z_um = self._snapshots[0].z_um if self._snapshots else profile.z_um
+        gap = (ec.config.x_poor_eq, ec.config.x_rich_eq)
+        thickness_um = ec.plated_li_thickness_um()
+        self._snapshots.append(_Snapshot(state.time_s, z_um, profile.x_li, thickness_um, gap))
         self._snapshot_times.append(state.time_s)
 
     def _snapshot_at(self, time_s: float) -> _Snapshot:
@@ -190,7 +200,7 @@ class CellTwin:
         i = bisect.bisect_right(self._snapshot_times, time_s) - 1
         if i < 0:
             raise ValueError(
-                f"time_s={time_s} is before the oldest kept state ({self._snapshot_times[0]} s)"
+                f"time_s={time_s} is before the first sample ({self._snapshot_times[0]} s)"
             )
         return self._snapshots[i]
 
