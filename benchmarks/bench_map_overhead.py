@@ -20,13 +20,13 @@ from pathlib import Path
 from bluesky import RunEngine
 from ophyd_async.core import init_devices
 
-from opmap._rehearsal_params import analysis_parameters_for_twin
 from opmap.analysis.geometry import DetectorGeometry
 from opmap.beamline import BeamlineConfig, build_beamline
 from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.plans import MapGeometry, fly_map
+from opmap.rehearse import analysis_parameters_for_twin
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from opmap._rehearsal_params import analysis_parameters_for_twin
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
 from opmap.analysis.lattice import biphasic_front
 from opmap.analysis.pipeline import (
@@ -36,6 +35,7 @@ from opmap.analysis.pipeline import (
 )
 from opmap.analysis.reduction import compile_reduction
 from opmap.devices import SafetyWindow, paper_protocol
+from opmap.rehearse import analysis_parameters_for_twin
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import (
     DetectorMask,

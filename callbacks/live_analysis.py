@@ -282,7 +282,11 @@ class LiveAnalysis:
                     self.processed,
                     experiment_id,
                     parameters,
-                    metadata={"sampling_options": self.sampling_options},
+                    metadata={
+                        "sampling_options": self.sampling_options,
+                        # a rehearsal's seed: the products say which experiment they are
+                        **{k: run.start_doc[k] for k in ("seed",) if k in run.start_doc},
+                    },
                 )
                 self.publishers[experiment_id] = publisher
             publisher.publish_map(

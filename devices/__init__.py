@@ -1,6 +1,6 @@
 """opmap devices: the real-hardware API (simulated backends live in `opmap.devices.sim`)."""
 
-from ._eiger_layout import EigerMetadata, FrameStreamProvider
+from ._eiger_layout import BITSHUFFLE_FILTER_ID, EigerMetadata, FrameStreamProvider
 from ._step_table import (
     ProtocolError,
     ProtocolStep,
@@ -22,6 +22,7 @@ from .potentiostat import (
 from .stage import LimitedMotor, MapStage, SoftLimitError, SoftLimits
 
 __all__ = [
+    "BITSHUFFLE_FILTER_ID",
     "STREAM_NAME",
     "BeamMonitor",
     "Eiger",

@@ -36,9 +36,15 @@ _CLOCK_MODES = {
 
 
 def twin_config(config: BeamlineConfig) -> TwinConfig:
-    """The twin's configuration: the file named in ``config.sim``, or the paper's values."""
+    """The twin's configuration: the file named in ``config.sim``, or the paper's values.
+
+    ``config.sim.seed``, when set, replaces the file's seed: one seed for the whole simulation.
+    """
     path = config.sim.twin_config
-    return TwinConfig() if path is None else TwinConfig.from_file(path)
+    twin = TwinConfig() if path is None else TwinConfig.from_file(path)
+    if config.sim.seed is not None:
+        twin = twin.model_copy(update={"seed": config.sim.seed})
+    return twin
 
 
 def integrator(config: BeamlineConfig):
@@ -60,7 +66,7 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
     ai = integrator(config)
     mask = DetectorMask()
     twin = CellTwin(
-        twin_config(config),
+        twin_config(config),  # its seed is the simulation's
         visible=ring_visibility(ai, mask, q_inv_angstrom=LI_110_Q_INV_ANGSTROM),
     )
     changer = SimSampleChanger(name="sample_changer")
@@ -78,7 +84,7 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
         stage.z,
         cell.shape,
         metadata_from_integrator(ai),
-        seed=sim.seed,
+        seed=twin.config.seed,
         name="eiger",
     )
     potentiostat = SimPotentiostat(
@@ -95,4 +101,5 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
         integrator=ai,
         twin=twin,
         clock=clock,
+        seed=twin.config.seed,
     )

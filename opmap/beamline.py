@@ -53,15 +53,18 @@ class SimConfig(_Frozen):
         How experiment time advances (see `opmap.devices.sim.SimClock`).
     speedup : float
         Experiment seconds per wall second in accelerated mode.
-    seed : int
-        Seed of the detector noise (the twin has its own in its config).
+    seed : int or None
+        The one seed of the simulation: every random draw (detector noise, the twin's grain
+        births, rotations and deaths, its family modulation) comes from generators seeded
+        from it. None = the twin configuration's ``seed`` (0 by default); a value overrides
+        it.
     """
 
     twin_config: Path | None = None
     binning: int = Field(4, ge=1, le=16)
     clock_mode: Literal["event-driven", "accelerated", "real-time"] = "event-driven"
     speedup: float = Field(1.0, gt=0)
-    seed: int = 0
+    seed: int | None = Field(None, ge=0)
 
 
 class RealConfig(_Frozen):
@@ -133,6 +136,8 @@ class Beamline:
     integrator: Any
     twin: Any = None
     clock: Any = None
+    #: The simulation's seed (None for real hardware).
+    seed: int | None = None
 
     @property
     def devices(self) -> dict[str, Any]:

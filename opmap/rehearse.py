@@ -10,9 +10,10 @@ and figures into the data directory; print where everything is and how to read i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ophyd_async.core import init_devices
 
 from opmap.analysis.geometry import DetectorGeometry, analysis_geometry, save_poni
 from opmap.analysis.nexus import next_free_path
-from opmap.analysis.products import LabelledArray
+from opmap.analysis.products import LabelledArray, Products
 from opmap.beamline import BeamlineConfig, SimConfig, build_beamline
 from opmap.callbacks.calibration import CalibrationCallback
 from opmap.callbacks.guard import GuardedCallback
@@ -41,9 +42,12 @@ from opmap.twin.forward import DetectorMask
 from ._rehearsal_params import analysis_parameters_for_twin
 from ._rehearsal_progress import RehearsalProgress
 
-__all__ = ["RehearsalOptions", "RehearsalResult", "rehearse"]
+__all__ = ["RehearsalOptions", "RehearsalResult", "analysis_parameters_for_twin", "rehearse"]
 
 logger = logging.getLogger(__name__)
+
+#: Longest wait for the embedded Tiled server to answer (s): minutes on a loaded machine.
+SERVER_STARTUP_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,13 @@ class RehearsalOptions:
         Stop mapping after this many maps (the protocol still runs to its end).
     live_analysis : bool
         Run the live analysis in process.
+    design_distance_error_m : float
+        Error of the design detector distance the calibration starts from (m).
+    seed : int
+        The one seed of every random draw (detector noise, the twin's grains and family
+        modulation). Same seed, same commit: the same experiment, whatever the machine's
+        load (see docs/devices.md); recorded as ``seed`` in every run's start document and
+        in the products' metadata.
     """
 
     data_dir: Path = Path("opmap-data")
@@ -76,6 +87,7 @@ class RehearsalOptions:
     max_maps: int | None = None
     live_analysis: bool = True
     design_distance_error_m: float = 0.0008
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.binning not in (1, 2, 4):
@@ -88,6 +100,8 @@ class RehearsalOptions:
             raise ValueError(f"time_scale={self.time_scale} must be > 0")
         if self.max_maps is not None and self.max_maps < 1:
             raise ValueError(f"max_maps={self.max_maps} must be >= 1 or None")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"seed={self.seed} must be an integer >= 0")
 
 
 @dataclass
@@ -105,6 +119,8 @@ class RehearsalResult:
     analysis_failures: int = 0
     truth_table: list[dict[str, Any]] = field(default_factory=list)
     live_lag_maps: int = 0
+    #: The experiment's products as read back from Tiled (None without live analysis).
+    products: Products | None = None
 
 
 def map_geometry(options: RehearsalOptions) -> MapGeometry:
@@ -136,10 +152,14 @@ class _TwinTruth:
     def __init__(self, beamline: Any) -> None:
         self.beamline = beamline
         self._start_s: dict[str, float] = {}
+        self._stop_s: dict[str, float] = {}
 
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
+        # experiment time at the run's start and stop documents (in the RunEngine's loop)
         if name == "start":
             self._start_s[doc["uid"]] = self.beamline.clock.now_s()
+        elif name == "stop":
+            self._stop_s[doc["run_start"]] = self.beamline.clock.now_s()
 
     def __call__(self, start: Mapping[str, Any], map_index: int) -> dict[str, LabelledArray]:
         geometry = start["map_geometry"]
@@ -147,7 +167,8 @@ class _TwinTruth:
         z_um = geometry["z_start_um"] + geometry["z_step_um"] * np.arange(n_z)
         x_step = (geometry["x_stop_um"] - geometry["x_start_um"]) / n_x
         x_um = geometry["x_start_um"] + x_step * (np.arange(n_x) + 0.5)
-        mid_s = 0.5 * (self._start_s.get(start["uid"], 0.0) + self.beamline.clock.now_s())
+        stop_s = self._stop_s.get(start["uid"], self.beamline.clock.now_s())
+        mid_s = 0.5 * (self._start_s.get(start["uid"], 0.0) + stop_s)
         truth = self.beamline.twin.truth(z_um=z_um, x_um=x_um, time_s=mid_s)
         zx = ("map", "z", "x")
         out = {
@@ -201,37 +222,40 @@ def _analysis_geometry(poni: Path, beamline: Any) -> DetectorGeometry:
     return analysis_geometry(poni, mask=mask, expected_shape=ai.detector.shape)
 
 
-def rehearse(options: RehearsalOptions) -> RehearsalResult:
-    """Run the rehearsal described by ``options``; see the module docstring."""
+def rehearse(
+    options: RehearsalOptions, *, callbacks: Sequence[Callable[[str, Any], Any]] = ()
+) -> RehearsalResult:
+    """Run the rehearsal described by ``options``; see the module docstring.
+
+    Parameters
+    ----------
+    options
+        What to rehearse.
+    callbacks
+        Extra document callbacks of the RunEngine (e.g. to capture the documents).
+
+    Returns
+    -------
+    RehearsalResult
+        Where everything is, the runs, the products read back and the truth table.
+    """
     wall0 = time.monotonic()
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = OpmapSettings(data_dir=data_dir)
-    print(f"opmap rehearsal in {data_dir}")
+    print(f"opmap rehearsal in {data_dir} (seed {options.seed})")
     print("starting the Tiled server (SQLite catalog, DuckDB tables, API key) ...")
-    with start_server_subprocess(settings) as server:
+    with start_server_subprocess(settings, startup_timeout_s=SERVER_STARTUP_S) as server:
         client = server.client()
         layout = ensure_layout(client)
-        RE = RunEngine({})
-        config = BeamlineConfig(
-            data_dir=data_dir, sim=SimConfig(binning=options.binning, clock_mode="event-driven")
-        )
-        with init_devices():
-            beamline = build_beamline(config)
+        RE, beamline = _engine_and_beamline(options, data_dir)
         writer = ValidatedTiledWriter(
             layout["raw"], backup_directory=settings.backup_dir, background=True
         )
-        RE.subscribe(writer)
+        for callback in (writer, *callbacks):
+            RE.subscribe(callback)
         poni = _calibrate(RE, beamline, layout, data_dir, options)
-        result = RehearsalResult(
-            data_dir=data_dir,
-            url=server.url,
-            api_key_file=settings.api_key_file,
-            experiment_id="",
-            map_uids=[],
-            poni=poni,
-            wall_s=0.0,
-        )
+        result = RehearsalResult(data_dir, server.url, settings.api_key_file, "", [], poni, 0.0)
         figures_dir = data_dir / "figures"
         live, guard = (
             _subscribe_live_analysis(RE, beamline, layout["processed"], poni, figures_dir)
@@ -255,8 +279,18 @@ def rehearse(options: RehearsalOptions) -> RehearsalResult:
         result.wall_s = time.monotonic() - wall0
         _print_summary(result, settings)
         if live is not None and result.experiment_id:
-            result.truth_table = _report(layout["processed"], result, beamline)
+            result.products = read_latest(layout["processed"], result.experiment_id)
+            result.truth_table = _report(result, beamline)
     return result
+
+
+def _engine_and_beamline(options: RehearsalOptions, data_dir: Path) -> tuple[RunEngine, Any]:
+    """The RunEngine (the seed in every start document) and the simulated beamline."""
+    RE = RunEngine({"seed": options.seed})
+    sim = SimConfig(binning=options.binning, clock_mode="event-driven", seed=options.seed)
+    with init_devices():  # after the RunEngine: the devices connect in its event loop
+        beamline = build_beamline(BeamlineConfig(data_dir=data_dir, sim=sim))
+    return RE, beamline
 
 
 def _subscribe_live_analysis(
@@ -293,13 +327,13 @@ def _experiment_plan(beamline: Any, options: RehearsalOptions) -> Any:
         map_interval_s=options.map_interval_s,
         max_maps=options.max_maps,
         poll_s=60.0,
-        md={"rehearsal": True, "twin_seed": beamline.twin.config.seed},
+        md={"rehearsal": True, "seed": beamline.seed},
     )
 
 
-def _report(processed: Any, result: RehearsalResult, beamline: Any) -> list[dict[str, Any]]:
+def _report(result: RehearsalResult, beamline: Any) -> list[dict[str, Any]]:
     """Paper-style figures and the recovered-versus-truth table, from the served products."""
-    products = read_latest(processed, result.experiment_id)
+    products = result.products
     out_dir = next_free_path(result.data_dir / "report")
     area_cm2 = beamline.twin.config.electrochem.area_cm2
     files = write_report(products, out_dir, formats=("png",), cell_area_cm2=area_cm2)
@@ -310,13 +344,30 @@ def _report(processed: Any, result: RehearsalResult, beamline: Any) -> list[dict
     return rows
 
 
+@contextlib.contextmanager
+def _global_numpy_seed(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator for a while, then put its state back.
+
+    pyFAI's automatic calibration (``SingleGeometry.extract_cp``: the massif peak search)
+    shuffles its control-point seeds with ``numpy.random``; unseeded, two rehearsals of the
+    same frame refined slightly different geometries, hence different products.
+    """
+    state = np.random.get_state()  # noqa: NPY002 (pyFAI draws from the legacy global one)
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 def _calibrate(RE: RunEngine, beamline: Any, layout: Any, data_dir: Path, options) -> Path:
     poni_dir = data_dir / "poni"
     design = _design_poni(beamline, poni_dir, options.design_distance_error_m)
     callback = CalibrationCallback(poni_dir, run_node=lambda uid: layout["raw"][uid])
     token = RE.subscribe(callback)
     print(f"calibrating on simulated CeO2 from {design.name} ...")
-    RE(calibrate(beamline.eiger, beamline.sample_changer, design, calibrant="CeO2"))
+    with _global_numpy_seed(options.seed):
+        RE(calibrate(beamline.eiger, beamline.sample_changer, design, calibrant="CeO2"))
     RE.unsubscribe(token)
     record = callback.latest
     if record is None or record.poni_path is None:

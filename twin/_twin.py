@@ -1,16 +1,22 @@
 """`CellTwin`: the digital twin of the cell, answering "what does the beam see" at any time.
 
-`advance_to` runs the electrochemistry and the Li grain population forward and precomputes a
-`_CathodeState` (per-cell matrices of the LCO phases); `scene` then only does a few small dot
-products, so it stays in the 0.1 ms range. States are kept for the last `_HISTORY` advances,
-so a frame or a map truth may ask for a time slightly before the latest advance.
+Time: what the twin shows at time t is a function of t alone, never of who advanced the
+shared electrochemistry first (the potentiostat to the clock's time, the Eiger to a frame's
+mid-exposure, the truth to a map's mid time). The electrochemistry records an exact snapshot
+of its Li field and plated Li at every sample time (1 s) as it passes, whoever drives it; the
+cathode state at t is built from the snapshot at the fixed grid time ``floor(t /
+state_refresh_s) * state_refresh_s`` (a `CathodeState`: per-cell matrices of the LCO phases,
+so `scene` only does a few small dot products and stays in the 0.1 ms range), and the grain
+births of each step use the Li thickness of the sample at the step start. Every sample's
+snapshot is kept (the Li fractions per cell: ~1 kB per second of experiment time), so a frame
+or a map truth may ask for any time since the start.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,12 +34,42 @@ from .cell import (
     cathode_state,
     orientation_family,
 )
-from .electrochem import CellElectrochemistry, SampledElectrochemistry
+from .electrochem import (
+    CellElectrochemistry,
+    ElectrochemState,
+    LiProfile,
+    SampledElectrochemistry,
+    split_phases,
+)
 
-#: Number of precomputed states kept (one per advance).
-_HISTORY = 4096
+#: Cathode states kept (one per grid time asked for).
+_STATE_CACHE = 64
 _LI = LAYERS.index("li")
 _LCO = LAYERS.index("lco")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The electrochemistry at one sample time: what `cathode_state` reads of it.
+
+    Only the Li fractions are stored (a few hundred bytes per sample, every sample kept); the
+    phases are split again on demand, exactly as the field does.
+    """
+
+    time_s: float
+    z_um: np.ndarray
+    x_li: np.ndarray
+    li_thickness_um: float
+    gap: tuple[float, float]  # (x_poor_eq, x_rich_eq)
+
+    def profile(self) -> LiProfile:
+        rich, x_rich, x_poor = split_phases(
+            self.x_li, x_poor_eq=self.gap[0], x_rich_eq=self.gap[1]
+        )
+        return LiProfile(self.z_um, self.x_li, rich, x_rich, x_poor)
+
+    def plated_li_thickness_um(self) -> float:
+        return self.li_thickness_um
 
 
 def beam_x_fraction(
@@ -104,6 +140,9 @@ class CellTwin:
         self.geometry = CellGeometry(config.geometry)
         # shared with the simulated potentiostat, which reads the samples it records
         self.electrochemistry = SampledElectrochemistry(CellElectrochemistry(config.electrochem))
+        self._snapshots: list[_Snapshot] = []
+        self._snapshot_times: list[float] = []
+        self.electrochemistry.add_observer(self._record)
         fam = config.families
         self.families: tuple[FamilyTexture, ...] = (
             orientation_family(fam.perp),
@@ -118,16 +157,15 @@ class CellTwin:
             seed=config.seed,
             visible=visible,
         )
-        self._states: deque[CathodeState] = deque(maxlen=_HISTORY)
-        self._state_times: deque[float] = deque(maxlen=_HISTORY)
+        self._states: OrderedDict[float, CathodeState] = OrderedDict()
         self._grain_index: _GrainIndex | None = None
-        self._push_state()
+        self._time_s = self.electrochemistry.time_s
 
     # -- time -------------------------------------------------------------------------------
     @property
     def time_s(self) -> float:
-        """Experiment time (s) of the latest precomputed state."""
-        return self._state_times[-1]
+        """Experiment time (s) the twin was last advanced to."""
+        return self._time_s
 
     def advance_to(self, time_s: float) -> None:
         """Run the electrochemistry and the grain population to ``time_s`` (s).
@@ -139,39 +177,50 @@ class CellTwin:
         """
         if not math.isfinite(time_s) or time_s < self.time_s:
             raise ValueError(f"time_s={time_s} must be finite and >= the twin's {self.time_s} s")
-        if time_s == self.time_s and self._grains.time_s > time_s:
-            return
-        self._grains.advance_to(time_s, self._li_thickness_at)
+        self._time_s = time_s
         # The potentiostat drives the same electrochemistry and may already be ahead (it is
         # sampled at the clock's time, frames at their mid-exposure time): never step back.
         self.electrochemistry.advance_to(max(time_s, self.electrochemistry.time_s))
-        self._grain_index = None
-        self._push_state()
+        if time_s >= self._grains.time_s:
+            self._grains.advance_to(time_s, self._li_thickness_at)
+            self._grain_index = None
 
-    def _li_thickness_at(self, time_s: float) -> float:
+    def _record(self, state: ElectrochemState) -> None:
+        ec = self.electrochemistry
+        profile = ec.profile()
+        z_um = self._snapshots[0].z_um if self._snapshots else profile.z_um
+        gap = (ec.config.x_poor_eq, ec.config.x_rich_eq)
+        thickness_um = ec.plated_li_thickness_um()
+        self._snapshots.append(_Snapshot(state.time_s, z_um, profile.x_li, thickness_um, gap))
+        self._snapshot_times.append(state.time_s)
+
+    def _snapshot_at(self, time_s: float) -> _Snapshot:
+        """The electrochemistry's snapshot at the latest sample time at or before ``time_s``."""
         self.electrochemistry.advance_to(max(time_s, self.electrochemistry.time_s))
-        return float(self.electrochemistry.plated_li_thickness_um())
-
-    def _push_state(self) -> None:
-        state = cathode_state(
-            self.electrochemistry, self.geometry, self.config.families, self._population
-        )
-        self._states.append(state)
-        self._state_times.append(state.time_s)
-
-    def _state_at(self, time_s: float) -> CathodeState:
-        """The latest state at or before ``time_s``, advancing when ``time_s`` is ahead."""
-        if not math.isfinite(time_s):
-            raise ValueError(f"time_s={time_s} must be finite")
-        if time_s > self.time_s + self.config.state_refresh_s or time_s >= self._grains.time_s:
-            # the electrochemistry may be ahead of time_s (driven by the potentiostat)
-            self.advance_to(max(time_s, self.time_s))
-        i = bisect.bisect_right(self._state_times, time_s) - 1
+        i = bisect.bisect_right(self._snapshot_times, time_s) - 1
         if i < 0:
             raise ValueError(
-                f"time_s={time_s} is before the oldest kept state ({self._state_times[0]} s)"
+                f"time_s={time_s} is before the first sample ({self._snapshot_times[0]} s)"
             )
-        return self._states[i]
+        return self._snapshots[i]
+
+    def _li_thickness_at(self, time_s: float) -> float:
+        return self._snapshot_at(time_s).li_thickness_um
+
+    def _state_at(self, time_s: float) -> CathodeState:
+        """The cathode state at the grid time at or before ``time_s`` (a function of time)."""
+        if not math.isfinite(time_s):
+            raise ValueError(f"time_s={time_s} must be finite")
+        self.advance_to(max(time_s, self.time_s))
+        refresh = self.config.state_refresh_s
+        snapshot = self._snapshot_at(math.floor(time_s / refresh) * refresh)
+        state = self._states.get(snapshot.time_s)
+        if state is None:
+            state = cathode_state(snapshot, self.geometry, self.config.families, self._population)
+            self._states[snapshot.time_s] = state
+            while len(self._states) > _STATE_CACHE:
+                self._states.popitem(last=False)
+        return state
 
     def _index(self) -> _GrainIndex:
         if self._grain_index is None:

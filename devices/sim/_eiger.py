@@ -86,6 +86,9 @@ def metadata_from_integrator(ai: Any) -> EigerMetadata:
     )
 
 
+#: Tag of the detector-noise generators (the twin's generators use other tags).
+_NOISE_STREAM = 0xE16E
+
 #: Threads rendering the frames of a series (the forward model's kernels release the GIL).
 RENDER_THREADS = min(4, os.cpu_count() or 1)
 
@@ -103,6 +106,8 @@ class _Acquisition:
     count_time_s: float = 0.05
     frame_time_s: float = 0.05
     frames_requested: int = 0
+    #: Frames rendered since the device was built: the noise stream of the next frame.
+    frames_rendered: int = 0
     writer: DectrisWriter | None = None
     frames_written: Any = None
     _set_frames_written: Any = None
@@ -119,17 +124,18 @@ class _Acquisition:
         # The series is one wait on the clock (frame times are known in advance), then
         # every frame is rendered for its own exposure window: the stage positions and the
         # twin's state are functions of time. Rendering runs in worker threads (the
-        # forward model's kernels release the GIL); each frame's noise is seeded by its
-        # index, so frames do not depend on the number of threads.
+        # forward model's kernels release the GIL) through the clock, which hands the
+        # results back in order (no thread timing reaches the experiment). Each frame's
+        # noise is seeded by (seed, the device's frame number since it was built), unique
+        # across the maps of a session and independent of the number of threads.
         n_frames, start_s = self.frames_requested, self.clock.now_s()
         await self.clock.sleep(n_frames * self.frame_time_s)
         starts_s = start_s + self.frame_time_s * np.arange(n_frames)
         scenes = [self._scene(t0_s) for t0_s in starts_s]
-        first_index = writer.frames_written
-        loop = asyncio.get_running_loop()
+        first_index, self.frames_rendered = self.frames_rendered, self.frames_rendered + n_frames
         frames = await asyncio.gather(
             *(
-                loop.run_in_executor(self._pool(), self._render, scene, first_index + k)
+                self.clock.run_in_thread(self._pool(), self._render, scene, first_index + k)
                 for k, scene in enumerate(scenes)
             )
         )
@@ -150,7 +156,7 @@ class _Acquisition:
         )
 
     def _render(self, scene: BeamScene, frame_index: int) -> np.ndarray:
-        rng = np.random.default_rng((self.seed, frame_index))
+        rng = np.random.default_rng((self.seed, _NOISE_STREAM, frame_index))
         return np.asarray(self.renderer.render(scene, exposure_s=self.count_time_s, rng=rng))
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -278,7 +284,8 @@ class SimEiger(StandardDetector):
     frames_per_file
         Frames per data file (Dectris default 1000).
     seed
-        Seed of the Poisson noise generator.
+        Seed of the Poisson noise: frame n of the device's life draws from a generator seeded
+        by (seed, tag, n), so every frame of every map has its own noise.
     name
         Device name (the frame data key).
     """

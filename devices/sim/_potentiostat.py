@@ -108,6 +108,8 @@ class SimPotentiostatDriver:
             await self.clock.sleep(remaining_s)
 
     async def wait_done(self) -> None:
+        # a background wait: on the event-driven clock it never moves time itself (a plan
+        # waits for elapsed time instead); it sees the end when others move time past a poll
         while not (await self.status()).protocol_done:
             await self.clock.sleep(self.poll_period_s, background=True)
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from opmap.rehearse import RehearsalOptions, rehearse
+from opmap.service import DataDirInUseError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-maps", type=int, default=None)
     parser.add_argument("--no-live-analysis", action="store_true")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every random draw (detector noise, Li grains): same seed, same "
+        "experiment (default 0)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -56,9 +64,14 @@ def run(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
             max_maps=args.max_maps,
             live_analysis=not args.no_live_analysis,
+            seed=args.seed,
         )
     except ValueError as error:
         print(f"opmap rehearse: {error}")
         return 2
-    rehearse(options)
+    try:
+        rehearse(options)
+    except DataDirInUseError as error:  # another server holds the data dir: nothing was run
+        print(f"opmap rehearse: {error}")
+        return 2
     return 0

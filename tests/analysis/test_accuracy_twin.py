@@ -9,7 +9,6 @@ along pixel rows lose the sub-pixel position (see docs/analysis-pipeline.md).
 import numpy as np
 import pytest
 
-from opmap._rehearsal_params import analysis_parameters_for_twin
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
 from opmap.analysis.pipeline import (
     ExperimentAnalysis,
@@ -19,6 +18,7 @@ from opmap.analysis.pipeline import (
 )
 from opmap.analysis.reduction import compile_reduction
 from opmap.devices import SafetyWindow, paper_protocol
+from opmap.rehearse import analysis_parameters_for_twin
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import DetectorMask, DiffractionConfig, DiffractionRenderer
 

@@ -6,8 +6,7 @@ import pytest
 from bluesky.utils import FailedStatus
 from ophyd_async.core import FlyMotorInfo, get_mock_put, init_devices, set_mock_value
 
-from opmap.devices.sim._clock import SimClock
-from opmap.devices.sim._stage import SimMapStage, Trajectory
+from opmap.devices.sim import SimClock, SimMapStage, Trajectory
 from opmap.devices.stage import MapStage, SoftLimitError, SoftLimits
 
 from ._offline_epics import allow_offline_ca, root_cause

@@ -180,3 +180,23 @@ def test_samples_have_no_gap_when_the_detector_drives_the_electrochemistry_ahead
     twin.electrochemistry.advance_to(3.0)  # a driver that is behind never steps back
     times = [state.time_s for state in twin.electrochemistry.samples]
     assert times == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+
+
+def test_what_the_twin_shows_at_a_time_does_not_depend_on_who_advanced_it_first():
+    # Frames ask for their mid-exposure time after the potentiostat (or nobody) has driven
+    # the shared electrochemistry ahead: the scene, the truth and the grains must be the same.
+    times = (130.4, 131.0, 250.7, 2000.2)
+    scene_args = {"z_um": 19.0, "x_start_um": 500.0, "x_stop_um": 533.0}
+    in_order, ran_ahead = paper_twin(3), paper_twin(3)
+    for t_s in times:
+        ran_ahead.electrochemistry.advance_to(t_s + 37.0)  # the potentiostat, ahead
+        a = in_order.scene(**scene_args, time_s=t_s)
+        b = ran_ahead.scene(**scene_args, time_s=t_s)
+        assert a == b
+    z, x = np.array([5.0, 19.0, 25.0]), MAP_X_UM
+    truth_a = in_order.truth(z_um=z, x_um=x, time_s=2000.0)
+    truth_b = ran_ahead.truth(z_um=z, x_um=x, time_s=2000.0)
+    for field in ("x_li", "rich_fraction", "li_thickness_um", "grain_id"):
+        np.testing.assert_array_equal(getattr(truth_a, field), getattr(truth_b, field))
+    for name, column in in_order.grains().to_dict().items():
+        np.testing.assert_array_equal(column, ran_ahead.grains().to_dict()[name], err_msg=name)

@@ -6,11 +6,16 @@ a frame at mid-exposure). The model only moves forward, so the potentiostat's da
 recorded here, on the way: every advance passes through each multiple of
 ``sample_interval_s`` and keeps the exact state there, whoever asked for the advance. The
 buffer therefore has no gaps, and no driver ever has to step the model back.
+
+Observers (`SampledElectrochemistry.add_observer`) are called at each sample with the model
+exactly at the sample time, whoever drove it there: the twin keeps its snapshots of the Li
+field from them, so what it shows at a time does not depend on which driver got there first.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._model import ElectrochemState
@@ -46,10 +51,22 @@ class SampledElectrochemistry:
         self.model = model
         self.sample_interval_s = sample_interval_s
         self.samples: list[ElectrochemState] = []
+        self._observers: list[Callable[[ElectrochemState], Any]] = []
         self._next_index = math.ceil(model.state.time_s / sample_interval_s - 1e-9)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
+
+    def add_observer(self, observer: Callable[[ElectrochemState], Any]) -> None:
+        """Call ``observer(state)`` at every later sample, the model at the sample's time.
+
+        Parameters
+        ----------
+        observer
+            Called with the sample's `ElectrochemState`; it may read the wrapped model
+            (``profile()``, ``plated_li_thickness_um()``), which is exactly at that time.
+        """
+        self._observers.append(observer)
 
     @property
     def time_s(self) -> float:
@@ -63,6 +80,9 @@ class SampledElectrochemistry:
         target_s = max(time_s, self.time_s)
         while self._next_index * self.sample_interval_s <= target_s:
             self.model.advance_to(self._next_index * self.sample_interval_s)
-            self.samples.append(self.model.state)
+            state = self.model.state
+            self.samples.append(state)
+            for observer in self._observers:
+                observer(state)
             self._next_index += 1
         self.model.advance_to(target_s)

@@ -4,8 +4,7 @@ from bluesky import RunEngine
 from ophyd_async.core import init_devices
 
 from opmap.devices.beam import BeamMonitor, ShutterState
-from opmap.devices.sim._beam import BeamTrip, SimBeamMonitor
-from opmap.devices.sim._clock import SimClock
+from opmap.devices.sim import BeamTrip, SimBeamMonitor, SimClock
 
 from .._offline_epics import allow_offline_ca
 

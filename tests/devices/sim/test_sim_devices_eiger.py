@@ -17,10 +17,8 @@ from ophyd_async.core import (
     init_devices,
 )
 
-from opmap.devices._eiger_layout import BITSHUFFLE_FILTER_ID, EigerMetadata
-from opmap.devices.sim._clock import SimClock
-from opmap.devices.sim._eiger import SimEiger
-from opmap.devices.sim._stage import SimMapStage
+from opmap.devices import BITSHUFFLE_FILTER_ID, EigerMetadata
+from opmap.devices.sim import SimClock, SimEiger, SimMapStage
 from opmap.twin import BeamScene
 
 SHAPE = (6, 8)

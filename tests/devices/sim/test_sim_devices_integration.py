@@ -33,19 +33,9 @@ def ai():
     return eiger4m_integrator(binning=4)
 
 
-def test_fly_line_in_the_cathode_while_the_cell_charges(tmp_path, ai):
-    RE = RunEngine(call_returns_result=True)
-    docs = []
-
-    def check(name, doc):
-        schema_validators[DocumentNames(name)].validate(doc)
-        docs.append((name, doc))
-
-    RE.subscribe(check)
+def _devices(tmp_path, ai, clock):
     twin = CellTwin(TwinConfig(seed=3))
     renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
-    clock = SimClock()
-    shape = tuple(ai.detector.shape)
     with init_devices():
         stage = SimMapStage(clock)
         pstat = SimPotentiostat(twin.electrochemistry, clock)
@@ -56,9 +46,24 @@ def test_fly_line_in_the_cathode_while_the_cell_charges(tmp_path, ai):
             renderer,
             stage.x,
             stage.z,
-            shape,
+            tuple(ai.detector.shape),
             metadata_from_integrator(ai),
         )
+    return stage, pstat, eiger
+
+
+def test_fly_line_in_the_cathode_while_the_cell_charges(tmp_path, ai):
+    RE = RunEngine(call_returns_result=True)
+    docs = []
+
+    def check(name, doc):
+        schema_validators[DocumentNames(name)].validate(doc)
+        docs.append((name, doc))
+
+    RE.subscribe(check)
+    clock = SimClock()
+    shape = tuple(ai.detector.shape)
+    stage, pstat, eiger = _devices(tmp_path, ai, clock)
     n_frames = 6
     fly = FlyMotorInfo(
         start_position=500.0, end_position=500.0 + 33.0 * n_frames, time_for_move=0.05 * n_frames
