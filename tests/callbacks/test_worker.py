@@ -73,6 +73,7 @@ def test_worker_process_analyses_a_published_map(RE, rig, tmp_path):  # noqa: F8
          "--settings", str(settings), "--max-maps", "1"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    publisher = None
     try:
         t0 = time.monotonic()
         deadline = t0 + 60
@@ -86,6 +87,11 @@ def test_worker_process_analyses_a_published_map(RE, rig, tmp_path):  # noqa: F8
         worker.wait(timeout=max(1.0, deadline - time.monotonic()))
         elapsed_s = time.monotonic() - t0
     finally:
+        if publisher is not None:
+            # Close now, without lingering: a PUB context left to the garbage collector
+            # blocks in zmq_term (pending messages to a stopped proxy) wherever GC runs.
+            publisher._socket.close(linger=0)
+            publisher._context.term()
         for process in (worker, proxy):
             if process.poll() is None:
                 process.terminate()
