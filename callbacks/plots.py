@@ -203,11 +203,29 @@ def show_map(
     factor = z_exaggeration(extent)
     image = ax.imshow(values, origin="lower", extent=extent, **imshow)
     ax.set_aspect(factor)  # data units: 1 µm of z drawn `factor` times as tall as 1 µm of x
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=max_ticks, steps=[1, 2, 5, 10]))
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=max_ticks, steps=[1, 2, 5, 10]))
+    ax.xaxis.set_major_locator(_RoomyLocator(max_ticks))
+    ax.yaxis.set_major_locator(_RoomyLocator(max_ticks))
     stretch = f", z ×{factor:g}" if factor != 1 else ""
     ax.set(xlabel="x (µm)", ylabel=f"z (µm{stretch})")
     return image
+
+
+class _RoomyLocator(MaxNLocator):
+    """At most ``limit`` intervals, and no more than the drawn axis has room for.
+
+    The room is matplotlib's own estimate (`Axis.get_tick_space`: the axis length over
+    three label font sizes along x, two along y), taken at draw time, so a map drawn as a
+    short strip gets fewer ticks instead of overlapping labels.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(nbins=limit, steps=[1, 2, 5, 10], min_n_ticks=1)
+        self.limit = limit
+
+    def __call__(self) -> Any:
+        room = self.axis.get_tick_space() if self.axis is not None else self.limit
+        self.set_params(nbins=max(1, min(self.limit, room)))
+        return super().__call__()
 
 
 def _series(ax: Any, arrays: Any, time_s: np.ndarray, key: str, style: str) -> None:
