@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -199,13 +200,13 @@ def _colliding_tick_labels(figure) -> list[tuple[str, str]]:
     for ax in (ax for ax in figure.axes if ax.get_visible()):
         for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             low, high = sorted((low, high))
-            boxes = [
-                (tick.label1.get_text(), tick.label1.get_window_extent(renderer))
+            shown = [
+                tick.label1
                 for tick in axis.get_major_ticks()
-                if tick.label1.get_visible() and tick.label1.get_text()
-                and low <= tick.get_loc() <= high
-            ]  # fmt: skip
-            for (a, box_a), (b, box_b) in zip(boxes, boxes[1:], strict=False):
+                if tick.label1.get_visible() and low <= tick.get_loc() <= high
+            ]
+            boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in shown if t.get_text()]
+            for (a, box_a), (b, box_b) in itertools.pairwise(boxes):
                 if box_a.overlaps(box_b):
                     found.append((a, b))
     return found
