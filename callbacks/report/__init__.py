@@ -12,6 +12,9 @@
   twin's ground truth (``truth_*``): recovered versus truth against the analysis targets
   (`report_table`).
 
+``report.html`` shows every figure (SVG or PNG inline, every format linked) and the table
+on one page per experiment.
+
 A panel whose products are missing is skipped with a logged reason; a figure with no
 drawable panel is not written. Nothing is ever filled in for a missing product.
 """
@@ -26,11 +29,12 @@ from ._table import (
     write_table_markdown,
 )
 from ._truth import Pair, front_pairs, grain_pairs, has_truth
-from ._write import FORMATS, write_report
+from ._write import FORMATS, HTML_NAME, write_report
 
 __all__ = [
     "COLUMNS",
     "FORMATS",
+    "HTML_NAME",
     "TARGETS",
     "Electrochemistry",
     "Pair",

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from opmap.analysis.products import Products
-from opmap.callbacks.plots import map_extent
+from opmap.callbacks.plots import map_extent, show_map
 
 from ._cathode import MINUTE_S
 from ._data import electrochemistry, map_times_s
-from ._layout import Panel, map_markers, skip
+from ._layout import Panel, map_markers, skip, stacked_axes
 
 __all__ = ["PHASE_BANDS", "anode_panels"]
 
@@ -77,15 +77,13 @@ def phase_maps_panel(products: Products) -> Panel:
     extent = map_extent(products)
 
     def draw(figure: Any, cell: Any) -> None:
-        grid = cell.subgridspec(1, len(names), wspace=0.05)
-        axes = [figure.add_subplot(grid[i]) for i in range(len(names))]
+        axes = stacked_axes(figure, cell, len(names))
         for ax, name in zip(axes, names, strict=True):
-            image = ax.imshow(products.arrays[name].values[-1], origin="lower", aspect="auto",
-                              extent=extent, vmin=0, vmax=1, cmap="magma")  # fmt: skip
-            ax.set_title(name.removeprefix("phase_"), fontsize="small")
-            ax.set_xlabel("x (µm)")
+            values = products.arrays[name].values[-1]
+            image = show_map(ax, values, extent, vmin=0, vmax=1, cmap="magma")
+            ax.set_title(name.removeprefix("phase_"), fontsize="small", loc="left")
             ax.label_outer()
-        axes[0].set_ylabel("z (µm)")
+        axes[0].set_title(title, loc="right")
         figure.colorbar(image, ax=axes, label="normalised intensity", shrink=0.9)
 
     return Panel(title, draw)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from opmap.analysis.products import Products
-from opmap.callbacks.plots import map_extent
+from opmap.callbacks.plots import map_extent, show_map
 
 from ._data import (
     discharge_start,
@@ -26,7 +26,7 @@ from ._data import (
     map_times_s,
     nanmean,
 )
-from ._layout import Panel, map_markers, skip
+from ._layout import Panel, map_markers, skip, stacked_axes
 
 __all__ = ["MINUTE_S", "charge_panels", "discharge_panels"]
 
@@ -115,15 +115,12 @@ def c_maps_panel(products: Products, family: str, picks: np.ndarray) -> Panel:
     extent = map_extent(products)
 
     def draw(figure: Any, cell: Any) -> None:
-        grid = cell.subgridspec(1, len(picks), wspace=0.05)
-        axes = [figure.add_subplot(grid[i]) for i in range(len(picks))]
+        axes = stacked_axes(figure, cell, len(picks))
         for ax, index, values in zip(axes, picks, c, strict=True):
-            image = ax.imshow(values, origin="lower", aspect="auto", extent=extent,
-                              vmin=low, vmax=high, cmap="viridis")  # fmt: skip
-            ax.set_title(f"{time_s[index] / MINUTE_S:.0f} min", fontsize="small")
-            ax.set_xlabel("x (µm)")
+            image = show_map(ax, values, extent, vmin=low, vmax=high, cmap="viridis")
+            ax.set_title(f"{time_s[index] / MINUTE_S:.0f} min", fontsize="small", loc="left")
             ax.label_outer()
-        axes[0].set_ylabel(f"{title}\nz (µm)")
+        axes[0].set_title(title, loc="right")
         figure.colorbar(image, ax=axes, label="c (Å)", shrink=0.9)
 
     return Panel(title, draw)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["Panel", "assemble", "map_markers", "skip"]
+__all__ = ["Panel", "assemble", "map_markers", "skip", "stacked_axes"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +63,14 @@ def map_markers(ax: Any, time_s: np.ndarray | None, *, scale: float = 1.0) -> No
     for t in () if time_s is None else np.asarray(time_s, float) / scale:
         if np.isfinite(t):
             ax.axvline(t, color="0.6", lw=0.6, ls=":", zorder=0)
+
+
+def stacked_axes(figure: Figure, cell: Any, count: int) -> list[Any]:
+    """``count`` axes stacked in ``cell``, sharing x: maps of a wide, thin sample.
+
+    A map 30–80 times wider than high is drawn as a full-width strip; stacking keeps each
+    strip as wide as the cell instead of dividing the width between them.
+    """
+    grid = cell.subgridspec(count, 1, hspace=0.15)
+    first = figure.add_subplot(grid[0])
+    return [first] + [figure.add_subplot(grid[i], sharex=first) for i in range(1, count)]

@@ -10,12 +10,13 @@ from opmap.analysis.products import Products
 
 from ._anode import anode_panels
 from ._cathode import charge_panels, discharge_panels
+from ._html import HTML_NAME, write_html
 from ._layout import Panel, assemble
 from ._table import report_table, write_table_csv, write_table_markdown
 from ._truth import has_truth
 from ._truthfig import truth_panels
 
-__all__ = ["FORMATS", "write_report"]
+__all__ = ["FORMATS", "HTML_NAME", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ def write_report(
     Returns
     -------
     list of Path
-        Every file written, figures first (``fig2_charge.png``, ...), then the tables.
+        Every file written, figures first (``fig2_charge.png``, ...), then the tables,
+        then ``report.html`` (every figure on one page, with the table), when any
+        figure was drawn.
 
     Raises
     ------
@@ -76,10 +79,14 @@ def write_report(
             path = out_dir / f"{name}.{extension}"
             figure.savefig(path, dpi=dpi)
             written.append(path)
-    if has_truth(products):
-        rows = report_table(products)
+    figures = list(written)
+    rows = report_table(products) if has_truth(products) else []
+    if rows:
         written.append(write_table_csv(rows, out_dir / "truth_table.csv"))
         written.append(write_table_markdown(rows, out_dir / "truth_table.md"))
+    if figures:
+        title = str(products.metadata.get("experiment_id", out_dir.name))
+        written.append(write_html(out_dir, title, figures, rows))
     logger.info("report: %d files in %s", len(written), out_dir)
     return written
 

@@ -1,15 +1,24 @@
-"""Analysis products in Tiled: one version container per analysis of an experiment.
+"""Analysis products in Tiled: one version per analysis of an experiment, as xarray.
 
 Layout (flat, so remote users browse short paths)::
 
     processed/<experiment_id>/                 container, metadata {experiment_id}
-    processed/<experiment_id>/v1/              one analysis; metadata: raw_uids,
+    processed/<experiment_id>/v1/              spec xarray_dataset: ``.read()`` gives an
+                                               xarray.Dataset; metadata: raw_uids,
                                                analysis_parameters, opmap_version,
-                                               created_utc, version, + Products.metadata
-    processed/<experiment_id>/v1/c_perp        array, dims ("map", "z", "x"),
-                                               metadata {units, long_name, opmap_role}
-    processed/<experiment_id>/v1/z             coordinate (opmap_role "coord")
-    processed/<experiment_id>/v1/grains        table (opmap_role "table")
+                                               created_utc, version, + Products.metadata,
+                                               attrs (the Dataset's attributes)
+    processed/<experiment_id>/v1/c_perp        array, spec xarray_data_var, dims
+                                               ("map", "z", "x"), metadata {units,
+                                               long_name, attrs: {units, long_name}}
+    processed/<experiment_id>/v1/z             dimension coordinate (spec xarray_coord)
+    processed/<experiment_id>/v1/time_s        coordinate along map (spec xarray_coord)
+    processed/<experiment_id>/v1/version       scalar coordinate: 1 for v1
+    processed/<experiment_id>/v1-tables/       container of the version's tables
+    processed/<experiment_id>/v1-tables/grains table
+
+Tables stay Tiled tables beside the Dataset: a child of an ``xarray_dataset`` must be
+an array, and an appendable table in the SQL store grows row by row in one request.
 
 A replay writes ``v2``, ``v3``, ...; an existing version, array or table is never
 replaced. Maps are grown live along ``map`` (:meth:`TiledProductWriter.append_map`, one
@@ -35,10 +44,12 @@ Examples
 
 from ._layout import (
     ROLE_KEY,
+    TABLES_SUFFIX,
     create_version,
     experiment_container,
     next_version,
     provenance,
+    tables_key,
     validate_key,
     versions,
 )
@@ -48,6 +59,7 @@ from ._writer import MAP_DIM, TiledProductWriter
 __all__ = [
     "MAP_DIM",
     "ROLE_KEY",
+    "TABLES_SUFFIX",
     "TiledProductWriter",
     "create_version",
     "experiment_container",
@@ -55,6 +67,7 @@ __all__ = [
     "provenance",
     "read_latest",
     "read_tiled_products",
+    "tables_key",
     "validate_key",
     "versions",
 ]

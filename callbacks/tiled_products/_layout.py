@@ -18,18 +18,25 @@ from tiled.client.utils import ClientError
 
 import opmap
 
+from ._dataset import DATASET, dataset_attrs
+
 __all__ = [
     "ROLE_KEY",
+    "TABLES_SUFFIX",
     "create_version",
     "experiment_container",
     "next_version",
     "provenance",
+    "tables_key",
     "validate_key",
     "versions",
 ]
 
-#: Metadata key telling :func:`read_products` what a node is: ``array``, ``coord`` or ``table``.
+#: Metadata key that told readers what a node was (``array``, ``coord``, ``table``) in
+#: versions written before products became xarray Datasets; still honoured when reading.
 ROLE_KEY = "opmap_role"
+#: The tables of version ``vN`` live beside it in ``vN-tables`` (see :func:`tables_key`).
+TABLES_SUFFIX = "-tables"
 
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION_PATTERN = re.compile(r"v([1-9][0-9]*)")
@@ -60,6 +67,20 @@ def validate_key(name: str, value: str) -> str:
             f"digit; got {value!r}"
         )
     return value
+
+
+def tables_key(version: str) -> str:
+    """Key of the container beside ``version`` that holds its tables.
+
+    A version container is an ``xarray_dataset``: every child must be an array, so the
+    grain, track and electrochemistry tables live in a sibling container.
+
+    Examples
+    --------
+    >>> tables_key("v2")
+    'v2-tables'
+    """
+    return f"{version}{TABLES_SUFFIX}"
 
 
 def versions(processed: Container, experiment_id: str) -> list[str]:
@@ -99,12 +120,16 @@ def create_version(
     """Create the next free version container of ``experiment_id``; return (version, node).
 
     A version taken meanwhile by another writer (HTTP 409) makes it try the next name.
+    The container carries Tiled's ``xarray_dataset`` spec and, under ``attrs``, the
+    Dataset attributes (:func:`~._dataset.dataset_attrs`).
     """
     experiment = experiment_container(processed, experiment_id)
     for _ in range(_MAX_CREATE_ATTEMPTS):
         version = next_version(processed, experiment_id)
         try:
-            node = experiment.create_container(version, metadata={**metadata, "version": version})
+            stored = {**metadata, "version": version}
+            stored["attrs"] = dataset_attrs(stored)
+            node = experiment.create_container(version, metadata=stored, specs=[DATASET])
         except ClientError as error:
             if error.response.status_code != _HTTP_CONFLICT:
                 raise

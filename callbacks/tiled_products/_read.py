@@ -9,7 +9,8 @@ from tiled.client.container import Container
 
 from opmap.analysis.products import LabelledArray, Products
 
-from ._layout import ROLE_KEY, versions
+from ._dataset import VERSION_COORD, labelled_from_node, spec_names
+from ._layout import ROLE_KEY, tables_key, versions
 
 __all__ = ["read_latest", "read_tiled_products"]
 
@@ -18,9 +19,11 @@ def read_tiled_products(container: Container) -> Products:
     """Read every product of one version container (``processed/<experiment>/<version>``).
 
     Arrays and coordinates come back with their ``dims``, ``units`` and ``long_name``;
-    tables (written in one go or grown row by row) as ``{column: ndarray}``; the
-    container's metadata (raw run uids, analysis parameters, opmap version, ...) as
-    ``Products.metadata``. Nodes not written by opmap are ignored.
+    tables (written in one go or grown row by row, stored beside the version in
+    ``<version>-tables``) as ``{column: ndarray}``; the container's metadata (raw run
+    uids, analysis parameters, opmap version, ...) as ``Products.metadata``. Nodes not
+    written by opmap are ignored. Versions written before products became xarray
+    Datasets (nodes tagged ``opmap_role``, tables inside the version) are read too.
 
     Parameters
     ----------
@@ -30,20 +33,24 @@ def read_tiled_products(container: Container) -> Products:
     Returns
     -------
     Products
-        The inverse of ``TiledProductWriter.write_products`` (plus anything appended live).
+        The inverse of ``TiledProductWriter.write_products`` (plus anything appended live):
+        dimension coordinates (dims ``(name,)``) go to ``coords``; data variables and
+        non-dimension coordinates (``time_s``) to ``arrays``; the scalar ``version``
+        coordinate is dropped (it repeats ``metadata["version"]``).
     """
     arrays: dict[str, LabelledArray] = {}
     coords: dict[str, LabelledArray] = {}
     tables: dict[str, dict[str, np.ndarray]] = {}
     for key, node in container.items():
-        role = node.metadata.get(ROLE_KEY)
-        if role in ("array", "coord"):
-            target = arrays if role == "array" else coords
-            target[key] = _labelled(node)
-        elif role == "table":
-            frame = node.read()
-            tables[key] = {column: frame[column].to_numpy() for column in frame.columns}
-    return Products(arrays=arrays, coords=coords, tables=tables, metadata=dict(container.metadata))
+        kind = _kind(key, node)
+        if kind == "table":
+            tables[key] = _columns(node)
+        elif kind in ("array", "coord"):
+            labelled = labelled_from_node(node)
+            (coords if kind == "coord" else arrays)[key] = labelled
+    tables.update(_sibling_tables(container))
+    metadata = {k: v for k, v in container.metadata.items() if k != "attrs"}
+    return Products(arrays=arrays, coords=coords, tables=tables, metadata=metadata)
 
 
 def read_latest(processed: Container, experiment_id: str) -> Products:
@@ -60,8 +67,28 @@ def read_latest(processed: Container, experiment_id: str) -> Products:
     return read_tiled_products(processed[experiment_id][stored[-1]])
 
 
-def _labelled(node: Any) -> LabelledArray:
-    metadata = node.metadata
-    dims = tuple(node.structure().dims or ())
-    units, long_name = metadata.get("units", ""), metadata.get("long_name", "")
-    return LabelledArray(node.read(), dims, units, long_name)
+def _kind(key: str, node: Any) -> str | None:
+    """``"coord"``, ``"array"``, ``"table"`` or None (not a product) for one child node."""
+    legacy = node.metadata.get(ROLE_KEY)
+    if legacy is not None:
+        return legacy
+    specs = spec_names(node)
+    if "xarray_coord" in specs:
+        dims = tuple(node.structure().dims or ())
+        if dims == (key,):
+            return "coord"
+        return None if key == VERSION_COORD and dims == () else "array"
+    return "array" if "xarray_data_var" in specs else None
+
+
+def _sibling_tables(container: Container) -> dict[str, dict[str, np.ndarray]]:
+    key = tables_key(container.item["id"])
+    parent = container.parent
+    if key not in parent:
+        return {}
+    return {name: _columns(node) for name, node in parent[key].items()}
+
+
+def _columns(node: Any) -> dict[str, np.ndarray]:
+    frame = node.read()
+    return {column: frame[column].to_numpy() for column in frame.columns}

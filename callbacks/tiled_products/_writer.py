@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from tiled.client.container import Container
+from tiled.structures.core import Spec
 
 from opmap.analysis.products import LabelledArray, Products
 
+from ._dataset import COORD, DATA_VAR, MAP_TIME, VERSION_COORD, array_metadata
 from ._layout import (
     ROLE_KEY,
     create_version,
     provenance,
+    tables_key,
     validate_key,
 )
 
@@ -23,7 +26,7 @@ __all__ = ["MAP_DIM", "TiledProductWriter"]
 
 #: Name of the leading dimension along which maps are appended live.
 MAP_DIM = "map"
-_RESERVED_METADATA = ("experiment_id", "version", ROLE_KEY)
+_RESERVED_METADATA = ("experiment_id", "version", "attrs", ROLE_KEY)
 
 
 @dataclass
@@ -43,7 +46,10 @@ class TiledProductWriter:
 
     Creating the writer creates ``processed/<experiment_id>/<version>`` (``version`` from
     :func:`next_version`: ``"v1"``, then ``"v2"``, ...) with metadata linking it to the
-    raw runs, the analysis parameters and ``opmap.__version__``.
+    raw runs, the analysis parameters and ``opmap.__version__``. The version container
+    is a Tiled ``xarray_dataset``: ``.read()`` on it gives an ``xarray.Dataset`` with
+    coordinates (``map``, ``z``, ``x``, ``time_s``, ...) and ``units`` attributes. Tables
+    are written beside it, in ``processed/<experiment_id>/<version>-tables``.
 
     Parameters
     ----------
@@ -55,6 +61,9 @@ class TiledProductWriter:
         Start uids of the raw runs the products derive from.
     parameters : mapping, optional
         Analysis parameters (JSON-serialisable), stored as ``analysis_parameters``.
+    coordinate_arrays : collection of str, optional
+        Arrays written as non-dimension coordinates instead of data variables (default
+        ``("time_s",)``: the experiment time of each map, a coordinate along ``map``).
 
     Attributes
     ----------
@@ -71,6 +80,7 @@ class TiledProductWriter:
         *,
         raw_uids: Sequence[str] = (),
         parameters: Mapping[str, Any] | None = None,
+        coordinate_arrays: Collection[str] = (MAP_TIME,),
     ) -> None:
         validate_key("experiment_id", experiment_id)
         metadata = provenance(experiment_id, raw_uids, parameters or {})
@@ -79,7 +89,10 @@ class TiledProductWriter:
         self._growing: dict[str, _Growing] = {}
         self._static_coords: dict[str, LabelledArray] = {}
         self._tables: dict[str, tuple[Any, pa.Schema]] = {}
+        self._tables_node: Any = None
         self._live_names: frozenset[str] | None = None
+        self._coordinate_arrays = frozenset(coordinate_arrays)
+        self._labelled = False
 
     @property
     def n_maps(self) -> int:
@@ -106,14 +119,12 @@ class TiledProductWriter:
                     f"version's {key} {self.container.metadata.get(key)!r}"
                 )
         for name, coord in products.coords.items():
-            self._write_array(name, coord, "coord")
+            self._write_array(name, coord, COORD)
         for name, array in products.arrays.items():
-            self._write_array(name, array, "array")
+            self._write_array(name, array, self._spec(name))
         for name, columns in products.tables.items():
-            self.container.write_table(
-                {column: np.asarray(values) for column, values in columns.items()},
-                key=name,
-                metadata={ROLE_KEY: "table"},
+            self._tables_container().write_table(
+                {column: np.asarray(values) for column, values in columns.items()}, key=name
             )
         if metadata:
             self.container.update_metadata(metadata=metadata)
@@ -156,10 +167,10 @@ class TiledProductWriter:
         self._check_static_coords(static)
         for name, coord in static.items():
             if name not in self._static_coords:
-                self._write_array(name, coord, "coord")
+                self._write_array(name, coord, COORD)
                 self._static_coords[name] = coord
         for name, labelled in growing.items():
-            self._grow(name, labelled, "coord" if name not in arrays else "array")
+            self._grow(name, labelled, self._spec(name) if name in arrays else COORD)
         return self.n_maps
 
     def append_rows(self, table_name: str, columns: Mapping[str, np.ndarray]) -> int:
@@ -188,9 +199,7 @@ class TiledProductWriter:
         table = _arrow_table(table_name, columns)
         if table_name not in self._tables:
             self._check_new_names([table_name])
-            node = self.container.create_appendable_table(
-                table.schema, key=table_name, metadata={ROLE_KEY: "table"}
-            )
+            node = self._tables_container().create_appendable_table(table.schema, key=table_name)
             self._tables[table_name] = (node, table.schema)
         node, schema = self._tables[table_name]
         if not table.schema.equals(schema):
@@ -202,19 +211,52 @@ class TiledProductWriter:
             node.append_partition(0, table)  # one partition; see the module docstring
         return table.num_rows
 
-    def _write_array(self, name: str, labelled: LabelledArray, role: str) -> Any:
-        metadata = {"units": labelled.units, "long_name": labelled.long_name, ROLE_KEY: role}
+    def _spec(self, name: str) -> Spec:
+        return COORD if name in self._coordinate_arrays else DATA_VAR
+
+    def _write_array(self, name: str, labelled: LabelledArray, spec: Spec) -> Any:
+        if not self._labelled:
+            self._write_version_coord()
         return self.container.write_array(
-            labelled.values, key=name, dims=list(labelled.dims), metadata=metadata
+            labelled.values,
+            key=name,
+            dims=list(labelled.dims),
+            metadata=array_metadata(labelled),
+            specs=[spec],
         )
+
+    def _write_version_coord(self) -> None:
+        # Written with the first array, never alone. Besides labelling the Dataset, a 0-d
+        # child keeps tiled 0.2.20's DatasetClient from its "wide table" shortcut, which
+        # fetches all 1-D variables as one table whenever every child has the same first
+        # length (n_maps == n_z == n_x) and then mixes up the dims map, z and x.
+        number = LabelledArray(np.array(int(self.version[1:])), (), "", "product version")
+        self._labelled = True
+        self._write_array(VERSION_COORD, number, COORD)
+
+    def _tables_container(self) -> Any:
+        if self._tables_node is None:
+            metadata = {"experiment_id": self.experiment_id, "version": self.version}
+            parent = self.container.parent
+            key = tables_key(self.version)
+            self._tables_node = parent.create_container(key, metadata=metadata)
+        return self._tables_node
+
+    def _stored_names(self) -> set[str]:
+        stored = set(self.container)
+        if self._tables_node is not None:
+            stored |= set(self._tables_node)
+        return stored
 
     def _check_new_names(self, names: Sequence[str]) -> None:
         for name in names:
             validate_key("product name", name)
+        if VERSION_COORD in names:
+            raise ValueError(f"{VERSION_COORD!r} is reserved for the version coordinate")
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"names must be unique across arrays, coords and tables: {repeated}")
-        stored = sorted(set(names) & set(self.container))
+        stored = sorted(set(names) & self._stored_names())
         if stored:
             raise ValueError(
                 f"{stored} already stored in {self.experiment_id}/{self.version}; "
@@ -264,11 +306,11 @@ class TiledProductWriter:
             ):
                 raise ValueError(f"coordinate {name!r} differs from the one already written")
 
-    def _grow(self, name: str, labelled: LabelledArray, role: str) -> None:
+    def _grow(self, name: str, labelled: LabelledArray, spec: Spec) -> None:
         values = labelled.values
         known = self._growing.get(name)
         if known is None:
-            node = self._write_array(name, labelled, role)
+            node = self._write_array(name, labelled, spec)
             self._growing[name] = _Growing(
                 node, labelled.dims, values.shape[1:], values.dtype, labelled.units, len(values)
             )

@@ -79,3 +79,52 @@ def test_mismatched_coordinate_length_is_rejected():
             arrays={"c": LabelledArray(np.zeros((2, 3)), ("z", "x"), "angstrom")},
             coords={"x": LabelledArray(np.arange(4.0), ("x",), "um")},
         )
+
+
+def _described() -> Products:
+    base = _products()
+    arrays = {
+        "li_thickness": base.arrays["li_thickness"],
+        "c_perp": LabelledArray(
+            base.arrays["c_perp"].values, ("map", "z", "x"), "angstrom", "c lattice parameter"
+        ),
+    }
+    coords = {**base.coords, "z": LabelledArray(np.arange(3.0), ("z",), "um", "height")}
+    return Products(arrays=arrays, coords=coords, tables=base.tables, metadata=base.metadata)
+
+
+def test_default_chain_leads_viewers_to_the_c_map_with_labelled_axes(tmp_path):
+    path = write_products(tmp_path / "maps.nxs", _described())
+    with h5py.File(path) as f:
+        assert f.attrs["default"] == "entry"
+        assert f["entry"].attrs["default"] == "c_perp"  # not the first written (li_thickness)
+        group = f["entry/c_perp"]
+        assert group.attrs["signal"] == "data"
+        assert list(group.attrs["axes"]) == ["map", "z", "x"]
+        indices = [int(group.attrs[f"{axis}_indices"]) for axis in ("map", "z", "x")]
+        assert indices == [0, 1, 2]
+        assert group["data"].attrs["long_name"] == "c lattice parameter (angstrom)"
+        assert group["z"].attrs["long_name"] == "height (um)"
+        assert group["x"].attrs["long_name"] == "x (um)"
+        assert group["map"].attrs["long_name"] == "map"
+        assert "x_indices" not in f["entry/li_thickness"].attrs
+
+
+def test_silx_finds_the_default_plot_with_its_signal_and_axes(tmp_path):
+    nxdata = pytest.importorskip("silx.io.nxdata")
+    path = write_products(tmp_path / "maps.nxs", _described())
+    with h5py.File(path) as f:
+        found = nxdata.get_default(f)
+        assert found is not None and found.is_valid
+        assert found.group.name == "/entry/c_perp"
+        assert found.signal_name == "c lattice parameter (angstrom)"
+        assert found.axes_dataset_names == ["map", "z", "x"]
+        assert found.axes_names == ["map", "height (um)", "x (um)"]
+        np.testing.assert_array_equal(found.axes[2], np.arange(4) * 33.0)
+
+
+def test_labels_read_back_as_the_bare_long_names(tmp_path):
+    back = read_products(write_products(tmp_path / "maps.nxs", _described()))
+    assert back.arrays["c_perp"].long_name == "c lattice parameter"
+    assert back.arrays["li_thickness"].long_name == ""
+    assert (back.coords["z"].long_name, back.coords["x"].long_name) == ("height", "")

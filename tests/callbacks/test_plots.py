@@ -57,3 +57,20 @@ def test_one_png_per_map_with_c_maps_and_every_panel(tmp_path):
 def test_headless_without_directory_is_an_error():
     with pytest.raises(ValueError, match="figures_dir is required"):
         LiveFigures(None, show=False)
+
+
+def test_live_c_maps_keep_the_sample_aspect_with_readable_ticks(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from .test_report import _colliding_tick_labels
+
+    figures = LiveFigures(tmp_path, show=False)
+    figures(_products(2), _Result(1))
+    figure = figures._figure
+    assert _colliding_tick_labels(figure) == []
+    FigureCanvasAgg(figure).draw()
+    c_map = next(ax for ax in figure.axes if ax.get_title() == "c map perp")
+    box = c_map.get_position().transformed(figure.transFigure)
+    # x: 4 columns 33 µm apart (edges -16.5..115.5 = 132 µm); z: 3 rows (3 µm) stretched ×20
+    assert box.width / box.height == pytest.approx(132.0 / (3.0 * 20.0), rel=0.02)
+    assert c_map.get_ylabel() == "z (µm, z ×20)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -24,11 +25,13 @@ def test_every_figure_is_a_valid_png_and_pdf_plus_truth_tables(tmp_path):
     written = write_report(synthetic_products(), tmp_path / "report", dpi=40)
     names = [p.name for p in written]
     expected = [f"{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")]
-    assert names == [*expected, "truth_table.csv", "truth_table.md"]
+    assert names == [*expected, "truth_table.csv", "truth_table.md", "report.html"]
     for path in written:
         head = path.read_bytes()[:8]
         if path.suffix == ".png":
             assert head == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
+        elif path.suffix == ".html":
+            continue
         elif path.suffix == ".pdf":
             assert head.startswith(b"%PDF-")
     csv_lines = (tmp_path / "report" / "truth_table.csv").read_text().splitlines()
@@ -76,7 +79,7 @@ def test_products_without_truth_give_no_table_and_no_truth_figure(tmp_path):
     products = synthetic_products(truth=False)
     assert report_table(products) == []
     names = {p.name for p in write_report(products, tmp_path, formats=("png",), dpi=40)}
-    assert names == {"fig2_charge.png", "fig3_discharge.png", "fig4_anode.png"}
+    assert names == {"fig2_charge.png", "fig3_discharge.png", "fig4_anode.png", "report.html"}
 
 
 def test_missing_products_skip_panels_with_a_logged_reason(tmp_path, caplog):
@@ -89,7 +92,7 @@ def test_missing_products_skip_panels_with_a_logged_reason(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="opmap.callbacks.report"):
         names = {p.name for p in write_report(products, tmp_path, formats=("png",), dpi=40)}
     # Without a current record no map is known to be a discharge map: no Fig. 3.
-    assert names == {"fig2_charge.png", "fig4_anode.png"}
+    assert names == {"fig2_charge.png", "fig4_anode.png", "report.html"}
     messages = "\n".join(caplog.messages)
     for panel in ("electrochemistry", "biphasic front", "Li grain counts",
                   "Li grain lifetime classes", "discharge"):  # fmt: skip
@@ -155,3 +158,66 @@ def test_electrochemical_thickness_needs_the_area(tmp_path):
     # 1 mAh/cm² = 3.6 C/cm² → 3.6 / F · 13.0 cm³/mol = 4.85 µm.
     charge_mah_per_cm2 = ec.capacity * 1e-3 / 0.007
     np.testing.assert_allclose(ec.li_thickness_um, charge_mah_per_cm2 * 4.8497, rtol=1e-4)
+
+
+def _wide_sample() -> Products:
+    """The synthetic experiment on a thin, wide sample: 5 rows 1 µm apart, 3 columns 600 µm
+    apart (drawn with z stretched ×100: 1800 µm / (5 µm × 100) = 3.6, under 4:1)."""
+    base = synthetic_products()
+    coords = {
+        **base.coords,
+        "z": LabelledArray(np.arange(5.0), ("z",), "um"),
+        "x": LabelledArray(np.arange(3.0) * 600.0, ("x",), "um"),
+    }
+    return Products(base.arrays, coords, base.tables, base.metadata)
+
+
+def test_report_maps_keep_the_sample_aspect_and_ticks_never_collide(monkeypatch, tmp_path):
+    from matplotlib.figure import Figure
+
+    figures: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    write_report(_wide_sample(), tmp_path, formats=("png",), dpi=40)
+    collisions = [_colliding_tick_labels(figure) for figure in figures]
+    assert collisions == [[]] * len(figures)
+    maps = [ax for figure in figures[:3] for ax in figure.axes if ax.images]
+    assert len(maps) == 8  # c maps of two families at two charge maps, four phase maps
+    for ax in maps:
+        box = ax.get_position().transformed(ax.figure.transFigure)  # the drawn box, in pixels
+        # 1800 µm of x (pixel edges -300..1500) against 5 µm of z drawn ×100
+        assert box.width / box.height == pytest.approx(1800.0 / (5.0 * 100.0), rel=0.02)
+        assert ax.get_ylabel() == "z (µm, z ×100)" or not ax.yaxis.label.get_visible()
+
+
+def _colliding_tick_labels(figure) -> list[tuple[str, str]]:
+    """Pairs of neighbouring tick labels whose rendered boxes overlap, on every axis."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    found = []
+    for ax in (ax for ax in figure.axes if ax.get_visible()):
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            low, high = sorted((low, high))
+            shown = [
+                tick.label1
+                for tick in axis.get_major_ticks()
+                if tick.label1.get_visible() and low <= tick.get_loc() <= high
+            ]
+            boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in shown if t.get_text()]
+            for (a, box_a), (b, box_b) in itertools.pairwise(boxes):
+                if box_a.overlaps(box_b):
+                    found.append((a, b))
+    return found
+
+
+def test_html_report_shows_every_figure_and_the_table(tmp_path):
+    written = write_report(synthetic_products(), tmp_path, formats=("png", "svg"), dpi=40)
+    page = tmp_path / "report.html"
+    assert written[-1] == page
+    text = page.read_text()
+    for figure in FIGURES:
+        assert f'<img src="{figure}.svg"' in text
+        assert f'href="{figure}.png"' in text and f'href="{figure}.svg"' in text
+    assert text.count("<tr>") == 1 + len(report_table(synthetic_products()))

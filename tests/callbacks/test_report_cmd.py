@@ -31,7 +31,7 @@ def test_report_from_nexus_prints_files_and_table_and_never_overwrites(
     assert "| c per pixel RMS perp |" in out and "| front speed |" in out
     assert {p.name for p in report.iterdir()} == {
         "fig2_charge.png", "fig3_discharge.png", "fig4_anode.png", "fig_truth.png",
-        "truth_table.csv", "truth_table.md",
+        "truth_table.csv", "truth_table.md", "report.html",
     }  # fmt: skip
     # The default folder is versioned: a second report goes to cell-7_report.v2.
     assert run("cell-7", "--from-nexus", nexus, "--formats", "png", "--dpi", "40") == 0

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import xarray
 from tiled.client import Context, from_context
 
 import opmap
@@ -143,7 +144,7 @@ def test_appended_grain_rows_accumulate_in_order_with_their_dtypes(processed) ->
     appended = [writer.append_rows("grains", batch) for batch in batches]
     assert appended == [3, 0, 5, 1]
 
-    table = processed["grain-rows"]["v1"]["grains"].read()
+    table = processed["grain-rows"]["v1-tables"]["grains"].read()
     for column in ("map", "grain_id", "chi_deg"):
         expected = np.concatenate([batch[column] for batch in batches])
         np.testing.assert_array_equal(table[column].to_numpy(), expected)
@@ -218,7 +219,7 @@ def test_bad_live_input_is_refused_before_writing(processed) -> None:
     with pytest.raises(ValueError, match="1-D of equal length"):
         writer.append_rows("grains", {"grain_id": np.array([1, 2]), "chi_deg": np.array([0.0])})
     assert processed["bad-live"]["v1"]["c_perp"].shape == (1, N_Z, N_X)
-    assert processed["bad-live"]["v1"]["grains"].read()["grain_id"].tolist() == [1, 2]
+    assert processed["bad-live"]["v1-tables"]["grains"].read()["grain_id"].tolist() == [1, 2]
 
 
 class _StaleListing:
@@ -257,3 +258,62 @@ def test_version_taken_by_a_concurrent_writer_is_skipped_via_409(processed) -> N
     second = TiledProductWriter(_StaleListing(processed, "v1"), "race", raw_uids=["second"])
     assert (first.version, second.version) == ("v1", "v2")
     assert processed["race"]["v1"].metadata["raw_uids"] == ["first"], "v1 untouched by the 409"
+
+
+def _square_products(n: int) -> Products:
+    """n maps of n × n: every dimension has the same length, the case tiled's
+    DatasetClient would fetch as one wide table if the version had no scalar child."""
+    m, z, x = np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij")
+    c = (14.0 + 0.1 * m + 0.01 * z + 0.001 * x).astype(np.float32)
+    return Products(
+        arrays={
+            "c_perp": LabelledArray(c, ("map", "z", "x"), "angstrom", "c lattice parameter"),
+            "time_s": LabelledArray(900.0 * np.arange(n), ("map",), "s", "experiment time"),
+            "li_thickness": LabelledArray(0.5 * np.arange(n), ("map",), "um", "Li thickness"),
+        },
+        coords={
+            "map": LabelledArray(np.arange(n), ("map",), ""),
+            "z": LabelledArray(2.0 * np.arange(n), ("z",), "um", "height"),
+            "x": LabelledArray(33.0 * np.arange(n), ("x",), "um", "position along the cell"),
+        },
+    )
+
+
+def _assert_dataset_matches(dataset, products: Products, version: int) -> None:
+    assert isinstance(dataset, xarray.Dataset)
+    assert dict(dataset.sizes) == {"map": 3, "z": 3, "x": 3}
+    assert set(dataset.data_vars) == {"c_perp", "li_thickness"}
+    assert set(dataset.coords) == {"map", "z", "x", "time_s", "version"}
+    assert dataset["c_perp"].dims == ("map", "z", "x")
+    assert dataset["time_s"].dims == ("map",) and int(dataset["version"]) == version
+    for name, labelled in {**products.arrays, **products.coords}.items():
+        np.testing.assert_array_equal(dataset[name].values, labelled.values)
+        assert dataset[name].attrs.get("units", "") == labelled.units
+    assert dataset["c_perp"].attrs == {"units": "angstrom", "long_name": "c lattice parameter"}
+    assert dataset.attrs["experiment_id"] == "as-xarray"
+
+
+def test_plain_tiled_read_of_a_version_is_an_xarray_dataset(processed) -> None:
+    products = _square_products(3)
+    TiledProductWriter(processed, "as-xarray").write_products(products)
+    live = TiledProductWriter(processed, "as-xarray")
+    for index in range(3):  # grown map by map, as the live analysis does
+        one_map = {
+            name: LabelledArray(a.values[index : index + 1], a.dims, a.units, a.long_name)
+            for name, a in products.arrays.items()
+        }
+        coords = dict(products.coords)
+        coords["map"] = LabelledArray(np.array([index]), ("map",), "")
+        live.append_map(one_map, coords=coords)
+
+    for number, version in enumerate(["v1", "v2"], start=1):
+        dataset = processed["as-xarray"][version].read()
+        _assert_dataset_matches(dataset, products, number)
+        assert dataset.sel(z=4.0, x=66.0)["c_perp"].values.tolist() == pytest.approx(
+            [14.022, 14.122, 14.222]
+        )
+    both = xarray.concat([processed["as-xarray"][v].read() for v in ("v1", "v2")], "version")
+    assert both["c_perp"].dims == ("version", "map", "z", "x")
+    round_trip = read_tiled_products(processed["as-xarray"]["v2"])
+    assert sorted(round_trip.arrays) == sorted(products.arrays)
+    assert sorted(round_trip.coords) == sorted(products.coords)
