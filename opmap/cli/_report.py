@@ -90,11 +90,11 @@ def load_products(
     if version is not None and not _VERSION.fullmatch(version):
         raise ValueError(f"--version {version!r} must be v1, v2, ...")
     processed = _processed(settings)
-    from opmap.callbacks.tiled_products import read_latest, read_products
+    from opmap.callbacks.tiled_products import read_latest, read_tiled_products
 
     if version is None:
         return read_latest(processed, experiment)
-    return read_products(processed[experiment][version])
+    return read_tiled_products(processed[experiment][version])
 
 
 def _processed(settings_path: Path | None) -> Any:

@@ -29,7 +29,7 @@ from opmap.settings import OpmapSettings
 pytestmark = pytest.mark.slow
 
 C_PATH = "processed/cell-7/v1/c_perp"
-GRAINS_PATH = "processed/cell-7/v1/grains"
+GRAINS_PATH = "processed/cell-7/v1-tables/grains"
 N_MAPS, N_Z, N_X = 4, 6, 9
 
 
@@ -101,7 +101,7 @@ def test_http_serves_the_grain_table_as_csv(server: ServerHandle) -> None:
     table = fetch_table(server.url, GRAINS_PATH, server.api_key)
     for column, values in GRAINS.items():
         np.testing.assert_array_equal(table[column].to_numpy(), values)
-    counts = fetch_table(server.url, "processed/cell-7/v1/counts", server.api_key)
+    counts = fetch_table(server.url, "processed/cell-7/v1-tables/counts", server.api_key)
     assert counts["total"].tolist() == [2, 1, 1]
     arrow = httpx.get(url, headers=_key(server) | {"Accept": "application/vnd.apache.arrow.file"})
     assert pyarrow.ipc.open_file(arrow.content).read_all().column("chi_deg").to_pylist() == (
