@@ -20,11 +20,11 @@ datasets) is left to h5py: :func:`direct_chunk_codec` returns None for it.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import bitshuffle
 import h5py
+import numba
 import numpy as np
 
 __all__ = ["BSHUF_FILTER_ID", "ChunkCodec", "decode_bslz4_chunk", "direct_chunk_codec"]
@@ -155,25 +155,39 @@ def decode_bslz4_chunk(
         raise ValueError(f"corrupt LZ4 data: {error}") from error
 
 
-_BLOCK_LENGTH = struct.Struct(">I")
-
-
 def _check_blocks(data: np.ndarray, n_elements: int, block: int, dtype: np.dtype) -> None:
     """Check the LZ4 block lengths tile the chunk exactly (bitshuffle trusts them blindly).
 
     bitshuffle's decoder is not told the input size: a corrupt or truncated chunk would make
     it read past the buffer.  The blocks: ``n_elements // block`` full blocks, one last block
     of the remaining multiple of 8 elements, each a big-endian uint32 length then that many
-    LZ4 bytes; the final ``n_elements % 8`` elements are stored raw.  ~0.3 ms per 4M frame.
+    LZ4 bytes; the final ``n_elements % 8`` elements are stored raw.
     """
     n_blocks = n_elements // block + (1 if (n_elements % block) // 8 else 0)
-    raw = data.tobytes() if not data.flags.c_contiguous else memoryview(data)
-    offset, end = _HEADER_BYTES, data.size
+    tail = (n_elements % 8) * dtype.itemsize
+    if _blocks_end(data, _HEADER_BYTES, n_blocks) + tail != data.size:
+        raise ValueError(
+            f"corrupt or truncated chunk: its {n_blocks} LZ4 blocks do not fill its "
+            f"{data.size} bytes"
+        )
+
+
+@numba.njit(nogil=True, cache=True)
+def _blocks_end(data: np.ndarray, offset: int, n_blocks: int) -> int:  # pragma: no cover
+    """Offset after ``n_blocks`` length-prefixed blocks from ``offset``; −1 if past the end.
+
+    Compiled without the GIL: a Python loop here (0.3 ms per 4M frame) held the GIL in every
+    decoding thread and stalled the thread reading the chunks.
+    """
+    end = data.size
     for _ in range(n_blocks):
         if offset + 4 > end:
-            break
-        offset += 4 + _BLOCK_LENGTH.unpack_from(raw, offset)[0]
-    if offset + (n_elements % 8) * dtype.itemsize != end:
-        raise ValueError(
-            f"corrupt or truncated chunk: its {n_blocks} LZ4 blocks do not fill its {end} bytes"
+            return -1
+        length = (
+            (np.int64(data[offset]) << 24)
+            | (np.int64(data[offset + 1]) << 16)
+            | (np.int64(data[offset + 2]) << 8)
+            | np.int64(data[offset + 3])
         )
+        offset += 4 + length
+    return offset
