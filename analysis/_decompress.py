@@ -3,9 +3,9 @@
 h5py serialises every HDF5 call behind one global lock, so frames read through
 ``dataset[k]`` decompress one at a time whatever the number of threads.  Here the
 compressed chunk is fetched as bytes (``Dataset.id.read_direct_chunk``, cheap, under the
-lock) and decompressed by the ``bitshuffle`` package, which releases the GIL, so several
-threads decompress at once.  (``dectris-compression`` decodes the same format 1.4× faster
-on one thread but holds the GIL: measured in ``benchmarks/bench_decompression.py``.)
+lock) and decompressed by DECTRIS's ``dectris-compression`` (the fastest decoder measured
+here, ``benchmarks/bench_decompression.py``; it releases the GIL while decoding, so several
+threads decompress at once), else by the ``bitshuffle`` package (releases the GIL too).
 
 Chunk format of the HDF5 bitshuffle filter (id 32008) with LZ4, as ``bshuf_h5filter.c``
 writes it and hdf5plugin's ``Bitshuffle(cname="lz4")`` produces::
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import bitshuffle
 import h5py
 import numba
 import numpy as np
@@ -103,7 +102,7 @@ def decode_bslz4_chunk(
 ) -> np.ndarray:
     """Decompress one HDF5 bitshuffle-LZ4 chunk (filter 32008) into an array.
 
-    Releases the GIL while decompressing (bitshuffle's C code), so threads run in parallel.
+    Releases the GIL while decompressing, so threads run in parallel.
 
     Parameters
     ----------
@@ -117,7 +116,7 @@ def decode_bslz4_chunk(
     Returns
     -------
     numpy.ndarray
-        ``shape``, ``dtype``, a new writable array.
+        ``shape``, ``dtype``, a new array (read-only with dectris-compression).
 
     Raises
     ------
@@ -127,6 +126,7 @@ def decode_bslz4_chunk(
     Examples
     --------
     >>> frame = np.arange(12, dtype=np.uint32).reshape(3, 4)
+    >>> import bitshuffle
     >>> block = bitshuffle.compress_lz4(frame)  # the LZ4 blocks without the header
     >>> header = (48).to_bytes(8, "big") + (8192).to_bytes(4, "big")
     >>> decode_bslz4_chunk(header + block.tobytes(), (3, 4), np.uint32)[1].tolist()
@@ -148,11 +148,30 @@ def decode_bslz4_chunk(
         )
     _check_blocks(data, expected // dtype.itemsize, block_bytes // dtype.itemsize, dtype)
     try:
-        return bitshuffle.decompress_lz4(
-            data[_HEADER_BYTES:], tuple(shape), dtype, block_bytes // dtype.itemsize
-        )
+        return _decompress(data, tuple(shape), dtype, block_bytes // dtype.itemsize)
     except (RuntimeError, ValueError) as error:
         raise ValueError(f"corrupt LZ4 data: {error}") from error
+
+
+def _decompress_dectris(data: np.ndarray, shape: tuple, dtype: np.dtype, block: int):
+    """Decode with dectris-compression (reads the header itself); read-only array."""
+    decoded = _dectris_decompress(data, "bslz4", elem_size=dtype.itemsize)
+    return np.frombuffer(decoded, dtype).reshape(shape)
+
+
+def _decompress_bitshuffle(data: np.ndarray, shape: tuple, dtype: np.dtype, block: int):
+    """Decode with the bitshuffle package (the LZ4 blocks after the 12-byte header)."""
+    import bitshuffle
+
+    return bitshuffle.decompress_lz4(data[_HEADER_BYTES:], shape, dtype, block)
+
+
+try:
+    from dectris.compression import decompress as _dectris_decompress
+except ImportError:  # pragma: no cover - platforms without a dectris-compression build
+    _decompress = _decompress_bitshuffle
+else:
+    _decompress = _decompress_dectris
 
 
 def _check_blocks(data: np.ndarray, n_elements: int, block: int, dtype: np.dtype) -> None:
