@@ -40,9 +40,10 @@ T = TypeVar("T")
 
 
 def _single_threaded_openmp() -> None:
-    # bitshuffle (the fallback decoder) parallelises one chunk over OpenMP threads; inside our pool that
-    # oversubscribes the cores (measured 28–50 vs 95–131 frames/s on 2 cores).  libgomp's
-    # thread count is per calling thread, so this limits only the pool's own threads.
+    # bitshuffle (the fallback decoder) parallelises one chunk over OpenMP threads; inside
+    # our pool that oversubscribes the cores (measured 28–50 vs 95–131 frames/s on 2
+    # cores).  libgomp's thread count is per calling thread, so this limits only the pool's
+    # own threads.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="openmp")

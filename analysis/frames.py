@@ -13,7 +13,7 @@ Frames are read as numpy (:meth:`FrameSource.read`), lazily as a dask array
 ``dask.distributed`` workers), or streamed through a :class:`FramePipeline` that decodes on
 a pool of threads and applies a function to each frame, in order.  Datasets chunked one
 bitshuffle-LZ4 frame per chunk (the Dectris file writer's layout) are decoded from their raw
-chunks by ``bitshuffle`` outside h5py's global lock and the GIL (:mod:`._decompress`); any
+chunks by ``dectris-compression`` outside h5py's global lock and the GIL (:mod:`._decompress`); any
 other layout is read through h5py.  A chunk that fails to decompress (truncated or corrupt
 file) raises ``ValueError`` naming the file, the dataset and the frame(s).
 """

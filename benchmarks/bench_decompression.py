@@ -58,14 +58,19 @@ def raw_chunks(master: Path) -> list[bytes]:
 
 
 def decoders() -> dict[str, Callable[[bytes], object]]:
-    """Candidate bitshuffle-LZ4 chunk decoders (dectris-compression only if installed)."""
-    found = {"bitshuffle": lambda c: decode_bslz4_chunk(c, SHAPE, np.uint32)}
-    try:
-        from dectris.compression import decompress
-    except ImportError:
-        return found
-    found["dectris-compression"] = lambda c: decompress(c, "bslz4", elem_size=4)
-    return found
+    """opmap's decoder (checks, then dectris-compression) and the raw candidates."""
+    import bitshuffle
+    from dectris.compression import decompress
+
+    def raw_bitshuffle(chunk: bytes) -> np.ndarray:
+        data = np.frombuffer(chunk, np.uint8, offset=12)
+        return bitshuffle.decompress_lz4(data, SHAPE, np.dtype(np.uint32), 2048)
+
+    return {
+        "opmap decode": lambda c: decode_bslz4_chunk(c, SHAPE, np.uint32),
+        "dectris-compression": lambda c: decompress(c, "bslz4", elem_size=4),
+        "bitshuffle": raw_bitshuffle,
+    }
 
 
 def single_thread_ms(
@@ -126,7 +131,7 @@ def decode_all_fps(
     """Decompression alone on ``workers`` threads (one OpenMP thread each), frames/s."""
     from threadpoolctl import threadpool_limits
 
-    decode = decoders()["bitshuffle"] if decode is None else decode
+    decode = decoders()["opmap decode"] if decode is None else decode
     with ThreadPoolExecutor(
         workers, initializer=threadpool_limits, initargs=(1, "openmp")
     ) as pool:
