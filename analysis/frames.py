@@ -8,10 +8,14 @@ that every piece exists and that all share one frame shape, so a missing data fi
 here rather than frames of zeros later (a virtual dataset silently reads its fill value where
 a source file is missing).
 
-Frames are read as numpy (:meth:`FrameSource.read`) or lazily as a dask array
-(:meth:`FrameSource.to_dask`); each dask block opens the file itself, so the graph pickles to
-``dask.distributed`` workers.  A chunk that fails to decompress (truncated or corrupt file)
-raises ``ValueError`` naming the file and the frame range.
+Frames are read as numpy (:meth:`FrameSource.read`), lazily as a dask array
+(:meth:`FrameSource.to_dask`; each dask block opens the file itself, so the graph pickles to
+``dask.distributed`` workers), or streamed through a :class:`FramePipeline` that decodes on
+a pool of threads and applies a function to each frame, in order.  Datasets chunked one
+bitshuffle-LZ4 frame per chunk (the Dectris file writer's layout) are decoded from their raw
+chunks by ``dectris-compression`` outside h5py's global lock and the GIL (:mod:`._decompress`); any
+other layout is read through h5py.  A chunk that fails to decompress (truncated or corrupt
+file) raises ``ValueError`` naming the file, the dataset and the frame(s).
 """
 
 from __future__ import annotations
@@ -25,9 +29,20 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers bitshuffle-LZ4 and friends with h5py)
 import numpy as np
 
+from ._decompress import ChunkCodec, decode_bslz4_chunk, direct_chunk_codec
+from ._frame_stream import FramePipeline
 from .dectris_layout import DATA_GROUP, DATA_LINK_PREFIX, DATA_PATH
 
-__all__ = ["FramePiece", "FrameSource", "open_frames", "read_frame_block"]
+__all__ = [
+    "ChunkCodec",
+    "FramePiece",
+    "FramePipeline",
+    "FrameSource",
+    "decode_bslz4_chunk",
+    "direct_chunk_codec",
+    "open_frames",
+    "read_frame_block",
+]
 
 
 @dataclass(frozen=True)
@@ -123,19 +138,46 @@ class FrameSource:
 def read_frame_block(path: str | Path, dataset: str, start: int, stop: int) -> np.ndarray:
     """Read frames ``start:stop`` of ``dataset`` in ``path`` (a picklable dask task).
 
+    One-frame-per-chunk bitshuffle-LZ4 datasets are decoded from their raw chunks (outside
+    h5py's lock, so dask's threads decode in parallel); other layouts go through h5py.
+
     Raises
     ------
     ValueError
-        The file cannot be opened or a chunk does not decompress (truncated or corrupt).
+        The file cannot be opened or a chunk does not decompress (truncated or corrupt);
+        the message names the file, the dataset and the frame(s).
     """
     try:
         with h5py.File(path, "r") as h5:
-            return np.asarray(h5[dataset][start:stop])
+            node = h5[dataset]
+            codec = direct_chunk_codec(node)
+            if codec is None:
+                return np.asarray(node[start:stop])
+            return _read_direct(node, codec, start, stop, f"{path}:{dataset}")
     except (OSError, KeyError, RuntimeError) as error:
         raise ValueError(
             f"frames {start}–{stop} of {path}:{dataset} cannot be read (truncated or corrupt "
             f"HDF5?): {error}"
         ) from error
+
+
+def _read_direct(
+    node: h5py.Dataset, codec: ChunkCodec, start: int, stop: int, where: str
+) -> np.ndarray:
+    out = np.empty((stop - start, *codec.frame_shape), codec.dtype)
+    for k in range(start, stop):
+        try:
+            filter_mask, chunk = node.id.read_direct_chunk((k, 0, 0))
+        except (OSError, RuntimeError, KeyError):  # chunk never written: h5py's fill value
+            out[k - start] = node[k]
+            continue
+        try:
+            out[k - start] = codec.decode(chunk, filter_mask)
+        except ValueError as error:
+            raise ValueError(
+                f"frame {k} of {where} does not decompress (corrupt chunk?): {error}"
+            ) from error
+    return out
 
 
 def open_frames(path: str | Path, *, dataset: str | None = None) -> FrameSource:

@@ -3,7 +3,10 @@
 Writes a master file and data files (``/entry/data/data_000001`` external links to
 ``*_data_000001.h5`` holding ``/entry/data/data``, uint32, bitshuffle-LZ4 per frame)
 into a temporary directory, then reads them back frame-chunk by frame-chunk and
-reduces.  Prints frames/s and where the time goes.  Run:
+reduces.  Prints frames/s and where the time goes.  This is the serial h5py route (one
+thread decompresses under h5py's lock), kept as the "before"; ``bench_decompression.py``
+measures the path ``opmap analyze`` takes (threaded direct-chunk decoding + reduction)
+beside the decompression limit and pyFAI.  Run:
 ``.venv/bin/python benchmarks/bench_end_to_end.py [n_frames]``.  Figures measured on a
 shared machine are pessimistic.
 """

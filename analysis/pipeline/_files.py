@@ -1,10 +1,14 @@
-"""`analyze_files`: HDF5 frames → dask reduction → per-map analysis → products file."""
+"""`analyze_files`: HDF5 frames → threaded decode + reduction → per-map analysis → products.
+
+Locally the frames of each map stream through `FrameReducer.reduce_source` (compressed
+chunks read in order, decoded and reduced on a pool of threads); with a ``dask.distributed``
+scheduler they go to the cluster as a dask stack.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -140,7 +144,7 @@ def analyze_files(
     scheduler : str, optional
         Address of a ``dask.distributed`` scheduler; default the local threaded scheduler.
     chunk_frames : int, optional
-        Frames per dask block.
+        Frames per dask block with a ``scheduler`` (locally frames stream one by one).
     progress : bool, optional
         Show dask's progress bar on stderr.
     on_map : callable, optional
@@ -181,8 +185,7 @@ def analyze_files(
         progress=progress,
     )
     with reducer:
-        frames = source.to_dask(chunk_frames=chunk_frames)
-        _add_maps(experiment, reducer, frames, times, electrochem, on_map)
+        _add_maps(experiment, reducer, source, chunk_frames, times, electrochem, on_map)
     products = experiment.products()
     if out is not None:
         write_products(out, products, overwrite=overwrite)
@@ -207,17 +210,23 @@ def _parameters(
 def _add_maps(
     experiment: ExperimentAnalysis,
     reducer: FrameReducer,
-    frames: Any,
+    source: FrameSource,
+    chunk_frames: int,
     times_s: np.ndarray,
     electrochem: Sequence[Mapping[str, float]] | None,
     on_map: Callable[[int, int], None] | None,
 ) -> None:
-    """Reduce and analyse maps ``0 … len(times_s) - 1`` of ``frames`` in time order."""
+    """Reduce and analyse maps ``0 … len(times_s) - 1`` of ``source`` in time order."""
     layout, n_maps = experiment.layout, len(times_s)
     for index in range(n_maps):
-        block = frames[index * layout.n_frames : (index + 1) * layout.n_frames]
+        reduced = reducer.reduce_source(
+            source,
+            start=index * layout.n_frames,
+            stop=(index + 1) * layout.n_frames,
+            chunk_frames=chunk_frames,
+        )
         result = analyze_map(
-            reducer.reduce(block), layout, experiment.params, map_index=index,
+            reduced, layout, experiment.params, map_index=index,
             time_s=float(times_s[index]),
         )  # fmt: skip
         state = None if electrochem is None else electrochem[index]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from ..frames import FramePipeline, FrameSource
 from ..reduction import CompiledReduction, ReducedFrames
 
 __all__ = ["FrameReducer"]
@@ -15,6 +17,10 @@ __all__ = ["FrameReducer"]
 
 def _reduce_block(block: np.ndarray, reduction: CompiledReduction) -> np.ndarray:
     return reduction.reduce_packed(block, threads=1)
+
+
+def _reduce_frame(reduction: CompiledReduction, frame: np.ndarray) -> np.ndarray:
+    return reduction.reduce_packed(frame, threads=1)[0]
 
 
 class FrameReducer:
@@ -34,6 +40,9 @@ class FrameReducer:
         computes with dask's local threaded scheduler.
     progress : bool, optional
         Show dask's progress bar on stderr (default False).
+    workers : int, optional
+        Threads of the local decode-and-reduce pipeline (`reduce_source`); default the
+        number of cores.
 
     Examples
     --------
@@ -58,9 +67,12 @@ class FrameReducer:
         *,
         scheduler: str | None = None,
         progress: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.reduction = reduction
         self.progress = progress
+        self.workers = workers
+        self._pipeline: FramePipeline | None = None
         self.client: Any = None
         self._handle: Any = reduction
         if scheduler is not None:
@@ -100,6 +112,33 @@ class FrameReducer:
         """Reduced products of a dask stack (n, H, W): ``reduction.unpack(packed(frames))``."""
         return self.reduction.unpack(self.packed(frames))
 
+    def reduce_source(
+        self,
+        source: FrameSource,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        chunk_frames: int = 64,
+    ) -> ReducedFrames:
+        """Reduced products of frames ``start:stop`` of a `FrameSource` (n = stop − start).
+
+        Locally (no scheduler) the frames stream through a `FramePipeline`: the compressed
+        chunks are read in this thread while a pool of threads decodes each frame and
+        reduces it (``reduce_packed`` of one frame) — reading, decompression and reduction
+        overlap, and results come back in frame order.  With a scheduler, the frames go to
+        the cluster as a dask stack of ``chunk_frames`` frames per block.
+        """
+        if self.client is not None:
+            stop = source.n_frames if stop is None else stop
+            return self.reduce(source.to_dask(chunk_frames=chunk_frames)[start:stop])
+        if self._pipeline is None:
+            self._pipeline = FramePipeline(workers=self.workers)
+        rows = self._pipeline.map(
+            source, partial(_reduce_frame, self.reduction), start=start, stop=stop
+        )
+        packed = np.array(list(rows), dtype=np.float32).reshape(-1, self.reduction.n_outputs)
+        return self.reduction.unpack(packed)
+
     def _local(self, lazy: Any) -> Any:
         from dask.diagnostics import ProgressBar
 
@@ -108,7 +147,10 @@ class FrameReducer:
             return lazy.compute(scheduler="threads")
 
     def close(self) -> None:
-        """Close the distributed client, if any (the scheduler itself keeps running)."""
+        """Stop the local threads; close the distributed client (its scheduler keeps running)."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
         if self.client is not None:
             self.client.close()
 
