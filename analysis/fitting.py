@@ -44,26 +44,15 @@ class FitFlag(IntEnum):
 
 
 @dataclass(frozen=True)
-class PeakFit:
-    """Result of `fit_gaussian`; every array has shape (n_profiles,), q units as the input.
-
-    ``position_q``, ``sigma_q``, ``fwhm_q``, ``area`` (intensity × q), ``height`` and their
-    ``*_err`` standard uncertainties are NaN unless ``flag == FitFlag.CONVERGED``.
-    ``background`` is the linear background at the peak position (at the grid centre when the
-    position is NaN) and ``background_slope`` its slope (intensity per q unit).
-    """
+class _GaussianFit:
+    """The fields and convergence mask `PeakFit` and `TwoPeakFit` share."""
 
     position_q: np.ndarray
     position_q_err: np.ndarray
     sigma_q: np.ndarray
     sigma_q_err: np.ndarray
-    fwhm_q: np.ndarray
-    fwhm_q_err: np.ndarray
     area: np.ndarray
     area_err: np.ndarray
-    height: np.ndarray
-    background: np.ndarray
-    background_slope: np.ndarray
     flag: np.ndarray
 
     @property
@@ -73,7 +62,24 @@ class PeakFit:
 
 
 @dataclass(frozen=True)
-class TwoPeakFit:
+class PeakFit(_GaussianFit):
+    """Result of `fit_gaussian`; every array has shape (n_profiles,), q units as the input.
+
+    ``position_q``, ``sigma_q``, ``fwhm_q``, ``area`` (intensity × q), ``height`` and their
+    ``*_err`` standard uncertainties are NaN unless ``flag == FitFlag.CONVERGED``.
+    ``background`` is the linear background at the peak position (at the grid centre when the
+    position is NaN) and ``background_slope`` its slope (intensity per q unit).
+    """
+
+    fwhm_q: np.ndarray
+    fwhm_q_err: np.ndarray
+    height: np.ndarray
+    background: np.ndarray
+    background_slope: np.ndarray
+
+
+@dataclass(frozen=True)
+class TwoPeakFit(_GaussianFit):
     """Result of `fit_two_gaussians`; peaks ordered by increasing q.
 
     ``position_q`` / ``position_q_err`` / ``area`` / ``area_err`` / ``fraction`` /
@@ -82,20 +88,8 @@ class TwoPeakFit:
     both phases diffract alike. NaN unless ``flag == FitFlag.CONVERGED``.
     """
 
-    position_q: np.ndarray
-    position_q_err: np.ndarray
-    sigma_q: np.ndarray
-    sigma_q_err: np.ndarray
-    area: np.ndarray
-    area_err: np.ndarray
     fraction: np.ndarray
     fraction_err: np.ndarray
-    flag: np.ndarray
-
-    @property
-    def ok(self) -> np.ndarray:
-        """Boolean mask (n_profiles,) of converged fits."""
-        return self.flag == FitFlag.CONVERGED
 
 
 def _validate(profiles: np.ndarray, q: np.ndarray, min_snr: float, n_par: int):

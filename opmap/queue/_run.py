@@ -15,10 +15,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
+
+from opmap._stop_on_exit import StopOnExit
 
 from ._config import PROVIDER, QueueSettings, queue_environment, write_queue_files
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class QueueHandle:
+class QueueHandle(StopOnExit):
     """Redis, RE Manager and the HTTP server in subprocesses; a context manager stopping them.
 
     Attributes
@@ -62,17 +63,6 @@ class QueueHandle:
                 logger.warning("queue %s ignored SIGTERM; killing it", name)
                 process.kill()
                 process.wait()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_queue_subprocesses(

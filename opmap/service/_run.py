@@ -29,11 +29,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from opmap._stop_on_exit import StopOnExit
 from opmap.settings import OpmapSettings
 
 from ._config import ensure_api_key, write_server_config
@@ -113,7 +113,7 @@ def serve(settings: OpmapSettings) -> None:
 
 
 @dataclass
-class ServerHandle:
+class ServerHandle(StopOnExit):
     """A Tiled server running in a subprocess; a context manager that stops it on exit.
 
     Attributes
@@ -155,17 +155,6 @@ class ServerHandle:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from opmap.twin.electrochem import (
-    ElectrochemConfig,
-    OcvCurve,
+from opmap.twin.electrochem import ElectrochemConfig, OcvCurve
+from opmap.twin.electrochem.kinetics import (
     exchange_current_for,
     overpotential_v,
     solve_current_a_per_cm2,

@@ -1,14 +1,8 @@
 """The cell's electrochemistry: OCV, kinetics, the cathode's Li field, a step table driving it."""
 
+from . import kinetics
 from ._cathode import CathodeField, LiProfile, split_phases
 from ._config import MAH_TO_C, ElectrochemConfig
-from ._kinetics import (
-    FARADAY_C_PER_MOL,
-    exchange_current_for,
-    overpotential_v,
-    solve_current_a_per_cm2,
-    tafel_scale_v,
-)
 from ._model import CellElectrochemistry, ElectrochemState, gap_diffusivity_um2_per_s
 from ._ocv import OcvCurve
 from ._sampled import ElectrochemModel, SampledElectrochemistry
@@ -20,6 +14,7 @@ from ._steps import (
     SafetyLimits,
     StepSequence,
 )
+from .kinetics import FARADAY_C_PER_MOL
 
 __all__ = [
     "CONSTANT_CURRENT",
@@ -38,10 +33,7 @@ __all__ = [
     "SafetyLimits",
     "SampledElectrochemistry",
     "StepSequence",
-    "exchange_current_for",
     "gap_diffusivity_um2_per_s",
-    "overpotential_v",
-    "solve_current_a_per_cm2",
+    "kinetics",
     "split_phases",
-    "tafel_scale_v",
 ]

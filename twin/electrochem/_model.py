@@ -1,7 +1,7 @@
 """The twin's electrochemistry: a LixCoO2 thin-film cell driven by a potentiostat protocol.
 
 `CellElectrochemistry` couples the cathode's Li field (`CathodeField`, finite volumes in z)
-to the cell potential ``V = OCV(x_top) + eta_ct + i R`` (`_electrochem_kinetics`) and runs a
+to the cell potential ``V = OCV(x_top) + eta_ct + i R`` (`kinetics`) and runs a
 step table of open-circuit, constant-voltage and constant-current steps on its own, with
 the step limits of its steps, whenever time is advanced. Deterministic, no randomness.
 
@@ -23,13 +23,6 @@ import numpy as np
 
 from ._cathode import CathodeField, LiProfile, split_phases
 from ._config import ElectrochemConfig
-from ._kinetics import (
-    FARADAY_C_PER_MOL,
-    exchange_current_for,
-    overpotential_v,
-    solve_current_a_per_cm2,
-    tafel_scale_v,
-)
 from ._ocv import OcvCurve
 from ._steps import (
     CONSTANT_CURRENT,
@@ -38,6 +31,13 @@ from ._steps import (
     ControlStep,
     SafetyLimits,
     StepSequence,
+)
+from .kinetics import (
+    FARADAY_C_PER_MOL,
+    exchange_current_for,
+    overpotential_v,
+    solve_current_a_per_cm2,
+    tafel_scale_v,
 )
 
 __all__ = [
