@@ -37,6 +37,7 @@ import httpx
 from opmap.settings import OpmapSettings
 
 from ._config import ensure_api_key, write_server_config
+from ._keys import ensure_service_keys
 from ._lock import ServerLock
 
 if TYPE_CHECKING:
@@ -121,17 +122,20 @@ class ServerHandle:
     settings : OpmapSettings
         The settings it runs with (``port`` is the one actually bound).
     api_key : str
-        The key clients send (``Authorization: Apikey KEY``).
+        The beamline writer key (``DATA_DIR/api-key``): reads, creates and writes.
     process : subprocess.Popen
         The server process.
     log_file : Path
         Its standard output and error.
+    admin_key : str
+        The admin key (``DATA_DIR/admin-key``): also deletes and manages keys.
     """
 
     settings: OpmapSettings
     api_key: str = field(repr=False)
     process: subprocess.Popen[bytes]
     log_file: Path
+    admin_key: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
@@ -214,7 +218,8 @@ def start_server_subprocess(
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    handle = ServerHandle(settings, ensure_api_key(settings), process, log_file)
+    admin_key = ensure_service_keys(settings, ensure_api_key(settings))
+    handle = ServerHandle(settings, ensure_api_key(settings), process, log_file, admin_key)
     try:
         wait_until_answering(handle, startup_timeout_s)
     except BaseException:
