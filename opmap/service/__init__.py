@@ -4,7 +4,8 @@
 (PostgreSQL for several writers), DuckDB event tables, file storage, the detector
 directory readable in place, bluesky-tiled-plugins' document exporter and validation
 router, and API keys scoped by role and proposal (:mod:`opmap.service._access`,
-:mod:`opmap.service._keys`; no anonymous access). The server binds to 127.0.0.1 unless told otherwise.
+:mod:`opmap.service._keys`; no anonymous access). The server binds to 127.0.0.1 unless
+told otherwise.
 
 Examples
 --------
@@ -77,8 +78,8 @@ __all__ = [
     "build_in_process_app",
     "check_directories",
     "create_key",
-    "ensure_authn_database",
     "ensure_api_key",
+    "ensure_authn_database",
     "ensure_service_keys",
     "free_port",
     "list_keys",
