@@ -240,11 +240,15 @@ def list_keys(settings: OpmapSettings) -> list[KeyInfo]:
     """Every API key of the installation, by user then creation time."""
     ensure_authn_database(settings)
     with _session(settings) as db:
-        keys = db.scalars(
-            select(orm.APIKey).options(
-                selectinload(orm.APIKey.principal).selectinload(orm.Principal.identities)
+        keys = (
+            db.scalars(
+                select(orm.APIKey).options(
+                    selectinload(orm.APIKey.principal).selectinload(orm.Principal.identities)
+                )
             )
-        ).all()
+            .unique()
+            .all()
+        )
         infos = [(_info(key), key.time_created) for key in keys]
     return [info for info, _ in sorted(infos, key=lambda pair: (pair[0].name, str(pair[1])))]
 
@@ -259,7 +263,11 @@ def revoke_key(settings: OpmapSettings, first_eight: str) -> KeyInfo:
     """
     ensure_authn_database(settings)
     with _session(settings) as db:
-        keys = db.scalars(select(orm.APIKey).where(orm.APIKey.first_eight == first_eight)).all()
+        keys = (
+            db.scalars(select(orm.APIKey).where(orm.APIKey.first_eight == first_eight))
+            .unique()
+            .all()
+        )
         if len(keys) != 1:
             raise LookupError(f"{len(keys)} keys start with {first_eight!r}; expected one")
         info = _info(keys[0])

@@ -36,7 +36,7 @@ import httpx
 
 from opmap.settings import OpmapSettings
 
-from ._config import ensure_api_key, write_server_config
+from ._config import ensure_api_key, server_config, write_server_config
 from ._keys import ensure_service_keys
 from ._lock import ServerLock
 
@@ -56,19 +56,44 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def build_in_process_app(settings: OpmapSettings) -> FastAPI:
+def build_in_process_app(settings: OpmapSettings, *, access_control: bool = False) -> FastAPI:
     """Write the config of ``settings`` and build the Tiled ASGI app from it, in this process.
 
     Use with ``tiled.client.Context.from_app(app)`` (tests, notebooks): no socket is opened.
+
+    Parameters
+    ----------
+    settings : OpmapSettings
+        What to serve.
+    access_control : bool
+        False (default): one user, the beamline writer key, with every scope (Tiled's
+        single-user mode, so ``Context.from_app`` finds the key itself); nothing outside
+        this process can reach the app. True: the served configuration exactly (roles,
+        proposals); pass a key, ``Context.from_app(app, api_key=...)``.
     """
-    return _app_from_config_file(write_server_config(settings))
+    from tiled.config import Config
+
+    config_file = write_server_config(settings)
+    if access_control:
+        return _app_from_config_file(config_file)
+    config = server_config(settings)
+    for section in ("database", "access_control"):
+        del config[section]
+    single_user = {"single_user_api_key": ensure_api_key(settings)}
+    config["authentication"] = single_user | {"allow_anonymous_access": False}
+    return _build_app(Config.model_validate(config))
 
 
 def _app_from_config_file(config_file: Path) -> FastAPI:
     from tiled.config import parse_configs
+
+    return _build_app(parse_configs(config_file))
+
+
+def _build_app(config: Any) -> FastAPI:
     from tiled.server.app import build_app_from_config
 
-    return build_app_from_config(parse_configs(config_file))
+    return build_app_from_config(config)
 
 
 #: File mode bits masked off everything the server creates: owner-only files.
