@@ -55,6 +55,9 @@ class TiledProductWriter:
         Start uids of the raw runs the products derive from.
     parameters : mapping, optional
         Analysis parameters (JSON-serialisable), stored as ``analysis_parameters``.
+    proposal : str, optional
+        Tag a new experiment container with this proposal, so that reader keys of the
+        proposal see it (``opmap.service`` access per proposal); default: untagged.
 
     Attributes
     ----------
@@ -71,9 +74,14 @@ class TiledProductWriter:
         *,
         raw_uids: Sequence[str] = (),
         parameters: Mapping[str, Any] | None = None,
+        proposal: str | None = None,
     ) -> None:
         validate_key("experiment_id", experiment_id)
         metadata = provenance(experiment_id, raw_uids, parameters or {})
+        # --- access per proposal: tag the experiment when it is created (opmap.service) ---
+        if proposal is not None and experiment_id not in processed:
+            tags = {"metadata": {"experiment_id": experiment_id}, "access_tags": [proposal]}
+            processed.create_container(experiment_id, **tags)
         self.experiment_id = experiment_id
         self.version, self.container = create_version(processed, experiment_id, metadata)
         self._growing: dict[str, _Growing] = {}

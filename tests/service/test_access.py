@@ -164,3 +164,20 @@ def test_admin_deletions_are_logged_with_the_principal(
     assert _delete(server, keys["admin"]) == 200
     log = Path(server.log_file).read_text()
     assert "('admin') - \"DELETE /api/v1/metadata/raw/runA/victim" in log
+
+
+def test_products_tagged_with_a_proposal_are_read_by_its_readers_only(
+    server: ServerHandle, keys: dict[str, str | None]
+) -> None:
+    from opmap.analysis.products import LabelledArray, Products
+    from opmap.callbacks.tiled_products import TiledProductWriter
+    from opmap.callbacks.tiled_writer import ensure_layout
+
+    processed = ensure_layout(server.client())["processed"]
+    writer = TiledProductWriter(processed, "cell-7", proposal="pA")
+    thickness = LabelledArray(np.array([0.0, 0.4]), ("map",), "um")
+    writer.write_products(Products(arrays={"li_thickness": thickness}))
+    path = f"array/full/processed/cell-7/{writer.version}/li_thickness"
+    assert _request(server, keys["reader A"], "GET", path) == 200
+    assert _request(server, keys["reader B"], "GET", path) == 404
+    assert _request(server, keys["reader B"], "GET", "metadata/processed/cell-7") == 404
