@@ -29,6 +29,7 @@ __all__ = [
     "VALIDATOR_ROUTER",
     "check_directories",
     "ensure_api_key",
+    "prepare_data_dir",
     "server_config",
     "write_server_config",
 ]
@@ -167,6 +168,40 @@ def server_config(settings: OpmapSettings) -> dict[str, Any]:
     }
 
 
+def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool) -> None:
+    """Check the directories and the writer key, then create the directories (owner-only).
+
+    Parameters
+    ----------
+    settings : OpmapSettings
+        The installation.
+    hex_key : bool
+        Also require a hexadecimal writer key (Tiled's key database holds hex keys only;
+        a single-user in-process app takes any strong key).
+
+    Raises
+    ------
+    ValueError
+        Before anything is written, for a bad directory or key file, a non-hex key when
+        ``hex_key``, or a data directory held by a running server.
+    """
+    check_directories(settings)
+    if settings.data_dir.exists():
+        check_unlocked(settings.data_dir)
+    key_file = settings.api_key_file
+    if settings.api_key is not None:
+        key, source = settings.api_key, "api_key"
+    elif key_file is not None and key_file.exists():
+        key, source = _read_key_file(key_file), f"api_key_file {key_file}"
+    else:
+        key, source = None, ""
+    if hex_key and key is not None:
+        _check_hex(key, source)
+    for name in _DIRECTORIES:
+        getattr(settings, name).mkdir(mode=_OWNER_ONLY_DIR, parents=True, exist_ok=True)
+    _make_owner_only(settings.data_dir)
+
+
 def write_server_config(settings: OpmapSettings) -> Path:
     """Check the directories, create them, and write the Tiled config file (mode 0o600).
 
@@ -188,18 +223,7 @@ def write_server_config(settings: OpmapSettings) -> Path:
         written; :class:`~opmap.service._lock.DataDirInUseError` when a server runs on
         the data directory.
     """
-    check_directories(settings)
-    if settings.data_dir.exists():
-        check_unlocked(settings.data_dir)
-    key_file = settings.api_key_file
-    if settings.api_key is not None:
-        _check_hex(settings.api_key, "api_key")
-    elif key_file is not None and key_file.exists():
-        # refuse a bad key file before writing anything
-        _check_hex(_read_key_file(key_file), f"api_key_file {key_file}")
-    for name in _DIRECTORIES:
-        getattr(settings, name).mkdir(mode=_OWNER_ONLY_DIR, parents=True, exist_ok=True)
-    _make_owner_only(settings.data_dir)
+    prepare_data_dir(settings, hex_key=True)
     ensure_service_keys(settings, ensure_api_key(settings))
     config = server_config(settings)
     path = settings.config_file

@@ -36,7 +36,7 @@ import httpx
 
 from opmap.settings import OpmapSettings
 
-from ._config import ensure_api_key, server_config, write_server_config
+from ._config import ensure_api_key, prepare_data_dir, server_config, write_server_config
 from ._keys import ensure_service_keys
 from ._lock import ServerLock
 
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_in_process_app(settings: OpmapSettings, *, access_control: bool = False) -> FastAPI:
-    """Write the config of ``settings`` and build the Tiled ASGI app from it, in this process.
+    """Build the Tiled ASGI app of ``settings`` in this process.
 
     Use with ``tiled.client.Context.from_app(app)`` (tests, notebooks): no socket is opened.
 
@@ -73,9 +73,9 @@ def build_in_process_app(settings: OpmapSettings, *, access_control: bool = Fals
     """
     from tiled.config import Config
 
-    config_file = write_server_config(settings)
     if access_control:
-        return _app_from_config_file(config_file)
+        return _app_from_config_file(write_server_config(settings))
+    prepare_data_dir(settings, hex_key=False)
     config = server_config(settings)
     for section in ("database", "access_control"):
         del config[section]
