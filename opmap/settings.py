@@ -157,9 +157,9 @@ class OpmapSettings(BaseModel):
     port : int
         TCP port of the server, 1–65535; default 8000.
     api_key : str, optional
-        The single-user API key (32–256 letters and digits, not guessable: see
-        :func:`check_api_key_strength`). When absent, the key is read from
-        ``api_key_file`` or generated there.
+        The beamline writer API key (32–256 hex digits, not guessable: see
+        :func:`check_api_key_strength`; other keys are made with ``opmap keys``). When
+        absent, the key is read from ``api_key_file`` or generated there.
     api_key_file : Path, optional
         File holding the API key, owner-only permissions. Default ``data_dir / "api-key"``.
     config_file : Path, optional

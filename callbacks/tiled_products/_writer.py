@@ -64,6 +64,9 @@ class TiledProductWriter:
     coordinate_arrays : collection of str, optional
         Arrays written as non-dimension coordinates instead of data variables (default
         ``("time_s",)``: the experiment time of each map, a coordinate along ``map``).
+    proposal : str, optional
+        Tag a new experiment container with this proposal, so that reader keys of the
+        proposal see it (``opmap.service`` access per proposal); default: untagged.
 
     Attributes
     ----------
@@ -81,9 +84,14 @@ class TiledProductWriter:
         raw_uids: Sequence[str] = (),
         parameters: Mapping[str, Any] | None = None,
         coordinate_arrays: Collection[str] = (MAP_TIME,),
+        proposal: str | None = None,
     ) -> None:
         validate_key("experiment_id", experiment_id)
         metadata = provenance(experiment_id, raw_uids, parameters or {})
+        # --- access per proposal: tag the experiment when it is created (opmap.service) ---
+        if proposal is not None and experiment_id not in processed:
+            tags = {"metadata": {"experiment_id": experiment_id}, "access_tags": [proposal]}
+            processed.create_container(experiment_id, **tags)
         self.experiment_id = experiment_id
         self.version, self.container = create_version(processed, experiment_id, metadata)
         self._growing: dict[str, _Growing] = {}

@@ -23,6 +23,7 @@ __all__ = ["build_parser", "forward_deprecated", "main", "profile_directory", "s
 _COMMAND_MODULES: tuple[str, ...] = (
     "opmap.cli._rehearse",
     "opmap.cli._serve",
+    "opmap.cli._keys",
     "opmap.cli._profile",
     "opmap.cli._worker",
     "opmap.cli._analyze",

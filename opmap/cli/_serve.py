@@ -3,6 +3,10 @@
 Options given on the command line override those of ``--settings FILE.toml``, which
 override the defaults of :class:`~opmap.settings.OpmapSettings`.
 
+Access per proposal: the writer key (``DATA_DIR/api-key``) creates and writes, the admin
+key (``DATA_DIR/admin-key``) also deletes; collaborators get reader keys from
+``opmap keys create``.
+
 Safe by default: the server binds 127.0.0.1; any other address needs ``--allow-remote``
 and is served over plain HTTP, so a warning says to put a TLS reverse proxy in front.
 One server per data directory (a lock file names the PID holding it). Bad input (an
@@ -43,7 +47,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="TCP port, 1-65535 (8000)")
     parser.add_argument(
         "--api-key",
-        help="single-user API key, >= 32 random letters/digits; default: read from or "
+        help="beamline writer API key, >= 32 random hex digits; default: read from or "
         "generated in DATA_DIR/api-key (a key on the command line is visible to other "
         "users of this machine)",
     )
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     key_source = "given on the command line" if args.api_key else settings.api_key_file
     print(f"Tiled config: {config_file}")
-    print(f"API key:      {key_source}")
+    print(f"Writer key:   {key_source}; admin key: {settings.data_dir / 'admin-key'}")
     if args.config_only:
         return 0
     print(f"Serving on    {settings.bind_url}  (send 'Authorization: Apikey KEY')")

@@ -3,7 +3,9 @@
 ``opmap serve`` starts a Tiled server from a generated config file: a SQLite catalog
 (PostgreSQL for several writers), DuckDB event tables, file storage, the detector
 directory readable in place, bluesky-tiled-plugins' document exporter and validation
-router, and a required API key. The server binds to 127.0.0.1 unless told otherwise.
+router, and API keys scoped by role and proposal (:mod:`opmap.service._access`,
+:mod:`opmap.service._keys`; no anonymous access). The server binds to 127.0.0.1 unless
+told otherwise.
 
 Examples
 --------
@@ -20,13 +22,29 @@ Serve in a subprocess for the length of a rehearsal::
         client = server.client()
 """
 
+from ._access import KeysOnlyAuthenticator, ProposalAccessPolicy, ProposalTags
 from ._config import (
+    ACCESS_POLICY,
+    AUTHENTICATOR,
     JSON_SEQ_EXPORTER,
     VALIDATOR_ROUTER,
     check_directories,
     ensure_api_key,
     server_config,
     write_server_config,
+)
+from ._keys import (
+    ADMIN_PRINCIPAL,
+    ROLE_SCOPES,
+    ROLES,
+    WRITER_PRINCIPAL,
+    KeyInfo,
+    authn_database_path,
+    create_key,
+    ensure_authn_database,
+    ensure_service_keys,
+    list_keys,
+    revoke_key,
 )
 from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
 from ._run import (
@@ -40,16 +58,32 @@ from ._run import (
 )
 
 __all__ = [
+    "ACCESS_POLICY",
+    "ADMIN_PRINCIPAL",
+    "AUTHENTICATOR",
     "JSON_SEQ_EXPORTER",
     "LOCK_FILE_NAME",
+    "ROLES",
+    "ROLE_SCOPES",
     "VALIDATOR_ROUTER",
+    "WRITER_PRINCIPAL",
     "DataDirInUseError",
+    "KeyInfo",
+    "KeysOnlyAuthenticator",
+    "ProposalAccessPolicy",
+    "ProposalTags",
     "ServerHandle",
     "ServerLock",
+    "authn_database_path",
     "build_in_process_app",
     "check_directories",
+    "create_key",
     "ensure_api_key",
+    "ensure_authn_database",
+    "ensure_service_keys",
     "free_port",
+    "list_keys",
+    "revoke_key",
     "run_config_file",
     "serve",
     "server_config",

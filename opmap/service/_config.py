@@ -18,14 +18,18 @@ import yaml
 
 from opmap.settings import OpmapSettings, WeakApiKeyError, check_api_key_strength
 
+from ._keys import PROVIDER, authn_database_path, ensure_service_keys
 from ._lock import check_unlocked
 
 __all__ = [
+    "ACCESS_POLICY",
+    "AUTHENTICATOR",
     "CATALOG_TREE",
     "JSON_SEQ_EXPORTER",
     "VALIDATOR_ROUTER",
     "check_directories",
     "ensure_api_key",
+    "prepare_data_dir",
     "server_config",
     "write_server_config",
 ]
@@ -39,6 +43,11 @@ VALIDATOR_ROUTER = "bluesky_tiled_plugins.routers.validator:router"
 
 #: Tree factory of the generated config: Tiled's catalog with opmap's storage guard.
 CATALOG_TREE = "opmap.service._guard:from_uri"
+
+#: Access policy of the generated config: a key's role and proposals decide.
+ACCESS_POLICY = "opmap.service:ProposalAccessPolicy"
+#: Login provider that logs nobody in: principals act through API keys only.
+AUTHENTICATOR = "opmap.service:KeysOnlyAuthenticator"
 
 _OWNER_ONLY = 0o600
 _OWNER_ONLY_DIR = 0o700
@@ -109,22 +118,33 @@ def _read_key_file(path: Path) -> str:
     return key
 
 
-def server_config(settings: OpmapSettings, api_key: str) -> dict[str, Any]:
+def _check_hex(key: str, source: str) -> None:
+    """Tiled's key database holds hexadecimal keys only (it stores their SHA-256)."""
+    try:
+        bytes.fromhex(key)
+    except ValueError:
+        raise ValueError(
+            f"{source}: the writer API key must be hexadecimal (0-9a-f, an even number of "
+            "digits), e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        ) from None
+
+
+def server_config(settings: OpmapSettings) -> dict[str, Any]:
     """Build the Tiled server configuration (tiled's config-file layout) as a ``dict``.
 
     Parameters
     ----------
     settings : OpmapSettings
         Paths, database URIs and address.
-    api_key : str
-        The single-user API key; anonymous access is disabled.
 
     Returns
     -------
     dict
-        Keys ``trees`` (one catalog at ``/``), ``authentication``, ``media_types``,
-        ``routers`` and ``uvicorn``; validates against tiled's service-configuration
-        schema and ``tiled.config.Config``.
+        Keys ``trees`` (one catalog at ``/``), ``authentication`` (API keys of
+        ``DATA_DIR/authn.db``, no anonymous access, principal ``admin`` of provider
+        ``opmap`` a Tiled admin), ``database``, ``access_control``
+        (:data:`ACCESS_POLICY`), ``media_types``, ``routers`` and ``uvicorn``; validates
+        against tiled's service-configuration schema and ``tiled.config.Config``.
     """
     catalog_args = {
         "uri": settings.catalog_uri,
@@ -132,19 +152,62 @@ def server_config(settings: OpmapSettings, api_key: str) -> dict[str, Any]:
         "writable_storage": [str(settings.file_storage_dir), settings.table_store_uri],
         "readable_storage": [str(settings.detector_dir)],
     }
+    authentication = {
+        "providers": [{"provider": PROVIDER, "authenticator": AUTHENTICATOR}],
+        "tiled_admins": [{"provider": PROVIDER, "id": "admin"}],
+        "allow_anonymous_access": False,
+    }
     return {
         "trees": [{"path": "/", "tree": CATALOG_TREE, "args": catalog_args}],
-        "authentication": {"single_user_api_key": api_key, "allow_anonymous_access": False},
+        "authentication": authentication,
+        "database": {"uri": f"sqlite:///{authn_database_path(settings)}"},
+        "access_control": {"access_policy": ACCESS_POLICY, "args": {}},
         "media_types": {"BlueskyRun": {"application/json-seq": JSON_SEQ_EXPORTER}},
         "routers": [VALIDATOR_ROUTER],
         "uvicorn": {"host": settings.host, "port": settings.port},
     }
 
 
+def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool) -> None:
+    """Check the directories and the writer key, then create the directories (owner-only).
+
+    Parameters
+    ----------
+    settings : OpmapSettings
+        The installation.
+    hex_key : bool
+        Also require a hexadecimal writer key (Tiled's key database holds hex keys only;
+        a single-user in-process app takes any strong key).
+
+    Raises
+    ------
+    ValueError
+        Before anything is written, for a bad directory or key file, a non-hex key when
+        ``hex_key``, or a data directory held by a running server.
+    """
+    check_directories(settings)
+    if settings.data_dir.exists():
+        check_unlocked(settings.data_dir)
+    key_file = settings.api_key_file
+    if settings.api_key is not None:
+        key, source = settings.api_key, "api_key"
+    elif key_file is not None and key_file.exists():
+        key, source = _read_key_file(key_file), f"api_key_file {key_file}"
+    else:
+        key, source = None, ""
+    if hex_key and key is not None:
+        _check_hex(key, source)
+    for name in _DIRECTORIES:
+        getattr(settings, name).mkdir(mode=_OWNER_ONLY_DIR, parents=True, exist_ok=True)
+    _make_owner_only(settings.data_dir)
+
+
 def write_server_config(settings: OpmapSettings) -> Path:
     """Check the directories, create them, and write the Tiled config file (mode 0o600).
 
-    The file holds the API key, so it is readable by its owner only. An existing file is
+    The beamline writer key (``api_key_file``, or ``api_key``) and the admin key
+    (``DATA_DIR/admin-key``, made if missing) are registered in Tiled's authentication
+    database ``DATA_DIR/authn.db`` (created if missing). An existing config file is
     replaced (it is derived data: the settings are the source). The data directory is made
     owner-only (0o700), as are the directories created under it.
 
@@ -160,16 +223,9 @@ def write_server_config(settings: OpmapSettings) -> Path:
         written; :class:`~opmap.service._lock.DataDirInUseError` when a server runs on
         the data directory.
     """
-    check_directories(settings)
-    if settings.data_dir.exists():
-        check_unlocked(settings.data_dir)
-    key_file = settings.api_key_file
-    if settings.api_key is None and key_file is not None and key_file.exists():
-        _read_key_file(key_file)  # refuse a bad key file before writing anything
-    for name in _DIRECTORIES:
-        getattr(settings, name).mkdir(mode=_OWNER_ONLY_DIR, parents=True, exist_ok=True)
-    _make_owner_only(settings.data_dir)
-    config = server_config(settings, ensure_api_key(settings))
+    prepare_data_dir(settings, hex_key=True)
+    ensure_service_keys(settings, ensure_api_key(settings))
+    config = server_config(settings)
     path = settings.config_file
     assert path is not None  # filled by OpmapSettings
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,8 @@ import httpx
 from opmap._stop_on_exit import StopOnExit
 from opmap.settings import OpmapSettings
 
-from ._config import ensure_api_key, write_server_config
+from ._config import ensure_api_key, prepare_data_dir, server_config, write_server_config
+from ._keys import ensure_service_keys
 from ._lock import ServerLock
 
 if TYPE_CHECKING:
@@ -55,19 +56,44 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def build_in_process_app(settings: OpmapSettings) -> FastAPI:
-    """Write the config of ``settings`` and build the Tiled ASGI app from it, in this process.
+def build_in_process_app(settings: OpmapSettings, *, access_control: bool = False) -> FastAPI:
+    """Build the Tiled ASGI app of ``settings`` in this process.
 
     Use with ``tiled.client.Context.from_app(app)`` (tests, notebooks): no socket is opened.
+
+    Parameters
+    ----------
+    settings : OpmapSettings
+        What to serve.
+    access_control : bool
+        False (default): one user, the beamline writer key, with every scope (Tiled's
+        single-user mode, so ``Context.from_app`` finds the key itself); nothing outside
+        this process can reach the app. True: the served configuration exactly (roles,
+        proposals); pass a key, ``Context.from_app(app, api_key=...)``.
     """
-    return _app_from_config_file(write_server_config(settings))
+    from tiled.config import Config
+
+    if access_control:
+        return _app_from_config_file(write_server_config(settings))
+    prepare_data_dir(settings, hex_key=False)
+    config = server_config(settings)
+    for section in ("database", "access_control"):
+        del config[section]
+    single_user = {"single_user_api_key": ensure_api_key(settings)}
+    config["authentication"] = single_user | {"allow_anonymous_access": False}
+    return _build_app(Config.model_validate(config))
 
 
 def _app_from_config_file(config_file: Path) -> FastAPI:
     from tiled.config import parse_configs
+
+    return _build_app(parse_configs(config_file))
+
+
+def _build_app(config: Any) -> FastAPI:
     from tiled.server.app import build_app_from_config
 
-    return build_app_from_config(parse_configs(config_file))
+    return build_app_from_config(config)
 
 
 #: File mode bits masked off everything the server creates: owner-only files.
@@ -121,17 +147,20 @@ class ServerHandle(StopOnExit):
     settings : OpmapSettings
         The settings it runs with (``port`` is the one actually bound).
     api_key : str
-        The key clients send (``Authorization: Apikey KEY``).
+        The beamline writer key (``DATA_DIR/api-key``): reads, creates and writes.
     process : subprocess.Popen
         The server process.
     log_file : Path
         Its standard output and error.
+    admin_key : str
+        The admin key (``DATA_DIR/admin-key``): also deletes and manages keys.
     """
 
     settings: OpmapSettings
     api_key: str = field(repr=False)
     process: subprocess.Popen[bytes]
     log_file: Path
+    admin_key: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
@@ -203,7 +232,8 @@ def start_server_subprocess(
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    handle = ServerHandle(settings, ensure_api_key(settings), process, log_file)
+    admin_key = ensure_service_keys(settings, ensure_api_key(settings))
+    handle = ServerHandle(settings, ensure_api_key(settings), process, log_file, admin_key)
     try:
         wait_until_answering(handle, startup_timeout_s)
     except BaseException:

@@ -9,7 +9,14 @@ import pytest
 import yaml
 from tiled.config import parse_configs
 
-from opmap.service import JSON_SEQ_EXPORTER, VALIDATOR_ROUTER, ensure_api_key, write_server_config
+from opmap.service import (
+    ACCESS_POLICY,
+    JSON_SEQ_EXPORTER,
+    VALIDATOR_ROUTER,
+    ensure_api_key,
+    list_keys,
+    write_server_config,
+)
 from opmap.settings import OpmapSettings
 
 
@@ -35,11 +42,16 @@ def test_config_validates_against_tiled_schema_and_config_model(tmp_path: Path) 
     ]
     assert args["readable_storage"] == [str(tmp_path / "d" / "detector")]
     assert parsed.authentication.allow_anonymous_access is False
-    assert parsed.authentication.single_user_api_key == ensure_api_key(settings)
+    assert parsed.authentication.single_user_api_key is None, "keys live in authn.db"
+    assert config["authentication"]["tiled_admins"] == [{"provider": "opmap", "id": "admin"}]
+    assert config["access_control"]["access_policy"] == ACCESS_POLICY
+    assert config["database"]["uri"] == f"sqlite:///{tmp_path / 'd' / 'authn.db'}"
     assert config["media_types"]["BlueskyRun"]["application/json-seq"] == JSON_SEQ_EXPORTER
     assert config["routers"] == [VALIDATOR_ROUTER]
     assert parsed.uvicorn == {"host": "127.0.0.1", "port": 8123}
-    assert _mode(config_file) == 0o600, "the config holds the API key"
+    assert _mode(config_file) == 0o600
+    assert _mode(tmp_path / "d" / "authn.db") == 0o600, "key hashes and principals"
+    assert _mode(tmp_path / "d" / "admin-key") == 0o600
 
 
 def test_postgresql_catalog_goes_into_the_config(tmp_path: Path) -> None:
@@ -58,15 +70,19 @@ def test_key_file_is_owner_only_and_reused(tmp_path: Path) -> None:
     assert len(first) == 64 and int(first, 16) >= 0
     assert ensure_api_key(settings) == first
     write_server_config(settings)
-    assert parse_configs(settings.config_file).authentication.single_user_api_key == first
+    assert [(k.name, k.role, k.first_eight) for k in list_keys(settings)] == [
+        ("admin", "admin", (tmp_path / "admin-key").read_text()[:8]),
+        ("beamline", "writer", first[:8]),
+    ]
+    write_server_config(settings)
+    assert len(list_keys(settings)) == 2, "registered once"
 
 
 def test_given_key_is_used_and_not_stored(tmp_path: Path) -> None:
     settings = OpmapSettings(data_dir=tmp_path, api_key="7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e")
     write_server_config(settings)
-    assert parse_configs(settings.config_file).authentication.single_user_api_key == (
-        "7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2e"
-    )
+    writer = [k for k in list_keys(settings) if k.role == "writer"]
+    assert [k.first_eight for k in writer] == ["7f3a9c1e"]
     assert settings.api_key_file is not None and not settings.api_key_file.exists()
 
 
@@ -101,3 +117,12 @@ def test_read_only_data_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"data_dir .* is not writable"):
         write_server_config(OpmapSettings(data_dir=locked / "data"))
     assert list(locked.iterdir()) == []
+
+
+def test_a_key_that_is_not_hex_is_refused_before_writing(tmp_path: Path) -> None:
+    settings = OpmapSettings(
+        data_dir=tmp_path / "d", api_key="Zq7f3a9c1e5b2d8f4a6c0e9b3d7a1f5c2eXy"
+    )
+    with pytest.raises(ValueError, match="must be hexadecimal"):
+        write_server_config(settings)
+    assert not (tmp_path / "d").exists()

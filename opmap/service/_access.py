@@ -1,0 +1,179 @@
+"""Access per proposal: who may read, write, delete and register what on the opmap server.
+
+Two things decide what a request may do:
+
+* **The key's scopes** (its role): a reader key has ``read:metadata read:data``; a
+  writer key adds ``write:metadata write:data create:node register``; only an admin key
+  has ``delete:node delete:revision`` and the key-administration scopes. Tiled checks
+  these itself.
+* **The key's proposals** (Tiled's per-key ``access_tags``): a key restricted to
+  proposals sees only nodes carrying one of them, or lying inside a node that carries
+  one (raw runs and product versions are tagged once, at their top; their streams and
+  arrays inherit). A key without proposals (the beamline writer, an admin) sees all.
+
+The root's children (``raw``, ``processed``) are layout: every key may list them, while
+their contents are filtered. A node nobody tagged (a run written without a proposal) is
+therefore visible to unrestricted keys only.
+
+Tags are created on first use: an unrestricted writer or an admin tagging a node with a
+new proposal defines that tag in the catalog database. A restricted key may only apply
+its own proposals, and only an admin may change the tags of an existing node.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from tiled.access_control.access_tags import AccessTagsParser
+from tiled.access_control.protocols import AccessPolicy, normalize_access_tags
+from tiled.access_control.scopes import ScopeName
+from tiled.catalog import orm
+from tiled.queries import AccessTagsFilter
+from tiled.server.protocols import InternalAuthenticator, UserSessionState
+
+__all__ = ["PROPOSAL_PATTERN", "KeysOnlyAuthenticator", "ProposalAccessPolicy", "ProposalTags"]
+
+logger = logging.getLogger(__name__)
+
+#: What a proposal (an access tag) may be called: 1-64 of ``A-Za-z0-9._-``.
+PROPOSAL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ADMIN_SCOPE = ScopeName.admin_apikeys
+_ROOT_NODE_ID = 0  # tiled.catalog.adapter.RootNode.id
+
+
+class KeysOnlyAuthenticator(InternalAuthenticator):
+    """A login provider that logs nobody in: opmap's principals act through API keys only.
+
+    Tiled keeps principals, identities and API keys only when an authentication provider
+    is configured; this one gives the identities a provider name (``opmap``) without
+    opening a password login.
+    """
+
+    async def authenticate(self, username: str, password: str) -> UserSessionState | None:
+        """Refuse every login (use an API key)."""
+        logger.warning("Refused a password login for %r: opmap accepts API keys only", username)
+        return None
+
+
+class ProposalTags(AccessTagsParser):
+    """Tiled's tag reader on the catalog database, plus the two queries opmap needs."""
+
+    async def define(self, names: Iterable[str]) -> None:
+        """Create the tag rows of ``names`` that do not exist yet (idempotent)."""
+        rows = [{"name": name, "is_public": False} for name in sorted(set(names))]
+        if not rows:
+            return
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        statement = insert(orm.AccessTag.__table__).values(rows)
+        async with self._engine.begin() as connection:
+            await connection.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
+
+    async def inherited(self, node_id: int) -> frozenset[str]:
+        """The tags on node ``node_id`` and on its ancestors, except the root.
+
+        Tiled tags the root ``public``; that tag says nothing about a proposal.
+        """
+        closure, association = orm.NodesClosure, orm.NodeAccessTagAssociation
+        statement = (
+            select(orm.AccessTag.name)
+            .join(association, association.tag_id == orm.AccessTag.id)
+            .join(closure, closure.ancestor == association.node_id)
+            .where(closure.descendant == node_id, closure.ancestor != _ROOT_NODE_ID)
+        )
+        async with self._engine.connect() as connection:
+            return frozenset((await connection.execute(statement)).scalars())
+
+
+def _node_id(node: Any) -> int | None:
+    return getattr(getattr(node, "node", None), "id", None)
+
+
+class ProposalAccessPolicy(AccessPolicy):
+    """Tiled access policy: a key's scopes say what it may do, its proposals where.
+
+    See the module docstring for the rules. Configured as
+    ``access_control: {access_policy: "opmap.service:ProposalAccessPolicy"}``; Tiled
+    connects :attr:`access_tags_parser` to the catalog database at start-up.
+    """
+
+    def __init__(self) -> None:
+        self.access_tags_parser = ProposalTags()
+
+    async def _visible(self, node: Any, key_tags: frozenset[str]) -> bool | None:
+        """True/False: the node is (not) inside one of ``key_tags``; None: it is untagged."""
+        node_id = _node_id(node)
+        if node_id is None or node_id == _ROOT_NODE_ID:
+            return None
+        tags = await self.access_tags_parser.inherited(node_id)
+        return bool(tags & key_tags) if tags else None
+
+    async def init_node(
+        self,
+        principal: Any,
+        authn_access_tags: frozenset[str] | None,
+        authn_scopes: set[str],
+        access_tags: Iterable[str] | None = None,
+    ) -> tuple[bool, frozenset[str]]:
+        """Accept the tags of a new node: proposals of the key (any for unrestricted keys)."""
+        tags = normalize_access_tags(access_tags or ())
+        for tag in tags:
+            if not PROPOSAL_PATTERN.fullmatch(tag):
+                raise ValueError(f"{tag!r} is not a proposal name ({PROPOSAL_PATTERN.pattern})")
+            if authn_access_tags is not None and tag not in authn_access_tags:
+                raise ValueError(f"this API key is restricted to {sorted(authn_access_tags)}")
+        await self.access_tags_parser.define(tags)
+        return False, tags
+
+    async def modify_node(
+        self,
+        node: Any,
+        principal: Any,
+        authn_access_tags: frozenset[str] | None,
+        authn_scopes: set[str],
+        access_tags: Iterable[str] | None,
+    ) -> tuple[bool, frozenset[str]]:
+        """Keep a node's tags; only an admin key may change them."""
+        current = normalize_access_tags(getattr(node, "access_tags", ()))
+        if access_tags is None or normalize_access_tags(access_tags) == current:
+            return False, current
+        if _ADMIN_SCOPE not in authn_scopes:
+            raise ValueError("only an admin key may change the proposals of a stored node")
+        tags = await self.init_node(principal, None, authn_scopes, access_tags)
+        logger.warning("Admin retagged %s from %s to %s", node, sorted(current), sorted(tags[1]))
+        return True, tags[1]
+
+    async def allowed_scopes(
+        self,
+        node: Any,
+        principal: Any,
+        authn_access_tags: frozenset[str] | None,
+        authn_scopes: set[str],
+    ) -> set[str]:
+        """The key's scopes on ``node``; none inside another proposal's node."""
+        if authn_access_tags is None:
+            return set(authn_scopes)
+        if await self._visible(node, authn_access_tags) is False:
+            return set()
+        return set(authn_scopes)
+
+    async def filters(
+        self,
+        node: Any,
+        principal: Any,
+        authn_access_tags: frozenset[str] | None,
+        authn_scopes: set[str],
+        scopes: set[str],
+    ) -> list[Any]:
+        """Which children of ``node`` the key sees: all, or those of its proposals."""
+        if authn_access_tags is None or _node_id(node) == _ROOT_NODE_ID:
+            return []
+        if await self._visible(node, authn_access_tags):
+            return []
+        return [AccessTagsFilter(sorted(authn_access_tags))]

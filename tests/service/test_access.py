@@ -1,0 +1,183 @@
+"""Access matrix against a real server process: who may read, write, delete and register.
+
+Experiments of two proposals (``pA``, ``pB``) are stored by the admin; then every
+identity (anonymous, reader of pA, reader of pB, the beamline writer, the admin) tries
+each operation on pA's experiment over HTTP. Tiled answers 401 when the key lacks the
+scope, 404 when the node is invisible to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from opmap.service import ServerHandle, create_key, revoke_key, start_server_subprocess
+from opmap.settings import OpmapSettings
+
+pytestmark = pytest.mark.timeout(240)
+
+A_ARRAY = "raw/runA/primary/x"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    settings = OpmapSettings(data_dir=tmp_path_factory.mktemp("access"))
+    with start_server_subprocess(settings) as handle:
+        admin = _client(handle, handle.admin_key)
+        raw = admin.create_container("raw")
+        admin.create_container("processed")
+        for proposal in ("pA", "pB"):
+            run = raw.create_container(f"run{proposal[-1]}", access_tags=[proposal])
+            run.create_container("primary").write_array(np.arange(3), key="x")
+        raw.create_container("untagged").write_array(np.arange(2), key="y")
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def keys(server: ServerHandle) -> dict[str, str | None]:
+    settings = server.settings
+    return {
+        "anonymous": None,
+        "reader A": create_key(settings, "alice", "reader", proposals=["pA"]),
+        "reader B": create_key(settings, "bob", "reader", proposals=["pB"]),
+        "writer": server.api_key,
+        "admin": server.admin_key,
+    }
+
+
+def _client(server: ServerHandle, key: str) -> object:
+    from tiled.client import from_uri
+
+    return from_uri(server.url, api_key=key)
+
+
+def _request(server: ServerHandle, key: str | None, method: str, path: str, **kw: object) -> int:
+    headers = {} if key is None else {"Authorization": f"Apikey {key}"}
+    return httpx.request(method, f"{server.url}/api/v1/{path}", headers=headers, **kw).status_code
+
+
+def _read(server: ServerHandle, key: str | None) -> int:
+    return _request(server, key, "GET", f"array/full/{A_ARRAY}")
+
+
+def _write(server: ServerHandle, key: str | None) -> int:
+    body = {"metadata": {"touched": True}}
+    return _request(server, key, "PUT", "metadata/raw/runA", json=body)
+
+
+def _register(server: ServerHandle, key: str | None) -> int:
+    body = {
+        "structure_family": "container",
+        "metadata": {},
+        "specs": [],
+        "data_sources": [],
+        "access_tags": ["pA"],
+    }
+    return _request(server, key, "POST", "metadata/raw", json=body)
+
+
+def _delete(server: ServerHandle, key: str | None) -> int:
+    from tiled.client import from_uri
+
+    run = from_uri(server.url, api_key=server.admin_key)["raw"]["runA"]
+    if "victim" not in run:
+        run.create_container("victim")
+    return _request(server, key, "DELETE", "metadata/raw/runA/victim")
+
+
+# (read, write, delete, register) on proposal A's experiment.
+MATRIX = {
+    "anonymous": (401, 401, 401, 401),
+    "reader A": (200, 401, 401, 401),
+    "reader B": (404, 401, 401, 401),
+    "writer": (200, 200, 401, 200),
+    "admin": (200, 200, 200, 200),
+}
+
+
+@pytest.mark.parametrize("who", list(MATRIX))
+def test_access_matrix_on_proposal_a(
+    server: ServerHandle, keys: dict[str, str | None], who: str
+) -> None:
+    key = keys[who]
+    got = tuple(op(server, key) for op in (_read, _write, _delete, _register))
+    assert got == MATRIX[who]
+
+
+def test_a_reader_lists_only_its_proposal(
+    server: ServerHandle, keys: dict[str, str | None]
+) -> None:
+    listing = httpx.get(
+        f"{server.url}/api/v1/search/raw",
+        headers={"Authorization": f"Apikey {keys['reader A']}"},
+    ).json()
+    seen = {entry["id"] for entry in listing["data"]}
+    assert "runA" in seen and not seen & {"runB", "untagged"}
+    assert _request(server, keys["reader A"], "GET", "array/full/raw/untagged/y") == 404
+
+
+def test_a_restricted_writer_cannot_tag_another_proposal(server: ServerHandle) -> None:
+    writer_a = create_key(server.settings, "cell-rig", "writer", proposals=["pA"])
+    assert _register(server, writer_a) == 200
+    body = {"structure_family": "container", "metadata": {}, "specs": [], "data_sources": []}
+    tagged_b = body | {"access_tags": ["pB"]}
+    assert _request(server, writer_a, "POST", "metadata/raw", json=tagged_b) == 403
+    assert _request(server, writer_a, "GET", "metadata/raw/runB") == 404
+
+
+def test_only_an_admin_may_retag_a_stored_node(
+    server: ServerHandle, keys: dict[str, str | None]
+) -> None:
+    retag = {"metadata": {}, "access_tags": ["pB"]}
+    assert _request(server, keys["writer"], "PUT", "metadata/raw/runA", json=retag) == 403
+
+
+def test_reader_keys_cannot_mint_keys(server: ServerHandle, keys: dict[str, str | None]) -> None:
+    body = {"scopes": ["inherit"], "expires_in": 600}
+    assert _request(server, keys["reader A"], "POST", "auth/apikey", json=body) == 401
+
+
+def test_revoked_and_expired_keys_are_refused(server: ServerHandle) -> None:
+    key = create_key(server.settings, "carol", "reader", proposals=["pA"])
+    assert _read(server, key) == 200
+    revoke_key(server.settings, key[:8])
+    assert _read(server, key) == 401
+    short = create_key(server.settings, "carol", "reader", proposals=["pA"])
+    short_lived = create_key(
+        server.settings, "dave", "reader", proposals=["pA"], expires_in=timedelta(seconds=1)
+    )
+    assert _read(server, short) == 200
+    import time
+
+    time.sleep(1.5)
+    assert _read(server, short_lived) == 401
+
+
+def test_admin_deletions_are_logged_with_the_principal(
+    server: ServerHandle, keys: dict[str, str | None]
+) -> None:
+    assert _delete(server, keys["admin"]) == 200
+    log = Path(server.log_file).read_text()
+    assert "('admin') - \"DELETE /api/v1/metadata/raw/runA/victim" in log
+
+
+def test_products_tagged_with_a_proposal_are_read_by_its_readers_only(
+    server: ServerHandle, keys: dict[str, str | None]
+) -> None:
+    from opmap.analysis.products import LabelledArray, Products
+    from opmap.callbacks.tiled_products import TiledProductWriter
+    from opmap.callbacks.tiled_writer import ensure_layout
+
+    processed = ensure_layout(server.client())["processed"]
+    writer = TiledProductWriter(processed, "cell-7", proposal="pA")
+    thickness = LabelledArray(np.array([0.0, 0.4]), ("map",), "um")
+    writer.write_products(Products(arrays={"li_thickness": thickness}))
+    path = f"array/full/processed/cell-7/{writer.version}/li_thickness"
+    assert _request(server, keys["reader A"], "GET", path) == 200
+    assert _request(server, keys["reader B"], "GET", path) == 404
+    assert _request(server, keys["reader B"], "GET", "metadata/processed/cell-7") == 404
