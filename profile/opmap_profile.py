@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ __all__ = [
     "banner",
     "build_session",
     "load_profile_config",
+    "session_from_environment",
 ]
 
 #: The plans a session exposes, by the name users type.
@@ -406,6 +408,16 @@ def _install_suspenders(session: Session) -> None:
     }
     for suspender in session.suspenders.values():
         session.RE.install_suspender(suspender)
+
+
+def session_from_environment(**options: Any) -> Session:
+    """The session of ``$OPMAP_BEAMLINE_CONFIG``, else of ``beamline.toml`` beside this file.
+
+    What both startup folders (``startup/`` for IPython, ``qserver/`` for the queue server's
+    worker) build; ``options`` go to `build_session`.
+    """
+    default = Path(__file__).resolve().parent / "beamline.toml"
+    return build_session(Path(os.environ.get("OPMAP_BEAMLINE_CONFIG") or default), **options)
 
 
 def banner(session: Session, names: dict[str, Any]) -> str:

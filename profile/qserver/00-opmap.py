@@ -16,15 +16,13 @@ def _opmap_queue_namespace() -> dict:
 
     from opmap.queue import queue_namespace
 
-    profile_dir = Path(__file__).resolve().parent.parent
-    config = Path(os.environ.get("OPMAP_BEAMLINE_CONFIG") or profile_dir / "beamline.toml")
-    wiring = profile_dir / "opmap_profile.py"
+    wiring = Path(__file__).resolve().parent.parent / "opmap_profile.py"
     spec = importlib.util.spec_from_file_location("opmap_profile", wiring)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
     spec.loader.exec_module(module)
     live = os.environ.get("OPMAP_LIVE_ANALYSIS", "on").lower() not in ("off", "0", "false")
-    session = module.build_session(config, live_analysis=live)
+    session = module.session_from_environment(live_analysis=live)
     return queue_namespace(session)
 
 

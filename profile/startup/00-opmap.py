@@ -8,18 +8,15 @@ they are. All wiring is in ``profile/opmap_profile.py``; this file defines no gl
 
 def _start_opmap_session() -> None:
     import importlib.util
-    import os
     import sys
     from pathlib import Path
 
-    profile_dir = Path(__file__).resolve().parent.parent
-    config = Path(os.environ.get("OPMAP_BEAMLINE_CONFIG") or profile_dir / "beamline.toml")
-    wiring = profile_dir / "opmap_profile.py"
+    wiring = Path(__file__).resolve().parent.parent / "opmap_profile.py"
     spec = importlib.util.spec_from_file_location("opmap_profile", wiring)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
     spec.loader.exec_module(module)
-    session = module.build_session(config)
+    session = module.session_from_environment()
     names = session.namespace()
     get_ipython().user_ns.update(names)  # noqa: F821  (IPython defines it for startup files)
     print(module.banner(session, names))  # noqa: T201  (the one message a user reads)
