@@ -1,17 +1,22 @@
 """LCO lattice parameters, Li concentration and the biphasic front.
 
 c = 3·d(003) = 6π/q(003) and a = 2·d(110) = 4π/q(110) (hexagonal R-3m setting, q = 2π/d).
-x in LixCoO2 follows the paper's piecewise-linear calibration (`LiCalibration`).
+x in LixCoO2 follows the paper's calibration lines (`LiCalibration`, NaN outside their range);
+`PixelFlag` codes say why a pixel is NaN. The front: `x_profile_front` (the paper's x(z)
+method, default) or `biphasic_front` (two-phase fraction, opt-in).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._fit_front import FrontResult, biphasic_front, front_velocity
+from ._front_profile import ProfileFrontResult, depth_profile, x_profile_front
+from ._li_calibration import PAPER_CALIBRATION, LiCalibration, li_fraction_from_c
+from ._pixel_flags import PixelFlag, coverage, peak_flags, pixel_flag_legend
 from .fitting import PeakFit, TwoPeakFit
 
 __all__ = [
@@ -20,14 +25,21 @@ __all__ = [
     "FrontResult",
     "LatticeMaps",
     "LiCalibration",
+    "PixelFlag",
+    "ProfileFrontResult",
     "a_from_q110",
     "biphasic_front",
     "biphasic_maps",
     "c_from_q003",
+    "coverage",
+    "depth_profile",
     "frames_to_maps",
     "front_velocity",
     "lattice_maps",
     "li_fraction_from_c",
+    "peak_flags",
+    "pixel_flag_legend",
+    "x_profile_front",
 ]
 
 
@@ -90,80 +102,6 @@ def _from_q(q, q_err, factor: float) -> tuple[np.ndarray, np.ndarray]:
         return value, factor * np.asarray(q_err, dtype=np.float64) / q**2
 
 
-@dataclass(frozen=True, kw_only=True)
-class LiCalibration:
-    """Piecewise-linear x(c) for LixCoO2 (supporting information of the paper, Fig. S4).
-
-    x = ``metallic_intercept`` − ``metallic_slope_per_angstrom``·c where that gives
-    x < ``x_switch`` (solid solution, metallic phase); otherwise x = ``biphasic_intercept`` −
-    ``biphasic_slope_per_angstrom``·c̄ with c̄ the phase-fraction weighted mean c.
-    Defaults: the paper's 20.13 − c·0.3/0.22 (through x = 0.45 at c = 14.43 Å and x = 0.75 at
-    14.21 Å) and 20.49 − c̄·0.25/0.18 (through x = 0.75 at 14.21 Å and x = 1 at 14.03 Å).
-    Unknown fields raise ``TypeError`` naming them; bad values ``ValueError``.
-    """
-
-    metallic_intercept: float = 20.13
-    metallic_slope_per_angstrom: float = 0.3 / 0.22
-    biphasic_intercept: float = 20.49
-    biphasic_slope_per_angstrom: float = 0.25 / 0.18
-    x_switch: float = 0.75
-
-    def __post_init__(self) -> None:
-        for name in ("metallic_slope_per_angstrom", "biphasic_slope_per_angstrom"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and 0 < value < 100):
-                raise ValueError(f"{name} must be in (0, 100) per Å, got {value!r}")
-        if not 0 < self.x_switch < 1:
-            raise ValueError(f"x_switch must be in (0, 1), got {self.x_switch!r}")
-
-    @property
-    def c_switch_angstrom(self) -> float:
-        """c (Å) at which the metallic line reaches ``x_switch``."""
-        return (self.metallic_intercept - self.x_switch) / self.metallic_slope_per_angstrom
-
-
-#: The calibration printed in the paper's supporting information.
-PAPER_CALIBRATION = LiCalibration()
-
-
-def li_fraction_from_c(
-    c_angstrom: np.ndarray,
-    c_err: np.ndarray | None = None,
-    *,
-    calibration: LiCalibration = PAPER_CALIBRATION,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Li content x of LixCoO2 from c (or from the mean c in the biphasic region).
-
-    Parameters
-    ----------
-    c_angstrom : array of float
-        c lattice parameter (Å), any shape.
-    c_err : array of float, optional
-        Its standard uncertainty (Å); x_err is NaN when omitted.
-    calibration : LiCalibration, optional
-        Coefficients; default the paper's.
-
-    Returns
-    -------
-    x, x_err : arrays of float, shape of the input (dimensionless)
-
-    Examples
-    --------
-    >>> x, _ = li_fraction_from_c(np.array([14.43, 14.21, 14.03]))
-    >>> print(np.round(x, 2))
-    [0.45 0.75 1.  ]
-    """
-    c = np.asarray(c_angstrom, dtype=np.float64)
-    cal = calibration
-    x_metal = cal.metallic_intercept - cal.metallic_slope_per_angstrom * c
-    biphasic = x_metal >= cal.x_switch
-    x = np.where(biphasic, cal.biphasic_intercept - cal.biphasic_slope_per_angstrom * c, x_metal)
-    x = np.where(np.isfinite(c), x, np.nan)
-    slope = np.where(biphasic, cal.biphasic_slope_per_angstrom, cal.metallic_slope_per_angstrom)
-    err = np.full_like(x, np.nan) if c_err is None else slope * np.asarray(c_err, dtype=float)
-    return x, err
-
-
 def frames_to_maps(values: np.ndarray, *, n_z: int, n_x: int, snake: bool = False) -> np.ndarray:
     """Reshape per-frame values into maps (n_maps, n_z, n_x, ...).
 
@@ -205,6 +143,8 @@ class LatticeMaps:
 
     Each array is (n_maps, n_z, n_x) from `lattice_maps`, or (n_z, n_x) for the one map of
     an `opmap.analysis.pipeline.analyze_map`. ``a_*`` holds only families with (110) fits.
+    ``flags`` (from `analyze_map`): uint8 `PixelFlag` maps keyed ``"c_<family>"``,
+    ``"a_<family>"``, ``"x_li_<family>"``.
     """
 
     c_angstrom: Mapping[str, np.ndarray]
@@ -213,6 +153,7 @@ class LatticeMaps:
     a_err_angstrom: Mapping[str, np.ndarray]
     x_li: Mapping[str, np.ndarray]
     x_li_err: Mapping[str, np.ndarray]
+    flags: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def lattice_maps(

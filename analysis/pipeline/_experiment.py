@@ -20,7 +20,14 @@ from ..grains import (
     link_grains,
     texture_share,
 )
-from ..lattice import biphasic_front
+from ..lattice import (
+    biphasic_front,
+    coverage,
+    depth_profile,
+    li_fraction_from_c,
+    pixel_flag_legend,
+    x_profile_front,
+)
 from ..phases import li_thickness_from_ti, stack_displacement, stack_profile
 from ..products import LabelledArray, Products
 from ._layout import MapLayout
@@ -57,6 +64,33 @@ def _versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             out[package] = "unknown"
     return out
+
+
+def _front_arrays(front) -> dict[str, LabelledArray]:
+    return {
+        "front_position": LabelledArray(
+            front.position_um, ("map",), "um", "biphasic front height"
+        ),
+        "front_position_err": LabelledArray(
+            front.position_err_um, ("map",), "um", "uncertainty of the front height"
+        ),
+        "front_width": LabelledArray(
+            front.width_um, ("map",), "um", "10-90 % width of the biphasic interface"
+        ),
+        "front_used": LabelledArray(
+            front.used.astype(np.uint8), ("map",), "", "1: map entered the front speed fit"
+        ),
+    }
+
+
+def _sampling_label(metadata: Mapping[str, Any]) -> str:
+    if metadata.get("sampling_options") is None:
+        return "off (default): (003) positions as fitted"
+    return (
+        "opt-in, applied: (003) positions corrected with sampling_correction, which models "
+        "rings with a pixel bounding box, a Gaussian point spread and a Gaussian peak "
+        "(validated only on frames rendered that way)"
+    )
 
 
 class ExperimentAnalysis:
@@ -114,10 +148,9 @@ class ExperimentAnalysis:
                 f"{self._maps[-1].time_s} s"
             )
         shape = (self.layout.n_z, self.layout.n_x)
-        if result.rich_fraction.shape != shape or result.ti_z_um.shape != (self.layout.n_x,):
-            raise ValueError(
-                f"result has maps of shape {result.rich_fraction.shape}, layout needs {shape}"
-            )
+        got = next(iter(result.c_angstrom.values())).shape
+        if got != shape or result.ti_z_um.shape != (self.layout.n_x,):
+            raise ValueError(f"result has maps of shape {got}, layout needs {shape}")
         self._maps.append(result)
         self._electrochem.append(dict(electrochem or {}))
 
@@ -167,6 +200,10 @@ class ExperimentAnalysis:
             "analysis_parameters": self.params.model_dump(mode="json"),
             "layout": self.layout.describe(),
             "front": front_meta,
+            "pixel_flags": pixel_flag_legend(),
+            "coverage": self._coverage_meta(),
+            "x_li_calibration": self._calibration_meta(),
+            "sampling_correction": _sampling_label(self.metadata),
             "grains": grain_meta,
             "versions": _versions(),
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -185,8 +222,8 @@ class ExperimentAnalysis:
             ("c_err", "c_err_angstrom", "angstrom", "standard uncertainty of c"),
             ("a", "a_angstrom", "angstrom", "a lattice parameter"),
             ("a_err", "a_err_angstrom", "angstrom", "standard uncertainty of a"),
-            ("x_li", "x_li", "", "x in LixCoO2 from c"),
-            ("x_li_err", "x_li_err", "", "standard uncertainty of x"),
+            ("x_li", "x_li", "", "x in LixCoO2 from c (NaN outside the calibration)"),
+            ("x_li_err", "x_li_err", "", "standard uncertainty of x (c and calibration)"),
         )
         for prefix, attr, units, text in quantities:
             for family in getattr(first, attr):
@@ -194,14 +231,67 @@ class ExperimentAnalysis:
                 out[f"{prefix}_{family}"] = LabelledArray(
                     values, MAP_ZX, units, f"{text}, {family}"
                 )
-        out["rich_fraction"] = LabelledArray(
-            self._stack(lambda m: m.rich_fraction), MAP_ZX, "",
-            f"Li-rich (003) area fraction, {self.params.front_family_name}",
-        )  # fmt: skip
+        out.update(self._flag_arrays())
+        out.update(self._profile_arrays())
+        if first.rich_fraction is not None:
+            out["rich_fraction"] = LabelledArray(
+                self._stack(lambda m: m.rich_fraction), MAP_ZX, "",
+                f"Li-rich (003) area fraction, {self.params.front_family_name} (opt-in)",
+            )  # fmt: skip
         for band in first.phases:
             out[f"phase_{band}"] = LabelledArray(
                 self._stack(lambda m, b=band: m.phases[b]), MAP_ZX, "", f"normalised {band}"
             )
+        return out
+
+    def _cathode_rows(self) -> np.ndarray:
+        bounds = self.params.front_cathode_z_um
+        z = self.layout.z_um
+        return np.ones(z.size, bool) if bounds is None else (z >= bounds[0]) & (z <= bounds[1])
+
+    def _flag_arrays(self) -> dict[str, LabelledArray]:
+        """``fit_flag_<product>`` (uint8 codes) and ``coverage_<product>`` per map."""
+        out: dict[str, LabelledArray] = {}
+        rows = self._cathode_rows()
+        for name in self._maps[0].flags:
+            flags = np.stack([m.flags[name] for m in self._maps]).astype(np.uint8)
+            out[f"fit_flag_{name}"] = LabelledArray(
+                flags, MAP_ZX, "", f"why {name} is NaN (codes: metadata pixel_flags)"
+            )
+            out[f"coverage_{name}"] = LabelledArray(
+                coverage(flags, rows), ("map",), "",
+                f"share of cathode pixels with a valid {name}",
+            )  # fmt: skip
+        return out
+
+    def _profile_arrays(self) -> dict[str, LabelledArray]:
+        """Depth profiles per family: mean c over x per row, and x of it (calibrated only)."""
+        out: dict[str, LabelledArray] = {}
+        for family in self._maps[0].c_angstrom:
+            profile = depth_profile(self._stack(lambda m, f=family: m.c_angstrom[f]))
+            out[f"profile_c_{family}"] = LabelledArray(
+                profile, ("map", "z"), "angstrom", f"mean c over x per row, {family}"
+            )
+            calibration = self.params.li_calibration(family)
+            if calibration is not None:
+                x, _ = li_fraction_from_c(profile, calibration=calibration)
+                out[f"profile_x_li_{family}"] = LabelledArray(
+                    x, ("map", "z"), "", f"x(z) from the row-mean c, {family}"
+                )
+        return out
+
+    def _coverage_meta(self) -> dict[str, Any]:
+        bounds = self.params.front_cathode_z_um
+        return {
+            "definition": "share of the pixels in the cathode rows whose fit_flag is 0 (OK)",
+            "cathode_z_um": None if bounds is None else list(bounds),
+        }
+
+    def _calibration_meta(self) -> dict[str, str]:
+        out = {}
+        for family in (f.name for f in self.params.families.family):
+            calibration = self.params.li_calibration(family)
+            out[family] = "none: no x_li" if calibration is None else calibration.source
         return out
 
     def _anode_arrays(self) -> dict[str, LabelledArray]:
@@ -230,27 +320,45 @@ class ExperimentAnalysis:
         }
 
     def _front(self, time_s: np.ndarray) -> tuple[dict[str, LabelledArray], dict[str, Any]]:
-        rich = self._stack(lambda m: m.rich_fraction)
         p = self.params
-        front = biphasic_front(
-            rich, z_um=self.layout.z_um, time_s=time_s, cathode_z_um=p.front_cathode_z_um,
-            contrast=p.front_contrast, time_window_s=p.front_time_window_s,
-        )  # fmt: skip
-        position = front.position_um
-        speed, speed_err, used = front.velocity_nm_per_s, front.velocity_err_nm_per_s, front.used
-        arrays = {
-            "front_position": LabelledArray(position, ("map",), "um", "biphasic front height"),
-            "front_position_err": LabelledArray(
-                front.position_err_um, ("map",), "um", "uncertainty of the front height"
-            ),
-            "front_width": LabelledArray(
-                front.width_um, ("map",), "um", "10-90 % width of the biphasic interface"
-            ),
-        }
+        family = p.front_family_name
+        common = {
+            "z_um": self.layout.z_um, "time_s": time_s, "cathode_z_um": p.front_cathode_z_um,
+            "contrast": p.front_contrast, "time_window_s": p.front_time_window_s,
+        }  # fmt: skip
+        arrays: dict[str, LabelledArray] = {}
+        if p.front_method == "rich_fraction":
+            front = biphasic_front(self._stack(lambda m: m.rich_fraction), **common)
+            how = (
+                "opt-in: fixed-position two-phase (003) fit, Li-rich area fraction f(z) "
+                "crosses 0.5 (biphasic_front)"
+            )
+        else:
+            front = x_profile_front(
+                self._stack(lambda m: m.c_angstrom[family]),
+                min_step_angstrom=p.front_min_step_angstrom,
+                min_step_sigma=p.front_min_step_sigma, **common,
+            )  # fmt: skip
+            how = (
+                "paper (main text Fig. 2f, SI Fig. S4): x(z) profile of the per-pixel c, front "
+                "where it crosses the midpoint between the two phases' fitted plateaus "
+                "(x_profile_front)"
+            )
+            for name, values in (
+                ("below", front.c_below_angstrom),
+                ("above", front.c_above_angstrom),
+            ):
+                arrays[f"front_c_{name}"] = LabelledArray(
+                    values, ("map",), "angstrom", f"c of the phase {name} the front, {family}"
+                )
+        arrays.update(_front_arrays(front))
         meta = {
-            "speed_nm_per_s": speed,
-            "speed_err_nm_per_s": speed_err,
-            "maps_used": int(used.sum()),
+            "method": p.front_method,
+            "method_description": how,
+            "family": family,
+            "speed_nm_per_s": front.velocity_nm_per_s,
+            "speed_err_nm_per_s": front.velocity_err_nm_per_s,
+            "maps_used": int(front.used.sum()),
             "front_time_window_s": list(front.time_window_s),
             "sign": "dz/dt; negative = front moving down from the electrolyte side (charge)",
         }

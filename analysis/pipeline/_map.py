@@ -8,9 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..fitting import fit_gaussian, fit_two_gaussians, peak_present
+from ..fitting import fit_gaussian, fit_two_gaussians, peak_present, peak_significance
 from ..grains import GrainTable, find_grains
-from ..lattice import LatticeMaps, a_from_q110, c_from_q003
+from ..lattice import (
+    LatticeMaps,
+    PixelFlag,
+    a_from_q110,
+    c_from_q003,
+    li_fraction_from_c,
+    peak_flags,
+)
 from ..phases import phase_maps, ti_position
 from ..reduction import ReducedFrames
 from ._layout import MapLayout
@@ -35,9 +42,14 @@ class MapResult:
     a_angstrom, a_err_angstrom : Mapping[str, numpy.ndarray]
         a per family (Å) from (110) (families with (110) sectors only).
     x_li, x_li_err : Mapping[str, numpy.ndarray]
-        Li content of LiₓCoO₂ per family from c (dimensionless).
-    rich_fraction : numpy.ndarray
-        Li-rich (003) area fraction of the front family (two Gaussians), (n_z, n_x).
+        Li content of LiₓCoO₂ per family from c (dimensionless), families with a
+        calibration only; NaN outside its calibrated range.
+    flags : Mapping[str, numpy.ndarray]
+        uint8 `PixelFlag` per product (``"c_<family>"``, ``"a_<family>"``,
+        ``"x_li_<family>"``), (n_z, n_x): why a value is NaN.
+    rich_fraction : numpy.ndarray or None
+        Li-rich (003) area fraction of the front family (two Gaussians), (n_z, n_x); only
+        with ``params.front_method == "rich_fraction"`` (opt-in), else None.
     phases : Mapping[str, numpy.ndarray]
         Normalised (0–1) intensity of each reduction band, (n_z, n_x).
     band_intensity : Mapping[str, numpy.ndarray]
@@ -56,7 +68,8 @@ class MapResult:
     a_err_angstrom: Mapping[str, np.ndarray]
     x_li: Mapping[str, np.ndarray]
     x_li_err: Mapping[str, np.ndarray]
-    rich_fraction: np.ndarray
+    flags: Mapping[str, np.ndarray]
+    rich_fraction: np.ndarray | None
     phases: Mapping[str, np.ndarray]
     band_intensity: Mapping[str, np.ndarray]
     ti_z_um: np.ndarray
@@ -68,14 +81,40 @@ def _peak_q(
     key: str,
     params: AnalysisParameters,
     sampling: SamplingCorrection | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted peak position of profile ``key`` per frame (Å⁻¹), NaN where no real peak."""
-    fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key], min_snr=params.fit_min_snr)
-    present = peak_present(fit.area, min_relative_area=params.min_relative_area)
-    q = np.where(present, fit.position_q, np.nan)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peak position of profile ``key`` per frame (Å⁻¹), its uncertainty and `PixelFlag`.
+
+    NaN where the reflection is absent (not significant against the local background noise,
+    or not centred in the window), faint, masked or the fit failed: the flag says which.
+    """
+    profiles, q_grid = reduced.profiles[key], reduced.profile_q[key]
+    fit = fit_gaussian(profiles, q_grid, min_snr=params.fit_min_snr)
+    significance, centred = peak_significance(profiles, q_grid, fit)
+    with np.errstate(invalid="ignore"):
+        significant = centred & (significance >= params.presence_min_sigma)
+    area = np.where(significant, fit.area, np.nan)
+    relative = peak_present(area, min_relative_area=params.min_relative_area)
+    flags = peak_flags(
+        fit.flag, significance, centred, relative, min_sigma=params.presence_min_sigma
+    )
+    ok = flags == PixelFlag.OK
+    q = np.where(ok, fit.position_q, np.nan)
     if sampling is not None:
         q = sampling.correct(key, q, fit.sigma_q)
-    return q, fit.position_q_err
+    return q, np.where(ok, fit.position_q_err, np.nan), flags
+
+
+def _x_li(
+    params: AnalysisParameters, family: str, c: np.ndarray, c_err: np.ndarray, c_flag: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """x_Li, its uncertainty and flags of one family (None without a calibration)."""
+    calibration = params.li_calibration(family)
+    if calibration is None:
+        return None
+    x, x_err = li_fraction_from_c(c, c_err, calibration=calibration)
+    flag = np.where(c_flag == PixelFlag.OK, PixelFlag.OK, PixelFlag.NO_C).astype(np.uint8)
+    flag[(c_flag == PixelFlag.OK) & ~calibration.covers(c)] = PixelFlag.OUT_OF_RANGE
+    return x, x_err, flag
 
 
 def _lattice(
@@ -84,19 +123,28 @@ def _lattice(
     params: AnalysisParameters,
     sampling: SamplingCorrection | None,
 ) -> LatticeMaps:
-    """c, a and x maps (n_z, n_x) per family of one map; a only where (110) is reduced."""
-    maps: tuple[dict[str, np.ndarray], ...] = tuple({} for _ in range(6))
-    c, c_err, a, a_err, x, x_err = maps
+    """c, a and x maps (n_z, n_x) per family of one map, with their `PixelFlag` maps.
+
+    a only where (110) is reduced; x only for families with a calibration.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {k: {} for k in ("c", "ce", "a", "ae", "x", "xe")}
+    flags: dict[str, np.ndarray] = {}
     for family in params.families.family:
         name = family.name
-        c_q, c_q_err = c_from_q003(*_peak_q(reduced, f"{name}:003", params, sampling))
-        x_li, x_li_err = params.x_li(name, c_q, c_q_err)
-        c[name], c_err[name] = layout.to_map(c_q), layout.to_map(c_q_err)
-        x[name], x_err[name] = layout.to_map(x_li), layout.to_map(x_li_err)
+        q, q_err, c_flag = _peak_q(reduced, f"{name}:003", params, sampling)
+        c, c_err = c_from_q003(q, q_err)
+        out["c"][name], out["ce"][name] = layout.to_map(c), layout.to_map(c_err)
+        flags[f"c_{name}"] = layout.to_map(c_flag)
+        x = _x_li(params, name, c, c_err, c_flag)
+        if x is not None:
+            out["x"][name], out["xe"][name] = layout.to_map(x[0]), layout.to_map(x[1])
+            flags[f"x_li_{name}"] = layout.to_map(x[2])
         if f"{name}:110" in reduced.profiles:
-            a_q, a_q_err = a_from_q110(*_peak_q(reduced, f"{name}:110", params))
-            a[name], a_err[name] = layout.to_map(a_q), layout.to_map(a_q_err)
-    return LatticeMaps(c, c_err, a, a_err, x, x_err)
+            q, q_err, a_flag = _peak_q(reduced, f"{name}:110", params)
+            a, a_err = a_from_q110(q, q_err)
+            out["a"][name], out["ae"][name] = layout.to_map(a), layout.to_map(a_err)
+            flags[f"a_{name}"] = layout.to_map(a_flag)
+    return LatticeMaps(*out.values(), flags=flags)
 
 
 def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
@@ -179,9 +227,12 @@ def analyze_map(
         bands[params.ti_band], z_um=layout.z_um, half_window=params.ti_half_window,
         method=params.ti_method,
     )  # fmt: skip
-    # Only where the front family diffracts (its single-peak fit is trusted): elsewhere a
-    # two-peak fit of noise gives a fraction, not a phase.
-    trusted = np.isfinite(lattice.c_angstrom[params.front_family_name])
+    rich = None
+    if params.front_method == "rich_fraction":
+        # Only where the front family diffracts (its single-peak fit is trusted): elsewhere a
+        # two-peak fit of noise gives a fraction, not a phase.
+        trusted = np.isfinite(lattice.c_angstrom[params.front_family_name])
+        rich = np.where(trusted, _rich_fraction(reduced, layout, params), np.nan)
     return MapResult(
         map_index=int(map_index),
         time_s=float(time_s),
@@ -191,7 +242,8 @@ def analyze_map(
         a_err_angstrom=lattice.a_err_angstrom,
         x_li=lattice.x_li,
         x_li_err=lattice.x_li_err,
-        rich_fraction=np.where(trusted, _rich_fraction(reduced, layout, params), np.nan),
+        flags=lattice.flags,
+        rich_fraction=rich,
         phases=_phases(reduced, layout, params),
         band_intensity=bands,
         ti_z_um=ti_z,

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..families import FamilyConfig
-from ..lattice import LiCalibration, li_fraction_from_c
+from ..lattice import PAPER_CALIBRATION, LiCalibration, li_fraction_from_c
 from ..reduction import ReductionPlan
 
 __all__ = ["AnalysisParameters", "CalibrationTable", "load_parameters"]
@@ -19,21 +19,26 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class CalibrationTable(BaseModel):
-    """Piecewise-linear x(c) of one family: c (Å, strictly increasing) against x_Li.
+    """Piecewise-linear x(c) of one family through anchors (TOML: ``[calibration.<family>]``).
 
-    Outside the table x is clamped to its end values.
+    c (Å) strictly increasing; x in [0, 1]. Outside the anchors' c range x is NaN (flag
+    OUT_OF_RANGE), never clamped. ``c_err_angstrom`` / ``x_err``: standard uncertainty of
+    each anchor, propagated into ``x_li_err`` (see `opmap.analysis.lattice.LiCalibration`).
 
     Examples
     --------
     >>> table = CalibrationTable(c_angstrom=(14.0, 14.13, 14.32), x_li=(1.0, 0.75, 0.5))
     >>> x, _ = table.x_li_from_c(np.array([14.065, 14.5]))
     >>> print(np.round(x, 3))
-    [0.875 0.5  ]
+    [0.875   nan]
     """
 
     model_config = _FROZEN
     c_angstrom: tuple[float, ...] = Field(min_length=2)
     x_li: tuple[float, ...] = Field(min_length=2)
+    c_err_angstrom: float = Field(default=0.0, ge=0.0, le=1.0)
+    x_err: float = Field(default=0.0, ge=0.0, le=1.0)
+    source: str = "calibration table of the analysis parameters"
 
     @model_validator(mode="after")
     def _consistent(self) -> CalibrationTable:
@@ -44,20 +49,22 @@ class CalibrationTable(BaseModel):
             )
         if np.any(np.diff(self.c_angstrom) <= 0):
             raise ValueError("c_angstrom must be strictly increasing")
+        if not all(0.0 <= x <= 1.0 for x in self.x_li):
+            raise ValueError(f"x_li must lie in [0, 1], got {self.x_li}")
         return self
+
+    def to_calibration(self) -> LiCalibration:
+        """The table as a `LiCalibration`."""
+        return LiCalibration(
+            c_angstrom=self.c_angstrom, x_li=self.x_li, c_err_angstrom=self.c_err_angstrom,
+            x_err=self.x_err, source=self.source,
+        )  # fmt: skip
 
     def x_li_from_c(
         self, c_angstrom: np.ndarray, c_err: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """x and its standard uncertainty (local slope × σc) for c in Å (any shape)."""
-        c = np.asarray(c_angstrom, dtype=float)
-        x = np.interp(c, self.c_angstrom, self.x_li)
-        slopes = np.diff(self.x_li) / np.diff(self.c_angstrom)
-        segment = np.clip(np.searchsorted(self.c_angstrom, c) - 1, 0, slopes.size - 1)
-        inside = (c >= self.c_angstrom[0]) & (c <= self.c_angstrom[-1])
-        slope = np.where(inside, np.abs(slopes[segment]), 0.0)
-        err = np.full_like(c, np.nan) if c_err is None else slope * np.asarray(c_err, float)
-        return np.where(np.isfinite(c), x, np.nan), err
+        """x and its standard uncertainty for c in Å (any shape); NaN outside the table."""
+        return li_fraction_from_c(c_angstrom, c_err, calibration=self.to_calibration())
 
 
 class AnalysisParameters(BaseModel):
@@ -72,18 +79,35 @@ class AnalysisParameters(BaseModel):
     min_relative_area : float
         A (003)/(110) peak whose area is below this fraction of the map's 90th-percentile
         area is not the family's (the beam is outside the cathode): NaN, in [0, 1).
+    presence_min_sigma : float
+        A (003)/(110) peak is present when its net counts exceed the local background noise
+        by this many standard deviations and it is centred in its window
+        (`opmap.analysis.fitting.peak_significance`); else NaN, flag ABSENT.
     calibration : dict[str, CalibrationTable]
-        x(c) table per family; families not listed use the paper's two lines
-        (`opmap.analysis.lattice.PAPER_CALIBRATION`).
+        x(c) table per family. Without one a family gets no x_Li (flag NO_CALIBRATION),
+        except ``paper_calibration_family``.
+    paper_calibration_family : str or None
+        The LCO⊥ family: the paper's calibration lines (SI, Fig. S4; calibrated for LCO⊥
+        only) give its x unless it has a table. Default ``"perp"`` (ignored when no family
+        has that name; an explicit name must be a family); None: no paper calibration.
     front_family : str or None
-        Family whose (003) profile gives the Li-rich fraction (two Gaussians); default the
-        first family.
+        Family whose c maps give the front (default the first family).
+    front_method : {"x_profile", "rich_fraction"}
+        ``"x_profile"`` (default, the paper's): the front is where the x(z) profile of the
+        per-pixel c crosses the midpoint between the two phases
+        (`opmap.analysis.lattice.x_profile_front`). ``"rich_fraction"`` (opt-in): a
+        two-Gaussian fit of every (003) profile gives a Li-rich area fraction, and the front is
+        its 0.5 crossing (`opmap.analysis.lattice.biphasic_front`).
+    front_min_step_angstrom, front_min_step_sigma : float
+        ``"x_profile"``: smallest c step between the phases (Å) and its significance.
     rich_c_angstrom, poor_c_angstrom : float
-        Starting c of the Li-rich and Li-poor phases (Å) for the two-Gaussian fit.
+        ``"rich_fraction"`` only: c of the Li-rich and Li-poor phases (Å), default the
+        paper's LCO⊥ values (main text, Fig. 2d: 14.0 and 14.13 Å).
     fix_phase_positions : bool
-        Hold both (003) positions at those c (fit only areas, width, background). Default
-        True: the two phases' c are known in the biphasic stage, and free positions split a
-        single Li-poor peak into two (a spurious Li-rich fraction of 0.2–0.4).
+        ``"rich_fraction"`` only: hold both (003) positions at those c (default; free
+        positions split a single Li-poor peak into two). The Li-poor phase is out of
+        equilibrium (its c drifts), so held positions bias the fraction: one reason this
+        method is not the default.
     front_time_window_s : (float, float) or None
         Only maps with ``time_s`` inside enter the front speed fit (None: the longest run of
         consecutive maps with a front, i.e. the biphasic stage).
@@ -138,8 +162,13 @@ class AnalysisParameters(BaseModel):
     #: A family's peak counts in a pixel only if its area reaches this fraction of the map's
     #: 90th-percentile area: outside the cathode, noise passes the SNR test now and then.
     min_relative_area: float = Field(default=0.1, ge=0.0, lt=1.0)
+    presence_min_sigma: float = Field(default=5.0, gt=0.0, le=1000.0)
     calibration: dict[str, CalibrationTable] = Field(default_factory=dict)
+    paper_calibration_family: str | None = "perp"
     front_family: str | None = None
+    front_method: Literal["x_profile", "rich_fraction"] = "x_profile"
+    front_min_step_angstrom: float = Field(default=0.02, gt=0.0, lt=1.0)
+    front_min_step_sigma: float = Field(default=5.0, gt=0.0, le=1000.0)
     rich_c_angstrom: float = Field(default=14.0, gt=13.0, lt=15.0)
     poor_c_angstrom: float = Field(default=14.13, gt=13.0, lt=15.0)
     fix_phase_positions: bool = True
@@ -169,6 +198,10 @@ class AnalysisParameters(BaseModel):
         unknown = sorted(set(self.calibration) - set(names))
         if unknown:
             raise ValueError(f"calibration names unknown families {unknown}; known: {names}")
+        paper = self.paper_calibration_family
+        explicit = "paper_calibration_family" in self.model_fields_set
+        if paper is not None and explicit and paper not in names:
+            raise ValueError(f"paper_calibration_family {paper!r} must be one of {names}")
         if self.front_family is not None and self.front_family not in names:
             raise ValueError(f"front_family {self.front_family!r} must be one of {names}")
         if not self.rich_c_angstrom < self.poor_c_angstrom:
@@ -195,7 +228,7 @@ class AnalysisParameters(BaseModel):
 
     @property
     def front_family_name(self) -> str:
-        """The family used for the Li-rich fraction."""
+        """The family whose c maps (or Li-rich fraction) give the front."""
         return self.front_family or self.families.family[0].name
 
     def reduction_plan(self, **options: Any) -> ReductionPlan:
@@ -209,14 +242,14 @@ class AnalysisParameters(BaseModel):
                 )
         return plan
 
-    def x_li(
-        self, family: str, c_angstrom: np.ndarray, c_err: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """x_Li and its uncertainty from c (Å) with ``family``'s calibration."""
+    def li_calibration(self, family: str) -> LiCalibration | None:
+        """The x(c) calibration of ``family``: its table, the paper's lines, or None."""
         table = self.calibration.get(family)
         if table is not None:
-            return table.x_li_from_c(c_angstrom, c_err)
-        return li_fraction_from_c(c_angstrom, c_err, calibration=LiCalibration())
+            return table.to_calibration()
+        if family == self.paper_calibration_family:
+            return PAPER_CALIBRATION
+        return None
 
 
 def load_parameters(path: str | Path, **overrides: Any) -> AnalysisParameters:

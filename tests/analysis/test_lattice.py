@@ -8,6 +8,7 @@ from scipy.special import erfc
 
 from opmap.analysis.fitting import fit_gaussian, fit_two_gaussians
 from opmap.analysis.lattice import (
+    PAPER_CALIBRATION,
     LiCalibration,
     a_from_q110,
     biphasic_front,
@@ -29,22 +30,45 @@ def test_c_and_a_from_q_match_domain_table():
     assert a[0] == pytest.approx(2.8035, abs=3e-4)
 
 
-def test_paper_calibration_reproduces_its_anchor_points_and_is_continuous():
-    x, _ = li_fraction_from_c(np.array([14.43, 14.21, 14.03]))
-    np.testing.assert_allclose(x, [0.45, 0.75, 1.0], atol=6e-3)
-    cal = LiCalibration()
-    c_sw = cal.c_switch_angstrom
-    below, _ = li_fraction_from_c(np.array([c_sw - 1e-9, c_sw + 1e-9]))
-    assert abs(below[0] - below[1]) < 2e-3  # the two lines meet at the switch
+def test_paper_calibration_matches_the_printed_lines_inside_its_range():
+    # SI Fig. S4: x = 20.13 − c·0.3/0.22 (x < 0.75), x = 20.49 − c·0.25/0.18 (x ≥ 0.75)
+    c = np.linspace(14.03, 14.43, 81)
+    x, _ = li_fraction_from_c(c)
+    printed = np.where(c <= 14.21, 20.49 - c * 0.25 / 0.18, 20.13 - c * 0.3 / 0.22)
+    np.testing.assert_allclose(x, printed, atol=5e-3)
+    lo, hi = li_fraction_from_c(np.array([14.21 - 1e-9, 14.21 + 1e-9]))[0]
+    assert abs(lo - hi) < 1e-6  # the two lines meet at the switch
 
 
-def test_custom_calibration_and_error_propagation():
-    cal = LiCalibration(metallic_intercept=10.0, metallic_slope_per_angstrom=0.5)
-    x, x_err = li_fraction_from_c(np.array([19.0]), np.array([0.01]), calibration=cal)
-    assert x[0] == pytest.approx(0.5)
-    assert x_err[0] == pytest.approx(0.005)
-    with pytest.raises(ValueError, match="x_switch"):
-        LiCalibration(x_switch=1.5)
+def test_x_outside_the_calibrated_range_is_nan_never_clamped():
+    # The examples: 14.00 Å would read 1.046 (above x = 1); 14.5 Å is beyond 14.43.
+    x, x_err = li_fraction_from_c(np.array([14.00, 14.029, 14.431, 14.5, np.nan]))
+    assert np.isnan(x).all() and np.isnan(x_err).all()
+    assert PAPER_CALIBRATION.covers(np.array([14.03, 14.43, 14.0])).tolist() == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_x_err_propagates_c_err_and_the_calibration_uncertainty():
+    cal = LiCalibration(c_angstrom=(14.0, 14.2), x_li=(1.0, 0.5), c_err_angstrom=0.01)
+    # slope −2.5 per Å; at the midpoint u = 0.5: σ_cal² = (2.5·0.01)²·(0.25 + 0.25)
+    x, x_err = li_fraction_from_c(np.array([14.1]), np.array([0.004]), calibration=cal)
+    assert x[0] == pytest.approx(0.75)
+    assert x_err[0] == pytest.approx(np.hypot(2.5 * 0.004, 2.5 * 0.01 * np.sqrt(0.5)))
+    # The paper's anchors are printed to 0.01: x_err never drops below ~0.0035 inside.
+    _, paper_err = li_fraction_from_c(np.array([14.05, 14.3]), np.zeros(2))
+    assert (paper_err > 0.003).all() and (paper_err < 0.006).all()
+
+
+def test_calibration_rejects_bad_anchors_naming_them():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        LiCalibration(c_angstrom=(14.2, 14.0), x_li=(0.5, 1.0))
+    with pytest.raises(ValueError, match="x_li must lie in"):
+        LiCalibration(c_angstrom=(14.0, 14.2), x_li=(1.2, 0.5))
+    with pytest.raises(ValueError, match="x_err"):
+        LiCalibration(c_angstrom=(14.0, 14.2), x_li=(1.0, 0.5), x_err=-1.0)
     with pytest.raises(TypeError, match="bogus"):
         LiCalibration(bogus=1.0)  # type: ignore[call-arg]
 

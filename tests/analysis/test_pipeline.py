@@ -4,6 +4,7 @@ from pydantic import ValidationError
 
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.fitting import peak_present
+from opmap.analysis.lattice import PixelFlag, li_fraction_from_c
 from opmap.analysis.nexus import read_products, write_products
 from opmap.analysis.pipeline import (
     AnalysisParameters,
@@ -118,8 +119,15 @@ def test_analyze_map_recovers_c_a_ti_and_grains(layout, params):
     assert len(result.grains) == 2
     assert sorted(np.round(result.grains.azimuth_deg).tolist()) == [40.0, 200.0]
     assert sorted(result.grains.x_um.tolist()) == [X_UM[1], X_UM[3]]
-    x_expected, _ = params.x_li("perp", c_map)
+    x_expected, _ = li_fraction_from_c(c_map)  # the paper's lines: NaN below 14.03 Å
     np.testing.assert_allclose(result.x_li["perp"], x_expected, atol=2e-4)
+    assert "par" not in result.x_li  # the paper calibrates LCO⊥ only
+    outside = (c_map < 14.03) | (c_map > 14.43)
+    assert outside.any() and (~outside).any()
+    flags = result.flags["x_li_perp"]
+    assert (flags[outside] == PixelFlag.OUT_OF_RANGE).all()
+    assert (flags[~outside] == PixelFlag.OK).all()
+    assert (result.flags["c_perp"] == PixelFlag.OK).all()
 
 
 def test_calibration_table_gives_x_from_c(layout):
@@ -132,6 +140,7 @@ def test_calibration_table_gives_x_from_c(layout):
 
 
 def test_rich_fraction_from_two_phases(layout, params):
+    params = params.model_copy(update={"front_method": "rich_fraction"})
     rich = np.linspace(0.1, 0.9, N_Z)[:, None].repeat(N_X, 1)
     reduced = reduced_frames(layout, np.full((N_Z, N_X), 14.0), 22.0, rich=rich)
     result = analyze_map(reduced, layout, params, map_index=0, time_s=0.0)
@@ -199,7 +208,7 @@ def test_front_speed_from_moving_rich_fraction():
 
     z = np.arange(0.0, 20.0)
     layout = MapLayout(n_z=20, n_x=2, z_um=z, x_um=np.array([0.0, 33.0]))
-    params = AnalysisParameters(families=FAMILIES)
+    params = AnalysisParameters(families=FAMILIES, front_method="rich_fraction")  # opt-in
     experiment = ExperimentAnalysis(layout, params)
     for index, t in enumerate([0.0, 200.0, 400.0, 600.0]):
         front_um = 16.0 - 0.01 * t  # 10 nm/s downwards
@@ -211,6 +220,7 @@ def test_front_speed_from_moving_rich_fraction():
         products.arrays["front_position"].values, [16.0, 14.0, 12.0, 10.0], atol=0.3
     )
     assert products.metadata["front"]["speed_nm_per_s"] == pytest.approx(-10.0, rel=0.05)
+    assert products.metadata["front"]["method_description"].startswith("opt-in")
 
 
 def reduced_frames_z(layout, rich):
@@ -240,6 +250,7 @@ def test_empty_li_window_bins_do_not_hide_grains(layout, params):
 
 
 def test_rich_fraction_of_pure_phases_is_one_or_zero(layout, params):
+    params = params.model_copy(update={"front_method": "rich_fraction"})
     # Li-poor (14.13 Å) everywhere but the first line, Li-rich (14.0 Å) there: the other
     # peak has no area, so the fraction comes out 0 or 1, not NaN or a split single peak.
     c_map = np.full((N_Z, N_X), 14.13)
