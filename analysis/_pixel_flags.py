@@ -8,10 +8,11 @@ code  name              meaning
 0     OK                value reported
 1     MASKED            no data: too few finite profile bins (masked / missing frame)
 2     ABSENT            reflection absent: no peak significant against the local
-                        background noise, or no peak centred inside the profile window
+                        background noise, or none centred inside the profile window
+                        with a width inside the fit's bounds (e.g. a neighbour's tail)
 3     FAINT             significant but below ``min_relative_area`` of the map's strong
                         peaks: signal from outside the family's volume (interface rows)
-4     FIT_FAILED        fit did not converge, or its width hit a bound
+4     FIT_FAILED        the fit did not converge
 5     OUT_OF_RANGE      x_Li only: c outside the calibrated range (never clamped)
 6     NO_CALIBRATION    x_Li only: no calibration for this family
 7     NO_C              x_Li only: c itself is not reported (see the c flag)
@@ -46,9 +47,9 @@ _MEANING = {
     PixelFlag.OK: "value reported",
     PixelFlag.MASKED: "no data (too few finite profile bins: masked or missing frame)",
     PixelFlag.ABSENT: "reflection absent: no peak significant against the local background "
-    "noise, or none centred inside the profile window",
+    "noise, or none centred inside the profile window with a width inside the fit bounds",
     PixelFlag.FAINT: "significant but below min_relative_area of the map's strong peaks",
-    PixelFlag.FIT_FAILED: "fit not converged or width at a bound",
+    PixelFlag.FIT_FAILED: "the fit did not converge",
     PixelFlag.OUT_OF_RANGE: "c outside the calibrated range of x(c) (not clamped)",
     PixelFlag.NO_CALIBRATION: "no x(c) calibration for this family",
     PixelFlag.NO_C: "c not reported for this pixel (see the c flag)",
@@ -123,8 +124,9 @@ def peak_flags(
     Returns
     -------
     array of uint8
-        MASKED (no data), ABSENT (fit found no significant peak, or significance below
-        ``min_sigma``, or not centred in the window), FIT_FAILED, FAINT, else OK.
+        MASKED (no data); ABSENT (no significant peak: significance below ``min_sigma``,
+        not centred in the window, or the fit's position / width out of range); FIT_FAILED
+        (not converged); FAINT; else OK.
 
     Examples
     --------
@@ -142,7 +144,9 @@ def peak_flags(
         significant = np.asarray(significance) >= min_sigma
     out[~np.asarray(relative_ok, bool)] = PixelFlag.FAINT
     out[~(significant & np.asarray(centred, bool))] = PixelFlag.ABSENT
-    out[np.isin(fit_flag, (FitFlag.OUT_OF_RANGE, FitFlag.NOT_CONVERGED))] = PixelFlag.FIT_FAILED
-    out[np.isin(fit_flag, (FitFlag.WEAK, FitFlag.NO_PEAK))] = PixelFlag.ABSENT
+    out[fit_flag == FitFlag.NOT_CONVERGED] = PixelFlag.FIT_FAILED
+    out[np.isin(fit_flag, (FitFlag.WEAK, FitFlag.NO_PEAK, FitFlag.OUT_OF_RANGE))] = (
+        PixelFlag.ABSENT
+    )
     out[fit_flag == FitFlag.NAN_INPUT] = PixelFlag.MASKED
     return out
