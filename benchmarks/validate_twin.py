@@ -140,10 +140,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ti-band", default="ti_100", help="band locating the anode stack")
     parser.add_argument(
-        "--no-sampling-correction",
+        "--sampling-correction",
         dest="sampling_correction",
-        action="store_false",
-        help="fit positions without the detector-sampling correction",
+        action="store_true",
+        help="opt-in: correct (003) positions with the detector-sampling model (it models "
+        "rings with the renderer's own formula)",
     )
     parser.add_argument("--cache", default=None, help="directory keeping reduced maps + truth")
     args = parser.parse_args()

@@ -1,17 +1,18 @@
-"""Analysis parameters that match a twin's configuration (families and the x(c) law)."""
+"""Analysis parameters that match a twin's configuration (its families; no x(c) law)."""
 
 from __future__ import annotations
 
 from opmap.analysis.families import FamilyConfig
-from opmap.analysis.pipeline import AnalysisParameters, CalibrationTable
+from opmap.analysis.pipeline import AnalysisParameters
 from opmap.twin import TwinConfig
 
 
 def analysis_parameters_for_twin(config: TwinConfig, **overrides: object) -> AnalysisParameters:
-    """The analysis set up for the twin's cell: its families' azimuths and c(x) tables.
+    """The analysis set up for the twin's cell: its families' azimuths.
 
-    In a real experiment these come from a families file and the paper's calibration; in a
-    rehearsal the twin's own configuration is the sample description.
+    In a real experiment these come from a families file; in a rehearsal the twin's own
+    configuration is the sample description. x_Li uses the paper's calibration, never the
+    twin's c(x) table.
     """
     families = {"perp": config.families.perp, "par": config.families.par}
     family_config = FamilyConfig.model_validate(
@@ -26,10 +27,6 @@ def analysis_parameters_for_twin(config: TwinConfig, **overrides: object) -> Ana
             ]
         }
     )
-    tables = {}
-    for name, family in families.items():
-        points = sorted((c, x) for x, c in family.c_angstrom_vs_x_li)
-        tables[name] = CalibrationTable(
-            c_angstrom=[c for c, _ in points], x_li=[x for _, x in points]
-        )
-    return AnalysisParameters(families=family_config, calibration=tables, **overrides)
+    # No x(c) table from the twin: x_Li comes from the paper's calibration (LCO⊥ only), as
+    # it would at the beamline; the twin's c(x) law is its own, not the analysis's.
+    return AnalysisParameters(families=family_config, **overrides)

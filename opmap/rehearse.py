@@ -305,9 +305,9 @@ def _subscribe_live_analysis(
         processed=processed,
         truth_provider=truth,
         on_map=[LiveFigures(figures_dir, show=False)],
-        # binned pixels bias the (003) positions; the correction models them with
-        # the spots' azimuthal width (the twin's; measured on the cake at a beamline)
-        sampling_options={"chi_fwhm_deg": beamline.twin.families[0].chi_fwhm_deg},
+        # no (003) sampling correction: it models rings with the renderer's own formula
+        # (opt-in: sampling_options, see docs/analysis-products.md)
+        sampling_options=None,
         background=True,
     )
     guard = GuardedCallback(live)

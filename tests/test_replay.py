@@ -11,7 +11,7 @@ from opmap.replay import ReplayOptions, replay_experiment
 
 #: The twin's spot width (deg): the live analysis of a rehearsal corrects (003) with it.
 TWIN_CHI_FWHM_DEG = 6.0
-LIVE_ARRAYS = ("c_perp", "c_par", "a_par", "rich_fraction", "li_thickness", "time_s")
+LIVE_ARRAYS = ("c_perp", "c_par", "a_par", "x_li_perp", "li_thickness", "time_s")
 
 
 @pytest.fixture(scope="module")

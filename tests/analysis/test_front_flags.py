@@ -172,8 +172,10 @@ def test_noise_only_profiles_rarely_pass_the_significance_test():
 
 
 def test_x_li_of_a_family_without_calibration_is_absent_unless_a_table_is_given():
-    families = FamilyConfig.model_validate({"family": [
-        {"name": "perp", "azimuths_003_deg": [160]}, {"name": "par", "azimuths_003_deg": [90]}]})  # fmt: skip
+    perp = {"name": "perp", "azimuths_003_deg": [160]}
+    families = FamilyConfig.model_validate(
+        {"family": [perp, {"name": "par", "azimuths_003_deg": [90]}]}
+    )
     params = AnalysisParameters(families=families)
     assert params.li_calibration("perp") is PAPER_CALIBRATION
     assert params.li_calibration("par") is None
