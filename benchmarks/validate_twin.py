@@ -159,7 +159,8 @@ def main() -> None:
     z_um = -2.0 + np.arange(args.n_z) * 1.0
     x_um = 1000.0 + 33.0 * (np.arange(args.n_x) - args.n_x / 2 + 0.5)
     layout = MapLayout(n_z=args.n_z, n_x=args.n_x, z_um=z_um, x_um=x_um)
-    experiment = ExperimentAnalysis(layout, params)
+    options = {"chi_fwhm_deg": 6.0} if args.sampling_correction else None
+    experiment = ExperimentAnalysis(layout, params, metadata={"sampling_options": options})
     rng = np.random.default_rng(args.seed)
     visible = li_visibility(args.binning)
     truths, rows = [], []

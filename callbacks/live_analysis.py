@@ -239,7 +239,11 @@ class LiveAnalysis:
         acc = run.accumulator
         experiment = self.experiments.get(experiment_id)
         if experiment is None:
-            metadata = {"experiment_id": experiment_id, "raw_uids": []}
+            metadata = {
+                "experiment_id": experiment_id,
+                "raw_uids": [],
+                "sampling_options": self.sampling_options,
+            }
             experiment = ExperimentAnalysis(run.layout, self.params, metadata=metadata)
             self.experiments[experiment_id] = experiment
         reduced = run.reduction.unpack(acc.valid_packed())

@@ -1,4 +1,11 @@
-"""Detector-sampling correction of fitted (003) positions.
+"""Detector-sampling correction of fitted (003) positions (opt-in, off by default).
+
+**Labelled model dependence**: the correction models rings with the same formula the twin's
+renderer uses (pixel bounding box, one-pixel Gaussian point spread, Gaussian peak), and it is
+validated only on that renderer's noise-free frames; a real Eiger has no such blur. So it is
+never applied unless asked for (``sampling`` of `analyze_map`, ``sampling_options`` of the
+live analysis / replay, ``--sampling-correction`` of ``benchmarks/validate_twin.py``), and the
+products' metadata ``sampling_correction`` says whether it was.
 
 A binned pixel integrates the ring over its q extent. Where a family's spot lies along pixel
 rows or columns (χ near 0, 90, 180, 270°) every pixel of its sector sees the ring at nearly
