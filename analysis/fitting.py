@@ -407,11 +407,13 @@ def peak_significance(
     """Significance of each fitted peak against the local background noise of its profile.
 
     The fitted linear background is subtracted; the noise is the standard deviation of that
-    residual in the wings (|q − μ| > 3σ, at least four finite bins); the signal is the net
-    counts summed over the core (|q − μ| ≤ 2σ). Significance = net / (noise·√n_core): the
-    number of standard deviations by which the core exceeds a background-only profile.
-    A peak is *centred* when μ ± 2σ lies inside the profile's finite q range (a peak at the
-    window edge is the tail of a neighbouring reflection, not this one).
+    residual in the wings (|q − μ| > 3σ) when at least four finite wing bins remain, else
+    (a peak as wide as its window, e.g. on a coarsely binned detector) the standard deviation
+    of the fit residual. The signal is the net counts summed over the core (|q − μ| ≤ 2σ).
+    Significance = net / (noise·√n_core): the number of standard deviations by which the core
+    exceeds a background-only profile. A peak is *centred* when μ ± σ lies inside the
+    profile's finite q range (a peak at the window edge is the tail of a neighbouring
+    reflection, not this one).
 
     Parameters
     ----------
@@ -425,8 +427,8 @@ def peak_significance(
     Returns
     -------
     significance : (n_profiles,) array of float
-        NaN where the fit is not converged or fewer than four wing bins remain; +inf for a
-        noise-free background with a positive net signal.
+        NaN where the fit is not converged; +inf for a noise-free background with a positive
+        net signal.
     centred : (n_profiles,) array of bool
 
     Examples
@@ -442,26 +444,27 @@ def peak_significance(
     y = np.asarray(profiles, dtype=np.float64).reshape(-1, np.size(q))
     q = np.asarray(q, dtype=np.float64)
     mu, s = fit.position_q[:, None], fit.sigma_q[:, None]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         resid = y - (fit.background[:, None] + fit.background_slope[:, None] * (q - mu))
         distance = np.abs(q[None, :] - mu)
         finite = np.isfinite(resid)
         core = finite & (distance <= 2.0 * s)
         wing = finite & (distance > 3.0 * s)
-        n_wing = wing.sum(1)
-        wing_resid = np.where(wing, resid, np.nan)
-        noise = np.sqrt(np.nansum((wing_resid - _nanmean_rows(wing_resid)) ** 2, 1)
-                        / np.maximum(n_wing - 1, 1))  # fmt: skip
+        peak = fit.height[:, None] * np.exp(-0.5 * (distance / s) ** 2)
+        noise = np.where(wing.sum(1) >= 4, _row_std(resid, wing), _row_std(resid - peak, finite))
         net = np.where(core, resid, 0.0).sum(1)
-        sig = _snr(net, noise * np.sqrt(core.sum(1)))
-        sig = np.where(np.isfinite(fit.position_q) & (n_wing >= 4), sig, np.nan)
-        q_lo, q_hi = _valid_range(q, y)
-        centred = (fit.position_q - 2 * fit.sigma_q >= q_lo) & (
-            fit.position_q + 2 * fit.sigma_q <= q_hi
+        sig = np.where(
+            np.isfinite(fit.position_q), _snr(net, noise * np.sqrt(core.sum(1))), np.nan
         )
+        q_lo, q_hi = _valid_range(q, y)
+        centred = (fit.position_q - fit.sigma_q >= q_lo) & (fit.position_q + fit.sigma_q <= q_hi)
     return sig, centred
 
 
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
-    counts = np.isfinite(values).sum(1, keepdims=True)
-    return np.nansum(values, 1, keepdims=True) / np.maximum(counts, 1)
+def _row_std(values: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Standard deviation (ddof 1) of each row over the bins ``use``; NaN below two bins."""
+    n = use.sum(1)
+    v = np.where(use, values, np.nan)
+    mean = np.nansum(v, 1, keepdims=True) / np.maximum(n, 1)[:, None]
+    var = np.nansum((v - mean) ** 2, 1) / np.maximum(n - 1, 1)
+    return np.where(n >= 2, np.sqrt(var), np.nan)
