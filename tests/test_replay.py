@@ -9,8 +9,6 @@ from opmap.callbacks.tiled_products import versions
 from opmap.cli import main
 from opmap.replay import ReplayOptions, replay_experiment
 
-#: The twin's spot width (deg): the live analysis of a rehearsal corrects (003) with it.
-TWIN_CHI_FWHM_DEG = 6.0
 LIVE_ARRAYS = ("c_perp", "c_par", "a_par", "x_li_perp", "li_thickness", "time_s")
 
 
@@ -25,10 +23,10 @@ def replayed(rehearsal, server):
     experiment = client["processed"][rehearsal.experiment_id]
     v1_before = {name: experiment["v1"][name][:] for name in LIVE_ARRAYS}
     v1_keys = sorted(experiment["v1"])
-    # the sampling correction's options come from v1's metadata
+    # the sampling correction's options come from v1's metadata: off (it is opt-in)
     options = ReplayOptions(overrides={"grain_k": 12}, progress=False)
     version, products = replay_experiment(client, rehearsal.experiment_id, options)
-    assert experiment["v1"].metadata["sampling_options"] == {"chi_fwhm_deg": TWIN_CHI_FWHM_DEG}
+    assert experiment["v1"].metadata["sampling_options"] is None
     return version, products, v1_before, v1_keys
 
 
@@ -63,7 +61,8 @@ def test_replay_records_parameters_overrides_and_origin(rehearsal, server, repla
     assert meta["overrides"] == {"grain_k": 12}
     assert meta["replay_of"] == "v1"
     assert meta["opmap_version"]
-    assert meta["sampling_options"] == {"chi_fwhm_deg": TWIN_CHI_FWHM_DEG}
+    assert meta["sampling_options"] is None
+    assert meta["sampling_correction"].startswith("off")
     assert meta["geometry_source"].startswith("calibration of run ")
     live_k = server.client()["processed"][rehearsal.experiment_id]["v1"].metadata[
         "analysis_parameters"
@@ -86,7 +85,7 @@ def test_cli_replay_end_to_end_and_wrong_experiment(rehearsal, server, replayed,
         f'data_dir = "{rehearsal.data_dir.as_posix()}"\nport = {server.settings.port}\n'
     )
     argv = ["replay", rehearsal.experiment_id, "--settings", str(settings)]
-    assert main([*argv, "--set", "grain_k=9", "--sampling-chi-fwhm-deg", "6"]) == 0
+    assert main([*argv, "--set", "grain_k=9"]) == 0
     out = capsys.readouterr().out
     assert f"processed/{rehearsal.experiment_id}/v3" in out
     processed = server.client()["processed"]
@@ -123,9 +122,7 @@ def test_replay_through_tiled_reads_the_same_frames(rehearsal, server, replayed)
     # frames through the server instead of the HDF5 files: same maps, a further version
     client = server.client()
     before = versions(client["processed"], rehearsal.experiment_id)
-    options = ReplayOptions(
-        progress=False, frames_from="tiled", sampling_options={"chi_fwhm_deg": TWIN_CHI_FWHM_DEG}
-    )
+    options = ReplayOptions(progress=False, frames_from="tiled", sampling_options=None)
     version, _ = replay_experiment(client, rehearsal.experiment_id, options)
     assert version not in before
     experiment = client["processed"][rehearsal.experiment_id]

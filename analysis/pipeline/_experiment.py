@@ -21,6 +21,7 @@ from ..grains import (
     texture_share,
 )
 from ..lattice import (
+    ProfileFrontResult,
     biphasic_front,
     coverage,
     depth_profile,
@@ -81,6 +82,25 @@ def _front_arrays(front) -> dict[str, LabelledArray]:
             front.used.astype(np.uint8), ("map",), "", "1: map entered the front speed fit"
         ),
     }
+
+
+def _profile_front_arrays(
+    fronts: Mapping[str, ProfileFrontResult], family: str
+) -> dict[str, LabelledArray]:
+    """Plateaus of the front family; the front position of every other family."""
+    front = fronts[family]
+    out = {
+        f"front_c_{side}": LabelledArray(
+            values, ("map",), "angstrom", f"c of the phase {side} the front, {family}"
+        )
+        for side, values in (("below", front.c_below_angstrom), ("above", front.c_above_angstrom))
+    }
+    for other, result in fronts.items():
+        if other != family:
+            out[f"front_position_{other}"] = LabelledArray(
+                result.position_um, ("map",), "um", f"biphasic front height from {other}"
+            )
+    return out
 
 
 def _sampling_label(metadata: Mapping[str, Any]) -> str:
@@ -327,6 +347,7 @@ class ExperimentAnalysis:
             "contrast": p.front_contrast, "time_window_s": p.front_time_window_s,
         }  # fmt: skip
         arrays: dict[str, LabelledArray] = {}
+        by_family: dict[str, float] = {}
         if p.front_method == "rich_fraction":
             front = biphasic_front(self._stack(lambda m: m.rich_fraction), **common)
             how = (
@@ -334,23 +355,15 @@ class ExperimentAnalysis:
                 "crosses 0.5 (biphasic_front)"
             )
         else:
-            front = x_profile_front(
-                self._stack(lambda m: m.c_angstrom[family]),
-                min_step_angstrom=p.front_min_step_angstrom,
-                min_step_sigma=p.front_min_step_sigma, **common,
-            )  # fmt: skip
+            fronts = self._profile_fronts(common)
+            front = fronts[family]
             how = (
                 "paper (main text Fig. 2f, SI Fig. S4): x(z) profile of the per-pixel c, front "
                 "where it crosses the midpoint between the two phases' fitted plateaus "
                 "(x_profile_front)"
             )
-            for name, values in (
-                ("below", front.c_below_angstrom),
-                ("above", front.c_above_angstrom),
-            ):
-                arrays[f"front_c_{name}"] = LabelledArray(
-                    values, ("map",), "angstrom", f"c of the phase {name} the front, {family}"
-                )
+            arrays.update(_profile_front_arrays(fronts, family))
+            by_family = {f: r.velocity_nm_per_s for f, r in fronts.items()}
         arrays.update(_front_arrays(front))
         meta = {
             "method": p.front_method,
@@ -360,9 +373,23 @@ class ExperimentAnalysis:
             "speed_err_nm_per_s": front.velocity_err_nm_per_s,
             "maps_used": int(front.used.sum()),
             "front_time_window_s": list(front.time_window_s),
+            "speed_nm_per_s_by_family": by_family,
             "sign": "dz/dt; negative = front moving down from the electrolyte side (charge)",
         }
         return arrays, meta
+
+    def _profile_fronts(self, common: Mapping[str, Any]) -> dict[str, ProfileFrontResult]:
+        """The x(z) front of every family (the paper: the same speed for LCO⊥ and LCO∥)."""
+        p = self.params
+        return {
+            family: x_profile_front(
+                self._stack(lambda m, f=family: m.c_angstrom[f]),
+                min_step_angstrom=p.front_min_step_angstrom,
+                min_step_sigma=p.front_min_step_sigma,
+                **common,
+            )
+            for family in self._maps[0].c_angstrom
+        }
 
     def _grain_table(self) -> GrainTable:
         names = [f.name for f in fields(GrainTable)]

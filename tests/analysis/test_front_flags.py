@@ -116,6 +116,8 @@ def test_pipeline_front_uses_the_paper_method_and_survives_li_rich_c_outside_cal
     np.testing.assert_allclose(position[1:], fronts[1:], atol=0.3)
     assert products.metadata["front"]["speed_nm_per_s"] == pytest.approx(-10.0, rel=0.05)
     assert products.metadata["front"]["method"] == "x_profile"
+    front_meta = products.metadata["front"]
+    assert front_meta["speed_nm_per_s_by_family"]["perp"] == front_meta["speed_nm_per_s"]
     assert "paper" in products.metadata["front"]["method_description"]
     assert products.arrays["front_used"].values.tolist() == [0, 1, 1, 1, 1, 1]
     assert "rich_fraction" not in products.arrays  # the two-phase fit is opt-in
