@@ -1,4 +1,8 @@
-"""The biphasic front: where, how wide, how fast.
+"""The biphasic front from the Li-rich fraction (opt-in), and the front speed (both methods).
+
+The default front is the paper's x(z) method (`opmap.analysis.lattice.x_profile_front`);
+this module's `biphasic_front` works on the two-phase fit's Li-rich fraction instead
+(``front_method = "rich_fraction"``). `front_velocity` serves both.
 
 Per map the column-averaged Li-rich fraction f(z) (mean over x, NaN ignored) inside the
 cathode is fitted with an error-function step between 0 and 1 (the fractions' physical
