@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..fitting import fit_gaussian, fit_two_gaussians, peak_present
-from ..grains import GrainTable, find_grains
+from ..grains import GrainTable, find_grains_for_thresholds
 from ..lattice import LatticeMaps, a_from_q110, c_from_q003
 from ..phases import phase_maps, ti_position
 from ..reduction import ReducedFrames
@@ -46,6 +46,8 @@ class MapResult:
         Ti collector height per column (µm), (n_x,).
     grains : GrainTable
         Li grains of this map (``track_id`` −1: linked by `ExperimentAnalysis`).
+    grain_sensitivity : Mapping[float, GrainTable]
+        Grains of this map at every threshold k of ``params.grain_sensitivity_k``.
     """
 
     map_index: int
@@ -61,6 +63,7 @@ class MapResult:
     band_intensity: Mapping[str, np.ndarray]
     ti_z_um: np.ndarray
     grains: GrainTable
+    grain_sensitivity: Mapping[float, GrainTable] = field(default_factory=dict)
 
 
 def _peak_q(
@@ -182,6 +185,7 @@ def analyze_map(
     # Only where the front family diffracts (its single-peak fit is trusted): elsewhere a
     # two-peak fit of noise gives a fraction, not a phase.
     trusted = np.isfinite(lattice.c_angstrom[params.front_family_name])
+    grains, grain_sensitivity = _grains(reduced, layout, params, int(map_index))
     return MapResult(
         map_index=int(map_index),
         time_s=float(time_s),
@@ -195,7 +199,8 @@ def analyze_map(
         phases=_phases(reduced, layout, params),
         band_intensity=bands,
         ti_z_um=ti_z,
-        grains=_grains(reduced, layout, params, int(map_index)),
+        grains=grains,
+        grain_sensitivity=grain_sensitivity,
     )
 
 
@@ -238,11 +243,15 @@ def _phases(
 
 def _grains(
     reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters, map_index: int
-) -> GrainTable:
-    """Li grains of the map from its Li (110) window (empty bins filled first)."""
-    return find_grains(
-        layout.to_map(_fill_empty_bins(reduced.li_window)), z_um=layout.z_um, x_um=layout.x_um,
-        chi_deg=reduced.li_window_chi_deg, k=params.grain_k,
+) -> tuple[GrainTable, dict[float, GrainTable]]:
+    """Li grains of the map at ``grain_k`` and at every k of the sensitivity grid, from its
+    Li (110) window (empty bins filled first; one background for all k)."""
+    ks = tuple(dict.fromkeys((float(params.grain_k), *params.grain_sensitivity_k)))
+    by_k = find_grains_for_thresholds(
+        layout.to_map(_fill_empty_bins(reduced.li_window)), ks, z_um=layout.z_um,
+        x_um=layout.x_um, chi_deg=reduced.li_window_chi_deg,
         background_chi_step=params.grain_background_chi_step, map_index=map_index,
         min_voxels=params.grain_min_voxels, split_chi_tol_deg=params.grain_split_chi_tol_deg,
     )  # fmt: skip
+    sensitivity = {k: by_k[float(k)] for k in params.grain_sensitivity_k}
+    return by_k[float(params.grain_k)], sensitivity
