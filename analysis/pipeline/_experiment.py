@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..distance import sample_offset_um
 from ..grains import (
     GrainTable,
     azimuth_histogram,
@@ -157,6 +158,7 @@ class ExperimentAnalysis:
         }
         arrays.update(self._lattice_arrays())
         arrays.update(self._anode_arrays())
+        arrays.update(self._distance_arrays())
         front_arrays, front_meta = self._front(time_s)
         arrays.update(front_arrays)
         grain_arrays, tables, grain_meta = self._grains()
@@ -237,6 +239,24 @@ class ExperimentAnalysis:
                 _column_mean(from_au), ("map",), "um", f"{text}, mean over x"
             )
         return out
+
+    def _distance_arrays(self) -> dict[str, LabelledArray]:
+        """The fitted sample offset of the distance correction per pixel and map mean."""
+        if any(m.distance_scale is None for m in self._maps):
+            return {}
+        offset = sample_offset_um(
+            self._stack(lambda m: m.distance_scale),
+            distance_m=self.params.sample_detector_distance_m,
+        )
+        text = (
+            "sample offset along the beam from the reference peaks "
+            f"({'+'.join(self.params.distance_references)}; > 0 towards the detector)"
+        )
+        mean = _column_mean(offset.reshape(offset.shape[0], -1))
+        return {
+            "sample_offset": LabelledArray(offset, MAP_ZX, "um", text),
+            "sample_offset_mean": LabelledArray(mean, ("map",), "um", f"{text}, map mean"),
+        }
 
     def _stack_thickness(self) -> np.ndarray | None:
         """Li thickness from the stack bands' displacement; None if a band is missing."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..distance import correct_q, fit_distance_scale
 from ..fitting import fit_gaussian, fit_two_gaussians, peak_present
 from ..grains import GrainTable, find_grains_for_thresholds
 from ..lattice import LatticeMaps, a_from_q110, c_from_q003
@@ -48,6 +49,9 @@ class MapResult:
         Li grains of this map (``track_id`` −1: linked by `ExperimentAnalysis`).
     grain_sensitivity : Mapping[float, GrainTable]
         Grains of this map at every threshold k of ``params.grain_sensitivity_k``.
+    distance_scale : numpy.ndarray or None
+        s = (D − Δ)/D of the distance correction per pixel (n_z, n_x), NaN where it could
+        not be fitted (positions then uncorrected); None when the correction is off.
     """
 
     map_index: int
@@ -64,6 +68,7 @@ class MapResult:
     ti_z_um: np.ndarray
     grains: GrainTable
     grain_sensitivity: Mapping[float, GrainTable] = field(default_factory=dict)
+    distance_scale: np.ndarray | None = None
 
 
 def _peak_q(
@@ -71,13 +76,17 @@ def _peak_q(
     key: str,
     params: AnalysisParameters,
     sampling: SamplingCorrection | None = None,
+    distance_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted peak position of profile ``key`` per frame (Å⁻¹), NaN where no real peak."""
+    """Fitted peak position of profile ``key`` per frame (Å⁻¹), NaN where no real peak;
+    with ``distance_scale`` (n_frames,) the paper's distance correction is applied."""
     fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key], min_snr=params.fit_min_snr)
     present = peak_present(fit.area, min_relative_area=params.min_relative_area)
     q = np.where(present, fit.position_q, np.nan)
     if sampling is not None:
         q = sampling.correct(key, q, fit.sigma_q)
+    if distance_scale is not None:  # the paper's distance correction (opmap.analysis.distance)
+        q = correct_q(q, distance_scale, wavelength_angstrom=params.wavelength_angstrom)
     return q, fit.position_q_err
 
 
@@ -86,20 +95,46 @@ def _lattice(
     layout: MapLayout,
     params: AnalysisParameters,
     sampling: SamplingCorrection | None,
+    scale: np.ndarray | None = None,
 ) -> LatticeMaps:
     """c, a and x maps (n_z, n_x) per family of one map; a only where (110) is reduced."""
     maps: tuple[dict[str, np.ndarray], ...] = tuple({} for _ in range(6))
     c, c_err, a, a_err, x, x_err = maps
     for family in params.families.family:
         name = family.name
-        c_q, c_q_err = c_from_q003(*_peak_q(reduced, f"{name}:003", params, sampling))
+        c_q, c_q_err = c_from_q003(*_peak_q(reduced, f"{name}:003", params, sampling, scale))
         x_li, x_li_err = params.x_li(name, c_q, c_q_err)
         c[name], c_err[name] = layout.to_map(c_q), layout.to_map(c_q_err)
         x[name], x_err[name] = layout.to_map(x_li), layout.to_map(x_li_err)
         if f"{name}:110" in reduced.profiles:
-            a_q, a_q_err = a_from_q110(*_peak_q(reduced, f"{name}:110", params))
+            a_q, a_q_err = a_from_q110(*_peak_q(reduced, f"{name}:110", params, None, scale))
             a[name], a_err[name] = layout.to_map(a_q), layout.to_map(a_q_err)
     return LatticeMaps(c, c_err, a, a_err, x, x_err)
+
+
+def _distance_scale(
+    reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters
+) -> np.ndarray | None:
+    """The paper's distance correction: s (n_z, n_x) fitted to the reference peaks
+    (`opmap.analysis.distance.fit_distance_scale`); None when off."""
+    if params.distance_correction == "off":
+        return None
+    q_ref = {
+        name: layout.to_map(_peak_q(reduced, f"reference:{name}", params)[0])
+        for name in params.distance_references
+    }
+    scale, _ = fit_distance_scale(
+        q_ref, z_um=layout.z_um, x_um=layout.x_um,
+        wavelength_angstrom=params.wavelength_angstrom, model=params.distance_correction,
+    )  # fmt: skip
+    return scale
+
+
+def _to_frames(layout: MapLayout, values: np.ndarray) -> np.ndarray:
+    """(n_z, n_x) map back to (n_frames,) acquisition order; NaN → 1 (no correction)."""
+    frames = np.empty(layout.n_frames)
+    frames[layout.frame_index()] = np.where(np.isfinite(values), values, 1.0)
+    return frames
 
 
 def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
@@ -176,7 +211,9 @@ def analyze_map(
         or ``map_index`` / ``time_s`` are invalid.
     """
     _check_map_inputs(reduced, layout, params, map_index, time_s)
-    lattice = _lattice(reduced, layout, params, sampling)
+    distance = _distance_scale(reduced, layout, params)
+    scale_frames = None if distance is None else _to_frames(layout, distance)
+    lattice = _lattice(reduced, layout, params, sampling, scale_frames)
     bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
     ti_z = ti_position(
         bands[params.ti_band], z_um=layout.z_um, half_window=params.ti_half_window,
@@ -201,6 +238,7 @@ def analyze_map(
         ti_z_um=ti_z,
         grains=grains,
         grain_sensitivity=grain_sensitivity,
+        distance_scale=distance,
     )
 
 
@@ -224,6 +262,9 @@ def _check_map_inputs(
     missing = [f"{f.name}:003" for f in params.families.family]
     missing = [k for k in missing if k not in reduced.profiles]
     stack = params.stack_bands if params.li_thickness_method == "stack" else ()
+    if params.distance_correction != "off":
+        missing += [f"reference:{n}" for n in params.distance_references
+                    if f"reference:{n}" not in reduced.profiles]  # fmt: skip
     needed = [params.ti_band, *stack]
     missing += [b for b in needed if b not in reduced.bands]
     if missing:

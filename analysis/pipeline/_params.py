@@ -9,10 +9,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..distance import REFERENCE_D_ANGSTROM
 from ..families import FamilyConfig
 from ..grains import LinkTolerances
 from ..lattice import LiCalibration, li_fraction_from_c
-from ..reduction import ReductionPlan
+from ..reduction import QBinning, ReductionPlan
 
 __all__ = ["AnalysisParameters", "CalibrationTable", "load_parameters"]
 
@@ -134,6 +135,20 @@ class AnalysisParameters(BaseModel):
         Thresholds of the grain-count sensitivity table (empty: no table).
     grain_sensitivity_link_scales : tuple of float
         Factors on every link tolerance and rate in the sensitivity table.
+    distance_correction : {"linear_x", "constant", "plane", "off"}
+        The paper's distance correction of every (003)/(110) position from the reference
+        peaks (`opmap.analysis.distance`): s = (D − Δ)/D fitted per map as a + b·x (default:
+        an offset along the beam and a turn about z), a constant, or a plane in (x, z)
+        (needs references at two heights); "off": positions as integrated.
+    distance_references : tuple of str
+        Reference reflections (keys of `opmap.analysis.distance.REFERENCE_D_ANGSTROM`);
+        default Ti (100), as in the paper (Au (111) overlaps Ti (002) and LCO (006)).
+    wavelength_angstrom : float
+        X-ray wavelength (Å) for the correction (default 0.6888, 18 keV; `analyze_files`
+        takes it from the PONI).
+    sample_detector_distance_m : float
+        PONI distance (m) turning s into the sample offset in µm (default 0.1;
+        `analyze_files` takes it from the PONI).
     stable_min_maps : int or None
         Lifetime (maps) from which a grain is stable; default more than half the maps.
     azimuth_bin_deg : float
@@ -172,6 +187,10 @@ class AnalysisParameters(BaseModel):
     link_drift_um_per_min: float = Field(default=2.0, ge=0.0, le=1000.0)
     grain_sensitivity_k: tuple[float, ...] = (6.0, 8.0, 10.0, 12.0, 15.0)
     grain_sensitivity_link_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    distance_correction: Literal["linear_x", "constant", "plane", "off"] = "linear_x"
+    distance_references: tuple[str, ...] = ("ti_100",)
+    wavelength_angstrom: float = Field(default=0.6888, gt=0.0, lt=10.0)
+    sample_detector_distance_m: float = Field(default=0.1, gt=0.0, lt=100.0)
     stable_min_maps: int | None = Field(default=None, ge=2)
     azimuth_bin_deg: float = Field(default=5.0, gt=0.0, le=180.0)
 
@@ -203,6 +222,12 @@ class AnalysisParameters(BaseModel):
             raise ValueError("front_time_window_s must be (start, stop) with start < stop")
         if abs(360.0 / self.azimuth_bin_deg - round(360.0 / self.azimuth_bin_deg)) > 1e-9:
             raise ValueError(f"azimuth_bin_deg must divide 360, got {self.azimuth_bin_deg}")
+        unknown_refs = sorted(set(self.distance_references) - set(REFERENCE_D_ANGSTROM))
+        if unknown_refs or not self.distance_references:
+            raise ValueError(
+                f"distance_references must name some of {sorted(REFERENCE_D_ANGSTROM)}, "
+                f"got {list(self.distance_references)}"
+            )
         for name in ("grain_sensitivity_k", "grain_sensitivity_link_scales"):
             if not all(0 < v < np.inf for v in getattr(self, name)):
                 raise ValueError(f"{name} must hold finite values > 0, got {getattr(self, name)}")
@@ -224,6 +249,10 @@ class AnalysisParameters(BaseModel):
 
     def reduction_plan(self, **options: Any) -> ReductionPlan:
         """The reduction plan these parameters need (``options`` go to `ReductionPlan`)."""
+        if self.distance_correction != "off" and "reference_profiles" not in options:
+            options["reference_profiles"] = {
+                name: _reference_binning(name) for name in self.distance_references
+            }
         plan = ReductionPlan(families=self.families, **options)
         for name in (self.ti_band, *self.stack_bands):
             if name not in plan.bands:
@@ -241,6 +270,12 @@ class AnalysisParameters(BaseModel):
         if table is not None:
             return table.x_li_from_c(c_angstrom, c_err)
         return li_fraction_from_c(c_angstrom, c_err, calibration=LiCalibration())
+
+
+def _reference_binning(name: str) -> QBinning:
+    """Profile binning ±0.03 Å⁻¹ around a reference reflection (24 bins of 0.0025 Å⁻¹)."""
+    q0 = 2.0 * np.pi / REFERENCE_D_ANGSTROM[name]
+    return QBinning(q_min_inv_angstrom=q0 - 0.03, q_max_inv_angstrom=q0 + 0.03, n_q=24)
 
 
 def load_parameters(path: str | Path, **overrides: Any) -> AnalysisParameters:
