@@ -63,13 +63,13 @@ def reduced_frames(layout, c_map, ti_z_um, spots=(), rich=None):
             "par:003": profile,
             "perp:110": a110,
             "reference:ti_100": ti_profile,
-        },  # fmt: skip
+        },
         profile_q={
             "perp:003": Q003,
             "par:003": Q003,
             "perp:110": Q110,
             "reference:ti_100": QREF,
-        },  # fmt: skip
+        },
         li_window=window,
         li_window_chi_deg=np.arange(360) + 0.5,
         li_window_q=np.linspace(2.531, 2.549, 10),
