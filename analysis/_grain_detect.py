@@ -67,19 +67,24 @@ def spot_masks(
     # Reductions over the short q axis and the frame go through BLAS (matmul with ones):
     # several times faster than ufunc reductions over a 10-element inner axis.
     frame_mean = w.reshape(n_z * n_x, n_chi * n_q) @ np.ones(n_chi * n_q, np.float32)
-    small_q = n_q < 256  # the uint8 dot product cannot overflow
-    masks = []
-    for k in ks:
-        threshold = np.float32(k / (n_chi * n_q)) * frame_mean.reshape(n_z, n_x)
+
+    def threshold_of(k: float) -> np.ndarray:
+        return np.float32(k / (n_chi * n_q)) * frame_mean.reshape(n_z, n_x)
+
+    if len(ks) == 1:
         # net > threshold  <=>  w > bg + threshold; any() over q as a uint8 dot product.
-        above = w > bg + threshold[:, :, None, None]
-        masks.append(
+        above = w > bg + threshold_of(ks[0])[:, :, None, None]
+        small_q = n_q < 256  # the uint8 dot product cannot overflow
+        masks = [
             np.asarray(
                 (above.view(np.uint8) @ np.ones(n_q, np.uint8)) > 0
                 if small_q
                 else above.any(axis=3)
             )
-        )
+        ]
+    else:  # one max over q, then one cheap (z, x, χ) comparison per k
+        peak = (w - bg).max(axis=3)
+        masks = [peak > threshold_of(k)[:, :, None] for k in ks]
     ones_q = np.ones(n_q, np.float32)
     net = w @ ones_q - np.broadcast_to(bg, (n_z, n_x, bg.shape[2], n_q)) @ ones_q
     return masks, net
