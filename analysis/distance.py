@@ -146,8 +146,10 @@ def fit_distance_scale(
     z_um: np.ndarray,
     x_um: np.ndarray,
     wavelength_angstrom: float,
+    q_reference_err: Mapping[str, np.ndarray] | None = None,
     model: DistanceModel = "linear_x",
-    reject_mad: float = 5.0,
+    reject_sigma: float = 5.0,
+    max_scale_err: float = 1e-4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit s over a map from the reference peaks measured in its pixels.
 
@@ -160,17 +162,22 @@ def fit_distance_scale(
         Row heights and column positions (µm).
     wavelength_angstrom : float
         X-ray wavelength (Å).
+    q_reference_err : mapping name -> (n_z, n_x) array of float, optional
+        Standard uncertainties of those positions (Å⁻¹): weights of the fit and the basis
+        of its uncertainty; default equal weights, uncertainty from the scatter.
     model : {"constant", "linear_x", "plane"}, optional
         s − 1 as a constant, a + b·x (default: offset and a turn about z), or a + b·x + c·z.
-    reject_mad : float, optional
-        Pixels whose residual exceeds this many median absolute deviations are dropped and
-        the fit is repeated once (> 0).
+    reject_sigma : float, optional
+        Pixels whose normalised residual exceeds this (in units of the robust scatter, MAD ×
+        1.4826) are dropped and the fit repeated once (> 0).
+    max_scale_err : float, optional
+        Largest accepted standard uncertainty of s at any pixel of the map (default 1e-4:
+        10 µm at D = 0.1 m); a worse fit (noise, no reference layer in the map) gives NaN.
 
     Returns
     -------
     scale : (n_z, n_x) array of float
-        s in every pixel; NaN when fewer usable pixels than model terms (or, for a slope,
-        a single column / row).
+        s in every pixel; NaN when the fit is under-determined or too uncertain.
     coefficients : (n_terms,) array of float
         a, b (per µm of x), c (per µm of z) of s − 1; NaN as above.
 
@@ -181,50 +188,81 @@ def fit_distance_scale(
     >>> s_true = 1 - (50e-6 + 1e-7 * x) / 0.1                 # 50 µm + a tilt along x
     >>> q = np.full((4, 5), np.nan)
     >>> q[2] = correct_q(q_ti, 1 / s_true, wavelength_angstrom=0.6888)  # Ti row only
-    >>> s, coef = fit_distance_scale({"ti_100": q}, z_um=z, x_um=x, wavelength_angstrom=0.6888)
+    >>> err = np.full((4, 5), 1e-5)
+    >>> s, coef = fit_distance_scale({"ti_100": q}, q_reference_err={"ti_100": err}, z_um=z,
+    ...                              x_um=x, wavelength_angstrom=0.6888)
     >>> print(np.allclose(s, s_true[None, :], atol=1e-9), np.round(coef * 1e6, 4))
     True [-500.   -1.]
     """
     if model not in _MODEL_TERMS:
         raise ValueError(f"model must be one of {sorted(_MODEL_TERMS)}, got {model!r}")
-    if not reject_mad > 0:
-        raise ValueError(f"reject_mad must be > 0, got {reject_mad}")
+    if not (reject_sigma > 0 and max_scale_err > 0):
+        raise ValueError(
+            f"reject_sigma and max_scale_err must be > 0, got {reject_sigma}, {max_scale_err}"
+        )
+    z, x = np.asarray(z_um, float), np.asarray(x_um, float)
+    zz, xx = np.meshgrid(z, x, indexing="ij")
+    design, y, sigma = _observations(q_reference, q_reference_err, zz, xx, wavelength_angstrom)
+    design = design[:, : _MODEL_TERMS[model]]
+    coef, cov = _robust_wlsq(design, y, sigma, reject_sigma, q_reference_err is None)
+    full = np.zeros(3)
+    full[: coef.size] = coef
+    every = np.stack([np.ones(zz.size), xx.ravel(), zz.ravel()], 1)[:, : coef.size]
+    worst_err = np.sqrt(np.max(np.einsum("ij,jk,ik->i", every, cov, every)))
+    if not worst_err <= max_scale_err:
+        coef = np.full(coef.size, np.nan)
+        full[:] = np.nan
+    return 1.0 + full[0] + full[1] * xx + full[2] * zz, coef
+
+
+def _observations(q_reference, q_reference_err, zz, xx, wavelength_angstrom):
+    """Rows [1, x, z], s − 1 and σ(s) of every pixel with a reference peak."""
     unknown = sorted(set(q_reference) - set(REFERENCE_D_ANGSTROM))
     if unknown:
         raise ValueError(
             f"unknown reference reflections {unknown}: {sorted(REFERENCE_D_ANGSTROM)}"
         )
-    z, x = np.asarray(z_um, float), np.asarray(x_um, float)
-    zz, xx = np.meshgrid(z, x, indexing="ij")
-    rows, values = [], []
+    rows, values, sigmas = [np.zeros((0, 3))], [np.zeros(0)], [np.zeros(0)]
     for name, q in q_reference.items():
         q = np.asarray(q, dtype=float)
         if q.shape != zz.shape:
             raise ValueError(
                 f"q_reference[{name!r}] must be (n_z, n_x) = {zz.shape}, got {q.shape}"
             )
-        s = distance_scale(q, 2 * np.pi / REFERENCE_D_ANGSTROM[name],
-                           wavelength_angstrom=wavelength_angstrom)  # fmt: skip
-        ok = np.isfinite(s)
+        q_true = 2 * np.pi / REFERENCE_D_ANGSTROM[name]
+        s = distance_scale(q, q_true, wavelength_angstrom=wavelength_angstrom)
+        err = np.ones_like(q) if q_reference_err is None else np.asarray(q_reference_err[name])
+        # ds/dq by a finite difference: σ(s) = |ds/dq| σ(q)
+        ds_dq = (
+            distance_scale(q + 1e-6, q_true, wavelength_angstrom=wavelength_angstrom) - s
+        ) / 1e-6
+        sig = np.abs(ds_dq) * err
+        ok = np.isfinite(s) & np.isfinite(sig) & (sig > 0)
         rows.append(np.stack([np.ones(ok.sum()), xx[ok], zz[ok]], axis=1))
         values.append(s[ok] - 1.0)
-    design = np.concatenate(rows)[:, : _MODEL_TERMS[model]] if rows else np.zeros((0, 1))
-    coef = _robust_lstsq(design, np.concatenate(values) if values else np.zeros(0), reject_mad)
-    full = np.zeros(3)
-    full[: coef.size] = coef
-    return 1.0 + full[0] + full[1] * xx + full[2] * zz, coef
+        sigmas.append(sig[ok])
+    return np.concatenate(rows), np.concatenate(values), np.concatenate(sigmas)
 
 
-def _robust_lstsq(design: np.ndarray, y: np.ndarray, reject_mad: float) -> np.ndarray:
-    """Least squares with one pass of MAD outlier rejection; NaN when under-determined."""
+def _robust_wlsq(
+    design: np.ndarray, y: np.ndarray, sigma: np.ndarray, reject_sigma: float,
+    from_scatter: bool,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Weighted least squares with one pass of outlier rejection; coefficients and their
+    covariance, scaled by the reduced χ² (``from_scatter``: always; else when above 1);
+    NaN / inf when under-determined."""
     n_terms = design.shape[1]
     keep = np.ones(y.size, dtype=bool)
     for _ in range(2):
-        a, b = design[keep], y[keep]
-        if b.size < n_terms or np.linalg.matrix_rank(a) < n_terms:
-            return np.full(n_terms, np.nan)
+        a, b = design[keep] / sigma[keep, None], y[keep] / sigma[keep]
+        if b.size <= n_terms or np.linalg.matrix_rank(a) < n_terms:
+            return np.full(n_terms, np.nan), np.full((n_terms, n_terms), np.inf)
         coef = np.linalg.lstsq(a, b, rcond=None)[0]
-        resid = y - design @ coef
-        mad = np.median(np.abs(resid[keep] - np.median(resid[keep])))
-        keep = np.abs(resid) <= reject_mad * max(mad, 1e-12) * 1.4826 + 1e-15
-    return coef
+        norm_resid = (y - design @ coef) / sigma
+        spread = 1.4826 * np.median(np.abs(norm_resid[keep] - np.median(norm_resid[keep])))
+        keep = np.abs(norm_resid) <= reject_sigma * max(spread, 1e-9)
+    chi2 = float(np.sum(((y[keep] - design[keep] @ coef) / sigma[keep]) ** 2))
+    reduced_chi2 = chi2 / max(keep.sum() - n_terms, 1)
+    reduced_chi2 = reduced_chi2 if from_scatter else max(reduced_chi2, 1.0)
+    cov = np.linalg.pinv(a.T @ a) * reduced_chi2
+    return coef, cov

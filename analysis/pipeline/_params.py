@@ -143,6 +143,12 @@ class AnalysisParameters(BaseModel):
     distance_references : tuple of str
         Reference reflections (keys of `opmap.analysis.distance.REFERENCE_D_ANGSTROM`);
         default Ti (100), as in the paper (Au (111) overlaps Ti (002) and LCO (006)).
+    distance_min_snr : float
+        Reference peaks whose area / its uncertainty is below this are not used (> 2).
+    distance_max_scale_err : float
+        Largest accepted uncertainty of the fitted s anywhere in the map (default 1e-4,
+        10 µm at 0.1 m); above it (no reference layer in the map, noise) the map's positions
+        stay uncorrected and ``sample_offset`` is NaN.
     wavelength_angstrom : float
         X-ray wavelength (Å) for the correction (default 0.6888, 18 keV; `analyze_files`
         takes it from the PONI).
@@ -189,6 +195,8 @@ class AnalysisParameters(BaseModel):
     grain_sensitivity_link_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     distance_correction: Literal["linear_x", "constant", "plane", "off"] = "linear_x"
     distance_references: tuple[str, ...] = ("ti_100",)
+    distance_min_snr: float = Field(default=10.0, gt=2.0, le=1000.0)
+    distance_max_scale_err: float = Field(default=1e-4, gt=0.0, lt=0.1)
     wavelength_angstrom: float = Field(default=0.6888, gt=0.0, lt=10.0)
     sample_detector_distance_m: float = Field(default=0.1, gt=0.0, lt=100.0)
     stable_min_maps: int | None = Field(default=None, ge=2)
