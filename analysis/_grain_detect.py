@@ -14,10 +14,11 @@ Choices where the paper is vague (documented in docs/analysis-products.md):
   background". A (z, x, χ) pixel is on when any of its q bins is a spot voxel.
 * Connectivity: face neighbours (6-connectivity) in (z, x, χ); χ is periodic, so a spot
   crossing 359°/0° is one grain.
-* Optional column split (`split_columns`): a grain is columnar and a few µm wide, narrower
-  than a 33 µm map column, so a component spanning several columns is cut into its column
-  parts, and parts in neighbouring columns are joined again only when their azimuths agree
-  within a tolerance (one grain straddling a column boundary shows the same χ in both).
+* Optional column split (`split_columns`; opt-in, tuned on the twin, not in the paper): a
+  grain is columnar and a few µm wide, narrower than a 33 µm map column, so a component
+  spanning several columns is cut into its column parts, and parts in neighbouring columns
+  are joined again only when their azimuths agree within a tolerance (one grain straddling
+  a column boundary shows the same χ in both).
 """
 
 from __future__ import annotations
@@ -39,6 +40,22 @@ def spot_mask(
     next to a threshold of k × the mean; 1: all bins). Besides the input's float32 copy the
     only full-size temporary is one boolean comparison.
     """
+    (mask,), net = spot_masks(window, ks=(k,), background=background, chi_step=chi_step)
+    return mask, net
+
+
+def spot_masks(
+    window: np.ndarray,
+    *,
+    ks: tuple[float, ...],
+    background: np.ndarray | None = None,
+    chi_step: int = 4,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """`spot_mask` for several thresholds ``ks`` sharing one background and net intensity.
+
+    Returns the masks (one (n_z, n_x, n_chi) boolean array per k, in the order of ``ks``)
+    and the net intensity (n_z, n_x, n_chi).
+    """
     w = np.asarray(window, dtype=np.float32)
     n_z, n_x, n_chi, n_q = w.shape
     if background is None:
@@ -50,16 +67,27 @@ def spot_mask(
     # Reductions over the short q axis and the frame go through BLAS (matmul with ones):
     # several times faster than ufunc reductions over a 10-element inner axis.
     frame_mean = w.reshape(n_z * n_x, n_chi * n_q) @ np.ones(n_chi * n_q, np.float32)
-    threshold = np.float32(k / (n_chi * n_q)) * frame_mean.reshape(n_z, n_x)
-    # net > threshold  <=>  w > bg + threshold; any() over q as a uint8 dot product.
-    above = w > bg + threshold[:, :, None, None]
-    small_q = n_q < 256  # the uint8 dot product cannot overflow
-    mask = np.asarray(
-        (above.view(np.uint8) @ np.ones(n_q, np.uint8)) > 0 if small_q else above.any(axis=3)
-    )
+
+    def threshold_of(k: float) -> np.ndarray:
+        return np.float32(k / (n_chi * n_q)) * frame_mean.reshape(n_z, n_x)
+
+    if len(ks) == 1:
+        # net > threshold  <=>  w > bg + threshold; any() over q as a uint8 dot product.
+        above = w > bg + threshold_of(ks[0])[:, :, None, None]
+        small_q = n_q < 256  # the uint8 dot product cannot overflow
+        masks = [
+            np.asarray(
+                (above.view(np.uint8) @ np.ones(n_q, np.uint8)) > 0
+                if small_q
+                else above.any(axis=3)
+            )
+        ]
+    else:  # one max over q, then one cheap (z, x, χ) comparison per k
+        peak = (w - bg).max(axis=3)
+        masks = [peak > threshold_of(k)[:, :, None] for k in ks]
     ones_q = np.ones(n_q, np.float32)
     net = w @ ones_q - np.broadcast_to(bg, (n_z, n_x, bg.shape[2], n_q)) @ ones_q
-    return mask, net
+    return masks, net
 
 
 def label_periodic(mask: np.ndarray) -> tuple[np.ndarray, int]:

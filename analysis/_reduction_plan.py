@@ -89,6 +89,9 @@ class ReductionPlan(BaseModel):
         Li (110) window, 360 chi × 10 q over 2.53–2.55 Å⁻¹ by default.
     bands : dict[str, QWindow]
         Full-ring mean intensity per band (phase maps).
+    reference_profiles : dict[str, QBinning]
+        Full-ring q profiles ``"reference:<name>"`` of the reference reflections of the
+        distance correction (`opmap.analysis.distance`); default Ti (100).
     cake : CakeBinning or None
         Optional full cake for display (costly: many more pixels).
     polarization_factor : float or None
@@ -107,6 +110,11 @@ class ReductionPlan(BaseModel):
         q_min_inv_angstrom=2.53, q_max_inv_angstrom=2.55, n_q=10, n_chi=360
     )
     bands: dict[str, QWindow] = Field(default_factory=default_bands)
+    reference_profiles: dict[str, QBinning] = Field(
+        default_factory=lambda: {
+            "ti_100": QBinning(q_min_inv_angstrom=2.4286, q_max_inv_angstrom=2.4886, n_q=24)
+        }
+    )
     cake: CakeBinning | None = None
     polarization_factor: float | None = Field(default=0.99, ge=-1, le=1)
     splitting: Literal["full", "bbox"] = "full"

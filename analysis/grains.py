@@ -8,22 +8,25 @@ Maps are processed one at a time, so a 100 × 49 × 49 × 360 × 10 experiment n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ._grain_detect import label_periodic, split_columns, spot_mask
+from ._grain_detect import label_periodic, split_columns, spot_mask, spot_masks
 from ._grain_link import circular_diff_deg, link_pair
 from ._grain_props import grain_properties
 
 __all__ = [
     "GrainCounts",
     "GrainTable",
+    "LinkTolerances",
     "azimuth_histogram",
     "find_grains",
+    "find_grains_for_thresholds",
     "find_grains_in_maps",
     "grain_counts",
+    "grain_sensitivity",
     "lifetime_classes",
     "link_grains",
     "texture_share",
@@ -148,14 +151,16 @@ def find_grains(
     1 [4] 359.5
     """
     z, x, chi = _validate_window(np.asarray(window), z_um, x_um, chi_deg, k)
-    if not 1 <= background_chi_step <= chi.size // 8:
-        raise ValueError(
-            f"background_chi_step must be in [1, n_chi // 8 = {chi.size // 8}], "
-            f"got {background_chi_step}"
-        )
-    if not (isinstance(min_voxels, int | np.integer) and min_voxels >= 1):
-        raise ValueError(f"min_voxels must be an integer >= 1, got {min_voxels!r}")
+    _check_detect_options(chi.size, background_chi_step, min_voxels)
     mask, net = spot_mask(window, k=k, background=background, chi_step=background_chi_step)
+    return _grains_from_mask(mask, net, z, x, chi, map_index, min_voxels, split_chi_tol_deg)
+
+
+def _grains_from_mask(
+    mask: np.ndarray, net: np.ndarray, z: np.ndarray, x: np.ndarray, chi: np.ndarray,
+    map_index: int, min_voxels: int, split_chi_tol_deg: float | None,
+) -> GrainTable:  # fmt: skip
+    """Label a (z, x, χ) spot mask and measure its grains (`find_grains` after the mask)."""
     labels, n = label_periodic(mask)
     if split_chi_tol_deg is not None:
         labels, n = split_columns(labels, net, chi, tol_deg=split_chi_tol_deg)
@@ -171,6 +176,64 @@ def find_grains(
     cols["label"] = np.arange(1, n + 1, dtype=np.int64)
     cols["track_id"] = np.full(n, -1, dtype=np.int64)
     return _concat([cols])
+
+
+def _check_detect_options(n_chi: int, background_chi_step: int, min_voxels: int) -> None:
+    if not 1 <= background_chi_step <= n_chi // 8:
+        raise ValueError(
+            f"background_chi_step must be in [1, n_chi // 8 = {n_chi // 8}], "
+            f"got {background_chi_step}"
+        )
+    if not (isinstance(min_voxels, int | np.integer) and min_voxels >= 1):
+        raise ValueError(f"min_voxels must be an integer >= 1, got {min_voxels!r}")
+
+
+def find_grains_for_thresholds(
+    window: np.ndarray,
+    ks: tuple[float, ...],
+    *,
+    z_um: np.ndarray | None = None,
+    x_um: np.ndarray | None = None,
+    chi_deg: np.ndarray | None = None,
+    background_chi_step: int = 4,
+    map_index: int = 0,
+    min_voxels: int = 1,
+    split_chi_tol_deg: float | None = None,
+) -> dict[float, GrainTable]:
+    """`find_grains` of one map for several thresholds k, sharing the background.
+
+    Parameters
+    ----------
+    window : (n_z, n_x, n_chi, n_q) array
+        The Li window of every frame of the map.
+    ks : tuple of float
+        Threshold factors (each > 0), e.g. the sensitivity grid (6, 8, 10, 12, 15).
+    z_um, x_um, chi_deg, background_chi_step, map_index, min_voxels, split_chi_tol_deg
+        As in `find_grains`.
+
+    Returns
+    -------
+    dict float -> GrainTable
+        One unlinked table per k.
+
+    Examples
+    --------
+    >>> w = np.ones((3, 4, 360, 10), dtype=np.float32)
+    >>> w[1, 2, 90, :] = 9.0      # a weak spot: found at k = 6, not at k = 10
+    >>> w[0, 0, 200, :] = 50.0    # a strong one
+    >>> {k: len(t) for k, t in find_grains_for_thresholds(w, (6.0, 10.0)).items()}
+    {6.0: 2, 10.0: 1}
+    """
+    ks = tuple(float(k) for k in ks)
+    z, x, chi = _validate_window(np.asarray(window), z_um, x_um, chi_deg, min(ks, default=1.0))
+    if not ks:
+        raise ValueError("ks must hold at least one threshold factor")
+    _check_detect_options(chi.size, background_chi_step, min_voxels)
+    masks, net = spot_masks(window, ks=ks, chi_step=background_chi_step)
+    return {
+        k: _grains_from_mask(m, net, z, x, chi, map_index, min_voxels, split_chi_tol_deg)
+        for k, m in zip(ks, masks, strict=True)
+    }
 
 
 def find_grains_in_maps(
@@ -221,19 +284,38 @@ def find_grains_in_maps(
 def link_grains(
     table: GrainTable,
     *,
-    tol_x_um: float = 33.0,
+    time_s: np.ndarray | None = None,
+    tol_x_um: float = 16.5,
     tol_z_um: float = 2.0,
-    tol_chi_deg: float = 2.0,
+    tol_chi_deg: float = 1.0,
+    rotation_deg_per_min: float = 1.0,
+    drift_um_per_min: float = 2.0,
 ) -> GrainTable:
-    """Give grains an identity (``track_id``) across consecutive maps.
+    """Give grains an identity (``track_id``) across consecutive maps, following rotation
+    and drift.
+
+    Between maps t − 1 and t, Δt = time_s[t] − time_s[t − 1] apart, a grain may turn by
+    up to ``tol_chi_deg + rotation_deg_per_min · Δt`` in azimuth and move by up to
+    ``tol_x_um + drift_um_per_min · Δt`` in x (``tol_z_um + …`` in z). Among the allowed
+    pairs, one-to-one matches minimise the summed squared moves in units of these
+    tolerances (Hungarian assignment, `scipy.optimize.linear_sum_assignment`), so a grain
+    never takes a neighbour's identity because it came first.
 
     Parameters
     ----------
     table : GrainTable
         Grains of all maps (`find_grains_in_maps`).
+    time_s : (n_maps,) array of float, optional
+        Time of each map (s), indexed by ``map_index``, increasing; None: Δt = 0 (the
+        tolerances are the floors alone).
     tol_x_um, tol_z_um, tol_chi_deg : float, optional
-        Largest position and azimuth changes between consecutive maps for the same grain
-        (defaults: one 33 µm column, two 1 µm rows, 2° of azimuth).
+        Floors of the tolerances (> 0): position and azimuth scatter of a grain that did not
+        move (defaults half a 33 µm column, two 1 µm rows, 1° — one χ bin).
+    rotation_deg_per_min, drift_um_per_min : float, optional
+        Largest rotation rate (deg/min, about the beam: a change of azimuth) and drift speed
+        (µm/min) of a grain, >= 0 (defaults 1 deg/min and 2 µm/min: the paper's grains turn
+        within minutes, "most grains rotate/move out of diffraction conditions in a few
+        minutes").
 
     Returns
     -------
@@ -243,30 +325,38 @@ def link_grains(
     Examples
     --------
     >>> w = np.ones((3, 3, 3, 360, 10), dtype=np.float32)
-    >>> w[:2, 1, 1, 90, :] = 80.0    # the same grain in maps 0 and 1
-    >>> w[2, 1, 1, 200, :] = 80.0    # another grain in map 2
-    >>> link_grains(find_grains_in_maps(w)).track_id.tolist()
+    >>> w[0, 1, 1, 90, :] = w[1, 1, 1, 96, :] = 80.0  # one grain turning 6° in 5 min
+    >>> w[2, 1, 1, 200, :] = 80.0                     # another grain in map 2
+    >>> t = np.array([0.0, 300.0, 600.0])
+    >>> link_grains(find_grains_in_maps(w), time_s=t).track_id.tolist()
     [0, 0, 1]
+    >>> link_grains(find_grains_in_maps(w), time_s=t, rotation_deg_per_min=0).track_id.tolist()
+    [0, 1, 2]
     """
-    for name, tol in (
-        ("tol_x_um", tol_x_um),
-        ("tol_z_um", tol_z_um),
-        ("tol_chi_deg", tol_chi_deg),
-    ):
-        if not tol > 0:
-            raise ValueError(f"{name} must be > 0, got {tol}")
+    dt_min = _map_intervals_min(table, time_s)
+    for name, value in (("tol_x_um", tol_x_um), ("tol_z_um", tol_z_um),
+                        ("tol_chi_deg", tol_chi_deg)):  # fmt: skip
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    for name, value in (("rotation_deg_per_min", rotation_deg_per_min),
+                        ("drift_um_per_min", drift_um_per_min)):  # fmt: skip
+        if not 0 <= value < np.inf:
+            raise ValueError(f"{name} must be finite and >= 0, got {value}")
     order = np.lexsort((table.label, table.map_index))
     cols = {k: v[order] for k, v in table.to_dict().items()}
     track = np.full(order.size, -1, dtype=np.int64)
-    maps = np.unique(cols["map_index"])
     next_id, prev_idx = 0, np.zeros(0, dtype=int)
-    for m in maps:
+    for m in np.unique(cols["map_index"]):
         cur_idx = np.flatnonzero(cols["map_index"] == m)
-        prev = {k: cols[k][prev_idx] for k in ("x_um", "z_um", "azimuth_deg")}
-        cur = {k: cols[k][cur_idx] for k in ("x_um", "z_um", "azimuth_deg")}
         if prev_idx.size and m - 1 == cols["map_index"][prev_idx[0]]:
-            i, j = link_pair(prev, cur, tol_x_um=tol_x_um, tol_z_um=tol_z_um,
-                             tol_chi_deg=tol_chi_deg)  # fmt: skip
+            dt = dt_min[m] if dt_min is not None else 0.0
+            i, j = link_pair(
+                {k: cols[k][prev_idx] for k in ("x_um", "z_um", "azimuth_deg")},
+                {k: cols[k][cur_idx] for k in ("x_um", "z_um", "azimuth_deg")},
+                tol_x_um=tol_x_um + drift_um_per_min * dt,
+                tol_z_um=tol_z_um + drift_um_per_min * dt,
+                tol_chi_deg=min(tol_chi_deg + rotation_deg_per_min * dt, 180.0),
+            )
             track[cur_idx[j]] = track[prev_idx[i]]
         fresh = cur_idx[track[cur_idx] < 0]
         track[fresh] = np.arange(next_id, next_id + fresh.size)
@@ -274,6 +364,22 @@ def link_grains(
         prev_idx = cur_idx
     cols["track_id"] = track
     return GrainTable(**cols)
+
+
+def _map_intervals_min(table: GrainTable, time_s: np.ndarray | None) -> np.ndarray | None:
+    """(n_maps,) minutes since the previous map (entry 0 unused), or None without times."""
+    if time_s is None:
+        return None
+    t = np.asarray(time_s, dtype=float)
+    n_needed = int(table.map_index.max(initial=-1)) + 1
+    if t.ndim != 1 or t.size < n_needed or not np.all(np.isfinite(t)):
+        raise ValueError(
+            f"time_s must be a finite 1-D array with one entry per map "
+            f"(>= {n_needed}), got shape {t.shape}"
+        )
+    if np.any(np.diff(t) <= 0):
+        raise ValueError("time_s must increase from map to map")
+    return np.concatenate([[0.0], np.diff(t) / 60.0])
 
 
 @dataclass(frozen=True)
@@ -321,6 +427,101 @@ def grain_counts(table: GrainTable, *, n_maps: int) -> GrainCounts:
     deceased = np.zeros(n_maps, dtype=np.int64)
     deceased[1:] = (present[:-1] & ~present[1:]).sum(axis=1)
     return GrainCounts(total, new, deceased)
+
+
+@dataclass(frozen=True)
+class LinkTolerances:
+    """Linking tolerances of `link_grains` (floors and rates), scalable as one set.
+
+    Examples
+    --------
+    >>> LinkTolerances().scaled(2.0).rotation_deg_per_min
+    2.0
+    """
+
+    tol_x_um: float = 16.5
+    tol_z_um: float = 2.0
+    tol_chi_deg: float = 1.0
+    rotation_deg_per_min: float = 1.0
+    drift_um_per_min: float = 2.0
+
+    def scaled(self, factor: float) -> LinkTolerances:
+        """Every tolerance and rate multiplied by ``factor`` (> 0)."""
+        if not factor > 0:
+            raise ValueError(f"link tolerance scale must be > 0, got {factor}")
+        return LinkTolerances(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
+
+    def as_kwargs(self) -> dict[str, float]:
+        """Keyword arguments of `link_grains`."""
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def grain_sensitivity(
+    tables_by_k: Mapping[float, GrainTable],
+    *,
+    n_maps: int,
+    time_s: np.ndarray | None = None,
+    link: LinkTolerances = LinkTolerances(),
+    link_scales: tuple[float, ...] = (0.5, 1.0, 2.0),
+) -> dict[str, np.ndarray]:
+    """Grain counts per map for every threshold k × link-tolerance scale.
+
+    Parameters
+    ----------
+    tables_by_k : mapping k -> GrainTable
+        Unlinked grains of all maps found with threshold k (`find_grains_for_thresholds`).
+    n_maps : int
+        Number of maps.
+    time_s : (n_maps,) array of float, optional
+        Map times (s) for the time-scaled tolerances (see `link_grains`).
+    link : LinkTolerances, optional
+        The reference tolerances (the analysis defaults).
+    link_scales : tuple of float, optional
+        Factors applied to every tolerance and rate of ``link`` (> 0).
+
+    Returns
+    -------
+    dict of (n_k · n_scales · n_maps,) columns
+        ``k``, ``link_scale``, ``tol_chi_deg``, ``rotation_deg_per_min``,
+        ``drift_um_per_min``, ``map_index``, ``total``, ``new``, ``deceased`` (counts as in
+        `grain_counts`); rows ordered by k, then scale, then map.
+
+    Examples
+    --------
+    >>> w = np.ones((2, 3, 3, 360, 10), dtype=np.float32)
+    >>> w[:, 1, 1, 90, :] = 80.0          # a strong grain in both maps
+    >>> w[1, 0, 0, 200, :] = 9.0          # a weak one in map 1 (found with k = 6 only)
+    >>> by_k = {}
+    >>> for i, win in enumerate(w):
+    ...     for k, t in find_grains_for_thresholds(win, (6.0, 10.0), map_index=i).items():
+    ...         by_k.setdefault(k, []).append(t)
+    >>> by_k = {k: _concat([t.to_dict() for t in ts]) for k, ts in by_k.items()}
+    >>> tab = grain_sensitivity(by_k, n_maps=2, link_scales=(1.0,))
+    >>> print(tab["k"].tolist(), tab["total"].tolist(), tab["new"].tolist())
+    [6.0, 6.0, 10.0, 10.0] [1, 2, 1, 1] [1, 1, 1, 0]
+    """
+    if not (isinstance(n_maps, int | np.integer) and n_maps >= 1):
+        raise ValueError(f"n_maps must be an integer >= 1, got {n_maps!r}")
+    rows: dict[str, list[np.ndarray]] = {}
+    for k in sorted(tables_by_k):
+        for scale in link_scales:
+            tol = link.scaled(scale)
+            linked = link_grains(tables_by_k[k], time_s=time_s, **tol.as_kwargs())
+            counts = grain_counts(linked, n_maps=n_maps)
+            columns = {
+                "k": np.full(n_maps, float(k)),
+                "link_scale": np.full(n_maps, float(scale)),
+                "tol_chi_deg": np.full(n_maps, tol.tol_chi_deg),
+                "rotation_deg_per_min": np.full(n_maps, tol.rotation_deg_per_min),
+                "drift_um_per_min": np.full(n_maps, tol.drift_um_per_min),
+                "map_index": np.arange(n_maps),
+                "total": counts.total,
+                "new": counts.new,
+                "deceased": counts.deceased,
+            }
+            for name, values in columns.items():
+                rows.setdefault(name, []).append(values)
+    return {name: np.concatenate(parts) for name, parts in rows.items()}
 
 
 def _require_linked(table: GrainTable) -> None:

@@ -261,6 +261,13 @@ def _profile_parts(
             assert total is not None
             parts.append((key, "profile", (binning.n_q,), total))
             profile_q[key] = _bin_centres(binning)
+    full_ring = (ChiSector(start_chi_deg=0.0, width_deg=180.0),
+                 ChiSector(start_chi_deg=180.0, width_deg=180.0))  # fmt: skip
+    for name, binning in plan.reference_profiles.items():
+        key = f"reference:{name}"
+        left, right = (_sector_matrix(geometry, norm, s, plan, binning) for s in full_ring)
+        parts.append((key, "profile", (binning.n_q,), left + right))
+        profile_q[key] = _bin_centres(binning)
     return parts, profile_q
 
 

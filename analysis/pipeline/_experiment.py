@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from ..distance import sample_offset_um
 from ..grains import (
     GrainTable,
     azimuth_histogram,
     grain_counts,
+    grain_sensitivity,
     lifetime_classes,
     link_grains,
     texture_share,
@@ -55,6 +57,13 @@ def _units_of(key: str) -> str:
         if key.endswith(suffix):
             return units
     return ""
+
+
+def _column_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over the last axis ignoring NaN; NaN where a row has no finite value."""
+    counts = np.isfinite(values).sum(axis=-1)
+    total = np.nansum(values, axis=-1)
+    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
 
 
 def _versions() -> dict[str, str]:
@@ -202,6 +211,7 @@ class ExperimentAnalysis:
         }
         arrays.update(self._lattice_arrays())
         arrays.update(self._anode_arrays())
+        arrays.update(self._distance_arrays())
         front_arrays, front_meta = self._front(time_s)
         arrays.update(front_arrays)
         grain_arrays, tables, grain_meta = self._grains()
@@ -317,27 +327,56 @@ class ExperimentAnalysis:
     def _anode_arrays(self) -> dict[str, LabelledArray]:
         ti_z = self._stack(lambda m: m.ti_z_um)
         p = self.params
-        if p.li_thickness_method == "band":
-            thickness = li_thickness_from_ti(ti_z, reference_index=p.reference_map)
-            how = f"{p.ti_band} displacement"
+        from_ti = li_thickness_from_ti(ti_z, reference_index=p.reference_map)
+        from_au = self._stack_thickness()
+        if p.li_thickness_method == "ti":
+            thickness, how = from_ti, f"{p.ti_band} displacement (paper, Fig. 4b)"
         else:
-            profile = stack_profile(
-                {b: self._stack(lambda m, b=b: m.band_intensity[b]) for b in p.stack_bands}
-            )
-            thickness = stack_displacement(
-                profile, profile[p.reference_map], z_um=self.layout.z_um
-            )
-            how = f"displacement of the stack {'+'.join(p.stack_bands)}"
-        with np.errstate(invalid="ignore"):
-            counts = np.isfinite(thickness).sum(axis=1)
-            mean = np.where(counts > 0, np.nansum(thickness, 1) / np.maximum(counts, 1), np.nan)
-        return {
+            thickness, how = from_au, f"displacement of the stack {'+'.join(p.stack_bands)}"
+        out = {
             "ti_z": LabelledArray(ti_z, ("map", "x"), "um", "Ti collector height"),
             "li_thickness": LabelledArray(
                 thickness, ("map", "x"), "um", f"plated Li thickness ({how})"
             ),
-            "li_thickness_mean": LabelledArray(mean, ("map",), "um", "mean plated Li thickness"),
+            "li_thickness_mean": LabelledArray(
+                _column_mean(thickness), ("map",), "um", f"mean plated Li thickness ({how})"
+            ),
         }
+        if from_au is not None:
+            text = f"cross-check: Li thickness from the {'+'.join(p.stack_bands)} stack"
+            out["li_thickness_au"] = LabelledArray(from_au, ("map", "x"), "um", text)
+            out["li_thickness_au_mean"] = LabelledArray(
+                _column_mean(from_au), ("map",), "um", f"{text}, mean over x"
+            )
+        return out
+
+    def _distance_arrays(self) -> dict[str, LabelledArray]:
+        """The fitted sample offset of the distance correction per pixel and map mean."""
+        if any(m.distance_scale is None for m in self._maps):
+            return {}
+        offset = sample_offset_um(
+            self._stack(lambda m: m.distance_scale),
+            distance_m=self.params.sample_detector_distance_m,
+        )
+        text = (
+            "sample offset along the beam from the reference peaks "
+            f"({'+'.join(self.params.distance_references)}; > 0 towards the detector)"
+        )
+        mean = _column_mean(offset.reshape(offset.shape[0], -1))
+        return {
+            "sample_offset": LabelledArray(offset, MAP_ZX, "um", text),
+            "sample_offset_mean": LabelledArray(mean, ("map",), "um", f"{text}, map mean"),
+        }
+
+    def _stack_thickness(self) -> np.ndarray | None:
+        """Li thickness from the stack bands' displacement; None if a band is missing."""
+        p = self.params
+        if any(b not in self._maps[0].band_intensity for b in p.stack_bands):
+            return None
+        profile = stack_profile(
+            {b: self._stack(lambda m, b=b: m.band_intensity[b]) for b in p.stack_bands}
+        )
+        return stack_displacement(profile, profile[p.reference_map], z_um=self.layout.z_um)
 
     def _front(self, time_s: np.ndarray) -> tuple[dict[str, LabelledArray], dict[str, Any]]:
         p = self.params
@@ -391,18 +430,39 @@ class ExperimentAnalysis:
             for family in self._maps[0].c_angstrom
         }
 
-    def _grain_table(self) -> GrainTable:
+    def _grain_table(self, k: float | None = None) -> GrainTable:
+        """Grains of all maps at the analysis threshold (None) or a sensitivity k."""
         names = [f.name for f in fields(GrainTable)]
-        parts = [m.grains.to_dict() for m in self._maps]
+        parts = [(m.grains if k is None else m.grain_sensitivity[k]).to_dict() for m in self._maps]
         return GrainTable(**{n: np.concatenate([p[n] for p in parts]) for n in names})
+
+    def _map_time_s(self) -> np.ndarray | None:
+        """Map times indexed by ``map_index`` when the maps are numbered 0, 1, … in order."""
+        index = np.array([m.map_index for m in self._maps])
+        if not np.array_equal(index, np.arange(index.size)):
+            return None
+        return np.array([m.time_s for m in self._maps])
+
+    def _grain_sensitivity(self) -> dict[str, np.ndarray]:
+        """Counts per map for the k × link-scale grid (`grain_sensitivity`), or {}."""
+        p = self.params
+        ks = [
+            k for k in p.grain_sensitivity_k if all(k in m.grain_sensitivity for m in self._maps)
+        ]
+        if not ks:
+            return {}
+        return grain_sensitivity(
+            {k: self._grain_table(k) for k in ks}, n_maps=self.n_maps,
+            time_s=self._map_time_s(), link=p.link_tolerances(),
+            link_scales=p.grain_sensitivity_link_scales,
+        )  # fmt: skip
 
     def _grains(self):
         p = self.params
         n = self.n_maps
         table = link_grains(
-            self._grain_table(), tol_x_um=p.link_tol_x_um, tol_z_um=p.link_tol_z_um,
-            tol_chi_deg=p.link_tol_chi_deg,
-        )  # fmt: skip
+            self._grain_table(), time_s=self._map_time_s(), **p.link_tolerances().as_kwargs()
+        )
         counts = grain_counts(table, n_maps=n)
         stable_min = p.stable_min_maps if p.stable_min_maps is not None else n // 2 + 1
         life, cls = lifetime_classes(table, n_maps=n, stable_min_maps=max(2, stable_min))
@@ -434,7 +494,11 @@ class ExperimentAnalysis:
             "class_counts": classes.tolist(),
             "stable_min_maps": int(max(2, stable_min)),
         }
-        return arrays, {"grains": table.to_dict(), "grain_tracks": tracks}, meta
+        tables = {"grains": table.to_dict(), "grain_tracks": tracks}
+        sensitivity = self._grain_sensitivity()
+        if sensitivity:
+            tables["grain_sensitivity"] = sensitivity
+        return arrays, tables, meta
 
     def _electrochem_arrays(self) -> dict[str, LabelledArray]:
         keys = sorted({k for e in self._electrochem for k in e})

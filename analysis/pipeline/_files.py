@@ -170,6 +170,10 @@ def analyze_files(
         )
     source = open_frames(frames_path, dataset=dataset)
     geometry = _geometry(poni, source)
+    params = params.model_copy(  # the distance correction uses the PONI's λ and distance
+        update={"wavelength_angstrom": geometry.wavelength_angstrom,
+                "sample_detector_distance_m": geometry.distance_m}
+    )  # fmt: skip
     layout, n_maps = _layout(source, map_shape, snake, n_maps, z_um, x_um)
     times, time_source = _times(frames_path, times_s, layout, n_maps)
     if electrochem is not None and len(electrochem) < n_maps:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..distance import correct_q, fit_distance_scale
 from ..fitting import fit_gaussian, fit_two_gaussians, peak_present, peak_significance
-from ..grains import GrainTable, find_grains
+from ..grains import GrainTable, find_grains_for_thresholds
 from ..lattice import (
     LatticeMaps,
     PixelFlag,
@@ -58,6 +59,11 @@ class MapResult:
         Ti collector height per column (µm), (n_x,).
     grains : GrainTable
         Li grains of this map (``track_id`` −1: linked by `ExperimentAnalysis`).
+    grain_sensitivity : Mapping[float, GrainTable]
+        Grains of this map at every threshold k of ``params.grain_sensitivity_k``.
+    distance_scale : numpy.ndarray or None
+        s = (D − Δ)/D of the distance correction per pixel (n_z, n_x), NaN where it could
+        not be fitted (positions then uncorrected); None when the correction is off.
     """
 
     map_index: int
@@ -74,6 +80,8 @@ class MapResult:
     band_intensity: Mapping[str, np.ndarray]
     ti_z_um: np.ndarray
     grains: GrainTable
+    grain_sensitivity: Mapping[float, GrainTable] = field(default_factory=dict)
+    distance_scale: np.ndarray | None = None
 
 
 def _peak_q(
@@ -81,8 +89,10 @@ def _peak_q(
     key: str,
     params: AnalysisParameters,
     sampling: SamplingCorrection | None = None,
+    distance_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Peak position of profile ``key`` per frame (Å⁻¹), its uncertainty and `PixelFlag`.
+    """Peak position of profile ``key`` per frame (Å⁻¹), its uncertainty and `PixelFlag`;
+    with ``distance_scale`` (n_frames,) the paper's distance correction is applied.
 
     NaN where the reflection is absent (not significant against the local background noise,
     or not centred in the window), faint, masked or the fit failed: the flag says which.
@@ -101,6 +111,8 @@ def _peak_q(
     q = np.where(ok, fit.position_q, np.nan)
     if sampling is not None:
         q = sampling.correct(key, q, fit.sigma_q)
+    if distance_scale is not None:  # the paper's distance correction (opmap.analysis.distance)
+        q = correct_q(q, distance_scale, wavelength_angstrom=params.wavelength_angstrom)
     return q, np.where(ok, fit.position_q_err, np.nan), flags
 
 
@@ -122,6 +134,7 @@ def _lattice(
     layout: MapLayout,
     params: AnalysisParameters,
     sampling: SamplingCorrection | None,
+    scale: np.ndarray | None = None,
 ) -> LatticeMaps:
     """c, a and x maps (n_z, n_x) per family of one map, with their `PixelFlag` maps.
 
@@ -131,7 +144,7 @@ def _lattice(
     flags: dict[str, np.ndarray] = {}
     for family in params.families.family:
         name = family.name
-        q, q_err, c_flag = _peak_q(reduced, f"{name}:003", params, sampling)
+        q, q_err, c_flag = _peak_q(reduced, f"{name}:003", params, sampling, scale)
         c, c_err = c_from_q003(q, q_err)
         out["c"][name], out["ce"][name] = layout.to_map(c), layout.to_map(c_err)
         flags[f"c_{name}"] = layout.to_map(c_flag)
@@ -140,11 +153,40 @@ def _lattice(
             out["x"][name], out["xe"][name] = layout.to_map(x[0]), layout.to_map(x[1])
             flags[f"x_li_{name}"] = layout.to_map(x[2])
         if f"{name}:110" in reduced.profiles:
-            q, q_err, a_flag = _peak_q(reduced, f"{name}:110", params)
+            q, q_err, a_flag = _peak_q(reduced, f"{name}:110", params, None, scale)
             a, a_err = a_from_q110(q, q_err)
             out["a"][name], out["ae"][name] = layout.to_map(a), layout.to_map(a_err)
             flags[f"a_{name}"] = layout.to_map(a_flag)
     return LatticeMaps(*out.values(), flags=flags)
+
+
+def _distance_scale(
+    reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters
+) -> np.ndarray | None:
+    """The paper's distance correction: s (n_z, n_x) fitted to the reference peaks
+    (`opmap.analysis.distance.fit_distance_scale`); None when off."""
+    if params.distance_correction == "off":
+        return None
+    q_ref, q_err = {}, {}
+    for name in params.distance_references:
+        key = f"reference:{name}"
+        fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key],
+                           min_snr=params.distance_min_snr)  # fmt: skip
+        q_ref[name] = layout.to_map(fit.position_q)
+        q_err[name] = layout.to_map(fit.position_q_err)
+    scale, _ = fit_distance_scale(
+        q_ref, q_reference_err=q_err, z_um=layout.z_um, x_um=layout.x_um,
+        wavelength_angstrom=params.wavelength_angstrom, model=params.distance_correction,
+        max_scale_err=params.distance_max_scale_err,
+    )  # fmt: skip
+    return scale
+
+
+def _to_frames(layout: MapLayout, values: np.ndarray) -> np.ndarray:
+    """(n_z, n_x) map back to (n_frames,) acquisition order; NaN → 1 (no correction)."""
+    frames = np.empty(layout.n_frames)
+    frames[layout.frame_index()] = np.where(np.isfinite(values), values, 1.0)
+    return frames
 
 
 def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters):
@@ -221,7 +263,9 @@ def analyze_map(
         or ``map_index`` / ``time_s`` are invalid.
     """
     _check_map_inputs(reduced, layout, params, map_index, time_s)
-    lattice = _lattice(reduced, layout, params, sampling)
+    distance = _distance_scale(reduced, layout, params)
+    scale_frames = None if distance is None else _to_frames(layout, distance)
+    lattice = _lattice(reduced, layout, params, sampling, scale_frames)
     bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
     ti_z = ti_position(
         bands[params.ti_band], z_um=layout.z_um, half_window=params.ti_half_window,
@@ -233,6 +277,7 @@ def analyze_map(
         # two-peak fit of noise gives a fraction, not a phase.
         trusted = np.isfinite(lattice.c_angstrom[params.front_family_name])
         rich = np.where(trusted, _rich_fraction(reduced, layout, params), np.nan)
+    grains, grain_sensitivity = _grains(reduced, layout, params, int(map_index))
     return MapResult(
         map_index=int(map_index),
         time_s=float(time_s),
@@ -247,7 +292,9 @@ def analyze_map(
         phases=_phases(reduced, layout, params),
         band_intensity=bands,
         ti_z_um=ti_z,
-        grains=_grains(reduced, layout, params, int(map_index)),
+        grains=grains,
+        grain_sensitivity=grain_sensitivity,
+        distance_scale=distance,
     )
 
 
@@ -271,6 +318,9 @@ def _check_map_inputs(
     missing = [f"{f.name}:003" for f in params.families.family]
     missing = [k for k in missing if k not in reduced.profiles]
     stack = params.stack_bands if params.li_thickness_method == "stack" else ()
+    if params.distance_correction != "off":
+        missing += [f"reference:{n}" for n in params.distance_references
+                    if f"reference:{n}" not in reduced.profiles]  # fmt: skip
     needed = [params.ti_band, *stack]
     missing += [b for b in needed if b not in reduced.bands]
     if missing:
@@ -290,11 +340,15 @@ def _phases(
 
 def _grains(
     reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters, map_index: int
-) -> GrainTable:
-    """Li grains of the map from its Li (110) window (empty bins filled first)."""
-    return find_grains(
-        layout.to_map(_fill_empty_bins(reduced.li_window)), z_um=layout.z_um, x_um=layout.x_um,
-        chi_deg=reduced.li_window_chi_deg, k=params.grain_k,
+) -> tuple[GrainTable, dict[float, GrainTable]]:
+    """Li grains of the map at ``grain_k`` and at every k of the sensitivity grid, from its
+    Li (110) window (empty bins filled first; one background for all k)."""
+    ks = tuple(dict.fromkeys((float(params.grain_k), *params.grain_sensitivity_k)))
+    by_k = find_grains_for_thresholds(
+        layout.to_map(_fill_empty_bins(reduced.li_window)), ks, z_um=layout.z_um,
+        x_um=layout.x_um, chi_deg=reduced.li_window_chi_deg,
         background_chi_step=params.grain_background_chi_step, map_index=map_index,
         min_voxels=params.grain_min_voxels, split_chi_tol_deg=params.grain_split_chi_tol_deg,
     )  # fmt: skip
+    sensitivity = {k: by_k[float(k)] for k in params.grain_sensitivity_k}
+    return by_k[float(params.grain_k)], sensitivity

@@ -9,9 +9,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..distance import REFERENCE_D_ANGSTROM
 from ..families import FamilyConfig
+from ..grains import LinkTolerances
 from ..lattice import PAPER_CALIBRATION, LiCalibration, li_fraction_from_c
-from ..reduction import ReductionPlan
+from ..reduction import QBinning, ReductionPlan
 
 __all__ = ["AnalysisParameters", "CalibrationTable", "load_parameters"]
 
@@ -117,17 +119,16 @@ class AnalysisParameters(BaseModel):
         A front needs the column-mean Li-rich fraction to reach 0.5 ± this inside the
         cathode, in [0, 0.5).
     ti_band : str
-        Reduction band locating the Ti collector (``ti_z``; the Li thickness with
-        ``li_thickness_method="band"``).
-    li_thickness_method : {"stack", "band"}
-        ``"stack"``: Li thickness = upward shift of the whole upper stack (the
-        ``stack_bands`` profiles together) from the reference map
-        (`opmap.analysis.phases.stack_displacement`); ``"band"``: displacement of the
-        ``ti_band`` centroid (quantised by ±0.25 µm for 0.5 µm of Ti and 1 µm rows).
+        Reduction band locating the Ti collector (``ti_z``, and the Li thickness by default).
+    li_thickness_method : {"ti", "stack"}
+        ``"ti"`` (default, the paper's method, Fig. 4b): Li thickness = upward displacement
+        of the ``ti_band`` position (`opmap.analysis.phases.ti_position`) from the reference
+        map. ``"stack"`` (opt-in): displacement of the ``stack_bands`` profiles together
+        (`opmap.analysis.phases.stack_displacement`), exact only for a top-hat beam, a layer
+        as thick as the row step and a rigid stack. Either way the Au stack estimate is
+        stored as the cross-check product ``li_thickness_au``.
     stack_bands : tuple of str
-        Bands that move with the stack above the Li, matched together (default Au (111): a
-        layer at least one row thick keeps the sub-row shift; adding the 0.5 µm Ti band
-        brings its ±0.25 µm quantisation back in with a top-hat beam).
+        Bands that move with the stack above the Li, matched together (default Au (111)).
     ti_half_window : int
         Rows each side of the Ti maximum in its centroid.
     ti_method : {"centroid", "gaussian"}
@@ -137,19 +138,47 @@ class AnalysisParameters(BaseModel):
     phase_percentiles : (float, float)
         Percentiles mapped to 0 and 1 in the phase maps.
     grain_k : float
-        Li spot threshold in units of the frame's mean window intensity (paper: 10; default
-        8, tuned on the twin at 2 × 2 binning together with ``grain_min_voxels``).
+        Li spot threshold in units of the frame's mean window intensity (paper: 10).
     grain_min_voxels : int
-        Smallest grain kept, in (z, x, χ) voxels (2: isolated noise voxels dropped).
+        Smallest grain kept, in (z, x, χ) voxels (1, the paper: every cluster; 2 drops
+        isolated noise voxels, opt-in).
     grain_split_chi_tol_deg : float or None
-        Column split of merged spots: parts in neighbouring x columns stay one grain only
-        when their azimuths agree within this (deg); None: plain connected components.
+        Opt-in column split of merged spots, tuned on the twin (not in the paper): parts in
+        neighbouring x columns stay one grain only when their azimuths agree within this
+        (deg); None (default): plain connected components, as in the paper.
     grain_background_chi_step : int
         Azimuth stride of the median background of the Li window.
     link_tol_x_um, link_tol_z_um, link_tol_chi_deg : float
-        Largest moves of one grain between consecutive maps. Defaults 16.5 µm (half of a
-        33 µm column: a grain a few µm wide stays in its column), 2 µm and 1° (tuned on the
-        twin: 2° links new grains to lost ones at nearby Burgers azimuths).
+        Floors of the linking tolerances between consecutive maps: the scatter of a grain
+        that did not move (16.5 µm, half a 33 µm column; 2 µm; 1°, one χ bin).
+    link_rotation_deg_per_min, link_drift_um_per_min : float
+        Largest rotation rate (azimuth change) and drift speed of a grain; the tolerances
+        grow by rate × the time between maps (`opmap.analysis.grains.link_grains`;
+        defaults 1 deg/min and 2 µm/min: the paper's grains rotate within minutes).
+    grain_sensitivity_k : tuple of float
+        Thresholds of the grain-count sensitivity table (empty: no table).
+    grain_sensitivity_link_scales : tuple of float
+        Factors on every link tolerance and rate in the sensitivity table.
+    distance_correction : {"linear_x", "constant", "plane", "off"}
+        The paper's distance correction of every (003)/(110) position from the reference
+        peaks (`opmap.analysis.distance`): s = (D − Δ)/D fitted per map as a + b·x (default:
+        an offset along the beam and a turn about z), a constant, or a plane in (x, z)
+        (needs references at two heights); "off": positions as integrated.
+    distance_references : tuple of str
+        Reference reflections (keys of `opmap.analysis.distance.REFERENCE_D_ANGSTROM`);
+        default Ti (100), as in the paper (Au (111) overlaps Ti (002) and LCO (006)).
+    distance_min_snr : float
+        Reference peaks whose area / its uncertainty is below this are not used (> 2).
+    distance_max_scale_err : float
+        Largest accepted uncertainty of the fitted s anywhere in the map (default 1e-4,
+        10 µm at 0.1 m); above it (no reference layer in the map, noise) the map's positions
+        stay uncorrected and ``sample_offset`` is NaN.
+    wavelength_angstrom : float
+        X-ray wavelength (Å) for the correction (default 0.6888, 18 keV; `analyze_files`
+        takes it from the PONI).
+    sample_detector_distance_m : float
+        PONI distance (m) turning s into the sample offset in µm (default 0.1;
+        `analyze_files` takes it from the PONI).
     stable_min_maps : int or None
         Lifetime (maps) from which a grain is stable; default more than half the maps.
     azimuth_bin_deg : float
@@ -176,19 +205,29 @@ class AnalysisParameters(BaseModel):
     front_cathode_z_um: tuple[float, float] | None = (0.0, 20.0)
     front_contrast: float = Field(default=0.2, ge=0.0, lt=0.5)
     ti_band: str = "ti_100"
-    li_thickness_method: Literal["stack", "band"] = "stack"
+    li_thickness_method: Literal["ti", "stack"] = "ti"
     stack_bands: tuple[str, ...] = Field(default=("au_111",), min_length=1)
     ti_half_window: int = Field(default=2, ge=1, le=10)
     ti_method: Literal["centroid", "gaussian"] = "centroid"
     reference_map: int = Field(default=0, ge=0)
     phase_percentiles: tuple[float, float] = (1.0, 99.5)
-    grain_k: float = Field(default=8.0, gt=0.0, le=1000.0)
-    grain_min_voxels: int = Field(default=2, ge=1, le=1000)
-    grain_split_chi_tol_deg: float | None = Field(default=1.0, ge=0.0, le=180.0)
+    grain_k: float = Field(default=10.0, gt=0.0, le=1000.0)
+    grain_min_voxels: int = Field(default=1, ge=1, le=1000)
+    grain_split_chi_tol_deg: float | None = Field(default=None, ge=0.0, le=180.0)
     grain_background_chi_step: int = Field(default=4, ge=1, le=45)
     link_tol_x_um: float = Field(default=16.5, gt=0.0)
     link_tol_z_um: float = Field(default=2.0, gt=0.0)
     link_tol_chi_deg: float = Field(default=1.0, gt=0.0, le=180.0)
+    link_rotation_deg_per_min: float = Field(default=1.0, ge=0.0, le=360.0)
+    link_drift_um_per_min: float = Field(default=2.0, ge=0.0, le=1000.0)
+    grain_sensitivity_k: tuple[float, ...] = (6.0, 8.0, 10.0, 12.0, 15.0)
+    grain_sensitivity_link_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    distance_correction: Literal["linear_x", "constant", "plane", "off"] = "linear_x"
+    distance_references: tuple[str, ...] = ("ti_100",)
+    distance_min_snr: float = Field(default=10.0, gt=2.0, le=1000.0)
+    distance_max_scale_err: float = Field(default=1e-4, gt=0.0, lt=0.1)
+    wavelength_angstrom: float = Field(default=0.6888, gt=0.0, lt=10.0)
+    sample_detector_distance_m: float = Field(default=0.1, gt=0.0, lt=100.0)
     stable_min_maps: int | None = Field(default=None, ge=2)
     azimuth_bin_deg: float = Field(default=5.0, gt=0.0, le=180.0)
 
@@ -224,7 +263,25 @@ class AnalysisParameters(BaseModel):
             raise ValueError("front_time_window_s must be (start, stop) with start < stop")
         if abs(360.0 / self.azimuth_bin_deg - round(360.0 / self.azimuth_bin_deg)) > 1e-9:
             raise ValueError(f"azimuth_bin_deg must divide 360, got {self.azimuth_bin_deg}")
+        unknown_refs = sorted(set(self.distance_references) - set(REFERENCE_D_ANGSTROM))
+        if unknown_refs or not self.distance_references:
+            raise ValueError(
+                f"distance_references must name some of {sorted(REFERENCE_D_ANGSTROM)}, "
+                f"got {list(self.distance_references)}"
+            )
+        for name in ("grain_sensitivity_k", "grain_sensitivity_link_scales"):
+            if not all(0 < v < np.inf for v in getattr(self, name)):
+                raise ValueError(f"{name} must hold finite values > 0, got {getattr(self, name)}")
         return self
+
+    def link_tolerances(self) -> LinkTolerances:
+        """The grain-linking tolerances (`opmap.analysis.grains.link_grains`)."""
+        return LinkTolerances(
+            tol_x_um=self.link_tol_x_um, tol_z_um=self.link_tol_z_um,
+            tol_chi_deg=self.link_tol_chi_deg,
+            rotation_deg_per_min=self.link_rotation_deg_per_min,
+            drift_um_per_min=self.link_drift_um_per_min,
+        )  # fmt: skip
 
     @property
     def front_family_name(self) -> str:
@@ -233,6 +290,10 @@ class AnalysisParameters(BaseModel):
 
     def reduction_plan(self, **options: Any) -> ReductionPlan:
         """The reduction plan these parameters need (``options`` go to `ReductionPlan`)."""
+        if self.distance_correction != "off" and "reference_profiles" not in options:
+            options["reference_profiles"] = {
+                name: _reference_binning(name) for name in self.distance_references
+            }
         plan = ReductionPlan(families=self.families, **options)
         for name in (self.ti_band, *self.stack_bands):
             if name not in plan.bands:
@@ -250,6 +311,12 @@ class AnalysisParameters(BaseModel):
         if family == self.paper_calibration_family:
             return PAPER_CALIBRATION
         return None
+
+
+def _reference_binning(name: str) -> QBinning:
+    """Profile binning ±0.03 Å⁻¹ around a reference reflection (24 bins of 0.0025 Å⁻¹)."""
+    q0 = 2.0 * np.pi / REFERENCE_D_ANGSTROM[name]
+    return QBinning(q_min_inv_angstrom=q0 - 0.03, q_max_inv_angstrom=q0 + 0.03, n_q=24)
 
 
 def load_parameters(path: str | Path, **overrides: Any) -> AnalysisParameters:

@@ -109,7 +109,7 @@ def anode_maps(anode_setup):
 
 @pytest.mark.parametrize(
     ("method", "band", "tolerance_um"),
-    [("stack", "ti_100", 0.15), ("band", "au_111", 0.3), ("band", "ti_100", 0.55)],
+    [("stack", "ti_100", 0.15), ("ti", "au_111", 0.3), ("ti", "ti_100", 0.55)],
 )
 def test_li_thickness_from_the_displacement_of_the_stack(
     anode_setup, anode_maps, method, band, tolerance_um

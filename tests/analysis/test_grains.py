@@ -18,6 +18,7 @@ from opmap.analysis.grains import (
 N_Z, N_X, N_CHI, N_Q = 8, 10, 360, 10
 Z_UM = np.arange(N_Z) * 1.0 + 24.5
 X_UM = np.arange(N_X) * 33.0
+MAP_TIMES_S = np.arange(4) * 300.0  # the paper's ~5 min per map
 
 
 def _background(rng, n_maps=None):
@@ -96,7 +97,7 @@ def _sequence(rng):
 
 def test_linking_gives_exact_new_and_deceased_counts():
     w = _sequence(np.random.default_rng(3))
-    table = link_grains(find_grains_in_maps(iter(w), z_um=Z_UM, x_um=X_UM))
+    table = link_grains(find_grains_in_maps(iter(w), z_um=Z_UM, x_um=X_UM), time_s=MAP_TIMES_S)
     counts = grain_counts(table, n_maps=4)
     assert counts.total.tolist() == [2, 3, 2, 2]
     assert counts.new.tolist() == [2, 1, 1, 0]
@@ -110,7 +111,10 @@ def test_linking_gives_exact_new_and_deceased_counts():
 def test_linking_tolerance_in_azimuth_breaks_identity():
     w = _sequence(np.random.default_rng(4))
     table = find_grains_in_maps(w, z_um=Z_UM, x_um=X_UM)
-    strict = grain_counts(link_grains(table, tol_chi_deg=0.5), n_maps=4)
+    strict = grain_counts(
+        link_grains(table, time_s=MAP_TIMES_S, tol_chi_deg=0.5, rotation_deg_per_min=0.0),
+        n_maps=4,
+    )
     assert strict.new.tolist() == [2, 2, 2, 1]  # A's 1° drift now breaks its track
     with pytest.raises(ValueError, match="tol_chi_deg"):
         link_grains(table, tol_chi_deg=0)

@@ -25,6 +25,8 @@ FAMILIES = FamilyConfig.model_validate(
 )
 Q003 = np.linspace(1.28, 1.38, 41)
 Q110 = np.linspace(4.43, 4.52, 37)
+Q_TI = 2 * np.pi / (2.951 * np.sqrt(3) / 2)  # Ti (100), the distance-correction reference
+QREF = np.linspace(Q_TI - 0.03, Q_TI + 0.03, 24)
 N_Z, N_X = 6, 4
 Z_UM = np.arange(N_Z) * 1.0 + 20.0
 X_UM = 33.0 * np.arange(N_X)
@@ -55,9 +57,20 @@ def reduced_frames(layout, c_map, ti_z_um, spots=(), rich=None):
     window = np.ones((n, 360, 10), np.float32)
     for i, j, chi in spots:
         window[layout.frame_index()[i, j], chi - 1 : chi + 2, :] = 200.0  # 3 chi bins
+    ti_profile = (ti[:, None] - 1.0) * 4 * gauss(QREF, np.full(n, Q_TI), 0.006) + 2.0
     return ReducedFrames(
-        profiles={"perp:003": profile, "par:003": profile, "perp:110": a110},
-        profile_q={"perp:003": Q003, "par:003": Q003, "perp:110": Q110},
+        profiles={
+            "perp:003": profile,
+            "par:003": profile,
+            "perp:110": a110,
+            "reference:ti_100": ti_profile,
+        },
+        profile_q={
+            "perp:003": Q003,
+            "par:003": Q003,
+            "perp:110": Q110,
+            "reference:ti_100": QREF,
+        },
         li_window=window,
         li_window_chi_deg=np.arange(360) + 0.5,
         li_window_q=np.linspace(2.531, 2.549, 10),
@@ -167,8 +180,7 @@ def experiment_with_three_maps(layout, params):
 
 
 def test_experiment_products_thickness_grains_and_series(layout, params):
-    # Six rows: too few for the whole stack, so the Ti band's own displacement.
-    params = params.model_copy(update={"li_thickness_method": "band"})
+    # The default: the Ti band's own displacement (the paper's method).
     products = experiment_with_three_maps(layout, params).products()
     thickness = products.arrays["li_thickness_mean"].values
     np.testing.assert_allclose(thickness, [0.0, 0.5, 0.8], atol=0.05)
@@ -208,7 +220,10 @@ def test_front_speed_from_moving_rich_fraction():
 
     z = np.arange(0.0, 20.0)
     layout = MapLayout(n_z=20, n_x=2, z_um=z, x_um=np.array([0.0, 33.0]))
-    params = AnalysisParameters(families=FAMILIES, front_method="rich_fraction")  # opt-in
+    # opt-in two-phase front; a cathode-only synthetic map without Ti peaks: no distance correction
+    params = AnalysisParameters(
+        families=FAMILIES, front_method="rich_fraction", distance_correction="off"
+    )
     experiment = ExperimentAnalysis(layout, params)
     for index, t in enumerate([0.0, 200.0, 400.0, 600.0]):
         front_um = 16.0 - 0.01 * t  # 10 nm/s downwards

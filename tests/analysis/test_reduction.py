@@ -251,6 +251,7 @@ def test_all_masked_sector_is_an_error_naming_it(geometry) -> None:
 
 def test_reduction_reads_only_a_small_fraction_of_pixels(geometry) -> None:
     reduction = compile_reduction(ReductionPlan(families=FAMILIES), geometry)
-    # (003)/(110) sectors, a thin Li annulus and five narrow bands
+    # (003)/(110) sectors, a thin Li annulus, five narrow bands and the Ti (100) reference
+    # profile of the distance correction (24 bins)
     assert 0.005 < reduction.pixel_fraction < 0.15
-    assert reduction.n_outputs == 40 * 2 + 36 * 2 + 3600 + 5
+    assert reduction.n_outputs == 40 * 2 + 36 * 2 + 3600 + 5 + 24
