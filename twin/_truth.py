@@ -30,7 +30,19 @@ class MapTruth:
     grain_id, grain_azimuth_deg, grain_x_um, grain_x_bin, grain_visible
         Shape (k,): the Li grains in diffraction condition at ``time_s`` that overlap the
         map's x range (the grains `CellTwin.scene` renders inside the Li layer), their spot
-        azimuths, centres, x pixel index and detector visibility.
+        azimuths and centres at ``time_s`` (grains rotate and drift), x pixel index and
+        detector visibility at ``time_s``.
+    sample_offset_um
+        Shape (nx,): the sample's offset along the beam (µm, towards the detector) per
+        column: the parallax every ring on the detector carries.
+    front_position_um
+        Shape (nx,): z (µm) of the phase boundary of the twin's Li field (Li-rich share
+        0.5) per column (the field is uniform along x); NaN without a boundary.
+    front_speed_nm_per_s
+        dz/dt of that boundary from the model's kinematics (nm/s; negative moving down).
+    grain_new, grains_deceased
+        Shape (k,): visible grains not visible at the previous map's time; and the number of
+        grains visible then and not now (all grains new, 0 deceased without a previous map).
     """
 
     time_s: float
@@ -47,6 +59,11 @@ class MapTruth:
     grain_x_um: np.ndarray
     grain_x_bin: np.ndarray
     grain_visible: np.ndarray
+    sample_offset_um: np.ndarray
+    front_position_um: np.ndarray
+    front_speed_nm_per_s: float
+    grain_new: np.ndarray
+    grains_deceased: int
 
     def to_dict(self) -> dict[str, np.ndarray]:
         """Flat mapping of numpy arrays for storage; family arrays become
