@@ -254,8 +254,13 @@ def test_pseudo_voigt_ring_has_the_configured_width_and_lorentz_share():
     sample width and the instrument resolution (0.2° in 2θ, converted at the ring's angle)
     in quadrature, broadened only by the pixel's and the integration's q boxes."""
     ai = eiger4m_integrator(binning=1)
-    config = DiffractionConfig(instrument_fwhm_2theta_deg=0.2, lorentz_fraction=0.4,
-                               background_flat_cps=0.0, background_q_cps=0.0, halos=())  # fmt: skip
+    config = DiffractionConfig(
+        instrument_fwhm_2theta_deg=0.2,
+        lorentz_fraction=0.4,
+        background_flat_cps=0.0,
+        background_q_cps=0.0,
+        halos=(),
+    )
     renderer = DiffractionRenderer(ai, config, FAMILIES)
     q0 = 6 * np.pi / 14.04
     k = 4 * np.pi / 0.6888

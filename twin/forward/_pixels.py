@@ -4,9 +4,10 @@ Computed once per (geometry, mask) so a frame only evaluates peak profiles on th
 pixels of each ring. A pixel's recorded intensity is the profile integrated over the pixel's
 *area*: for the pixels of a ring, the renderer samples each pixel on an n x n grid of
 sub-pixel positions (pyFAI's pixel positions, exact geometry), turns every position into q,
-and keeps the mean q of each of m equal-area parts of that q distribution, plus the derivative of q with the
-sample's position along the beam (parallax). A frame then averages the peak profile over the
-m parts: a midpoint rule over the pixel area, not a bounding-box formula.
+and keeps the mean q of each of m equal-area parts of that q distribution, plus the
+derivative of q with the sample's position along the beam (parallax). A frame then averages
+the peak profile over the m parts: a midpoint rule over the pixel area, not a bounding-box
+formula.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def subpixel_q(
     """Equal-area q quantiles (n, m) of pixels ``index`` and their parallax dq/dy (n,).
 
     Each pixel is sampled on an n_s x n_s grid of sub-pixel centres (n_s = 2 m); the sorted
-    q values are cut into m equal-area parts, each represented by its mean. pyFAI gives the lab position (z along the beam, m) of each sample, from which
+    q values are cut into m equal-area parts, each represented by its mean. pyFAI gives the
+    lab position (z along the beam, m) of each sample, from which
     2θ = atan2(ρ, z - y) for a sample moved by y along the beam, and q = 4π sin θ / λ.
 
     Returns
