@@ -65,6 +65,27 @@ class MapTruth:
     grain_new: np.ndarray
     grains_deceased: int
 
+    def per_map_arrays(self) -> dict[str, tuple[np.ndarray, tuple[str, ...], str, str]]:
+        """Truth of the map's front, its speed and the parallax as one-map arrays.
+
+        Returns
+        -------
+        dict
+            name -> (values with a leading "map" axis of length 1, dims, units, long name):
+            ``front_position`` (map,) µm, ``front_speed`` (map,) nm/s, ``sample_offset``
+            (map, x) µm. The products carry them as ``truth_<name>``.
+        """
+        front = self.front_position_um
+        position = float(front[0]) if np.isfinite(front).all() else float(np.nanmean(front))
+        return {
+            "front_position": (np.array([position]), ("map",), "um",
+                               "true front: z of the twin's phase boundary"),
+            "front_speed": (np.array([self.front_speed_nm_per_s]), ("map",), "nm/s",
+                            "true front speed: dz/dt of the twin's boundary"),
+            "sample_offset": (np.asarray(self.sample_offset_um)[None], ("map", "x"), "um",
+                              "true sample offset along the beam"),
+        }  # fmt: skip
+
     def to_dict(self) -> dict[str, np.ndarray]:
         """Flat mapping of numpy arrays for storage; family arrays become
         ``"<family>_c_angstrom"`` and ``"<family>_a_angstrom"``."""
