@@ -91,8 +91,8 @@ def test_fitted_003_gives_c_of_each_family(c_perp, c_par):
 def test_binned_pixel_holds_the_counts_of_its_pixels():
     """Area integration is physical: a 4x4-binned pixel of the (003) spot holds the sum of
     its 16 unbinned pixels, although the peak (FWHM ~0.011 Å⁻¹) is far narrower than a
-    binned pixel (~0.027 Å⁻¹): within 6 % per bright pixel (the midpoint rule over parts
-    half a FWHM wide) and 1 % over the spot."""
+    binned pixel (~0.027 Å⁻¹): within 8 % per bright pixel (the midpoint rule over parts
+    about half a FWHM wide, on both detectors) and 1 % over the spot."""
     scene = _scene(lco_phases=(LcoPhase("par", 1.0, 14.04, 2.803),))
     empty = _scene(lco_phases=())
     frames = {}
@@ -109,7 +109,7 @@ def test_binned_pixel_holds_the_counts_of_its_pixels():
     complete = (blocks > 0).all(axis=(1, 3)) | (blocks == 0).all(axis=(1, 3))
     bright = complete & (binned > 0.1 * binned.max()) & (summed > 0)
     assert bright.sum() > 20
-    np.testing.assert_allclose(binned[bright], summed[bright], rtol=0.06)
+    np.testing.assert_allclose(binned[bright], summed[bright], rtol=0.08)
     assert binned[bright].sum() == pytest.approx(summed[bright].sum(), rel=0.01)
 
 

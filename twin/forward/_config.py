@@ -152,6 +152,10 @@ class DiffractionConfig(BaseModel):
         (**choice**, 0.03°; ~0.005 Å⁻¹ near (003)). Not told to the analysis.
     lorentz_fraction
         Lorentzian share η of every pseudo-Voigt peak (**choice**, 0.3).
+    sample_depth_um
+        Thickness of the diffracting stack along the beam (µm, 350: the cell's electrochemical
+        stack): each slice scatters from its own distance, a box of ~0.005 Å⁻¹ at (003)
+        that every pixel's q sampling includes (no cost per frame).
     max_sample_offset_um
         Largest |sample offset along the beam| (µm, default 200) a scene may carry; ring
         windows are widened by the parallax shift it causes.
@@ -215,6 +219,7 @@ class DiffractionConfig(BaseModel):
     instrument_fwhm_2theta_deg: float = Field(default=0.03, ge=0.0, le=1.0)
     lorentz_fraction: float = Field(default=0.3, ge=0.0, le=1.0)
     max_sample_offset_um: float = Field(default=200.0, ge=0.0, le=5000.0)
+    sample_depth_um: float = Field(default=350.0, ge=0.0, le=5000.0)
     background_flat_cps: float = Field(default=2.0, ge=0.0)
     background_q_cps: float = Field(default=20.0, ge=0.0)
     background_q_decay_a_inv: float = Field(default=1.0, gt=0.0)

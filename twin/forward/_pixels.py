@@ -26,6 +26,8 @@ _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: Sub-pixel positions per part along each pixel axis (n_s = this x m); at most this many parts.
 _SUBSAMPLES_PER_QUANTILE = 2
 _MAX_QUANTILES = 8
+#: Slices of the sample's depth along the beam added to every sub-pixel sample.
+_DEPTH_SLICES = 4
 
 
 def gaussian(q: np.ndarray, q0: float, fwhm: float) -> np.ndarray:
@@ -108,9 +110,13 @@ class PixelTables:
             integrator=ai,
         )
 
-    def ring(self, q_min: float, q_max: float, *, fwhm_a_inv: float) -> RingPixels:
+    def ring(
+        self, q_min: float, q_max: float, *, fwhm_a_inv: float, depth_um: float = 0.0
+    ) -> RingPixels:
         """Visible pixels whose q extent overlaps [q_min, q_max] (Å⁻¹), sorted by χ.
 
+        ``depth_um``: the sample's thickness along the beam; every slice of it scatters
+        from its own distance, so each pixel's q distribution includes that spread.
         ``fwhm_a_inv`` (the narrowest peak drawn on the ring) sets the number of q
         quantiles per pixel: about two per FWHM across a typical pixel's q extent (the
         midpoint rule's error on a Gaussian sampled every half FWHM is ~1e-6).
@@ -119,8 +125,14 @@ class PixelTables:
         index = np.flatnonzero(hit)
         index = index[np.argsort(self.chi_deg[index], kind="stable")]
         extent = float(np.median(self.q_hi[index] - self.q_lo[index])) if index.size else 0.0
+        # the depth along the beam spreads q by ~ q depth / distance more
+        extent += (
+            float(np.median(self.q_a_inv[index])) * depth_um * 1e-6 / self.integrator.dist
+            if index.size
+            else 0.0
+        )
         m = int(np.clip(math.ceil(2.0 * extent / fwhm_a_inv), 2, _MAX_QUANTILES))
-        quantiles, dq = subpixel_q(self.integrator, self.shape, index, m)
+        quantiles, dq = subpixel_q(self.integrator, self.shape, index, m, depth_um=depth_um)
         return RingPixels(
             index=index,
             q_lo=self.q_lo[index],
@@ -133,14 +145,21 @@ class PixelTables:
 
 
 def subpixel_q(
-    ai: AzimuthalIntegrator, shape: tuple[int, int], index: np.ndarray, m: int
+    ai: AzimuthalIntegrator,
+    shape: tuple[int, int],
+    index: np.ndarray,
+    m: int,
+    *,
+    depth_um: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Equal-area q quantiles (n, m) of pixels ``index`` and their parallax dq/dy (n,).
 
     Each pixel is sampled on an n_s x n_s grid of sub-pixel centres (n_s = 2 m); the sorted
     q values are cut into m equal-area parts, each represented by its mean. pyFAI gives the
     lab position (z along the beam, m) of each sample, from which
-    2θ = atan2(ρ, z - y) for a sample moved by y along the beam, and q = 4π sin θ / λ.
+    2θ = atan2(ρ, z - y) for a sample moved by y along the beam, and q = 4π sin θ / λ. A
+    sample ``depth_um`` thick along the beam adds 4 slices spread uniformly over its depth
+    (first order in y: q + y dq/dy) to every sub-pixel sample.
 
     Returns
     -------
@@ -162,7 +181,11 @@ def subpixel_q(
     k = 4e-10 * math.pi / ai.wavelength  # 4π/λ in Å⁻¹
     q = k * np.sin(0.5 * tth)
     # d(2θ)/dy = ρ / (ρ² + z²) per m of displacement towards the detector
-    dq = (0.5 * k * np.cos(0.5 * tth) * rho / (rho**2 + z**2)).mean(axis=1) * 1e-6
+    dq_samples = 0.5 * k * np.cos(0.5 * tth) * rho / (rho**2 + z**2) * 1e-6
+    dq = dq_samples.mean(axis=1)
+    if depth_um > 0:
+        slices = depth_um * ((np.arange(_DEPTH_SLICES) + 0.5) / _DEPTH_SLICES - 0.5)
+        q = (q[:, :, None] + dq_samples[:, :, None] * slices).reshape(len(index), -1)
     q.sort(axis=1)
     # m equal-area parts of the pixel, each represented by its mean q
     return np.ascontiguousarray(q.reshape(len(index), m, -1).mean(axis=2)), dq

@@ -211,8 +211,10 @@ class DiffractionRenderer:
         fwhm = self.total_fwhm_a_inv(0.5 * sum(q_range), sample_fwhm)
         # parallax: dq/dy ~ q / distance (Å⁻¹ per µm), on both sides of the window
         parallax = 1.1e-6 * max(q_range) / self._pixels.integrator.dist
-        margin = _WINDOW_FWHM * fwhm + parallax * self.config.max_sample_offset_um
-        pixels = self._pixels.ring(q_range[0] - margin, q_range[1] + margin, fwhm_a_inv=fwhm)
+        reach_um = self.config.max_sample_offset_um + 0.5 * self.config.sample_depth_um
+        margin = _WINDOW_FWHM * fwhm + parallax * reach_um
+        pixels = self._pixels.ring(q_range[0] - margin, q_range[1] + margin, fwhm_a_inv=fwhm,
+                                   depth_um=self.config.sample_depth_um)  # fmt: skip
         weights = {
             name: (weight_of(pixels.chi_deg) * pixels.scale).astype(np.float32)
             for name, weight_of in texture.items()
