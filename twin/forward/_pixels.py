@@ -23,8 +23,7 @@ from ._mask import DetectorMask
 #: Pixel size (m) the configured count rates refer to (one unbinned Eiger pixel).
 REFERENCE_PIXEL_M: float = 75e-6
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-#: Sub-pixel positions per part along each pixel axis (n_s = this x m); at most this many parts.
-_SUBSAMPLES_PER_QUANTILE = 2
+#: At most this many equal-area parts per pixel.
 _MAX_QUANTILES = 8
 #: Slices of the sample's depth along the beam added to every sub-pixel sample.
 _DEPTH_SLICES = 4
@@ -118,19 +117,12 @@ class PixelTables:
         ``depth_um``: the sample's thickness along the beam; every slice of it scatters
         from its own distance, so each pixel's q distribution includes that spread.
         ``fwhm_a_inv`` (the narrowest peak drawn on the ring) sets the number of q
-        quantiles per pixel: about two per FWHM across a typical pixel's q extent (the
-        midpoint rule's error on a Gaussian sampled every half FWHM is ~1e-6).
+        parts per pixel: about two per FWHM across a typical pixel's q extent.
         """
         hit = (self.q_hi >= q_min) & (self.q_lo <= q_max) & (self.scale > 0)
         index = np.flatnonzero(hit)
         index = index[np.argsort(self.chi_deg[index], kind="stable")]
         extent = float(np.median(self.q_hi[index] - self.q_lo[index])) if index.size else 0.0
-        # the depth along the beam spreads q by ~ q depth / distance more
-        extent += (
-            float(np.median(self.q_a_inv[index])) * depth_um * 1e-6 / self.integrator.dist
-            if index.size
-            else 0.0
-        )
         m = int(np.clip(math.ceil(2.0 * extent / fwhm_a_inv), 2, _MAX_QUANTILES))
         quantiles, dq = subpixel_q(self.integrator, self.shape, index, m, depth_um=depth_um)
         return RingPixels(
@@ -154,7 +146,7 @@ def subpixel_q(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Equal-area q quantiles (n, m) of pixels ``index`` and their parallax dq/dy (n,).
 
-    Each pixel is sampled on an n_s x n_s grid of sub-pixel centres (n_s = 2 m); the sorted
+    Each pixel is sampled on an n_s x n_s grid of sub-pixel centres (n_s = m + 1); the sorted
     q values are cut into m equal-area parts, each represented by its mean. pyFAI gives the
     lab position (z along the beam, m) of each sample, from which
     2θ = atan2(ρ, z - y) for a sample moved by y along the beam, and q = 4π sin θ / λ. A
@@ -168,7 +160,7 @@ def subpixel_q(
     dq_per_um : numpy.ndarray
         Shape (n,), Å⁻¹ per µm of sample displacement towards the detector.
     """
-    n_s = _SUBSAMPLES_PER_QUANTILE * m  # n_s² samples: m equal parts of 4 m each
+    n_s = m + 1  # n_s² samples (x depth slices): at least 4 per part
     frac = (np.arange(n_s) + 0.5) / n_s
     rows, cols = np.divmod(index, shape[1])
     d1 = (rows[:, None, None] + frac[None, :, None]).repeat(n_s, axis=2).reshape(len(index), -1)
@@ -187,5 +179,8 @@ def subpixel_q(
         slices = depth_um * ((np.arange(_DEPTH_SLICES) + 0.5) / _DEPTH_SLICES - 0.5)
         q = (q[:, :, None] + dq_samples[:, :, None] * slices).reshape(len(index), -1)
     q.sort(axis=1)
-    # m equal-area parts of the pixel, each represented by its mean q
-    return np.ascontiguousarray(q.reshape(len(index), m, -1).mean(axis=2)), dq
+    # m equal-area parts of the pixel (sizes within one sample), each represented by its mean
+    bounds = np.round(np.arange(m + 1) * q.shape[1] / m).astype(int)
+    sums = np.concatenate((np.zeros((len(index), 1)), np.cumsum(q, axis=1)), axis=1)
+    parts = (sums[:, bounds[1:]] - sums[:, bounds[:-1]]) / np.diff(bounds)
+    return np.ascontiguousarray(parts), dq
