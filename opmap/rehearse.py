@@ -153,6 +153,7 @@ class _TwinTruth:
         self.beamline = beamline
         self._start_s: dict[str, float] = {}
         self._stop_s: dict[str, float] = {}
+        self._mid_s: dict[int, float] = {}  # per map index: new/deceased grains since the last
 
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
         # experiment time at the run's start and stop documents (in the RunEngine's loop)
@@ -169,7 +170,10 @@ class _TwinTruth:
         x_um = geometry["x_start_um"] + x_step * (np.arange(n_x) + 0.5)
         stop_s = self._stop_s.get(start["uid"], self.beamline.clock.now_s())
         mid_s = 0.5 * (self._start_s.get(start["uid"], 0.0) + stop_s)
-        truth = self.beamline.twin.truth(z_um=z_um, x_um=x_um, time_s=mid_s)
+        self._mid_s[map_index] = mid_s
+        previous_s = self._mid_s.get(map_index - 1)
+        twin = self.beamline.twin
+        truth = twin.truth(z_um=z_um, x_um=x_um, time_s=mid_s, previous_time_s=previous_s)
         zx = ("map", "z", "x")
         out = {
             f"c_{family}": LabelledArray(values[None], zx, "angstrom", f"true c, {family}")
@@ -192,11 +196,17 @@ class _TwinTruth:
         li_bottom_um, li_top_um = self.beamline.twin.geometry.li_bounds_um(
             float(np.nanmean(truth.li_thickness_um))
         )
-        if not (z_um.min() < li_top_um and z_um.max() > li_bottom_um):
+        reaches_li = bool(z_um.min() < li_top_um and z_um.max() > li_bottom_um)
+        if not reaches_li:
             visible = np.zeros_like(visible)
         out["grains_total"] = LabelledArray(
             np.array([int(visible.sum())]), ("map",), "", "true grains in diffraction, visible"
         )
+        new = int((truth.grain_new & visible).sum())
+        dead = truth.grains_deceased if reaches_li else 0
+        out["grains_new"] = LabelledArray(np.array([new]), ("map",), "", "true new grains")
+        out["grains_deceased"] = LabelledArray(np.array([dead]), ("map",), "", "true lost")
+        out.update({name: LabelledArray(*v) for name, v in truth.per_map_arrays().items()})
         return out
 
 

@@ -8,10 +8,12 @@ that names it.
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal, Self
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,7 +39,14 @@ class _Frozen(BaseModel):
 
 
 class GeometryConfig(_Frozen):
-    """Layer stack along z (µm) and the beam footprint; z = 0 at the bottom of the cathode."""
+    """Layer stack along z (µm), the beam footprint and the sample's place along the beam.
+
+    z = 0 at the bottom of the cathode. The beam is Gaussian in z and x by default (FWHM
+    ``beam_size_*_um``). The cell does not sit at the calibrated sample position: its
+    diffracting layers are ``sample_offset_um`` further along the beam at x = 0, and the cell
+    is rotated by ``sample_tilt_deg`` about z, so every ring on the detector is shifted by
+    parallax (a 100 µm offset moves (003) by ~0.0014 Å⁻¹, ~0.014 Å in c).
+    """
 
     pt_thickness_um: float = Field(3.0, gt=0, description="Pt collector below z = 0")
     lco_thickness_um: float = Field(20.0, gt=0)
@@ -47,8 +56,27 @@ class GeometryConfig(_Frozen):
     au_thickness_um: float = Field(1.0, gt=0)
     cell_length_um: float = Field(2000.0, gt=0, description="extent along x, from x = 0")
     beam_size_z_um: float = Field(1.0, gt=0, description="top-hat width or Gaussian FWHM")
-    beam_size_x_um: float = Field(1.0, gt=0, description="top-hat width along x")
-    beam_profile_z: Literal["tophat", "gaussian"] = "tophat"
+    beam_size_x_um: float = Field(1.0, gt=0, description="top-hat width or Gaussian FWHM")
+    beam_profile_z: Literal["tophat", "gaussian"] = "gaussian"
+    beam_profile_x: Literal["tophat", "gaussian"] = "gaussian"
+    sample_offset_um: float = Field(
+        60.0,
+        ge=-1000.0,
+        le=1000.0,
+        description="diffracting layer's position along the beam (towards the detector) "
+        "relative to the calibrated sample position, at x = 0 (parallax; choice)",
+    )
+    sample_tilt_deg: float = Field(
+        0.5,
+        ge=-10.0,
+        le=10.0,
+        description="rotation of the cell about z: the offset grows by x tan(tilt) along x",
+    )
+
+    def sample_offset_at_um(self, x_um: np.ndarray | float) -> np.ndarray:
+        """Offset (µm) of the sample along the beam at positions ``x_um`` (same shape)."""
+        x = np.asarray(x_um, float)
+        return self.sample_offset_um + x * math.tan(math.radians(self.sample_tilt_deg))
 
 
 class FamilyModelConfig(_Frozen):
@@ -106,6 +134,11 @@ class FamiliesConfig(_Frozen):
     overall, more LCO⊥ near the bottom), plus a smooth lateral modulation of amplitude
     ``lateral_amplitude`` (a sum of sinusoids with periods >= ``lateral_period_um``, phases
     from the seed).
+
+    The Li-poor phase of the two-phase mixture is out of equilibrium (paper, Fig. 2f): its
+    Li content is ``x_poor_eq + poor_phase_drift_x * F``, F the Li-rich share of the whole
+    cathode, so it starts Li-richer (c lower) than the equilibrium gap edge and delithiates
+    to it as the front crosses the electrode (c of LCO⊥ drifts from ~14.105 to 14.13 Å).
     """
 
     perp: FamilyModelConfig = Field(default_factory=_perp)
@@ -114,6 +147,13 @@ class FamiliesConfig(_Frozen):
     perp_fraction_top: float = Field(0.4, ge=0, le=1)
     lateral_amplitude: float = Field(0.05, ge=0, le=0.5)
     lateral_period_um: float = Field(300.0, gt=0)
+    poor_phase_drift_x: float = Field(
+        0.04,
+        ge=0,
+        le=0.15,
+        description="out-of-equilibrium Li-poor phase: its x exceeds the gap edge by this "
+        "times the cathode's Li-rich share, so its c drifts up as the front sweeps",
+    )
 
     @model_validator(mode="after")
     def _fractions_stay_in_range(self) -> Self:
@@ -137,7 +177,10 @@ class LithiumConfig(_Frozen):
     ``strip_death_per_fraction`` per stripped fraction of the layer. Defaults are tuned so the
     paper's protocol gives its counts over a 1.6 mm map (see docs/twin.md).
     Each grain draws a class (ephemeral / unstable / stable) and an exponential lifetime of
-    that class's mean, bounded below by ``min_lifetime_s``.
+    that class's mean, bounded below by ``min_lifetime_s``. Grains rotate and drift while in
+    diffraction condition (paper: "move/rotate within minutes"): each draws a constant
+    rotation rate of its (110) spot azimuth and a drift speed along x, normal with the given
+    spreads.
     """
 
     rest_rate_per_mm_s: float = Field(0.035, gt=0)
@@ -159,6 +202,12 @@ class LithiumConfig(_Frozen):
     late_fraction: float = Field(0.5, ge=0, le=1, description="share at late azimuths")
     azimuth_sigma_deg: float = Field(5.0, gt=0, le=15)
     step_s: float = Field(10.0, gt=0, description="time step of the birth process")
+    rotation_sigma_deg_per_min: float = Field(
+        0.5, ge=0, le=30, description="spread of the grains' spot rotation rates"
+    )
+    drift_sigma_um_per_min: float = Field(
+        0.3, ge=0, le=30, description="spread of the grains' drift speeds along x"
+    )
 
     @field_validator("class_fractions")
     @classmethod

@@ -93,6 +93,10 @@ class BeamScene:
         Li grains in diffraction condition.
     ti_a_angstrom, ti_c_angstrom, li_a_angstrom
         Lattice parameters of Ti (hcp) and Li (bcc) in the beam.
+    sample_offset_um
+        Where the diffracting sample sits along the beam (µm, positive towards the
+        detector) relative to the calibrated sample position (the PONI's): every ring's
+        radius on the detector shifts with it (parallax).
     """
 
     time_s: float
@@ -105,4 +109,5 @@ class BeamScene:
     ti_a_angstrom: float = 2.951
     ti_c_angstrom: float = 4.684
     li_a_angstrom: float = 3.491
+    sample_offset_um: float = 0.0
     extra: Mapping[str, float] = field(default_factory=dict)

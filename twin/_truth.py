@@ -30,7 +30,19 @@ class MapTruth:
     grain_id, grain_azimuth_deg, grain_x_um, grain_x_bin, grain_visible
         Shape (k,): the Li grains in diffraction condition at ``time_s`` that overlap the
         map's x range (the grains `CellTwin.scene` renders inside the Li layer), their spot
-        azimuths, centres, x pixel index and detector visibility.
+        azimuths and centres at ``time_s`` (grains rotate and drift), x pixel index and
+        detector visibility at ``time_s``.
+    sample_offset_um
+        Shape (nx,): the sample's offset along the beam (µm, towards the detector) per
+        column: the parallax every ring on the detector carries.
+    front_position_um
+        Shape (nx,): z (µm) of the phase boundary of the twin's Li field (Li-rich share
+        0.5) per column (the field is uniform along x); NaN without a boundary.
+    front_speed_nm_per_s
+        dz/dt of that boundary from the model's kinematics (nm/s; negative moving down).
+    grain_new, grains_deceased
+        Shape (k,): visible grains not visible at the previous map's time; and the number of
+        grains visible then and not now (all grains new, 0 deceased without a previous map).
     """
 
     time_s: float
@@ -47,6 +59,32 @@ class MapTruth:
     grain_x_um: np.ndarray
     grain_x_bin: np.ndarray
     grain_visible: np.ndarray
+    sample_offset_um: np.ndarray
+    front_position_um: np.ndarray
+    front_speed_nm_per_s: float
+    grain_new: np.ndarray
+    grains_deceased: int
+
+    def per_map_arrays(self) -> dict[str, tuple[np.ndarray, tuple[str, ...], str, str]]:
+        """Truth of the map's front, its speed and the parallax as one-map arrays.
+
+        Returns
+        -------
+        dict
+            name -> (values with a leading "map" axis of length 1, dims, units, long name):
+            ``front_position`` (map,) µm, ``front_speed`` (map,) nm/s, ``sample_offset``
+            (map, x) µm. The products carry them as ``truth_<name>``.
+        """
+        front = self.front_position_um
+        position = float(front[0]) if np.isfinite(front).all() else float(np.nanmean(front))
+        return {
+            "front_position": (np.array([position]), ("map",), "um",
+                               "true front: z of the twin's phase boundary"),
+            "front_speed": (np.array([self.front_speed_nm_per_s]), ("map",), "nm/s",
+                            "true front speed: dz/dt of the twin's boundary"),
+            "sample_offset": (np.asarray(self.sample_offset_um)[None], ("map", "x"), "um",
+                              "true sample offset along the beam"),
+        }  # fmt: skip
 
     def to_dict(self) -> dict[str, np.ndarray]:
         """Flat mapping of numpy arrays for storage; family arrays become

@@ -21,8 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
 from ._config import TwinConfig
+from ._front import phase_boundary_um
 from ._scene import LAYERS, BeamScene, FamilyTexture, LiSpot
 from ._truth import MapTruth
 from .cell import (
@@ -46,6 +48,9 @@ from .electrochem import (
 _STATE_CACHE = 64
 _LI = LAYERS.index("li")
 _LCO = LAYERS.index("lco")
+_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+#: Front speed: backward difference of the phase boundary over this interval (s).
+_FRONT_SPEED_DT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,16 @@ class _Snapshot:
     x_li: np.ndarray
     li_thickness_um: float
     gap: tuple[float, float]  # (x_poor_eq, x_rich_eq)
+    drift_x: float  # out-of-equilibrium excess x of the Li-poor phase at full Li-rich share
 
     def profile(self) -> LiProfile:
-        rich, x_rich, x_poor = split_phases(
-            self.x_li, x_poor_eq=self.gap[0], x_rich_eq=self.gap[1]
-        )
+        """The phases as the beam sees them: the Li-poor edge of the gap moved by
+        ``drift_x`` times the cathode's Li-rich share (out of equilibrium, see
+        `FamiliesConfig`); Li is conserved by the lever rule."""
+        x_poor_eq, x_rich_eq = self.gap
+        rich_eq, _, _ = split_phases(self.x_li, x_poor_eq=x_poor_eq, x_rich_eq=x_rich_eq)
+        edge = min(x_poor_eq + self.drift_x * float(rich_eq.mean()), x_rich_eq - 1e-6)
+        rich, x_rich, x_poor = split_phases(self.x_li, x_poor_eq=edge, x_rich_eq=x_rich_eq)
         return LiProfile(self.z_um, self.x_li, rich, x_rich, x_poor)
 
     def plated_li_thickness_um(self) -> float:
@@ -73,16 +83,29 @@ class _Snapshot:
 
 
 def beam_x_fraction(
-    lo_um: np.ndarray, hi_um: np.ndarray, x_start_um: float, x_stop_um: float, beam_um: float
+    lo_um: np.ndarray,
+    hi_um: np.ndarray,
+    x_start_um: float,
+    x_stop_um: float,
+    beam_um: float,
+    *,
+    profile: str = "tophat",
 ) -> np.ndarray:
-    """Fraction of a top-hat beam (width ``beam_um``) x frame time inside [lo, hi].
+    """Fraction of the beam (width ``beam_um``: top-hat width or Gaussian FWHM) x frame time
+    inside [lo, hi], the beam centre moving uniformly from ``x_start_um`` to ``x_stop_um``.
 
-    The beam centre moves uniformly from ``x_start_um`` to ``x_stop_um``. With
-    ov(u) = |[u - w/2, u + w/2] ∩ [x0, x1]| = R(u + w/2 - x0) - R(u - w/2 - x0)
-    - R(u + w/2 - x1) + R(u - w/2 - x1), R(s) = max(s, 0), the fraction is
-    ∫_lo^hi ov(u) du / (w T), and R integrates to R2(s) = max(s, 0)² / 2.
+    Top-hat: with ov(u) = |[u - w/2, u + w/2] ∩ [x0, x1]| = R(u + w/2 - x0) - R(u - w/2 - x0)
+    - R(u + w/2 - x1) + R(u - w/2 - x1), R(s) = max(s, 0), the fraction is ∫_lo^hi ov(u) du /
+    (w T), and R integrates to R2(s) = max(s, 0)² / 2. Gaussian (σ = FWHM / 2.355): the
+    fraction at centre u is Φ((hi - u)/σ) - Φ((lo - u)/σ), and Φ integrates to
+    σ Ψ, Ψ(s) = s Φ(s) + φ(s).
     """
     x0, x1 = sorted((x_start_um, x_stop_um))
+    if profile == "gaussian":
+        return _gaussian_x_fraction(np.asarray(lo_um, float), np.asarray(hi_um, float), x0, x1,
+                                    beam_um * _FWHM_TO_SIGMA)  # fmt: skip
+    if profile != "tophat":
+        raise ValueError(f"profile={profile!r} must be 'tophat' or 'gaussian'")
     travel = x1 - x0
     w = beam_um
     if travel < 1e-9 * w:  # a still beam: plain overlap of the footprint
@@ -97,26 +120,47 @@ def beam_x_fraction(
     return np.clip(0.5 * total / (w * travel), 0.0, 1.0)
 
 
+def _gaussian_x_fraction(
+    lo: np.ndarray, hi: np.ndarray, x0: float, x1: float, sigma: float
+) -> np.ndarray:
+    if x1 - x0 < 1e-9 * sigma:
+        return ndtr((hi - x0) / sigma) - ndtr((lo - x0) / sigma)
+
+    def psi(s: np.ndarray) -> np.ndarray:
+        return s * ndtr(s) + np.exp(-0.5 * s * s) / math.sqrt(2.0 * math.pi)
+
+    total = psi((hi - x0) / sigma) - psi((hi - x1) / sigma)
+    total -= psi((lo - x0) / sigma) - psi((lo - x1) / sigma)
+    return np.clip(sigma * total / (x1 - x0), 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class _GrainIndex:
-    """Grains sorted by their left edge, for fast x-range queries."""
+    """Grains in diffraction condition during one state grid interval, sorted by their left
+    edge at the interval start, for fast x-range queries of moving grains."""
 
+    source: TruthGrains  # the population table this index was built from
+    time_s: float
     table: TruthGrains
     lo_um: np.ndarray
-    hi_um: np.ndarray
-    max_width_um: float
+    reach_um: float  # widest grain + farthest drift within the interval
 
     @classmethod
-    def build(cls, table: TruthGrains) -> _GrainIndex:
-        order = np.argsort(table.x_um - table.width_um / 2, kind="stable")
-        sorted_table = table.select(order)
-        half = sorted_table.width_um / 2
-        width = float(sorted_table.width_um.max()) if len(order) else 0.0
-        return cls(sorted_table, sorted_table.x_um - half, sorted_table.x_um + half, width)
+    def build(cls, source: TruthGrains, time_s: float, interval_s: float) -> _GrainIndex:
+        alive = (source.birth_s < time_s + interval_s) & (source.death_s > time_s)
+        table = source.select(alive)
+        lo = table.x_at(time_s) - table.width_um / 2
+        order = np.argsort(lo, kind="stable")
+        table = table.select(order)
+        reach = 0.0
+        if len(table):
+            drift = float(np.abs(table.drift_um_per_s).max()) * interval_s
+            reach = float(table.width_um.max()) + drift
+        return cls(source, time_s, table, lo[order], reach)
 
     def candidates(self, lo_um: float, hi_um: float) -> slice:
-        start = np.searchsorted(self.lo_um, lo_um - self.max_width_um, side="left")
-        stop = np.searchsorted(self.lo_um, hi_um, side="right")
+        start = np.searchsorted(self.lo_um, lo_um - self.reach_um, side="left")
+        stop = np.searchsorted(self.lo_um, hi_um + self.reach_um, side="right")
         return slice(int(start), int(stop))
 
 
@@ -157,6 +201,7 @@ class CellTwin:
             seed=config.seed,
             visible=visible,
         )
+        self._visible = visible
         self._states: OrderedDict[float, CathodeState] = OrderedDict()
         self._grain_index: _GrainIndex | None = None
         self._time_s = self.electrochemistry.time_s
@@ -183,7 +228,6 @@ class CellTwin:
         self.electrochemistry.advance_to(max(time_s, self.electrochemistry.time_s))
         if time_s >= self._grains.time_s:
             self._grains.advance_to(time_s, self._li_thickness_at)
-            self._grain_index = None
 
     def _record(self, state: ElectrochemState) -> None:
         ec = self.electrochemistry
@@ -191,7 +235,9 @@ class CellTwin:
         z_um = self._snapshots[0].z_um if self._snapshots else profile.z_um
         gap = (ec.config.x_poor_eq, ec.config.x_rich_eq)
         thickness_um = ec.plated_li_thickness_um()
-        self._snapshots.append(_Snapshot(state.time_s, z_um, profile.x_li, thickness_um, gap))
+        drift = self.config.families.poor_phase_drift_x
+        snapshot = _Snapshot(state.time_s, z_um, profile.x_li, thickness_um, gap, drift)
+        self._snapshots.append(snapshot)
         self._snapshot_times.append(state.time_s)
 
     def _snapshot_at(self, time_s: float) -> _Snapshot:
@@ -222,15 +268,24 @@ class CellTwin:
                 self._states.popitem(last=False)
         return state
 
-    def _index(self) -> _GrainIndex:
-        if self._grain_index is None:
-            self._grain_index = _GrainIndex.build(self._grains.table())
-        return self._grain_index
+    def _index(self, time_s: float) -> _GrainIndex:
+        """Index of the grains alive during the state grid interval holding ``time_s``."""
+        refresh = self.config.state_refresh_s
+        start_s = math.floor(time_s / refresh) * refresh
+        table = self._grains.table()
+        index = self._grain_index
+        if index is None or index.source is not table or index.time_s != start_s:
+            index = self._grain_index = _GrainIndex.build(table, start_s, refresh)
+        return index
 
     # -- queries ----------------------------------------------------------------------------
     def grains(self) -> TruthGrains:
         """Full history of Li grains in diffraction condition drawn so far."""
         return self._grains.table()
+
+    def sample_offset_um(self, x_um: np.ndarray | float) -> np.ndarray:
+        """Offset (µm) of the sample along the beam, towards the detector, at ``x_um``."""
+        return self.config.geometry.sample_offset_at_um(x_um)
 
     def scene(
         self, *, z_um: float, x_start_um: float, x_stop_um: float, time_s: float
@@ -250,6 +305,7 @@ class CellTwin:
             layer_weights={n: float(w) for n, w in zip(LAYERS, layer, strict=True) if w > 0},
             lco_phases=phases,
             li_spots=spots,
+            sample_offset_um=float(self.sample_offset_um(x_mid_um)),
         )
 
     def _spots(
@@ -259,38 +315,70 @@ class CellTwin:
             return ()
         ids, fractions, table = self._overlapping(x_start_um, x_stop_um, time_s)
         fwhm = self.config.lithium.spot_fwhm_deg
+        azimuths = table.select(ids).azimuth_at(time_s)
+        weights = li_weight * fractions * table.intensity[ids]
         return tuple(
-            LiSpot(int(table.grain_id[i]), float(table.azimuth_deg[i]), float(w), fwhm)
-            for i, w in zip(ids, li_weight * fractions * table.intensity[ids], strict=True)
+            LiSpot(int(table.grain_id[i]), float(chi), float(w), fwhm)
+            for i, chi, w in zip(ids, azimuths, weights, strict=True)
         )
 
     def _overlapping(
         self, x_start_um: float, x_stop_um: float, time_s: float
     ) -> tuple[np.ndarray, np.ndarray, TruthGrains]:
-        """Indices (into the x-sorted table) of alive grains the beam touches, and overlaps."""
-        index = self._index()
-        beam_um = self.config.geometry.beam_size_x_um
+        """Indices (into the index's table) of alive grains the beam touches, and overlaps."""
+        index = self._index(time_s)
+        g = self.config.geometry
         lo, hi = sorted((x_start_um, x_stop_um))
-        sl = index.candidates(lo - beam_um / 2, hi + beam_um / 2)
-        t = index.table
-        fraction = beam_x_fraction(index.lo_um[sl], index.hi_um[sl], lo, hi, beam_um)
-        keep = (fraction > 0) & (t.birth_s[sl] <= time_s) & (time_s < t.death_s[sl])
+        reach = g.beam_size_x_um * (0.5 if g.beam_profile_x == "tophat" else 3.0)
+        sl = index.candidates(lo - reach, hi + reach)
+        t = index.table.select(np.arange(sl.start, sl.stop))
+        centre = t.x_at(time_s)
+        fraction = beam_x_fraction(centre - t.width_um / 2, centre + t.width_um / 2, lo, hi,
+                                   g.beam_size_x_um, profile=g.beam_profile_x)  # fmt: skip
+        keep = (fraction > 1e-9) & t.alive(time_s)
         ids = np.flatnonzero(keep) + sl.start
-        return ids, fraction[keep], t
+        return ids, fraction[keep], index.table
 
-    def truth(self, *, z_um: np.ndarray, x_um: np.ndarray, time_s: float) -> MapTruth:
+    def front_um(self, time_s: float) -> float:
+        """z (µm) of the phase boundary (Li-rich share 0.5) at ``time_s``; NaN if none."""
+        snapshot = self._snapshot_at(self._grid_time(time_s))
+        profile = snapshot.profile()
+        return phase_boundary_um(profile.z_um, profile.rich_fraction)
+
+    def front_speed_nm_per_s(self, time_s: float) -> float:
+        """dz/dt of the phase boundary (nm/s, negative moving down) at ``time_s``: the
+        backward difference of the model's boundary over 30 s; NaN if either is undefined."""
+        before = max(time_s - _FRONT_SPEED_DT_S, self._snapshot_times[0])
+        if time_s - before < 1.0:
+            return math.nan
+        z1, z0 = self.front_um(time_s), self.front_um(before)
+        return 1e3 * (z1 - z0) / (self._grid_time(time_s) - self._grid_time(before))
+
+    def _grid_time(self, time_s: float) -> float:
+        refresh = self.config.state_refresh_s
+        return math.floor(time_s / refresh) * refresh
+
+    def truth(
+        self,
+        *,
+        z_um: np.ndarray,
+        x_um: np.ndarray,
+        time_s: float,
+        previous_time_s: float | None = None,
+    ) -> MapTruth:
         """Ground truth on map pixels: heights ``z_um`` (nz,), x centres ``x_um`` (nx,).
 
         Each pixel is the beam at that height travelling over the pixel's x spacing (uniform
-        spacing required; a single column uses the beam width).
+        spacing required; a single column uses the beam width). ``previous_time_s`` (the
+        previous map's time) gives the grains new since then and those gone.
         """
         z = np.asarray(z_um, float).ravel()
         x = np.asarray(x_um, float).ravel()
         dx = _pixel_um(x, self.config.geometry.beam_size_x_um)
         state = self._state_at(time_s)
         fields = state.map_fields(z, x)
-        ids, _, table = self._overlapping(x[0] - dx / 2, x[-1] + dx / 2, time_s)
-        grains = table.select(ids)
+        grains, visible = self._map_grains(x[0] - dx / 2, x[-1] + dx / 2, time_s)
+        new, deceased = self._grain_changes(grains, visible, x, dx, time_s, previous_time_s)
         return MapTruth(
             time_s=time_s,
             z_um=z,
@@ -302,11 +390,48 @@ class CellTwin:
             li_thickness_um=np.full(len(x), state.li_thickness_um),
             ti_centre_um=np.full(len(x), state.ti_centre_um),
             grain_id=grains.grain_id,
-            grain_azimuth_deg=grains.azimuth_deg,
-            grain_x_um=grains.x_um,
-            grain_x_bin=grains.x_bin(x[0] - dx / 2, dx),
-            grain_visible=grains.visible,
+            grain_azimuth_deg=grains.azimuth_at(time_s),
+            grain_x_um=grains.x_at(time_s),
+            grain_x_bin=grains.x_bin(x[0] - dx / 2, dx, time_s),
+            grain_visible=visible,
+            sample_offset_um=self.sample_offset_um(x),
+            front_position_um=np.full(len(x), self.front_um(time_s)),
+            front_speed_nm_per_s=self.front_speed_nm_per_s(time_s),
+            grain_new=new,
+            grains_deceased=deceased,
         )
+
+    def _map_grains(
+        self, lo_um: float, hi_um: float, time_s: float
+    ) -> tuple[TruthGrains, np.ndarray]:
+        """Grains alive at ``time_s`` over [lo, hi] and whether their spot is visible then."""
+        ids, _, table = self._overlapping(lo_um, hi_um, time_s)
+        grains = table.select(ids)
+        azimuths = grains.azimuth_at(time_s)
+        if self._visible is None:
+            return grains, np.ones(len(grains), bool)
+        return grains, np.array([bool(self._visible(float(a))) for a in azimuths], bool)
+
+    def _grain_changes(
+        self,
+        grains: TruthGrains,
+        visible: np.ndarray,
+        x: np.ndarray,
+        dx: float,
+        time_s: float,
+        previous_time_s: float | None,
+    ) -> tuple[np.ndarray, int]:
+        """Per current grain: visible now but not at ``previous_time_s``; and the count of
+        grains visible then but not now (over the same x range)."""
+        if previous_time_s is None:
+            return np.ones(len(grains), bool) & visible, 0
+        if not previous_time_s <= time_s:
+            raise ValueError(f"previous_time_s={previous_time_s} must be <= time_s={time_s}")
+        before, seen = self._map_grains(x[0] - dx / 2, x[-1] + dx / 2, previous_time_s)
+        earlier = set(before.grain_id[seen].tolist())
+        now = set(grains.grain_id[visible].tolist())
+        new = np.array([visible[i] and g not in earlier for i, g in enumerate(grains.grain_id)])
+        return new.astype(bool), len(earlier - now)
 
 
 def _pixel_um(x_um: np.ndarray, beam_um: float) -> float:

@@ -22,6 +22,8 @@ drawable panel is not written. Nothing is ever filled in for a missing product.
 from ._data import Electrochemistry, electrochemistry
 from ._table import (
     COLUMNS,
+    MIN_COVERAGE,
+    MIN_FRONT_MAPS,
     TARGETS,
     format_table,
     report_table,
@@ -35,6 +37,8 @@ __all__ = [
     "COLUMNS",
     "FORMATS",
     "HTML_NAME",
+    "MIN_COVERAGE",
+    "MIN_FRONT_MAPS",
     "TARGETS",
     "Electrochemistry",
     "Pair",

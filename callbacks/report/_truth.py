@@ -9,7 +9,10 @@ recovered           truth
 ``c_<f>``           ``truth_c_<f>`` or ``truth_<f>_c_angstrom`` (map, z, x)
 ``a_<f>``           ``truth_a_<f>`` or ``truth_<f>_a_angstrom`` (map, z, x)
 ``x_li_<f>``        ``truth_x_li_<f>`` or ``truth_x_li`` (map, z, x)
-``front_position``  ``truth_front_position`` (map,), else fitted to ``truth_rich_fraction``
+``front_position``  ``truth_front_position`` (map,): z of the twin's phase boundary
+``front speed``     ``truth_front_speed`` (map,): dz/dt of the twin's boundary (its
+                    kinematics), averaged over the maps compared; else the straight-line
+                    fit of ``truth_front_position`` over those maps
 ``grains_*``        ``truth_grains_total`` / ``_new`` / ``_deceased`` (map,), else counted
                     from a ``truth_grains`` table (``map_index``, ``grain_id``,
                     optional boolean ``grain_visible``; new = not seen in the
@@ -17,6 +20,13 @@ recovered           truth
 ``li_thickness``    ``truth_li_thickness_mean`` (map,), ``truth_li_thickness_um`` or
                     ``truth_li_thickness`` (map, x; averaged over x)
 ==================  =========================================================
+
+No truth is ever computed with the analysis's own methods: the front truth is the twin's
+boundary, never `biphasic_front` run on the twin's Li-rich fraction.
+
+Coverage (`Pair.coverage`): the share of the entries whose truth is finite (cathode pixels,
+maps with a boundary, ...) where the recovered value is finite too; for (map, z, x) arrays
+the worst map's share.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opmap.analysis.lattice import biphasic_front, front_velocity
+from opmap.analysis.lattice import front_velocity
 from opmap.analysis.products import Products
 
 from ._data import labelled, map_mean, map_times_s, nanmean
@@ -35,23 +45,41 @@ __all__ = ["Pair", "front_pairs", "grain_pairs", "has_truth", "lattice_pair", "t
 
 @dataclass(frozen=True)
 class Pair:
-    """Recovered values and truth of one quantity, same shape, NaN where either is unknown."""
+    """Recovered values and truth of one quantity, same shape, NaN where either is unknown.
+
+    ``coverage``: share of the entries with a finite truth where the recovered value is
+    finite (worst map for (map, ...) arrays of more than one dimension); ``n_maps``: maps
+    that went into a per-experiment figure (the front speed), else 0.
+    """
 
     recovered: np.ndarray
     truth: np.ndarray
     units: str
+    coverage: float = 1.0
+    n_maps: int = 0
 
     @classmethod
     def masked(cls, recovered: np.ndarray, truth: np.ndarray, units: str) -> Pair:
         """Pair with NaN wherever one side is not finite, so means compare like with like."""
         r, t = np.asarray(recovered, float), np.asarray(truth, float)
         both = np.isfinite(r) & np.isfinite(t)
-        return cls(np.where(both, r, np.nan), np.where(both, t, np.nan), units)
+        return cls(np.where(both, r, np.nan), np.where(both, t, np.nan), units, _coverage(r, t))
 
     @property
     def n(self) -> int:
         """Number of entries known on both sides."""
         return int(np.isfinite(self.recovered).sum())
+
+
+def _coverage(recovered: np.ndarray, truth: np.ndarray) -> float:
+    known = np.isfinite(truth)
+    found = known & np.isfinite(recovered)
+    if known.ndim <= 1:
+        return float(found.sum() / known.sum()) if known.any() else float("nan")
+    axes = tuple(range(1, known.ndim))
+    per_map = known.sum(axis=axes)
+    shares = found.sum(axis=axes)[per_map > 0] / per_map[per_map > 0]
+    return float(shares.min()) if shares.size else float("nan")
 
 
 def has_truth(products: Products) -> bool:
@@ -76,37 +104,40 @@ def lattice_pair(products: Products, prefix: str, family: str) -> Pair | None:
 
 
 def front_pairs(products: Products) -> tuple[Pair, Pair] | None:
-    """(front position per map in µm, front speed in nm/s) with their truth.
+    """(front position per map in µm, front speed in nm/s) with the twin's truth.
 
-    Both speeds are straight-line fits over the same maps: those the analysis used (finite
-    recovered position, inside ``front_time_window_s`` when one was set).
+    The recovered speed is the analysis's (its metadata, else a straight-line fit of its
+    positions) over the maps it used: finite recovered position, inside
+    ``front_time_window_s`` when one was set. The true speed is the twin's kinematic
+    ``truth_front_speed`` averaged over the same maps.
     """
     position = products.arrays.get("front_position")
     time_s = map_times_s(products)
-    truth = _truth_front_um(products, time_s)
+    truth = products.arrays.get("truth_front_position")
     if position is None or time_s is None or truth is None:
         return None
-    used = np.isfinite(position.values)
+    truth_um = np.asarray(truth.values, float)
+    used = np.isfinite(position.values) & np.isfinite(truth_um)
     window = products.metadata.get("analysis_parameters", {}).get("front_time_window_s")
     if window is not None:
         used &= (time_s >= window[0]) & (time_s <= window[1])
     speed = products.metadata.get("front", {}).get("speed_nm_per_s")
     if speed is None:
         speed, _ = front_velocity(time_s, np.where(used, position.values, np.nan))
-    truth_speed, _ = front_velocity(time_s, np.where(used, truth, np.nan))
-    speeds = Pair.masked(np.array([float(speed)]), np.array([truth_speed]), "nm/s")
-    return Pair.masked(position.values, truth, "um"), speeds
+    positions = Pair.masked(position.values, truth_um, "um")
+    speeds = Pair.masked(np.array([float(speed)]), np.array([_truth_speed(products, used)]),
+                         "nm/s")  # fmt: skip
+    speeds = Pair(speeds.recovered, speeds.truth, "nm/s", positions.coverage, int(used.sum()))
+    return positions, speeds
 
 
-def _truth_front_um(products: Products, time_s: np.ndarray | None) -> np.ndarray | None:
-    direct = products.arrays.get("truth_front_position")
-    if direct is not None:
-        return np.asarray(direct.values, float)
-    rich = products.arrays.get("truth_rich_fraction")
-    z = products.coords.get("z")
-    if rich is None or z is None or time_s is None or rich.values.ndim != 3:
-        return None
-    return biphasic_front(rich.values, z_um=z.values, time_s=time_s).position_um
+def _truth_speed(products: Products, used: np.ndarray) -> float:
+    kinematic = products.arrays.get("truth_front_speed")
+    if kinematic is not None and np.isfinite(kinematic.values[used]).any():
+        return float(np.nanmean(np.asarray(kinematic.values, float)[used]))
+    truth = np.asarray(products.arrays["truth_front_position"].values, float)
+    speed, _ = front_velocity(map_times_s(products), np.where(used, truth, np.nan))
+    return float(speed)
 
 
 def grain_pairs(products: Products) -> dict[str, Pair]:

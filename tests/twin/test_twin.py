@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -98,7 +100,12 @@ def test_ti_and_li_follow_the_electrochemistry():
     np.testing.assert_allclose(truth.li_thickness_um, h_um)
     np.testing.assert_allclose(truth.ti_centre_um, 24.0 + h_um + 0.25)
     scene = twin.scene(z_um=24.0 + h_um / 2, x_start_um=500, x_stop_um=533, time_s=2700.0)
-    assert scene.layer_weights == pytest.approx({"li": 1.0})
+    # the Gaussian beam (1 µm FWHM) in the middle of the Li layer: its tails reach LiPON
+    # and Ti, the rest is Li (erf of half the thickness over sigma * sqrt 2)
+    sigma_um = 1.0 / 2.3548
+    expected = math.erf(h_um / 2 / (sigma_um * math.sqrt(2)))
+    assert scene.layer_weights["li"] == pytest.approx(expected, rel=1e-6)
+    assert sum(scene.layer_weights.values()) == pytest.approx(1.0)
 
 
 def test_lco_phase_weights_sum_to_the_cathode_weight():
@@ -140,7 +147,7 @@ def test_truth_matches_what_scene_renders():
                 w = sum(p.weight for p in phases)
                 c = sum(p.weight * p.c_angstrom for p in phases) / w
                 assert truth.c_angstrom[family][iz, ix] == pytest.approx(c, abs=1e-9)
-    above = z_um > 21
+    above = z_um > 20 + twin.geometry.beam_half_extent_um()  # the beam misses the cathode
     assert np.isnan(truth.c_angstrom["perp"][above]).all()
     assert np.isnan(truth.x_li[above]).all()
     assert np.nanmax(truth.x_li) <= 1.0

@@ -133,9 +133,15 @@ class CathodeState:
         return tuple(phases)
 
     def map_fields(self, z_um: np.ndarray, x_um: np.ndarray) -> MapFields:
-        """Footprint-averaged truth on a (nz, nx) grid of beam positions."""
+        """Footprint-averaged truth on a (nz, nx) grid of beam positions.
+
+        Cathode pixels are those whose footprint lies at least half in the cathode (the beam
+        centre inside it); elsewhere every field is NaN, so a Gaussian beam's tails do not
+        make a pixel above the cathode count as one.
+        """
         cdf = self.beam_cdf(self.edges_um[None, :] - z_um[:, None])
         beam = np.diff(cdf, axis=1)  # (nz, n)
+        beam[beam.sum(axis=1) < 0.5] = 0.0
         total = beam.sum(axis=1)[:, None]
         lateral = self.population.lateral(x_um)  # (nx,)
         c_out, a_out = {}, {}

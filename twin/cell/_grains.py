@@ -14,7 +14,10 @@ one spot azimuth. The physics, with h the Li thickness (µm):
 - widths grow with h (fewer, larger grains);
 - azimuths follow the Burgers orientation relationship with the Ti texture, (001)Ti ∥
   (110)Li, clustered at 0, 60, 120, 180° ... until h reaches ``burgers_until_um``
-  (0.8 mAh/cm²); afterwards a share ``late_fraction`` appears at 30, 90, 150° ... too.
+  (0.8 mAh/cm²); afterwards a share ``late_fraction`` appears at 30, 90, 150° ... too;
+- grains rotate and drift while in diffraction condition: the spot azimuth at time t is
+  ``azimuth_deg + rotation_deg_per_s (t - birth_s)`` and the centre
+  ``x_um + drift_um_per_s (t - birth_s)`` (constant rates, drawn per grain).
 
 Time advances in fixed steps of ``step_s``; step k draws its births from a generator seeded by
 (seed, k) with the state at the step start, so the population does not depend on how often
@@ -43,12 +46,12 @@ class TruthGrains:
     grain_id
         Unique id (int64), in order of birth.
     x_um, width_um
-        Centre and width along x (µm); the grain covers ``x_um ± width_um / 2``.
+        Centre at birth and width along x (µm); the grain covers ``x_at(t) ± width_um / 2``.
     z_bottom_um, z_top_um
         z extent (µm) of the grain at its birth: the whole Li layer (columnar grains); the
         top follows the layer top as it grows or shrinks.
     azimuth_deg
-        Detector azimuth χ of its (110) spot, in [0, 360).
+        Detector azimuth χ of its (110) spot at birth, in [0, 360).
     intensity
         Spot intensity scale (dimensionless, ~1).
     birth_s, death_s
@@ -56,7 +59,9 @@ class TruthGrains:
     lifetime_class
         Index into `CLASS_NAMES`.
     visible
-        Whether the spot lands on active detector pixels (from the injected predicate).
+        Whether the spot lands on active detector pixels at birth (injected predicate).
+    rotation_deg_per_s, drift_um_per_s
+        Rotation rate of the spot azimuth (deg/s) and drift speed along x (µm/s).
     """
 
     grain_id: np.ndarray
@@ -70,6 +75,16 @@ class TruthGrains:
     death_s: np.ndarray
     lifetime_class: np.ndarray
     visible: np.ndarray
+    rotation_deg_per_s: np.ndarray
+    drift_um_per_s: np.ndarray
+
+    def azimuth_at(self, time_s: float) -> np.ndarray:
+        """Spot azimuths (deg, [0, 360)) at ``time_s``, shape (n,)."""
+        return (self.azimuth_deg + self.rotation_deg_per_s * (time_s - self.birth_s)) % 360.0
+
+    def x_at(self, time_s: float) -> np.ndarray:
+        """Grain centres along x (µm) at ``time_s``, shape (n,)."""
+        return self.x_um + self.drift_um_per_s * (time_s - self.birth_s)
 
     def __len__(self) -> int:
         return len(self.grain_id)
@@ -78,11 +93,13 @@ class TruthGrains:
         """Boolean mask (n,) of grains in diffraction condition at ``time_s``."""
         return (self.birth_s <= time_s) & (time_s < self.death_s)
 
-    def x_bin(self, x_start_um: float, pixel_um: float) -> np.ndarray:
-        """Index of the map pixel (``pixel_um`` wide from ``x_start_um``) of each centre."""
+    def x_bin(self, x_start_um: float, pixel_um: float, time_s: float | None = None) -> np.ndarray:
+        """Index of the map pixel (``pixel_um`` wide from ``x_start_um``) of each centre
+        (at birth, or at ``time_s`` when given)."""
         if not pixel_um > 0:
             raise ValueError(f"pixel_um={pixel_um} must be > 0")
-        return np.floor((self.x_um - x_start_um) / pixel_um).astype(np.int64)
+        x_um = self.x_um if time_s is None else self.x_at(time_s)
+        return np.floor((x_um - x_start_um) / pixel_um).astype(np.int64)
 
     def to_dict(self) -> dict[str, np.ndarray]:
         """Columns as numpy arrays, for storage."""
@@ -233,6 +250,10 @@ class GrainPopulation:
             0.0, 0.3, n
         )
         azimuth = self._azimuths(rng, n, burgers)
+        # motion from its own stream, so the draws above stay those of a still population
+        motion = np.random.default_rng([self.seed, 0x12, step])
+        rotation = motion.normal(0.0, c.rotation_sigma_deg_per_min / 60.0, n)
+        drift = motion.normal(0.0, c.drift_sigma_um_per_min / 60.0, n)
         first_id = self._n_grains
         self._n_grains += n
         return {
@@ -247,6 +268,8 @@ class GrainPopulation:
             "death_s": birth_s + lifetime_s,
             "lifetime_class": klass.astype(np.int64),
             "visible": self._visible_mask(azimuth),
+            "rotation_deg_per_s": rotation,
+            "drift_um_per_s": drift,
         }
 
     def _strip(self, start_s: float, stripped_fraction: float) -> None:

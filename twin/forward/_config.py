@@ -3,10 +3,12 @@
 Intensities are count rates (counts per second) in one 75 µm Eiger pixel at the beam
 centre for a layer filling the whole beam footprint during the frame (weight 1); the
 renderer scales them by pixel area, solid angle, the shadow/beamstop transmission, the
-scene's weights and the exposure time. Peak shapes in q are Gaussians whose FWHM lumps
-instrument (beam divergence, energy spread, pixel footprint not included) and sample
-broadening; the pixel's own q extent is added by the renderer. Values marked **choice** are
-not in the paper and are tuned for realistic-looking 0.05 s frames.
+scene's weights and the exposure time. Peak shapes in q are pseudo-Voigts (Lorentzian share
+``lorentz_fraction``) whose FWHM adds in quadrature the reflection's sample broadening
+(``q_fwhm_a_inv``) and the instrument resolution (``instrument_fwhm_2theta_deg``, beam
+divergence and energy spread, converted to q at the ring's angle); the renderer integrates
+them over each pixel's area. The analysis is told none of these widths. Values marked
+**choice** are not in the paper and are tuned for realistic-looking 0.05 s frames.
 """
 
 from __future__ import annotations
@@ -125,8 +127,9 @@ class DiffractionConfig(BaseModel):
     Parameters
     ----------
     lco_reflections
-        LCO (003), (101), (104), (110); FWHM 0.01 Å⁻¹ for (003) so shifts of a fraction of
-        a pixel (0.0067 Å⁻¹ at 75 µm) are measurable.
+        LCO (003), (101), (104), (110), (006); sample FWHM 0.01 Å⁻¹ for (003) so shifts of a
+        fraction of a pixel (0.0067 Å⁻¹ at 75 µm) are measurable. (006) sits at q ≈ 2.69
+        Å⁻¹, beside Ti (002) and Au (111).
     lco_c_range_angstrom, lco_a_range_angstrom
         Lattice ranges the renderer precomputes ring pixels for; scenes outside are refused.
     ti_reflections
@@ -144,12 +147,18 @@ class DiffractionConfig(BaseModel):
         Li lattice range precomputed.
     halos
         Amorphous halos per layer: LiPON (broad, 1.9 Å⁻¹, **choice**) and parylene (~1 Å⁻¹).
-    pixel_blur_fwhm
-        Detector blur added in quadrature to every ring's width, FWHM in units of the
-        pixel's own q extent (default 1). With 0, a peak narrower than a pixel puts nearly
-        all its counts into one pixel row and its sub-pixel position is lost where the
-        pixel rows follow the ring (χ near 0/90/180/270°), as on a real binned readout;
-        the blur keeps the rehearsal's binned frames fit for sub-pixel lattice analysis.
+    instrument_fwhm_2theta_deg
+        Instrument resolution, FWHM in 2θ (deg): beam divergence and energy spread
+        (**choice**, 0.03°; ~0.005 Å⁻¹ near (003)). Not told to the analysis.
+    lorentz_fraction
+        Lorentzian share η of every pseudo-Voigt peak (**choice**, 0.3).
+    sample_depth_um
+        Thickness of the diffracting stack along the beam (µm, 350: the cell's electrochemical
+        stack): each slice scatters from its own distance, a box of ~0.005 Å⁻¹ at (003)
+        that every pixel's q sampling includes (no cost per frame).
+    max_sample_offset_um
+        Largest |sample offset along the beam| (µm, default 200) a scene may carry; ring
+        windows are widened by the parallax shift it causes.
     background_flat_cps
         Flat background (counts/s per 75 µm pixel), always present (air, windows).
     background_q_cps, background_q_decay_a_inv
@@ -163,6 +172,7 @@ class DiffractionConfig(BaseModel):
         LcoReflection(hkl=(1, 0, 1), peak_cps=6.0e3, q_fwhm_a_inv=0.012),
         LcoReflection(hkl=(1, 0, 4), peak_cps=8.0e3, q_fwhm_a_inv=0.012),
         LcoReflection(hkl=(1, 1, 0), peak_cps=5.0e3, q_fwhm_a_inv=0.014),
+        LcoReflection(hkl=(0, 0, 6), peak_cps=2.0e3, q_fwhm_a_inv=0.014),
     )
     lco_c_range_angstrom: tuple[float, float] = (13.9, 14.5)
     lco_a_range_angstrom: tuple[float, float] = (2.79, 2.81)
@@ -206,7 +216,10 @@ class DiffractionConfig(BaseModel):
         AmorphousHalo(layer="lipon", q_center_a_inv=1.9, q_fwhm_a_inv=0.8, peak_cps=40.0),
         AmorphousHalo(layer="parylene", q_center_a_inv=1.0, q_fwhm_a_inv=0.35, peak_cps=60.0),
     )
-    pixel_blur_fwhm: float = Field(default=1.0, ge=0.0, le=5.0)
+    instrument_fwhm_2theta_deg: float = Field(default=0.03, ge=0.0, le=1.0)
+    lorentz_fraction: float = Field(default=0.3, ge=0.0, le=1.0)
+    max_sample_offset_um: float = Field(default=200.0, ge=0.0, le=5000.0)
+    sample_depth_um: float = Field(default=350.0, ge=0.0, le=5000.0)
     background_flat_cps: float = Field(default=2.0, ge=0.0)
     background_q_cps: float = Field(default=20.0, ge=0.0)
     background_q_decay_a_inv: float = Field(default=1.0, gt=0.0)

@@ -31,6 +31,8 @@ def check_scene(scene: BeamScene, config: DiffractionConfig, families: Sequence[
     _check_range("ti_a_angstrom", scene.ti_a_angstrom, ti_a * (1 - tol), ti_a * (1 + tol))
     _check_range("ti_c_angstrom", scene.ti_c_angstrom, ti_c * (1 - tol), ti_c * (1 + tol))
     _check_range("li_a_angstrom", scene.li_a_angstrom, *config.li_a_range_angstrom)
+    offset = config.max_sample_offset_um
+    _check_range("sample_offset_um", scene.sample_offset_um, -offset, offset)
     for i, spot in enumerate(scene.li_spots):
         _check_range(f"li_spots[{i}].weight", spot.weight, 0.0, math.inf)
         _check_range(f"li_spots[{i}].azimuth_deg", spot.azimuth_deg, -360.0, 720.0)

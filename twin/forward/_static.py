@@ -1,9 +1,10 @@
-"""Lattice-independent images of the forward model: background, halos, fixed rings.
+"""Lattice-independent images of the forward model: background and amorphous halos.
 
-Each row of the stack is a count-rate image (counts/s per pixel, scaled by pixel area,
-solid angle and transmission) that a frame adds with a scalar weight: row 0 is the
-background (weight 1: air and windows), the others belong to one layer each (weight = the
-layer's share of the beam footprint).
+Sharp rings (Au, Ti, LCO, Li) are drawn per frame, since the sample's offset along the beam
+moves them (`DiffractionRenderer`). Each row of the stack is a count-rate image (counts/s
+per pixel, scaled by pixel area, solid angle and transmission) that a frame adds with a
+scalar weight: row 0 is the background (weight 1: air and windows), the others belong to one
+layer each (weight = the layer's share of the beam footprint).
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._config import DiffractionConfig, TextureSpot
-from ._lattice import q_cubic
-from ._pixels import PixelTables, box_gaussian, gaussian_chi
+from ._pixels import PixelTables, gaussian, gaussian_chi
 
 
 def static_layers(config: DiffractionConfig) -> tuple[str, ...]:
     """Layers that own a static image, in stack order (after the background row)."""
-    layers = [halo.layer for halo in config.halos]
-    if config.au_reflections:
-        layers.append("au")
-    return tuple(dict.fromkeys(layers))
+    return tuple(dict.fromkeys(halo.layer for halo in config.halos))
 
 
 def static_stack(config: DiffractionConfig, pixels: PixelTables) -> np.ndarray:
@@ -35,18 +32,10 @@ def static_stack(config: DiffractionConfig, pixels: PixelTables) -> np.ndarray:
     )
     for halo in config.halos:
         row = 1 + layers.index(halo.layer)
-        stack[row] += halo.peak_cps * box_gaussian(
-            pixels.q_lo, pixels.q_hi, halo.q_center_a_inv, halo.q_fwhm_a_inv
+        # a halo is tens of pixels wide: its value at the pixel centre is its pixel mean
+        stack[row] += halo.peak_cps * gaussian(
+            pixels.q_a_inv, halo.q_center_a_inv, halo.q_fwhm_a_inv
         )
-    for reflection in config.au_reflections:
-        q0 = q_cubic(reflection.hkl, config.au_a_angstrom)
-        blur = config.pixel_blur_fwhm * (pixels.q_hi - pixels.q_lo)
-        fwhm = np.hypot(reflection.q_fwhm_a_inv, blur)
-        profile = box_gaussian(pixels.q_lo, pixels.q_hi, q0, fwhm)
-        texture = texture_weight(
-            pixels.chi_deg, reflection.spots, reflection.chi_fwhm_deg, reflection.powder_fraction
-        )
-        stack[1 + layers.index("au")] += reflection.peak_cps * profile * texture
     stack *= pixels.scale
     return stack
 
