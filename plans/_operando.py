@@ -52,6 +52,8 @@ from ._stubs import FlyAxis, FlyDetector, StepAxis
 EC_STREAM = "electrochemistry"
 EC_STATE_STREAM = "ec_state"
 PROTOCOL_GROUP = "potentiostat_protocol"
+#: A wait for protocol time ends this close to its target (s).
+TIME_TOLERANCE_S = 1e-6
 
 
 @runtime_checkable
@@ -357,7 +359,9 @@ def _wait_for_time(
     while not progress.protocol_done:
         reading = yield from bps.read(potentiostat)
         elapsed_s = ec_value(reading, "time_s")
-        if not elapsed_s < until_s:
+        # within rounding of the target: a protocol started at a fractional clock time reads
+        # its elapsed time back as t - start, which may fall 1e-13 s short forever
+        if not elapsed_s < until_s - TIME_TOLERANCE_S:
             return
         yield from _wait_elapsed(potentiostat, until_s - elapsed_s, reading)
 
