@@ -77,7 +77,9 @@ class RunValidationError(RuntimeError):
     """A run in Tiled does not match its data files (raised only on request)."""
 
 
-def validate_run(client: BaseClient, run_uid: str, *, raise_on_invalid: bool = False) -> bool:
+def validate_run(
+    client: BaseClient, run_uid: str, *, raise_on_invalid: bool = False, try_reading: bool = True
+) -> bool:
     """Validate one run on the server, fixing declared shapes to match the files.
 
     Parameters
@@ -88,6 +90,10 @@ def validate_run(client: BaseClient, run_uid: str, *, raise_on_invalid: bool = F
         The run's start uid.
     raise_on_invalid : bool
         Raise :class:`RunValidationError` instead of only logging an invalid run.
+    try_reading : bool
+        Also read the first and last element of every external array on the server. Costly
+        for the Eiger's master file: Tiled's HDF5 adapter makes one dask chunk of a
+        virtual dataset, so one element decompresses the whole map.
 
     Returns
     -------
@@ -107,7 +113,7 @@ def validate_run(client: BaseClient, run_uid: str, *, raise_on_invalid: bool = F
         # The client reports each fix as a warning; they become log records with the uid.
         warnings.simplefilter("always")
         try:
-            run.validate(fix_errors=True, try_reading=True, raise_on_error=True)
+            run.validate(fix_errors=True, try_reading=try_reading, raise_on_error=True)
         except ValidationException as error:
             reason = error.args[0] if error.args else error
             return _invalid(run_uid, f"failed validation: {reason}", raise_on_invalid)
@@ -142,6 +148,9 @@ class ValidatedTiledWriter:
         Validate in a worker thread so the RunEngine goes on with the next run at once
         (validation reads the data back and takes seconds per map); problems are logged
         with the run uid. Incompatible with ``raise_on_invalid``. `wait` joins it.
+    try_reading : bool
+        Passed to `validate_run`: False checks the structure only (a consumer that reads
+        every frame anyway, like the rehearsal's live analysis, is the reading check).
     """
 
     def __init__(
@@ -152,6 +161,7 @@ class ValidatedTiledWriter:
         raise_on_invalid: bool = False,
         batch_size: int | None = None,
         background: bool = False,
+        try_reading: bool = True,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -167,6 +177,7 @@ class ValidatedTiledWriter:
             Path(backup_directory).mkdir(parents=True, exist_ok=True)
         self.client = client
         self.raise_on_invalid = raise_on_invalid
+        self.try_reading = try_reading
         backup = None if backup_directory is None else str(backup_directory)
         options = {} if batch_size is None else {"batch_size": batch_size}
         self.writer = TiledWriter(client, backup_directory=backup, **options)
@@ -177,10 +188,17 @@ class ValidatedTiledWriter:
         if name != "stop":
             return
         if self._validator is None:
-            validate_run(self.client, doc["run_start"], raise_on_invalid=self.raise_on_invalid)
+            validate_run(
+                self.client,
+                doc["run_start"],
+                raise_on_invalid=self.raise_on_invalid,
+                try_reading=self.try_reading,
+            )
         else:
             self._pending.append(
-                self._validator.submit(_validate_logged, self.client, doc["run_start"])
+                self._validator.submit(
+                    _validate_logged, self.client, doc["run_start"], self.try_reading
+                )
             )
 
     def wait(self) -> None:
@@ -189,10 +207,10 @@ class ValidatedTiledWriter:
         concurrent.futures.wait(pending)
 
 
-def _validate_logged(client: BaseClient, run_uid: str) -> bool:
+def _validate_logged(client: BaseClient, run_uid: str, try_reading: bool = True) -> bool:
     """`validate_run` for a worker thread: any failure is logged with the uid, not lost."""
     try:
-        return validate_run(client, run_uid)
+        return validate_run(client, run_uid, try_reading=try_reading)
     except Exception:
         logger.exception("Run %s: validation could not run", run_uid)
         return False

@@ -34,7 +34,7 @@ from opmap.callbacks.report import format_table, report_table, write_report
 from opmap.callbacks.tiled_products import read_latest
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
-from opmap.plans import MapGeometry, calibrate, operando_experiment
+from opmap.plans import MapCadence, MapGeometry, calibrate, operando_experiment
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask
@@ -42,12 +42,26 @@ from opmap.twin.forward import DetectorMask
 from ._rehearsal_params import analysis_parameters_for_twin
 from ._rehearsal_progress import RehearsalProgress
 
-__all__ = ["RehearsalOptions", "RehearsalResult", "analysis_parameters_for_twin", "rehearse"]
+__all__ = [
+    "PAPER_MAP_SCHEDULE",
+    "RehearsalOptions",
+    "RehearsalResult",
+    "analysis_parameters_for_twin",
+    "map_cadence",
+    "rehearse",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Longest wait for the embedded Tiled server to answer (s): minutes on a loaded machine.
 SERVER_STARTUP_S = 600.0
+
+
+#: The rehearsal's map cadence, (from protocol time s, interval s). With the twin's default
+#: electrochemistry the biphasic front enters the 20 µm cathode at the start of the 4.3 V
+#: charge and reaches its bottom at ~2050 s (~10 nm/s): maps every 300 s (a map lasts
+#: ~155 s) put the front in 7 maps (starts 0-1800 s); then one map every 30 min.
+PAPER_MAP_SCHEDULE: tuple[tuple[float, float], ...] = ((0.0, 300.0), (2100.0, 1800.0))
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,15 @@ class RehearsalOptions:
     map_shape : (int, int)
         Map pixels (n_z, n_x); the paper's 49 × 49.
     map_interval_s : float or None
-        Experiment time between map starts; None = back to back.
+        Protocol time between map starts (s, as given: not scaled); overrides
+        ``map_schedule`` when given.
+    map_schedule : tuple of (from_time_s, interval_s), or None
+        The cadence in protocol time (s), see `opmap.plans.MapCadence`; None (and no
+        ``map_interval_s``) maps back to back. Default `PAPER_MAP_SCHEDULE`: every 5 min
+        while the twin's biphasic front crosses the cathode, every 30 min after.
+        Its times are multiplied by ``time_scale``.
+    pristine_map : bool
+        Take map 0 before the protocol starts.
     time_scale : float
         Multiplies every protocol duration (1 = the paper's timeline).
     max_maps : int or None
@@ -82,7 +104,9 @@ class RehearsalOptions:
     data_dir: Path = Path("opmap-data")
     binning: int = 4
     map_shape: tuple[int, int] = (49, 49)
-    map_interval_s: float | None = 660.0
+    map_interval_s: float | None = None
+    map_schedule: tuple[tuple[float, float], ...] | None = PAPER_MAP_SCHEDULE
+    pristine_map: bool = True
     time_scale: float = 1.0
     max_maps: int | None = None
     live_analysis: bool = True
@@ -96,6 +120,8 @@ class RehearsalOptions:
             raise ValueError(f"map_shape={self.map_shape} needs at least 2 × 2 pixels")
         if self.map_interval_s is not None and not self.map_interval_s > 0:
             raise ValueError(f"map_interval_s={self.map_interval_s} must be > 0 s or None")
+        if self.map_schedule is not None:
+            MapCadence(self.map_schedule)  # a bad stretch is named here, before any run
         if not self.time_scale > 0:
             raise ValueError(f"time_scale={self.time_scale} must be > 0")
         if self.max_maps is not None and self.max_maps < 1:
@@ -134,6 +160,15 @@ def map_geometry(options: RehearsalOptions) -> MapGeometry:
         x_stop_um=200.0 + 33.0 * n_x,
         x_count=n_x,
     )
+
+
+def map_cadence(options: RehearsalOptions) -> MapCadence | None:
+    """The cadence of ``options`` in the time-scaled protocol's time; None = back to back."""
+    if options.map_interval_s is not None:
+        return MapCadence.every(options.map_interval_s)
+    if options.map_schedule is None:
+        return None
+    return MapCadence(options.map_schedule).scaled(options.time_scale)
 
 
 def _scaled_protocol(time_scale: float):
@@ -259,8 +294,14 @@ def rehearse(
         client = server.client()
         layout = ensure_layout(client)
         RE, beamline = _engine_and_beamline(options, data_dir)
+        # Structure only: the server reading one element of the Eiger's virtual dataset
+        # decompresses the whole map (a third of the CPU in a profile); the live analysis
+        # reads every frame of every map anyway.
         writer = ValidatedTiledWriter(
-            layout["raw"], backup_directory=settings.backup_dir, background=True
+            layout["raw"],
+            backup_directory=settings.backup_dir,
+            background=True,
+            try_reading=not options.live_analysis,
         )
         for callback in (writer, *callbacks):
             RE.subscribe(callback)
@@ -334,7 +375,8 @@ def _experiment_plan(beamline: Any, options: RehearsalOptions) -> Any:
         beamline.stage.z,
         _scaled_protocol(options.time_scale),
         map_geometry(options),
-        map_interval_s=options.map_interval_s,
+        map_schedule=map_cadence(options),
+        pristine_map=options.pristine_map,
         max_maps=options.max_maps,
         poll_s=60.0,
         md={"rehearsal": True, "seed": beamline.seed},

@@ -1,6 +1,7 @@
 """Bluesky plans for operando micro-XRD maps: fly maps, the operando experiment, alignment."""
 
 from ._align import ALIGN_STREAM, StackAlignment, align_stack, find_stack, propose_map
+from ._cadence import MapCadence
 from ._calibrate import CALIBRANTS, calibrate
 from ._fly_map import fly_map, map_lines
 from ._geometry import LineTrajectory, MapGeometry, fly_line
@@ -23,6 +24,7 @@ __all__ = [
     "LINES_STREAM",
     "CyclingPotentiostat",
     "LineTrajectory",
+    "MapCadence",
     "MapGeometry",
     "StackAlignment",
     "align_stack",

@@ -1,9 +1,12 @@
-"""`operando_experiment`: maps back to back while the potentiostat runs its protocol.
+"""`operando_experiment`: a pristine map, then maps while the potentiostat runs its protocol.
 
 Run structure
 -------------
 One run per map. Every run carries ``experiment_id`` (shared by all runs of the experiment)
-and ``map_index`` (0, 1, ...). Each map run holds the streams
+and ``map_index`` (0, 1, ...). Map 0 is the pristine map (``pristine = True``,
+``purpose = "pristine map"``): taken before the protocol starts, the potentiostat is kicked off
+at its end. Later maps start on a `MapCadence` (protocol time) or back to back. Each map run
+holds the streams
 
 - ``primary``: detector frames; ``lines``: one event per completed line (valid frames,
   x centres, z), see `opmap.plans._stubs`;
@@ -14,21 +17,24 @@ and ``map_index`` (0, 1, ...). Each map run holds the streams
   the runs of an experiment is the gapless record of the whole protocol, whatever happened
   between runs. The experiment always ends with a run with ``map_index = None``
   (``purpose = "electrochemistry tail"``) that waits for the protocol end and collects the
-  samples buffered after the last map.
+  samples buffered after the last map. In the pristine run the buffer (the cell at open
+  circuit before the protocol) is collected once, after the kickoff.
 
 The potentiostat is prepared (its protocol checked against its safety window) before any
-run opens, kicked off in the first map run, and runs on its own: pauses and suspenders do
-not stop it. With ``map_during_rest=False`` the first map (the state before the protocol
-starts) is always taken; later maps wait for a step that is not open circuit. If the plan
-ends with an error, an abort or a stop, the potentiostat is stopped (its safe state) before
-the exception propagates.
+run opens, kicked off at the end of the pristine map (or at the start of the first map
+without one), and runs on its own: pauses and suspenders do not stop it. With
+``map_during_rest=False`` the first map (the state before the protocol starts: the pristine
+map, or the first map without one) is always taken; later maps wait for a step that is not
+open circuit. If the plan ends with an error, an abort or a stop, the potentiostat is stopped
+(its safe state) before the exception propagates.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import bluesky.plan_stubs as bps
@@ -38,6 +44,7 @@ from bluesky.utils import MsgGenerator
 
 from opmap.devices import StepTable, Technique
 
+from ._cadence import MapCadence
 from ._fly_map import map_lines, map_metadata
 from ._geometry import MapGeometry
 from ._stubs import FlyAxis, FlyDetector, StepAxis
@@ -45,6 +52,8 @@ from ._stubs import FlyAxis, FlyDetector, StepAxis
 EC_STREAM = "electrochemistry"
 EC_STATE_STREAM = "ec_state"
 PROTOCOL_GROUP = "potentiostat_protocol"
+#: A wait for protocol time ends this close to its target (s).
+TIME_TOLERANCE_S = 1e-6
 
 
 @runtime_checkable
@@ -65,6 +74,11 @@ class _Progress:
         self.protocol_status: Status | None = None
         #: Experiment time (s) recorded at the start of the latest map (``ec_state``).
         self.map_start_time_s = math.nan
+
+    @property
+    def started(self) -> bool:
+        """Whether the protocol was kicked off."""
+        return self.protocol_status is not None
 
     @property
     def protocol_done(self) -> bool:
@@ -94,9 +108,28 @@ def ec_value(reading: Mapping[str, Any] | None, quantity: str) -> float:
     )
 
 
-def _check_options(map_interval_s: float | None, max_maps: int | None, poll_s: float) -> None:
-    if map_interval_s is not None and not (math.isfinite(map_interval_s) and map_interval_s > 0):
-        raise ValueError(f"map_interval_s={map_interval_s} must be None or a finite time > 0 s")
+def _cadence(
+    map_interval_s: float | None, map_schedule: MapCadence | Sequence[Sequence[float]] | None
+) -> MapCadence | None:
+    """The cadence from either option (``ValueError`` naming the bad one; not both)."""
+    if map_interval_s is not None and map_schedule is not None:
+        raise ValueError("give map_interval_s or map_schedule, not both")
+    if map_interval_s is not None:
+        if isinstance(map_interval_s, bool) or not (
+            isinstance(map_interval_s, (int, float))
+            and math.isfinite(map_interval_s)
+            and map_interval_s > 0
+        ):
+            raise ValueError(
+                f"map_interval_s={map_interval_s} must be None or a finite time > 0 s"
+            )
+        return MapCadence.every(float(map_interval_s))
+    if map_schedule is None or isinstance(map_schedule, MapCadence):
+        return map_schedule
+    return MapCadence(tuple(map_schedule))
+
+
+def _check_options(max_maps: int | None, poll_s: float) -> None:
     if max_maps is not None and not (isinstance(max_maps, int) and max_maps >= 1):
         raise ValueError(f"max_maps={max_maps} must be None or an integer >= 1")
     if not (math.isfinite(poll_s) and poll_s > 0):
@@ -112,6 +145,8 @@ def operando_experiment(
     geometry: MapGeometry,
     *,
     map_interval_s: float | None = None,
+    map_schedule: MapCadence | Sequence[Sequence[float]] | None = None,
+    pristine_map: bool = True,
     map_during_rest: bool = True,
     max_maps: int | None = None,
     poll_s: float = 1.0,
@@ -133,8 +168,15 @@ def operando_experiment(
     geometry
         Every map's geometry.
     map_interval_s
-        Start a map every this many seconds of experiment time (the potentiostat's
-        ``time_s``); ``None`` maps back to back.
+        Start a map every this many seconds of protocol time (the potentiostat's
+        ``time_s``); shorthand for ``map_schedule=[(0, map_interval_s)]``.
+    map_schedule
+        A `MapCadence` or its ``(from_time_s, interval_s)`` pairs: from protocol time
+        ``from_time_s`` (s) on, a map starts every ``interval_s`` (s). ``None`` (and no
+        ``map_interval_s``) maps back to back.
+    pristine_map
+        Take map 0 before the protocol starts (``pristine`` in its metadata), then kick off
+        the potentiostat; the next map starts at protocol time 0.
     map_during_rest
         If False, no map starts during an open-circuit step.
     max_maps
@@ -154,22 +196,24 @@ def operando_experiment(
         raise TypeError(f"geometry must be a MapGeometry, not {type(geometry).__name__}")
     if not isinstance(protocol, StepTable) or not protocol.steps:
         raise ValueError("protocol must be a non-empty opmap StepTable")
-    _check_options(map_interval_s, max_maps, poll_s)
+    cadence = _cadence(map_interval_s, map_schedule)
+    _check_options(max_maps, poll_s)
+    options = _Options(cadence, bool(pristine_map), bool(map_during_rest), max_maps, poll_s)
     _md = _experiment_md(
         (potentiostat, detector, stage_x, stage_z),
         protocol,
         geometry,
         {
             "map_interval_s": map_interval_s,
+            "map_schedule": None if cadence is None else [list(s) for s in cadence.stretches],
+            "pristine_map": options.pristine_map,
             "map_during_rest": map_during_rest,
             "max_maps": max_maps,
         },
         md,
     )
     devices = (potentiostat, detector, stage_x, stage_z)
-    body = _experiment(
-        devices, protocol, geometry, map_interval_s, map_during_rest, max_maps, poll_s, _md
-    )
+    body = _experiment(devices, protocol, geometry, options, _md)
 
     def stop_potentiostat(_: Exception) -> MsgGenerator[None]:
         yield from bps.stop(potentiostat)
@@ -194,34 +238,53 @@ def _experiment_md(
     return _md
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The checked mapping options of one experiment."""
+
+    cadence: MapCadence | None
+    pristine_map: bool
+    map_during_rest: bool
+    max_maps: int | None
+    poll_s: float
+
+    def more_maps(self, n_maps: int) -> bool:
+        return self.max_maps is None or n_maps < self.max_maps
+
+
 def _experiment(
     devices: tuple[CyclingPotentiostat, FlyDetector, FlyAxis, StepAxis],
     protocol: StepTable,
     geometry: MapGeometry,
-    map_interval_s: float | None,
-    map_during_rest: bool,
-    max_maps: int | None,
-    poll_s: float,
+    options: _Options,
     md: dict[str, Any],
 ) -> MsgGenerator[list[str]]:
     potentiostat = devices[0]
     progress = _Progress()
+    poll_s = options.poll_s
     yield from bps.prepare(potentiostat, protocol, wait=True)
     uids: list[str] = []
-    while max_maps is None or len(uids) < max_maps:
-        if uids and progress.protocol_done:
+    if options.pristine_map and options.more_maps(0):
+        uids.append((yield from _map_run(devices, geometry, progress, 0, md, pristine=True)))
+    while options.more_maps(len(uids)):
+        if progress.started and progress.protocol_done:
             break
-        if uids and not map_during_rest:
+        if progress.started and not options.map_during_rest:
             yield from _wait_while_resting(potentiostat, protocol, progress, poll_s)
-            if uids and progress.protocol_done:
+            if progress.protocol_done:
                 break
         uids.append((yield from _map_run(devices, geometry, progress, len(uids), md)))
-        if map_interval_s is not None:
-            until_s = progress.map_start_time_s + map_interval_s
+        if options.cadence is not None:
+            until_s = options.cadence.next_start_s(progress.map_start_time_s)
             yield from _wait_for_time(potentiostat, until_s, progress, poll_s)
     # Always: samples buffered after the last map's final collect belong to the record.
     uids.append((yield from _tail_run(potentiostat, progress, poll_s, md)))
     return uids
+
+
+def _kickoff(potentiostat: CyclingPotentiostat, progress: _Progress) -> MsgGenerator[None]:
+    yield from bps.kickoff(potentiostat, wait=True)
+    progress.protocol_status = yield from bps.complete(potentiostat, group=PROTOCOL_GROUP)
 
 
 def _map_run(
@@ -230,24 +293,33 @@ def _map_run(
     progress: _Progress,
     map_index: int,
     md: dict[str, Any],
+    *,
+    pristine: bool = False,
 ) -> MsgGenerator[str]:
     potentiostat, detector, stage_x, stage_z = devices
 
     def collect_ec(_: int = 0) -> MsgGenerator[None]:
         yield from bps.collect(potentiostat, name=EC_STREAM)
 
+    run_md = {**md, "map_index": map_index, "pristine": pristine}
+    if pristine:
+        run_md["purpose"] = "pristine map"
+
     @bpp.stage_decorator([detector])
-    @bpp.run_decorator(md={**md, "map_index": map_index})
+    @bpp.run_decorator(md=run_md)
     def run() -> MsgGenerator[None]:
-        if progress.protocol_status is None:
-            yield from bps.kickoff(potentiostat, wait=True)
-            progress.protocol_status = yield from bps.complete(potentiostat, group=PROTOCOL_GROUP)
+        if not pristine and not progress.started:
+            yield from _kickoff(potentiostat, progress)
         yield from bps.declare_stream(potentiostat, name=EC_STREAM, collect=True)
         yield from bps.checkpoint()
         start = yield from bps.trigger_and_read([potentiostat], name=EC_STATE_STREAM)
         progress.map_start_time_s = ec_value(start, "time_s")
-        yield from map_lines(detector, stage_x, stage_z, geometry, after_line=collect_ec)
+        # before the protocol the potentiostat is idle: its buffer is collected once, below
+        after_line = None if pristine else collect_ec
+        yield from map_lines(detector, stage_x, stage_z, geometry, after_line=after_line)
         yield from bps.trigger_and_read([potentiostat], name=EC_STATE_STREAM)
+        if pristine:
+            yield from _kickoff(potentiostat, progress)
         yield from collect_ec()
 
     return (yield from run())
@@ -287,7 +359,9 @@ def _wait_for_time(
     while not progress.protocol_done:
         reading = yield from bps.read(potentiostat)
         elapsed_s = ec_value(reading, "time_s")
-        if not elapsed_s < until_s:
+        # within rounding of the target: a protocol started at a fractional clock time reads
+        # its elapsed time back as t - start, which may fall 1e-13 s short forever
+        if not elapsed_s < until_s - TIME_TOLERANCE_S:
             return
         yield from _wait_elapsed(potentiostat, until_s - elapsed_s, reading)
 

@@ -77,6 +77,12 @@ def test_protocol_from_a_toml_file_equals_the_same_dict(tmp_path):
         ({"geometry": {**SMALL, "exposure_s": -1}}, "geometry.exposure_s"),
         ({"geometry": SMALL, "max_maps": 0}, "max_maps"),
         ({"geometry": SMALL, "map_interval_s": 0}, "map_interval_s"),
+        ({"geometry": SMALL, "map_schedule": [[0, 300], [0, 60]]}, "map_schedule[1]"),
+        ({"geometry": SMALL, "map_schedule": [[60, 300]]}, "from_time_s=60.0 must be 0 s"),
+        (
+            {"geometry": SMALL, "map_interval_s": 60, "map_schedule": [[0, 300]]},
+            "map_interval_s or map_schedule, not both",
+        ),
         ({"geometry": SMALL, "time_scale": -0.5}, "time_scale"),
         ({"geometry": SMALL, "protocol": "papr"}, "protocol='papr' must be 'paper'"),
         ({"geometry": SMALL, "protocol": "/no/such.toml"}, "an existing .toml file"),

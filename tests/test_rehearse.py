@@ -17,6 +17,10 @@ def test_rehearsal_calibrates_and_records_every_map_run(rehearsal, client):
     raw = client["raw"]
     map_runs = [raw[uid] for uid in rehearsal.map_uids[:-1]]
     assert [run.metadata["start"]["map_index"] for run in map_runs] == [0, 1]
+    # map 0 is the cell before the protocol: the potentiostat idle at both its ec_state reads
+    assert [run.metadata["start"]["pristine"] for run in map_runs] == [True, False]
+    pristine_steps = map_runs[0]["ec_state"].read()["potentiostat-step"]
+    assert list(np.asarray(pristine_steps)) == [-1, -1]
     for run in map_runs:
         assert run.metadata["stop"]["exit_status"] == "success"
         assert run["primary"]["eiger"].shape[0] == 8 * 5

@@ -140,7 +140,7 @@ class _Acquisition:
             )
         )
         writer.write_many(
-            np.stack(frames),
+            frames,
             x_um=np.array([0.5 * (sc.x_start_um + sc.x_stop_um) for sc in scenes]),
             time_s=np.array([sc.time_s for sc in scenes]),
         )

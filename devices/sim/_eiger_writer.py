@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path, PurePath
 
 import h5py
@@ -89,12 +90,17 @@ class DectrisWriter:
         self._counts[-1] += 1
         self.frames_written += 1
 
-    def write_many(self, frames: np.ndarray, *, x_um: np.ndarray, time_s: np.ndarray) -> None:
-        """Append frames (n, rows, columns) with their beam x (µm) and times (s), one flush."""
-        if frames.shape[1:] != self.frame_shape:
-            raise ValueError(
-                f"frame shape {frames.shape[1:]} != detector shape {self.frame_shape}"
-            )
+    def write_many(
+        self, frames: Sequence[np.ndarray] | np.ndarray, *, x_um: np.ndarray, time_s: np.ndarray
+    ) -> None:
+        """Append frames (each (rows, columns)) with their beam x (µm) and times (s), one flush.
+
+        A list of frames is written frame by frame (each is one chunk), never stacked into a
+        copy of the whole series.
+        """
+        for frame in frames:
+            if frame.shape != self.frame_shape:
+                raise ValueError(f"frame shape {frame.shape} != detector shape {self.frame_shape}")
         done = 0
         while done < len(frames):
             if self._file is None or self._counts[-1] == self.frames_per_file:
@@ -102,10 +108,11 @@ class DectrisWriter:
             assert self._file is not None
             start = self._counts[-1]
             n = min(len(frames) - done, self.frames_per_file - start)
-            block = slice(done, done + n)
-            self._file[DATA_PATH][start : start + n] = frames[block].astype(np.uint32, copy=False)
-            self._file[X_PATH][start : start + n] = x_um[block]
-            self._file[TIME_PATH][start : start + n] = time_s[block]
+            data = self._file[DATA_PATH]
+            for k in range(n):
+                data[start + k] = np.asarray(frames[done + k]).astype(np.uint32, copy=False)
+            self._file[X_PATH][start : start + n] = x_um[done : done + n]
+            self._file[TIME_PATH][start : start + n] = time_s[done : done + n]
             self._counts[-1] += n
             self.frames_written += n
             done += n

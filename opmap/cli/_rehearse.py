@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opmap.rehearse import RehearsalOptions, rehearse
+from opmap.rehearse import PAPER_MAP_SCHEDULE, RehearsalOptions, rehearse
 from opmap.service import DataDirInUseError
 
 
@@ -31,8 +31,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--map-interval-s",
         type=float,
-        default=660.0,
-        help="experiment time between map starts (s; default 660: ~25 maps); 0 = back to back",
+        default=None,
+        help="protocol time between map starts (s), instead of the schedule; 0 = back to back",
+    )
+    parser.add_argument(
+        "--map-schedule",
+        type=_schedule,
+        default=PAPER_MAP_SCHEDULE,
+        metavar="FROM:INTERVAL,...",
+        help="map cadence in protocol time (s): from FROM on, a map every INTERVAL "
+        "(default %(default)s: every 5 min while the biphasic front crosses the cathode)",
+    )
+    parser.add_argument(
+        "--no-pristine-map",
+        action="store_true",
+        help="do not map the cell before the protocol starts",
     )
     parser.add_argument(
         "--time-scale",
@@ -52,6 +65,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _schedule(text: str) -> tuple[tuple[float, float], ...]:
+    """``"0:300,2100:1800"`` -> ((0.0, 300.0), (2100.0, 1800.0))."""
+    try:
+        return tuple(
+            (float(start), float(interval))
+            for start, interval in (item.split(":") for item in text.split(","))
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not FROM:INTERVAL[,FROM:INTERVAL...] in seconds"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the rehearsal; bad options exit with status 2 and a message."""
     binning = 1 if args.full_detector else (args.binning or 4)
@@ -61,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
             binning=binning,
             map_shape=tuple(args.map_shape),
             map_interval_s=args.map_interval_s or None,
+            map_schedule=None if args.map_interval_s == 0 else args.map_schedule,
+            pristine_map=not args.no_pristine_map,
             time_scale=args.time_scale,
             max_maps=args.max_maps,
             live_analysis=not args.no_live_analysis,

@@ -10,11 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from opmap.devices import ProtocolError, ProtocolStep, SafetyWindow, StepTable, Technique
 from opmap.devices import paper_protocol as _paper_protocol
-from opmap.plans import MapGeometry
+from opmap.plans import MapCadence, MapGeometry
 
 __all__ = [
     "ExperimentArguments",
@@ -147,7 +154,12 @@ class ExperimentArguments(_Frozen):
     time_scale : float
         Multiplies every protocol duration (> 0).
     map_interval_s : float or None
-        Experiment time between map starts (> 0 s); None = back to back.
+        Protocol time between map starts (> 0 s); None = ``map_schedule``.
+    map_schedule : list of (from_time_s, interval_s), or None
+        The map cadence in the (scaled) protocol's time, see `opmap.plans.MapCadence`;
+        None with no ``map_interval_s`` maps back to back. Not with ``map_interval_s``.
+    pristine_map : bool
+        Take map 0 before the protocol starts.
     max_maps : int or None
         Stop mapping after this many maps (>= 1); the protocol still runs to its end.
     map_during_rest : bool
@@ -162,6 +174,8 @@ class ExperimentArguments(_Frozen):
     protocol: dict[str, Any] | str = "paper"
     time_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     map_interval_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    map_schedule: list[tuple[float, float]] | None = None
+    pristine_map: bool = True
     max_maps: int | None = Field(default=None, ge=1)
     map_during_rest: bool = True
     poll_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
@@ -172,6 +186,21 @@ class ExperimentArguments(_Frozen):
     def _protocol_loads(cls, value: dict[str, Any] | str) -> dict[str, Any] | str:
         load_protocol(value)  # refuse a bad protocol at validation, not when it starts
         return value
+
+    @field_validator("map_schedule")
+    @classmethod
+    def _schedule_is_a_cadence(
+        cls, value: list[tuple[float, float]] | None
+    ) -> list[tuple[float, float]] | None:
+        if value is not None:
+            MapCadence(tuple(value))  # names the bad stretch
+        return value
+
+    @model_validator(mode="after")
+    def _one_cadence(self) -> "ExperimentArguments":
+        if self.map_interval_s is not None and self.map_schedule is not None:
+            raise ValueError("give map_interval_s or map_schedule, not both")
+        return self
 
     def step_table(self, window: SafetyWindow | None = None) -> StepTable:
         """The scaled protocol, checked against ``window`` when given.

@@ -62,6 +62,8 @@ def _operando_plan(beamline: Any) -> Callable[..., MsgGenerator[list[str]]]:
         protocol: dict | str = "paper",
         time_scale: float = 1.0,
         map_interval_s: float | None = None,
+        map_schedule: list | None = None,
+        pristine_map: bool = True,
         max_maps: int | None = None,
         map_during_rest: bool = True,
         poll_s: float = 60.0,
@@ -84,7 +86,12 @@ def _operando_plan(beamline: Any) -> Callable[..., MsgGenerator[list[str]]]:
         time_scale
             Multiplies every protocol duration (> 0; 1 = as given, 0.02 to rehearse).
         map_interval_s
-            Experiment time between map starts (s, > 0); None = back to back.
+            Protocol time between map starts (s, > 0); None = ``map_schedule``.
+        map_schedule
+            [[from_time_s, interval_s], ...]: from protocol time from_time_s on, a map
+            every interval_s (the first from 0); None (no map_interval_s) = back to back.
+        pristine_map
+            Map the cell before the protocol starts (map 0).
         max_maps
             Stop mapping after this many maps (>= 1); the protocol still runs to its end.
         map_during_rest
@@ -113,6 +120,8 @@ def _experiment(beamline: Any, arguments: dict[str, Any]) -> MsgGenerator[list[s
             table,
             args.geometry,
             map_interval_s=args.map_interval_s,
+            map_schedule=args.map_schedule,
+            pristine_map=args.pristine_map,
             map_during_rest=args.map_during_rest,
             max_maps=args.max_maps,
             poll_s=args.poll_s,
