@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -169,8 +168,6 @@ def _parameters(args: argparse.Namespace) -> Any:
 def _client(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
     """The Tiled client of ``--settings`` (a running server) or of ``--data-dir`` (served
     in a subprocess until the replay ends)."""
-    from tiled.client import from_uri
-
     from opmap.settings import OpmapSettings
 
     if args.data_dir is not None:
@@ -182,8 +179,6 @@ def _client(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
             start_server_subprocess(OpmapSettings(data_dir=args.data_dir))
         )
         return server.client()
-    settings = OpmapSettings.from_toml(args.settings)
-    key = settings.api_key or os.environ.get("TILED_API_KEY")
-    if key is None and settings.api_key_file is not None and settings.api_key_file.exists():
-        key = settings.api_key_file.read_text().strip()
-    return from_uri(settings.url, api_key=key)
+    from ._tiled_client import client_from_settings
+
+    return client_from_settings(args.settings)
