@@ -76,8 +76,22 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("computing")
     group.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler")
     group.add_argument(
-        "--chunk-frames", type=int, default=64, metavar="N", help="frames per dask block (64)"
+        "--chunk-frames",
+        type=_chunk_frames,
+        default=64,
+        metavar="N",
+        help="frames per dask block (1-100000, 64)",
     )
+
+
+def _chunk_frames(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1-100000, got {text!r}")
+    return value
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

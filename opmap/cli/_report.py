@@ -88,7 +88,12 @@ def load_products(
     if nexus is not None:
         from opmap.analysis.nexus import read_products
 
-        products = read_products(nexus)
+        try:
+            products = read_products(nexus)
+        except (OSError, KeyError) as error:
+            raise ValueError(
+                f"--from-nexus {nexus} is not an opmap products file: {error}"
+            ) from None
         stored = products.metadata.get("experiment_id")
         if stored is not None and stored != experiment:
             logger.warning("%s holds experiment %r, not %r", nexus, stored, experiment)
