@@ -48,6 +48,7 @@ from ._keys import (
     revoke_key,
 )
 from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
+from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._run import (
     ServerHandle,
     build_in_process_app,
@@ -78,6 +79,7 @@ __all__ = [
     "authn_database_path",
     "build_in_process_app",
     "check_directories",
+    "check_not_moved",
     "check_port_free",
     "create_key",
     "ensure_api_key",
@@ -85,6 +87,8 @@ __all__ = [
     "ensure_service_keys",
     "free_port",
     "list_keys",
+    "recorded_data_dir",
+    "relocate_data_dir",
     "revoke_key",
     "run_config_file",
     "serve",

@@ -22,6 +22,7 @@ from opmap.settings import OpmapSettings, WeakApiKeyError, check_api_key_strengt
 
 from ._keys import PROVIDER, authn_database_path, ensure_service_keys
 from ._lock import check_unlocked
+from ._relocate import check_not_moved
 
 __all__ = [
     "ACCESS_POLICY",
@@ -207,12 +208,14 @@ def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool, check_port: bool
     ------
     ValueError
         Before anything is written, for a bad directory or key file, a non-hex key when
-        ``hex_key``, a data directory held by a running server, or a port in use when
-        ``check_port``.
+        ``hex_key``, a data directory held by a running server or moved since its catalog
+        was written (``opmap relocate``), or a port in use when ``check_port``.
     """
     check_directories(settings)
     if settings.data_dir.exists():
         check_unlocked(settings.data_dir)
+        if _default_layout(settings):
+            check_not_moved(settings.data_dir)
     if check_port:
         check_port_free(settings.host, settings.port)
     key_file = settings.api_key_file
@@ -227,6 +230,13 @@ def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool, check_port: bool
     for name in _DIRECTORIES:
         getattr(settings, name).mkdir(mode=_OWNER_ONLY_DIR, parents=True, exist_ok=True)
     _make_owner_only(settings.data_dir)
+
+
+def _default_layout(settings: OpmapSettings) -> bool:
+    """Catalog, tables and product files where opmap puts them in the data directory."""
+    default = OpmapSettings(data_dir=settings.data_dir)
+    names = ("catalog_uri", "table_store_uri", "file_storage_dir")
+    return all(getattr(settings, name) == getattr(default, name) for name in names)
 
 
 def write_server_config(settings: OpmapSettings, *, check_port: bool = False) -> Path:
