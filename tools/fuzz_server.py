@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="opmap-fuzz-"))
     settings = OpmapSettings(data_dir=data_dir)
     try:
-        with start_server_subprocess(settings) as server:
+        with start_server_subprocess(settings, startup_timeout_s=300) as server:
             key = settings.api_key_file.read_text().strip()
             command = [
                 str(Path(sys.executable).with_name("st")), "run",
@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     errors, answered, total = count_5xx(har, owners)
     mine = sum(n for (owner, _), n in errors.items() if owner == "opmap")
     theirs = sum(n for (owner, _), n in errors.items() if owner == "tiled")
-    print(f"{total} requests in {args.max_time} s: opmap routes {answered['opmap']}, "
-          f"Tiled routes {answered['tiled']}")  # fmt: skip
-    print(f"5xx from opmap's own routes: {mine}; from Tiled's routes: {theirs}")
-    for (owner, route), n in sorted(errors.items()):
-        print(f"  {owner:6} {n:5}  {route}")
+    lines = [
+        f"{total} requests in {args.max_time} s: opmap routes {answered['opmap']}, "
+        f"Tiled routes {answered['tiled']}",
+        f"5xx from opmap's own routes: {mine}; from Tiled's routes: {theirs}",
+        *(f"  {owner:6} {n:5}  {route}" for (owner, route), n in sorted(errors.items())),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
     return 1 if mine else 0
 
 

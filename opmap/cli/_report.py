@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                                cell_area_cm2=args.cell_area_cm2)  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError, OSError, httpx.HTTPError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"opmap report: error: {message}", file=sys.stderr)
+        logger.error("opmap report: %s", message)
         return 2
     for path in written:
         print(path)

@@ -47,7 +47,7 @@ def test_a_copied_data_dir_is_refused_then_relocated_and_served(
 
     original = rehearsal_server.client()
     uid, experiment = rehearsal.map_uids[0], rehearsal.experiment_id
-    with start_server_subprocess(OpmapSettings(data_dir=copied)) as server:
+    with start_server_subprocess(OpmapSettings(data_dir=copied), startup_timeout_s=300) as server:
         client = server.client()
         frames = client["raw"][uid]["primary"]["eiger"][:2]
         expected = original["raw"][uid]["primary"]["eiger"][:2]
