@@ -1,10 +1,11 @@
 """Fuzz the running ``opmap serve`` through its OpenAPI schema with schemathesis (``make fuzz``).
 
 Starts the real server on a fresh data directory (writer key), runs ``st run`` against
-``/api/v1/openapi.json`` for a bounded time (``--max-time``, default 300 s) with the
+``/openapi.json`` for a bounded time (``--max-time``, default 300 s) with the
 writer key, records every exchange as HAR, and counts the 5xx answers per route, split
-into opmap's own routes (any endpoint whose code is not in the ``tiled`` package: opmap's
-and its plugins' routers) and Tiled's. Exit status 1 when an opmap route answered 5xx.
+into opmap's own routes (endpoints in ``opmap`` or in the bluesky-tiled-plugins router its
+config mounts) and Tiled's (everything else the Tiled app serves). Exit status 1 when
+an opmap route answered 5xx.
 
 Not part of ``make test``: it runs for minutes and its inputs are random.
 
@@ -24,6 +25,10 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
+#: Packages whose routes the opmap server adds to Tiled's (opmap's own, and the validator
+#: router of bluesky-tiled-plugins that opmap's config mounts).
+_OPMAP_PACKAGES = ("opmap", "bluesky_tiled_plugins")
+
 
 def route_owners(config_file: Path) -> list[tuple[re.Pattern[str], str, str]]:
     """(path regex, path template, "opmap" or "tiled") for every route of the server app."""
@@ -32,17 +37,23 @@ def route_owners(config_file: Path) -> list[tuple[re.Pattern[str], str, str]]:
 
     app = build_app_from_config(parse_configs(config_file))
     owners = []
-    for route in app.routes:
-        template = getattr(route, "path", None)
-        endpoint = getattr(route, "endpoint", None)
-        if template is None or endpoint is None:
-            continue
+    for template, endpoint in _walk(app.routes, ""):
         module = getattr(endpoint, "__module__", "") or ""
-        owner = "tiled" if module.split(".")[0] in ("tiled", "starlette", "fastapi") else "opmap"
+        owner = "opmap" if module.split(".")[0] in _OPMAP_PACKAGES else "tiled"
         pattern = re.sub(r"\{[^}:]+:path\}", ".*", template)
         pattern = re.sub(r"\{[^}]+\}", "[^/]+", pattern)
         owners.append((re.compile(f"^{pattern}$"), template, owner))
     return owners
+
+
+def _walk(routes, prefix: str):
+    """(path template, endpoint) of every route, through FastAPI's included routers."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _walk(included.routes, prefix + route.include_context.prefix)
+        elif getattr(route, "endpoint", None) is not None and hasattr(route, "path"):
+            yield prefix + route.path, route.endpoint
 
 
 def count_5xx(har_file: Path, owners) -> tuple[Counter, Counter, int]:
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             key = settings.api_key_file.read_text().strip()
             command = [
                 str(Path(sys.executable).with_name("st")), "run",
-                f"{server.url}/api/v1/openapi.json",
+                f"{server.url}/openapi.json",
                 "--header", f"Authorization: Apikey {key}",
                 "--max-time", str(args.max_time),
                 "--request-timeout", "20",
@@ -93,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     errors, answered, total = count_5xx(har, owners)
+    if total == 0:
+        sys.stderr.write(f"schemathesis sent no request; see {args.out / 'st-output.txt'}\n")
+        return 2
     mine = sum(n for (owner, _), n in errors.items() if owner == "opmap")
     theirs = sum(n for (owner, _), n in errors.items() if owner == "tiled")
     lines = [

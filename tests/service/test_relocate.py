@@ -2,8 +2,9 @@
 
 The rehearsal's data directory (raw runs with detector files, event tables, products) is
 copied elsewhere, as a restore from an archive would; the copy is refused by the server
-until ``opmap relocate`` rewrites its catalog, then reads back through a real Tiled client
-the same frames and products as the original, from its own files.
+until ``opmap relocate`` rewrites its catalog, then serves through a real Tiled client,
+from its own files, the original's frames (as in its HDF5 files) and products (as the
+rehearsal read them back).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from opmap.analysis.frames import open_frames
 from opmap.cli import main
 from opmap.service import LOCK_FILE_NAME, recorded_data_dir, start_server_subprocess
 from opmap.settings import OpmapSettings
@@ -31,10 +33,8 @@ def _asset_uris(data_dir):
         return [row[0] for row in db.execute("SELECT data_uri FROM assets")]
 
 
-@pytest.mark.timeout(900)  # the shared rehearsal and two server starts on a loaded machine
-def test_a_copied_data_dir_is_refused_then_relocated_and_served(
-    rehearsal, rehearsal_server, copied, capsys
-):
+@pytest.mark.timeout(900)  # the shared rehearsal and a server start on a loaded machine
+def test_a_copied_data_dir_is_refused_then_relocated_and_served(rehearsal, copied, capsys):
     assert recorded_data_dir(copied).resolve() == rehearsal.data_dir.resolve()
     with pytest.raises(ValueError, match=r"was moved: .*opmap relocate"):
         start_server_subprocess(OpmapSettings(data_dir=copied))
@@ -45,19 +45,22 @@ def test_a_copied_data_dir_is_refused_then_relocated_and_served(
     assert main(["relocate", str(copied)]) == 0  # again: nothing left to rewrite
     assert "nothing to rewrite" in capsys.readouterr().out
 
-    original = rehearsal_server.client()
     uid, experiment = rehearsal.map_uids[0], rehearsal.experiment_id
-    with start_server_subprocess(OpmapSettings(data_dir=copied), startup_timeout_s=300) as server:
+    settings = OpmapSettings(data_dir=copied)
+    with start_server_subprocess(settings, startup_timeout_s=300) as server:
         client = server.client()
-        frames = client["raw"][uid]["primary"]["eiger"][:2]
-        expected = original["raw"][uid]["primary"]["eiger"][:2]
-        np.testing.assert_array_equal(frames, expected)
-        assert frames.shape[0] == 2 and frames.max() > 0
-        table = client["raw"][uid]["primary"].read()
-        assert len(table["eiger"]) == len(original["raw"][uid]["primary"].read()["eiger"])
+        eiger = client["raw"][uid]["primary"]["eiger"]
+        uri = eiger.data_sources()[0].assets[0].data_uri
+        frames = eiger[:2]
         c_perp = client["processed"][experiment]["v1"]["c_perp"][:]
-        np.testing.assert_array_equal(c_perp, original["processed"][experiment]["v1"]["c_perp"][:])
-        assert np.isfinite(c_perp).sum() >= 10
+    # served from the copy's own files, equal to the original's frames and products
+    assert uri.startswith(f"file://localhost{copied}/detector/")
+    original = open_frames(rehearsal.data_dir / "detector" / uri.rpartition("/")[2])
+    np.testing.assert_array_equal(frames, original.read(0, 2))
+    assert frames.shape[0] == 2 and np.count_nonzero(frames) > 0
+    expected = rehearsal.products.arrays["c_perp"].values
+    np.testing.assert_array_equal(c_perp, expected)
+    assert np.isfinite(c_perp).sum() >= 10
 
 
 def test_relocate_refuses_a_folder_without_catalog(tmp_path, capsys):
