@@ -95,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                 "--header", f"Authorization: Apikey {key}",
                 "--max-time", str(args.max_time),
                 "--request-timeout", "20",
-                "--report", "har", "--report-har-path", str(har),
+                "--report", "har", "--report-har-path", str(har.resolve()),
                 "--checks", "not_a_server_error",
             ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            done = subprocess.run(  # cwd: schemathesis keeps its cache there
+                command, capture_output=True, text=True, check=False, cwd=args.out
+            )
             (args.out / "st-output.txt").write_text(done.stdout + done.stderr)
             owners = route_owners(settings.config_file)
     finally:
