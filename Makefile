@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint rehearse bench clean-venv tickit-env
+.PHONY: test lint rehearse bench clean-venv tickit-env fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ rehearse: $(STAMP)
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# schemathesis against the running server's OpenAPI for FUZZ_TIME seconds; not in `make test`.
+FUZZ_TIME ?= 300
+fuzz: $(STAMP)
+	$(BIN)/python tools/fuzz_server.py --max-time $(FUZZ_TIME) --out build/fuzz
 
 clean-venv:
 	rm -rf $(VENV)

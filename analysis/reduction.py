@@ -18,7 +18,7 @@ Detector markers.  In an unsigned-integer frame the largest value of the dtype
 dead pixel.  Module gaps are in the static mask and never read.  A marker met in
 a needed pixel drops that pixel from numerator *and* denominator for that frame
 only (an exact second path used only for the frames that hold one), as pyFAI's
-dummy handling does.  NaN or negative values in needed pixels are errors.
+dummy handling does.  NaN, infinite or negative values in needed pixels are errors.
 """
 
 from __future__ import annotations
@@ -398,11 +398,14 @@ class CompiledReduction:
             markers = values == np.iinfo(values.dtype).max
             return markers if markers.any() else None
         if np.issubdtype(values.dtype, np.floating):
-            bad = np.isnan(values).any(axis=1)
+            bad = ~np.isfinite(values).all(axis=1)
             if bad.any():
+                frame = int(np.argmax(bad))
+                kind = "NaN" if np.isnan(values[frame]).any() else "infinite"
                 raise ValueError(
-                    f"frames contain NaN in pixels the reduction reads (frame "
-                    f"{first_frame + int(np.argmax(bad))}); mask them in the geometry"
+                    f"frames contain {kind} counts in pixels the reduction reads (frame "
+                    f"{first_frame + frame}); counts must be finite: mask those pixels "
+                    "(opmap analyze --mask FILE, or the geometry's mask)"
                 )
         negative = (values < 0).any(axis=1)
         if negative.any():

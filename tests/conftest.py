@@ -36,5 +36,7 @@ def rehearsal_server(rehearsal):
     from opmap.service import start_server_subprocess
     from opmap.settings import OpmapSettings
 
-    with start_server_subprocess(OpmapSettings(data_dir=rehearsal.data_dir)) as handle:
+    with start_server_subprocess(
+        OpmapSettings(data_dir=rehearsal.data_dir), startup_timeout_s=300
+    ) as handle:
         yield handle

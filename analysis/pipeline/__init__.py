@@ -17,6 +17,7 @@ each map's frames with a `FrameReducer` (threads or a ``dask.distributed`` clust
 
 from ._experiment import ExperimentAnalysis
 from ._files import analyze_files, default_output_path, read_map_times_s
+from ._inputs import check_output_path, load_map_times_s, load_mask_file
 from ._layout import MapLayout
 from ._map import MapResult, analyze_map
 from ._params import AnalysisParameters, CalibrationTable, load_parameters
@@ -33,7 +34,10 @@ __all__ = [
     "SamplingCorrection",
     "analyze_files",
     "analyze_map",
+    "check_output_path",
     "default_output_path",
+    "load_map_times_s",
+    "load_mask_file",
     "load_parameters",
     "read_map_times_s",
     "sampling_correction",

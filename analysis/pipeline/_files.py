@@ -21,6 +21,7 @@ from ..nexus import next_free_path, write_products
 from ..products import Products
 from ..reduction import compile_reduction
 from ._experiment import ExperimentAnalysis
+from ._inputs import check_output_path
 from ._layout import MapLayout
 from ._map import analyze_map
 from ._params import AnalysisParameters
@@ -137,10 +138,11 @@ def analyze_files(
     electrochem : list of Mapping, optional
         Electrochemical state per map.
     out : str or Path, optional
-        Write the products there (atomically); None writes nothing.
+        Write the products there (atomically); None writes nothing. Its directory must
+        exist, and it may never be the frames file or one of its data files.
     overwrite : bool, optional
-        Replace an existing ``out``; otherwise an existing file is an error raised before
-        any computation.
+        Replace an existing ``out`` (never an input); otherwise an existing file is an error
+        raised before any computation.
     scheduler : str, optional
         Address of a ``dask.distributed`` scheduler; default the local threaded scheduler.
     chunk_frames : int, optional
@@ -158,8 +160,9 @@ def analyze_files(
     ------
     ValueError
         Unparsable PONI or families, overlapping sectors, frames of the wrong shape,
-        truncated/corrupt HDF5, NaN or negative frames, a map shape that does not divide the
-        frame count; nothing is written then.
+        truncated/corrupt HDF5, NaN, infinite or negative frames, a map shape that does not
+        divide the frame count, ``out`` an input or in a missing directory; nothing is
+        written then.
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
     """
@@ -169,6 +172,8 @@ def analyze_files(
             f"{out} exists; pass overwrite=True or write to {next_free_path(out)}"
         )
     source = open_frames(frames_path, dataset=dataset)
+    if out is not None:
+        check_output_path(out, [frames_path, *(piece.path for piece in source.pieces)])
     geometry = _geometry(poni, source)
     params = params.model_copy(  # the distance correction uses the PONI's λ and distance
         update={"wavelength_angstrom": geometry.wavelength_angstrom,
@@ -243,7 +248,10 @@ def _times(frames_path, times_s, layout: MapLayout, n_maps: int) -> tuple[np.nda
     if times_s is not None:
         times = np.asarray(times_s, float)
         if times.shape != (n_maps,) or not np.all(np.isfinite(times)):
-            raise ValueError(f"times_s must hold {n_maps} finite times, got shape {times.shape}")
+            raise ValueError(
+                f"map times (--map-times-s) must hold {n_maps} finite times, one per analysed "
+                f"map, got {times.size}"
+            )
         return times, "given"
     stored = read_map_times_s(frames_path, frames_per_map=layout.n_frames, n_maps=n_maps)
     if stored is not None and np.all(np.isfinite(stored)) and np.all(np.diff(stored) > 0):

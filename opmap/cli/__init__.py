@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap.cli._rehearse",
     "opmap.cli._serve",
     "opmap.cli._keys",
+    "opmap.cli._relocate",
     "opmap.cli._profile",
     "opmap.cli._worker",
     "opmap.cli._analyze",

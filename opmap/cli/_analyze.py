@@ -4,7 +4,14 @@ Frames are read lazily with dask (local threads, or ``--scheduler`` for a dask.d
 cluster), reduced chunk by chunk with one compiled reduction, analysed map by map and written
 atomically as NeXus.  An existing output is never replaced unless ``--overwrite``; the
 default output ``<stem>_analysis.nxs`` next to the input gets a ``.v2``, ``.v3`` … suffix
-when taken.
+when taken. No input is ever written over (not even with ``--overwrite``), and ``--out``
+must be in an existing directory.
+
+``--mask FILE`` excludes detector pixels (non-zero = excluded; NumPy .npy, EDF, TIFF or
+HDF5, the detector's shape): the remedy for NaN or infinite counts in some pixels.
+``--map-times-s`` gives the mid-map times (s) of data not written by opmap (a comma list
+or a text file, one per analysed map); otherwise the file's per-frame times are used, else
+the map index.
 
 A stored experiment in Tiled is analysed again with ``opmap replay EXPERIMENT_ID``;
 ``opmap analyze --from-tiled EXPERIMENT_ID ...`` is its deprecated alias (one release).
@@ -70,6 +77,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     analysis.add_argument(
         "--params", type=Path, help="TOML of further AnalysisParameters (families from --families)"
     )
+    analysis.add_argument(
+        "--mask", metavar="FILE", help="pixels to exclude (non-zero): .npy, EDF, TIFF, HDF5"
+    )
+    layout.add_argument(
+        "--map-times-s", metavar="LIST_OR_FILE", help="mid-map times (s): 0,600,... or a file"
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, help="output .nxs (default next to the input)")
     output.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -82,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the analysis; print the output path. Exit status 2 on bad input."""
     try:
         out = _analyze(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError) as error:
         logger.error("%s", error)
         print(f"opmap analyze: error: {error}", file=sys.stderr)
         return 2
@@ -98,6 +111,7 @@ def _analyze(args: argparse.Namespace) -> Path:
     from opmap.analysis.pipeline import analyze_files, default_output_path, load_parameters
 
     out = args.out if args.out is not None else default_output_path(args.frames)
+    geometry, times_s = _checked_inputs(args, out)
     families = load_families(args.families)
     params = None
     if args.params is not None:
@@ -106,7 +120,7 @@ def _analyze(args: argparse.Namespace) -> Path:
     z_um = args.z_start_um + args.z_step_um * np.arange(max(n_z, 1))
     analyze_files(
         args.frames,
-        poni=args.poni,
+        poni=geometry,
         map_shape=tuple(args.map_shape),
         families=families,
         params=params,
@@ -114,6 +128,7 @@ def _analyze(args: argparse.Namespace) -> Path:
         snake=args.snake,
         n_maps=args.maps,
         z_um=z_um if n_z >= 1 else None,
+        times_s=times_s,
         out=out,
         overwrite=args.overwrite,
         scheduler=args.scheduler,
@@ -121,6 +136,50 @@ def _analyze(args: argparse.Namespace) -> Path:
         on_map=lambda done, total: print(f"map {done}/{total}", file=sys.stderr),
     )
     return out
+
+
+def _checked_inputs(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
+    """Check every input and ``out`` before anything is computed; geometry and map times.
+
+    Returns the PONI geometry (with the ``--mask`` pixels excluded) and the map times
+    (None without ``--map-times-s``).
+    """
+    from opmap.analysis.frames import open_frames
+    from opmap.analysis.geometry import load_poni
+    from opmap.analysis.pipeline import check_output_path, load_map_times_s, load_mask_file
+
+    source = open_frames(args.frames, dataset=args.dataset)
+    inputs = [args.frames, *(piece.path for piece in source.pieces), args.poni, args.families]
+    inputs += [path for path in (args.params, args.mask, args.map_times_s) if path is not None]
+    check_output_path(out, [str(path).partition("::")[0] for path in inputs])
+    for name in ("poni", "families", "params"):
+        path = getattr(args, name)
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"--{name} {path}: file not found")
+    geometry = load_poni(args.poni)
+    if args.mask is not None:
+        mask = load_mask_file(args.mask, geometry.shape)
+        if geometry.mask is not None:
+            mask = mask | geometry.mask
+        geometry = geometry.with_mask(mask)
+    times_s = None
+    if args.map_times_s is not None:
+        times_s = load_map_times_s(args.map_times_s)
+        _check_time_count(times_s, source.n_frames, args.map_shape, args.maps)
+    return geometry, times_s
+
+
+def _check_time_count(times_s: Any, n_frames: int, map_shape: Sequence[int], maps: Any) -> None:
+    n_per_map = int(map_shape[0]) * int(map_shape[1])
+    if n_per_map < 1 or n_frames % n_per_map:
+        return  # the layout error of analyze_files names --map-shape
+    n_maps = n_frames // n_per_map if maps is None else maps
+    if len(times_s) != n_maps:
+        raise ValueError(
+            f"--map-times-s holds {len(times_s)} times but {n_maps} maps are analysed "
+            f"({n_frames} frames of {n_per_map} per map"
+            f"{'' if maps is None else f', --maps {maps}'}); give one time per map"
+        )
 
 
 def forward_deprecated(argv: Sequence[str]) -> list[str]:

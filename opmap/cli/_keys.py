@@ -139,7 +139,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    """Delete the key whose first eight characters are given; exit 1 when none or several."""
+    """Delete the key whose first eight characters are given; exit 2 when none or several."""
     from opmap.service import revoke_key
 
     try:
@@ -147,8 +147,8 @@ def run_revoke(args: argparse.Namespace) -> int:
     except ValueError as error:
         logger.error("%s", error)
         return 2
-    except LookupError as error:
+    except LookupError as error:  # no such key, or the prefix is ambiguous: bad input
         logger.error("%s", error.args[0])
-        return 1
+        return 2
     print(f"Revoked {info.role} key {info.first_eight} of {info.name}")
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,8 +76,22 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("computing")
     group.add_argument("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler")
     group.add_argument(
-        "--chunk-frames", type=int, default=64, metavar="N", help="frames per dask block (64)"
+        "--chunk-frames",
+        type=_chunk_frames,
+        default=64,
+        metavar="N",
+        help="frames per dask block (1-100000, 64)",
     )
+
+
+def _chunk_frames(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be a whole number in 1-100000, got {text!r}")
+    return value
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -169,8 +182,6 @@ def _parameters(args: argparse.Namespace) -> Any:
 def _client(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
     """The Tiled client of ``--settings`` (a running server) or of ``--data-dir`` (served
     in a subprocess until the replay ends)."""
-    from tiled.client import from_uri
-
     from opmap.settings import OpmapSettings
 
     if args.data_dir is not None:
@@ -182,8 +193,6 @@ def _client(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
             start_server_subprocess(OpmapSettings(data_dir=args.data_dir))
         )
         return server.client()
-    settings = OpmapSettings.from_toml(args.settings)
-    key = settings.api_key or os.environ.get("TILED_API_KEY")
-    if key is None and settings.api_key_file is not None and settings.api_key_file.exists():
-        key = settings.api_key_file.read_text().strip()
-    return from_uri(settings.url, api_key=key)
+    from ._tiled_client import client_from_settings
+
+    return client_from_settings(args.settings)

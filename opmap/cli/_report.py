@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from ._tiled_client import client_from_settings
 
 __all__ = ["load_products", "register", "run"]
 
@@ -52,6 +53,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; print the files and the truth table. Exit status 2 on bad input."""
+    import httpx
+
     from opmap.analysis.nexus import next_free_path
     from opmap.callbacks.report import format_table, report_table, write_report
 
@@ -61,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
         out = args.out if args.out is not None else next_free_path(f"{args.experiment}_report")
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} exists; pass --overwrite or choose another --out")
+        _check_options(args, out)
         products = load_products(args.experiment, args.from_nexus, args.settings, args.version)
         written = write_report(products, out, formats=args.formats, dpi=args.dpi,
                                cell_area_cm2=args.cell_area_cm2)  # fmt: skip
-    except (ValueError, KeyError, FileNotFoundError, OSError) as error:
-        logger.error("opmap report: %s", error)
+    except (ValueError, KeyError, FileNotFoundError, OSError, httpx.HTTPError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        logger.error("opmap report: %s", message)
         return 2
     for path in written:
         print(path)
@@ -82,28 +87,49 @@ def load_products(
     if nexus is not None:
         from opmap.analysis.nexus import read_products
 
-        products = read_products(nexus)
+        try:
+            products = read_products(nexus)
+        except (OSError, KeyError) as error:
+            raise ValueError(
+                f"--from-nexus {nexus} is not an opmap products file: {error}"
+            ) from None
         stored = products.metadata.get("experiment_id")
         if stored is not None and stored != experiment:
             logger.warning("%s holds experiment %r, not %r", nexus, stored, experiment)
         return products
     if version is not None and not _VERSION.fullmatch(version):
         raise ValueError(f"--version {version!r} must be v1, v2, ...")
-    processed = _processed(settings)
-    from opmap.callbacks.tiled_products import read_latest, read_tiled_products
+    processed = client_from_settings(settings)["processed"]
+    from opmap.callbacks.tiled_products import read_tiled_products, versions
 
-    if version is None:
-        return read_latest(processed, experiment)
-    return read_tiled_products(processed[experiment][version])
+    if experiment not in processed:
+        known = sorted(processed)
+        listed = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
+        raise ValueError(
+            f"no products of experiment {experiment!r} on the server; stored: {listed or 'none'}"
+        )
+    stored = versions(processed, experiment)
+    if not stored:
+        raise ValueError(f"experiment {experiment!r} has no complete product version yet")
+    if version is not None and version not in stored:
+        raise ValueError(
+            f"--version {version} of {experiment!r} does not exist; stored versions: "
+            f"{', '.join(stored)}"
+        )
+    return read_tiled_products(processed[experiment][version or stored[-1]])
 
 
-def _processed(settings_path: Path | None) -> Any:
-    from tiled.client import from_uri
-
-    from opmap.settings import OpmapSettings
-
-    settings = OpmapSettings.from_toml(settings_path)
-    key = settings.api_key or os.environ.get("TILED_API_KEY")
-    if key is None and settings.api_key_file is not None and settings.api_key_file.exists():
-        key = settings.api_key_file.read_text().strip()
-    return from_uri(settings.url, api_key=key)["processed"]
+def _check_options(args: argparse.Namespace, out: Path) -> None:
+    """Refuse bad options before anything is read or written."""
+    allowed = {"png", "pdf", "svg"}
+    bad = [fmt for fmt in args.formats if fmt.lower() not in allowed]
+    if bad:
+        raise ValueError(f"--formats {' '.join(bad)}: allowed are png, pdf, svg")
+    if not 30 <= args.dpi <= 600:
+        raise ValueError(f"--dpi {args.dpi} must be in 30-600")
+    if args.cell_area_cm2 is not None and not args.cell_area_cm2 > 0:
+        raise ValueError(f"--cell-area-cm2 {args.cell_area_cm2} must be > 0")
+    if not out.resolve().parent.is_dir():
+        raise ValueError(f"--out {out}: directory {out.parent} does not exist")
+    if args.from_nexus is not None and not args.from_nexus.is_file():
+        raise ValueError(f"--from-nexus {args.from_nexus}: file not found")

@@ -10,7 +10,8 @@ key (``DATA_DIR/admin-key``) also deletes; collaborators get reader keys from
 Safe by default: the server binds 127.0.0.1; any other address needs ``--allow-remote``
 and is served over plain HTTP, so a warning says to put a TLS reverse proxy in front.
 One server per data directory (a lock file names the PID holding it). Bad input (an
-option combination, a weak key, a held lock) exits with status 2 and writes nothing.
+option combination, a weak key, a held lock, a port in use) exits with status 2 and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = settings_from_args(args)
-        config_file = write_server_config(settings)
+        config_file = write_server_config(settings, check_port=not args.config_only)
     except ValueError as error:
         logger.error("%s", error)
         return 2

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from opmap import worker
+
+from ._worker_args import check_worker_arguments
 
 __all__ = ["register", "run"]
 
@@ -36,5 +39,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the worker until interrupted (or ``--max-maps`` maps are analysed)."""
     logging.basicConfig(level=logging.INFO)
-    address = worker.parse_zmq_address(args.zmq)
-    return worker.run_worker(address, worker.load_settings(args.settings), args.max_maps)
+    try:
+        address, settings = check_worker_arguments(args)
+    except ValueError as error:  # bad arguments: exit 2 before anything starts
+        print(f"opmap analysis-worker: error: {error}", file=sys.stderr)
+        return 2
+    return worker.run_worker(address, settings, args.max_maps)

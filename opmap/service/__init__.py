@@ -29,6 +29,7 @@ from ._config import (
     JSON_SEQ_EXPORTER,
     VALIDATOR_ROUTER,
     check_directories,
+    check_port_free,
     ensure_api_key,
     server_config,
     write_server_config,
@@ -47,6 +48,7 @@ from ._keys import (
     revoke_key,
 )
 from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
+from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._run import (
     ServerHandle,
     build_in_process_app,
@@ -77,12 +79,16 @@ __all__ = [
     "authn_database_path",
     "build_in_process_app",
     "check_directories",
+    "check_not_moved",
+    "check_port_free",
     "create_key",
     "ensure_api_key",
     "ensure_authn_database",
     "ensure_service_keys",
     "free_port",
     "list_keys",
+    "recorded_data_dir",
+    "relocate_data_dir",
     "revoke_key",
     "run_config_file",
     "serve",

@@ -7,9 +7,11 @@ YAML by :func:`write_server_config` after the directories have been checked.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from opmap.settings import OpmapSettings, WeakApiKeyError, check_api_key_strengt
 
 from ._keys import PROVIDER, authn_database_path, ensure_service_keys
 from ._lock import check_unlocked
+from ._relocate import check_not_moved
 
 __all__ = [
     "ACCESS_POLICY",
@@ -28,6 +31,7 @@ __all__ = [
     "JSON_SEQ_EXPORTER",
     "VALIDATOR_ROUTER",
     "check_directories",
+    "check_port_free",
     "ensure_api_key",
     "prepare_data_dir",
     "server_config",
@@ -129,6 +133,25 @@ def _check_hex(key: str, source: str) -> None:
         ) from None
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``ValueError`` when ``host:port`` cannot be bound (in use, or not an address here).
+
+    Binds as uvicorn does (``SO_REUSEADDR``), so a port in ``TIME_WAIT`` passes and a
+    listening server does not.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            reason = "in use by another process" if error.errno == errno.EADDRINUSE else error
+            raise ValueError(
+                f"--port {port} on --host {host} cannot be used ({reason}); stop what holds "
+                "it or choose another --port (1-65535)"
+            ) from None
+
+
 def server_config(settings: OpmapSettings) -> dict[str, Any]:
     """Build the Tiled server configuration (tiled's config-file layout) as a ``dict``.
 
@@ -168,7 +191,7 @@ def server_config(settings: OpmapSettings) -> dict[str, Any]:
     }
 
 
-def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool) -> None:
+def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool, check_port: bool = False) -> None:
     """Check the directories and the writer key, then create the directories (owner-only).
 
     Parameters
@@ -178,16 +201,23 @@ def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool) -> None:
     hex_key : bool
         Also require a hexadecimal writer key (Tiled's key database holds hex keys only;
         a single-user in-process app takes any strong key).
+    check_port : bool, optional
+        Also require that ``settings.host:settings.port`` can be bound (before any write).
 
     Raises
     ------
     ValueError
         Before anything is written, for a bad directory or key file, a non-hex key when
-        ``hex_key``, or a data directory held by a running server.
+        ``hex_key``, a data directory held by a running server or moved since its catalog
+        was written (``opmap relocate``), or a port in use when ``check_port``.
     """
     check_directories(settings)
     if settings.data_dir.exists():
         check_unlocked(settings.data_dir)
+        if _default_layout(settings):
+            check_not_moved(settings.data_dir)
+    if check_port:
+        check_port_free(settings.host, settings.port)
     key_file = settings.api_key_file
     if settings.api_key is not None:
         key, source = settings.api_key, "api_key"
@@ -202,9 +232,17 @@ def prepare_data_dir(settings: OpmapSettings, *, hex_key: bool) -> None:
     _make_owner_only(settings.data_dir)
 
 
-def write_server_config(settings: OpmapSettings) -> Path:
+def _default_layout(settings: OpmapSettings) -> bool:
+    """Catalog, tables and product files where opmap puts them in the data directory."""
+    default = OpmapSettings(data_dir=settings.data_dir)
+    names = ("catalog_uri", "table_store_uri", "file_storage_dir")
+    return all(getattr(settings, name) == getattr(default, name) for name in names)
+
+
+def write_server_config(settings: OpmapSettings, *, check_port: bool = False) -> Path:
     """Check the directories, create them, and write the Tiled config file (mode 0o600).
 
+    With ``check_port``, a port that cannot be bound is refused first (``ValueError``).
     The beamline writer key (``api_key_file``, or ``api_key``) and the admin key
     (``DATA_DIR/admin-key``, made if missing) are registered in Tiled's authentication
     database ``DATA_DIR/authn.db`` (created if missing). An existing config file is
@@ -223,7 +261,7 @@ def write_server_config(settings: OpmapSettings) -> Path:
         written; :class:`~opmap.service._lock.DataDirInUseError` when a server runs on
         the data directory.
     """
-    prepare_data_dir(settings, hex_key=True)
+    prepare_data_dir(settings, hex_key=True, check_port=check_port)
     ensure_service_keys(settings, ensure_api_key(settings))
     config = server_config(settings)
     path = settings.config_file
