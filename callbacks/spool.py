@@ -42,10 +42,12 @@ from typing import Any
 
 __all__ = [
     "DocumentRuns",
+    "RecoveredRun",
     "RunDigest",
     "RunSpool",
     "RunTally",
     "SpoolError",
+    "recover_spool",
     "resend_run",
     "tally_run",
 ]
@@ -360,8 +362,8 @@ def resend_run(
 
     digest = RunDigest.of(documents)
     tally = tally_run(runs, digest)
-    if tally.complete:
-        return tally  # already stored whole: nothing is sent twice
+    if tally.stored == tally.emitted and tally.doubled == 0:
+        return tally  # every document already stored once: nothing is sent twice
     if tally.stored["start"]:
         if admin_runs is None:
             raise SpoolError(
@@ -369,7 +371,7 @@ def resend_run(
                 "needs the admin key (opmap recover uses DATA_DIR/admin-key)"
             )
         logger.warning("Replacing the partly stored run %s: %s", tally.run_uid, tally.line())
-        admin_runs.delete_contents(tally.run_uid, recursive=True, external_only=False)
+        _delete_run(admin_runs, tally.run_uid)
     options = {} if batch_size is None else {"batch_size": batch_size}
     writer = TiledWriter(runs, **options)
     for name, doc in documents:
@@ -378,3 +380,92 @@ def resend_run(
     if not (tally.complete or (tally.emitted["stop"] == 0 and tally.stored == tally.emitted)):
         raise SpoolError(f"run {tally.run_uid} is not whole after the re-send: {tally.line()}")
     return tally
+
+
+def _delete_run(admin_runs: Any, run_uid: str) -> None:
+    """Delete a run's nodes (not its external files); a retried delete may find it gone."""
+    from tiled.client.utils import ClientError
+
+    try:
+        admin_runs.delete_contents(run_uid, recursive=True, external_only=False)
+    except ClientError as error:
+        # the client retries a request whose answer was lost: the first one deleted it
+        if error.response.status_code != 404 or _child(admin_runs, run_uid) is not None:
+            raise
+
+
+@dataclass(frozen=True)
+class RecoveredRun:
+    """What ``opmap recover`` did with one spooled run.
+
+    Attributes
+    ----------
+    tally : RunTally
+        Documents in the spool against stored in Tiled, after the re-send.
+    stored_before : int
+        Documents Tiled held of the run before.
+    error : str
+        Why the run could not be stored ("" when it was).
+    """
+
+    tally: RunTally
+    stored_before: int
+    error: str = ""
+
+    @property
+    def stored(self) -> bool:
+        """Every spooled document is in Tiled once (a run without ``stop`` may be)."""
+        tally = self.tally
+        return not self.error and tally.stored == tally.emitted and tally.doubled == 0
+
+    def line(self) -> str:
+        """``uid: in spool N, stored M (before K)`` and what is wrong, if anything."""
+        tally = self.tally
+        text = (
+            f"{tally.run_uid}: {tally.n_emitted} documents in the spool, "
+            f"{tally.n_stored} stored (before: {self.stored_before})"
+        )
+        if self.error:
+            return f"{text}; NOT STORED: {self.error}"
+        if not tally.emitted["stop"]:
+            text += "; no stop document: the run was interrupted (opmap resume closes it)"
+        return text
+
+
+def recover_spool(runs: Any, spool: RunSpool, *, admin_runs: Any = None) -> list[RecoveredRun]:
+    """Re-send every run left in ``spool``, oldest first; drop those stored whole.
+
+    Parameters
+    ----------
+    runs : tiled.client.container.Container
+        The catalog of raw runs (writer key).
+    spool : RunSpool
+        The spool to empty.
+    admin_runs : tiled.client.container.Container, optional
+        The catalog with the admin key (replaces runs stored in part).
+
+    Returns
+    -------
+    list of RecoveredRun
+        One per spooled run; runs not stored stay in the spool.
+    """
+    results = []
+    for run_uid in spool.pending():
+        documents = spool.read(run_uid)
+        digest = RunDigest.of(documents)
+        before = tally_run(runs, digest).n_stored if digest.run_uid else 0
+        try:
+            if not digest.run_uid:
+                raise SpoolError("the spool file has no start document")
+            tally, error = resend_run(runs, documents, admin_runs=admin_runs), ""
+        except Exception as exc:  # reported per run; the others are still tried
+            logger.exception("Run %s could not be re-sent", run_uid)
+            error = f"{type(exc).__name__}: {exc}"
+            tally = RunTally(run_uid, +digest.emitted)
+            if digest.run_uid:
+                tally = tally_run(runs, digest)
+        result = RecoveredRun(tally, before, error)
+        if result.stored and tally.emitted["stop"]:
+            spool.discard(run_uid)
+        results.append(result)
+    return results

@@ -10,10 +10,15 @@ whole, and the spool is empty.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+import uuid
 from collections import Counter
+from pathlib import Path
 
 import bluesky.plans as bp
 import pytest
@@ -29,7 +34,7 @@ from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 
 N_FRAMES = 4
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(900)
 
 
 class _KillServerAt:
@@ -61,7 +66,7 @@ def test_runs_written_while_the_server_died_are_stored_exactly_once(
     tmp_path, short_client_retries
 ) -> None:
     settings = OpmapSettings(data_dir=tmp_path / "data")
-    server = start_server_subprocess(settings)
+    server = start_server_subprocess(settings, startup_timeout_s=300)
     port = server.settings.port
     runs = ensure_layout(server.client())["raw"]
     admin = from_uri(server.url, api_key=server.admin_key)["raw"]
@@ -81,7 +86,7 @@ def test_runs_written_while_the_server_died_are_stored_exactly_once(
     assert killer.killed.is_set()
     uids += engine(bp.count([det], num=N_FRAMES))  # starts while the server is down
     assert sorted(RunSpool(settings.backup_dir).pending()) == sorted(uids[1:])
-    restarted = start_server_subprocess(settings, port=port)
+    restarted = start_server_subprocess(settings, port=port, startup_timeout_s=300)
     try:
         assert writer.wait(timeout_s=120), "the spool did not drain after the restart"
         assert writer.failed == {}
@@ -104,11 +109,12 @@ def test_runs_written_while_the_server_died_are_stored_exactly_once(
         server.stop()
 
 
-def test_a_partly_stored_run_without_the_admin_key_stays_in_the_spool(
+def test_a_partly_stored_run_waits_in_the_spool_for_opmap_recover(
     tmp_path, short_client_retries
 ) -> None:
+    """Without the admin key the writer cannot replace the partial run; `opmap recover` can."""
     settings = OpmapSettings(data_dir=tmp_path / "data")
-    server = start_server_subprocess(settings)
+    server = start_server_subprocess(settings, startup_timeout_s=300)
     runs = ensure_layout(server.client())["raw"]
     engine = RunEngine({})
     with init_devices():
@@ -118,15 +124,50 @@ def test_a_partly_stored_run_without_the_admin_key_stays_in_the_spool(
     writer = ValidatedTiledWriter(runs, spool_directory=settings.backup_dir, batch_size=1)
     engine.subscribe(writer)
     (uid,) = engine(bp.count([det], num=N_FRAMES))
-    restarted = start_server_subprocess(settings, port=server.settings.port)
+    restarted = start_server_subprocess(settings, port=server.settings.port, startup_timeout_s=300)
+    spool = RunSpool(settings.backup_dir)
     try:
         assert writer.wait(timeout_s=60)
         assert "needs the admin key" in writer.failed[uid]
-        spool = RunSpool(settings.backup_dir)
         assert spool.pending() == [uid], "kept for opmap recover"
-        tally = tally_run(runs, RunDigest.of(spool.read(uid)))
-        assert tally.stored["start"] == 1 and not tally.complete
-        assert tally.stored["event"] < N_FRAMES
+        documents = spool.read(uid)
+        tally = tally_run(runs, RunDigest.of(documents))
+        assert tally.stored["start"] == 1 and tally.stored["event"] < N_FRAMES
     finally:
         restarted.stop()
         server.stop()
+    # the server is stopped: opmap recover starts it, replaces the partial run, empties the spool
+    result = _opmap("recover", str(settings.data_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    emitted = len(documents)
+    assert f"{uid}: {emitted} documents in the spool, {emitted} stored" in result.stdout
+    assert spool.pending() == []
+    with start_server_subprocess(settings, startup_timeout_s=300) as again:
+        stored = again.client()["raw"]
+        assert sorted(stored) == [uid]
+        assert tally_run(stored, RunDigest.of(documents)).complete
+        assert len(stored[uid]["primary"].base["internal"].read()) == N_FRAMES
+    # a run the server refuses (a frame file outside the data dir) stays: exit status 1
+    _spool_run_with_file_outside(spool, documents, Path("/etc/hostname"))
+    refused = _opmap("recover", str(settings.data_dir))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "NOT STORED" in refused.stdout and "1 left in" in refused.stdout
+    assert len(spool.pending()) == 1
+
+
+def _opmap(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "opmap.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _spool_run_with_file_outside(spool: RunSpool, documents: list, outside: Path) -> None:
+    """A copy of a spooled run under new uids whose frames claim a file outside the data dir."""
+    text = json.dumps(documents)
+    for name, doc in documents:
+        if name in ("start", "descriptor", "stream_resource", "stop"):
+            text = text.replace(doc["uid"], str(uuid.uuid4()))
+    copied = json.loads(text)
+    for name, doc in copied:
+        if name == "stream_resource":
+            doc["uri"] = f"file://localhost{outside}"
+        spool.append(name, doc)
