@@ -8,10 +8,11 @@ landed is dropped from the spool; a run Tiled refused or could not take stays th
 server is back, ``opmap recover`` does it afterwards).
 
 Re-sending is idempotent by run uid: a run already stored whole is left alone; a run
-stored only in part is replaced whole (needs a client with ``delete:node``, the admin
-key: the detector files it registers are external and stay on disk), so no document is
-stored twice. :func:`tally_run` counts, per run, the documents in the spool against those
-found in Tiled (event rows, registered frames, streams, start and stop).
+stored only in part is completed: what Tiled holds (nodes, event rows, array rows) is
+reused and only the rest is written, so no document is stored twice and nothing is
+deleted (the writer key suffices). :func:`tally_run` counts, per run, the documents in
+the spool against those found in Tiled (event rows, registered frames, streams, start
+and stop).
 
 Examples
 --------
@@ -332,31 +333,30 @@ def _stream_frames(digest: RunDigest, nodes: dict[str, Any]) -> tuple[int, int]:
 
 
 def resend_run(
-    runs: Any,
-    documents: list[tuple[str, dict[str, Any]]],
-    *,
-    admin_runs: Any = None,
-    batch_size: int | None = None,
+    runs: Any, documents: list[tuple[str, dict[str, Any]]], *, batch_size: int | None = None
 ) -> RunTally:
     """Store a spooled run in Tiled, idempotently by uid; return its tally afterwards.
+
+    A run Tiled holds whole is left alone. Otherwise the documents are written again
+    through bluesky-tiled-plugins' ``TiledWriter`` into what Tiled holds: nodes that exist
+    (the run, its streams, tables, registered frames) are reused, event rows and array
+    rows already stored are skipped, frame registrations are replaced by the full one. The
+    documents come in the order they were emitted, so "already stored" is a row count.
 
     Parameters
     ----------
     runs : tiled.client.container.Container
-        The catalog of raw runs (writer key).
+        The catalog of raw runs (writer key: nothing is deleted).
     documents : list of (str, dict)
         The run's documents in order, ``start`` first.
-    admin_runs : tiled.client.container.Container, optional
-        The same catalog through a client that may delete (admin key): needed only to
-        replace a run Tiled holds in part.
     batch_size : int, optional
         Events or stream datums per write (bluesky-tiled-plugins' default when None).
 
     Raises
     ------
     SpoolError
-        The run is stored in part and no ``admin_runs`` is given, or it is still not
-        whole after the re-send. Transport and HTTP errors of Tiled propagate.
+        Tiled holds event rows of the run twice (only an admin can repair that), or the
+        run is still not whole after the re-send. Transport and HTTP errors propagate.
     """
     from bluesky_tiled_plugins import TiledWriter
 
@@ -364,34 +364,86 @@ def resend_run(
     tally = tally_run(runs, digest)
     if tally.stored == tally.emitted and tally.doubled == 0:
         return tally  # every document already stored once: nothing is sent twice
+    if tally.doubled:
+        raise SpoolError(f"run {tally.run_uid} holds doubled event rows: {tally.line()}")
     if tally.stored["start"]:
-        if admin_runs is None:
-            raise SpoolError(
-                f"run {tally.run_uid} is stored in part ({tally.line()}); replacing it "
-                "needs the admin key (opmap recover uses DATA_DIR/admin-key)"
-            )
-        logger.warning("Replacing the partly stored run %s: %s", tally.run_uid, tally.line())
-        _delete_run(admin_runs, tally.run_uid)
+        logger.warning("Completing the partly stored run %s: %s", tally.run_uid, tally.line())
     options = {} if batch_size is None else {"batch_size": batch_size}
-    writer = TiledWriter(runs, **options)
+    writer = TiledWriter(_ReuseStored(runs), **options)
     for name, doc in documents:
         writer(name, doc)
     tally = tally_run(runs, digest)
-    if not (tally.complete or (tally.emitted["stop"] == 0 and tally.stored == tally.emitted)):
+    if not (tally.stored == tally.emitted and tally.doubled == 0):
         raise SpoolError(f"run {tally.run_uid} is not whole after the re-send: {tally.line()}")
     return tally
 
 
-def _delete_run(admin_runs: Any, run_uid: str) -> None:
-    """Delete a run's nodes (not its external files); a retried delete may find it gone."""
-    from tiled.client.utils import ClientError
+class _ReuseStored:
+    """A Tiled container client that reuses the children a partly stored run already has."""
 
-    try:
-        admin_runs.delete_contents(run_uid, recursive=True, external_only=False)
-    except ClientError as error:
-        # the client retries a request whose answer was lost: the first one deleted it
-        if error.response.status_code != 404 or _child(admin_runs, run_uid) is not None:
-            raise
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+    def include_data_sources(self) -> _ReuseStored:
+        return _ReuseStored(self._node.include_data_sources())
+
+    @property
+    def base(self) -> _ReuseStored:
+        return _ReuseStored(self._node.base)
+
+    def create_container(self, key: str, **kwargs: Any) -> _ReuseStored:
+        existing = _child(self._node, key)
+        if existing is None:
+            existing = self._node.create_container(key=key, **kwargs)
+        return _ReuseStored(existing)
+
+    def new(self, key: str, **kwargs: Any) -> Any:
+        existing = _child(self._node, key)
+        return existing if existing is not None else self._node.new(key=key, **kwargs)
+
+    def create_appendable_table(self, schema: Any, key: str, **kwargs: Any) -> Any:
+        existing = _child(self._node, key)
+        if existing is None:
+            return self._node.create_appendable_table(schema=schema, key=key, **kwargs)
+        return _SkipStoredRows(existing, len(existing.read(["seq_num"])))
+
+    def write_array(self, array: Any, key: str, **kwargs: Any) -> Any:
+        existing = _child(self._node, key)
+        if existing is None:
+            return self._node.write_array(array, key=key, **kwargs)
+        rows = _SkipStoredRows(existing, int(existing.shape[0]))
+        rows.patch(array, offset=(0,), extend=True)
+        return rows
+
+
+class _SkipStoredRows:
+    """A table or array client that drops the leading rows Tiled already holds."""
+
+    def __init__(self, node: Any, n_stored: int) -> None:
+        self._node, self._n_stored, self._sent = node, n_stored, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+    def _new_rows(self, n_rows: int) -> tuple[int, int]:
+        """(first new row in this batch, its global index); advances the row count."""
+        first_global = self._sent
+        self._sent += n_rows
+        skip = min(n_rows, max(0, self._n_stored - first_global))
+        return skip, first_global + skip
+
+    def append_partition(self, partition: int, table: Any) -> None:
+        skip, _ = self._new_rows(table.num_rows)
+        if skip < table.num_rows:
+            self._node.append_partition(partition, table.slice(skip))
+
+    def patch(self, array: Any, offset: Any, extend: bool = False) -> None:
+        skip, start = self._new_rows(len(array))
+        if skip < len(array):
+            self._node.patch(array[skip:], offset=(start,), extend=extend)
 
 
 @dataclass(frozen=True)
@@ -432,7 +484,7 @@ class RecoveredRun:
         return text
 
 
-def recover_spool(runs: Any, spool: RunSpool, *, admin_runs: Any = None) -> list[RecoveredRun]:
+def recover_spool(runs: Any, spool: RunSpool) -> list[RecoveredRun]:
     """Re-send every run left in ``spool``, oldest first; drop those stored whole.
 
     Parameters
@@ -441,8 +493,6 @@ def recover_spool(runs: Any, spool: RunSpool, *, admin_runs: Any = None) -> list
         The catalog of raw runs (writer key).
     spool : RunSpool
         The spool to empty.
-    admin_runs : tiled.client.container.Container, optional
-        The catalog with the admin key (replaces runs stored in part).
 
     Returns
     -------
@@ -457,7 +507,7 @@ def recover_spool(runs: Any, spool: RunSpool, *, admin_runs: Any = None) -> list
         try:
             if not digest.run_uid:
                 raise SpoolError("the spool file has no start document")
-            tally, error = resend_run(runs, documents, admin_runs=admin_runs), ""
+            tally, error = resend_run(runs, documents), ""
         except Exception as exc:  # reported per run; the others are still tried
             logger.exception("Run %s could not be re-sent", run_uid)
             error = f"{type(exc).__name__}: {exc}"

@@ -137,8 +137,8 @@ class ValidatedTiledWriter:
     and so does every later run while an earlier one waits (runs reach Tiled in order).
     A background thread re-sends each spooled run after its ``stop``, retrying until the
     server takes it (`opmap.callbacks.spool.resend_run`: idempotent by uid; a run stored
-    in part is replaced whole, which needs ``admin_client``). A run stored whole is
-    removed from the spool; what is left there is for ``opmap recover``.
+    in part is completed, never doubled). A run stored whole is removed from the spool;
+    what is left there is for ``opmap recover``.
 
     Parameters
     ----------
@@ -147,8 +147,6 @@ class ValidatedTiledWriter:
     spool_directory : Path or str, optional
         The spool (created if needed). Without it, writing errors propagate to the
         RunEngine, as bluesky intends.
-    admin_client : tiled.client.base.BaseClient, optional
-        The same catalog with the admin key, to replace a run Tiled holds in part.
     raise_on_invalid : bool
         Raise :class:`RunValidationError` (in the RunEngine thread, after ``stop``) when a
         run fails validation; default: log it at ERROR.
@@ -170,7 +168,6 @@ class ValidatedTiledWriter:
         client: BaseClient,
         *,
         spool_directory: Path | str | None = None,
-        admin_client: BaseClient | None = None,
         raise_on_invalid: bool = False,
         batch_size: int | None = None,
         background: bool = False,
@@ -186,7 +183,6 @@ class ValidatedTiledWriter:
         directory = spool_directory if spool_directory is not None else backup_directory
         self.spool = None if directory is None else RunSpool(directory)
         self.client = client
-        self.admin_client = admin_client
         self.raise_on_invalid = raise_on_invalid
         self.background = background
         self.retry_s = retry_s
@@ -284,12 +280,11 @@ class ValidatedTiledWriter:
     def _resend_until_stored(self, run_uid: str) -> None:
         """Re-send a spooled run, retrying while the server is unreachable or failing."""
         wait_s = self.retry_s
-        admin = self.admin_client
         try:
             while True:
                 try:
                     documents = self.spool.read(run_uid)
-                    tally = resend_run(self.client, documents, admin_runs=admin, **self._options)
+                    tally = resend_run(self.client, documents, **self._options)
                     break
                 except Exception as error:
                     if not _transient(error):

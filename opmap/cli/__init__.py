@@ -26,6 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap.cli._keys",
     "opmap.cli._profile",
     "opmap.cli._worker",
+    "opmap.cli._zmq_proxy",
     "opmap.cli._recover",
     "opmap.cli._analyze",
     "opmap.cli._replay",

@@ -4,8 +4,8 @@ The writer spools every raw document to ``DATA_DIR/backup/<run uid>.jsonl`` befo
 sends it to Tiled, and re-sends a run Tiled did not take by itself once the server is
 back. What is still in the spool (the acquisition process died, or the server stayed down
 until it ended) is re-sent here, oldest run first, idempotently by run uid: a run already
-stored whole is left alone, a run stored in part is replaced whole with the admin key
-(``DATA_DIR/admin-key``). The detector files a run registers stay where they are.
+stored whole is left alone, a run stored in part is completed (what Tiled holds is reused,
+only the rest is written; nothing is deleted or doubled).
 
 If no server runs on the data directory, the embedded one is started for the time of the
 recovery (it takes the data-directory lock); if one runs, it is used through its URL.
@@ -62,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if not spool.pending():
         print(f"nothing to recover: the spool {settings.backup_dir} is empty")
         return 0
-    with _server_clients(settings) as (client, admin):
-        runs = ensure_layout(client)["raw"]
-        admin_runs = None if admin is None else admin["raw"]
-        results = recover_spool(runs, spool, admin_runs=admin_runs)
+    with _server_client(settings) as client:
+        results = recover_spool(ensure_layout(client)["raw"], spool)
     for result in results:
         print(result.line())
     failed = [r for r in results if not r.stored]
@@ -77,30 +75,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _server_clients(settings: Any) -> Iterator[tuple[Any, Any]]:
-    """Writer and admin clients of the data dir's server, started here if none runs."""
+def _server_client(settings: Any) -> Iterator[Any]:
+    """A writer client of the data dir's server, started here if none runs."""
     from tiled.client import from_uri
 
     from opmap.service import DataDirInUseError, ServerLock, start_server_subprocess
 
-    api_key = settings.api_key_file.read_text().strip()
-    admin_file = settings.data_dir / "admin-key"
-    admin_key = admin_file.read_text().strip() if admin_file.is_file() else None
     try:
         ServerLock.acquire(settings.data_dir).release()  # a probe: is a server running?
     except DataDirInUseError as error:
         url = _running_url(settings)
         print(f"using the running server of PID {error.pid} at {url}")
-        yield _clients(from_uri, url, api_key, admin_key)
+        yield from_uri(url, api_key=settings.api_key_file.read_text().strip())
         return
     print(f"starting the Tiled server on {settings.data_dir} for the recovery ...")
     with start_server_subprocess(settings, startup_timeout_s=300.0) as server:
-        yield _clients(from_uri, server.url, server.api_key, server.admin_key or admin_key)
-
-
-def _clients(from_uri: Any, url: str, api_key: str, admin_key: str | None) -> tuple[Any, Any]:
-    admin = None if not admin_key else from_uri(url, api_key=admin_key)
-    return from_uri(url, api_key=api_key), admin
+        yield server.client()
 
 
 def _running_url(settings: Any) -> str:
