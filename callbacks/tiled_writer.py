@@ -1,14 +1,16 @@
 """Writing runs into Tiled: bluesky-tiled-plugins' ``TiledWriter`` plus a check after ``stop``.
 
-:class:`ValidatedTiledWriter` forwards every document to a ``TiledWriter`` (which backs a
-failing run up as JSON lines in ``backup_directory``) and, once the ``stop`` document is
-written, asks the server to validate the run (``BlueskyRunV3.validate``, served by the
-``bluesky_tiled_plugins.routers.validator`` router). Validation fixes what the documents
+:class:`ValidatedTiledWriter` spools every document to disk (``spool_directory``, see
+`opmap.callbacks.spool`), forwards it to a ``TiledWriter`` (one per run; a run Tiled does
+not take goes on into the spool and is re-sent when the server is back) and, once the
+``stop`` document is written, asks the server to validate the run
+(``BlueskyRunV3.validate``, served by the ``bluesky_tiled_plugins.routers.validator``
+router). Validation fixes what the documents
 declared differently from the files, e.g. the ophyd-async ``(N, 1, H, W)`` detector shape
 of frames stored ``(N, H, W)``, so clients read the shape that is on disk.
 
-Writing errors are not wrapped: they propagate to the RunEngine as bluesky intends. A run
-that fails validation is logged at ERROR with its uid, and raised as
+Without a spool, writing errors are not wrapped: they propagate to the RunEngine as
+bluesky intends. A run that fails validation is logged at ERROR with its uid, and raised as
 :class:`RunValidationError` when ``raise_on_invalid`` is set.
 
 Examples
@@ -20,7 +22,7 @@ Examples
 
     client = from_uri("http://127.0.0.1:8000", api_key=KEY)
     runs = ensure_layout(client)["raw"]
-    RE.subscribe(ValidatedTiledWriter(runs, backup_directory="opmap-data/backup"))
+    RE.subscribe(ValidatedTiledWriter(runs, spool_directory="opmap-data/backup"))
 """
 
 from __future__ import annotations
@@ -99,14 +101,14 @@ def validate_run(client: BaseClient, run_uid: str, *, raise_on_invalid: bool = F
     bool
         True when the run is valid (possibly after fixes, which are logged at INFO);
         False when it is invalid, missing, or was abandoned without its ``stop``
-        document (the TiledWriter then saved it to its backup directory).
+        document (it is then in the spool, to be re-sent).
     """
     try:
         run = client[run_uid]
     except KeyError:
         run = None
     if run is None or not run.metadata.get("stop"):
-        # TiledWriter abandons a run the server rejected and saves it to its backup.
+        # a run the server rejected is abandoned by its TiledWriter (and spooled)
         return _invalid(run_uid, "is missing or has no stop document in Tiled", raise_on_invalid)
     with warnings.catch_warnings(record=True) as notes:
         # The client reports each fix as a warning; they become log records with the uid.
@@ -275,7 +277,7 @@ class ValidatedTiledWriter:
             logger.error("Run %s is not whole in Tiled: %s; re-sending it", run_uid, tally.line())
             with self._lock:
                 self._spooled_waiting += 1
-            self._resend_until_stored(run_uid)
+            self._submit("resend", run_uid)
 
     def _resend_until_stored(self, run_uid: str) -> None:
         """Re-send a spooled run, retrying while the server is unreachable or failing."""
@@ -320,8 +322,18 @@ class ValidatedTiledWriter:
         return True
 
     def tallies(self) -> list[RunTally]:
-        """Per run written by this callback: documents emitted against found in Tiled."""
-        return [tally_run(self.client, digest) for digest in self.digests.values()]
+        """Per run written by this callback: documents emitted against found in Tiled.
+
+        A run Tiled cannot be asked about (server down) counts as nothing stored.
+        """
+        tallies = []
+        for run_uid, digest in self.digests.items():
+            try:
+                tallies.append(tally_run(self.client, digest))
+            except Exception as error:
+                logger.error("Run %s: cannot count it in Tiled (%s)", run_uid, _reason(error))
+                tallies.append(RunTally(run_uid, emitted=+digest.emitted))
+        return tallies
 
 
 def _transient(error: BaseException) -> bool:
