@@ -30,15 +30,15 @@ from opmap.plans import fly_map
 from opmap.service import free_port, start_server_subprocess
 from opmap.settings import OpmapSettings
 
+from ..callbacks import test_worker as worker_tests  # its analysis parameters, not its tests
 from ..callbacks._live_rig import GEOMETRY, RE, SMALL_MAP, c_truth_angstrom, rig  # noqa: F401
-from ..callbacks.test_worker import PARAMETERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 EXPERIMENT = "restart-test"
 
 
 def _worker_settings(tmp_path: Path, url: str) -> Path:
-    (tmp_path / "analysis.toml").write_text(PARAMETERS)
+    (tmp_path / "analysis.toml").write_text(worker_tests.PARAMETERS)
     save_poni(GEOMETRY, tmp_path / "eiger.poni")
     path = tmp_path / "worker.toml"
     path.write_text(
