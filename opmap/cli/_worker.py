@@ -36,5 +36,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the worker until interrupted (or ``--max-maps`` maps are analysed)."""
     logging.basicConfig(level=logging.INFO)
+    # `opmap` configured the root logger already: the worker's progress is INFO
+    logging.getLogger("opmap").setLevel(min(logging.INFO, logging.getLogger().level))
     address = worker.parse_zmq_address(args.zmq)
     return worker.run_worker(address, worker.load_settings(args.settings), args.max_maps)
