@@ -235,9 +235,12 @@ class RunDigest:
         Stream resource uid -> data key.
     datum_stops : list of (str, int)
         Each stream datum's resource uid and ``indices["stop"]``.
+    start : dict
+        The ``start`` document.
     """
 
     run_uid: str = ""
+    start: dict[str, Any] = field(default_factory=dict)
     emitted: Counter = field(default_factory=Counter)
     streams: dict[str, str] = field(default_factory=dict)
     resources: dict[str, str] = field(default_factory=dict)
@@ -247,7 +250,7 @@ class RunDigest:
         """Record one document of the run."""
         self.emitted["event" if name == "event_page" else name] += _n_events(name, doc)
         if name == "start":
-            self.run_uid = doc["uid"]
+            self.run_uid, self.start = doc["uid"], doc
         elif name == "descriptor":
             self.streams[doc["uid"]] = doc["name"]
         elif name == "stream_resource":

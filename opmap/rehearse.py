@@ -276,10 +276,9 @@ def rehearse(
         print("running the paper's protocol with maps throughout ...")
         uids = RE(_experiment_plan(beamline, options))
         result.map_uids = list(uids or [])
-        if result.map_uids:
-            result.experiment_id = str(
-                layout["raw"][result.map_uids[0]].metadata["start"].get("experiment_id", "")
-            )
+        if result.map_uids:  # from the documents: Tiled may be down right now
+            start = writer.digests[result.map_uids[0]].start
+            result.experiment_id = str(start.get("experiment_id", ""))
         result.live_lag_maps = live.maps_pending if live is not None else 0
         writer.wait(SPOOL_DRAIN_S)  # spooled runs are re-sent once the server is back
         result.raw_tallies = writer.tallies()
