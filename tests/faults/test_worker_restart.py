@@ -94,7 +94,7 @@ def test_worker_restart_catches_up_keeps_files_refuses_escapes(RE, rig, tmp_path
 
         def take_map(index: int, experiment_id: str = EXPERIMENT) -> None:
             md = {"experiment_id": experiment_id, "map_index": index}
-            uids.extend(RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md)))
+            uids.extend(RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md)).run_start_uids)
 
         take_map(0)
         _wait_for(lambda: _n_maps(products / f"{EXPERIMENT}.nxs") == 1, workers[0], log)
