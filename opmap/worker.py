@@ -177,6 +177,9 @@ class WorkerFeed:
             for index, run in self._stored_maps(experiment_id):
                 if index in seen or (before_index is not None and index >= before_index):
                     continue
+                if not run.metadata.get("stop"):
+                    logger.warning("map %s of %s has no stop: not caught up", index, experiment_id)
+                    continue
                 logger.info("catching up map %d of %s from Tiled", index, experiment_id)
                 for name, doc in run.documents():
                     self.analysis(name, doc)
@@ -191,16 +194,10 @@ class WorkerFeed:
 
         found = self.runs.search(Key("start.experiment_id") == experiment_id)
         maps = []
-        for uid, run in found.items():
+        for run in found.values():
             index = run.metadata["start"].get("map_index")
-            if index is None:
-                continue
-            if not run.metadata.get("stop"):
-                logger.warning(
-                    "map %s of %s (run %s) has no stop: skipped", index, experiment_id, uid
-                )
-                continue
-            maps.append((int(index), run))
+            if index is not None:
+                maps.append((int(index), run))
         return sorted(maps, key=lambda item: item[0])
 
     def catch_up_latest(self) -> list[int]:
