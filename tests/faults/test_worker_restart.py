@@ -82,7 +82,8 @@ def test_worker_restart_catches_up_keeps_files_refuses_escapes(RE, rig, tmp_path
         [sys.executable, "-m", "opmap.cli", "zmq-proxy", "--in-port", str(port_in),
          "--out-port", str(port_out)], stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    settings, log = _worker_settings(tmp_path, server.url), tmp_path / "worker.log"
+    settings = _worker_settings(tmp_path, server.url)
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]  # one per process
     products = tmp_path / "products"
     publisher = Publisher(("127.0.0.1", port_in), serializer=serialize)
     RE.subscribe(ValidatedTiledWriter(ensure_layout(server.client())["raw"]))
@@ -90,22 +91,22 @@ def test_worker_restart_catches_up_keeps_files_refuses_escapes(RE, rig, tmp_path
     uids = []
     workers = []
     try:
-        workers.append(_start_worker(settings, port_out, log, server.api_key))
+        workers.append(_start_worker(settings, port_out, logs[0], server.api_key))
 
         def take_map(index: int, experiment_id: str = EXPERIMENT) -> None:
             md = {"experiment_id": experiment_id, "map_index": index}
             uids.extend(RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md)).run_start_uids)
 
         take_map(0)
-        _wait_for(lambda: _n_maps(products / f"{EXPERIMENT}.nxs") == 1, workers[0], log)
+        _wait_for(lambda: _n_maps(products / f"{EXPERIMENT}.nxs") == 1, workers[0], logs[0])
         os.kill(workers[0].pid, signal.SIGKILL)
         workers[0].wait()
         take_map(1)  # nobody listens: stored in Tiled only
-        workers.append(_start_worker(settings, port_out, log, server.api_key))
+        workers.append(_start_worker(settings, port_out, logs[1], server.api_key))
         take_map(0, experiment_id="../../escape-test")
         take_map(2)
         second = products / f"{EXPERIMENT}.v2.nxs"
-        _wait_for(lambda: _n_maps(second) == 3, workers[1], log)
+        _wait_for(lambda: _n_maps(second) == 3, workers[1], logs[1])
     finally:
         publisher._socket.close(linger=0)
         publisher._context.term()
@@ -122,7 +123,7 @@ def test_worker_restart_catches_up_keeps_files_refuses_escapes(RE, rig, tmp_path
     c_perp = caught_up.arrays["c_perp"].values
     assert c_perp.shape == (3, SMALL_MAP.z_count, SMALL_MAP.x_count)
     np.testing.assert_allclose(c_perp, np.broadcast_to(truth, c_perp.shape), atol=5e-3)
-    text = log.read_text()
+    text = logs[1].read_text()
     assert "caught up maps [0, 1]" in text
     assert "experiment_id '../../escape-test' cannot name a file" in text
     assert not list(tmp_path.parent.rglob("escape-test*")), "nothing written outside"
