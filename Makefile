@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint rehearse bench clean-venv tickit-env fuzz
+.PHONY: test lint rehearse bench soak clean-venv tickit-env fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ tickit-env: $(STAMP)
 
 test: lint tickit-env
 	$(BIN)/python -m pytest
+
+# the long fault-injection variants (server killed twice in larger maps); figures in build/soak.xml
+soak: $(STAMP)
+	OPMAP_SOAK=1 $(BIN)/python -m pytest tests/faults -m soak -p no:randomly --junitxml=build/soak.xml
 
 rehearse: $(STAMP)
 	$(BIN)/opmap rehearse $(REHEARSE_ARGS)

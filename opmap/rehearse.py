@@ -31,6 +31,7 @@ from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.plots import LiveFigures
 from opmap.callbacks.report import format_table, report_table, write_report
+from opmap.callbacks.spool import RunTally
 from opmap.callbacks.tiled_products import read_latest
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest wait for the embedded Tiled server to answer (s): minutes on a loaded machine.
 SERVER_STARTUP_S = 600.0
+#: Longest wait, after the last run, for the spool to reach Tiled (s).
+SPOOL_DRAIN_S = 300.0
 
 
 #: The rehearsal's map cadence, (from protocol time s, interval s). With the twin's default
@@ -147,6 +150,13 @@ class RehearsalResult:
     live_lag_maps: int = 0
     #: The experiment's products as read back from Tiled (None without live analysis).
     products: Products | None = None
+    #: Per run, raw documents emitted against stored in Tiled (`opmap.callbacks.spool`).
+    raw_tallies: list[RunTally] = field(default_factory=list)
+
+    @property
+    def runs_not_landed(self) -> list[RunTally]:
+        """Runs of which Tiled does not hold every document exactly once."""
+        return [tally for tally in self.raw_tallies if not tally.complete]
 
 
 def map_geometry(options: RehearsalOptions) -> MapGeometry:
@@ -299,7 +309,7 @@ def rehearse(
         # reads every frame of every map anyway.
         writer = ValidatedTiledWriter(
             layout["raw"],
-            backup_directory=settings.backup_dir,
+            spool_directory=settings.backup_dir,
             background=True,
             try_reading=not options.live_analysis,
         )
@@ -317,12 +327,12 @@ def rehearse(
         print("running the paper's protocol with maps throughout ...")
         uids = RE(_experiment_plan(beamline, options))
         result.map_uids = list(uids or [])
-        if result.map_uids:
-            result.experiment_id = str(
-                layout["raw"][result.map_uids[0]].metadata["start"].get("experiment_id", "")
-            )
+        if result.map_uids:  # from the documents: Tiled may be down right now
+            start = writer.digests[result.map_uids[0]].start
+            result.experiment_id = str(start.get("experiment_id", ""))
         result.live_lag_maps = live.maps_pending if live is not None else 0
-        writer.wait()
+        writer.wait(SPOOL_DRAIN_S)  # spooled runs are re-sent once the server is back
+        result.raw_tallies = writer.tallies()
         if live is not None and guard is not None:
             live.finish()
             result.analysis_failures = guard.total_failures + live.failures
@@ -444,6 +454,12 @@ def _print_summary(result: RehearsalResult, settings: OpmapSettings) -> None:
     print(f"  figures:         {len(result.figures)} PNG in {result.data_dir / 'figures'}")
     print(f"  analysis errors: {result.analysis_failures}")
     print(f"  live analysis:   {result.live_lag_maps} map(s) behind when acquisition ended")
+    emitted = sum(tally.n_emitted for tally in result.raw_tallies)
+    stored = sum(tally.n_stored for tally in result.raw_tallies)
+    print(f"  raw documents:   {emitted} emitted, {stored} stored in Tiled")
+    for tally in result.runs_not_landed:
+        print(f"  NOT FULLY STORED: run {tally.line()}; it stays in {settings.backup_dir}:")
+        print(f"                   store it with `opmap recover {result.data_dir}`")
     print()
     served = OpmapSettings(data_dir=result.data_dir)
     print("Read it back: start the server with")

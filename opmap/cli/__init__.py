@@ -27,6 +27,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap.cli._relocate",
     "opmap.cli._profile",
     "opmap.cli._worker",
+    "opmap.cli._zmq_proxy",
+    "opmap.cli._recover",
     "opmap.cli._analyze",
     "opmap.cli._replay",
     "opmap.cli._report",

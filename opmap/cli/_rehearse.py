@@ -98,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"opmap rehearse: {error}")
         return 2
     try:
-        rehearse(options)
+        result = rehearse(options)
     except DataDirInUseError as error:  # another server holds the data dir: nothing was run
         print(f"opmap rehearse: {error}")
         return 2
+    if result.runs_not_landed:  # said in the summary, per run: emitted against stored
+        print(f"opmap rehearse: {len(result.runs_not_landed)} run(s) not fully stored in Tiled")
+        return 1
     return 0

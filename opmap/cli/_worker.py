@@ -39,6 +39,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the worker until interrupted (or ``--max-maps`` maps are analysed)."""
     logging.basicConfig(level=logging.INFO)
+    # `opmap` configured the root logger already: the worker's progress is INFO
+    logging.getLogger("opmap").setLevel(min(logging.INFO, logging.getLogger().level))
     try:
         address, settings = check_worker_arguments(args)
     except ValueError as error:  # bad arguments: exit 2 before anything starts
