@@ -74,11 +74,22 @@ class LineBook:
         self.record = PlanRecord("line", LINE_UNITS)
 
 
+#: Longest wait (s, wall time) for the detector's frame counter to move during a line. A
+#: writer may flush a whole line at once (the simulated Eiger renders a line, then writes
+#: it): on a loaded 2-core machine that took more than ophyd-async's default 10 s and
+#: aborted a rehearsal. A detector silent for this long is stalled.
+FRAME_TIMEOUT_S = 120.0
+
+
 def prepare_line(
     detector: FlyDetector, stage_x: FlyAxis, line: LineTrajectory, exposure_s: float
 ) -> MsgGenerator[None]:
     """Move the fly axis to the run-up start and arm the detector for one line."""
-    trigger = TriggerInfo(number_of_events=len(line.frame_x_um), livetime=exposure_s)
+    trigger = TriggerInfo(
+        number_of_events=len(line.frame_x_um),
+        livetime=exposure_s,
+        exposure_timeout=exposure_s + FRAME_TIMEOUT_S,
+    )
     yield from bps.prepare(stage_x, line.fly_motor_info(), group="prepare_line")
     yield from bps.prepare(detector, trigger, group="prepare_line")
     yield from bps.wait(group="prepare_line")
