@@ -70,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"opmap rehearse: {error}")
         return 2
     try:
-        rehearse(options)
+        result = rehearse(options)
     except DataDirInUseError as error:  # another server holds the data dir: nothing was run
         print(f"opmap rehearse: {error}")
         return 2
+    if result.analysis_failures:  # no silent loss: the summary counted them
+        print(f"opmap rehearse: {result.analysis_failures} analysis error(s); see the log")
+        return 1
     return 0
