@@ -53,7 +53,7 @@ def retry_transient(
     total_s: float = 300.0,
     first_wait_s: float = 1.0,
     max_wait_s: float = 30.0,
-    sleep: Callable[[float], object] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
 ) -> T:
     """Run ``action()`` until it succeeds, retrying transient errors for ``total_s``.
 
@@ -107,5 +107,5 @@ def retry_transient(
             logger.warning(
                 "%s: attempt %d failed (%r); retrying in %.1f s", what, attempt, error, pause_s
             )
-            sleep(pause_s)
+            (sleep or time.sleep)(pause_s)
             wait_s, attempt = min(2 * wait_s, max_wait_s), attempt + 1

@@ -102,6 +102,7 @@ class TiledProductWriter:
     ) -> None:
         validate_key("experiment_id", experiment_id)
         metadata = provenance(experiment_id, raw_uids, parameters or {})
+        metadata[COMMIT_KEY] = CommitRecord(0).to_metadata()  # nothing to trust yet
         # --- access per proposal: tag the experiment when it is created (opmap.service) ---
         if proposal is not None and experiment_id not in processed:
             tags = {"metadata": {"experiment_id": experiment_id}, "access_tags": [proposal]}
