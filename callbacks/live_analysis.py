@@ -59,7 +59,7 @@ from .live import (
     raw_run_problem,
     truth_from_start,
 )
-from .tiled_products import ProductWriteError
+from .tiled_products import TiledUnavailableError
 
 __all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_from_start"]
 
@@ -311,7 +311,7 @@ class LiveAnalysis:
                 publisher.publish_map(
                     products, run.uid, truth or {}, run.accumulator.electrochemistry()
                 )
-            except ProductWriteError:  # the map stays queued: written with the next or at finish
+            except TiledUnavailableError:  # the map stays queued, written later
                 logger.exception("%s: products of map %s deferred", experiment_id, map_index)
 
     def wait(self) -> None:

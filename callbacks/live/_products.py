@@ -137,7 +137,7 @@ class ProductPublisher:
 
         Raises
         ------
-        ProductWriteError
+        TiledUnavailableError
             When Tiled still fails after ``retry_total_s``; the maps stay queued.
         """
         rows = dict(self._queue[-1].rows_after if self._queue else self._rows_written())
@@ -264,7 +264,7 @@ class ProductPublisher:
 
         Raises
         ------
-        ProductWriteError
+        TiledUnavailableError
             When Tiled still fails after ``retry_total_s``.
         RuntimeError
             When maps are left unclaimed (their raw runs are incomplete in Tiled), after

@@ -60,7 +60,7 @@ from ._layout import (
     versions,
 )
 from ._read import read_latest, read_tiled_products
-from ._retry import ProductWriteError, is_transient, retry_transient
+from ._retry import TiledUnavailableError, is_transient, retry_transient
 from ._writer import MAP_DIM, TiledProductWriter
 
 __all__ = [
@@ -69,8 +69,8 @@ __all__ = [
     "ROLE_KEY",
     "TABLES_SUFFIX",
     "CommitRecord",
-    "ProductWriteError",
     "TiledProductWriter",
+    "TiledUnavailableError",
     "create_version",
     "experiment_container",
     "is_transient",

@@ -6,7 +6,7 @@ single requests for up to ``TILED_RETRY_TIMEOUT`` (45 s), but not appends (a rea
 come after the rows landed) and not across a whole map's worth of requests.
 :func:`retry_transient` re-runs an *idempotent* action (re-writing map k replaces map k;
 see :class:`~.TiledProductWriter`) until it succeeds or its time is up, then raises
-:class:`ProductWriteError`; anything else (a 4xx, a ``ValueError``) is raised at once.
+:class:`TiledUnavailableError`; anything else (a 4xx, a ``ValueError``) is raised at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import httpx
 
-__all__ = ["ProductWriteError", "is_transient", "retry_transient"]
+__all__ = ["TiledUnavailableError", "is_transient", "retry_transient"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,8 +26,8 @@ _HTTP_TOO_MANY = 429
 _HTTP_SERVER_ERROR = 500
 
 
-class ProductWriteError(RuntimeError):
-    """A product write still failed with transient errors when its time was up."""
+class TiledUnavailableError(RuntimeError):
+    """Tiled still failed with transient errors when the retry time was up."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -77,7 +77,7 @@ def retry_transient(
 
     Raises
     ------
-    ProductWriteError
+    TiledUnavailableError
         When the last attempt failed with a transient error after ``total_s`` (the error
         is chained); every retry and the final failure are logged.
     ValueError
@@ -99,7 +99,7 @@ def retry_transient(
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 logger.error("%s: failed %d times over %.0f s: %r", what, attempt, total_s, error)
-                raise ProductWriteError(
+                raise TiledUnavailableError(
                     f"{what}: still failing after {attempt} attempts over {total_s:.0f} s "
                     f"({type(error).__name__}: {error})"
                 ) from error
