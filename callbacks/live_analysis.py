@@ -56,8 +56,10 @@ from .live import (
     emit_map_run,
     layout_from_start,
     map_summary,
+    raw_run_problem,
     truth_from_start,
 )
+from .tiled_products import TiledUnavailableError
 
 __all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_from_start"]
 
@@ -90,6 +92,10 @@ class LiveAnalysis:
         Ground truth of a rehearsal per map; default: the start document's ``twin_truth``.
     tiled_runs : tiled container, optional
         The raw runs catalog, for frames whose files are not readable here.
+    raw_runs : tiled container, optional
+        The raw runs catalog in which each map's run must be complete (stop ``success``,
+        every event stored) before the products claim the map; default ``tiled_runs``.
+        None claims every analysed map.
     root_map : mapping, optional
         File-path prefix translation for the frame reader.
     reduction_options : mapping, optional
@@ -102,6 +108,10 @@ class LiveAnalysis:
         Analyse and publish each stopped map in one worker thread, in order, so the
         RunEngine starts the next map at once; errors there are logged with the run uid
         and counted in ``failures``. Frames are still reduced as they are announced.
+    retry_total_s : float
+        How long transient Tiled errors (timeouts, 5xx, refused connections) of one
+        product write are retried, with backoff (s); then the map counts as a failure
+        and is written again with the next map or at `finish`.
     """
 
     def __init__(
@@ -118,6 +128,8 @@ class LiveAnalysis:
         reduction_options: Mapping[str, Any] | None = None,
         sampling_options: Mapping[str, Any] | None = None,
         background: bool = False,
+        raw_runs: Any = None,
+        retry_total_s: float = 300.0,
     ) -> None:
         if not isinstance(params, AnalysisParameters):
             raise ValueError(f"params must be AnalysisParameters, not {type(params).__name__}")
@@ -129,6 +141,8 @@ class LiveAnalysis:
         self.on_map = list(on_map)
         self.truth_provider = truth_provider
         self.tiled_runs = tiled_runs
+        self.raw_runs = raw_runs if raw_runs is not None else tiled_runs
+        self.retry_total_s = retry_total_s
         self.root_map = dict(root_map or {})
         self.experiments: dict[str, ExperimentAnalysis] = {}
         self.publishers: dict[str, ProductPublisher] = {}
@@ -190,11 +204,12 @@ class LiveAnalysis:
     def map_completed(self, run: LiveMapRun) -> None:
         """Analyse a stopped map run (incomplete maps are logged and skipped)."""
         acc = run.accumulator
-        if not acc.complete:
+        exit_status = (run.stop_doc or {}).get("exit_status")
+        if exit_status != "success" or not acc.complete:
             logger.warning(
                 "run %s stopped (%s) with %d of %d lines and %d missing frames: not analysed",
                 run.uid,
-                (run.stop_doc or {}).get("exit_status"),
+                exit_status,
                 len(acc.lines),
                 acc.n_z,
                 len(acc.missing_frames()),
@@ -258,7 +273,7 @@ class LiveAnalysis:
         experiment.add_map(result, electrochem=acc.cell_state())
         experiment.metadata["raw_uids"].append(run.uid)
         products = experiment.products()
-        self._publish(run, experiment_id, products, truth, len(acc.invalid_frames()))
+        self._publish(run, experiment_id, map_index, products, truth, len(acc.invalid_frames()))
         self.analysis_time_s.append(time.perf_counter() - t0)
         for hook in self.on_map:
             hook(products, result)
@@ -267,6 +282,7 @@ class LiveAnalysis:
         self,
         run: LiveMapRun,
         experiment_id: str,
+        map_index: int,
         products: Products,
         truth: Mapping[str, LabelledArray] | None,
         n_invalid: int,
@@ -286,6 +302,8 @@ class LiveAnalysis:
                     self.processed,
                     experiment_id,
                     parameters,
+                    raw_check=self._raw_check if self.raw_runs is not None else None,
+                    retry_total_s=self.retry_total_s,
                     metadata={
                         "sampling_options": self.sampling_options,
                         # a rehearsal's seed: the products say which experiment they are
@@ -293,9 +311,12 @@ class LiveAnalysis:
                     },
                 )
                 self.publishers[experiment_id] = publisher
-            publisher.publish_map(
-                products, run.uid, truth or {}, run.accumulator.electrochemistry()
-            )
+            try:
+                publisher.publish_map(
+                    products, run.uid, truth or {}, run.accumulator.electrochemistry()
+                )
+            except TiledUnavailableError:  # the map stays queued, written later
+                logger.exception("%s: products of map %s deferred", experiment_id, map_index)
 
     def wait(self) -> None:
         """Wait until every map handed to the background worker is analysed."""
@@ -308,10 +329,23 @@ class LiveAnalysis:
         return sum(not job.done() for job in self._jobs)
 
     def finish(self) -> None:
-        """Write the arrays without a ``map`` dimension of every experiment (at the end)."""
+        """Write what is left of every experiment's products (at the end).
+
+        Maps whose writes failed are written again, maps whose raw runs are complete in
+        Tiled by now are committed, and the arrays without a ``map`` dimension are
+        written. A failure here is logged with the experiment and counted in
+        ``failures``, so the caller can say so and exit non-zero.
+        """
         self.wait()
         for experiment_id, publisher in self.publishers.items():
-            publisher.finish(self.experiments[experiment_id].products())
+            try:
+                publisher.finish(self.experiments[experiment_id].products())
+            except Exception:
+                self.failures += 1
+                logger.exception("products of experiment %s are incomplete", experiment_id)
+
+    def _raw_check(self, uid: str) -> str | None:
+        return raw_run_problem(self.raw_runs, uid)
 
 
 def _provenance(products: Products) -> dict[str, Any]:

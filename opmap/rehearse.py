@@ -319,7 +319,7 @@ def rehearse(
         result = RehearsalResult(data_dir, server.url, settings.api_key_file, "", [], poni, 0.0)
         figures_dir = data_dir / "figures"
         live, guard = (
-            _subscribe_live_analysis(RE, beamline, layout["processed"], poni, figures_dir)
+            _subscribe_live_analysis(RE, beamline, layout, poni, figures_dir)
             if options.live_analysis
             else (None, None)
         )
@@ -355,7 +355,7 @@ def _engine_and_beamline(options: RehearsalOptions, data_dir: Path) -> tuple[Run
 
 
 def _subscribe_live_analysis(
-    RE: RunEngine, beamline: Any, processed: Any, poni: Path, figures_dir: Path
+    RE: RunEngine, beamline: Any, layout: Any, poni: Path, figures_dir: Path
 ) -> tuple[LiveAnalysis, GuardedCallback]:
     """The live analysis (guarded) and the twin's truth, subscribed to ``RE``."""
     truth = _TwinTruth(beamline)
@@ -363,7 +363,8 @@ def _subscribe_live_analysis(
     live = LiveAnalysis(
         analysis_parameters_for_twin(beamline.twin.config),
         _analysis_geometry(poni, beamline),
-        processed=processed,
+        processed=layout["processed"],
+        raw_runs=layout["raw"],  # products claim only maps whose raw run fully landed
         truth_provider=truth,
         on_map=[LiveFigures(figures_dir, show=False)],
         # no (003) sampling correction: it models rings with the renderer's own formula

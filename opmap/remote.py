@@ -8,6 +8,10 @@ the opmap server for arrays: ``application/json`` (nested lists) and
 ``/api/v1/metadata/<path>``); for tables: ``text/csv``, ``application/json`` and
 Apache Arrow. A slice (numpy syntax, ``"3"`` or ``"0:2,:,10"``) is cut on the server.
 
+Every request waits up to ``REQUEST_TIMEOUT`` (30 s to read, 5 s to connect); a transport
+error (timeout, refused connection while the server restarts) or a 5xx answer is retried
+with backoff for up to ``RETRY_TOTAL_S`` seconds, then raised. A 4xx is raised at once.
+
 Examples
 --------
 ::
@@ -29,10 +33,25 @@ import httpx
 import numpy as np
 from tiled.structures.array import BuiltinDtype
 
+from opmap.callbacks.tiled_products import TiledUnavailableError, retry_transient
+
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["ArrayInfo", "array_info", "fetch_array", "fetch_table", "headers"]
+__all__ = [
+    "REQUEST_TIMEOUT",
+    "RETRY_TOTAL_S",
+    "ArrayInfo",
+    "array_info",
+    "fetch_array",
+    "fetch_table",
+    "headers",
+]
+
+#: Timeouts of one request (a loaded server answers late rather than not at all).
+REQUEST_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+#: How long a request failing with a transient error is retried (s).
+RETRY_TOTAL_S = 120.0
 
 ArrayFormat = Literal["json", "octet-stream"]
 _MEDIA_TYPES: dict[str, str] = {
@@ -114,6 +133,9 @@ def fetch_array(
         When the server answers 401 (missing or wrong API key).
     httpx.HTTPStatusError
         For any other error answer (404 for a wrong path, ...).
+    ConnectionError
+        When the server still fails transiently (timeouts, refused connections, 5xx)
+        after ``RETRY_TOTAL_S`` of retries.
     """
     if fmt not in _MEDIA_TYPES:
         raise ValueError(f"fmt must be one of {sorted(_MEDIA_TYPES)}; got {fmt!r}")
@@ -161,11 +183,23 @@ def _get(
     params: dict[str, str] | None = None,
 ) -> httpx.Response:
     get = client.get if client is not None else httpx.get
-    response = get(endpoint, headers=headers(api_key, media_type), params=params or {})
-    if response.status_code == _HTTP_UNAUTHORIZED:
-        raise PermissionError(f"{endpoint} answered 401: missing or wrong API key")
-    response.raise_for_status()
-    return response
+
+    def attempt() -> httpx.Response:
+        response = get(
+            endpoint,
+            headers=headers(api_key, media_type),
+            params=params or {},
+            timeout=REQUEST_TIMEOUT,
+        )
+        if response.status_code == _HTTP_UNAUTHORIZED:
+            raise PermissionError(f"{endpoint} answered 401: missing or wrong API key")
+        response.raise_for_status()
+        return response
+
+    try:
+        return retry_transient(attempt, what=f"GET {endpoint}", total_s=RETRY_TOTAL_S)
+    except TiledUnavailableError as error:
+        raise ConnectionError(str(error)) from error.__cause__
 
 
 def _sliced_shape(shape: tuple[int, ...], slice_: str | None) -> tuple[int, ...]:

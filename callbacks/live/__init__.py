@@ -5,7 +5,8 @@
 - `LiveMapRun`: the live reading, frames reduced as they are announced.
 - `RunAccumulator`: what is kept of one run (packed frames, lines, times, potentiostat).
 - `emit_map_run` / `map_summary`: the derived document stream of each analysed map.
-- `ProductPublisher`: products grown in Tiled map by map.
+- `ProductPublisher`: products grown in Tiled map by map, committed once the raw run is
+  complete in Tiled (`raw_run_problem`).
 - `serialize` / `deserialize`: msgpack documents for bluesky's 0MQ publisher and worker.
 """
 
@@ -18,6 +19,7 @@ from ._documents import (
 )
 from ._map import LiveMapRun, MapOwner
 from ._products import ProductPublisher, truth_from_start
+from ._raw import raw_run_problem
 from ._run import LineRecord, RunAccumulator
 from ._wire import deserialize, serialize
 
@@ -35,6 +37,7 @@ __all__ = [
     "emit_map_run",
     "layout_from_start",
     "map_summary",
+    "raw_run_problem",
     "serialize",
     "truth_from_start",
 ]

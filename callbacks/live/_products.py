@@ -8,12 +8,19 @@ and the electrochemistry buffer (``electrochemistry``, gapless over the runs). A
 a ``map`` dimension and tables that change as maps come (the track table) are written by
 :meth:`finish`. The
 twin's ground truth, when known, is appended beside the measured maps as ``truth_<name>``.
+
+Nothing is lost or half-claimed. Each map is queued, written with every array at its
+offset along ``map`` (retried with backoff through transient Tiled errors, idempotently),
+and committed only once its raw run is completely in Tiled (`raw_run_problem`) and every
+earlier map is committed. A map whose write still fails stays queued and is written with
+the next map or at :meth:`ProductPublisher.finish`, which raises if anything is left.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +50,16 @@ def truth_from_start(start: Mapping[str, Any]) -> dict[str, LabelledArray]:
     }
 
 
+@dataclass
+class _QueuedMap:
+    """One analysed map: its raw run, truth, potentiostat rows and table rows after it."""
+
+    raw_uid: str
+    truth: dict[str, LabelledArray]
+    electrochemistry: dict[str, np.ndarray]
+    rows_after: dict[str, int]
+
+
 class ProductPublisher:
     """Grow one experiment's products in Tiled, map by map.
 
@@ -56,6 +73,18 @@ class ProductPublisher:
         Analysis parameters stored as provenance.
     live_tables : tuple of str
         Tables whose earlier rows never change, appended map by map.
+    metadata : mapping, optional
+        Extra version metadata (e.g. the seed).
+    raw_check : callable, optional
+        ``raw_check(uid)`` -> None when the raw run is completely stored, else what is
+        wrong (`raw_run_problem` on the raw catalog); None claims every analysed map.
+    retry_total_s : float
+        How long transient Tiled errors of one write are retried (s).
+
+    Attributes
+    ----------
+    unclaimed : dict of str to str
+        Raw uid -> why its map is not (yet) committed.
     """
 
     def __init__(
@@ -66,6 +95,8 @@ class ProductPublisher:
         *,
         live_tables: tuple[str, ...] = ("grains",),
         metadata: Mapping[str, Any] | None = None,
+        raw_check: Callable[[str], str | None] | None = None,
+        retry_total_s: float = 300.0,
     ) -> None:
         self.live_tables = live_tables
         #: Extra version metadata (e.g. the sampling correction's options, for replays).
@@ -73,15 +104,26 @@ class ProductPublisher:
         self.processed = processed
         self.experiment_id = experiment_id
         self.parameters = dict(parameters)
-        self.raw_uids: list[str] = []
+        self.raw_check = raw_check
+        self.retry_total_s = retry_total_s
+        self.unclaimed: dict[str, str] = {}
         self._writer: Any = None
-        self._rows: dict[str, int] = {}
+        self._queue: list[_QueuedMap] = []
+        self._written: list[_QueuedMap] = []
+        self._verified: set[str] = set()
         self._live: frozenset[str] | None = None
+        self._products: Products | None = None
 
     @property
     def writer(self) -> Any:
         """The `TiledProductWriter` (created with the first map)."""
         return self._writer
+
+    @property
+    def raw_uids(self) -> list[str]:
+        """Raw run uids of the maps committed so far, in map order."""
+        committed = 0 if self._writer is None else self._writer.committed.maps
+        return [entry.raw_uid for entry in self._written[:committed]]
 
     def publish_map(
         self,
@@ -90,48 +132,120 @@ class ProductPublisher:
         truth: Mapping[str, LabelledArray],
         electrochemistry: Mapping[str, np.ndarray],
     ) -> None:
-        """Append the last map of ``products`` (and its ``truth``), new table rows, and the
-        run's potentiostat buffer (columns such as ``time_s``, ``potential_v``)."""
+        """Queue the last map of ``products`` (with its ``truth`` and its run's potentiostat
+        buffer, columns such as ``time_s``), then write and commit every queued map.
+
+        Raises
+        ------
+        TiledUnavailableError
+            When Tiled still fails after ``retry_total_s``; the maps stay queued.
+        """
+        rows = dict(self._queue[-1].rows_after if self._queue else self._rows_written())
+        ec = {k: np.asarray(v) for k, v in electrochemistry.items()}
+        n_ec = len(next(iter(ec.values()))) if ec else 0
+        if n_ec:
+            rows["electrochemistry"] = rows.get("electrochemistry", 0) + n_ec
+        for table in self.live_tables:
+            if table in products.tables:
+                rows[table] = products.table_length(table)
+        self._queue.append(_QueuedMap(raw_uid, dict(truth), ec if n_ec else {}, rows))
+        self._products = products
+        self._flush_retried()
+
+    def _rows_written(self) -> dict[str, int]:
+        return dict(self._written[-1].rows_after) if self._written else {}
+
+    def _flush_retried(self) -> None:
+        from opmap.callbacks.tiled_products import retry_transient
+
+        first = len(self._written)
+        maps = f"map(s) {first}-{first + len(self._queue) - 1}" if self._queue else "maps"
+        what = f"{self.experiment_id}: products of {maps}"
+        retry_transient(self._flush, what=what, total_s=self.retry_total_s)
+
+    def _flush(self) -> None:
+        """Write every queued map (idempotent: at its offset), then commit what is claimed."""
+        if self._writer is None:
+            self._create_writer()
+        if self._queue and self._products is not None:
+            self._write_queued(self._products)
+            self._written.extend(self._queue)
+            self._queue = []
+        self._commit_claimed()
+
+    def _create_writer(self) -> None:
         from opmap.callbacks.tiled_products import TiledProductWriter
 
-        self.raw_uids.append(raw_uid)
-        if self._writer is None:
-            self._writer = TiledProductWriter(
-                self.processed,
-                self.experiment_id,
-                raw_uids=self.raw_uids,
-                parameters=self.parameters,
-            )
-            if self.metadata:
-                self._writer.container.update_metadata(metadata=self.metadata)
-        else:
-            self._writer.container.update_metadata(metadata={"raw_uids": list(self.raw_uids)})
+        self._writer = TiledProductWriter(
+            self.processed, self.experiment_id, parameters=self.parameters
+        )
+        if self.metadata:
+            self._writer.container.update_metadata(metadata=self.metadata)
+
+    def _write_queued(self, products: Products) -> None:
+        first, n = len(self._written), len(self._queue)
         arrays = {
-            name: LabelledArray(a.values[-1:], a.dims, a.units, a.long_name)
+            name: LabelledArray(a.values[first : first + n], a.dims, a.units, a.long_name)
             for name, a in products.arrays.items()
             if a.dims and a.dims[0] == "map"
         }
-        arrays.update({f"truth_{name}": value for name, value in truth.items()})
+        for name in self._queue[0].truth:
+            values = [entry.truth[name].values for entry in self._queue]
+            like = self._queue[0].truth[name]
+            arrays[f"truth_{name}"] = LabelledArray(
+                np.concatenate(values), like.dims, like.units, like.long_name
+            )
         arrays = self._fixed_names(arrays)
         coords = {
-            name: LabelledArray(c.values[-1:], c.dims, c.units, c.long_name)
+            name: LabelledArray(c.values[first : first + n], c.dims, c.units, c.long_name)
             if name == "map"
             else c
             for name, c in products.coords.items()
         }
-        self._writer.append_map(arrays, coords=coords)
-        if electrochemistry and len(next(iter(electrochemistry.values()))):
-            self._writer.append_rows("electrochemistry", dict(electrochemistry))
+        self._writer.append_map(arrays, coords=coords, at=first, commit=False)
+        self._append_tables(products)
+
+    def _append_tables(self, products: Products) -> None:
+        before = self._rows_written()
+        ec = [entry.electrochemistry for entry in self._queue if entry.electrochemistry]
+        if ec:
+            columns = {key: np.concatenate([rows[key] for rows in ec]) for key in ec[0]}
+            at = before.get("electrochemistry", 0)
+            self._writer.append_rows("electrochemistry", columns, at=at, commit=False)
         for table in self.live_tables:
             columns = products.tables.get(table)
-            if columns is None:
+            done = before.get(table, 0)
+            if columns is None or products.table_length(table) <= done:
                 continue
-            done = self._rows.get(table, 0)
             new = {column: np.asarray(values)[done:] for column, values in columns.items()}
-            n_new = products.table_length(table) - done
-            if n_new > 0:
-                self._writer.append_rows(table, new)
-                self._rows[table] = done + n_new
+            self._writer.append_rows(table, new, at=done, commit=False)
+
+    def _commit_claimed(self) -> None:
+        """Commit the longest run of written maps whose raw runs are complete in Tiled."""
+        committed = self._writer.committed.maps
+        n = committed
+        while n < len(self._written) and self._claimable(self._written[n].raw_uid):
+            n += 1
+        if n == committed and self._writer.committed.names:
+            return
+        rows = self._written[n - 1].rows_after if n else {}
+        uids = [entry.raw_uid for entry in self._written[:n]]
+        self._writer.commit(n, rows=rows, metadata={"raw_uids": uids})
+
+    def _claimable(self, uid: str) -> bool:
+        if uid in self._verified or self.raw_check is None:
+            return True
+        problem = self.raw_check(uid)
+        if problem is None:
+            self._verified.add(uid)
+            self.unclaimed.pop(uid, None)
+            return True
+        if self.unclaimed.get(uid) != problem:
+            logger.warning(
+                "%s: raw run %s %s; its map is not claimed yet", self.experiment_id, uid, problem
+            )
+        self.unclaimed[uid] = problem
+        return False
 
     def _fixed_names(self, arrays: dict[str, LabelledArray]) -> dict[str, LabelledArray]:
         # append_map fixes its set of arrays on the first map; later extras are skipped.
@@ -145,9 +259,38 @@ class ProductPublisher:
         return {name: arrays[name] for name in self._live if name in arrays}
 
     def finish(self, products: Products) -> None:
-        """Write the arrays without a ``map`` dimension (e.g. per-track classes)."""
-        if self._writer is None:
+        """Write any map still queued, commit what is claimed, and write the arrays without
+        a ``map`` dimension (e.g. per-track classes) and the other tables.
+
+        Raises
+        ------
+        TiledUnavailableError
+            When Tiled still fails after ``retry_total_s``.
+        RuntimeError
+            When maps are left unclaimed (their raw runs are incomplete in Tiled), after
+            everything else is written.
+        """
+        from opmap.callbacks.tiled_products import retry_transient
+
+        if self._writer is None and not self._queue:
             return
+        self._flush_retried()
         rest = {n: a for n, a in products.arrays.items() if a.dims[:1] != ("map",)}
         tables = {n: t for n, t in products.tables.items() if n not in self.live_tables}
-        self._writer.write_products(Products(arrays=rest, tables=tables))
+
+        def write_rest() -> None:
+            done = self._writer.written_names
+            self._writer.write_products(
+                Products(
+                    arrays={n: a for n, a in rest.items() if n not in done},
+                    tables={n: t for n, t in tables.items() if n not in done},
+                )
+            )
+
+        retry_transient(write_rest, what=f"{self.experiment_id}: final products")
+        left = len(self._written) - self._writer.committed.maps
+        if left:
+            raise RuntimeError(
+                f"{self.experiment_id}: {left} analysed map(s) not claimed by the products, "
+                f"their raw runs being incomplete in Tiled: {self.unclaimed}"
+            )

@@ -20,6 +20,11 @@ Layout (flat, so remote users browse short paths)::
 Tables stay Tiled tables beside the Dataset: a child of an ``xarray_dataset`` must be
 an array, and an appendable table in the SQL store grows row by row in one request.
 
+Writes are atomic per map for readers: every array of a map is written, then the map is
+committed in the version's metadata (``committed``: maps, table rows, complete nodes), and
+:func:`read_tiled_products` reads only what is committed. A failed write is retried
+idempotently (:func:`retry_transient`; re-writing map k replaces map k).
+
 A replay writes ``v2``, ``v3``, ...; an existing version, array or table is never
 replaced. Maps are grown live along ``map`` (:meth:`TiledProductWriter.append_map`, one
 ``patch(..., offset=n, extend=True)`` per map); tables grow row by row
@@ -42,6 +47,7 @@ Examples
     products = read_latest(processed, "lco-cell-3")
 """
 
+from ._commit import COMMIT_KEY, CommitRecord
 from ._layout import (
     ROLE_KEY,
     TABLES_SUFFIX,
@@ -54,19 +60,25 @@ from ._layout import (
     versions,
 )
 from ._read import read_latest, read_tiled_products
+from ._retry import TiledUnavailableError, is_transient, retry_transient
 from ._writer import MAP_DIM, TiledProductWriter
 
 __all__ = [
+    "COMMIT_KEY",
     "MAP_DIM",
     "ROLE_KEY",
     "TABLES_SUFFIX",
+    "CommitRecord",
     "TiledProductWriter",
+    "TiledUnavailableError",
     "create_version",
     "experiment_container",
+    "is_transient",
     "next_version",
     "provenance",
     "read_latest",
     "read_tiled_products",
+    "retry_transient",
     "tables_key",
     "validate_key",
     "versions",

@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from tiled.client.container import Container
+from tiled.client.utils import ClientError
 from tiled.structures.core import Spec
 
 from opmap.analysis.products import LabelledArray, Products
 
+from ._commit import COMMIT_KEY, CommitRecord
 from ._dataset import COORD, DATA_VAR, MAP_TIME, VERSION_COORD, array_metadata
 from ._layout import (
     ROLE_KEY,
@@ -26,7 +28,8 @@ __all__ = ["MAP_DIM", "TiledProductWriter"]
 
 #: Name of the leading dimension along which maps are appended live.
 MAP_DIM = "map"
-_RESERVED_METADATA = ("experiment_id", "version", "attrs", ROLE_KEY)
+_RESERVED_METADATA = ("experiment_id", "version", "attrs", ROLE_KEY, COMMIT_KEY)
+_HTTP_CONFLICT = 409
 
 
 @dataclass
@@ -38,7 +41,6 @@ class _Growing:
     trailing_shape: tuple[int, ...]
     dtype: np.dtype
     units: str
-    n_maps: int
 
 
 class TiledProductWriter:
@@ -68,12 +70,24 @@ class TiledProductWriter:
         Tag a new experiment container with this proposal, so that reader keys of the
         proposal see it (``opmap.service`` access per proposal); default: untagged.
 
+    Notes
+    -----
+    Writes are atomic for readers and idempotent for retries. Every array of a map is
+    written at an explicit offset along ``map`` and the map is then *committed* (the
+    version's ``committed`` metadata, :class:`~._commit.CommitRecord`); readers use only
+    committed maps, table rows and nodes. A call that failed half way (a timeout, a 5xx,
+    a restarting server) may simply be made again: re-writing map k replaces map k, rows
+    already stored by the failed call are not appended twice, and a node the failed call
+    created is taken over rather than refused.
+
     Attributes
     ----------
     version : str
         The version this writer writes (``"v1"``, ...).
     container : tiled.client.container.Container
         The version container.
+    committed : CommitRecord
+        What readers may trust so far.
     """
 
     def __init__(
@@ -88,6 +102,7 @@ class TiledProductWriter:
     ) -> None:
         validate_key("experiment_id", experiment_id)
         metadata = provenance(experiment_id, raw_uids, parameters or {})
+        metadata[COMMIT_KEY] = CommitRecord(0).to_metadata()  # nothing to trust yet
         # --- access per proposal: tag the experiment when it is created (opmap.service) ---
         if proposal is not None and experiment_id not in processed:
             tags = {"metadata": {"experiment_id": experiment_id}, "access_tags": [proposal]}
@@ -101,14 +116,69 @@ class TiledProductWriter:
         self._live_names: frozenset[str] | None = None
         self._coordinate_arrays = frozenset(coordinate_arrays)
         self._labelled = False
+        self._n_written = 0
+        #: rows known stored per table; tables in _rows_unsure may hold more (failed append)
+        self._rows: dict[str, int] = {}
+        self._rows_unsure: set[str] = set()
+        self._started: set[str] = set()  # nodes this writer began to create
+        self._complete: set[str] = set()  # ... and finished creating
+        self.committed = CommitRecord(0)
 
     @property
     def n_maps(self) -> int:
-        """Number of maps appended so far with :meth:`append_map`."""
-        return next((g.n_maps for g in self._growing.values()), 0)
+        """Number of maps written so far with :meth:`append_map` (committed or not)."""
+        return self._n_written
+
+    @property
+    def written_names(self) -> frozenset[str]:
+        """Arrays, coordinates and tables this writer has completely created."""
+        return frozenset(self._complete)
+
+    def commit(
+        self,
+        n_maps: int | None = None,
+        *,
+        rows: Mapping[str, int] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CommitRecord:
+        """Tell readers to trust the first ``n_maps`` maps and ``rows`` rows of each table.
+
+        Parameters
+        ----------
+        n_maps : int, optional
+            Maps to commit, at most :attr:`n_maps` (default: all written).
+        rows : mapping of str to int, optional
+            Rows to commit per table, each at most the rows stored (default: all stored).
+        metadata : mapping, optional
+            Other version metadata updated in the same request (e.g. ``raw_uids``).
+
+        Raises
+        ------
+        ValueError
+            When more maps or rows are committed than were written, before any request.
+        """
+        n_maps = self._n_written if n_maps is None else int(n_maps)
+        if not 0 <= n_maps <= self._n_written:
+            raise ValueError(f"n_maps must be in [0, {self._n_written}] (written); got {n_maps}")
+        rows = dict(self._rows if rows is None else rows)
+        for table, count in rows.items():
+            if not 0 <= count <= self._rows.get(table, 0):
+                raise ValueError(
+                    f"rows[{table!r}] = {count} but {self._rows.get(table, 0)} rows are stored"
+                )
+        names = self._complete - {tables_key(self.version)}
+        record = CommitRecord.build(n_maps, rows, names, self._growing)
+        update = {**(metadata or {}), COMMIT_KEY: record.to_metadata()}
+        self.container.update_metadata(metadata=update)
+        self.committed = record
+        return record
 
     def write_products(self, products: Products) -> None:
         """Write every array, coordinate and table of ``products`` and merge its metadata.
+
+        The new nodes are committed (with the metadata) once all are written. After a
+        failure, the same call may be made again: nodes it completed are then refused
+        (pass only the rest), nodes it left half-created are written again.
 
         Raises
         ------
@@ -131,19 +201,18 @@ class TiledProductWriter:
         for name, array in products.arrays.items():
             self._write_array(name, array, self._spec(name))
         for name, columns in products.tables.items():
-            self._tables_container().write_table(
-                {column: np.asarray(values) for column, values in columns.items()}, key=name
-            )
-        if metadata:
-            self.container.update_metadata(metadata=metadata)
+            self._write_table(name, {c: np.asarray(v) for c, v in columns.items()})
+        self.commit(self.committed.maps, rows=self.committed.rows, metadata=metadata)
 
     def append_map(
         self,
         arrays: Mapping[str, LabelledArray],
         *,
         coords: Mapping[str, LabelledArray] | None = None,
+        at: int | None = None,
+        commit: bool = True,
     ) -> int:
-        """Append the next map(s) of every live array, growing each along ``map``.
+        """Write the next map(s) of every live array at ``at`` along ``map``, then commit.
 
         Parameters
         ----------
@@ -155,11 +224,17 @@ class TiledProductWriter:
             A coordinate named ``"map"`` (dims ``("map",)``) grows with the arrays; any
             other (``z``, ``x`` in µm) is written on its first appearance and must be
             identical afterwards.
+        at : int, optional
+            Index along ``map`` of the first map given, in ``[0, n_maps]`` (default
+            :attr:`n_maps`: append). A smaller ``at`` re-writes maps (a retry).
+        commit : bool
+            Commit all written maps (and table rows) afterwards (default); False leaves
+            that to :meth:`commit` (e.g. until the raw runs are checked).
 
         Returns
         -------
         int
-            The number of maps stored after this call.
+            The number of maps written after this call.
 
         Raises
         ------
@@ -170,18 +245,31 @@ class TiledProductWriter:
         static: dict[str, LabelledArray] = {}
         for name, coord in (coords or {}).items():
             (growing if coord.dims == (MAP_DIM,) else static)[name] = coord
+        at = self._n_written if at is None else int(at)
+        if not 0 <= at <= self._n_written:
+            raise ValueError(f"at must be in [0, {self._n_written}] (maps written); got {at}")
         self._check_live_names(arrays, growing)
-        self._check_growing(growing)
+        n_new = self._check_growing(growing)
         self._check_static_coords(static)
         for name, coord in static.items():
             if name not in self._static_coords:
                 self._write_array(name, coord, COORD)
                 self._static_coords[name] = coord
         for name, labelled in growing.items():
-            self._grow(name, labelled, self._spec(name) if name in arrays else COORD)
-        return self.n_maps
+            self._grow(name, labelled, self._spec(name) if name in arrays else COORD, at)
+        self._n_written = max(self._n_written, at + n_new)
+        if commit:
+            self.commit()
+        return self._n_written
 
-    def append_rows(self, table_name: str, columns: Mapping[str, np.ndarray]) -> int:
+    def append_rows(
+        self,
+        table_name: str,
+        columns: Mapping[str, np.ndarray],
+        *,
+        at: int | None = None,
+        commit: bool = True,
+    ) -> int:
         """Append rows to the appendable table ``table_name`` (created on the first call).
 
         Parameters
@@ -191,32 +279,39 @@ class TiledProductWriter:
             ``"electrochemistry"``.
         columns : mapping of str to ndarray
             Equal-length 1-D columns; the first call fixes names and dtypes (the schema).
+        at : int, optional
+            Row index of the first row given (default: after the rows stored). Rows
+            already stored from ``at`` on (a failed call that landed) are not sent again.
+        commit : bool
+            Commit the rows (default; the committed maps stay as they are); False leaves
+            them invisible to readers until :meth:`commit`.
 
         Returns
         -------
         int
-            Rows appended by this call.
+            Rows of this call now stored.
 
         Raises
         ------
         ValueError
-            When columns differ in length or are not 1-D, or the schema differs from the
-            table's, before anything is sent.
+            When columns differ in length or are not 1-D, the schema differs from the
+            table's, or ``at`` would leave a gap, before anything is sent.
         """
         validate_key("table_name", table_name)
         table = _arrow_table(table_name, columns)
-        if table_name not in self._tables:
-            self._check_new_names([table_name])
-            node = self._tables_container().create_appendable_table(table.schema, key=table_name)
-            self._tables[table_name] = (node, table.schema)
-        node, schema = self._tables[table_name]
-        if not table.schema.equals(schema):
-            raise ValueError(
-                f"rows for table {table_name!r} have schema {_describe(table.schema)}; "
-                f"the table has {_describe(schema)}"
-            )
-        if table.num_rows:
-            node.append_partition(0, table)  # one partition; see the module docstring
+        node = self._table_node(table_name, table.schema)
+        at = self._rows.get(table_name, 0) if at is None else int(at)
+        stored = self._stored_rows(table_name, node)
+        if not 0 <= at <= stored:
+            raise ValueError(f"at must be in [0, {stored}] (rows of {table_name!r}); got {at}")
+        new = table.slice(min(stored - at, table.num_rows))
+        if new.num_rows:
+            self._rows_unsure.add(table_name)  # until the server answers
+            node.append_partition(0, new)  # one partition; see the module docstring
+            self._rows_unsure.discard(table_name)
+        self._rows[table_name] = max(stored, at + table.num_rows)
+        if commit:
+            self.commit(self.committed.maps)
         return table.num_rows
 
     def _spec(self, name: str) -> Spec:
@@ -225,13 +320,39 @@ class TiledProductWriter:
     def _write_array(self, name: str, labelled: LabelledArray, spec: Spec) -> Any:
         if not self._labelled:
             self._write_version_coord()
-        return self.container.write_array(
-            labelled.values,
-            key=name,
-            dims=list(labelled.dims),
-            metadata=array_metadata(labelled),
-            specs=[spec],
-        )
+        return self._create_array(name, labelled, spec)
+
+    def _create_array(self, name: str, labelled: LabelledArray, spec: Spec) -> Any:
+        def create() -> Any:
+            return self.container.write_array(
+                labelled.values,
+                key=name,
+                dims=list(labelled.dims),
+                metadata=array_metadata(labelled),
+                specs=[spec],
+            )
+
+        def take_over(node: Any) -> Any:
+            node.write(labelled.values)
+            return node
+
+        return self._create(self.container, name, create, take_over)
+
+    def _create(self, parent: Any, name: str, create: Any, take_over: Any) -> Any:
+        """Create node ``name``; a 409 for a node this writer began (a retry) takes it over.
+
+        A failed attempt may have created the node without its data (or the client's own
+        retry of a request that landed meets the node): the node is then written again.
+        """
+        self._started.add(name)
+        try:
+            node = create()
+        except ClientError as error:
+            if error.response.status_code != _HTTP_CONFLICT:
+                raise
+            node = take_over(parent[name])
+        self._complete.add(name)
+        return node
 
     def _write_version_coord(self) -> None:
         # Written with the first array, never alone. Besides labelling the Dataset, a 0-d
@@ -239,15 +360,57 @@ class TiledProductWriter:
         # fetches all 1-D variables as one table whenever every child has the same first
         # length (n_maps == n_z == n_x) and then mixes up the dims map, z and x.
         number = LabelledArray(np.array(int(self.version[1:])), (), "", "product version")
+        self._create_array(VERSION_COORD, number, COORD)
         self._labelled = True
-        self._write_array(VERSION_COORD, number, COORD)
+
+    def _write_table(self, name: str, columns: Mapping[str, np.ndarray]) -> None:
+        parent = self._tables_container()
+
+        def take_over(node: Any) -> Any:
+            node.write(pa.table(dict(columns)).to_pandas())
+            return node
+
+        self._create(parent, name, lambda: parent.write_table(dict(columns), key=name), take_over)
+
+    def _table_node(self, table_name: str, schema: pa.Schema) -> Any:
+        """The appendable table ``table_name``, created with ``schema`` on first use."""
+        if table_name not in self._tables:
+            self._check_new_names([table_name])
+            parent = self._tables_container()
+
+            def create() -> Any:
+                return parent.create_appendable_table(schema, key=table_name)
+
+            node = self._create(parent, table_name, create, lambda node: node)
+            self._tables[table_name] = (node, schema)
+        node, known = self._tables[table_name]
+        if not schema.equals(known):
+            raise ValueError(
+                f"rows for table {table_name!r} have schema {_describe(schema)}; "
+                f"the table has {_describe(known)}"
+            )
+        return node
+
+    def _stored_rows(self, table_name: str, node: Any) -> int:
+        """Rows stored in the table: known, or counted on the server after a failed append."""
+        if table_name not in self._rows_unsure:
+            return self._rows.get(table_name, 0)
+        _, schema = self._tables[table_name]
+        counted = len(node.read(columns=[schema.names[0]]))
+        self._rows_unsure.discard(table_name)
+        self._rows[table_name] = counted
+        return counted
 
     def _tables_container(self) -> Any:
         if self._tables_node is None:
             metadata = {"experiment_id": self.experiment_id, "version": self.version}
             parent = self.container.parent
             key = tables_key(self.version)
-            self._tables_node = parent.create_container(key, metadata=metadata)
+
+            def create() -> Any:
+                return parent.create_container(key, metadata=metadata)
+
+            self._tables_node = self._create(parent, key, create, lambda node: node)
         return self._tables_node
 
     def _stored_names(self) -> set[str]:
@@ -264,7 +427,8 @@ class TiledProductWriter:
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"names must be unique across arrays, coords and tables: {repeated}")
-        stored = sorted(set(names) & self._stored_names())
+        half_written = self._started - self._complete  # a failed attempt of this writer
+        stored = sorted((set(names) & self._stored_names()) - half_written)
         if stored:
             raise ValueError(
                 f"{stored} already stored in {self.experiment_id}/{self.version}; "
@@ -286,7 +450,7 @@ class TiledProductWriter:
                 f"{sorted(self._live_names)}; every map must carry the same arrays"
             )
 
-    def _check_growing(self, growing: Mapping[str, LabelledArray]) -> None:
+    def _check_growing(self, growing: Mapping[str, LabelledArray]) -> int:
         counts = {}
         for name, labelled in growing.items():
             values = labelled.values
@@ -301,6 +465,7 @@ class TiledProductWriter:
             counts[name] = values.shape[0]
         if len(set(counts.values())) > 1:
             raise ValueError(f"arrays of one append_map call differ in map count: {counts}")
+        return next(iter(counts.values()))
 
     def _check_static_coords(self, static: Mapping[str, LabelledArray]) -> None:
         for name, coord in static.items():
@@ -314,18 +479,17 @@ class TiledProductWriter:
             ):
                 raise ValueError(f"coordinate {name!r} differs from the one already written")
 
-    def _grow(self, name: str, labelled: LabelledArray, spec: Spec) -> None:
+    def _grow(self, name: str, labelled: LabelledArray, spec: Spec, at: int) -> None:
         values = labelled.values
         known = self._growing.get(name)
-        if known is None:
+        if known is None:  # only on the first map(s): at == 0
             node = self._write_array(name, labelled, spec)
             self._growing[name] = _Growing(
-                node, labelled.dims, values.shape[1:], values.dtype, labelled.units, len(values)
+                node, labelled.dims, values.shape[1:], values.dtype, labelled.units
             )
             return
-        offset = (known.n_maps,) + (0,) * (values.ndim - 1)
+        offset = (at,) + (0,) * (values.ndim - 1)
         known.node.patch(values, offset=offset, extend=True)
-        known.n_maps += len(values)
 
 
 def _check_matches(name: str, labelled: LabelledArray, known: _Growing) -> None:

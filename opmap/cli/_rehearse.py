@@ -102,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
     except DataDirInUseError as error:  # another server holds the data dir: nothing was run
         print(f"opmap rehearse: {error}")
         return 2
+    failed = False
     if result.runs_not_landed:  # said in the summary, per run: emitted against stored
         print(f"opmap rehearse: {len(result.runs_not_landed)} run(s) not fully stored in Tiled")
-        return 1
-    return 0
+        failed = True
+    if result.analysis_failures:  # no silent loss: the summary counted them
+        print(f"opmap rehearse: {result.analysis_failures} analysis error(s); see the log")
+        failed = True
+    return 1 if failed else 0
