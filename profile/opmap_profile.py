@@ -296,11 +296,13 @@ class Session:
     subscriptions: dict[str, int] = field(default_factory=dict)
 
     def namespace(self) -> dict[str, Any]:
-        """The names a user gets: ``RE``, ``bp``, ``bps``, devices by name, plans, Tiled."""
+        """The names a user gets: ``RE``, ``bp``, ``bps``, devices by name, plans, Tiled
+        (``raw``, also as ``catalog``: ``catalog[-1]`` is the latest run; ``processed``)."""
         names: dict[str, Any] = {"session": self, "RE": self.RE, "bp": bp, "bps": bps}
         names.update(self.beamline.devices)
         names.update(PLANS)
-        names.update({"raw": self.raw, "processed": self.processed})
+        # catalog: databroker's name for the runs; catalog[-1] is the latest run
+        names.update({"raw": self.raw, "catalog": self.raw, "processed": self.processed})
         if self.beamline.twin is not None:
             names.update({"twin": self.beamline.twin, "clock": self.beamline.clock})
         return names
