@@ -310,27 +310,27 @@
   function setText(id, text) { document.getElementById(id).textContent = text; }
 
   async function drawFamilies(base, nodes, names, latest, z, x) {
-    const holder = document.getElementById("family-maps");
-    const panels = [];
+    const wanted = [];  // [id, title, units, array name, digits], read in parallel
     for (const family of names.families) {
-      const c = await readArray(`${base}/c_${family}`, nodes[`c_${family}`], latest);
-      panels.push(mapPanel(`c-${family}`, `c, ${family}`, "Å", c, z, x, 5));
-      const xName = `x_li_${family}`;
-      if (nodes[xName]) {
-        const xLi = await readArray(`${base}/${xName}`, nodes[xName], latest);
-        panels.push(mapPanel(`x-${family}`, `x in LixCoO2, ${family}`, "", xLi, z, x, 4));
+      wanted.push([`c-${family}`, `c, ${family}`, "Å", `c_${family}`, 5]);
+      if (nodes[`x_li_${family}`]) {
+        wanted.push([`x-${family}`, `x in LixCoO2, ${family}`, "", `x_li_${family}`, 4]);
       }
     }
-    holder.replaceChildren(...panels);
+    await drawPanels("family-maps", base, nodes, wanted, latest, z, x);
   }
 
   async function drawPhases(base, nodes, names, latest, z, x) {
-    const panels = [];
-    for (const name of names.phases) {
-      const values = await readArray(`${base}/${name}`, nodes[name], latest);
-      panels.push(mapPanel(name.replace(/_/g, "-"), name.slice(6), "", values, z, x, 3));
-    }
-    document.getElementById("phase-maps").replaceChildren(...panels);
+    const wanted = names.phases.map((name) =>
+      [name.replace(/_/g, "-"), name.slice(6), "", name, 3]);
+    await drawPanels("phase-maps", base, nodes, wanted, latest, z, x);
+  }
+
+  async function drawPanels(holderId, base, nodes, wanted, latest, z, x) {
+    const maps = await Promise.all(
+      wanted.map((w) => readArray(`${base}/${w[3]}`, nodes[w[3]], latest)));
+    const panels = wanted.map((w, i) => mapPanel(w[0], w[1], w[2], maps[i], z, x, w[4]));
+    document.getElementById(holderId).replaceChildren(...panels);
   }
 
   async function drawCurves(base, nodes, mapTimes) {
@@ -360,9 +360,8 @@
     const base = `processed/${experiment}/${version}`;
     const n = nMaps(nodes);
     const names = mapNames(nodes);
-    const z = nodes.z ? await readArray(`${base}/z`, nodes.z) : [];
-    const x = nodes.x ? await readArray(`${base}/x`, nodes.x) : [];
-    const times = nodes.time_s ? await readArray(`${base}/time_s`, nodes.time_s) : [];
+    const read = (name) => (nodes[name] ? readArray(`${base}/${name}`, nodes[name]) : []);
+    const [z, x, times] = await Promise.all([read("z"), read("x"), read("time_s")]);
     if (n > 0 && z.length && x.length) {
       await drawFamilies(base, nodes, names, n - 1, z, x);
       await drawPhases(base, nodes, names, n - 1, z, x);
@@ -382,6 +381,7 @@
     setText("experiment-id", state.experiment);
     const version = await latestVersion(state.experiment);
     if (!version) { setText("n-maps", "0"); return; }
+    setText("version", version);
     const nodes = await children(`processed/${state.experiment}/${version}`);
     const n = nMaps(nodes);
     const shown = `${state.experiment}/${version}/${n}`;
@@ -391,7 +391,6 @@
       state.shown = shown;
       state.echemPolls = 0;
     }
-    setText("version", version);
     setText("n-maps", String(n));  // last: a reader of n-maps sees the maps drawn
   }
 
