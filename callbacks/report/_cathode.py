@@ -118,9 +118,10 @@ def c_maps_panel(products: Products, family: str, picks: np.ndarray) -> Panel:
         sub, axes = map_axes(figure, cell, len(picks), title=title, extent=extent)
         for ax, index, values in zip(axes, picks, c, strict=True):
             image = show_map(ax, values, extent, vmin=low, vmax=high, cmap="viridis")
-            ax.set_title(f"{time_s[index] / MINUTE_S:.0f} min", fontsize="small", loc="left")
+            ax.set_title(f"{time_s[index] / MINUTE_S:.3g} min", fontsize="small", loc="left")
         label_map_axes(sub, axes)
-        sub.colorbar(image, ax=axes, label="c (Å)", shrink=0.9)
+        bar = sub.colorbar(image, ax=axes, label="c (Å)", shrink=0.9)
+        bar.formatter.set_useOffset(False)  # c in Å as read, not "+1.4e1" and offsets
 
     return Panel(title, draw)
 

@@ -99,7 +99,8 @@
     const start = runs[0].start || {};
     const stop = runs[0].stop;
     let label = start.plan_name || "run";
-    if (start.map_index !== undefined) label += ` map ${start.map_index + 1}`;
+    if (Number.isInteger(start.map_index)) label += ` map ${start.map_index + 1}`;
+    if (start.purpose) label += `, ${start.purpose}`;
     if (!stop) return `acquiring: ${label} (scan ${start.scan_id})`;
     return `${stop.exit_status}: ${label} (scan ${start.scan_id})`;
   }
@@ -196,11 +197,12 @@
         ctx.fillRect(margin.left + ix * cw, margin.top + h - (iz + 1) * ch, cw + 0.5, ch + 0.5);
       }
     }
-    drawAxes(ctx, margin, w, h, [x0, x1], [z0, z1]);
+    const stretch = h / ((z1 - z0) * scale);  // > 1 when a thin map is drawn taller
+    drawAxes(ctx, margin, w, h, [x0, x1], [z0, z1], stretch);
     drawColourbar(ctx, margin.left + w + 10, margin.top, h, lo, hi);
   }
 
-  function drawAxes(ctx, margin, w, h, xr, zr) {
+  function drawAxes(ctx, margin, w, h, xr, zr, stretch) {
     ctx.strokeStyle = "#333"; ctx.fillStyle = "#333"; ctx.font = "10px sans-serif";
     ctx.strokeRect(margin.left, margin.top, w, h);
     ctx.textAlign = "center"; ctx.textBaseline = "top";
@@ -215,7 +217,8 @@
       ctx.fillText(String(+t.toPrecision(4)), margin.left - 3, py);
     }
     ctx.save(); ctx.translate(10, margin.top + h / 2); ctx.rotate(-Math.PI / 2);
-    ctx.textAlign = "center"; ctx.fillText("z (µm)", 0, 0); ctx.restore();
+    const zLabel = stretch > 1.05 ? `z (µm, ×${+stretch.toPrecision(2)})` : "z (µm)";
+    ctx.textAlign = "center"; ctx.fillText(zLabel, 0, 0); ctx.restore();
   }
 
   function drawColourbar(ctx, left, top, h, lo, hi) {
@@ -258,7 +261,7 @@
     return node;
   }
 
-  function linePlot(svg, series, markers, xLabel, yLabel) {
+  function linePlot(svg, series, markers, xLabel, yLabel, fromZero) {
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     const W = +svg.getAttribute("width"), H = +svg.getAttribute("height");
     const m = { left: 56, right: 12, top: 10, bottom: 36 };
@@ -269,7 +272,8 @@
       svg.append(svgNode("text", { x: m.left, y: H / 2 }, "no data yet"));
       return;
     }
-    const [x0, x1] = range(xs), [y0, y1] = range(ys);
+    const [x0, x1] = range(xs);
+    const [y0, y1] = fromZero ? [0, Math.max(1, ...finite(ys)) * 1.05] : range(ys);
     const px = (v) => m.left + (v - x0) / (x1 - x0) * w;
     const py = (v) => m.top + h - (v - y0) / (y1 - y0) * h;
     svg.append(svgNode("rect", { x: m.left, y: m.top, width: w, height: h, class: "axis" }));
@@ -352,7 +356,7 @@
         series.push({ x: marks, y: fresh, colour: "#2ca02c", dots: true });
       }
       linePlot(document.getElementById("grains-plot"), series, [], `time (${unit.label})`,
-               "grains (red: total, green: new)");
+               "grains (red: total, green: new)", true);
     }
   }
 
