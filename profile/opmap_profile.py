@@ -3,7 +3,9 @@
 Wiring only. Everything here is built from one TOML file (``profile/beamline.toml``) by
 `build_session`, in this order:
 
-1. the RunEngine (it owns the event loop the devices connect in);
+1. the RunEngine (it owns the event loop the devices connect in), its metadata ``RE.md``
+   persisted with bluesky's `PersistentDict` (so ``scan_id`` keeps counting across sessions)
+   and a `ProgressBarManager` as waiting hook;
 2. the devices, ``build_beamline`` inside ``init_devices()``, then connected by name;
 3. the Tiled client (URL + API key file of the config, or injected) and its ``raw`` /
    ``processed`` containers;
@@ -39,6 +41,7 @@ import bluesky.plans as bp
 from bluesky import RunEngine
 from bluesky.run_engine import call_in_bluesky_event_loop
 from bluesky.suspenders import SuspenderBase
+from bluesky.utils import PersistentDict, ProgressBarManager
 from ophyd_async.core import Device, init_devices, wait_for_connection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -57,12 +60,14 @@ __all__ = [
     "PLANS",
     "LiveAnalysisConfig",
     "ProfileConfig",
+    "RunEngineConfig",
     "Session",
     "SuspenderConfig",
     "TiledConfig",
     "banner",
     "build_session",
     "load_profile_config",
+    "make_run_engine",
     "session_from_environment",
 ]
 
@@ -149,10 +154,31 @@ class SuspenderConfig(_Frozen):
         return self
 
 
+class RunEngineConfig(_Frozen):
+    """The RunEngine's persistent metadata and progress display.
+
+    Attributes
+    ----------
+    metadata_dir : Path or None
+        Folder of ``RE.md``, a bluesky `PersistentDict`: ``scan_id`` and any metadata set
+        with ``RE.md[...] = ...`` survive the session. None: ``DATA_DIR/runengine-md``.
+        The IPython profile and the queue server's worker share it when they share the
+        data directory (one of them at a time runs plans).
+    progress_bars : bool
+        Show a `ProgressBarManager` for moves and waits (a terminal session; the queue
+        server's worker turns it off).
+    """
+
+    metadata_dir: Path | None = None
+    progress_bars: bool = True
+
+
 class ProfileConfig(_Frozen):
-    """The profile file: ``[beamline]``, ``[tiled]``, ``[live_analysis]``, ``[suspenders]``."""
+    """The profile file: ``[beamline]``, ``[run_engine]``, ``[tiled]``, ``[live_analysis]``,
+    ``[suspenders]``."""
 
     beamline: BeamlineConfig = Field(default_factory=BeamlineConfig)
+    run_engine: RunEngineConfig = Field(default_factory=RunEngineConfig)
     tiled: TiledConfig = Field(default_factory=TiledConfig)
     live_analysis: LiveAnalysisConfig = Field(default_factory=LiveAnalysisConfig)
     suspenders: SuspenderConfig = Field(default_factory=SuspenderConfig)
@@ -200,7 +226,35 @@ def _resolve_paths(config: ProfileConfig, folder: Path) -> ProfileConfig:
     live = config.live_analysis.model_copy(
         update={"parameters": folder / config.live_analysis.parameters}
     )
-    return config.model_copy(update={"beamline": beamline, "tiled": tiled, "live_analysis": live})
+    md_dir = config.run_engine.metadata_dir
+    run_engine = config.run_engine.model_copy(
+        update={
+            "metadata_dir": beamline.data_dir / "runengine-md"
+            if md_dir is None
+            else folder / md_dir
+        }
+    )
+    update = {"beamline": beamline, "tiled": tiled, "live_analysis": live}
+    return config.model_copy(update=update | {"run_engine": run_engine})
+
+
+def make_run_engine(config: ProfileConfig, *, progress_bars: bool | None = None) -> RunEngine:
+    """The session's RunEngine: ``RE.md`` persisted in ``run_engine.metadata_dir``.
+
+    Parameters
+    ----------
+    config : ProfileConfig
+        From `load_profile_config` (paths resolved).
+    progress_bars : bool, optional
+        Override ``run_engine.progress_bars``.
+    """
+    options = config.run_engine
+    folder = options.metadata_dir or config.beamline.data_dir / "runengine-md"
+    folder.mkdir(parents=True, exist_ok=True)
+    RE = RunEngine(PersistentDict(str(folder)), call_returns_result=True)
+    if options.progress_bars if progress_bars is None else progress_bars:
+        RE.waiting_hook = ProgressBarManager()
+    return RE
 
 
 @dataclass
@@ -242,11 +296,13 @@ class Session:
     subscriptions: dict[str, int] = field(default_factory=dict)
 
     def namespace(self) -> dict[str, Any]:
-        """The names a user gets: ``RE``, ``bp``, ``bps``, devices by name, plans, Tiled."""
+        """The names a user gets: ``RE``, ``bp``, ``bps``, devices by name, plans, Tiled
+        (``raw``, also as ``catalog``: ``catalog[-1]`` is the latest run; ``processed``)."""
         names: dict[str, Any] = {"session": self, "RE": self.RE, "bp": bp, "bps": bps}
         names.update(self.beamline.devices)
         names.update(PLANS)
-        names.update({"raw": self.raw, "processed": self.processed})
+        # catalog: databroker's name for the runs; catalog[-1] is the latest run
+        names.update({"raw": self.raw, "catalog": self.raw, "processed": self.processed})
         if self.beamline.twin is not None:
             names.update({"twin": self.beamline.twin, "clock": self.beamline.clock})
         return names
@@ -269,6 +325,7 @@ def build_session(
     tiled_client: Any = None,
     live_analysis: bool = True,
     install_suspenders: bool = True,
+    progress_bars: bool | None = None,
 ) -> Session:
     """Build the beamline session described by the profile file ``config_path``.
 
@@ -283,6 +340,8 @@ def build_session(
         Subscribe the guarded live analysis.
     install_suspenders : bool
         Install the beam-current and shutter suspenders.
+    progress_bars : bool, optional
+        Override the config's ``run_engine.progress_bars``.
 
     Returns
     -------
@@ -299,7 +358,7 @@ def build_session(
     settings = config.tiled_settings()
     _check_detector_dir(config, settings)
     params = load_parameters(config.live_analysis.parameters) if live_analysis else None
-    RE = RunEngine(call_returns_result=True)  # first: devices connect in its event loop
+    RE = make_run_engine(config, progress_bars=progress_bars)  # first: devices use its loop
     with init_devices():
         beamline = build_beamline(config.beamline)
     _connect(beamline.devices)

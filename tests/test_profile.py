@@ -56,7 +56,7 @@ def _load_profile() -> ModuleType:
 profile = _load_profile()
 
 
-def _write_config(folder: Path, data_dir: Path, *, tiled: str = "") -> Path:
+def _write_config(folder: Path, data_dir: Path, *, tiled: str = "", run_engine: str = "") -> Path:
     """A sim profile file like ``profile/beamline.toml``, with its data under ``data_dir``."""
     path = folder / "beamline.toml"
     path.write_text(
@@ -65,6 +65,7 @@ def _write_config(folder: Path, data_dir: Path, *, tiled: str = "") -> Path:
         "[beamline.sim]\nbinning = 4\n"
         f'[live_analysis]\nparameters = "{(PROFILE_DIR / "analysis.toml").as_posix()}"\n'
         "[suspenders]\nmin_current_ma = 100.0\n"
+        f"[run_engine]\n{run_engine}"
         f"[tiled]\n{tiled}"
     )
     return path
@@ -224,7 +225,9 @@ def test_startup_file_fills_the_ipython_namespace(tmp_path, data_dir, tiled_root
     key_file.write_text(API_KEY + "\n")
     url = "http://tiled.invalid:8000"
     tiled = f'url = "{url}"\napi_key_file = "{key_file.as_posix()}"\n'
-    config = _write_config(tmp_path, data_dir, tiled=tiled)
+    # its own RE.md: one PersistentDict folder is used by one live session at a time
+    md = f'metadata_dir = "{(tmp_path / "md").as_posix()}"\n'
+    config = _write_config(tmp_path, data_dir, tiled=tiled, run_engine=md)
     monkeypatch.setenv("OPMAP_BEAMLINE_CONFIG", str(config))
     connections = []
 
@@ -244,3 +247,32 @@ def test_startup_file_fills_the_ipython_namespace(tmp_path, data_dir, tiled_root
         shell.user_ns["RE"](bps.null())
     finally:
         started.close()
+
+
+def test_run_engine_metadata_persists_so_scan_id_keeps_counting(
+    session, data_dir, map_run, tmp_path
+):
+    import shutil
+
+    from bluesky.utils import PersistentDict, ProgressBarManager
+
+    assert isinstance(session.RE.waiting_hook, ProgressBarManager)
+    folder = data_dir / "runengine-md"  # the default: beside the data
+    assert isinstance(session.RE.md, PersistentDict)
+    assert session.RE.md["scan_id"] >= 1  # the map run counted
+    session.RE.md["operator"] = "profile-test"
+    session.RE.md.flush()
+    # what the next session's RunEngine starts from (read from a copy: zict allows one
+    # live PersistentDict per folder, and this session's is still open)
+    copy = shutil.copytree(folder, tmp_path / "next-session-md")
+    reopened = dict(PersistentDict(str(copy)))
+    assert reopened["scan_id"] == session.RE.md["scan_id"]
+    assert reopened["operator"] == "profile-test"
+
+
+def test_run_engine_metadata_folder_and_progress_bars_follow_the_config(tmp_path) -> None:
+    run_engine = 'metadata_dir = "md"\nprogress_bars = false\n'
+    config_file = _write_config(tmp_path, tmp_path / "data", run_engine=run_engine)
+    config = profile.load_profile_config(config_file)
+    assert config.run_engine.metadata_dir == tmp_path / "md"
+    assert not config.run_engine.progress_bars

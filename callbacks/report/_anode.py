@@ -17,7 +17,7 @@ from opmap.callbacks.plots import map_extent, show_map
 
 from ._cathode import MINUTE_S
 from ._data import electrochemistry, map_times_s
-from ._layout import Panel, map_markers, skip, stacked_axes
+from ._layout import Panel, count_axis, label_map_axes, map_axes, map_markers, skip
 
 __all__ = ["PHASE_BANDS", "anode_panels"]
 
@@ -57,7 +57,8 @@ def thickness_panel(products: Products, time_s: np.ndarray, cell_area_cm2: float
             twin = ax.twinx()
             twin.plot(ec.time_s / MINUTE_S, ec.capacity, "-", color="C1", label="capacity")
             twin.set_ylabel(f"capacity ({ec.capacity_units})", color="C1")
-        ax.set(title=title, xlabel="time (min)", ylabel="Li thickness (µm)")
+        map_markers(ax, time_s, scale=MINUTE_S)
+        ax.set(title=f"{title} (maps dotted)", xlabel="time (min)", ylabel="Li thickness (µm)")
         ax.legend(fontsize="small", loc="upper left")
 
     return Panel(title, draw)
@@ -77,14 +78,13 @@ def phase_maps_panel(products: Products) -> Panel:
     extent = map_extent(products)
 
     def draw(figure: Any, cell: Any) -> None:
-        axes = stacked_axes(figure, cell, len(names))
+        sub, axes = map_axes(figure, cell, len(names), title=title, extent=extent)
         for ax, name in zip(axes, names, strict=True):
             values = products.arrays[name].values[-1]
             image = show_map(ax, values, extent, vmin=0, vmax=1, cmap="magma")
             ax.set_title(name.removeprefix("phase_"), fontsize="small", loc="left")
-            ax.label_outer()
-        axes[0].set_title(title, loc="right")
-        figure.colorbar(image, ax=axes, label="normalised intensity", shrink=0.9)
+        label_map_axes(sub, axes)
+        sub.colorbar(image, ax=axes, label="normalised intensity", shrink=0.9)
 
     return Panel(title, draw)
 
@@ -122,6 +122,8 @@ def counts_panel(products: Products, time_s: np.ndarray) -> Panel:
             label = key.removeprefix("grains_")
             ax.plot(time_s / MINUTE_S, products.arrays[key].values, "o-", label=label)
         ax.set(title=title, xlabel="time (min)", ylabel="grains per map")
+        count_axis(ax)
+        map_markers(ax, time_s, scale=MINUTE_S)
         ax.legend(fontsize="small")
 
     return Panel(title, draw)
@@ -142,5 +144,6 @@ def classes_panel(products: Products) -> Panel:
         ax.bar(list(names), counts[: len(names)], color=["C3", "C1", "C2"][: len(names)])
         note = "" if stable_min is None else f" (stable: ≥ {stable_min} maps)"
         ax.set(title=title + note, ylabel="grain tracks")
+        count_axis(ax)
 
     return Panel(title, draw)

@@ -26,7 +26,7 @@ from ._data import (
     map_times_s,
     nanmean,
 )
-from ._layout import Panel, map_markers, skip, stacked_axes
+from ._layout import Panel, label_map_axes, map_axes, map_markers, skip
 
 __all__ = ["MINUTE_S", "charge_panels", "discharge_panels"]
 
@@ -115,13 +115,13 @@ def c_maps_panel(products: Products, family: str, picks: np.ndarray) -> Panel:
     extent = map_extent(products)
 
     def draw(figure: Any, cell: Any) -> None:
-        axes = stacked_axes(figure, cell, len(picks))
+        sub, axes = map_axes(figure, cell, len(picks), title=title, extent=extent)
         for ax, index, values in zip(axes, picks, c, strict=True):
             image = show_map(ax, values, extent, vmin=low, vmax=high, cmap="viridis")
-            ax.set_title(f"{time_s[index] / MINUTE_S:.0f} min", fontsize="small", loc="left")
-            ax.label_outer()
-        axes[0].set_title(title, loc="right")
-        figure.colorbar(image, ax=axes, label="c (Å)", shrink=0.9)
+            ax.set_title(f"{time_s[index] / MINUTE_S:.3g} min", fontsize="small", loc="left")
+        label_map_axes(sub, axes)
+        bar = sub.colorbar(image, ax=axes, label="c (Å)", shrink=0.9)
+        bar.formatter.set_useOffset(False)  # c in Å as read, not "+1.4e1" and offsets
 
     return Panel(title, draw)
 

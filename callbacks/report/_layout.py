@@ -15,10 +15,28 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-__all__ = ["Panel", "assemble", "map_markers", "skip", "stacked_axes"]
+from opmap.callbacks.plots import z_exaggeration
+
+__all__ = [
+    "CELL_ASPECT",
+    "Panel",
+    "assemble",
+    "count_axis",
+    "label_map_axes",
+    "map_axes",
+    "map_columns",
+    "map_markers",
+    "skip",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Width over height of one panel's cell in `assemble` (6.0 x 4.2 inches).
+CELL_ASPECT = 6.0 / 4.2
+#: Share of the cell's height each row of maps loses to its title and tick labels.
+_ROW_OVERHEAD = 0.12
 
 #: Draws a panel into ``cell`` (a `SubplotSpec`) of ``figure``.
 Draw = Callable[[Figure, Any], None]
@@ -65,12 +83,65 @@ def map_markers(ax: Any, time_s: np.ndarray | None, *, scale: float = 1.0) -> No
             ax.axvline(t, color="0.6", lw=0.6, ls=":", zorder=0)
 
 
-def stacked_axes(figure: Figure, cell: Any, count: int) -> list[Any]:
-    """``count`` axes stacked in ``cell``, sharing x: maps of a wide, thin sample.
+def map_axes(
+    figure: Figure, cell: Any, count: int, *, title: str, extent: list[float] | None
+) -> tuple[Any, list[Any]]:
+    """``count`` map axes in their own sub-figure of ``cell``, titled ``title``.
 
-    A map 30–80 times wider than high is drawn as a full-width strip; stacking keeps each
-    strip as wide as the cell instead of dividing the width between them.
+    The number of columns is the one that draws each map largest in the cell (maps keep
+    their drawn aspect, z exaggeration included; each row loses room to its title and
+    ticks): wide strips stack, compact maps go side by side. The title is the
+    sub-figure's, above every map title, so the two never overlap. Axes share x and y;
+    call :func:`label_map_axes` once the maps are drawn.
+
+    Returns
+    -------
+    (SubFigure, list of Axes)
+        The sub-figure (for its colour bar) and the axes, row by row.
     """
-    grid = cell.subgridspec(count, 1, hspace=0.15)
-    first = figure.add_subplot(grid[0])
-    return [first] + [figure.add_subplot(grid[i], sharex=first) for i in range(1, count)]
+    sub = figure.add_subfigure(cell)
+    sub.suptitle(title, fontsize="medium")
+    columns = map_columns(count, _drawn_aspect(extent))
+    grid = sub.add_gridspec(math.ceil(count / columns), columns)
+    first = sub.add_subplot(grid[0, 0])
+    axes = [first] + [
+        sub.add_subplot(grid[i // columns, i % columns], sharex=first, sharey=first)
+        for i in range(1, count)
+    ]
+    return sub, axes
+
+
+def map_columns(count: int, aspect: float) -> int:
+    """Columns that draw ``count`` maps of drawn width/height ``aspect`` largest in a cell.
+
+    Examples
+    --------
+    >>> map_columns(4, 40.0), map_columns(4, 1.0), map_columns(1, 1.0)
+    (1, 2, 1)
+    """
+
+    def width(columns: int) -> float:
+        rows = math.ceil(count / columns)
+        height = max(1.0 - rows * _ROW_OVERHEAD, 0.05) / rows
+        return min(CELL_ASPECT / columns, height * aspect)
+
+    return max(range(1, count + 1), key=lambda columns: (width(columns), -columns))
+
+
+def label_map_axes(sub: Any, axes: list[Any]) -> None:
+    """Tick labels on the outer maps only; z labels on the first column, x on the last row."""
+    for ax in axes:
+        ax.label_outer()  # hides inner tick labels and axis labels
+
+
+def count_axis(ax: Any) -> None:
+    """An axis of counts: integer ticks from 0 (also when every count is 0)."""
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))
+
+
+def _drawn_aspect(extent: list[float] | None) -> float:
+    if extent is None:
+        return 1.0
+    x0, x1, z0, z1 = extent
+    return abs(x1 - x0) / max(abs(z1 - z0) * z_exaggeration(extent), 1e-12)

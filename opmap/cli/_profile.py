@@ -5,6 +5,11 @@ After ``opmap profile install``, ``databroker.from_profile("opmap")`` (which is
 
     opmap profile install [--settings opmap.toml | --data-dir DIR] [--name opmap]
                           [--url http://beamline:8000] [--key-from-env] [--force]
+                          [--node raw]
+
+With ``--node raw`` the profile opens at the catalog of raw runs (databroker's view):
+``catalog = databroker.from_profile("opmap-raw"); catalog[-1]`` is the latest run,
+``catalog[scan_id]`` a run by scan id.
 
 The profile is a YAML file ``<name>.yml`` in Tiled's user profile directory: ``$TILED_PROFILES``
 when set, else ``<user config dir>/tiled/profiles`` (``~/.config/tiled/profiles`` on Linux),
@@ -53,6 +58,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="write no key; clients read it from the TILED_API_KEY environment variable",
     )
+    install.add_argument(
+        "--node",
+        help="root the profile at this node, e.g. 'raw': a databroker catalog of runs where "
+        "catalog[-1] is the latest run (default: the server's root)",
+    )
     install.add_argument("--force", action="store_true", help="replace an existing profile")
     install.set_defaults(func=run)
     return parser
@@ -73,6 +83,7 @@ def install_profile(
     *,
     directory: Path | None = None,
     overwrite: bool = False,
+    node: str | None = None,
 ) -> Path:
     """Write the Tiled profile ``name`` pointing at ``url``; return the file written.
 
@@ -88,6 +99,9 @@ def install_profile(
         Default :func:`profile_directory`.
     overwrite : bool
         Replace an existing profile file of that name.
+    node : str, optional
+        Path of the node the client opens at (``"raw"``: the catalog of runs, where
+        ``catalog[-1]`` is the latest run); default: the server's root.
 
     Raises
     ------
@@ -98,10 +112,15 @@ def install_profile(
         raise ValueError(f"name must be letters, digits, '-' or '_'; got {name!r}")
     if not url.startswith(("http://", "https://")) or "?" in url:
         raise ValueError(f"url must be http(s)://host:port without a query; got {url!r}")
+    if node is not None and not all(
+        part.replace("-", "").replace("_", "").isalnum() for part in node.strip("/").split("/")
+    ):
+        raise ValueError(f"node must be a path of letters, digits, '-', '_'; got {node!r}")
     target = (directory or profile_directory()) / f"{name}.yml"
     if target.exists() and not overwrite:
         raise ValueError(f"profile {name!r} already exists at {target}; pass --force to replace")
-    uri = url.rstrip("/") if api_key is None else f"{url.rstrip('/')}?api_key={api_key}"
+    base = url.rstrip("/") + (f"/api/v1/metadata/{node.strip('/')}" if node else "")
+    uri = base if api_key is None else f"{base}?api_key={api_key}"
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     temporary.unlink(missing_ok=True)
@@ -138,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
         key = None if args.key_from_env else _api_key(settings)
-        path = install_profile(args.name, args.url or settings.url, key, overwrite=args.force)
+        url = args.url or settings.url
+        path = install_profile(args.name, url, key, overwrite=args.force, node=args.node)
     except ValueError as error:
         logger.error("%s", error)
         return 2

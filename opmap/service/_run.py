@@ -93,7 +93,9 @@ def _app_from_config_file(config_file: Path) -> FastAPI:
 def _build_app(config: Any) -> FastAPI:
     from tiled.server.app import build_app_from_config
 
-    return build_app_from_config(config)
+    from opmap.web import mount_live_page
+
+    return mount_live_page(build_app_from_config(config))  # the live page beside the API
 
 
 #: File mode bits masked off everything the server creates: owner-only files.
@@ -116,7 +118,6 @@ def run_config_file(config_file: Path, lock_dir: Path | None = None) -> None:
     """
     import uvicorn
     from tiled.config import parse_configs
-    from tiled.server.app import build_app_from_config
 
     from ._log import logging_config
 
@@ -124,7 +125,7 @@ def run_config_file(config_file: Path, lock_dir: Path | None = None) -> None:
     lock = ServerLock.acquire(lock_dir) if lock_dir is not None else None
     try:
         config = parse_configs(config_file)
-        app = build_app_from_config(config)
+        app = _build_app(config)
         uvicorn.run(app, log_config=logging_config(), **config.uvicorn)
     finally:
         if lock is not None:

@@ -22,7 +22,8 @@ def _opmap_queue_namespace() -> dict:
     sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
     spec.loader.exec_module(module)
     live = os.environ.get("OPMAP_LIVE_ANALYSIS", "on").lower() not in ("off", "0", "false")
-    session = module.session_from_environment(live_analysis=live)
+    # RE.md persists in the same folder as the IPython profile's; no terminal: no progress bars
+    session = module.session_from_environment(live_analysis=live, progress_bars=False)
     return queue_namespace(session)
 
 
