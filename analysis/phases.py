@@ -151,7 +151,10 @@ def ti_position(
     Returns
     -------
     (..., n_x) array of float
-        z of the Ti layer (µm); NaN for empty columns.
+        z of the Ti layer (µm); NaN for empty columns and where the column maximum lies
+        closer to the map's first or last row than the window (``half_window`` rows for
+        the centroid, 1 for the Gaussian): the layer is not bracketed by the map (a map
+        that stops below the Ti), and the edge row is not its position.
 
     Examples
     --------
@@ -159,6 +162,11 @@ def ti_position(
     >>> col = np.exp(-0.5 * ((z - 4.3) / 0.8) ** 2)[:, None]
     >>> print(np.round(ti_position(col, z_um=z, method="gaussian"), 6))
     [4.3]
+
+    A map ending below the layer (the intensity still rising at its top row) has no Ti:
+
+    >>> print(ti_position(col[:5], z_um=z[:5]))
+    [nan]
     """
     if method not in ("centroid", "gaussian"):
         raise ValueError(f"method must be 'centroid' or 'gaussian', got {method!r}")
@@ -172,6 +180,8 @@ def ti_position(
     filled = np.where(np.isfinite(a), a, -np.inf)
     peak = np.argmax(filled, axis=-1)
     empty = ~np.isfinite(np.max(filled, axis=-1)) | (np.max(filled, axis=-1) <= 0)
+    reach = half_window if method == "centroid" else 1
+    empty |= (peak < reach) | (peak > z.size - 1 - reach)  # not bracketed by the map
     offsets = np.arange(-half_window, half_window + 1)
     idx = np.clip(peak[..., None] + offsets, 0, z.size - 1)
     win = np.nan_to_num(np.take_along_axis(a, idx, -1))

@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="directory keeping reduced maps + truth")
     args = parser.parse_args()
     twin, renderer, reduction, params, geometry = build(args.binning, args.seed, args.ti_band)
+    check_rows_reach_anode(args.n_z, twin.config.geometry)
     # The LCO spots' azimuthal FWHM (6°) is measured on the cake (a sample property).
     sampling = (
         sampling_correction(reduction, geometry, params, chi_fwhm_deg=6.0)
@@ -189,6 +190,24 @@ def main() -> None:
     n = args.maps * layout.n_frames
     print(f"\n{n} frames: render {1e3 * t_render / n:.1f} ms/frame, reduce+analyse "
           f"{1e3 * t_analyse / n:.2f} ms/frame (shared 2 cores: pessimistic)")  # fmt: skip
+
+
+def check_rows_reach_anode(n_z: int, geometry) -> None:
+    """Refuse a map whose rows (z = −2 + i µm) stop below the anode stack's top (Au).
+
+    The Ti (Li thickness, distance reference) and the Li grains lie above the cathode: a
+    shorter map (e.g. ``--n-z 24``, top row 21 µm) has neither, and its distance scale, Ti
+    position and grain counts are NaN or zero by construction, not misses of the analysis.
+    """
+    top_um = (geometry.lco_thickness_um + geometry.lipon_thickness_um
+              + geometry.ti_thickness_um + geometry.parylene_thickness_um
+              + geometry.au_thickness_um)  # fmt: skip
+    needed = int(np.ceil(top_um + 2.0 + 2.0))  # rows from z = -2 µm, 2 rows above the Au
+    if n_z < needed:
+        raise SystemExit(
+            f"--n-z must be >= {needed}: rows from -2 µm must pass the anode stack's top at "
+            f"{top_um:g} µm (Ti, Li grains, Au), got {n_z}"
+        )
 
 
 def map_row(result, truth) -> dict[str, float]:

@@ -167,15 +167,16 @@ def _distance_scale(
     (`opmap.analysis.distance.fit_distance_scale`); None when off."""
     if params.distance_correction == "off":
         return None
-    q_ref, q_err = {}, {}
+    q_ref, q_err, area = {}, {}, {}
     for name in params.distance_references:
         key = f"reference:{name}"
         fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key],
                            min_snr=params.distance_min_snr)  # fmt: skip
         q_ref[name] = layout.to_map(fit.position_q)
         q_err[name] = layout.to_map(fit.position_q_err)
+        area[name] = layout.to_map(fit.area)
     scale, _ = fit_distance_scale(
-        q_ref, q_reference_err=q_err, z_um=layout.z_um, x_um=layout.x_um,
+        q_ref, q_reference_err=q_err, q_reference_area=area, z_um=layout.z_um, x_um=layout.x_um,
         wavelength_angstrom=params.wavelength_angstrom, model=params.distance_correction,
         max_scale_err=params.distance_max_scale_err,
     )  # fmt: skip

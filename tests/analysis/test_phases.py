@@ -33,6 +33,19 @@ def test_ti_position_is_sub_pixel(method):
     assert np.max(np.abs(z - z_true)) < 0.05  # 1/20 of a pixel
 
 
+@pytest.mark.parametrize("method", ["centroid", "gaussian"])
+def test_ti_position_is_nan_when_the_map_stops_below_the_layer(method):
+    """A map stopping 1.5 µm below the Ti layer: the band still rises at its top row, which
+    is not the layer's position (the merged validation reported 21.7 µm under 24.9 µm)."""
+    rng = np.random.default_rng(2)
+    full = _ti_maps(rng, np.full((1, 3), 23.0))
+    rows = Z_UM < 22.0
+    z = ti_position(full[:, rows], z_um=Z_UM[rows], method=method)
+    assert np.all(np.isnan(z))
+    inside = ti_position(full[:, Z_UM < 28.0], z_um=Z_UM[Z_UM < 28.0], method=method)
+    assert np.max(np.abs(inside - 23.0)) < 0.05
+
+
 def test_li_thickness_from_ti_displacement_matches_electrochemistry():
     rng = np.random.default_rng(1)
     plated = electrochemical_li_thickness_um(np.array([0.0, 0.4, 0.8, 1.4]))
