@@ -76,7 +76,9 @@ class MapTruth:
             (map, x) µm. The products carry them as ``truth_<name>``.
         """
         front = self.front_position_um
-        position = float(front[0]) if np.isfinite(front).all() else float(np.nanmean(front))
+        finite = front[np.isfinite(front)]
+        # NaN where the cell has no front (pristine, or the boundary outside the cathode)
+        position = float(finite.mean()) if finite.size else float("nan")
         return {
             "front_position": (np.array([position]), ("map",), "um",
                                "true front: z of the twin's phase boundary"),
