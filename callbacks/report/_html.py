@@ -15,7 +15,9 @@ __all__ = ["HTML_NAME", "write_html"]
 HTML_NAME = "report.html"
 #: Formats a browser shows inline, in order of preference; others are linked.
 _INLINE = (".svg", ".png")
-_STYLE = "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}img{max-width:100%}"
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}img{max-width:100%}"
+)
 
 
 def write_html(
