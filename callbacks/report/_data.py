@@ -47,12 +47,13 @@ def map_mean(values: np.ndarray) -> np.ndarray:
 
 
 def families(products: Products) -> list[str]:
-    """Orientation families with a c map (``c_<family>`` of dims ``("map", "z", "x")``)."""
-    return [
+    """Orientation families with a c map (``c_<family>`` of dims ``("map", "z", "x")``),
+    sorted by name: the order of arrays read back from a server is not the experiment's."""
+    return sorted(
         name[2:]
         for name, array in products.arrays.items()
         if name.startswith("c_") and not name.startswith("c_err_") and array.dims == MAP_ZX
-    ]
+    )
 
 
 def map_times_s(products: Products) -> np.ndarray | None:
