@@ -32,7 +32,7 @@ import concurrent.futures
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from event_model import RunRouter
@@ -67,7 +67,8 @@ logger = logging.getLogger(__name__)
 
 #: ``hook(products, result)`` after each analysed map (e.g. live plots).
 MapHook = Callable[[Products, MapResult], Any]
-#: ``truth(start_doc, map_index)`` -> one-map arrays (leading ``map`` dim of length 1).
+#: ``truth(start_doc, map_index)`` -> one-map arrays (leading ``map`` dim of length 1);
+#: ``map_index`` is the map's position in the products (maps analysed before it).
 TruthProvider = Callable[[Mapping[str, Any], int], Mapping[str, LabelledArray]]
 GeometrySource = DetectorGeometry | Callable[[Mapping[str, Any]], DetectorGeometry]
 
@@ -161,6 +162,8 @@ class LiveAnalysis:
             if background
             else None
         )
+        #: Raw uids whose maps a resumed version already holds: analysed, not written.
+        self._republished: set[str] = set()
         self._router = RunRouter([self._factory])
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
@@ -216,13 +219,14 @@ class LiveAnalysis:
             )
             return
         experiment_id = str(run.start_doc.get("experiment_id") or f"run-{run.uid}")
-        map_index = run.start_doc.get("map_index")
-        if map_index is None:
-            map_index = self._submitted.get(experiment_id, 0)
-        self._submitted[experiment_id] = int(map_index) + 1
+        # the map's position in the products: maps analysed before it. Equal to the run's
+        # map_index unless a run was cut (``opmap resume`` re-measures it under the next
+        # index); the version's raw_uids name each map's run.
+        map_index = self._submitted.get(experiment_id, 0)
+        self._submitted[experiment_id] = map_index + 1
         # ground truth is taken now, in the caller's thread (the twin is not thread-safe)
         truth = None
-        if self.processed is not None:
+        if self.processed is not None and run.uid not in self._republished:
             truth = (
                 self.truth_provider(run.start_doc, int(map_index))
                 if self.truth_provider is not None
@@ -287,36 +291,72 @@ class LiveAnalysis:
         truth: Mapping[str, LabelledArray] | None,
         n_invalid: int,
     ) -> None:
-        if self.emit is not None:
+        if self.emit is not None and run.uid not in self._republished:
             summary = map_summary(products)
             summary["n_valid_frames"] = (float(run.layout.n_frames), "")
             summary["n_discarded_frames"] = (float(n_invalid), "")
             self.derived_uids[run.uid] = emit_map_run(
                 self.emit, raw_start=run.start_doc, summary=summary, metadata=_provenance(products)
             )
-        if self.processed is not None:
-            publisher = self.publishers.get(experiment_id)
-            if publisher is None:
-                parameters = self.params.model_dump(mode="json")
-                publisher = ProductPublisher(
-                    self.processed,
-                    experiment_id,
-                    parameters,
-                    raw_check=self._raw_check if self.raw_runs is not None else None,
-                    retry_total_s=self.retry_total_s,
-                    metadata={
-                        "sampling_options": self.sampling_options,
-                        # a rehearsal's seed: the products say which experiment they are
-                        **{k: run.start_doc[k] for k in ("seed",) if k in run.start_doc},
-                    },
-                )
-                self.publishers[experiment_id] = publisher
+        if self.processed is not None and run.uid not in self._republished:
+            publisher = self._publisher_for(experiment_id, run.start_doc)
             try:
                 publisher.publish_map(
                     products, run.uid, truth or {}, run.accumulator.electrochemistry()
                 )
             except TiledUnavailableError:  # the map stays queued, written later
                 logger.exception("%s: products of map %s deferred", experiment_id, map_index)
+
+    def _publisher_for(self, experiment_id: str, start: Mapping[str, Any]) -> ProductPublisher:
+        publisher = self.publishers.get(experiment_id)
+        if publisher is None:
+            parameters = self.params.model_dump(mode="json")
+            publisher = ProductPublisher(
+                self.processed,
+                experiment_id,
+                parameters,
+                raw_check=self._raw_check if self.raw_runs is not None else None,
+                retry_total_s=self.retry_total_s,
+                metadata={
+                    "sampling_options": self.sampling_options,
+                    # a rehearsal's seed: the products say which experiment they are
+                    **{k: start[k] for k in ("seed",) if k in start},
+                },
+            )
+            self.publishers[experiment_id] = publisher
+        return publisher
+
+    def resume_products(
+        self,
+        experiment_id: str,
+        version: str | None,
+        stored_runs: Iterable[Iterable[tuple[str, Mapping[str, Any]]]],
+    ) -> list[str]:
+        """Go on with an experiment's stored products (``opmap resume``), before its next map.
+
+        The version ``version`` is grown further, not replaced (None: no version was
+        stored, the first map analysed creates one). ``stored_runs`` gives the
+        documents of the experiment's complete map runs, in map order: each is analysed
+        again (what spans maps, the tracks and the front, needs every map); the maps
+        the version already commits are not written again, the others are published.
+
+        Returns
+        -------
+        list of str
+            The raw run uids the version already committed.
+        """
+        if self.processed is None:
+            raise ValueError("resume_products needs the processed container")
+        committed: list[str] = []
+        if version is not None:
+            publisher = self._publisher_for(experiment_id, {"experiment_id": experiment_id})
+            committed = publisher.adopt(version)
+        self._republished |= set(committed)
+        for documents in stored_runs:
+            for name, doc in documents:
+                self(name, doc)
+        self.wait()
+        return committed
 
     def wait(self) -> None:
         """Wait until every map handed to the background worker is analysed."""

@@ -10,7 +10,9 @@ Plans use standard bluesky verbs:
   collect (fixed interval of experiment time), keys ``potential_v``, ``current_a``,
   ``charge_c``, ``time_s``, ``step_index``: declare and collect them in the stream
   `STREAM_NAME` so the electrochemistry record has no gaps between maps;
-- ``read()`` refreshes and reads potential, current, charge, elapsed time, step and state.
+- ``read()`` refreshes and reads potential, current, charge, elapsed time, step, state and
+  ``protocol_start``: the instrument's clock (the ``time_s`` of its samples) when the
+  protocol started (NaN before), so a resumed control process can place the protocol.
 """
 
 from __future__ import annotations
@@ -134,6 +136,10 @@ class Potentiostat(StandardReadable, Preparable, Flyable, Stoppable):
         with self.add_children_as_readables():
             self.charge, self._set_charge = soft_signal_r_and_setter(float, units="C")
             self.elapsed, self._set_elapsed = soft_signal_r_and_setter(float, units="s")
+            # the instrument's clock when the protocol started: sample time_s - elapsed
+            self.protocol_start, self._set_protocol_start = soft_signal_r_and_setter(
+                float, math.nan, units="s"
+            )
             self.step, self._set_step = soft_signal_r_and_setter(int)
             self.step_label, self._set_step_label = soft_signal_r_and_setter(str)
             self.state, self._set_state = soft_signal_r_and_setter(
@@ -150,7 +156,10 @@ class Potentiostat(StandardReadable, Preparable, Flyable, Stoppable):
         self._set_elapsed(status.elapsed_s)
         self._set_step(status.sample.step_index)
         self._set_step_label(status.step_label)
-        if status.protocol_done and await self.state.get_value() == PotentiostatState.RUNNING:
+        state = await self.state.get_value()
+        if state in (PotentiostatState.RUNNING, PotentiostatState.DONE):
+            self._set_protocol_start(status.sample.time_s - status.elapsed_s)
+        if status.protocol_done and state == PotentiostatState.RUNNING:
             self._set_state(PotentiostatState.DONE)
         return status
 

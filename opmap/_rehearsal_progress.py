@@ -35,10 +35,12 @@ class RehearsalProgress:
         self.potential_v = float("nan")
         self.step = ""
         self._descriptors: dict[str, str] = {}
+        self._experiment_id: str | None = None
 
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         """Consume one document."""
         if name == "start":
+            self._announce(doc.get("experiment_id"))
             self.map_index = doc.get("map_index")
             self.n_lines = int((doc.get("map_shape") or [0, 0])[0])
             self.lines_done = 0
@@ -48,6 +50,16 @@ class RehearsalProgress:
             self._event(self._descriptors.get(doc["descriptor"], ""), doc["data"])
         elif name == "stop" and self.map_index is not None:
             self._print(final=True)
+
+    def _announce(self, experiment_id: str | None) -> None:
+        """Name the experiment once: it is what ``opmap resume`` needs after a crash."""
+        if experiment_id is None or experiment_id == self._experiment_id:
+            return
+        self._experiment_id = experiment_id
+        self.stream.write(
+            f"experiment {experiment_id} (after a crash: opmap resume {experiment_id})\n"
+        )
+        self.stream.flush()
 
     def _event(self, stream: str, data: dict[str, Any]) -> None:
         if "line_index" in data:

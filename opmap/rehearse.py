@@ -11,6 +11,7 @@ and figures into the data directory; print where everything is and how to read i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,25 +32,35 @@ from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.plots import LiveFigures
 from opmap.callbacks.report import format_table, report_table, write_report
-from opmap.callbacks.spool import RunTally
-from opmap.callbacks.tiled_products import read_latest
+from opmap.callbacks.spool import RunSpool, RunTally
+from opmap.callbacks.tiled_products import read_latest, versions
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
-from opmap.plans import MapCadence, MapGeometry, calibrate, operando_experiment
+from opmap.plans import MapCadence, MapGeometry, ResumePoint, calibrate, operando_experiment
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask
 
 from ._rehearsal_params import analysis_parameters_for_twin
 from ._rehearsal_progress import RehearsalProgress
+from ._resume import (
+    REHEARSAL_OPTIONS_KEY,
+    ResumeError,
+    StoredExperiment,
+    close_interrupted,
+    fast_forward,
+    read_stored_experiment,
+)
 
 __all__ = [
     "PAPER_MAP_SCHEDULE",
     "RehearsalOptions",
     "RehearsalResult",
+    "ResumeError",
     "analysis_parameters_for_twin",
     "map_cadence",
     "rehearse",
+    "resume_rehearsal",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,6 +211,10 @@ class _TwinTruth:
         self._stop_s: dict[str, float] = {}
         self._mid_s: dict[int, float] = {}  # per map index: new/deceased grains since the last
 
+    def remember(self, run_uid: str, start_s: float, stop_s: float) -> None:
+        """Experiment times of a stored run analysed again (``opmap resume``)."""
+        self._start_s[run_uid], self._stop_s[run_uid] = start_s, stop_s
+
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
         # experiment time at the run's start and stop documents (in the RunEngine's loop)
         if name == "start":
@@ -301,9 +316,85 @@ def rehearse(
     print(f"opmap rehearsal in {data_dir} (seed {options.seed})")
     print("starting the Tiled server (SQLite catalog, DuckDB tables, API key) ...")
     with start_server_subprocess(settings, startup_timeout_s=SERVER_STARTUP_S) as server:
-        client = server.client()
-        layout = ensure_layout(client)
-        RE, beamline = _engine_and_beamline(options, data_dir)
+        session = _Session.begin(options, settings, server, callbacks)
+        poni = _calibrate(session.RE, session.beamline, session.layout, data_dir, options)
+        session.subscribe_analysis(poni)
+        print("running the paper's protocol with maps throughout ...")
+        return session.run(_experiment_plan(session.beamline, options, poni), poni, wall0)
+
+
+def resume_rehearsal(
+    experiment_id: str, data_dir: Path, *, callbacks: Sequence[Callable[[str, Any], Any]] = ()
+) -> RehearsalResult:
+    """Go on with a rehearsal whose control process died (``opmap resume``).
+
+    The interrupted run is closed in Tiled with an abort ``stop`` and its reason (its
+    spooled documents stored first); the beamline is rebuilt from the options in the start
+    documents, the simulated cell brought to the last stored electrochemistry sample; the
+    interrupted map is measured again and the schedule goes on, with the same
+    ``experiment_id``, the next ``map_index``, the live analysis growing the same product
+    version. See `opmap._resume` and docs/operations.md.
+
+    Raises
+    ------
+    ResumeError
+        Before anything moves: unknown, finished or non-rehearsal experiment.
+    """
+    wall0 = time.monotonic()
+    data_dir = Path(data_dir).resolve()
+    settings = OpmapSettings(data_dir=data_dir)
+    if not settings.api_key_file.is_file():
+        raise ResumeError(f"data_dir {data_dir} is not an opmap data directory (no api-key)")
+    print(f"resuming experiment {experiment_id} in {data_dir}")
+    with start_server_subprocess(settings, startup_timeout_s=SERVER_STARTUP_S) as server:
+        raw = ensure_layout(server.client())["raw"]
+        for line in close_interrupted(raw, RunSpool(settings.backup_dir), experiment_id):
+            print(f"  spool: {line.line()}")
+        stored = read_stored_experiment(raw, experiment_id)
+        for uid in stored.closed:
+            print(f"  closed the interrupted run {uid} (stop: abort, reason recorded)")
+        options = _stored_options(stored, data_dir)
+        session = _Session.begin(options, settings, server, callbacks)
+        poni = data_dir / "poni" / str(stored.first_start["poni_file"])
+        session.subscribe_analysis(poni, resume=stored)
+        point = stored.resume_point()
+        protocol = _scaled_protocol(options.time_scale)
+        session.RE(fast_forward(session.beamline, protocol, stored))
+        how = "re-measuring the cut map" if point.remeasure else "on schedule"
+        print(
+            f"going on at experiment time {session.beamline.clock.now_s():.0f} s with map "
+            f"{point.next_map_index} ({how})"
+        )
+        plan = _experiment_plan(session.beamline, options, poni, resume=point)
+        return session.run(plan, poni, wall0)
+
+
+def _stored_options(stored: StoredExperiment, data_dir: Path) -> RehearsalOptions:
+    recorded = stored.options
+    schedule = recorded.get("map_schedule")
+    recorded["map_shape"] = tuple(recorded["map_shape"])
+    recorded["map_schedule"] = None if schedule is None else tuple(map(tuple, schedule))
+    return RehearsalOptions(data_dir=data_dir, **recorded)
+
+
+@dataclass
+class _Session:
+    """One control session of a rehearsal: server client, RunEngine, beamline, writers."""
+
+    options: RehearsalOptions
+    settings: OpmapSettings
+    server: Any
+    layout: Any
+    RE: RunEngine
+    beamline: Any
+    writer: ValidatedTiledWriter
+    live: LiveAnalysis | None = None
+    guard: GuardedCallback | None = None
+
+    @classmethod
+    def begin(cls, options, settings, server, callbacks) -> _Session:
+        layout = ensure_layout(server.client())
+        RE, beamline = _engine_and_beamline(options, settings.data_dir)
         # Structure only: the server reading one element of the Eiger's virtual dataset
         # decompresses the whole map (a third of the CPU in a profile); the live analysis
         # reads every frame of every map anyway.
@@ -315,34 +406,61 @@ def rehearse(
         )
         for callback in (writer, *callbacks):
             RE.subscribe(callback)
-        poni = _calibrate(RE, beamline, layout, data_dir, options)
-        result = RehearsalResult(data_dir, server.url, settings.api_key_file, "", [], poni, 0.0)
-        figures_dir = data_dir / "figures"
-        live, guard = (
-            _subscribe_live_analysis(RE, beamline, layout, poni, figures_dir)
-            if options.live_analysis
-            else (None, None)
+        return cls(options, settings, server, layout, RE, beamline, writer)
+
+    def subscribe_analysis(self, poni: Path, resume: StoredExperiment | None = None) -> None:
+        """The live analysis (if asked for) and the progress line, subscribed to the RE."""
+        if self.options.live_analysis:
+            figures_dir = self.settings.data_dir / "figures"
+            self.live, self.guard = _subscribe_live_analysis(
+                self.RE, self.beamline, self.layout, poni, figures_dir
+            )
+            if resume is not None:
+                _resume_products(self.live, self.layout, resume)
+        self.RE.subscribe(RehearsalProgress(self.options.max_maps))
+
+    def run(self, plan: Any, poni: Path, wall0: float) -> RehearsalResult:
+        """Run the experiment plan, wait for every document and product, report."""
+        settings, live, writer = self.settings, self.live, self.writer
+        result = RehearsalResult(
+            settings.data_dir, self.server.url, settings.api_key_file, "", [], poni, 0.0
         )
-        RE.subscribe(RehearsalProgress(options.max_maps))
-        print("running the paper's protocol with maps throughout ...")
-        uids = RE(_experiment_plan(beamline, options))
-        result.map_uids = list(uids or [])
+        result.map_uids = list(self.RE(plan) or [])
         if result.map_uids:  # from the documents: Tiled may be down right now
             start = writer.digests[result.map_uids[0]].start
             result.experiment_id = str(start.get("experiment_id", ""))
         result.live_lag_maps = live.maps_pending if live is not None else 0
         writer.wait(SPOOL_DRAIN_S)  # spooled runs are re-sent once the server is back
         result.raw_tallies = writer.tallies()
-        if live is not None and guard is not None:
+        if live is not None and self.guard is not None:
             live.finish()
-            result.analysis_failures = guard.total_failures + live.failures
+            result.analysis_failures = self.guard.total_failures + live.failures
+        figures_dir = settings.data_dir / "figures"
         result.figures = sorted(figures_dir.glob("*.png")) if figures_dir.exists() else []
         result.wall_s = time.monotonic() - wall0
         _print_summary(result, settings)
         if live is not None and result.experiment_id:
-            result.products = read_latest(layout["processed"], result.experiment_id)
-            result.truth_table = _report(result, beamline)
-    return result
+            result.products = read_latest(self.layout["processed"], result.experiment_id)
+            result.truth_table = _report(result, self.beamline)
+        return result
+
+
+def _resume_products(live: LiveAnalysis, layout: Any, stored: StoredExperiment) -> None:
+    """Grow the experiment's latest product version: its stored maps analysed again."""
+    processed, raw = layout["processed"], layout["raw"]
+    stored_versions = versions(processed, stored.experiment_id)
+    version = stored_versions[-1] if stored_versions else None  # None: the first map makes v1
+    truth = live.truth_provider
+    if isinstance(truth, _TwinTruth):  # maps not committed yet are written with their truth
+        for run in stored.complete_maps:
+            frame_times_s = np.asarray(raw[run.uid]["primary"]["eiger-time_s"].read())
+            truth.remember(run.uid, float(frame_times_s.min()), float(frame_times_s.max()))
+    runs = (raw[run.uid].documents() for run in stored.complete_maps)
+    committed = live.resume_products(stored.experiment_id, version, runs)
+    print(
+        f"  products: {stored.experiment_id}/{version or 'v1'} holds {len(committed)} "
+        f"map(s); {len(stored.complete_maps)} stored map(s) analysed again"
+    )
 
 
 def _engine_and_beamline(options: RehearsalOptions, data_dir: Path) -> tuple[RunEngine, Any]:
@@ -377,7 +495,9 @@ def _subscribe_live_analysis(
     return live, guard
 
 
-def _experiment_plan(beamline: Any, options: RehearsalOptions) -> Any:
+def _experiment_plan(
+    beamline: Any, options: RehearsalOptions, poni: Path, resume: ResumePoint | None = None
+) -> Any:
     """The paper's protocol on the simulated cell, with maps throughout."""
     return operando_experiment(
         beamline.potentiostat,
@@ -390,8 +510,24 @@ def _experiment_plan(beamline: Any, options: RehearsalOptions) -> Any:
         pristine_map=options.pristine_map,
         max_maps=options.max_maps,
         poll_s=60.0,
-        md={"rehearsal": True, "seed": beamline.seed},
+        md={
+            "rehearsal": True,
+            "seed": beamline.seed,
+            REHEARSAL_OPTIONS_KEY: _options_md(options),
+            "poni_file": poni.name,
+        },
+        resume=resume,
     )
+
+
+def _options_md(options: RehearsalOptions) -> dict[str, Any]:
+    """The options a resumed rehearsal is rebuilt from (all but the data dir)."""
+    recorded = dataclasses.asdict(options)
+    del recorded["data_dir"]
+    recorded["map_shape"] = list(options.map_shape)
+    schedule = options.map_schedule
+    recorded["map_schedule"] = None if schedule is None else [list(s) for s in schedule]
+    return recorded
 
 
 def _report(result: RehearsalResult, beamline: Any) -> list[dict[str, Any]]:

@@ -525,7 +525,9 @@ def _analyse_map(
         reduced,
         experiment.layout,
         experiment.params,
-        map_index=int(item.start_doc["map_index"]),
+        # the position in the products, as live: a map cut and re-measured after
+        # ``opmap resume`` leaves a gap in the runs' map_index (raw_uids name each run)
+        map_index=experiment.n_maps,
         time_s=time_s,
         sampling=correction,
     )

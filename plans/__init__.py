@@ -9,6 +9,7 @@ from ._operando import (
     EC_STATE_STREAM,
     EC_STREAM,
     CyclingPotentiostat,
+    ResumePoint,
     ec_value,
     operando_experiment,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "LineTrajectory",
     "MapCadence",
     "MapGeometry",
+    "ResumePoint",
     "StackAlignment",
     "align_stack",
     "beam_current_suspender",

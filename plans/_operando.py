@@ -27,6 +27,16 @@ without one), and runs on its own: pauses and suspenders do not stop it. With
 map, or the first map without one) is always taken; later maps wait for a step that is not
 open circuit. If the plan ends with an error, an abort or a stop, the potentiostat is stopped
 (its safe state) before the exception propagates.
+
+Resume
+------
+With ``resume`` (a `ResumePoint`, see ``opmap resume``) the plan goes on with an experiment
+whose control process died: the same ``experiment_id``, map indices from
+``ResumePoint.next_map_index``, ``max_maps`` counting the maps already taken. If the
+protocol was running, the potentiostat is neither prepared nor kicked off again (it kept
+cycling the cell); an interrupted map is re-measured at once, otherwise the next map waits
+for the cadence after the last map's start. Runs of the resumed session carry
+``resumed: True``.
 """
 
 from __future__ import annotations
@@ -65,6 +75,42 @@ class CyclingPotentiostat(Preparable, Flyable, EventPageCollectable, Readable, P
 
     def wait_elapsed(self, elapsed_s: float) -> Status:
         """Finish once the protocol has run ``elapsed_s`` (s) or is done."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an interrupted `operando_experiment` goes on.
+
+    Attributes
+    ----------
+    experiment_id : str
+        The experiment's id (every resumed run carries it).
+    next_map_index : int
+        ``map_index`` of the first map of the resumed session (after every stored one,
+        the interrupted map's included).
+    maps_taken : int
+        Maps completed before (counted against ``max_maps``).
+    protocol_started : bool
+        Whether the potentiostat's protocol was kicked off (it is then running now).
+    last_map_start_s : float
+        Protocol time (s, the potentiostat's elapsed time) at the start of the last map
+        run after the kickoff; NaN if none.
+    remeasure : bool
+        A map was interrupted: take it again at once instead of waiting for the cadence.
+    """
+
+    experiment_id: str
+    next_map_index: int
+    maps_taken: int
+    protocol_started: bool
+    last_map_start_s: float = math.nan
+    remeasure: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.next_map_index, int) and self.next_map_index >= 0):
+            raise ValueError(f"next_map_index={self.next_map_index} must be an integer >= 0")
+        if not (isinstance(self.maps_taken, int) and self.maps_taken >= 0):
+            raise ValueError(f"maps_taken={self.maps_taken} must be an integer >= 0")
 
 
 class _Progress:
@@ -151,6 +197,7 @@ def operando_experiment(
     max_maps: int | None = None,
     poll_s: float = 1.0,
     md: dict[str, Any] | None = None,
+    resume: ResumePoint | None = None,
 ) -> MsgGenerator[list[str]]:
     """Run an electrochemical protocol and fly maps until it completes.
 
@@ -186,6 +233,8 @@ def operando_experiment(
         waiting through a rest step and after the last map.
     md
         Extra metadata for every run.
+    resume
+        Go on with an interrupted experiment (see the module notes); None starts a new one.
 
     Returns
     -------
@@ -198,6 +247,8 @@ def operando_experiment(
         raise ValueError("protocol must be a non-empty opmap StepTable")
     cadence = _cadence(map_interval_s, map_schedule)
     _check_options(max_maps, poll_s)
+    if resume is not None and not isinstance(resume, ResumePoint):
+        raise TypeError(f"resume must be a ResumePoint or None, not {type(resume).__name__}")
     options = _Options(cadence, bool(pristine_map), bool(map_during_rest), max_maps, poll_s)
     _md = _experiment_md(
         (potentiostat, detector, stage_x, stage_z),
@@ -212,8 +263,10 @@ def operando_experiment(
         },
         md,
     )
+    if resume is not None:
+        _md.update(experiment_id=resume.experiment_id, resumed=True)
     devices = (potentiostat, detector, stage_x, stage_z)
-    body = _experiment(devices, protocol, geometry, options, _md)
+    body = _experiment(devices, protocol, geometry, options, _md, resume)
 
     def stop_potentiostat(_: Exception) -> MsgGenerator[None]:
         yield from bps.stop(potentiostat)
@@ -258,28 +311,59 @@ def _experiment(
     geometry: MapGeometry,
     options: _Options,
     md: dict[str, Any],
+    resume: ResumePoint | None = None,
 ) -> MsgGenerator[list[str]]:
     potentiostat = devices[0]
     progress = _Progress()
     poll_s = options.poll_s
-    yield from bps.prepare(potentiostat, protocol, wait=True)
+    begin = _begin(potentiostat, protocol, options, progress, resume)
+    first_index, taken, pristine = yield from begin
     uids: list[str] = []
-    if options.pristine_map and options.more_maps(0):
-        uids.append((yield from _map_run(devices, geometry, progress, 0, md, pristine=True)))
-    while options.more_maps(len(uids)):
+
+    def more_maps() -> bool:
+        return options.more_maps(taken + len(uids))
+
+    if pristine and more_maps():
+        run = _map_run(devices, geometry, progress, first_index, md, pristine=True)
+        uids.append((yield from run))
+    while more_maps():
         if progress.started and progress.protocol_done:
             break
         if progress.started and not options.map_during_rest:
             yield from _wait_while_resting(potentiostat, protocol, progress, poll_s)
             if progress.protocol_done:
                 break
-        uids.append((yield from _map_run(devices, geometry, progress, len(uids), md)))
+        index = first_index + len(uids)
+        uids.append((yield from _map_run(devices, geometry, progress, index, md)))
         if options.cadence is not None:
             until_s = options.cadence.next_start_s(progress.map_start_time_s)
             yield from _wait_for_time(potentiostat, until_s, progress, poll_s)
     # Always: samples buffered after the last map's final collect belong to the record.
     uids.append((yield from _tail_run(potentiostat, progress, poll_s, md)))
     return uids
+
+
+def _begin(
+    potentiostat: CyclingPotentiostat,
+    protocol: StepTable,
+    options: _Options,
+    progress: _Progress,
+    resume: ResumePoint | None,
+) -> MsgGenerator[tuple[int, int, bool]]:
+    """Prepare a new experiment, or pick a resumed one up: (first map index, maps taken
+    before, whether the first map is the pristine one)."""
+    if resume is None or not resume.protocol_started:
+        yield from bps.prepare(potentiostat, protocol, wait=True)
+        if resume is None:
+            return 0, 0, options.pristine_map
+        return resume.next_map_index, resume.maps_taken, options.pristine_map
+    # the protocol kept running while the control process was down
+    progress.protocol_status = yield from bps.complete(potentiostat, group=PROTOCOL_GROUP)
+    cadence, last_start_s = options.cadence, resume.last_map_start_s
+    if not resume.remeasure and cadence is not None and math.isfinite(last_start_s):
+        until_s = cadence.next_start_s(last_start_s)
+        yield from _wait_for_time(potentiostat, until_s, progress, options.poll_s)
+    return resume.next_map_index, resume.maps_taken, False
 
 
 def _kickoff(potentiostat: CyclingPotentiostat, progress: _Progress) -> MsgGenerator[None]:

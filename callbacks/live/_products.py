@@ -125,6 +125,37 @@ class ProductPublisher:
         committed = 0 if self._writer is None else self._writer.committed.maps
         return [entry.raw_uid for entry in self._written[:committed]]
 
+    def adopt(self, version: str) -> list[str]:
+        """Go on growing the stored ``version`` (a resumed experiment, ``opmap resume``).
+
+        Its committed maps count as written; their products must be analysed again, in
+        order, for what spans maps (tracks, the front), but not published again
+        (`LiveAnalysis.resume_products`). Must be called before the first map.
+
+        Returns
+        -------
+        list of str
+            The raw run uids of the committed maps, in map order.
+        """
+        from opmap.callbacks.tiled_products import TiledProductWriter
+
+        if self._writer is not None or self._queue:
+            raise RuntimeError(f"{self.experiment_id}: adopt a version before the first map")
+        writer = TiledProductWriter.reopen(self.processed, self.experiment_id, version)
+        committed = writer.committed
+        uids = [str(uid) for uid in writer.container.metadata.get("raw_uids") or []]
+        if len(uids) < committed.maps:
+            raise ValueError(
+                f"{self.experiment_id}/{version} commits {committed.maps} maps but names "
+                f"{len(uids)} raw runs"
+            )
+        uids = uids[: committed.maps]
+        self._written = [_QueuedMap(uid, {}, {}, dict(committed.rows)) for uid in uids]
+        self._verified |= set(uids)
+        self._live = frozenset(committed.grown) or None
+        self._writer = writer
+        return uids
+
     def publish_map(
         self,
         products: Products,

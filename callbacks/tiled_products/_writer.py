@@ -15,7 +15,14 @@ from tiled.structures.core import Spec
 from opmap.analysis.products import LabelledArray, Products
 
 from ._commit import COMMIT_KEY, CommitRecord
-from ._dataset import COORD, DATA_VAR, MAP_TIME, VERSION_COORD, array_metadata
+from ._dataset import (
+    COORD,
+    DATA_VAR,
+    MAP_TIME,
+    VERSION_COORD,
+    array_metadata,
+    labelled_from_node,
+)
 from ._layout import (
     ROLE_KEY,
     create_version,
@@ -109,6 +116,41 @@ class TiledProductWriter:
             processed.create_container(experiment_id, **tags)
         self.experiment_id = experiment_id
         self.version, self.container = create_version(processed, experiment_id, metadata)
+        self._init_state(coordinate_arrays)
+
+    @classmethod
+    def reopen(
+        cls,
+        processed: Container,
+        experiment_id: str,
+        version: str,
+        *,
+        coordinate_arrays: Collection[str] = (MAP_TIME,),
+    ) -> TiledProductWriter:
+        """Go on writing a stored version (a resumed experiment: ``opmap resume``).
+
+        The committed maps, table rows and nodes are taken as written; the next
+        :meth:`append_map` writes map ``committed.maps`` (maps written but not committed
+        by the interrupted writer are written again). Arrays written whole stay refused.
+
+        Raises
+        ------
+        KeyError
+            When the version is not stored.
+        ValueError
+            When the version has no commit record (written before it existed).
+        """
+        container = processed[experiment_id][version]
+        record = CommitRecord.from_metadata(container.metadata)
+        if record is None:
+            raise ValueError(f"{experiment_id}/{version} has no commit record: write a new one")
+        writer = cls.__new__(cls)
+        writer.experiment_id, writer.version, writer.container = experiment_id, version, container
+        writer._init_state(coordinate_arrays)
+        writer._adopt(record)
+        return writer
+
+    def _init_state(self, coordinate_arrays: Collection[str]) -> None:
         self._growing: dict[str, _Growing] = {}
         self._static_coords: dict[str, LabelledArray] = {}
         self._tables: dict[str, tuple[Any, pa.Schema]] = {}
@@ -123,6 +165,36 @@ class TiledProductWriter:
         self._started: set[str] = set()  # nodes this writer began to create
         self._complete: set[str] = set()  # ... and finished creating
         self.committed = CommitRecord(0)
+
+    def _adopt(self, record: CommitRecord) -> None:
+        """Take the committed state of the stored version as this writer's own."""
+        container = self.container
+        for name in record.grown:
+            node = container[name]
+            like = labelled_from_node(node, np.zeros((0, *node.shape[1:]), node.dtype))
+            self._growing[name] = _Growing(
+                node, like.dims, tuple(node.shape[1:]), np.dtype(node.dtype), like.units
+            )
+        self._live_names = frozenset(record.grown) if record.grown else None
+        for name in set(record.names) - set(record.grown):
+            if name in container and name != VERSION_COORD:
+                self._static_coords[name] = labelled_from_node(container[name])
+        self._labelled = VERSION_COORD in container
+        key = tables_key(self.version)
+        if key in container.parent:
+            self._tables_node = container.parent[key]
+            for name in set(record.rows) & set(self._tables_node):
+                node = self._tables_node[name]
+                self._tables[name] = (node, node.structure().arrow_schema_decoded)
+                self._rows_unsure.add(name)  # uncommitted rows may be stored: count them
+        self._n_written, self._rows = record.maps, dict(record.rows)
+        self._complete = set(record.names) | ({key} if self._tables_node is not None else set())
+        # nodes the interrupted writer created but never committed: taken over when written
+        stored = set(container) | (set(self._tables_node) if self._tables_node else set())
+        self._started = self._complete | (stored - set(record.names) - {VERSION_COORD})
+        if self._tables_node is not None:
+            self._rows_unsure |= set(self._tables_node)  # rows of uncommitted maps: count
+        self.committed = record
 
     @property
     def n_maps(self) -> int:

@@ -22,6 +22,7 @@ __all__ = ["build_parser", "forward_deprecated", "main", "profile_directory", "s
 #: Modules that provide sub-commands, in the order ``opmap --help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
     "opmap.cli._rehearse",
+    "opmap.cli._resume",
     "opmap.cli._serve",
     "opmap.cli._keys",
     "opmap.cli._relocate",
