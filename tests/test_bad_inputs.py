@@ -455,6 +455,20 @@ ROWS: list[tuple[str, list[str], int, str]] = [
         2,
         "no Tiled server answers",
     ),
+    # opmap resume: refused before any server starts
+    (
+        "resume-id-path",
+        ["resume", "../x", "--data-dir", "{w}/report_done"],
+        2,
+        "EXPERIMENT_ID '../x' cannot name a file",
+    ),
+    ("resume-no-dir", ["resume", "x", "--data-dir", "{w}/gone"], 2, "--data-dir .*gone is not a"),
+    (
+        "resume-not-opmap-dir",
+        ["resume", "x", "--data-dir", "{w}/report_done"],
+        2,
+        "is not an opmap data directory",
+    ),
 ]
 
 

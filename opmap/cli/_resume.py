@@ -14,6 +14,7 @@ nothing is changed then.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             raise ResumeError(f"--data-dir {args.data_dir} is not a directory")
         result = resume_rehearsal(experiment_id, args.data_dir)
     except (ResumeError, DataDirInUseError, ValueError) as error:
-        print(f"opmap resume: {error}")
+        print(f"opmap resume: {error}", file=sys.stderr)
         return 2
     failed = False
     if result.runs_not_landed:
