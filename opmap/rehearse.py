@@ -211,9 +211,11 @@ class _TwinTruth:
         self._stop_s: dict[str, float] = {}
         self._mid_s: dict[int, float] = {}  # per map index: new/deceased grains since the last
 
-    def remember(self, run_uid: str, start_s: float, stop_s: float) -> None:
-        """Experiment times of a stored run analysed again (``opmap resume``)."""
+    def remember(self, run_uid: str, position: int, start_s: float, stop_s: float) -> None:
+        """Experiment times of a stored map analysed again (``opmap resume``), the
+        ``position``-th of the products: its truth, and the next map's new grains."""
         self._start_s[run_uid], self._stop_s[run_uid] = start_s, stop_s
+        self._mid_s[position] = 0.5 * (start_s + stop_s)
 
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
         # experiment time at the run's start and stop documents (in the RunEngine's loop)
@@ -452,9 +454,10 @@ def _resume_products(live: LiveAnalysis, layout: Any, stored: StoredExperiment) 
     version = stored_versions[-1] if stored_versions else None  # None: the first map makes v1
     truth = live.truth_provider
     if isinstance(truth, _TwinTruth):  # maps not committed yet are written with their truth
-        for run in stored.complete_maps:
+        for position, run in enumerate(stored.complete_maps):
             frame_times_s = np.asarray(raw[run.uid]["primary"]["eiger-time_s"].read())
-            truth.remember(run.uid, float(frame_times_s.min()), float(frame_times_s.max()))
+            first_s, last_s = float(frame_times_s.min()), float(frame_times_s.max())
+            truth.remember(run.uid, position, first_s, last_s)
     runs = (raw[run.uid].documents() for run in stored.complete_maps)
     committed = live.resume_products(stored.experiment_id, version, runs)
     print(

@@ -255,3 +255,38 @@ def test_retry_gives_up_after_its_time_with_a_clear_error() -> None:
     with pytest.raises(ValueError, match="bad shape"):  # not transient: raised at once
         retry_transient(refused, what="x", sleep=wait)
     assert calls["n"] == len(waits) + 1
+
+
+def test_a_reopened_version_goes_on_after_the_writer_died_half_way(server, one_attempt):
+    """``opmap resume``: a new process reopens the version a killed writer left half-written
+    (map 2 partly written, rows appended but not committed) and grows it from the
+    committed maps on: nothing doubled, nothing refused, the same version."""
+    processed, transport = _flaky_processed(server)
+    dead = TiledProductWriter(processed, "reopened")
+    for index in range(2):
+        arrays, coords = _map(index)
+        dead.append_map(arrays, coords=coords)
+    dead.append_rows("grains", {"grain_id": np.array([1, 2, 3])})
+    transport.lose_replies_after(2)  # map 2: two arrays land, then the process "dies"
+    arrays, coords = _map(2)
+    with pytest.raises(httpx.ReadTimeout):
+        dead.append_map(arrays, coords=coords)
+    with pytest.raises(httpx.ReadTimeout):
+        dead.append_rows("grains", {"grain_id": np.array([4, 5])})  # stored, uncommitted
+
+    writer = TiledProductWriter.reopen(_reader(server), "reopened", "v1")
+    assert (writer.version, writer.n_maps, writer.committed.maps) == ("v1", 2, 2)
+    for index in (2, 3):
+        arrays, coords = _map(index)
+        writer.append_map(arrays, coords=coords, commit=False)
+    writer.append_rows("grains", {"grain_id": np.array([4, 5, 6])}, at=3, commit=False)
+    writer.commit()
+    reread = read_latest(_reader(server), "reopened")
+    _assert_complete_maps(reread, 4)
+    assert reread.tables["grains"]["grain_id"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert [k for k in _reader(server)["reopened"] if not k.endswith("-tables")] == ["v1"]
+
+
+def test_reopening_needs_a_stored_version_with_a_commit_record(server):
+    with pytest.raises(KeyError):
+        TiledProductWriter.reopen(_reader(server), "never-written", "v1")
