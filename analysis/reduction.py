@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._reduction_matrix import SubIntegration, engine_matrix
+from ._reduction_matrix import SubIntegration, cake_matrix, engine_matrix
 from ._reduction_plan import CakeBinning, QBinning, QWindow, ReductionPlan, default_bands
 from .families import ChiSector
 from .geometry import DetectorGeometry
@@ -146,12 +146,11 @@ def _cake_matrix(
     geometry: DetectorGeometry, norm: np.ndarray, binning: CakeBinning, splitting: str
 ) -> SubIntegration:
     """2D sub-integration with rows reordered to (chi in [0, 360), q), chi-major."""
-    sub = engine_matrix(
+    sub = cake_matrix(
         geometry,
         norm,
         q_range=_q_range(binning),
         n_q=binning.n_q,
-        chi_range_deg=(-180.0, 180.0),
         n_chi=binning.n_chi,
         splitting=splitting,
     )
