@@ -169,17 +169,16 @@ def cake_matrix(
     q_min, q_max = q_range
     width = (q_max - q_min) / n_q
     pad = int(np.ceil(2.0 * pixel_q_extent(geometry) / width)) + 1
-    pad_low = min(pad, int(np.floor(q_min / width)))  # q >= 0: no pixel below 0 to clamp
-    sub = engine_matrix(
+    sub = engine_matrix(  # pyFAI keeps a range starting below q = 0 as given
         geometry,
         norm,
-        q_range=(q_min - pad_low * width, q_max + pad * width),
-        n_q=n_q + pad_low + pad,
+        q_range=(q_min - pad * width, q_max + pad * width),
+        n_q=n_q + 2 * pad,
         chi_range_deg=(-180.0, 180.0),
         n_chi=n_chi,
         splitting=splitting,
     )
-    keep = np.arange(pad_low * n_chi, (pad_low + n_q) * n_chi)
+    keep = np.arange(pad * n_chi, (pad + n_q) * n_chi)
     sub.numerator = sp.csr_array(sub.numerator[keep])
     sub.denominator = sub.denominator[keep]
     return sub

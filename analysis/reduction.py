@@ -11,7 +11,10 @@ gather of the needed pixels and one sparse × dense product::
     out (n_out, n) = M (n_out, n_used) @ frames[:, used].T
 
 with ``M[b, p] = C[b, p] / Σ_p C[b, p]·norm[p]``: exactly pyFAI's
-``integrate1d_ng`` / ``integrate2d_ng`` mean intensity for the same method.
+``integrate1d_ng`` / ``integrate2d_ng`` mean intensity for the same method; the 2D parts
+(Li window, cake) as pyFAI's over a q range padded by whole bins, so no pixel is clamped
+at the range's ends (thread-dependent weights otherwise: see
+`opmap.analysis._reduction_matrix.cake_matrix`).
 
 Detector markers.  In an unsigned-integer frame the largest value of the dtype
 (``2**32 - 1`` for the Eiger's uint32, ``2**16 - 1`` for uint16) marks a gap or
