@@ -10,6 +10,10 @@ with ``norm[p] = solid_angle[p] · polarisation[p]``,
 so the numerator matrix ``C`` and the denominator matrix ``C · diag(norm)``
 reproduce pyFAI exactly.  Several sub-integrations (the sectors of one family)
 pool into one bin by summing their numerator and denominator rows.
+
+2D (q, χ) sub-integrations (Li window, cake) come from `cake_matrix`: pyFAI's engine on a
+q range padded by whole bins, so that every pixel reaching a kept bin is split by its true
+area (see there why: issue 14).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pyFAI import units
 
 from .geometry import DetectorGeometry
 
-__all__ = ["SubIntegration", "engine_matrix"]
+__all__ = ["SubIntegration", "cake_matrix", "engine_matrix"]
 
 _Q_UNIT = units.to_unit("q_A^-1")
 _CHI_UNIT = units.to_unit("chi_deg")
@@ -112,3 +116,69 @@ def engine_matrix(
         scale=False,
     )
     return SubIntegration(_to_csr(engine, shape[0] * shape[1]), norm)
+
+
+def pixel_q_extent(geometry: DetectorGeometry) -> float:
+    """Largest radial extent of one pixel of ``geometry`` (Å⁻¹), from pyFAI's pixel corners."""
+    corners = geometry.integrator.array_from_unit(
+        geometry.shape, "corner", (_Q_UNIT, _CHI_UNIT), scale=False
+    )
+    q = corners[..., 0]
+    return float(np.nanmax(q.max(axis=-1) - q.min(axis=-1))) * _Q_UNIT.scale
+
+
+def cake_matrix(
+    geometry: DetectorGeometry,
+    norm: np.ndarray,
+    *,
+    q_range: tuple[float, float],
+    n_q: int,
+    n_chi: int,
+    splitting: str = "full",
+) -> SubIntegration:
+    """2D sub-integration over the full circle, every pixel split by its true area.
+
+    pyFAI's engines clamp the corners of a pixel that crosses the ends of the radial range
+    onto them before splitting it: a pixel with only a sliver inside the range then counts
+    with up to its whole area in the edge bins, and where the clamped polygon degenerates
+    (almost no area inside) its split between χ bins is 0/0, garbage that changes with the
+    thread and process that builds the engine (issue 14: two rehearsals of one seed had
+    different Li windows, hence different grains). Here pyFAI's range is padded on both
+    sides by whole bins, more than twice the largest radial extent of a pixel, and only the
+    ``n_q`` requested bins are kept: no kept bin sees a clamped pixel, each pixel counts
+    with the fraction of its area in the bin (the padded bins keep the bin edges).
+
+    Parameters
+    ----------
+    geometry : DetectorGeometry
+        Geometry and mask.
+    norm : numpy.ndarray
+        float64, (H·W,), solid angle × polarisation per pixel.
+    q_range : (float, float)
+        Radial range of the kept bins, Å⁻¹.
+    n_q, n_chi : int
+        Radial and azimuthal bins (χ over [-180°, 180°)).
+    splitting : str
+        "full" or "bbox".
+
+    Returns
+    -------
+    SubIntegration
+        Rows ordered q-major like pyFAI's engine (row = i_q · n_chi + i_chi).
+    """
+    q_min, q_max = q_range
+    width = (q_max - q_min) / n_q
+    pad = int(np.ceil(2.0 * pixel_q_extent(geometry) / width)) + 1
+    sub = engine_matrix(  # pyFAI keeps a range starting below q = 0 as given
+        geometry,
+        norm,
+        q_range=(q_min - pad * width, q_max + pad * width),
+        n_q=n_q + 2 * pad,
+        chi_range_deg=(-180.0, 180.0),
+        n_chi=n_chi,
+        splitting=splitting,
+    )
+    keep = np.arange(pad * n_chi, (pad + n_q) * n_chi)
+    sub.numerator = sp.csr_array(sub.numerator[keep])
+    sub.denominator = sub.denominator[keep]
+    return sub

@@ -11,7 +11,10 @@ gather of the needed pixels and one sparse × dense product::
     out (n_out, n) = M (n_out, n_used) @ frames[:, used].T
 
 with ``M[b, p] = C[b, p] / Σ_p C[b, p]·norm[p]``: exactly pyFAI's
-``integrate1d_ng`` / ``integrate2d_ng`` mean intensity for the same method.
+``integrate1d_ng`` / ``integrate2d_ng`` mean intensity for the same method; the 2D parts
+(Li window, cake) as pyFAI's over a q range padded by whole bins, so no pixel is clamped
+at the range's ends (thread-dependent weights otherwise: see
+`opmap.analysis._reduction_matrix.cake_matrix`).
 
 Detector markers.  In an unsigned-integer frame the largest value of the dtype
 (``2**32 - 1`` for the Eiger's uint32, ``2**16 - 1`` for uint16) marks a gap or
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._reduction_matrix import SubIntegration, engine_matrix
+from ._reduction_matrix import SubIntegration, cake_matrix, engine_matrix
 from ._reduction_plan import CakeBinning, QBinning, QWindow, ReductionPlan, default_bands
 from .families import ChiSector
 from .geometry import DetectorGeometry
@@ -146,12 +149,11 @@ def _cake_matrix(
     geometry: DetectorGeometry, norm: np.ndarray, binning: CakeBinning, splitting: str
 ) -> SubIntegration:
     """2D sub-integration with rows reordered to (chi in [0, 360), q), chi-major."""
-    sub = engine_matrix(
+    sub = cake_matrix(
         geometry,
         norm,
         q_range=_q_range(binning),
         n_q=binning.n_q,
-        chi_range_deg=(-180.0, 180.0),
         n_chi=binning.n_chi,
         splitting=splitting,
     )

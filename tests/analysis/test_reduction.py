@@ -103,43 +103,49 @@ def test_family_profiles_match_pyfai_pooled_sectors(compiled, frames, key) -> No
     assert_agree(out.profiles[key][0], *pooled_reference(compiled, frames[0], key))
 
 
-def test_li_window_matches_pyfai_integrate2d_with_chi_from_zero(compiled, frames) -> None:
-    out = compiled.reduce(frames[:1])
+def padded_cake_reference(compiled, frame, q_range, n_q: int, pad: int):
+    """pyFAI integrate2d_ng over ``q_range`` padded by ``pad`` whole bins on each side, the
+    padding dropped, chi shifted to start at 0°: every pixel split by its true area.
+
+    pyFAI clamps pixels crossing the ends of its radial range onto them (a pixel with a
+    sliver inside then counts whole, a degenerate one gets garbage weights, issue 14), so
+    the reduction pads the range; any padding wider than a pixel gives the same bins.
+    """
+    width = (q_range[1] - q_range[0]) / n_q
     reference = compiled.geometry.integrator.integrate2d_ng(
-        frames[0],
-        10,
+        frame,
+        n_q + 2 * pad,
         360,
-        radial_range=(2.53, 2.55),
+        radial_range=(q_range[0] - pad * width, q_range[1] + pad * width),
         azimuth_range=(-180, 180),
         unit="q_A^-1",
         method=method(compiled),
         polarization_factor=POL,
     )
+    kept = slice(pad, pad + n_q)
     # pyFAI chi bins start at -180°, ours at 0°: shift by half a turn
-    expected = np.roll(reference.intensity, -180, axis=0)
-    area = np.roll(reference.sum_normalization, -180, axis=0)
+    expected = np.roll(reference.intensity[:, kept], -180, axis=0)
+    area = np.roll(reference.sum_normalization[:, kept], -180, axis=0)
+    return reference, expected, area
+
+
+def test_li_window_matches_pyfai_integrate2d_with_chi_from_zero(compiled, frames) -> None:
+    out = compiled.reduce(frames[:1])
+    # 40 bins of 0.002 Å⁻¹: wider than a 300 µm binned pixel (up to ~0.04 Å⁻¹)
+    reference, expected, area = padded_cake_reference(
+        compiled, frames[0], (2.53, 2.55), 10, pad=40
+    )
     assert out.li_window.shape == (1, 360, 10)
     # bins the detector gaps leave empty are NaN (pyFAI writes 0 there)
     assert_agree(out.li_window[0], expected, area)
     np.testing.assert_allclose(out.li_window_chi_deg[[0, 359]], [0.5, 359.5])
     np.testing.assert_allclose(np.mod(reference.azimuthal[180:182], 360), [0.5, 1.5], atol=1e-4)
-    np.testing.assert_allclose(out.li_window_q, reference.radial, atol=1e-6)
+    np.testing.assert_allclose(out.li_window_q, reference.radial[40:50], atol=1e-6)
 
 
 def test_cake_matches_pyfai_integrate2d(compiled, frames) -> None:
     out = compiled.reduce(frames[:1])
-    reference = compiled.geometry.integrator.integrate2d_ng(
-        frames[0],
-        200,
-        360,
-        radial_range=(1.0, 5.0),
-        azimuth_range=(-180, 180),
-        unit="q_A^-1",
-        method=method(compiled),
-        polarization_factor=POL,
-    )
-    expected = np.roll(reference.intensity, -180, axis=0)
-    area = np.roll(reference.sum_normalization, -180, axis=0)
+    _, expected, area = padded_cake_reference(compiled, frames[0], (1.0, 5.0), 200, pad=10)
     assert_agree(out.cake[0], expected, area)
 
 
