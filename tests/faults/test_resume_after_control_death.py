@@ -1,8 +1,9 @@
 """Fault injection: the control process SIGKILLed mid-map, then ``opmap resume``.
 
 ``opmap rehearse`` runs as its own process (its Tiled server a child that dies with it).
-When the spool shows map 1 (the first after the kickoff) under way (its start and events, no stop), the test SIGKILLs the
-rehearsal, then runs ``opmap resume EXPERIMENT_ID`` as another process. Afterwards:
+When the spool shows map 1 (the first after the kickoff) under way (its start and events, no
+stop), the test SIGKILLs the rehearsal, then runs ``opmap resume EXPERIMENT_ID`` as another
+process. Afterwards:
 
 - the interrupted run is closed in Tiled with an abort stop naming the reason, and holds
   the documents the spool had of it;
