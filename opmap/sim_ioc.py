@@ -236,7 +236,7 @@ class PotentiostatPVs(PVGroup):
                     max_potential_v=_nan_to_none(vmax),
                     min_abs_current_a=_nan_to_none(imin),
                     max_abs_charge_c=_nan_to_none(qmax),
-                    label=str(label)[:LABEL_MAX_CHARS],
+                    label=str(label),
                 )
             )
         return StepTable(tuple(steps))

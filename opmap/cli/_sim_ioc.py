@@ -53,10 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _server_port() -> int:
     # caproto reads EPICS_CA_SERVER_PORT; an IOC's own variable is EPICS_CAS_SERVER_PORT
-    text = os.environ.get("EPICS_CAS_SERVER_PORT") or os.environ.get("EPICS_CA_SERVER_PORT")
-    port = int(text or 5064)
-    if not 0 < port < 65536:
-        raise ValueError(f"EPICS_CAS_SERVER_PORT={port} is not a port number")
+    name = "EPICS_CAS_SERVER_PORT" if "EPICS_CAS_SERVER_PORT" in os.environ else None
+    name = name or ("EPICS_CA_SERVER_PORT" if "EPICS_CA_SERVER_PORT" in os.environ else None)
+    text = os.environ[name] if name else "5064"
+    if not (text.strip().isdigit() and 0 < int(text) < 65536):
+        raise ValueError(f"{name}={text!r} is not a port number (1-65535)")
+    port = int(text)
     os.environ["EPICS_CA_SERVER_PORT"] = str(port)
     return port
 

@@ -32,7 +32,9 @@ from opmap.devices import (
     BeamMonitor,
     MapStage,
     PotentiostatState,
+    ProtocolError,
     ProtocolStep,
+    SafetyWindow,
     ShutterState,
     SoftLimitError,
     StepTable,
@@ -141,6 +143,8 @@ def test_bad_options_exit_2_with_a_message(capsys):
     assert main(["sim-ioc", "--speedup", "0"]) == 2
     assert "speedup=0.0 must be a finite number > 0" in capsys.readouterr().err
     assert main(["sim-ioc", "--prefix", "A B:"]) == 2
+    assert main(["sim-ioc", "--twin-config", "no-such-twin.toml"]) == 2
+    assert "no-such-twin.toml is not a file" in capsys.readouterr().err
 
 
 def test_stage_motor_records_move_with_rbv_dmov_and_limits(RE_module, ioc):
@@ -295,7 +299,8 @@ def test_stop_puts_the_cell_at_open_circuit_and_bad_tables_are_refused(RE_module
     too_high = StepTable(
         (ProtocolStep(Technique.CONSTANT_VOLTAGE, 10.0, setpoint=4.3, label="cv"),)
     )
-    from opmap.devices import SafetyWindow
-
     with pytest.raises(RuntimeError, match=r"LOAD refused.*outside the safety window"):
-        _run(driver.load(too_high, SafetyWindow(max_potential_v=4.2)))
+        _run(driver.load(too_high, SafetyWindow(max_potential_v=4.2)))  # the IOC checks too
+    long_label = StepTable((ProtocolStep(Technique.OPEN_CIRCUIT, 10.0, label="x" * 40),))
+    with pytest.raises(ProtocolError, match="longer than 39 bytes"):  # refused before any put
+        _run(driver.load(long_label, SafetyWindow()))
