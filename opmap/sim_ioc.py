@@ -22,6 +22,7 @@ The PV table is in ``docs/real-hardware.md`` ("Potentiostat, stage and beam over
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -51,6 +52,7 @@ __all__ = [
 
 #: Samples held by the ``EC:BUF:*`` waveforms (their NELM; ``EC:BUF:SIZE``).
 BUFFER_SIZE = 4096
+logger = logging.getLogger(__name__)
 _STATES = [state.value for state in PotentiostatState]
 _TECHNIQUES = [technique.value for technique in TECHNIQUE_CODES]
 
@@ -193,6 +195,9 @@ class PotentiostatPVs(PVGroup):
         self._count = 0
         self._seq = 0
         self._running = False
+        # one update at a time (the tick and ABORT both update): samples stay in order and
+        # the buffer's sequence lock stays odd for the whole rewrite
+        self._update_lock = asyncio.Lock()
         super().__init__(prefix, **kwargs)
 
     @load.putter
@@ -270,10 +275,18 @@ class PotentiostatPVs(PVGroup):
         await self.sample_interval.write(self.driver.sample_interval_s)
         await self.buffer_size.write(BUFFER_SIZE)
         while True:
-            await self._update()
+            try:
+                await self._update()
+            except Exception as err:  # keep serving; say so on MSG and in the log
+                logger.exception("potentiostat update failed")
+                await self.message.write(f"IOC update failed: {err!r}")
             await asyncio.sleep(self.options.tick_s)
 
     async def _update(self) -> None:
+        async with self._update_lock:
+            await self._update_unlocked()
+
+    async def _update_unlocked(self) -> None:
         status = await self.driver.status()
         samples = await self.driver.drain()
         sample = status.sample
