@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from ophyd_async.core import Array1D, Device, wait_for_value
@@ -75,7 +76,25 @@ def _limit(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _encode_steps(protocol: StepTable) -> dict[str, np.ndarray | list[str]]:
+@dataclass(frozen=True)
+class _StepArrays:
+    """The ``STEPS:*`` waveforms of one protocol."""
+
+    technique: Array1D[np.int32]
+    setpoint: Array1D[np.float64]
+    duration: Array1D[np.float64]
+    min_potential: Array1D[np.float64]
+    max_potential: Array1D[np.float64]
+    min_abs_current: Array1D[np.float64]
+    max_abs_charge: Array1D[np.float64]
+    labels: list[str]
+
+
+def _f64(values: list[float]) -> Array1D[np.float64]:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _encode_steps(protocol: StepTable) -> _StepArrays:
     """The ``STEPS:*`` arrays of ``protocol`` (raises `ProtocolError` if it does not fit)."""
     steps = protocol.steps
     if not 0 < len(steps) <= MAX_STEPS:
@@ -87,16 +106,16 @@ def _encode_steps(protocol: StepTable) -> dict[str, np.ndarray | list[str]]:
             raise ProtocolError(
                 f"step label {step.label!r} is longer than {LABEL_MAX_CHARS} bytes (EPICS string)"
             )
-    return {
-        "technique": np.array([TECHNIQUE_CODES.index(s.technique) for s in steps], np.int32),
-        "setpoint": np.array([s.setpoint for s in steps], np.float64),
-        "duration": np.array([s.max_duration_s for s in steps], np.float64),
-        "min_potential": np.array([_limit(s.min_potential_v) for s in steps], np.float64),
-        "max_potential": np.array([_limit(s.max_potential_v) for s in steps], np.float64),
-        "min_abs_current": np.array([_limit(s.min_abs_current_a) for s in steps], np.float64),
-        "max_abs_charge": np.array([_limit(s.max_abs_charge_c) for s in steps], np.float64),
-        "labels": [s.label for s in steps],
-    }
+    return _StepArrays(
+        technique=np.asarray([TECHNIQUE_CODES.index(s.technique) for s in steps], np.int32),
+        setpoint=_f64([s.setpoint for s in steps]),
+        duration=_f64([s.max_duration_s for s in steps]),
+        min_potential=_f64([_limit(s.min_potential_v) for s in steps]),
+        max_potential=_f64([_limit(s.max_potential_v) for s in steps]),
+        min_abs_current=_f64([_limit(s.min_abs_current_a) for s in steps]),
+        max_abs_charge=_f64([_limit(s.max_abs_charge_c) for s in steps]),
+        labels=[s.label for s in steps],
+    )
 
 
 class EpicsPotentiostatDriver(Device):
@@ -136,7 +155,8 @@ class EpicsPotentiostatDriver(Device):
         self.steps_max_potential = epics_signal_rw(_F64, f"{p}STEPS:VMAX")
         self.steps_min_abs_current = epics_signal_rw(_F64, f"{p}STEPS:IMIN")
         self.steps_max_abs_charge = epics_signal_rw(_F64, f"{p}STEPS:QMAX")
-        self.steps_labels = epics_signal_rw(Sequence[str], f"{p}STEPS:LABELS")
+        labels: type[Sequence[str]] = Sequence[str]  # type: ignore[type-abstract]
+        self.steps_labels = epics_signal_rw(labels, f"{p}STEPS:LABELS")
         self.window_min_potential = epics_signal_rw(float, f"{p}WIN:VMIN")
         self.window_max_potential = epics_signal_rw(float, f"{p}WIN:VMAX")
         self.window_max_abs_current = epics_signal_rw(float, f"{p}WIN:IMAX")
@@ -176,14 +196,14 @@ class EpicsPotentiostatDriver(Device):
             self.window_min_potential.set(window.min_potential_v),
             self.window_max_potential.set(window.max_potential_v),
             self.window_max_abs_current.set(window.max_abs_current_a),
-            self.steps_technique.set(arrays["technique"]),
-            self.steps_setpoint.set(arrays["setpoint"]),
-            self.steps_duration.set(arrays["duration"]),
-            self.steps_min_potential.set(arrays["min_potential"]),
-            self.steps_max_potential.set(arrays["max_potential"]),
-            self.steps_min_abs_current.set(arrays["min_abs_current"]),
-            self.steps_max_abs_charge.set(arrays["max_abs_charge"]),
-            self.steps_labels.set(arrays["labels"]),
+            self.steps_technique.set(arrays.technique),
+            self.steps_setpoint.set(arrays.setpoint),
+            self.steps_duration.set(arrays.duration),
+            self.steps_min_potential.set(arrays.min_potential),
+            self.steps_max_potential.set(arrays.max_potential),
+            self.steps_min_abs_current.set(arrays.min_abs_current),
+            self.steps_max_abs_charge.set(arrays.max_abs_charge),
+            self.steps_labels.set(arrays.labels),
         )
         await self._command(self.load_command, "LOAD")
         self._cursor = await self._consistent_count()

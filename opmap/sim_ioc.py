@@ -1,3 +1,5 @@
+# caproto's idiom redefines each pvproperty as its putter/startup hook (same name)
+# mypy: disable-error-code="no-redef"
 """A simulated beamline IOC: the twin's potentiostat, the map stage and the beam over EPICS CA.
 
 ``opmap sim-ioc`` serves, with caproto's asyncio Channel Access server, under a prefix
