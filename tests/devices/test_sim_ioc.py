@@ -43,6 +43,8 @@ from opmap.devices import (
     paper_protocol,
 )
 
+pytestmark = pytest.mark.slow
+
 SPEEDUP = 100.0
 PREFIX = f"OPMAPT{os.getpid()}:"
 
