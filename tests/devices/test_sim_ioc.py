@@ -75,8 +75,9 @@ async def _awaited(method, *args):
 def _wait_serving(process: subprocess.Popen, timeout_s: float) -> None:
     """Wait for the IOC's "serving" line (printed once its sockets are bound).
 
-    The first Channel Access search must not come earlier: an aioca channel searched before
-    its server existed later returned None for every get in this environment.
+    The first Channel Access search must not come earlier: here, an aioca channel searched
+    from bluesky's event loop before its server existed returned None for every later get
+    (not seen with a plain ``asyncio.run`` loop; not investigated further).
     """
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(
