@@ -11,6 +11,7 @@ from ._step_table import (
 )
 from .beam import BeamMonitor, ShutterState
 from .eiger import Eiger, EigerDriverIO, EigerTriggerMode
+from .epics_potentiostat import EpicsPotentiostatDriver, epics_potentiostat
 from .potentiostat import (
     STREAM_NAME,
     Potentiostat,
@@ -29,6 +30,7 @@ __all__ = [
     "EigerDriverIO",
     "EigerMetadata",
     "EigerTriggerMode",
+    "EpicsPotentiostatDriver",
     "FrameStreamProvider",
     "LimitedMotor",
     "MapStage",
@@ -45,5 +47,6 @@ __all__ = [
     "SoftLimits",
     "StepTable",
     "Technique",
+    "epics_potentiostat",
     "paper_protocol",
 ]

@@ -34,6 +34,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap.cli._replay",
     "opmap.cli._report",
     "opmap.cli._sim_dcu",
+    "opmap.cli._sim_ioc",
     "opmap.cli._queue",
 )
 
