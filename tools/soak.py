@@ -68,6 +68,8 @@ FINISHED = "rehearsal finished in"
 EXIT_PASS, EXIT_CRITERION, EXIT_REHEARSAL, EXIT_INTERRUPTED = 0, 1, 2, 3
 #: Lines of the rehearsal's log printed when it fails.
 TAIL_LINES = 60
+#: Signals that stop the soak with the figures so far.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds between two partial writes of the JSON figures.
 PARTIAL_WRITE_S = 60.0
 
@@ -634,8 +636,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir is not None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="opmap-soak-", dir=args.data_dir))
+    return soak(rehearse_command(args, folder / "opmap-data"), folder, args)
+
+
+def soak(command: list[str], folder: Path, args: argparse.Namespace) -> int:
+    """Run ``command``, sample it and its server child, write and print the figures.
+
+    Parameters
+    ----------
+    command
+        The rehearsal (`rehearse_command`); its first word (the interpreter) is left out of
+        the figures.
+    folder
+        The soak's data directory: ``rehearse.log`` goes there.
+    args
+        The tool's options (`parse_args`): ``out``, ``sample_s``, ``fd_slack``.
+
+    Returns
+    -------
+    int
+        The exit status (see the module docstring).
+    """
     log_path = folder / "rehearse.log"
-    command = rehearse_command(args, folder / "opmap-data")
     run: dict[str, Any] = {
         "command": command[1:],  # without this machine's interpreter path
         "data_dir": str(folder),
@@ -643,22 +665,26 @@ def main(argv: list[str] | None = None) -> int:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "returncode": None,
         "interrupted": False,
+        "signal": None,
         "partial": False,
     }
     stop = threading.Event()
     interrupt = _Interrupt(stop)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in _SIGNALS}
     _say(f"soak: {' '.join(command[1:])}\nsoak: output in {log_path}")
-    with log_path.open("w") as log:
-        process, progress, reader = _start(command, log)
-        interrupt.process = process
-        sampler = Sampler(process.pid, SERVER_MARKER, progress)
-        try:
-            sampler.run(args.sample_s, stop, _partial_writer(run, progress, args))
-        finally:
-            run["returncode"] = _stop(process) if stop.is_set() else process.wait()
-            reader.join(timeout=60.0)  # the last lines (the summary) reach the log
+    try:
+        with log_path.open("w") as log:
+            process, progress, reader = _start(command, log)
+            interrupt.process = process
+            sampler = Sampler(process.pid, SERVER_MARKER, progress)
+            try:
+                sampler.run(args.sample_s, stop, _partial_writer(run, progress, args))
+            finally:
+                run["returncode"] = _stop(process) if stop.is_set() else process.wait()
+                reader.join(timeout=60.0)  # the last lines (the summary) reach the log
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     run["interrupted"] = interrupt.signum is not None
     run["signal"] = interrupt.signum
     return _finish(sampler, progress, run, args)
