@@ -113,3 +113,16 @@ def test_the_summary_measures_growth_from_the_warm_up_to_the_last_map(tool) -> N
     criteria = summary["criteria"]
     assert not criteria["rehearsal_rss_ok"] and not criteria["rehearsal_fds_ok"]
     assert not criteria["server_rss_ok"] and not criteria["passed"]  # no server sample
+
+
+def test_a_server_lost_during_the_experiment_fails_the_soak(tool) -> None:
+    def sample(maps: int, server: bool) -> object:
+        reading = tool.ProcessSample(pid=2, rss_mb=100.0, fds=10, threads=3)
+        processes = {"rehearsal": reading, "server": reading} if server else {"rehearsal": reading}
+        return tool.Sample(float(maps), maps, False, processes)
+
+    samples = [sample(n, server=n < 15) for n in range(21)]
+    summary = tool.summarize(samples, 20)
+    assert summary["server_lost"] == {"map": 15, "wall_s": 15.0}
+    assert summary["criteria"]["server_rss_ok"]  # its figures stop where it was lost ...
+    assert not summary["criteria"]["server_alive_ok"] and not summary["criteria"]["passed"]

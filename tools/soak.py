@@ -11,11 +11,12 @@ of the rehearsal process and of its Tiled server child (the python running
 ``... map 12/? ...``).
 
 Figures: per process, RSS at the end of a warm-up (the first sample once map
-``max(10, ceil(maps / 10))`` is done; shorter for runs of fewer than 20 maps) and at the end
-of the experiment (the last sample before the rehearsal prints its summary, so the final
-report does not count), the growth in %, and the fd min/max after the warm-up. Criteria: RSS
-growth < 5 % and fds flat (max - min after the warm-up <= a slack, 4 by default), for both
-processes.
+``max(10, ceil(maps / 10))`` is done; half the maps for runs of fewer than 20) and at the
+last map (the first sample once the last map is done), the growth in %; for information the
+RSS before the rehearsal's summary (after the protocol's tail and the live analysis catching
+up; the final report is not counted) and the peak; the fd min/max after the warm-up, to the
+summary. Criteria: RSS growth to the last map < 5 % and fds flat (max - min <= a slack, 4 by
+default), for both processes, and the Tiled server alive (one process) to the summary.
 
 The rehearsal's output goes to ``rehearse.log`` in the data directory (its tail is printed
 when it fails). The figures go to ``--out`` as JSON (also every minute while running, and on
@@ -366,6 +367,31 @@ def steady_window(samples: list[Sample], n_maps: int) -> tuple[list[Sample], lis
     return steady, after_warmup
 
 
+def server_lost(samples: list[Sample]) -> dict[str, Any] | None:
+    """When the server child was first missing while the rehearsal still ran, or None.
+
+    Parameters
+    ----------
+    samples
+        Every sample, in time order.
+
+    Returns
+    -------
+    dict or None
+        ``map`` and ``wall_s`` of the first sample, before the rehearsal's summary, in which
+        the rehearsal was alive but the server (seen before) was not; None if it never was.
+    """
+    seen = False
+    for sample in samples:
+        if sample.finished:
+            break
+        if "server" in sample.processes:
+            seen = True
+        elif seen and "rehearsal" in sample.processes:
+            return {"map": sample.maps, "wall_s": round(sample.wall_s, 1)}
+    return None
+
+
 def summarize(
     samples: list[Sample], n_maps: int, *, fd_slack: int = DEFAULT_FD_SLACK
 ) -> dict[str, Any]:
@@ -401,8 +427,12 @@ def summarize(
             continue
         criteria[f"{name}_rss_ok"] = figures["rss_growth_pct"] < RSS_GROWTH_LIMIT_PCT
         criteria[f"{name}_fds_ok"] = figures["fds_max"] - figures["fds_min"] <= fd_slack
+    lost = server_lost(samples)
+    pids = {s.processes["server"].pid for s in samples if "server" in s.processes}
+    criteria["server_alive_ok"] = lost is None and len(pids) == 1
     criteria["passed"] = all(v for k, v in criteria.items() if k.endswith("_ok"))
     return {
+        "server_lost": lost,
         "warmup_map": warmup_map(n_maps),
         "warmup_wall_s": round(steady[0].wall_s, 1) if steady else None,
         "end_wall_s": round(steady[-1].wall_s, 1) if steady else None,
@@ -459,6 +489,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"fds flat, spread <= {c['fd_slack']} "
         f"(rehearsal {_ok(c['rehearsal_fds_ok'])}, server {_ok(c['server_fds_ok'])})"
     )
+    if not c["server_alive_ok"]:
+        lost = report["server_lost"] or {"map": "?", "wall_s": float("nan")}
+        rows.append(
+            f"FAIL: the Tiled server did not live through the experiment (missing from map "
+            f"{lost['map']}, {lost['wall_s']:.0f} s); its figures stop there: see its log"
+        )
     if report["interrupted"]:
         rows.append("INTERRUPTED: figures so far")
     return "\n".join(rows)
