@@ -94,6 +94,9 @@ def test_the_rehearsal_command_gives_the_soak_options(tool, tmp_path) -> None:
     assert "--map-interval-s 30.0" in text and "--max-maps 6" in text and "--seed 0" in text
     default = tool.rehearse_command(tool.parse_args([]), tmp_path)
     assert "--max-maps" not in default  # the whole protocol: >= 24 h of experiment time
+    assert "--no-live-analysis" not in default
+    bare = tool.parse_args(["--no-live-analysis"])
+    assert "--no-live-analysis" in tool.rehearse_command(bare, tmp_path)
 
 
 def test_the_summary_measures_growth_from_the_warm_up_to_the_last_map(tool) -> None:

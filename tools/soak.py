@@ -575,6 +575,8 @@ def rehearse_command(args: argparse.Namespace, data_dir: Path) -> list[str]:
     command += ["--seed", str(args.seed)]
     if args.maps is not None:
         command += ["--max-maps", str(args.maps)]
+    if args.no_live_analysis:
+        command.append("--no-live-analysis")
     return command
 
 
@@ -598,6 +600,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="protocol time between map starts (s, not scaled)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-live-analysis",
+        action="store_true",
+        help="rehearse without the live analysis (to tell its memory from the writers')",
+    )
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--fd-slack", type=int, default=DEFAULT_FD_SLACK)
     args = parser.parse_args(argv)
