@@ -37,6 +37,7 @@ import math
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -322,6 +323,7 @@ def process_figures(
         return None
     first, last, final = readings[0], readings[-1], every[-1]
     fds = [r.fds for r in every]
+    tenth = max(1, len(fds) // 10)
     return {
         "pids": sorted({r.pid for r in every}),
         "samples": len(every),
@@ -335,6 +337,9 @@ def process_figures(
         "fds_end": final.fds,
         "fds_min": min(fds),
         "fds_max": max(fds),
+        # a trend, not a spread: a leak moves the median, open connections only scatter
+        "fds_median_first_tenth": statistics.median(fds[:tenth]),
+        "fds_median_last_tenth": statistics.median(fds[-tenth:]),
         "threads_min": min(r.threads for r in every),
         "threads_max": max(r.threads for r in every),
     }
@@ -457,11 +462,13 @@ def format_table(report: dict[str, Any]) -> str:
     """
     head = (
         f"{'process':<10} {'RSS warm-up':>12} {'RSS end':>10} {'growth':>8} "
-        f"{'RSS final':>10} {'growth':>8} {'RSS max':>10} {'fds min':>8} {'fds max':>8}"
+        f"{'RSS final':>10} {'growth':>8} {'RSS max':>10} {'fds min':>8} {'fds max':>8} "
+        f"{'fds trend':>10}"
     )
     rows = [
         "RSS warm-up: at map {warmup_map}; RSS end: at the last map; RSS final: before the "
-        "summary".format(warmup_map=report["warmup_map"]),
+        "summary; fds trend: median of the first -> last tenth of the samples after the "
+        "warm-up".format(warmup_map=report["warmup_map"]),
         head,
         "-" * len(head),
     ]
@@ -473,7 +480,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{name:<10} {f['rss_warmup_mb']:>9.1f} MB {f['rss_end_mb']:>7.1f} MB "
             f"{f['rss_growth_pct']:>7.2f}% {f['rss_final_mb']:>7.1f} MB "
             f"{f['rss_final_growth_pct']:>7.2f}% {f['rss_max_mb']:>7.1f} MB "
-            f"{f['fds_min']:>8d} {f['fds_max']:>8d}"
+            f"{f['fds_min']:>8d} {f['fds_max']:>8d} "
+            f"{f['fds_median_first_tenth']:>4g} -> {f['fds_median_last_tenth']:<4g}"
         )
     c = report["criteria"]
     hours = report["experiment_time_s"] / 3600.0
