@@ -30,6 +30,7 @@ print("opmap rehearsal in somewhere (seed 0)")
 for n in range(1, 13):
     time.sleep(0.15)
     print(f"t = 0:{{n:02d}}:00  step: charge   U = 4.300 V  map {{n}}/?  line 8/8")
+print("2026-12-01 02:36:39,651 WARNING opmap.callbacks.tiled_writer: a retry")
 print("rehearsal finished in 0.1 min wall time")
 child.terminate()
 child.wait()
@@ -64,6 +65,7 @@ def test_soak_samples_both_processes_and_writes_the_figures(tool, tmp_path) -> N
     assert report["returncode"] == 0 and not report["interrupted"]
     assert report["maps"] == 12 and report["experiment_time_s"] == 12 * 60
     assert report["rehearsal_finished"]
+    assert report["rehearsal_log_records"] == {"WARNING": 1, "ERROR": 0}
     assert report["warmup_map"] == 6  # min(max(10, 2), 12 // 2)
     names = {name for sample in report["samples"] for name in sample["processes"]}
     assert names == {"rehearsal", "server"}

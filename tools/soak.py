@@ -134,6 +134,8 @@ class Progress:
         self.maps = 0
         self.experiment_time_s = 0.0
         self.finished = False
+        #: Log records of the rehearsal by level: a soak whose server failed writes is no soak.
+        self.log_records = {"WARNING": 0, "ERROR": 0}
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._lock = threading.Lock()
 
@@ -153,6 +155,9 @@ class Progress:
                 )
             elif text.startswith(FINISHED):
                 self.finished = True
+            for level in self.log_records:
+                if f" {level} " in text:
+                    self.log_records[level] += 1
 
     def follow(self, stream: IO[str]) -> None:
         """Feed every line of ``stream`` until it closes (run in a thread)."""
@@ -497,6 +502,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"fds flat, spread <= {c['fd_slack']} "
         f"(rehearsal {_ok(c['rehearsal_fds_ok'])}, server {_ok(c['server_fds_ok'])})"
     )
+    records = report["rehearsal_log_records"]
+    if any(records.values()):
+        rows.append(
+            f"the rehearsal logged {records['WARNING']} warning(s) and {records['ERROR']} "
+            "error(s): see its log before trusting the figures"
+        )
     if not c["server_alive_ok"]:
         lost = report["server_lost"] or {"map": "?", "wall_s": float("nan")}
         rows.append(
@@ -546,6 +557,7 @@ def build_report(
         maps=maps,
         experiment_time_s=progress.experiment_time_s,
         rehearsal_finished=finished,
+        rehearsal_log_records=dict(progress.log_records),
         wall_s=round(time.monotonic() - sampler.t0, 1),
         n_samples=len(sampler.samples),
     )
