@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint rehearse bench soak clean-venv tickit-env fuzz
+.PHONY: test lint rehearse bench soak soak-24h clean-venv tickit-env fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: lint tickit-env
 # the long fault-injection variants (server killed twice in larger maps); figures in build/soak.xml
 soak: $(STAMP)
 	OPMAP_SOAK=1 $(BIN)/python -m pytest tests/faults -m soak -p no:randomly --junitxml=build/soak.xml
+
+# issue 13 §9: a 24-hour-equivalent rehearsal (small maps, event-driven clock); RSS growth and
+# open fds of the rehearsal and its Tiled server, figures in build/soak-24h.json (tools/soak.py)
+soak-24h: $(STAMP)
+	$(BIN)/python tools/soak.py --out build/soak-24h.json
 
 rehearse: $(STAMP)
 	$(BIN)/opmap rehearse $(REHEARSE_ARGS)

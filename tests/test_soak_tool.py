@@ -1,0 +1,133 @@
+"""`tools/soak.py`: sampling, figures and exit statuses, on a stand-in for the rehearsal.
+
+A real rehearsal takes minutes here (server start, calibration, the final report), so the
+tool's `soak` runs a small script instead that prints the rehearsal's progress lines and
+starts a child carrying the Tiled server's command-line marker. The 24 h soak itself is
+``make soak-24h``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "soak.py"
+
+#: Prints 12 progress lines while a child with the server's marker holds a file open.
+FAKE_REHEARSAL = """
+import subprocess, sys, time
+child = subprocess.Popen(
+    [sys.executable, "-c", "import sys, time; f = open(sys.executable, 'rb'); time.sleep(30)",
+     "{marker}"]
+)
+print("opmap rehearsal in somewhere (seed 0)")
+for n in range(1, 13):
+    time.sleep(0.15)
+    print(f"t = 0:{{n:02d}}:00  step: charge   U = 4.300 V  map {{n}}/?  line 8/8")
+print("2026-12-01 02:36:39,651 WARNING opmap.callbacks.tiled_writer: a retry")
+print("rehearsal finished in 0.1 min wall time")
+child.terminate()
+child.wait()
+sys.exit({status})
+"""
+
+
+@pytest.fixture(scope="module")
+def tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("opmap_soak_tool", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tool: ModuleType, tmp_path: Path, status: int) -> tuple[int, dict]:
+    script = tmp_path / "fake_rehearsal.py"
+    script.write_text(
+        textwrap.dedent(FAKE_REHEARSAL.format(marker=tool.SERVER_MARKER, status=status))
+    )
+    out = tmp_path / "soak.json"
+    args = tool.parse_args(["--out", str(out), "--sample-s", "0.05", "--data-dir", str(tmp_path)])
+    code = tool.soak([sys.executable, str(script)], tmp_path, args)
+    return code, json.loads(out.read_text())
+
+
+def test_soak_samples_both_processes_and_writes_the_figures(tool, tmp_path) -> None:
+    code, report = _run(tool, tmp_path, status=0)
+    assert code in (tool.EXIT_PASS, tool.EXIT_CRITERION)
+    assert report["returncode"] == 0 and not report["interrupted"]
+    assert report["maps"] == 12 and report["experiment_time_s"] == 12 * 60
+    assert report["rehearsal_finished"]
+    assert report["rehearsal_log_records"] == {"WARNING": 1, "ERROR": 0}
+    assert report["warmup_map"] == 6  # min(max(10, 2), 12 // 2)
+    names = {name for sample in report["samples"] for name in sample["processes"]}
+    assert names == {"rehearsal", "server"}
+    for name in ("rehearsal", "server"):
+        figures = report["processes"][name]
+        for key in ("rss_warmup_mb", "rss_end_mb", "rss_growth_pct", "fds_min", "fds_max"):
+            assert key in figures, key
+        assert figures["rss_warmup_mb"] > 0 and figures["fds_min"] > 0
+    criteria = report["criteria"]
+    assert {"rehearsal_rss_ok", "server_fds_ok", "passed"} <= set(criteria)
+    assert (code == tool.EXIT_PASS) == criteria["passed"]
+    assert "map 12/?" in Path(report["log"]).read_text()
+
+
+def test_a_failed_rehearsal_exits_2_with_the_figures_written(tool, tmp_path, capsys) -> None:
+    code, report = _run(tool, tmp_path, status=1)
+    assert code == tool.EXIT_REHEARSAL
+    assert report["returncode"] == 1 and report["maps"] == 12
+    assert "rehearsal finished in" in capsys.readouterr().out  # the log's tail is shown
+
+
+def test_the_rehearsal_command_gives_the_soak_options(tool, tmp_path) -> None:
+    args = tool.parse_args(["--maps", "6", "--time-scale", "0.01", "--interval-s", "30"])
+    command = tool.rehearse_command(args, tmp_path)
+    assert command[:4] == [sys.executable, "-m", "opmap.cli", "rehearse"]
+    text = " ".join(command[4:])
+    assert "--map-shape 8 5" in text and "--time-scale 0.01" in text
+    assert "--map-interval-s 30.0" in text and "--max-maps 6" in text and "--seed 0" in text
+    default = tool.rehearse_command(tool.parse_args([]), tmp_path)
+    assert "--max-maps" not in default  # the whole protocol: >= 24 h of experiment time
+    assert "--no-live-analysis" not in default
+    bare = tool.parse_args(["--no-live-analysis"])
+    assert "--no-live-analysis" in tool.rehearse_command(bare, tmp_path)
+
+
+def test_the_summary_measures_growth_from_the_warm_up_to_the_last_map(tool) -> None:
+    def sample(maps: int, rss: float, fds: int, finished: bool = False) -> object:
+        reading = tool.ProcessSample(pid=1, rss_mb=rss, fds=fds, threads=3)
+        return tool.Sample(float(maps), maps, finished, {"rehearsal": reading})
+
+    samples = [sample(n, 100.0 + n, 10) for n in range(21)]  # 20 maps, warm-up to map 10
+    samples += [sample(20, 200.0, 20), sample(20, 300.0, 10, finished=True)]
+    summary = tool.summarize(samples, 20)
+    figures = summary["processes"]["rehearsal"]
+    assert summary["warmup_map"] == 10
+    assert figures["rss_warmup_mb"] == 110.0 and figures["rss_end_mb"] == 120.0
+    assert figures["rss_growth_pct"] == pytest.approx(100 * (120 / 110 - 1), abs=0.01)
+    assert figures["rss_final_mb"] == 200.0  # before the summary; the report is not counted
+    assert figures["fds_max"] - figures["fds_min"] == 10
+    criteria = summary["criteria"]
+    assert not criteria["rehearsal_rss_ok"] and not criteria["rehearsal_fds_ok"]
+    assert not criteria["server_rss_ok"] and not criteria["passed"]  # no server sample
+
+
+def test_a_server_lost_during_the_experiment_fails_the_soak(tool) -> None:
+    def sample(maps: int, server: bool) -> object:
+        reading = tool.ProcessSample(pid=2, rss_mb=100.0, fds=10, threads=3)
+        processes = {"rehearsal": reading, "server": reading} if server else {"rehearsal": reading}
+        return tool.Sample(float(maps), maps, False, processes)
+
+    samples = [sample(n, server=n < 15) for n in range(21)]
+    summary = tool.summarize(samples, 20)
+    assert summary["server_lost"] == {"map": 15, "wall_s": 15.0}
+    assert summary["criteria"]["server_rss_ok"]  # its figures stop where it was lost ...
+    assert not summary["criteria"]["server_alive_ok"] and not summary["criteria"]["passed"]
