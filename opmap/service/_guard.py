@@ -122,7 +122,8 @@ def install() -> None:
 
 
 def from_uri(uri: str, **kwargs: Any) -> Any:
-    """Tiled's ``tiled.catalog:from_uri``, with the guard installed first.
+    """Tiled's ``tiled.catalog:from_uri``, with the guard (and the DuckDB lock of
+    `opmap.service._duckdb`) installed first.
 
     Parameters
     ----------
@@ -133,5 +134,8 @@ def from_uri(uri: str, **kwargs: Any) -> Any:
     """
     from tiled.catalog import from_uri as tiled_from_uri
 
+    from ._duckdb import serialize_duckdb
+
     install()
+    serialize_duckdb()  # the same server process: one DuckDB user at a time
     return tiled_from_uri(uri, **kwargs)
