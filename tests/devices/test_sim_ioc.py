@@ -43,6 +43,8 @@ from opmap.devices import (
     paper_protocol,
 )
 
+from ._simplon_servers import stop_process
+
 pytestmark = pytest.mark.slow
 
 SPEEDUP = 100.0
@@ -124,12 +126,7 @@ def ioc(RE_module):
             _wait_serving(process, 60.0)
             yield PREFIX
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @pytest.fixture(scope="module")
