@@ -203,26 +203,52 @@ def _scaled_protocol(time_scale: float):
 
 
 class _TwinTruth:
-    """Ground truth of the twin for each map, at the map's mid time, as one-map arrays."""
+    """Ground truth of the twin for each map, at the map's mid time, as one-map arrays.
 
-    def __init__(self, beamline: Any) -> None:
+    It also keeps the twin's memory flat: once no map still waits for its truth, the twin
+    forgets the snapshots before the latest map (`CellTwin.forget_before`). With
+    ``truths_wanted=False`` (no live analysis asks for truths) it only does that.
+    """
+
+    #: kept before the earliest map still waiting for its truth (s): the front speed looks
+    #: back 30 s from a map's mid time
+    HISTORY_MARGIN_S = 120.0
+
+    def __init__(self, beamline: Any, *, truths_wanted: bool = True) -> None:
         self.beamline = beamline
+        self.truths_wanted = truths_wanted
         self._start_s: dict[str, float] = {}
         self._stop_s: dict[str, float] = {}
         self._mid_s: dict[int, float] = {}  # per map index: new/deceased grains since the last
+        self._waiting: dict[str, float] = {}  # run uid -> start (s) of maps without truth yet
 
     def remember(self, run_uid: str, position: int, start_s: float, stop_s: float) -> None:
         """Experiment times of a stored map analysed again (``opmap resume``), the
         ``position``-th of the products: its truth, and the next map's new grains."""
         self._start_s[run_uid], self._stop_s[run_uid] = start_s, stop_s
         self._mid_s[position] = 0.5 * (start_s + stop_s)
+        self._waiting[run_uid] = start_s
+        self._forget()
 
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
         # experiment time at the run's start and stop documents (in the RunEngine's loop)
         if name == "start":
             self._start_s[doc["uid"]] = self.beamline.clock.now_s()
+            if self.truths_wanted and "map_geometry" in doc:
+                self._waiting[doc["uid"]] = self._start_s[doc["uid"]]
         elif name == "stop":
             self._stop_s[doc["run_start"]] = self.beamline.clock.now_s()
+            self._forget()
+
+    def _forget(self) -> None:
+        """Let the twin drop what neither a waiting truth nor the next frames need."""
+        if self._waiting:  # the earliest map whose truth is still to come
+            keep_from_s = min(self._waiting.values())
+        elif self._start_s:  # later truths and frames belong to this run or later ones
+            keep_from_s = max(self._start_s.values())
+        else:
+            return
+        self.beamline.twin.forget_before(keep_from_s - self.HISTORY_MARGIN_S)
 
     def __call__(self, start: Mapping[str, Any], map_index: int) -> dict[str, LabelledArray]:
         geometry = start["map_geometry"]
@@ -230,8 +256,9 @@ class _TwinTruth:
         z_um = geometry["z_start_um"] + geometry["z_step_um"] * np.arange(n_z)
         x_step = (geometry["x_stop_um"] - geometry["x_start_um"]) / n_x
         x_um = geometry["x_start_um"] + x_step * (np.arange(n_x) + 0.5)
-        stop_s = self._stop_s.get(start["uid"], self.beamline.clock.now_s())
-        mid_s = 0.5 * (self._start_s.get(start["uid"], 0.0) + stop_s)
+        uid = start["uid"]
+        stop_s = self._stop_s.get(uid, self.beamline.clock.now_s())
+        mid_s = 0.5 * (self._start_s.get(uid, 0.0) + stop_s)
         self._mid_s[map_index] = mid_s
         previous_s = self._mid_s.get(map_index - 1)
         twin = self.beamline.twin
@@ -269,6 +296,8 @@ class _TwinTruth:
         out["grains_new"] = LabelledArray(np.array([new]), ("map",), "", "true new grains")
         out["grains_deceased"] = LabelledArray(np.array([dead]), ("map",), "", "true lost")
         out.update({name: LabelledArray(*v) for name, v in truth.per_map_arrays().items()})
+        self._waiting.pop(uid, None)
+        self._forget()
         return out
 
 
@@ -419,6 +448,8 @@ class _Session:
             )
             if resume is not None:
                 _resume_products(self.live, self.layout, resume)
+        else:  # no truths asked for: only keeps the twin's memory flat
+            self.RE.subscribe(_TwinTruth(self.beamline, truths_wanted=False).on_document)
         self.RE.subscribe(RehearsalProgress(self.options.max_maps))
 
     def run(self, plan: Any, poni: Path, wall0: float) -> RehearsalResult:

@@ -9,13 +9,15 @@ state_refresh_s) * state_refresh_s`` (a `CathodeState`: per-cell matrices of the
 so `scene` only does a few small dot products and stays in the 0.1 ms range), and the grain
 births of each step use the Li thickness of the sample at the step start. Every sample's
 snapshot is kept (the Li fractions per cell: ~1 kB per second of experiment time), so a frame
-or a map truth may ask for any time since the start.
+or a map truth may ask for any time since the start, until `CellTwin.forget_before` drops
+what no later query needs (a day-long rehearsal would otherwise keep ~90 MB of them).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,6 +188,9 @@ class CellTwin:
         self.electrochemistry = SampledElectrochemistry(CellElectrochemistry(config.electrochem))
         self._snapshots: list[_Snapshot] = []
         self._snapshot_times: list[float] = []
+        self._first_sample_s = math.nan
+        # the rehearsal's truths run on the live analysis's thread while frames render
+        self._snapshots_lock = threading.Lock()
         self.electrochemistry.add_observer(self._record)
         fam = config.families
         self.families: tuple[FamilyTexture, ...] = (
@@ -237,18 +242,45 @@ class CellTwin:
         thickness_um = ec.plated_li_thickness_um()
         drift = self.config.families.poor_phase_drift_x
         snapshot = _Snapshot(state.time_s, z_um, profile.x_li, thickness_um, gap, drift)
-        self._snapshots.append(snapshot)
-        self._snapshot_times.append(state.time_s)
+        with self._snapshots_lock:
+            if not self._snapshots:
+                self._first_sample_s = state.time_s  # kept when the snapshot is forgotten
+            self._snapshots.append(snapshot)
+            self._snapshot_times.append(state.time_s)
 
     def _snapshot_at(self, time_s: float) -> _Snapshot:
         """The electrochemistry's snapshot at the latest sample time at or before ``time_s``."""
         self.electrochemistry.advance_to(max(time_s, self.electrochemistry.time_s))
-        i = bisect.bisect_right(self._snapshot_times, time_s) - 1
-        if i < 0:
-            raise ValueError(
-                f"time_s={time_s} is before the first sample ({self._snapshot_times[0]} s)"
-            )
-        return self._snapshots[i]
+        with self._snapshots_lock:
+            i = bisect.bisect_right(self._snapshot_times, time_s) - 1
+            if i < 0:
+                raise ValueError(
+                    f"time_s={time_s} is before the first sample the twin keeps "
+                    f"({self._snapshot_times[0]} s; see CellTwin.forget_before)"
+                )
+            return self._snapshots[i]
+
+    def forget_before(self, time_s: float) -> None:
+        """Drop the snapshots that no query at or after ``time_s`` (s) needs.
+
+        Scenes and fronts at ``time_s`` and later, and truths from ``time_s`` + 30 s on (the
+        front speed looks 30 s back), stay exactly as they were; earlier times raise
+        `ValueError`. The rehearsal calls it as maps are done with, so a long
+        experiment's memory stays flat.
+
+        Raises
+        ------
+        ValueError
+            If ``time_s`` is not finite.
+        """
+        if not math.isfinite(time_s):
+            raise ValueError(f"time_s={time_s} must be finite")
+        # the snapshot serving time_s is the last one at or before it: keep it and the rest
+        with self._snapshots_lock:
+            first_kept = bisect.bisect_right(self._snapshot_times, time_s) - 1
+            if first_kept > 0:
+                del self._snapshots[:first_kept]
+                del self._snapshot_times[:first_kept]
 
     def _li_thickness_at(self, time_s: float) -> float:
         return self._snapshot_at(time_s).li_thickness_um
@@ -348,7 +380,7 @@ class CellTwin:
     def front_speed_nm_per_s(self, time_s: float) -> float:
         """dz/dt of the phase boundary (nm/s, negative moving down) at ``time_s``: the
         backward difference of the model's boundary over 30 s; NaN if either is undefined."""
-        before = max(time_s - _FRONT_SPEED_DT_S, self._snapshot_times[0])
+        before = max(time_s - _FRONT_SPEED_DT_S, self._first_sample_s)
         if time_s - before < 1.0:
             return math.nan
         z1, z0 = self.front_um(time_s), self.front_um(before)

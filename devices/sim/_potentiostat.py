@@ -57,7 +57,6 @@ class SimPotentiostatDriver:
             self.model = model
         else:
             self.model = SampledElectrochemistry(model, sample_interval_s=sample_interval_s)
-        self._cursor = len(self.model.samples)
         self.clock = clock
         self.sample_interval_s = sample_interval_s
         self.poll_period_s = poll_period_s
@@ -66,6 +65,9 @@ class SimPotentiostatDriver:
         self._start_s = 0.0
         self._running = False
         self._pending: list[PotentiostatSample] = []
+        # every sample the shared model takes from now on, whoever advances it (this driver,
+        # or the detector rendering a frame), until drained
+        self.model.add_observer(lambda state: self._pending.append(_sample(state)))
 
     async def load(self, protocol: StepTable, window: SafetyWindow) -> None:
         self._protocol, self._window = protocol, window
@@ -114,12 +116,8 @@ class SimPotentiostatDriver:
             await self.clock.sleep(self.poll_period_s, background=True)
 
     def _catch_up(self) -> None:
-        # The shared model records a sample at every grid time it passes, whoever advances
-        # it (this driver, or the detector rendering a frame): take the new ones.
+        # the observer collects the samples up to the clock's time
         self.model.advance_to(self.clock.now_s())
-        new = self.model.samples[self._cursor :]
-        self._cursor += len(new)
-        self._pending.extend(_sample(state) for state in new)
 
 
 def _sample(state: ElectrochemState) -> PotentiostatSample:

@@ -2,10 +2,12 @@
 
 The potentiostat and the detector both drive the twin's electrochemistry forward to the
 simulation clock's time (the potentiostat when read or collected, the Eiger when it renders
-a frame at mid-exposure). The model only moves forward, so the potentiostat's data buffer is
-recorded here, on the way: every advance passes through each multiple of
-``sample_interval_s`` and keeps the exact state there, whoever asked for the advance. The
-buffer therefore has no gaps, and no driver ever has to step the model back.
+a frame at mid-exposure). The model only moves forward, so the potentiostat's samples are
+taken here, on the way: every advance passes through each multiple of ``sample_interval_s``
+and hands the exact state there to the observers, whoever asked for the advance. The
+potentiostat's buffer therefore has no gaps, and no driver ever has to step the model back.
+Nothing is kept here: a day-long experiment has 86 400 samples, and each observer keeps only
+what it still needs (the simulated potentiostat until it is drained).
 
 Observers (`SampledElectrochemistry.add_observer`) are called at each sample with the model
 exactly at the sample time, whoever drove it there: the twin keeps its snapshots of the Li
@@ -50,7 +52,6 @@ class SampledElectrochemistry:
             raise ValueError(f"sample_interval_s={sample_interval_s} must be a finite time > 0 s")
         self.model = model
         self.sample_interval_s = sample_interval_s
-        self.samples: list[ElectrochemState] = []
         self._observers: list[Callable[[ElectrochemState], Any]] = []
         self._next_index = math.ceil(model.state.time_s / sample_interval_s - 1e-9)
 
@@ -81,7 +82,6 @@ class SampledElectrochemistry:
         while self._next_index * self.sample_interval_s <= target_s:
             self.model.advance_to(self._next_index * self.sample_interval_s)
             state = self.model.state
-            self.samples.append(state)
             for observer in self._observers:
                 observer(state)
             self._next_index += 1
