@@ -118,8 +118,10 @@ def fly_map(
     _md = map_metadata("fly_map", detector, stage_x, stage_z, geometry)
     _md.update(md or {})
 
-    @bpp.stage_decorator([detector])
+    # staged inside the run: the detector closes its files on unstage, so by the stop
+    # document every frame of the run is on disk and readable (validation reads on stop)
     @bpp.run_decorator(md=_md)
+    @bpp.stage_decorator([detector])
     def inner() -> MsgGenerator[None]:
         yield from map_lines(detector, stage_x, stage_z, geometry)
 

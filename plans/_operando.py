@@ -389,8 +389,8 @@ def _map_run(
     if pristine:
         run_md["purpose"] = "pristine map"
 
+    @bpp.run_decorator(md=run_md)  # staged inside: files closed by the stop (see fly_map)
     @bpp.stage_decorator([detector])
-    @bpp.run_decorator(md=run_md)
     def run() -> MsgGenerator[None]:
         if not pristine and not progress.started:
             yield from _kickoff(potentiostat, progress)

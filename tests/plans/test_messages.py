@@ -16,8 +16,8 @@ def test_fly_map_message_sequence_of_one_line(devices):
     msgs = RunEngineSimulator().simulate_plan(fly_map(det, stage_x, stage_z, ONE_LINE))
     commands = [(m.command, getattr(m.obj, "name", None)) for m in msgs]
     assert commands == [
-        ("stage", "det"),
         ("open_run", None),
+        ("stage", "det"),
         ("prepare", "stage_x"),
         ("prepare", "det"),
         ("wait", None),
@@ -41,8 +41,8 @@ def test_fly_map_message_sequence_of_one_line(devices):
         ("read", "line"),
         ("read", "stage_z"),
         ("save", None),
-        ("close_run", None),
         ("unstage", "det"),
+        ("close_run", None),
     ]
     (prepare_det,) = [m for m in msgs[:5] if m.command == "prepare" and m.obj is det]
     assert prepare_det.args[0].number_of_events == 2
