@@ -78,10 +78,14 @@ STORED = "stored"
 
 
 class FrameLocation(NamedTuple):
-    """Where one frame of a stored run lies: file URI, HDF5 dataset, row in the dataset."""
+    """Where one frame of a stored run lies: file URI, HDF5 dataset, row in the dataset.
+
+    ``dataset`` None: a Dectris master read through its per-file links in order
+    (`opmap.analysis.frames.open_frames`' default), ``row`` counted across them.
+    """
 
     uri: str
-    dataset: str
+    dataset: str | None
     row: int
 
 
@@ -284,8 +288,8 @@ def _file_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> An
     """Lazy dask array (n, H, W) of ``frames`` read from the HDF5 files, or None if absent."""
     import dask.array as da
 
-    sources: dict[tuple[str, str], Any] = {}
-    pieces: list[tuple[tuple[str, str], list[int]]] = []
+    sources: dict[tuple[str, str | None], Any] = {}
+    pieces: list[tuple[tuple[str, str | None], list[int]]] = []
     for index in frames:
         uri, dataset, row = item.locations[index]
         if (uri, dataset) not in sources:
