@@ -5,8 +5,9 @@ Real processes: ``opmap sim-dcu`` (the SIMPLON API, writing a master + data file
 the DCU's data directory). In this process a RunEngine flies a 3-line map with
 ``SimplonEiger`` (one series per line, 5 frames per line, 4 frames per data file: files of
 4 and 1 frames), writes the run with `ValidatedTiledWriter` and reduces the frames with the
-live analysis. The frames Tiled serves and the frames the live analysis reduces are those
-of the data files, read here with h5py through the master's links.
+live analysis; then replays the experiment from Tiled. The frames Tiled serves, and the maps
+the live analysis and the replay compute, are those of the data files, read here with h5py
+through the master's links.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_devices
 from ophyd_async.sim import SimMotor
 
-from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
+from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator, save_poni
 from opmap.analysis.pipeline import ExperimentAnalysis, analyze_map
 from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks.guard import GuardedCallback
@@ -33,6 +34,7 @@ from opmap.callbacks.live_analysis import (
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices.simplon import SimplonEiger
 from opmap.plans import MapGeometry, fly_map
+from opmap.replay import ReplayOptions, replay_experiment
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 
@@ -68,7 +70,7 @@ def frames_through_links(master: Path) -> np.ndarray:
         return np.concatenate([f[f"/entry/data/{name}"][()] for name in links])
 
 
-def test_fly_map_frames_read_back_through_tiled_and_reduced_live(RE, servers):
+def test_fly_map_frames_read_back_through_tiled_reduced_live_and_replayed(RE, servers, tmp_path):
     server, base_url, detector = servers
     runs = ensure_layout(server.client())["raw"]
     provider = StaticPathProvider(StaticFilenameProvider("linked"), detector)
@@ -131,3 +133,11 @@ def test_fly_map_frames_read_back_through_tiled_and_reduced_live(RE, servers):
         )
     c_perp = stored.arrays["c_perp"].values
     assert np.isfinite(c_perp).any(), "the twin's LCO rings are found in the frames"
+
+    # the replay: Tiled exports the 6 data files as the first one only, so it reads through
+    # Tiled (the files cannot tell it the rows of the others) and finds the live map again
+    poni = save_poni(eiger4m_integrator(binning=4), tmp_path / "dcu.poni")
+    options = ReplayOptions(params=PARAMS, poni=poni, sampling_options=None, progress=False)
+    _, replayed = replay_experiment(server.client(), EXPERIMENT, options)
+    np.testing.assert_allclose(replayed.arrays["c_perp"].values, c_perp, rtol=1e-6, equal_nan=True)
+    assert replayed.metadata["time_source"] == MAP_INDEX_TIME_SOURCE
