@@ -5,7 +5,8 @@ Real processes: ``opmap sim-dcu`` (the SIMPLON API, writing a master + data file
 the DCU's data directory). In this process a RunEngine flies a 3-line map with
 ``SimplonEiger`` (one series per line, 5 frames per line, 4 frames per data file: files of
 4 and 1 frames), writes the run with `ValidatedTiledWriter` and reduces the frames with the
-live analysis; then replays the experiment from Tiled. The frames Tiled serves, and the maps
+live analysis; then replays the experiment from Tiled and runs ``opmap analyze`` on the
+three masters. The frames Tiled serves, and the maps
 the live analysis and the replay compute, are those of the data files, read here with h5py
 through the master's links.
 """
@@ -23,6 +24,7 @@ from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_de
 from ophyd_async.sim import SimMotor
 
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator, save_poni
+from opmap.analysis.nexus import read_products
 from opmap.analysis.pipeline import ExperimentAnalysis, analyze_map
 from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks.guard import GuardedCallback
@@ -32,6 +34,7 @@ from opmap.callbacks.live_analysis import (
     layout_from_start,
 )
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
+from opmap.cli import build_parser
 from opmap.devices.simplon import SimplonEiger
 from opmap.plans import MapGeometry, fly_map
 from opmap.replay import ReplayOptions, replay_experiment
@@ -40,6 +43,7 @@ from opmap.settings import OpmapSettings
 
 from .callbacks.test_live_analysis import PARAMS
 from .devices._simplon_servers import initialize, sim_dcu
+from .test_analyze_cmd import FAMILIES as ANALYZE_FAMILIES
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 GEOMETRY = MapGeometry(
@@ -70,7 +74,7 @@ def frames_through_links(master: Path) -> np.ndarray:
         return np.concatenate([f[f"/entry/data/{name}"][()] for name in links])
 
 
-def test_fly_map_frames_read_back_through_tiled_reduced_live_and_replayed(RE, servers, tmp_path):
+def test_fly_map_read_by_tiled_live_analysis_replay_and_analyze(RE, servers, tmp_path):
     server, base_url, detector = servers
     runs = ensure_layout(server.client())["raw"]
     provider = StaticPathProvider(StaticFilenameProvider("linked"), detector)
@@ -141,3 +145,14 @@ def test_fly_map_frames_read_back_through_tiled_reduced_live_and_replayed(RE, se
     _, replayed = replay_experiment(server.client(), EXPERIMENT, options)
     np.testing.assert_allclose(replayed.arrays["c_perp"].values, c_perp, rtol=1e-6, equal_nan=True)
     assert replayed.metadata["time_source"] == MAP_INDEX_TIME_SOURCE
+
+    # opmap analyze on the three masters (one per line), as a facility without Tiled would
+    (tmp_path / "families.toml").write_text(ANALYZE_FAMILIES)
+    args = build_parser().parse_args(
+        ["analyze", *map(str, masters), "--poni", str(poni), "--families",
+         str(tmp_path / "families.toml"), "--map-shape", "3", "5",
+         "--out", str(tmp_path / "offline.nxs")]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    analysed = read_products(tmp_path / "offline.nxs")
+    np.testing.assert_allclose(analysed.arrays["c_perp"].values, c_perp, rtol=1e-6, equal_nan=True)
