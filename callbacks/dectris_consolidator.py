@@ -46,6 +46,8 @@ from tiled.structures.data_source import Asset
 
 from opmap.devices import DECTRIS_LINKS_MIMETYPE
 
+from .frames import FileLinks
+
 __all__ = [
     "DECTRIS_LINKS_MIMETYPE",
     "DectrisLinksConsolidator",
@@ -97,8 +99,9 @@ class DectrisLinksConsolidator(ConsolidatorBase):
     Raises
     ------
     ValueError
-        A resource without a positive integer ``frames_per_file``, a master not named
-        ``*_master.h5``, or a datum whose rows do not follow the previous one.
+        A resource without ``link_template`` or a positive integer ``frames_per_file``, a
+        master not named ``*_master.h5``, or a datum whose rows do not follow the previous
+        one.
     """
 
     supported_mimetypes = {DECTRIS_LINKS_MIMETYPE}  # noqa: RUF012  (as the base class has it)
@@ -107,25 +110,19 @@ class DectrisLinksConsolidator(ConsolidatorBase):
         super().__init__(stream_resource, descriptor)
         self.mimetype = HDF5_MIMETYPE
         self.assets.clear()  # data files are added as datums reach them
-        self.chunk_shape = self.chunk_shape or (1,)  # the file writer: one frame per chunk
+        # the file writer's chunks: one frame each
+        self.chunk_shape = tuple(stream_resource["parameters"].get("chunk_shape", ())) or (1,)
         self._dataset = _dataset(stream_resource)
         self._start_series(stream_resource)
 
     def _start_series(self, stream_resource: StreamResource) -> None:
-        parameters = stream_resource["parameters"]
-        per_file = parameters.get("frames_per_file")
-        first_link = parameters.get("first_link", 1)
-        for name, value, least in (
-            ("frames_per_file", per_file, 1),
-            ("first_link", first_link, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(
-                    f"stream_resource parameter {name}={value!r} must be an integer >= {least}"
-                )
-        data_file_uri(stream_resource["uri"], first_link)  # checks the master's name
-        self._master_uri = stream_resource["uri"]
-        self._frames_per_file, self._first_link = per_file, first_link
+        links = FileLinks.from_parameters(stream_resource["parameters"])
+        if links is None:
+            raise ValueError(
+                f"stream_resource {stream_resource['uid']}: parameters name no link_template"
+            )
+        data_file_uri(stream_resource["uri"], links.first_link)  # checks the master's name
+        self._master_uri, self._links = stream_resource["uri"], links
         self._series_rows = 0  # rows of this series announced so far
         self._series_files = 0  # data files of this series registered so far
 
@@ -137,9 +134,9 @@ class DectrisLinksConsolidator(ConsolidatorBase):
                 f"stream_datum {doc['uid']}: indices {start}..{stop} must continue the series "
                 f"{self._master_uri} at row {self._series_rows}"
             )
-        files = -(-stop // self._frames_per_file)
+        files = -(-stop // self._links.frames_per_file)
         for index in range(self._series_files, files):
-            uri = data_file_uri(self._master_uri, index + self._first_link)
+            uri = data_file_uri(self._master_uri, index + self._links.first_link)
             self.assets.append(
                 Asset(
                     data_uri=uri,

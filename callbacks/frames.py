@@ -101,24 +101,18 @@ class FileLinks:
 
         Raises
         ------
-        FrameReadError
+        ValueError
             ``link_template`` is given but ``frames_per_file`` is not an integer >= 1 or
             ``first_link`` not an integer >= 0 (the message names the parameter).
         """
         template = parameters.get("link_template")
         if template is None:
             return None
-        frames_per_file = parameters.get("frames_per_file")
-        first_link = parameters.get("first_link", 1)
-        for name, value, least in (
-            ("frames_per_file", frames_per_file, 1),
-            ("first_link", first_link, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise FrameReadError(
-                    f"stream_resource parameter {name}={value!r} must be an integer >= {least}"
-                )
-        return cls(str(template), first_link, frames_per_file)
+        return cls(
+            str(template),
+            first_link=_int_parameter(parameters, "first_link", 1, least=0),
+            frames_per_file=_int_parameter(parameters, "frames_per_file", None, least=1),
+        )
 
     def pieces(self, start: int, stop: int) -> list[tuple[str, int, int]]:
         """``(link, first row, stop row)`` per data file covering resource rows ``start:stop``.
@@ -138,6 +132,15 @@ class FileLinks:
     def link(self, index: int) -> str:
         """Path in the master of the link to data file ``index`` (0-based)."""
         return self.link_template.format(index + self.first_link)
+
+
+def _int_parameter(parameters: Mapping[str, Any], name: str, default: Any, least: int) -> int:
+    value = parameters.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(
+            f"stream_resource parameter {name}={value!r} must be an integer >= {least}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -314,7 +317,10 @@ class FrameReader:
             raise FrameReadError(f"stream_datum {datum['uid']}: rows {rows}, seq_nums {seq}")
         stream = self._streams.get(datum.get("descriptor", ""), "")
         parameters = resource.get("parameters", {})
-        links = FileLinks.from_parameters(parameters)
+        try:
+            links = FileLinks.from_parameters(parameters)
+        except ValueError as error:
+            raise FrameReadError(f"stream_resource {resource['uid']}: {error}") from error
         dataset = None if links else parameters.get("dataset", DEFAULT_DATASET)
         return DatumRows(resource["data_key"], stream, resource["uri"], dataset, rows, seq, links)
 
