@@ -40,6 +40,7 @@ __all__ = [
     "FrameSource",
     "decode_bslz4_chunk",
     "direct_chunk_codec",
+    "open_frame_series",
     "open_frames",
     "read_frame_block",
 ]
@@ -225,6 +226,31 @@ def open_frames(path: str | Path, *, dataset: str | None = None) -> FrameSource:
             f"{path} is not a readable HDF5 file (truncated or corrupt?): {error}"
         ) from error
     return _check_pieces(path, pieces)
+
+
+def open_frame_series(paths: Sequence[str | Path], *, dataset: str | None = None) -> FrameSource:
+    """The frames of several files, one file after the other, as one `FrameSource`.
+
+    A Dectris detector writes one master per series (per ``arm``): a fly map armed once per
+    line is one master per line, ``<name>_0001_master.h5``, ``<name>_0002_master.h5``, ….
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        The files in acquisition order (at least one), each read as `open_frames` reads it.
+    dataset : str, optional
+        As for `open_frames`, the same in every file.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As `open_frames` for any file; no file; files of different frame shapes or dtypes.
+    """
+    if not paths:
+        raise ValueError("paths: give at least one frames file")
+    sources = [open_frames(path, dataset=dataset) for path in paths]
+    pieces = [(piece, (s.frame_shape, s.dtype)) for s in sources for piece in s.pieces]
+    return _check_pieces(Path(paths[0]), pieces)
 
 
 def _pieces(h5: h5py.File, path: Path, dataset: str | None) -> list[tuple[FramePiece, Any]]:

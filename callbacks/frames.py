@@ -10,6 +10,12 @@ returns the new rows as numpy arrays:
   dataset, or any plain dataset), opened read-only in SWMR mode for every batch, so rows the
   writer has flushed are seen; a batch not yet visible (the writer has not flushed, the master
   is being relinked) is retried a few times before it is an error;
+- from the data files behind a Dectris master's per-file links when the resource names them
+  (mimetype ``application/x-hdf5;layout=dectris-links``, parameters ``link_template``,
+  ``first_link``, ``frames_per_file``: what a real DCU's file writer writes, see
+  :class:`FileLinks`): row ``i`` of the resource is row ``i % frames_per_file`` of link
+  ``i // frames_per_file + first_link``. A data file is opened only once it exists, and
+  read only once it holds every announced frame (its chunks written), else retried;
 - through Tiled when the files are not local: ``run[stream][data_key][seq_start - 1 : seq_stop
   - 1]`` of the run node the reader was given.
 
@@ -38,7 +44,14 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle-LZ4 filter for h5py)
 import numpy as np
 
-__all__ = ["DatumRows", "FrameBatch", "FrameReadError", "FrameReader", "local_path"]
+__all__ = [
+    "DatumRows",
+    "FileLinks",
+    "FrameBatch",
+    "FrameReadError",
+    "FrameReader",
+    "local_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +61,86 @@ DEFAULT_DATASET = "/entry/data/data"
 
 class FrameReadError(RuntimeError):
     """Announced rows could not be read (missing file, truncated dataset, corrupt data)."""
+
+
+@dataclass(frozen=True)
+class FileLinks:
+    """Frames of a Dectris master that sit behind its per-file external links.
+
+    Row ``i`` of the resource is row ``i % frames_per_file`` of the master's link
+    ``link_template.format(i // frames_per_file + first_link)`` (an external link to a data
+    file's ``/entry/data/data``). These are the ``stream_resource`` parameters of
+    ``opmap.devices.SimplonEiger`` (``dectris_links_parameters``).
+
+    Attributes
+    ----------
+    link_template : str
+        Path of link ``n`` in the master, ``"/entry/data/data_{:06d}"``.
+    first_link : int
+        Number of the first link (1 for the Dectris file writer).
+    frames_per_file : int
+        Frames in every data file but the last (the file writer's ``nimages_per_file``).
+
+    Examples
+    --------
+    >>> links = FileLinks("/entry/data/data_{:06d}", 1, 4)
+    >>> for piece in links.pieces(2, 9):
+    ...     print(piece)
+    ('/entry/data/data_000001', 2, 4)
+    ('/entry/data/data_000002', 0, 4)
+    ('/entry/data/data_000003', 0, 1)
+    """
+
+    link_template: str
+    first_link: int
+    frames_per_file: int
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> FileLinks | None:
+        """The links a resource's ``parameters`` name, or None (a plain dataset).
+
+        Raises
+        ------
+        ValueError
+            ``link_template`` is given but ``frames_per_file`` is not an integer >= 1 or
+            ``first_link`` not an integer >= 0 (the message names the parameter).
+        """
+        template = parameters.get("link_template")
+        if template is None:
+            return None
+        return cls(
+            str(template),
+            first_link=_int_parameter(parameters, "first_link", 1, least=0),
+            frames_per_file=_int_parameter(parameters, "frames_per_file", None, least=1),
+        )
+
+    def pieces(self, start: int, stop: int) -> list[tuple[str, int, int]]:
+        """``(link, first row, stop row)`` per data file covering resource rows ``start:stop``.
+
+        An empty range gives one empty piece of the file that would hold row ``start``.
+        """
+        number, lo = divmod(start, self.frames_per_file)
+        pieces = [] if stop > start else [(self.link(number), lo, lo)]
+        row = start
+        while row < stop:
+            number, lo = divmod(row, self.frames_per_file)
+            hi = min(self.frames_per_file, lo + stop - row)
+            pieces.append((self.link(number), lo, hi))
+            row += hi - lo
+        return pieces
+
+    def link(self, index: int) -> str:
+        """Path in the master of the link to data file ``index`` (0-based)."""
+        return self.link_template.format(index + self.first_link)
+
+
+def _int_parameter(parameters: Mapping[str, Any], name: str, default: Any, least: int) -> int:
+    value = parameters.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(
+            f"stream_resource parameter {name}={value!r} must be an integer >= {least}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -62,20 +155,24 @@ class DatumRows:
         Event stream of the datum's descriptor (``"primary"``), or ``""`` if unknown.
     uri : str
         The resource's file (``file://localhost/...``).
-    dataset : str
-        HDF5 dataset in that file (``parameters["dataset"]``, default the Dectris frames).
+    dataset : str or None
+        HDF5 dataset in that file (``parameters["dataset"]``, default the Dectris frames);
+        None when the frames sit behind the master's per-file links (``links``).
     rows : tuple of int
-        ``(start, stop)`` rows of the dataset, stop exclusive.
+        ``(start, stop)`` rows of the dataset (of the links, in order), stop exclusive.
     seq : tuple of int
         ``(start, stop)`` sequence numbers (1-based, stop exclusive) of the same rows.
+    links : FileLinks or None
+        How rows map to the data files of a Dectris master, or None for a plain dataset.
     """
 
     data_key: str
     stream: str
     uri: str
-    dataset: str
+    dataset: str | None
     rows: tuple[int, int]
     seq: tuple[int, int]
+    links: FileLinks | None = None
 
     @property
     def frame_indices(self) -> np.ndarray:
@@ -219,8 +316,13 @@ class FrameReader:
         if not (0 <= rows[0] <= rows[1] and seq[0] >= 1):
             raise FrameReadError(f"stream_datum {datum['uid']}: rows {rows}, seq_nums {seq}")
         stream = self._streams.get(datum.get("descriptor", ""), "")
-        dataset = resource.get("parameters", {}).get("dataset", DEFAULT_DATASET)
-        return DatumRows(resource["data_key"], stream, resource["uri"], dataset, rows, seq)
+        parameters = resource.get("parameters", {})
+        try:
+            links = FileLinks.from_parameters(parameters)
+        except ValueError as error:
+            raise FrameReadError(f"stream_resource {resource['uid']}: {error}") from error
+        dataset = None if links else parameters.get("dataset", DEFAULT_DATASET)
+        return DatumRows(resource["data_key"], stream, resource["uri"], dataset, rows, seq, links)
 
     def read(self, rows: DatumRows) -> FrameBatch:
         """Read located rows: from the file when readable here, else through Tiled.
@@ -232,9 +334,16 @@ class FrameReader:
             readable here and no ``tiled_run`` was given.
         """
         path = None if self.prefer_tiled else self._readable_path(rows.uri)
-        if path is not None:
+        if path is not None and rows.links is not None:
+            links = rows.links
             values = self._retry(
-                lambda: _read_rows(path, rows.dataset, *rows.rows), f"{path}:{rows.dataset}"
+                lambda: _read_linked_rows(path, links, *rows.rows),
+                f"{path} (links {links.link_template})",
+            )
+        elif path is not None:
+            dataset = rows.dataset or DEFAULT_DATASET
+            values = self._retry(
+                lambda: _read_rows(path, dataset, *rows.rows), f"{path}:{dataset}"
             )
         elif self.tiled_run is None:
             raise FrameReadError(
@@ -281,6 +390,44 @@ def _read_rows(path: Path, dataset: str, start: int, stop: int) -> np.ndarray:
             raise _NotYetWrittenError(
                 f"{dataset} has {node.shape[0]} rows, rows up to {stop} announced"
             )
+        return np.asarray(node[start:stop])
+
+
+def _read_linked_rows(master: Path, links: FileLinks, start: int, stop: int) -> np.ndarray:
+    # The Dectris file writer writes no SWMR: a data file is read once it exists and holds
+    # every announced frame (chunks written); until then the reader retries.
+    with h5py.File(master, "r") as f:
+        targets = [
+            (*_link_target(f, master, link), lo, hi) for link, lo, hi in links.pieces(start, stop)
+        ]
+    blocks = [_read_data_file(path, dataset, lo, hi) for path, dataset, lo, hi in targets]
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def _link_target(master: h5py.File, path: Path, link: str) -> tuple[Path, str]:
+    """(data file, dataset) a master's link points at; the master itself for a plain dataset."""
+    found = master.get(link, getlink=True)
+    if found is None:
+        raise _NotYetWrittenError(f"{path.name} has no link {link}")
+    if isinstance(found, h5py.ExternalLink):
+        target = Path(found.filename)
+        return (target if target.is_absolute() else path.parent / target), found.path
+    return path, link
+
+
+def _read_data_file(path: Path, dataset: str, start: int, stop: int) -> np.ndarray:
+    if not path.is_file():
+        raise _NotYetWrittenError(f"data file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        node = f[dataset]
+        if node.shape[0] < stop:
+            raise _NotYetWrittenError(
+                f"data file {path} holds {node.shape[0]} frames, frames up to {stop} announced"
+            )
+        if node.chunks is not None:
+            for row in range(start - start % node.chunks[0], stop, node.chunks[0]):
+                if node.id.get_chunk_info_by_coord((row,) + (0,) * (node.ndim - 1)).size == 0:
+                    raise _NotYetWrittenError(f"data file {path}: frame {row} not written yet")
         return np.asarray(node[start:stop])
 
 

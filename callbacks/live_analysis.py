@@ -31,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -64,6 +65,10 @@ from .tiled_products import TiledUnavailableError
 __all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_from_start"]
 
 logger = logging.getLogger(__name__)
+
+#: ``time_source`` metadata of products whose map times are map indices (no potentiostat
+#: readbacks, no frame times in the run).
+MAP_INDEX_TIME_SOURCE = "map index (no potentiostat or frame times in the run)"
 
 #: ``hook(products, result)`` after each analysed map (e.g. live plots).
 MapHook = Callable[[Products, MapResult], Any]
@@ -266,12 +271,18 @@ class LiveAnalysis:
             experiment = ExperimentAnalysis(run.layout, self.params, metadata=metadata)
             self.experiments[experiment_id] = experiment
         reduced = run.reduction.unpack(acc.valid_packed())
+        time_s = acc.map_time_s()
+        if not math.isfinite(time_s):
+            # no potentiostat readbacks and no frame times (a real Eiger records none): the
+            # map's index stands for its time, as in ``opmap analyze`` without frame times
+            time_s = float(map_index)
+            experiment.metadata["time_source"] = MAP_INDEX_TIME_SOURCE
         result = analyze_map(
             reduced,
             run.layout,
             self.params,
             map_index=map_index,
-            time_s=acc.map_time_s(),
+            time_s=time_s,
             sampling=self._sampling.get(id(run.reduction)),
         )
         experiment.add_map(result, electrochem=acc.cell_state())

@@ -363,6 +363,9 @@ def resend_run(
     """
     from bluesky_tiled_plugins import TiledWriter
 
+    from .dectris_consolidator import register_dectris_consolidator
+
+    register_dectris_consolidator()  # a spooled SIMPLON Eiger run names Dectris links
     digest = RunDigest.of(documents)
     tally = tally_run(runs, digest)
     if tally.stored == tally.emitted and tally.doubled == 0:

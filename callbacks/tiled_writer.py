@@ -9,6 +9,10 @@ router). Validation fixes what the documents
 declared differently from the files, e.g. the ophyd-async ``(N, 1, H, W)`` detector shape
 of frames stored ``(N, H, W)``, so clients read the shape that is on disk.
 
+Importing this module registers `opmap.callbacks.dectris_consolidator` with the
+TiledWriter, so runs of a SIMPLON Eiger (frames behind a Dectris master's per-file links)
+become Tiled arrays read from the data files.
+
 Without a spool, writing errors are not wrapped: they propagate to the RunEngine as
 bluesky intends. A run that fails validation is logged at ERROR with its uid, and raised as
 :class:`RunValidationError` when ``raise_on_invalid`` is set.
@@ -40,6 +44,7 @@ from bluesky_tiled_plugins import TiledWriter
 from bluesky_tiled_plugins.writing.validator import ValidationException
 from tiled.client.base import BaseClient
 
+from .dectris_consolidator import register_dectris_consolidator
 from .spool import DocumentRuns, RunDigest, RunSpool, RunTally, resend_run, tally_run
 
 __all__ = [
@@ -52,6 +57,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Runs of a SIMPLON Eiger describe their frames as Dectris per-file links.
+register_dectris_consolidator()
 
 #: Top-level container of raw runs (spec ``CatalogOfBlueskyRuns`` 3.0: ``raw[uid]``,
 #: ``raw[scan_id]``, ``raw[-1]``).

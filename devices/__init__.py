@@ -1,6 +1,12 @@
 """opmap devices: the real-hardware API (simulated backends live in `opmap.devices.sim`)."""
 
-from ._eiger_layout import BITSHUFFLE_FILTER_ID, EigerMetadata, FrameStreamProvider
+from ._eiger_layout import (
+    BITSHUFFLE_FILTER_ID,
+    DECTRIS_LINKS_MIMETYPE,
+    EigerMetadata,
+    FrameStreamProvider,
+    dectris_links_parameters,
+)
 from ._step_table import (
     ProtocolError,
     ProtocolStep,
@@ -24,6 +30,7 @@ from .stage import LimitedMotor, MapStage, SoftLimitError, SoftLimits
 
 __all__ = [
     "BITSHUFFLE_FILTER_ID",
+    "DECTRIS_LINKS_MIMETYPE",
     "STREAM_NAME",
     "BeamMonitor",
     "Eiger",
@@ -47,6 +54,7 @@ __all__ = [
     "SoftLimits",
     "StepTable",
     "Technique",
+    "dectris_links_parameters",
     "epics_potentiostat",
     "paper_protocol",
 ]

@@ -57,6 +57,7 @@ from opmap.analysis.products import Products
 from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks.frames import DatumRows, FrameReader, local_path
 from opmap.callbacks.live import MapRunDocuments
+from opmap.callbacks.live_analysis import MAP_INDEX_TIME_SOURCE
 from opmap.callbacks.tiled_products import TiledProductWriter, validate_key, versions
 from opmap.plans import FRAMES_STREAM, LINES_STREAM
 
@@ -78,10 +79,14 @@ STORED = "stored"
 
 
 class FrameLocation(NamedTuple):
-    """Where one frame of a stored run lies: file URI, HDF5 dataset, row in the dataset."""
+    """Where one frame of a stored run lies: file URI, HDF5 dataset, row in the dataset.
+
+    ``dataset`` None: a Dectris master read through its per-file links in order
+    (`opmap.analysis.frames.open_frames`' default), ``row`` counted across them.
+    """
 
     uri: str
-    dataset: str
+    dataset: str | None
     row: int
 
 
@@ -281,11 +286,14 @@ def _load_poni_text(text: str, frame_shape: tuple[int, int]) -> DetectorGeometry
 
 
 def _file_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> Any | None:
-    """Lazy dask array (n, H, W) of ``frames`` read from the HDF5 files, or None if absent."""
+    """Lazy dask array (n, H, W) of ``frames`` read from the HDF5 files.
+
+    None when a file is not readable here, or holds fewer rows than the documents name.
+    """
     import dask.array as da
 
-    sources: dict[tuple[str, str], Any] = {}
-    pieces: list[tuple[tuple[str, str], list[int]]] = []
+    sources: dict[tuple[str, str | None], Any] = {}
+    pieces: list[tuple[tuple[str, str | None], list[int]]] = []
     for index in frames:
         uri, dataset, row = item.locations[index]
         if (uri, dataset) not in sources:
@@ -298,6 +306,14 @@ def _file_frames(item: MapRunFrames, frames: list[int], chunk_frames: int) -> An
             sources[uri, dataset] = open_frames(path, dataset=dataset).to_dask(
                 chunk_frames=chunk_frames
             )
+        if row >= sources[uri, dataset].shape[0]:
+            # Tiled exports a data source of many files that no template names (a SIMPLON
+            # Eiger's data files, series after series) as its first file only: read
+            # through Tiled, which holds them all.
+            logger.info(
+                "run %s: %s holds no row %d; frames read through Tiled", item.uid, uri, row
+            )
+            return None
         if pieces and pieces[-1][0] == (uri, dataset):
             pieces[-1][1].append(row)
         else:
@@ -519,8 +535,9 @@ def _analyse_map(
     """Analyse one replayed map and add it to ``experiment``."""
     acc = item.accumulator
     time_s = acc.map_time_s()
-    if not math.isfinite(time_s):
-        raise ValueError(f"run {item.uid}: no ec_state or frame times for the map time")
+    if not math.isfinite(time_s):  # as live: no cell and no frame times (a real Eiger)
+        time_s = float(experiment.n_maps)
+        experiment.metadata["time_source"] = MAP_INDEX_TIME_SOURCE
     result = analyze_map(
         reduced,
         experiment.layout,

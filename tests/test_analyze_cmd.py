@@ -10,6 +10,8 @@ from opmap.devices.sim import DectrisWriter
 from opmap.twin import CellTwin, TwinConfig
 from opmap.twin.forward import DiffractionConfig, DiffractionRenderer
 
+from ._dectris_links import write_links_master
+
 N_Z, N_X, N_MAPS = 3, 4, 2
 FAMILIES = """
 [[family]]
@@ -172,3 +174,52 @@ def test_each_mode_accepts_only_its_own_options(argv, message, capsys):
         build_parser().parse_args(forward_deprecated(argv))
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_master_with_only_links_is_read_file_by_file(acquisition, tmp_path, capsys):
+    """What a real DCU writes: no stacked /entry/data/data, no /entry/opmap; 10 + 10 + 4."""
+    _, master, poni, families = acquisition
+    with h5py.File(master, "r") as f:
+        stack = f["entry/data/data"][()]
+    links_only = write_links_master(tmp_path, "real", stack, per_file=10)
+    with h5py.File(links_only, "r") as f:
+        assert sorted(f["entry/data"]) == ["data_000001", "data_000002", "data_000003"]
+        assert "entry/opmap" not in f
+        assert f["entry/data/data_000003"].shape[0] == 4
+    shape = ["--poni", poni, "--families", families, "--map-shape", N_Z, N_X]
+    out_links, out_stacked = tmp_path / "links.nxs", tmp_path / "stacked.nxs"
+    assert run(links_only, *shape, "--out", out_links) == 0
+    assert run(master, "--dataset", "/entry/data/data", *shape, "--out", out_stacked) == 0
+    links, stacked = read_products(out_links), read_products(out_stacked)
+    np.testing.assert_array_equal(links.arrays["c_perp"].values, stacked.arrays["c_perp"].values)
+    assert np.isfinite(links.arrays["c_perp"].values).all()
+    assert links.metadata["time_source"] == "map index (no per-frame times in the file)"
+    np.testing.assert_array_equal(links.arrays["time_s"].values, [0.0, 1.0])
+    # a data file missing: a clear error naming it, nothing written
+    (tmp_path / "real_data_000003.h5").unlink()
+    out = tmp_path / "missing.nxs"
+    assert run(links_only, *shape, "--out", out) == 2
+    assert "links to the missing data file real_data_000003.h5" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_one_master_per_series_is_read_in_the_order_given(acquisition, tmp_path):
+    """A SIMPLON Eiger arms once per fly line: one links-only master per series."""
+    _, master, poni, families = acquisition
+    with h5py.File(master, "r") as f:
+        stack = f["entry/data/data"][()]
+    masters = [
+        write_links_master(tmp_path, f"map_{k + 1:04d}", stack[8 * k : 8 * k + 8], per_file=3)
+        for k in range(3)
+    ]  # 3 + 3 + 2 frames each
+    shape = ["--poni", poni, "--families", families, "--map-shape", N_Z, N_X]
+    out_series, out_stacked = tmp_path / "series.nxs", tmp_path / "stacked.nxs"
+    assert run(*masters, *shape, "--out", out_series) == 0
+    assert run(master, "--dataset", "/entry/data/data", *shape, "--out", out_stacked) == 0
+    series, stacked = read_products(out_series), read_products(out_stacked)
+    np.testing.assert_array_equal(series.arrays["c_perp"].values, stacked.arrays["c_perp"].values)
+    assert series.metadata["frames_file"] == ", ".join(m.name for m in masters)
+    # another order gives other maps: the files are read in the order given
+    assert run(masters[1], masters[0], masters[2], *shape, "--out", tmp_path / "swap.nxs") == 0
+    swapped = read_products(tmp_path / "swap.nxs").arrays["c_perp"].values
+    assert not np.array_equal(swapped, stacked.arrays["c_perp"].values, equal_nan=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..dectris_layout import TIME_PATH
 from ..families import FamilyConfig, load_families
-from ..frames import FrameSource, open_frames
+from ..frames import FrameSource, open_frame_series
 from ..geometry import DetectorGeometry, load_poni
 from ..nexus import next_free_path, write_products
 from ..products import Products
@@ -48,20 +48,31 @@ def default_output_path(frames_path: str | Path) -> Path:
 
 
 def read_map_times_s(
-    frames_path: str | Path, *, frames_per_map: int, n_maps: int
+    frames_path: str | Path | Sequence[str | Path], *, frames_per_map: int, n_maps: int
 ) -> np.ndarray | None:
-    """Mid-map experiment times (s) from the per-frame times of an opmap master file.
+    """Mid-map experiment times (s) from the per-frame times of opmap master files.
 
-    Returns None when the file holds no ``/entry/opmap/time_s`` (or too few entries).
+    Several files (one master per series) are read one after the other. Returns None when
+    a file holds no ``/entry/opmap/time_s`` (a real Dectris file writer writes none), or
+    there are too few entries.
     """
-    with h5py.File(frames_path, "r") as h5:
-        if TIME_PATH not in h5:
-            return None
-        times = np.asarray(h5[TIME_PATH][: frames_per_map * n_maps], float)
+    parts = []
+    for path in _frame_paths(frames_path):
+        with h5py.File(path, "r") as h5:
+            if TIME_PATH not in h5:
+                return None
+            parts.append(np.asarray(h5[TIME_PATH][()], float))
+    times = np.concatenate(parts)[: frames_per_map * n_maps]
     if times.size < frames_per_map * n_maps:
         return None
     per_map = times.reshape(n_maps, frames_per_map)
     return 0.5 * (per_map.min(axis=1) + per_map.max(axis=1))
+
+
+def _frame_paths(frames_path: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(frames_path, str | Path):
+        return [Path(frames_path)]
+    return [Path(path) for path in frames_path]
 
 
 def _geometry(poni: str | Path | DetectorGeometry, source: FrameSource) -> DetectorGeometry:
@@ -90,7 +101,7 @@ def _layout(source, map_shape, snake, n_maps, z_um, x_um) -> tuple[MapLayout, in
 
 
 def analyze_files(
-    frames_path: str | Path,
+    frames_path: str | Path | Sequence[str | Path],
     *,
     poni: str | Path | DetectorGeometry,
     map_shape: tuple[int, int],
@@ -114,8 +125,10 @@ def analyze_files(
 
     Parameters
     ----------
-    frames_path : str or Path
-        Dectris master file, or any HDF5 file with ``dataset``.
+    frames_path : str, Path or sequence of them
+        Dectris master file, or any HDF5 file with ``dataset``; several files are read one
+        after the other (a Dectris detector writes one master per series: a fly map armed
+        once per line has one master per line).
     poni : str, Path or DetectorGeometry
         pyFAI PONI file of the detector (or a geometry); must match the frame shape.
     map_shape : (int, int)
@@ -171,21 +184,22 @@ def analyze_files(
         raise FileExistsError(
             f"{out} exists; pass overwrite=True or write to {next_free_path(out)}"
         )
-    source = open_frames(frames_path, dataset=dataset)
+    paths = _frame_paths(frames_path)
+    source = open_frame_series(paths, dataset=dataset)
     if out is not None:
-        check_output_path(out, [frames_path, *(piece.path for piece in source.pieces)])
+        check_output_path(out, [*paths, *(piece.path for piece in source.pieces)])
     geometry = _geometry(poni, source)
     params = params.model_copy(  # the distance correction uses the PONI's λ and distance
         update={"wavelength_angstrom": geometry.wavelength_angstrom,
                 "sample_detector_distance_m": geometry.distance_m}
     )  # fmt: skip
     layout, n_maps = _layout(source, map_shape, snake, n_maps, z_um, x_um)
-    times, time_source = _times(frames_path, times_s, layout, n_maps)
+    times, time_source = _times(paths, times_s, layout, n_maps)
     if electrochem is not None and len(electrochem) < n_maps:
         raise ValueError(f"electrochem has {len(electrochem)} entries for {n_maps} maps")
     experiment = ExperimentAnalysis(
         layout, params,
-        metadata={"frames_file": Path(frames_path).name, "dataset": dataset,
+        metadata={"frames_file": ", ".join(path.name for path in paths), "dataset": dataset,
                   "time_source": time_source, "n_frames_per_map": layout.n_frames},
     )  # fmt: skip
     reducer = FrameReducer(

@@ -4,8 +4,10 @@ Frames are read lazily with dask (local threads, or ``--scheduler`` for a dask.d
 cluster), reduced chunk by chunk with one compiled reduction, analysed map by map and written
 atomically as NeXus.  An existing output is never replaced unless ``--overwrite``; the
 default output ``<stem>_analysis.nxs`` next to the input gets a ``.v2``, ``.v3`` … suffix
-when taken. No input is ever written over (not even with ``--overwrite``), and ``--out``
-must be in an existing directory.
+when taken. Several frames files are read one after the other: a Dectris Eiger writes one
+master per series (per arm), so a fly map armed once per line is given as all its masters,
+``opmap analyze map_*_master.h5 ...``. No input is ever written over (not even with
+``--overwrite``), and ``--out`` must be in an existing directory.
 
 ``--mask FILE`` excludes detector pixels (non-zero = excluded; NumPy .npy, EDF, TIFF or
 HDF5, the detector's shape): the remedy for NaN or infinite counts in some pixels.
@@ -52,7 +54,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_argument_group("frames")
-    source.add_argument("frames", type=Path, metavar="MASTER_OR_H5", help="frames file")
+    source.add_argument(
+        "frames",
+        type=Path,
+        nargs="+",
+        metavar="MASTER_OR_H5",
+        help="frames file(s), read one after the other (a Dectris Eiger armed once per fly "
+        "line writes one master per line: give them all, in order)",
+    )
     source.add_argument("--dataset", help="frames dataset in a non-Dectris HDF5 file")
     layout = parser.add_argument_group("map layout")
     layout.add_argument(
@@ -110,7 +119,7 @@ def _analyze(args: argparse.Namespace) -> Path:
     from opmap.analysis.families import load_families
     from opmap.analysis.pipeline import analyze_files, default_output_path, load_parameters
 
-    out = args.out if args.out is not None else default_output_path(args.frames)
+    out = args.out if args.out is not None else default_output_path(args.frames[0])
     geometry, times_s = _checked_inputs(args, out)
     families = load_families(args.families)
     params = None
@@ -144,12 +153,12 @@ def _checked_inputs(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     Returns the PONI geometry (with the ``--mask`` pixels excluded) and the map times
     (None without ``--map-times-s``).
     """
-    from opmap.analysis.frames import open_frames
+    from opmap.analysis.frames import open_frame_series
     from opmap.analysis.geometry import load_poni
     from opmap.analysis.pipeline import check_output_path, load_map_times_s, load_mask_file
 
-    source = open_frames(args.frames, dataset=args.dataset)
-    inputs = [args.frames, *(piece.path for piece in source.pieces), args.poni, args.families]
+    source = open_frame_series(args.frames, dataset=args.dataset)
+    inputs = [*args.frames, *(piece.path for piece in source.pieces), args.poni, args.families]
     inputs += [path for path in (args.params, args.mask, args.map_times_s) if path is not None]
     check_output_path(out, [str(path).partition("::")[0] for path in inputs])
     for name in ("poni", "families", "params"):
