@@ -200,7 +200,9 @@ class ProductPublisher:
             self._create_writer()
         if self._queue and self._products is not None:
             self._write_queued(self._products)
-            self._written.extend(self._queue)
+            # written: only the run and the table rows are needed from now on (a long
+            # experiment would otherwise hold every map's truth and potentiostat buffer)
+            self._written.extend(_QueuedMap(e.raw_uid, {}, {}, e.rows_after) for e in self._queue)
             self._queue = []
         self._commit_claimed()
 
