@@ -74,7 +74,28 @@ def map_metadata(
         "motors": [stage_x.name, stage_z.name],
         "map_shape": [geometry.z_count, geometry.x_count],
         "map_geometry": geometry.model_dump(),
+        # bluesky's grid-scan keys (as bp.grid_scan writes them), so generic tools such as
+        # best-effort plots and databroker viewers can place the frames: slow axis first
+        **_grid_keys(geometry),
         "hints": {"dimensions": [([stage_z.name, stage_x.name], FRAMES_STREAM)]},
+    }
+
+
+def _grid_keys(geometry: MapGeometry) -> dict[str, Any]:
+    """``shape``, ``extents`` (frame centres, µm), ``snaking``, ``num_points`` and
+    ``num_intervals`` of the map, z (slow) then x (fast)."""
+    half_bin_um = 0.5 * (geometry.x_stop_um - geometry.x_start_um) / geometry.x_count
+    z_last_um = geometry.z_start_um + (geometry.z_count - 1) * geometry.z_step_um
+    n_points = geometry.z_count * geometry.x_count
+    return {
+        "shape": [geometry.z_count, geometry.x_count],
+        "extents": [
+            [geometry.z_start_um, z_last_um],
+            [geometry.x_start_um + half_bin_um, geometry.x_stop_um - half_bin_um],
+        ],
+        "snaking": [False, geometry.snake],
+        "num_points": n_points,
+        "num_intervals": n_points - 1,
     }
 
 

@@ -19,6 +19,10 @@ def test_fly_map_announces_every_frame_once_with_its_x(RE, docs, devices):
     assert result.exit_status == "success"
     (start,) = docs.of("start")
     assert start["plan_name"] == "fly_map" and start["sample"] == "cell A"
+    # bluesky's grid-scan keys: z (slow) then x (fast), extents at the frame centres
+    assert start["shape"] == [3, 5] and start["num_points"] == 15
+    assert start["num_intervals"] == 14 and start["snaking"] == [False, SMALL_MAP.snake]
+    assert start["extents"] == [[2.0, 4.0], [5.0, 45.0]]
     datums = [d for d in docs.of("stream_datum") if d["descriptor"]]
     frames = {d["stream_resource"]: 0 for d in datums}
     for d in datums:
