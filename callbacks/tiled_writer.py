@@ -45,6 +45,7 @@ from bluesky_tiled_plugins.writing.validator import ValidationException
 from tiled.client.base import BaseClient
 
 from .dectris_consolidator import register_dectris_consolidator
+from .sealing import seal_run
 from .spool import DocumentRuns, RunDigest, RunSpool, RunTally, resend_run, tally_run
 
 __all__ = [
@@ -153,8 +154,10 @@ class ValidatedTiledWriter:
     and so does every later run while an earlier one waits (runs reach Tiled in order).
     A background thread re-sends each spooled run after its ``stop``, retrying until the
     server takes it (`opmap.callbacks.spool.resend_run`: idempotent by uid; a run stored
-    in part is completed, never doubled). A run stored whole is removed from the spool;
-    what is left there is for ``opmap recover``.
+    in part is completed, never doubled). A run stored whole is removed from the spool,
+    and sealed when the next run starts or in `wait` (`opmap.callbacks.sealing`: on the
+    opmap server only an admin key may then change it); what is left in the spool is for
+    ``opmap recover``.
 
     Parameters
     ----------
@@ -180,6 +183,9 @@ class ValidatedTiledWriter:
         First wait between two re-send attempts (s, > 0; doubles up to 30 s).
     backup_directory : Path or str, optional
         The former name of ``spool_directory``.
+    seal : bool
+        Seal each run once it is stored whole and validated (default). False leaves runs
+        open to later writes by the writer key (tests that write into a run afterwards).
     """
 
     def __init__(
@@ -193,6 +199,7 @@ class ValidatedTiledWriter:
         try_reading: bool = True,
         retry_s: float = 2.0,
         backup_directory: Path | str | None = None,
+        seal: bool = True,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -207,12 +214,16 @@ class ValidatedTiledWriter:
         self.try_reading = try_reading
         self.background = background
         self.retry_s = retry_s
+        self.seal = seal
         self._options = {} if batch_size is None else {"batch_size": batch_size}
         self._runs = DocumentRuns()
         self._writers: dict[str, TiledWriter | None] = {}  # None: the run goes to the spool
         self.digests: dict[str, RunDigest] = {}
         #: Runs that could not be stored, with the reason (they stay in the spool).
         self.failed: dict[str, str] = {}
+        #: Runs stored whole that could not be sealed (see `_seal_whole_runs`).
+        self.unsealed: list[str] = []
+        self._whole: list[str] = []  # stored whole, validated, not sealed yet
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
         self._spooled_waiting = 0  # spooled runs not yet stored: later runs queue behind
         self._lock = threading.Lock()
@@ -222,6 +233,10 @@ class ValidatedTiledWriter:
         """Spool one document, write it unless its run is spooled; after ``stop``, settle."""
         run_uid = self.spool.append(name, doc) if self.spool else self._runs.run_of(name, doc)
         if name == "start":
+            if self.background:  # after the earlier runs' validations (the queue is FIFO)
+                self._submit("seal", run_uid)
+            else:
+                self._seal_whole_runs()
             self.digests[run_uid] = RunDigest()
             with self._lock:
                 spooled = self.spool is not None and self._spooled_waiting > 0
@@ -282,6 +297,8 @@ class ValidatedTiledWriter:
                 if task == "validate":
                     _validate_logged(self.client, run_uid, self.try_reading)
                     self._forget_if_whole(run_uid)
+                elif task == "seal":
+                    self._seal_whole_runs()
                 else:
                     self._resend_until_stored(run_uid)
             except Exception as error:  # logged with the uid; the run stays in the spool
@@ -291,17 +308,39 @@ class ValidatedTiledWriter:
                 self._queue.task_done()
 
     def _forget_if_whole(self, run_uid: str) -> None:
-        """Drop a live-written run from the spool once Tiled holds every document once."""
+        """Mark a live-written run for sealing and drop it from the spool once Tiled holds
+        every document once (without a spool: mark it, nothing could be re-sent anyway)."""
         if self.spool is None:
+            self._whole.append(run_uid)
             return
         tally = tally_run(self.client, self.digests[run_uid])
         if tally.complete:
+            self._whole.append(run_uid)
             self.spool.discard(run_uid)
         else:
             logger.error("Run %s is not whole in Tiled: %s; re-sending it", run_uid, tally.line())
             with self._lock:
                 self._spooled_waiting += 1
             self._submit("resend", run_uid)
+
+    def _seal_whole_runs(self) -> None:
+        """Seal the runs stored whole so far (`opmap.callbacks.sealing`): from then on the
+        writer key cannot change them.
+
+        Called when the next run starts and by `wait`, never at a run's own ``stop``:
+        other callbacks may still annotate a run right after its ``stop`` (the calibration
+        writes its result into the run's metadata). A run that could not be sealed stays
+        stored and open to the writer key: it is logged at ERROR and listed in `unsealed`.
+        """
+        while self._whole:
+            run_uid = self._whole.pop(0)
+            if not self.seal:
+                continue
+            try:
+                seal_run(self.client, run_uid)
+            except Exception:
+                logger.exception("Run %s is stored but could not be sealed", run_uid)
+                self.unsealed.append(run_uid)
 
     def _resend_until_stored(self, run_uid: str) -> None:
         """Re-send a spooled run, retrying while the server is unreachable or failing."""
@@ -320,6 +359,8 @@ class ValidatedTiledWriter:
                     wait_s = min(2 * wait_s, 30.0)
             logger.warning("Run %s re-sent from the spool: %s", run_uid, tally.line())
             validate_run(self.client, run_uid)
+            if tally.complete:
+                self._whole.append(run_uid)
             self.spool.discard(run_uid)
         finally:
             with self._lock:
@@ -336,13 +377,15 @@ class ValidatedTiledWriter:
         Returns
         -------
         bool
-            True when everything submitted is settled (stored, or given up in `failed`).
+            True when everything submitted is settled (stored, or given up in `failed`);
+            the runs stored whole are then sealed.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while self._queue.unfinished_tasks:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+        self._seal_whole_runs()
         return True
 
     def tallies(self) -> list[RunTally]:

@@ -186,7 +186,10 @@ class DectrisWriter:
         counts = list(self._counts)
         if not exact:
             counts[-1] = self.frames_per_file
-        with h5py.File(self.master_path, "a") as f:
+        # No HDF5 file lock: readers in other processes (the live analysis, an analysis
+        # worker, the Tiled server validating) hold the master open while a line ends, and
+        # their shared lock would make this, the only writer, fail (errno 11).
+        with h5py.File(self.master_path, "a", locking=False) as f:
             for number in range(1, len(counts) + 1):
                 link = f"/entry/data/data_{number:06d}"
                 if link not in f:

@@ -18,6 +18,12 @@ therefore visible to unrestricted keys only.
 Tags are created on first use: an unrestricted writer or an admin tagging a node with a
 new proposal defines that tag in the catalog database. A restricted key may only apply
 its own proposals, and only an admin may change the tags of an existing node.
+
+**Sealed nodes.** A node whose metadata, or an ancestor's, has ``opmap_sealed: true``
+(`SEALED_KEY`) is stored for good: no key but an admin's may write data or metadata to it,
+create or register nodes under it. The beamline writer seals each raw run once it has
+fully landed and been validated (`opmap.callbacks.tiled_writer.ValidatedTiledWriter`), so
+the writer key cannot overwrite what it stored; the admin's writes are in the access log.
 """
 
 from __future__ import annotations
@@ -35,7 +41,14 @@ from tiled.catalog import orm
 from tiled.queries import AccessTagsFilter
 from tiled.server.protocols import InternalAuthenticator, UserSessionState
 
-__all__ = ["PROPOSAL_PATTERN", "KeysOnlyAuthenticator", "ProposalAccessPolicy", "ProposalTags"]
+from opmap.callbacks.sealing import is_sealed
+
+__all__ = [
+    "PROPOSAL_PATTERN",
+    "KeysOnlyAuthenticator",
+    "ProposalAccessPolicy",
+    "ProposalTags",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +56,8 @@ logger = logging.getLogger(__name__)
 PROPOSAL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ADMIN_SCOPE = ScopeName.admin_apikeys
 _ROOT_NODE_ID = 0  # tiled.catalog.adapter.RootNode.id
+#: What a sealed node refuses to every key but an admin's.
+_WRITE_SCOPES = frozenset({"write:data", "write:metadata", "create:node", "register"})
 
 
 class KeysOnlyAuthenticator(InternalAuthenticator):
@@ -90,6 +105,18 @@ class ProposalTags(AccessTagsParser):
         async with self._engine.connect() as connection:
             return frozenset((await connection.execute(statement)).scalars())
 
+    async def sealed(self, node_id: int) -> bool:
+        """True when node ``node_id`` or an ancestor has `SEALED_KEY` true in its metadata."""
+        closure = orm.NodesClosure
+        statement = (
+            select(orm.Node.metadata_)
+            .join(closure, closure.ancestor == orm.Node.id)
+            .where(closure.descendant == node_id, closure.ancestor != _ROOT_NODE_ID)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).scalars()
+            return any(is_sealed(metadata) for metadata in rows)
+
 
 def _node_id(node: Any) -> int | None:
     return getattr(getattr(node, "node", None), "id", None)
@@ -105,6 +132,7 @@ class ProposalAccessPolicy(AccessPolicy):
 
     def __init__(self) -> None:
         self.access_tags_parser = ProposalTags()
+        self._sealed_ids: set[int] = set()  # only an admin unseals (then restart the server)
 
     async def _visible(self, node: Any, key_tags: frozenset[str]) -> bool | None:
         """True/False: the node is (not) inside one of ``key_tags``; None: it is untagged."""
@@ -156,12 +184,23 @@ class ProposalAccessPolicy(AccessPolicy):
         authn_access_tags: frozenset[str] | None,
         authn_scopes: set[str],
     ) -> set[str]:
-        """The key's scopes on ``node``; none inside another proposal's node."""
-        if authn_access_tags is None:
-            return set(authn_scopes)
-        if await self._visible(node, authn_access_tags) is False:
+        """The key's scopes on ``node``: none inside another proposal's node, and no
+        writing inside a sealed node unless the key is an admin's."""
+        if authn_access_tags is not None and await self._visible(node, authn_access_tags) is False:
             return set()
-        return set(authn_scopes)
+        scopes = set(authn_scopes)
+        if _ADMIN_SCOPE not in scopes and scopes & _WRITE_SCOPES and await self._sealed(node):
+            return scopes - _WRITE_SCOPES
+        return scopes
+
+    async def _sealed(self, node: Any) -> bool:
+        """Whether ``node`` is sealed; a sealed node stays sealed, so that is remembered."""
+        node_id = _node_id(node)
+        if node_id is None or node_id == _ROOT_NODE_ID:
+            return False
+        if node_id not in self._sealed_ids and await self.access_tags_parser.sealed(node_id):
+            self._sealed_ids.add(node_id)
+        return node_id in self._sealed_ids
 
     async def filters(
         self,

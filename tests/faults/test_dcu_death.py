@@ -25,6 +25,7 @@ import pytest
 from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_devices
 from ophyd_async.sim import SimMotor
 
+from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices.simplon import SimplonEiger
 from opmap.plans import MapGeometry, fly_map
@@ -105,6 +106,9 @@ def test_dcu_killed_mid_line_fails_the_map_naming_the_device_and_loses_nothing(R
         run = runs[tally.run_uid]
         stop = run.metadata["stop"]
         assert stop["exit_status"] == "fail" and base_url in stop["reason"], stop
+        assert is_sealed(run.metadata)  # stored whole: the writer key cannot change it
+        with pytest.raises(Exception, match="403"):
+            run.update_metadata(metadata={"exit_status_was": "changed"})
 
         # the first line is whole, in the files and in Tiled
         with h5py.File(detector_dir / "cut_0001_master.h5", "r") as master:

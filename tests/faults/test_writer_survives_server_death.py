@@ -29,6 +29,7 @@ from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devi
 from ophyd_async.sim import SimBlobDetector
 from tiled.client import from_uri
 
+from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.spool import RunDigest, RunSpool, tally_run
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.service import start_server_subprocess
@@ -100,7 +101,8 @@ def test_runs_written_while_the_server_died_are_stored_exactly_once(
         assert RunSpool(settings.backup_dir).pending() == []
         fresh = from_uri(restarted.url, api_key=restarted.api_key)["raw"]
         assert sorted(fresh) == sorted(uids), "no run doubled, none missing"
-        for uid in uids:
+        for uid in uids:  # stored whole, re-sent or not: sealed against the writer key
+            assert is_sealed(fresh[uid].metadata), uid
             frames = fresh[uid]["primary"][det.name].read()
             assert frames.shape[0] == N_FRAMES and frames.std() > 0
             assert len(fresh[uid]["primary"].base["internal"].read()) == N_FRAMES

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from opmap.callbacks.sealing import seal_run
 from opmap.service import ServerHandle, create_key, revoke_key, start_server_subprocess
 from opmap.settings import OpmapSettings
 
@@ -35,6 +36,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
             run = raw.create_container(f"run{proposal[-1]}", access_tags=[proposal])
             run.create_container("primary").write_array(np.arange(3), key="x")
         raw.create_container("untagged").write_array(np.arange(2), key="y")
+        sealed = raw.create_container("runSealed", access_tags=["pA"])
+        sealed.create_container("primary").write_array(np.arange(3), key="x")
+        seal_run(raw, "runSealed")
         yield handle
 
 
@@ -181,3 +185,34 @@ def test_products_tagged_with_a_proposal_are_read_by_its_readers_only(
     assert _request(server, keys["reader A"], "GET", path) == 200
     assert _request(server, keys["reader B"], "GET", path) == 404
     assert _request(server, keys["reader B"], "GET", "metadata/processed/cell-7") == 404
+
+
+# (write metadata, write data, add a node) inside proposal A's sealed run: only the admin;
+# the writer has the scopes but not on this node (403)
+SEALED_MATRIX = {
+    "reader A": (401, 401, 401),
+    "writer": (403, 403, 403),
+    "admin": (200, 200, 200),
+}
+
+
+@pytest.mark.parametrize("who", list(SEALED_MATRIX))
+def test_a_sealed_run_can_be_changed_by_an_admin_only(
+    server: ServerHandle, keys: dict[str, str | None], who: str
+) -> None:
+    key = keys[who]
+    metadata = {"metadata": {"touched": True}}
+    got_metadata = _request(server, key, "PUT", "metadata/raw/runSealed", json=metadata)
+    data = np.array([7, 7, 7]).tobytes()
+    headers = {"Content-Type": "application/octet-stream"}
+    if key is not None:
+        headers["Authorization"] = f"Apikey {key}"
+    got_data = httpx.put(
+        f"{server.url}/api/v1/array/full/raw/runSealed/primary/x", content=data, headers=headers
+    ).status_code
+    node = {"structure_family": "container", "metadata": {}, "specs": [], "data_sources": []}
+    got_node = _request(server, key, "POST", "metadata/raw/runSealed", json=node)
+    assert (got_metadata, got_data, got_node) == SEALED_MATRIX[who]
+    if who != "admin":  # the stored values are untouched
+        stored = _client(server, server.admin_key)["raw"]["runSealed"]["primary"]["x"].read()
+        np.testing.assert_array_equal(stored, np.arange(3))
