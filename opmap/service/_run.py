@@ -95,7 +95,12 @@ def _build_app(config: Any) -> FastAPI:
 
     from opmap.web import mount_live_page
 
-    return mount_live_page(build_app_from_config(config))  # the live page beside the API
+    from ._keycache import install_key_cache
+
+    app = build_app_from_config(config)
+    database = getattr(config, "database", None)
+    install_key_cache(app, None if database is None else database.uri)  # one lookup per key
+    return mount_live_page(app)  # the live page beside the API
 
 
 #: File mode bits masked off everything the server creates: owner-only files.
