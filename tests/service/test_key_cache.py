@@ -191,3 +191,32 @@ def test_no_cache_for_a_single_user_app_or_a_database_that_is_not_a_sqlite_file(
 def test_touch_interval_must_not_be_negative(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="touch_interval_s"):
         KeyGrantCache(tmp_path / "authn.db", touch_interval_s=-1.0)
+
+
+def test_a_reader_walk_asks_for_tags_once_per_request_not_once_per_segment(
+    settings: OpmapSettings, context: Context
+) -> None:
+    from tiled.client import from_context
+
+    admin = from_context(context)
+    admin["raw/run"].create_container("deep").create_container("er").write_array(
+        np.arange(4), key="y"
+    )
+    closure_queries: list[str] = []
+
+    def count(conn, cursor, statement, params, context, executemany) -> None:
+        if "nodes_closure" in statement and "access_tags" in statement:
+            closure_queries.append(statement)
+
+    reader_a = create_key(settings, "mia", "reader", proposals=["pA"])
+    reader_b = create_key(settings, "ned", "reader", proposals=["pB"])
+    deep = "raw/run/deep/er/y"
+    assert _get(context, reader_a, deep) == 200  # resolves the key
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        assert _get(context, reader_a, deep) == 200
+        walk_queries = len(closure_queries)
+        assert _get(context, reader_b, deep) == 404
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert 1 <= walk_queries <= 2  # raw (untagged) and run (pA); below it is inherited
