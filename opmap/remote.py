@@ -21,6 +21,11 @@ Examples
     c_map = fetch_array("http://beamline:8000", "processed/lco-cell-3/v1/c_perp", KEY,
                         "octet-stream", slice_="42")          # (n_z, n_x) float32, Å
     grains = fetch_table("http://beamline:8000", "processed/lco-cell-3/v1/grains", KEY)
+
+With the Tiled client, :func:`read_map` fetches one map of a ``(map, ...)`` array in one
+request (``node[i]`` builds and runs a dask graph around the same request)::
+
+    latest = read_map(client["processed/lco-cell-3/v1/c_perp"], -1)
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from opmap.callbacks.tiled_products import TiledUnavailableError, retry_transien
 
 if TYPE_CHECKING:
     import pandas
+    from tiled.client.array import ArrayClient
 
 __all__ = [
     "REQUEST_TIMEOUT",
@@ -46,6 +52,7 @@ __all__ = [
     "fetch_array",
     "fetch_table",
     "headers",
+    "read_map",
 ]
 
 #: Timeouts of one request (a loaded server answers late rather than not at all).
@@ -150,6 +157,41 @@ def fetch_array(
         return np.asarray(response.json())
     shape, dtype = info if info is not None else array_info(url, path, api_key, client=client)
     return np.frombuffer(response.content, dtype=dtype).reshape(_sliced_shape(shape, slice_))
+
+
+def read_map(array: ArrayClient, index: int) -> np.ndarray:
+    """Map ``index`` of a ``(map, ...)`` array, through the Tiled client, in one request.
+
+    The same bytes as ``array[index]``, without the dask graph the Tiled client builds and
+    computes around its request (a few ms of client CPU per call). Shape and dtype come
+    from the client's structure, so no metadata request is made; the map axis may have
+    grown since (``index`` is checked by the server), and ``-1`` is the latest map.
+
+    Parameters
+    ----------
+    array : tiled.client.array.ArrayClient
+        An array node, e.g. ``client["processed/lco-cell-3/v1/c_perp"]``.
+    index : int
+        Map number along axis 0; negative counts from the end.
+
+    Returns
+    -------
+    ndarray
+        Shape ``array.shape[1:]``, dtype ``array.dtype``.
+
+    Raises
+    ------
+    ValueError
+        For an array without a map axis or a non-integer ``index``, before any request.
+    """
+    shape = tuple(array.shape)
+    if len(shape) < 1:
+        raise ValueError(f"array must have a map axis (ndim >= 1); got shape {shape}")
+    if isinstance(index, bool) or not isinstance(index, int | np.integer):
+        raise ValueError(f"index must be an integer map number; got {index!r}")
+    buffer = io.BytesIO()
+    array.export(buffer, format=_MEDIA_TYPES["octet-stream"], slice=int(index))
+    return np.frombuffer(buffer.getvalue(), dtype=array.dtype).reshape(shape[1:])
 
 
 def fetch_table(

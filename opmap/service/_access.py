@@ -28,8 +28,10 @@ the writer key cannot overwrite what it stored; the admin's writes are in the ac
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,6 +47,7 @@ from opmap.callbacks.sealing import is_sealed
 
 __all__ = [
     "PROPOSAL_PATTERN",
+    "VISIBILITY_MEMO_S",
     "KeysOnlyAuthenticator",
     "ProposalAccessPolicy",
     "ProposalTags",
@@ -58,6 +61,15 @@ _ADMIN_SCOPE = ScopeName.admin_apikeys
 _ROOT_NODE_ID = 0  # tiled.catalog.adapter.RootNode.id
 #: What a sealed node refuses to every key but an admin's.
 _WRITE_SCOPES = frozenset({"write:data", "write:metadata", "create:node", "register"})
+#: How long a node's visibility is remembered within one request's task (s).
+VISIBILITY_MEMO_S = 1.0
+
+#: ``(started, {(node_id, key_tags): visible})`` of the current asyncio task: a request.
+#: Tiled walks a path one segment at a time and asks the policy about every node on it;
+#: a node inside a visible node is visible (tags are inherited), so one tag query per
+#: request usually answers the whole walk instead of one per segment.
+_VISIBILITY: contextvars.ContextVar[tuple[float, dict[tuple[int, frozenset[str]], bool | None]]]
+_VISIBILITY = contextvars.ContextVar("opmap_visibility")
 
 
 class KeysOnlyAuthenticator(InternalAuthenticator):
@@ -122,6 +134,20 @@ def _node_id(node: Any) -> int | None:
     return getattr(getattr(node, "node", None), "id", None)
 
 
+def _parent_id(node: Any) -> int | None:
+    return getattr(getattr(node, "node", None), "parent", None)
+
+
+def _visibility_memo() -> dict[tuple[int, frozenset[str]], bool | None]:
+    """This task's memo; a new one after :data:`VISIBILITY_MEMO_S` (bounds staleness)."""
+    now = time.monotonic()
+    started, memo = _VISIBILITY.get((-VISIBILITY_MEMO_S, {}))
+    if now - started >= VISIBILITY_MEMO_S:
+        memo = {}
+        _VISIBILITY.set((now, memo))
+    return memo
+
+
 class ProposalAccessPolicy(AccessPolicy):
     """Tiled access policy: a key's scopes say what it may do, its proposals where.
 
@@ -135,12 +161,24 @@ class ProposalAccessPolicy(AccessPolicy):
         self._sealed_ids: set[int] = set()  # only an admin unseals (then restart the server)
 
     async def _visible(self, node: Any, key_tags: frozenset[str]) -> bool | None:
-        """True/False: the node is (not) inside one of ``key_tags``; None: it is untagged."""
+        """True/False: the node is (not) inside one of ``key_tags``; None: it is untagged.
+
+        Asked again within the same request, or for a child of a node found visible in
+        it, the answer comes from the task's memo (tags are inherited, never narrowed).
+        """
         node_id = _node_id(node)
         if node_id is None or node_id == _ROOT_NODE_ID:
             return None
-        tags = await self.access_tags_parser.inherited(node_id)
-        return bool(tags & key_tags) if tags else None
+        memo = _visibility_memo()
+        if (node_id, key_tags) in memo:
+            return memo[node_id, key_tags]
+        if memo.get((_parent_id(node), key_tags)) is True:
+            visible: bool | None = True
+        else:
+            tags = await self.access_tags_parser.inherited(node_id)
+            visible = bool(tags & key_tags) if tags else None
+        memo[node_id, key_tags] = visible
+        return visible
 
     async def init_node(
         self,

@@ -22,7 +22,7 @@ from opmap.analysis.products import LabelledArray, Products
 from opmap.callbacks.tiled_products import TiledProductWriter
 from opmap.callbacks.tiled_writer import ensure_layout
 from opmap.cli import build_parser, profile_directory
-from opmap.remote import array_info, fetch_array, fetch_table
+from opmap.remote import array_info, fetch_array, fetch_table, read_map
 from opmap.service import ServerHandle, start_server_subprocess
 from opmap.settings import OpmapSettings
 
@@ -75,6 +75,19 @@ def test_tiled_client_reads_a_c_map_slice_and_the_grain_table(server: ServerHand
     table = client[GRAINS_PATH].read()
     for column, values in GRAINS.items():
         np.testing.assert_array_equal(table[column].to_numpy(), values)
+
+
+def test_read_map_fetches_one_map_through_the_tiled_client(server: ServerHandle) -> None:
+    node = from_uri(server.url, api_key=server.api_key)[C_PATH]
+    expected = _c_maps()
+    got = read_map(node, 2)
+    assert got.dtype == np.float32 and got.shape == (N_Z, N_X)
+    np.testing.assert_array_equal(got, expected[2])
+    np.testing.assert_array_equal(read_map(node, -1), expected[-1])
+    with pytest.raises(ValueError, match="index must be an integer"):
+        read_map(node, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(httpx.HTTPStatusError):
+        read_map(node, N_MAPS + 5)
 
 
 def test_http_serves_the_c_map_as_json_and_raw_bytes(server: ServerHandle) -> None:
