@@ -503,9 +503,11 @@ def _analyse_maps(
     if sampling is not None:
         correction = sampling_correction(reduction, geometry, experiment.params, **sampling)
     reducer = FrameReducer(reduction, scheduler=options.scheduler, progress=options.progress)
-    with contextlib.closing(reducer):
-        for done, (item, frames) in enumerate(zip(items, lazy, strict=True), start=1):
-            _analyse_map(experiment, item, reduction.unpack(reducer.packed(frames)), correction)
+    # on a cluster every map is submitted at once: it reduces the next maps while this
+    # process fits the one just reduced
+    with contextlib.closing(reducer), contextlib.closing(reducer.packed_each(lazy)) as packed:
+        for done, (item, rows) in enumerate(zip(items, packed, strict=True), start=1):
+            _analyse_map(experiment, item, reduction.unpack(rows), correction)
             if on_map is not None:
                 on_map(done, len(items))
 

@@ -7,6 +7,7 @@ scheduler they go to the cluster as a dask stack.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -226,22 +227,19 @@ def _add_maps(
     on_map: Callable[[int, int], None] | None,
 ) -> None:
     """Reduce and analyse maps ``0 … len(times_s) - 1`` of ``source`` in time order."""
-    layout, n_maps = experiment.layout, len(times_s)
-    for index in range(n_maps):
-        reduced = reducer.reduce_source(
-            source,
-            start=index * layout.n_frames,
-            stop=(index + 1) * layout.n_frames,
-            chunk_frames=chunk_frames,
-        )
-        result = analyze_map(
-            reduced, layout, experiment.params, map_index=index,
-            time_s=float(times_s[index]),
-        )  # fmt: skip
-        state = None if electrochem is None else electrochem[index]
-        experiment.add_map(result, electrochem=state)
-        if on_map is not None:
-            on_map(index + 1, n_maps)
+    n_frames, n_maps = experiment.layout.n_frames, len(times_s)
+    bounds = [(index * n_frames, (index + 1) * n_frames) for index in range(n_maps)]
+    each = reducer.reduce_source_each(source, bounds, chunk_frames=chunk_frames)
+    with contextlib.closing(each) as reduced_maps:
+        for index, reduced in enumerate(reduced_maps):
+            result = analyze_map(
+                reduced, experiment.layout, experiment.params, map_index=index,
+                time_s=float(times_s[index]),
+            )  # fmt: skip
+            state = None if electrochem is None else electrochem[index]
+            experiment.add_map(result, electrochem=state)
+            if on_map is not None:
+                on_map(index + 1, n_maps)
 
 
 def _times(frames_path, times_s, layout: MapLayout, n_maps: int) -> tuple[np.ndarray, str]:

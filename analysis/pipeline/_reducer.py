@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -91,16 +93,51 @@ class FrameReducer:
             Frames (n, H, W) of the reduction's detector shape, one whole frame per block
             along the last two axes.
         """
-        lazy = frames.map_blocks(
+        return next(self.packed_each([frames]))
+
+    def packed_each(self, stacks: Iterable[Any]) -> Iterator[np.ndarray]:
+        """Packed reductions of several dask stacks (e.g. one per map), yielded in order.
+
+        With a scheduler every stack is submitted at once, in order (earlier stacks keep a
+        higher priority on the cluster), and each result is yielded as soon as it is ready:
+        the workers reduce the next maps while the caller analyses the one just yielded, so
+        the cluster never idles between maps.  Locally each stack is computed when the
+        caller asks for it (the local threads are the caller's cores).
+
+        Parameters
+        ----------
+        stacks : iterable of dask.array.Array
+            Frame stacks (n, H, W) as for `packed`.
+
+        Yields
+        ------
+        numpy.ndarray
+            float32 (n_frames, ``reduction.n_outputs``) of each stack, in the given order.
+        """
+        if self.client is None:
+            for frames in stacks:
+                yield np.asarray(self._local(self._lazy(frames)))
+            return
+        futures = deque(self.client.compute(self._lazy(frames)) for frames in stacks)
+        try:
+            while futures:
+                yield self._result(futures[0])
+                futures.popleft()  # drop our reference: the workers free the result
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def _lazy(self, frames: Any) -> Any:
+        """The dask graph of the packed reduction of ``frames`` (one task per block)."""
+        return frames.map_blocks(
             _reduce_block,
             self._handle,
             dtype=np.float32,
             drop_axis=2,
             chunks=(frames.chunks[0], (self.reduction.n_outputs,)),
         )
-        if self.client is None:
-            return np.asarray(self._local(lazy))
-        future = self.client.compute(lazy)
+
+    def _result(self, future: Any) -> np.ndarray:
         if self.progress:
             from distributed import progress
 
@@ -138,6 +175,29 @@ class FrameReducer:
         )
         packed = np.array(list(rows), dtype=np.float32).reshape(-1, self.reduction.n_outputs)
         return self.reduction.unpack(packed)
+
+    def reduce_source_each(
+        self,
+        source: FrameSource,
+        bounds: Sequence[tuple[int, int]],
+        *,
+        chunk_frames: int = 64,
+    ) -> Iterator[ReducedFrames]:
+        """Reduced products of frames ``start:stop`` of ``source`` for each of ``bounds``.
+
+        Locally each range streams through `reduce_source` when the caller asks for it;
+        with a scheduler every range is submitted at once (`packed_each`), so the cluster
+        reduces the next maps while the caller analyses the one just yielded.
+        """
+        if self.client is None:
+            for start, stop in bounds:
+                yield self.reduce_source(source, start=start, stop=stop)
+            return
+        stack = source.to_dask(chunk_frames=chunk_frames)
+        stacks = [stack[start:stop] for start, stop in bounds]
+        with contextlib.closing(self.packed_each(stacks)) as packed:
+            for rows in packed:
+                yield self.reduction.unpack(rows)
 
     def _local(self, lazy: Any) -> Any:
         from dask.diagnostics import ProgressBar
