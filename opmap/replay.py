@@ -49,8 +49,7 @@ from opmap.analysis.pipeline import (
     AnalysisParameters,
     ExperimentAnalysis,
     FrameReducer,
-    SamplingCorrection,
-    analyze_map,
+    MapAnalysis,
     sampling_correction,
 )
 from opmap.analysis.products import Products
@@ -502,38 +501,30 @@ def _analyse_maps(
     correction = None
     if sampling is not None:
         correction = sampling_correction(reduction, geometry, experiment.params, **sampling)
-    reducer = FrameReducer(reduction, scheduler=options.scheduler, progress=options.progress)
-    # on a cluster every map is submitted at once: it reduces the next maps while this
-    # process fits the one just reduced
-    with contextlib.closing(reducer), contextlib.closing(reducer.packed_each(lazy)) as packed:
-        for done, (item, rows) in enumerate(zip(items, packed, strict=True), start=1):
-            _analyse_map(experiment, item, reduction.unpack(rows), correction)
-            if on_map is not None:
-                on_map(done, len(items))
-
-
-def _analyse_map(
-    experiment: ExperimentAnalysis,
-    item: MapRunFrames,
-    reduced: Any,
-    correction: SamplingCorrection | None,
-) -> None:
-    """Analyse one replayed map and add it to ``experiment``."""
-    acc = item.accumulator
-    time_s = acc.map_time_s()
-    if not math.isfinite(time_s):
-        raise ValueError(f"run {item.uid}: no ec_state or frame times for the map time")
-    result = analyze_map(
-        reduced,
-        experiment.layout,
-        experiment.params,
-        # the position in the products, as live: a map cut and re-measured after
-        # ``opmap resume`` leaves a gap in the runs' map_index (raw_uids name each run)
-        map_index=experiment.n_maps,
-        time_s=time_s,
-        sampling=correction,
+    analyse = MapAnalysis(
+        experiment.layout, experiment.params, _map_times_s(items), sampling=correction
     )
-    experiment.add_map(result, electrochem=acc.cell_state())
+    reducer = FrameReducer(reduction, scheduler=options.scheduler, progress=options.progress)
+    # on a cluster every map is submitted at once, and reduced and fitted on the workers;
+    # this process only collects the results, in map order. A map's index is its position
+    # in the products, as live: a map cut and re-measured after ``opmap resume`` leaves a
+    # gap in the runs' map_index (raw_uids name each run)
+    with contextlib.closing(reducer):
+        maps = contextlib.closing(reducer.analysed_each(lazy, analyse))
+        with maps as results:
+            for done, (item, result) in enumerate(zip(items, results, strict=True), start=1):
+                experiment.add_map(result, electrochem=item.accumulator.cell_state())
+                if on_map is not None:
+                    on_map(done, len(items))
+
+
+def _map_times_s(items: list[MapRunFrames]) -> tuple[float, ...]:
+    """Each map's time (s); a map without one is an error naming its run."""
+    times = tuple(item.accumulator.map_time_s() for item in items)
+    for item, time_s in zip(items, times, strict=True):
+        if not math.isfinite(time_s):
+            raise ValueError(f"run {item.uid}: no ec_state or frame times for the map time")
+    return times
 
 
 def _write(

@@ -2,7 +2,8 @@
 
 Locally the frames of each map stream through `FrameReducer.reduce_source` (compressed
 chunks read in order, decoded and reduced on a pool of threads); with a ``dask.distributed``
-scheduler they go to the cluster as a dask stack.
+scheduler every map goes to the cluster at once as a dask stack, and is reduced and fitted
+there (`FrameReducer.analysed_source_each`): only the map results come back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..reduction import compile_reduction
 from ._experiment import ExperimentAnalysis
 from ._inputs import check_output_path
 from ._layout import MapLayout
-from ._map import analyze_map
+from ._map import MapAnalysis
 from ._params import AnalysisParameters
 from ._reducer import FrameReducer
 
@@ -229,13 +230,10 @@ def _add_maps(
     """Reduce and analyse maps ``0 … len(times_s) - 1`` of ``source`` in time order."""
     n_frames, n_maps = experiment.layout.n_frames, len(times_s)
     bounds = [(index * n_frames, (index + 1) * n_frames) for index in range(n_maps)]
-    each = reducer.reduce_source_each(source, bounds, chunk_frames=chunk_frames)
-    with contextlib.closing(each) as reduced_maps:
-        for index, reduced in enumerate(reduced_maps):
-            result = analyze_map(
-                reduced, experiment.layout, experiment.params, map_index=index,
-                time_s=float(times_s[index]),
-            )  # fmt: skip
+    analyse = MapAnalysis(experiment.layout, experiment.params, tuple(map(float, times_s)))
+    each = reducer.analysed_source_each(source, bounds, analyse, chunk_frames=chunk_frames)
+    with contextlib.closing(each) as results:
+        for index, result in enumerate(results):
             state = None if electrochem is None else electrochem[index]
             experiment.add_map(result, electrochem=state)
             if on_map is not None:
