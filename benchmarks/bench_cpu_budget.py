@@ -1,14 +1,15 @@
 """CPU budget of the writer and the live analysis per frame, and the document path's wall cost.
 
 Runs simulated fly maps with a detector that does not render (see below), three ways:
-``bare`` (nothing subscribed), ``writer`` (the `ValidatedTiledWriter` document path, as the
-rehearsal subscribes it) and ``writer + live analysis`` (plus `LiveAnalysis` writing its
-products to Tiled, in its background thread, as the rehearsal runs it). For each map it
-measures the wall time of the map (until the RunEngine returns: the next map may start)
-and the CPU time this process spends from the map's start until the writer and the live
-analysis have finished its work (``time.process_time``: every thread, including threads
-that ended), and the Tiled server's CPU (its own process) over the same span. Printed,
-each beside its target, from medians over ``--repeats``:
+``bare`` (nothing subscribed), ``writer`` (the `ValidatedTiledWriter` document path as the
+rehearsal subscribes it: spooled, validated in its background thread) and ``writer + live
+analysis`` (plus `LiveAnalysis` writing its products to Tiled, in its background thread,
+as the rehearsal runs it). For each map it measures the wall time of the map (until the
+RunEngine returns: the next map may start) and the CPU time this process spends from the
+map's start until the writer and the live analysis have finished its work
+(``time.process_time``: every thread, including threads that ended), and the Tiled
+server's CPU (its own process) over the same span. Printed, each beside its target, from
+medians over ``--repeats``:
 
 1. **CPU per full-4M frame** of the writer plus the live analysis, against 12.5 ms
    (≤ 25 % of one core at the paper's 20 frames/s). The writer's share is the CPU of
@@ -150,7 +151,12 @@ def run_map(RE, beamline, layout, label, geometry, data_dir, server, live) -> Sa
     """One map with the subscribers ``label`` names; CPU until their work is done."""
     tokens, writer = [], None
     if label != "bare":
-        writer = ValidatedTiledWriter(layout["raw"], backup_directory=data_dir / "backup")
+        writer = ValidatedTiledWriter(  # as the rehearsal subscribes it
+            layout["raw"],
+            spool_directory=data_dir / "spool",
+            background=True,
+            try_reading=label == "writer",  # with the live analysis, it reads every frame
+        )
         tokens.append(RE.subscribe(writer))
     if label == "writer + live analysis":
         tokens.append(RE.subscribe(GuardedCallback(live)))
