@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -103,7 +103,7 @@ class FrameReducer:
         """
         return next(self.packed_each([frames]))
 
-    def packed_each(self, stacks: Iterable[Any]) -> Iterator[np.ndarray]:
+    def packed_each(self, stacks: Iterable[Any]) -> Generator[np.ndarray, None, None]:
         """Packed reductions of several dask stacks (e.g. one per map), yielded in order.
 
         With a scheduler every stack is submitted at once, in order (earlier stacks keep a
@@ -132,7 +132,7 @@ class FrameReducer:
 
     def analysed_each(
         self, stacks: Iterable[Any], analyse: Callable[[ReducedFrames, int], T]
-    ) -> Iterator[T]:
+    ) -> Generator[T, None, None]:
         """``analyse(reduced, i)`` of each stack's reduced frames, yielded in order.
 
         With a scheduler the analysis runs on the workers as well, right after the stack's
@@ -159,7 +159,7 @@ class FrameReducer:
             futures.append(self.client.submit(*task, pure=False))
         yield from self._in_order(futures)
 
-    def _in_order(self, futures: list[Any]) -> Iterator[Any]:
+    def _in_order(self, futures: list[Any]) -> Generator[Any, None, None]:
         """Each future's result in order, dropping it once yielded; the rest cancelled."""
         pending = deque(futures)
         futures.clear()
@@ -227,7 +227,7 @@ class FrameReducer:
         analyse: Callable[[ReducedFrames, int], T],
         *,
         chunk_frames: int = 64,
-    ) -> Iterator[T]:
+    ) -> Generator[T, None, None]:
         """``analyse(reduced, i)`` of frames ``bounds[i]`` (start, stop) of ``source``.
 
         Locally each range streams through `reduce_source` when the caller asks for it;
