@@ -39,7 +39,9 @@ class FrameReducer:
     The offline analysis (`analyze_files`) and the replay of a stored experiment use one
     reducer for all the maps of an experiment: with a scheduler, the compiled sparse matrix
     is shipped to every worker once (``scatter(broadcast=True)``) and each block task refers
-    to it, instead of pickling the matrix into every task.
+    to it, instead of pickling the matrix into every task. `analysed_each` submits every
+    map at once and fits each map on a worker right after its reduction, so only the map
+    results come back to the caller.
 
     Parameters
     ----------
