@@ -10,6 +10,9 @@ measured in the same run:
   version to Tiled) and the scaling efficiency T1 / (2 · T2) beside the 80 % target;
 - the same for the reduction alone (reading, decompressing and reducing every frame of the
   maps on the cluster, `FrameReducer.packed_each`), the part that is meant to scale;
+- a control: 24 independent CPU-bound tasks with no data (sorting), timed on the same
+  clusters just before. Its efficiency is what the machine gives two processes at that
+  moment; opmap's can only be read beside it;
 - the workers' CPU time of each, and an estimate of the efficiency with two free cores
   from the 1-worker replay: its wall time not spent on the worker's CPU (gathering the
   documents, compiling, writing to Tiled, waiting) is taken as serial, the worker's CPU as
@@ -105,6 +108,21 @@ def workers_cpu_s(watcher) -> float:
     return sum(watcher.run(_process_cpu_s).values())
 
 
+def _burn_cpu(seed: int) -> float:
+    """A CPU-bound task (~0.5 s on one core) with no data: the control."""
+    values = np.random.default_rng(seed).random(2_000_000)
+    for _ in range(6):
+        values = np.sort(values)[::-1].copy()
+    return float(values[0])
+
+
+def timed_control(watcher, n_tasks: int = 24) -> float:
+    """Wall time (s) of ``n_tasks`` independent CPU-bound tasks on the cluster."""
+    started = time.perf_counter()
+    watcher.gather(watcher.map(_burn_cpu, range(n_tasks), pure=False))
+    return time.perf_counter() - started
+
+
 def _import_opmap() -> None:
     import opmap.analysis.frames
     import opmap.analysis.pipeline  # noqa: F401
@@ -177,7 +195,7 @@ def measure(data_dir: Path, chunk_frames: int) -> None:
             f"experiment {experiment_id}: {len(stacks)} maps, {n_frames} frames "
             f"{stacks[0].shape[1]} × {stacks[0].shape[2]}; load {_load()}"
         )
-        replay_s, reduce_s, products, cpu = {}, {}, {}, {}
+        replay_s, reduce_s, products, cpu, control_s = {}, {}, {}, {}, {}
         for workers in (1, 2):
             with (
                 LocalCluster(
@@ -187,6 +205,7 @@ def measure(data_dir: Path, chunk_frames: int) -> None:
             ):
                 address = cluster.scheduler_address
                 watcher.run(_import_opmap)  # each process's imports: not the replay's work
+                control_s[workers] = timed_control(watcher)
                 cpu0 = workers_cpu_s(watcher)
                 with FrameReducer(reduction, scheduler=address) as reducer:
                     reduce_s[workers] = timed_reduction(reducer, stacks)
@@ -199,6 +218,7 @@ def measure(data_dir: Path, chunk_frames: int) -> None:
                 f"{cpu[workers][0]:.1f} s), replay {replay_s[workers]:.1f} s (workers' CPU "
                 f"{cpu[workers][1]:.1f} s); load {_load()}"
             )
+    print(_efficiency_line("control (CPU tasks):", control_s[1], control_s[2]))
     print(_efficiency_line("reduction alone:", reduce_s[1], reduce_s[2]))
     print(_efficiency_line("replay end to end:", replay_s[1], replay_s[2]))
     # Load-free estimate: what the 1-worker replay spent outside its worker's CPU (the
