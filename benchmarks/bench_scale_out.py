@@ -10,7 +10,7 @@ measured in the same run:
   version to Tiled) and the scaling efficiency T1 / (2 · T2) beside the 80 % target;
 - the same for the reduction alone (reading, decompressing and reducing every frame of the
   maps on the cluster, `FrameReducer.packed_each`), the part that is meant to scale;
-- a control: 24 independent CPU-bound tasks with no data (sorting), timed on the same
+- a control: 96 independent CPU-bound tasks with no data (sorting), timed on the same
   clusters just before. Its efficiency is what the machine gives two processes at that
   moment; opmap's can only be read beside it;
 - the workers' CPU time of each, and an estimate of the efficiency with two free cores
@@ -109,14 +109,14 @@ def workers_cpu_s(watcher) -> float:
 
 
 def _burn_cpu(seed: int) -> float:
-    """A CPU-bound task (~0.5 s on one core) with no data: the control."""
+    """A CPU-bound task (~0.1–0.2 s on one core) with no data: the control."""
     values = np.random.default_rng(seed).random(2_000_000)
     for _ in range(6):
         values = np.sort(values)[::-1].copy()
     return float(values[0])
 
 
-def timed_control(watcher, n_tasks: int = 24) -> float:
+def timed_control(watcher, n_tasks: int = 96) -> float:
     """Wall time (s) of ``n_tasks`` independent CPU-bound tasks on the cluster."""
     started = time.perf_counter()
     watcher.gather(watcher.map(_burn_cpu, range(n_tasks), pure=False))
