@@ -49,8 +49,7 @@ from opmap.analysis.pipeline import (
     AnalysisParameters,
     ExperimentAnalysis,
     FrameReducer,
-    SamplingCorrection,
-    analyze_map,
+    MapAnalysis,
     sampling_correction,
 )
 from opmap.analysis.products import Products
@@ -518,37 +517,34 @@ def _analyse_maps(
     correction = None
     if sampling is not None:
         correction = sampling_correction(reduction, geometry, experiment.params, **sampling)
-    reducer = FrameReducer(reduction, scheduler=options.scheduler, progress=options.progress)
-    with contextlib.closing(reducer):
-        for done, (item, frames) in enumerate(zip(items, lazy, strict=True), start=1):
-            _analyse_map(experiment, item, reduction.unpack(reducer.packed(frames)), correction)
-            if on_map is not None:
-                on_map(done, len(items))
-
-
-def _analyse_map(
-    experiment: ExperimentAnalysis,
-    item: MapRunFrames,
-    reduced: Any,
-    correction: SamplingCorrection | None,
-) -> None:
-    """Analyse one replayed map and add it to ``experiment``."""
-    acc = item.accumulator
-    time_s = acc.map_time_s()
-    if not math.isfinite(time_s):  # as live: no cell and no frame times (a real Eiger)
-        time_s = float(experiment.n_maps)
-        experiment.metadata["time_source"] = MAP_INDEX_TIME_SOURCE
-    result = analyze_map(
-        reduced,
-        experiment.layout,
-        experiment.params,
-        # the position in the products, as live: a map cut and re-measured after
-        # ``opmap resume`` leaves a gap in the runs' map_index (raw_uids name each run)
-        map_index=experiment.n_maps,
-        time_s=time_s,
-        sampling=correction,
+    analyse = MapAnalysis(
+        experiment.layout, experiment.params, _map_times_s(experiment, items), sampling=correction
     )
-    experiment.add_map(result, electrochem=acc.cell_state())
+    reducer = FrameReducer(reduction, scheduler=options.scheduler, progress=options.progress)
+    # on a cluster every map is submitted at once, and reduced and fitted on the workers;
+    # this process only collects the results, in map order. A map's index is its position
+    # in the products, as live: a map cut and re-measured after ``opmap resume`` leaves a
+    # gap in the runs' map_index (raw_uids name each run)
+    with contextlib.closing(reducer):
+        maps = contextlib.closing(reducer.analysed_each(lazy, analyse))
+        with maps as results:
+            for done, (item, result) in enumerate(zip(items, results, strict=True), start=1):
+                experiment.add_map(result, electrochem=item.accumulator.cell_state())
+                if on_map is not None:
+                    on_map(done, len(items))
+
+
+def _map_times_s(experiment: ExperimentAnalysis, items: list[MapRunFrames]) -> tuple[float, ...]:
+    """Each map's time (s); as live, a map with no cell and no frame times (a real Eiger)
+    takes its position as its time, and the products' ``time_source`` says so."""
+    times = []
+    for position, item in enumerate(items):
+        time_s = item.accumulator.map_time_s()
+        if not math.isfinite(time_s):
+            time_s = float(position)
+            experiment.metadata["time_source"] = MAP_INDEX_TIME_SOURCE
+        times.append(time_s)
+    return tuple(times)
 
 
 def _write(

@@ -130,3 +130,27 @@ def test_replay_through_tiled_reads_the_same_frames(rehearsal, server, replayed)
     np.testing.assert_allclose(
         experiment[version]["c_par"][:], experiment["v1"]["c_par"][:], atol=1e-6, equal_nan=True
     )
+
+
+def test_replay_on_two_worker_processes_gives_the_threaded_products(rehearsal, server, replayed):
+    # every map reduced and fitted on a LocalCluster of 2 processes: the same products as
+    # the threaded replay of the same parameters (the `replayed` fixture)
+    from distributed import LocalCluster
+
+    _, threaded, _, _ = replayed
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        options = ReplayOptions(
+            overrides={"grain_k": 12}, progress=False, scheduler=cluster.scheduler_address
+        )
+        _, distributed = replay_experiment(server.client(), rehearsal.experiment_id, options)
+    assert sorted(distributed.arrays) == sorted(threaded.arrays)
+    for name, array in threaded.arrays.items():
+        np.testing.assert_array_equal(distributed.arrays[name].values, array.values, err_msg=name)
+    assert sorted(distributed.tables) == sorted(threaded.tables)
+    for name, table in threaded.tables.items():
+        assert sorted(distributed.tables[name]) == sorted(table), name
+        for column, values in table.items():
+            np.testing.assert_array_equal(distributed.tables[name][column], values, err_msg=name)
+    assert np.isfinite(distributed.arrays["c_perp"].values).sum() >= 10

@@ -19,7 +19,7 @@ from ._experiment import ExperimentAnalysis
 from ._files import analyze_files, default_output_path, read_map_times_s
 from ._inputs import check_output_path, load_map_times_s, load_mask_file
 from ._layout import MapLayout
-from ._map import MapResult, analyze_map
+from ._map import MapAnalysis, MapResult, analyze_map
 from ._params import AnalysisParameters, CalibrationTable, load_parameters
 from ._reducer import FrameReducer
 from ._sampling import SamplingCorrection, sampling_correction
@@ -29,6 +29,7 @@ __all__ = [
     "CalibrationTable",
     "ExperimentAnalysis",
     "FrameReducer",
+    "MapAnalysis",
     "MapLayout",
     "MapResult",
     "SamplingCorrection",

@@ -2,11 +2,13 @@
 
 Locally the frames of each map stream through `FrameReducer.reduce_source` (compressed
 chunks read in order, decoded and reduced on a pool of threads); with a ``dask.distributed``
-scheduler they go to the cluster as a dask stack.
+scheduler every map goes to the cluster at once as a dask stack, and is reduced and fitted
+there (`FrameReducer.analysed_source_each`): only the map results come back.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from ..reduction import compile_reduction
 from ._experiment import ExperimentAnalysis
 from ._inputs import check_output_path
 from ._layout import MapLayout
-from ._map import analyze_map
+from ._map import MapAnalysis
 from ._params import AnalysisParameters
 from ._reducer import FrameReducer
 
@@ -240,22 +242,16 @@ def _add_maps(
     on_map: Callable[[int, int], None] | None,
 ) -> None:
     """Reduce and analyse maps ``0 … len(times_s) - 1`` of ``source`` in time order."""
-    layout, n_maps = experiment.layout, len(times_s)
-    for index in range(n_maps):
-        reduced = reducer.reduce_source(
-            source,
-            start=index * layout.n_frames,
-            stop=(index + 1) * layout.n_frames,
-            chunk_frames=chunk_frames,
-        )
-        result = analyze_map(
-            reduced, layout, experiment.params, map_index=index,
-            time_s=float(times_s[index]),
-        )  # fmt: skip
-        state = None if electrochem is None else electrochem[index]
-        experiment.add_map(result, electrochem=state)
-        if on_map is not None:
-            on_map(index + 1, n_maps)
+    n_frames, n_maps = experiment.layout.n_frames, len(times_s)
+    bounds = [(index * n_frames, (index + 1) * n_frames) for index in range(n_maps)]
+    analyse = MapAnalysis(experiment.layout, experiment.params, tuple(map(float, times_s)))
+    each = reducer.analysed_source_each(source, bounds, analyse, chunk_frames=chunk_frames)
+    with contextlib.closing(each) as results:
+        for index, result in enumerate(results):
+            state = None if electrochem is None else electrochem[index]
+            experiment.add_map(result, electrochem=state)
+            if on_map is not None:
+                on_map(index + 1, n_maps)
 
 
 def _times(frames_path, times_s, layout: MapLayout, n_maps: int) -> tuple[np.ndarray, str]:

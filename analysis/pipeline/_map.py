@@ -25,7 +25,7 @@ from ._layout import MapLayout
 from ._params import AnalysisParameters
 from ._sampling import SamplingCorrection
 
-__all__ = ["MapResult", "analyze_map"]
+__all__ = ["MapAnalysis", "MapResult", "analyze_map"]
 
 
 @dataclass(frozen=True)
@@ -353,3 +353,49 @@ def _grains(
     )  # fmt: skip
     sensitivity = {k: by_k[float(k)] for k in params.grain_sensitivity_k}
     return by_k[float(params.grain_k)], sensitivity
+
+
+@dataclass(frozen=True)
+class MapAnalysis:
+    """`analyze_map` for the maps of one experiment, as a picklable ``(reduced, i)`` call.
+
+    A `FrameReducer` runs it on a ``dask.distributed`` worker right after the map's
+    reduction (`FrameReducer.analysed_each`), so the fits of many maps run in parallel.
+
+    Attributes
+    ----------
+    layout : MapLayout
+        The maps' layout.
+    params : AnalysisParameters
+        Fit, calibration, Ti and grain options.
+    times_s : tuple of float
+        Mid-map experiment time (s) of map ``i``, finite.
+    sampling : SamplingCorrection, optional
+        Detector-sampling correction of the (003) positions; None: as fitted.
+
+    Raises
+    ------
+    ValueError
+        A time that is not finite.
+    """
+
+    layout: MapLayout
+    params: AnalysisParameters
+    times_s: tuple[float, ...]
+    sampling: SamplingCorrection | None = None
+
+    def __post_init__(self) -> None:
+        bad = [i for i, t in enumerate(self.times_s) if not np.isfinite(t)]
+        if bad:
+            raise ValueError(f"times_s must be finite; not for map(s) {bad}")
+
+    def __call__(self, reduced: ReducedFrames, index: int) -> MapResult:
+        """`analyze_map` of map ``index`` (its position in the experiment and its time)."""
+        return analyze_map(
+            reduced,
+            self.layout,
+            self.params,
+            map_index=index,
+            time_s=float(self.times_s[index]),
+            sampling=self.sampling,
+        )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -14,9 +16,17 @@ from ..reduction import CompiledReduction, ReducedFrames
 
 __all__ = ["FrameReducer"]
 
+T = TypeVar("T")
+
 
 def _reduce_block(block: np.ndarray, reduction: CompiledReduction) -> np.ndarray:
     return reduction.reduce_packed(block, threads=1)
+
+
+def _analyse_packed(
+    packed: np.ndarray, reduction: CompiledReduction, analyse: Callable[..., T], index: int
+) -> T:
+    return analyse(reduction.unpack(packed), index)
 
 
 def _reduce_frame(reduction: CompiledReduction, frame: np.ndarray) -> np.ndarray:
@@ -29,7 +39,9 @@ class FrameReducer:
     The offline analysis (`analyze_files`) and the replay of a stored experiment use one
     reducer for all the maps of an experiment: with a scheduler, the compiled sparse matrix
     is shipped to every worker once (``scatter(broadcast=True)``) and each block task refers
-    to it, instead of pickling the matrix into every task.
+    to it, instead of pickling the matrix into every task. `analysed_each` submits every
+    map at once and fits each map on a worker right after its reduction, so only the map
+    results come back to the caller.
 
     Parameters
     ----------
@@ -91,22 +103,93 @@ class FrameReducer:
             Frames (n, H, W) of the reduction's detector shape, one whole frame per block
             along the last two axes.
         """
-        lazy = frames.map_blocks(
+        return next(self.packed_each([frames]))
+
+    def packed_each(self, stacks: Iterable[Any]) -> Generator[np.ndarray, None, None]:
+        """Packed reductions of several dask stacks (e.g. one per map), yielded in order.
+
+        With a scheduler every stack is submitted at once, in order (earlier stacks keep a
+        higher priority on the cluster), and each result is yielded as soon as it is ready:
+        the workers reduce the next maps while the caller analyses the one just yielded, so
+        the cluster never idles between maps.  Locally each stack is computed when the
+        caller asks for it (the local threads are the caller's cores).
+
+        Parameters
+        ----------
+        stacks : iterable of dask.array.Array
+            Frame stacks (n, H, W) as for `packed`.
+
+        Yields
+        ------
+        numpy.ndarray
+            float32 (n_frames, ``reduction.n_outputs``) of each stack, in the given order.
+        """
+        if self.client is None:
+            for frames in stacks:
+                yield np.asarray(self._local(self._lazy(frames)))
+            return
+        futures = [self.client.compute(self._lazy(frames)) for frames in stacks]
+        for packed in self._in_order(futures):
+            yield np.asarray(packed)
+
+    def analysed_each(
+        self, stacks: Iterable[Any], analyse: Callable[[ReducedFrames, int], T]
+    ) -> Generator[T, None, None]:
+        """``analyse(reduced, i)`` of each stack's reduced frames, yielded in order.
+
+        With a scheduler the analysis runs on the workers as well, right after the stack's
+        reduction, and every stack is submitted at once: the fits of the maps run in
+        parallel like their reductions, and only the results come back (``analyse`` and
+        its result are pickled; e.g. a `MapAnalysis`).  Locally each stack is reduced and
+        analysed in this process when the caller asks for it.
+
+        Parameters
+        ----------
+        stacks : iterable of dask.array.Array
+            Frame stacks (n, H, W) as for `packed`, one per map.
+        analyse : callable
+            Called as ``analyse(reduced_frames, i)`` for the ``i``-th stack.
+        """
+        if self.client is None:
+            for index, packed in enumerate(self.packed_each(stacks)):
+                yield analyse(self.reduction.unpack(packed), index)
+            return
+        futures = []
+        for index, frames in enumerate(stacks):
+            packed = self.client.compute(self._lazy(frames))
+            task = (_analyse_packed, packed, self._handle, analyse, index)
+            futures.append(self.client.submit(*task, pure=False))
+        yield from self._in_order(futures)
+
+    def _in_order(self, futures: list[Any]) -> Generator[Any, None, None]:
+        """Each future's result in order, dropping it once yielded; the rest cancelled."""
+        pending = deque(futures)
+        futures.clear()
+        try:
+            while pending:
+                yield self._result(pending[0])
+                pending.popleft()  # drop our reference: the workers free the result
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _lazy(self, frames: Any) -> Any:
+        """The dask graph of the packed reduction of ``frames`` (one task per block)."""
+        return frames.map_blocks(
             _reduce_block,
             self._handle,
             dtype=np.float32,
             drop_axis=2,
             chunks=(frames.chunks[0], (self.reduction.n_outputs,)),
         )
-        if self.client is None:
-            return np.asarray(self._local(lazy))
-        future = self.client.compute(lazy)
+
+    def _result(self, future: Any) -> Any:
         if self.progress:
             from distributed import progress
 
             with contextlib.redirect_stdout(sys.stderr):
                 progress(future)
-        return np.asarray(future.result())
+        return future.result()
 
     def reduce(self, frames: Any) -> ReducedFrames:
         """Reduced products of a dask stack (n, H, W): ``reduction.unpack(packed(frames))``."""
@@ -138,6 +221,29 @@ class FrameReducer:
         )
         packed = np.array(list(rows), dtype=np.float32).reshape(-1, self.reduction.n_outputs)
         return self.reduction.unpack(packed)
+
+    def analysed_source_each(
+        self,
+        source: FrameSource,
+        bounds: Sequence[tuple[int, int]],
+        analyse: Callable[[ReducedFrames, int], T],
+        *,
+        chunk_frames: int = 64,
+    ) -> Generator[T, None, None]:
+        """``analyse(reduced, i)`` of frames ``bounds[i]`` (start, stop) of ``source``.
+
+        Locally each range streams through `reduce_source` when the caller asks for it;
+        with a scheduler every range is submitted at once and reduced and analysed on the
+        workers (`analysed_each`), ``chunk_frames`` frames per block.
+        """
+        if self.client is None:
+            for index, (start, stop) in enumerate(bounds):
+                yield analyse(self.reduce_source(source, start=start, stop=stop), index)
+            return
+        stack = source.to_dask(chunk_frames=chunk_frames)
+        stacks = [stack[start:stop] for start, stop in bounds]
+        with contextlib.closing(self.analysed_each(stacks, analyse)) as results:
+            yield from results
 
     def _local(self, lazy: Any) -> Any:
         from dask.diagnostics import ProgressBar
