@@ -218,6 +218,11 @@ def measure(data_dir: Path, chunk_frames: int) -> None:
                 f"{cpu[workers][0]:.1f} s), replay {replay_s[workers]:.1f} s (workers' CPU "
                 f"{cpu[workers][1]:.1f} s); load {_load()}"
             )
+    _summary(control_s, reduce_s, replay_s, cpu, products)
+
+
+def _summary(control_s, reduce_s, replay_s, cpu, products) -> None:
+    """Print the efficiencies, the load-free estimate and whether the products agree."""
     print(_efficiency_line("control (CPU tasks):", control_s[1], control_s[2]))
     print(_efficiency_line("reduction alone:", reduce_s[1], reduce_s[2]))
     print(_efficiency_line("replay end to end:", replay_s[1], replay_s[2]))

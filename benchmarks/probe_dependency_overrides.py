@@ -50,14 +50,17 @@ def measure(n_requests: int) -> tuple[float, float]:
     import uvicorn
     from tiled.client import from_uri
 
-    from opmap.service import free_port, write_server_config
-    from opmap.service._config import ensure_api_key
-    from opmap.service._run import _app_from_config_file
+    from opmap.service import (
+        app_from_config_file,
+        ensure_api_key,
+        free_port,
+        write_server_config,
+    )
     from opmap.settings import OpmapSettings
 
     with tempfile.TemporaryDirectory() as folder:
         settings = OpmapSettings(data_dir=Path(folder), port=free_port())
-        app = _app_from_config_file(write_server_config(settings))
+        app = app_from_config_file(write_server_config(settings))
         key = ensure_api_key(settings)
         config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
         server = uvicorn.Server(config)

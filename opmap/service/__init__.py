@@ -34,6 +34,13 @@ from ._config import (
     server_config,
     write_server_config,
 )
+from ._keycache import (
+    SERVER_TIMING_KEY,
+    KeyGrant,
+    KeyGrantCache,
+    grant_from_orm,
+    install_key_cache,
+)
 from ._keys import (
     ADMIN_PRINCIPAL,
     ROLE_SCOPES,
@@ -51,6 +58,7 @@ from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
 from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._run import (
     ServerHandle,
+    app_from_config_file,
     build_in_process_app,
     free_port,
     run_config_file,
@@ -67,15 +75,19 @@ __all__ = [
     "LOCK_FILE_NAME",
     "ROLES",
     "ROLE_SCOPES",
+    "SERVER_TIMING_KEY",
     "VALIDATOR_ROUTER",
     "WRITER_PRINCIPAL",
     "DataDirInUseError",
+    "KeyGrant",
+    "KeyGrantCache",
     "KeyInfo",
     "KeysOnlyAuthenticator",
     "ProposalAccessPolicy",
     "ProposalTags",
     "ServerHandle",
     "ServerLock",
+    "app_from_config_file",
     "authn_database_path",
     "build_in_process_app",
     "check_directories",
@@ -86,6 +98,8 @@ __all__ = [
     "ensure_authn_database",
     "ensure_service_keys",
     "free_port",
+    "grant_from_orm",
+    "install_key_cache",
     "list_keys",
     "recorded_data_dir",
     "relocate_data_dir",

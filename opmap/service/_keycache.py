@@ -53,6 +53,7 @@ __all__ = [
     "TOUCH_INTERVAL_S",
     "KeyGrant",
     "KeyGrantCache",
+    "grant_from_orm",
     "install_key_cache",
 ]
 

@@ -74,7 +74,7 @@ def build_in_process_app(settings: OpmapSettings, *, access_control: bool = Fals
     from tiled.config import Config
 
     if access_control:
-        return _app_from_config_file(write_server_config(settings))
+        return app_from_config_file(write_server_config(settings))
     prepare_data_dir(settings, hex_key=False)
     config = server_config(settings)
     for section in ("database", "access_control"):
@@ -84,7 +84,9 @@ def build_in_process_app(settings: OpmapSettings, *, access_control: bool = Fals
     return _build_app(Config.model_validate(config))
 
 
-def _app_from_config_file(config_file: Path) -> FastAPI:
+def app_from_config_file(config_file: Path) -> FastAPI:
+    """The Tiled app a server config file describes (as ``tiled serve config`` builds it,
+    with opmap's key cache), without a socket."""
     from tiled.config import parse_configs
 
     return _build_app(parse_configs(config_file))

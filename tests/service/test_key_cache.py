@@ -20,12 +20,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from tiled.client import Context
 
-from opmap.service import build_in_process_app, create_key, list_keys, revoke_key
-from opmap.service._keycache import (
+from opmap.service import (
     SERVER_TIMING_KEY,
     KeyGrantCache,
+    build_in_process_app,
+    create_key,
     grant_from_orm,
     install_key_cache,
+    list_keys,
+    revoke_key,
 )
 from opmap.settings import OpmapSettings
 
