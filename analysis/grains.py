@@ -199,6 +199,8 @@ def find_grains_for_thresholds(
     map_index: int = 0,
     min_voxels: int = 1,
     split_chi_tol_deg: float | None = None,
+    variance: np.ndarray | None = None,
+    false_spots_per_map: float | None = None,
 ) -> dict[float, GrainTable]:
     """`find_grains` of one map for several thresholds k, sharing the background.
 
@@ -210,6 +212,13 @@ def find_grains_for_thresholds(
         Threshold factors (each > 0), e.g. the sensitivity grid (6, 8, 10, 12, 15).
     z_um, x_um, chi_deg, background_chi_step, map_index, min_voxels, split_chi_tol_deg
         As in `find_grains`.
+    variance : (n_chi, n_q) array, optional
+        Poisson variance factor of each window bin
+        (`opmap.analysis.reduction.ReducedFrames.li_window_variance`).
+    false_spots_per_map : float, optional
+        With ``variance``: a spot voxel must also exceed the Poisson noise floor of its
+        background (`opmap.analysis._grain_detect.poisson_floor`), set so that background
+        noise alone gives this many spot voxels per map on average (> 0); None: no floor.
 
     Returns
     -------
@@ -229,11 +238,30 @@ def find_grains_for_thresholds(
     if not ks:
         raise ValueError("ks must hold at least one threshold factor")
     _check_detect_options(chi.size, background_chi_step, min_voxels)
-    masks, net = spot_masks(window, ks=ks, chi_step=background_chi_step)
+    false_alarm = _false_alarm(np.shape(window), variance, false_spots_per_map)
+    masks, net = spot_masks(
+        window, ks=ks, chi_step=background_chi_step, variance=variance, false_alarm=false_alarm
+    )
     return {
         k: _grains_from_mask(m, net, z, x, chi, map_index, min_voxels, split_chi_tol_deg)
         for k, m in zip(ks, masks, strict=True)
     }
+
+
+def _false_alarm(
+    shape: tuple[int, ...], variance: np.ndarray | None, false_spots_per_map: float | None
+) -> float | None:
+    """Per-voxel false-alarm probability of the noise floor (None: no floor)."""
+    if false_spots_per_map is None or variance is None:
+        return None
+    if not 0.0 < false_spots_per_map < 1e3:
+        raise ValueError(f"false_spots_per_map must be in (0, 1000), got {false_spots_per_map}")
+    if np.shape(variance) != tuple(shape[2:]):
+        raise ValueError(
+            f"variance must have the window's (n_chi, n_q) shape {tuple(shape[2:])}, "
+            f"got {np.shape(variance)}"
+        )
+    return min(false_spots_per_map / float(np.prod(shape)), 0.25)
 
 
 def find_grains_in_maps(

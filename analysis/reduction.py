@@ -74,6 +74,13 @@ class ReducedFrames:
         float32 (n_frames, n_chi, n_q) when the plan asks for it.
     cake_chi_deg, cake_q : numpy.ndarray or None
         Bin centres of the cake.
+    li_window_variance : numpy.ndarray or None
+        float64 (n_chi, n_q): Poisson variance factor v of each Li-window bin. For pixel
+        counts drawn from Poisson laws of mean ``I · norm`` (I: the bin's intensity, norm:
+        solid angle × polarisation), the bin's mean intensity has variance ``I · v``,
+        ``v = Σ_p C[b, p]² norm[p] / (Σ_p C[b, p] norm[p])²`` (pyFAI's Poisson error model
+        for pixel-split bins); ``I / v`` is the bin's equivalent number of counts. NaN for
+        empty bins; None when not known (hand-built products).
     """
 
     profiles: Mapping[str, np.ndarray]
@@ -85,6 +92,7 @@ class ReducedFrames:
     cake: np.ndarray | None = None
     cake_chi_deg: np.ndarray | None = None
     cake_q: np.ndarray | None = None
+    li_window_variance: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -310,6 +318,9 @@ class CompiledReduction:
             compact @ sp.diags_array(norm[self.pixel_index]), dtype=np.float32
         )
         self._empty = ~filled
+        # Poisson variance factor of every bin: Σ C² norm / (Σ C norm)² (see ReducedFrames)
+        squared = compact.multiply(compact) @ norm[self.pixel_index]
+        self._variance = np.where(filled, squared * inverse**2, np.nan)
         self._mean_norm = {
             key: _ratio(sub.denominator.sum(), sub.numerator.sum()) for key, _, _, sub in parts
         }
@@ -481,7 +492,14 @@ class CompiledReduction:
             cake=pieces.get("cake"),
             cake_chi_deg=None if cake is None else _chi_centres_deg(cake.n_chi),
             cake_q=None if cake is None else _bin_centres(cake),
+            li_window_variance=self._variance[self._segment("li_window")].reshape(
+                li.n_chi, li.n_q
+            ),
         )
+
+    def _segment(self, key: str) -> slice:
+        segment = next(s for s in self._segments if s.key == key)
+        return slice(segment.start, segment.stop)
 
     def __repr__(self) -> str:
         return (

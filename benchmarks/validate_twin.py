@@ -154,9 +154,17 @@ def main() -> None:
         help="opt-in: correct (003) positions with the detector-sampling model (it models "
         "rings with the renderer's own formula)",
     )
+    parser.add_argument(
+        "--no-grain-noise-floor",
+        dest="grain_noise_floor",
+        action="store_false",
+        help="Li spots by the paper's k x mean threshold alone (no Poisson noise floor)",
+    )
     parser.add_argument("--cache", default=None, help="directory keeping reduced maps + truth")
     args = parser.parse_args()
     twin, renderer, reduction, params, geometry = build(args.binning, args.seed, args.ti_band)
+    if not args.grain_noise_floor:
+        params = params.model_copy(update={"grain_false_spots_per_map": None})
     check_rows_reach_anode(args.n_z, twin.config.geometry)
     # The LCO spots' azimuthal FWHM (6°) is measured on the cake (a sample property).
     sampling = (

@@ -350,6 +350,8 @@ def _grains(
         x_um=layout.x_um, chi_deg=reduced.li_window_chi_deg,
         background_chi_step=params.grain_background_chi_step, map_index=map_index,
         min_voxels=params.grain_min_voxels, split_chi_tol_deg=params.grain_split_chi_tol_deg,
+        variance=reduced.li_window_variance,
+        false_spots_per_map=params.grain_false_spots_per_map,
     )  # fmt: skip
     sensitivity = {k: by_k[float(k)] for k in params.grain_sensitivity_k}
     return by_k[float(params.grain_k)], sensitivity

@@ -146,6 +146,12 @@ class AnalysisParameters(BaseModel):
         Opt-in column split of merged spots, tuned on the twin (not in the paper): parts in
         neighbouring x columns stay one grain only when their azimuths agree within this
         (deg); None (default): plain connected components, as in the paper.
+    grain_false_spots_per_map : float or None
+        Noise floor of the Li spots (not in the paper; a statistical guard for detectors
+        with few counts per bin): a spot voxel must also exceed the upper Poisson quantile
+        of its background, set so that noise alone gives this many spot voxels per map on
+        average (default 0.5). It matters on the unbinned Eiger, where one photon exceeds
+        k × the mean; on the binned readout k × the mean lies above it. None: no floor.
     grain_background_chi_step : int
         Azimuth stride of the median background of the Li window.
     link_tol_x_um, link_tol_z_um, link_tol_chi_deg : float
@@ -215,6 +221,7 @@ class AnalysisParameters(BaseModel):
     grain_min_voxels: int = Field(default=1, ge=1, le=1000)
     grain_split_chi_tol_deg: float | None = Field(default=None, ge=0.0, le=180.0)
     grain_background_chi_step: int = Field(default=4, ge=1, le=45)
+    grain_false_spots_per_map: float | None = Field(default=0.5, gt=0.0, lt=1000.0)
     link_tol_x_um: float = Field(default=16.5, gt=0.0)
     link_tol_z_um: float = Field(default=2.0, gt=0.0)
     link_tol_chi_deg: float = Field(default=1.0, gt=0.0, le=180.0)

@@ -8,6 +8,7 @@ import pytest
 from opmap.analysis.grains import (
     azimuth_histogram,
     find_grains,
+    find_grains_for_thresholds,
     find_grains_in_maps,
     grain_counts,
     lifetime_classes,
@@ -163,3 +164,42 @@ def test_column_split_separates_neighbouring_grains_and_keeps_a_straddling_one()
     assert split.size_voxels[order].tolist() == [9, 9, 18]
     with pytest.raises(ValueError, match="min_voxels"):
         find_grains(w, min_voxels=0)
+
+
+def _low_count_window(rng):
+    """Li window of a detector with few counts per bin (the unbinned Eiger, ~0.15 counts per
+    pixel under the Li ring) and its Poisson variance factors. With pixel splitting most
+    bins average ~7 pixels (v ~ 0.15), but a bin that a pixel only grazes has a small pixel
+    area and a large v: one photon there is a large intensity. Intensity = equivalent
+    Poisson counts × v, background 0.15 everywhere."""
+    variance = np.full((N_CHI, N_Q), 0.15)
+    grazed = rng.random((N_CHI, N_Q)) < 0.05
+    variance[grazed] = rng.uniform(2.0, 5.0, grazed.sum())
+    counts = rng.poisson(0.15 / variance, (N_Z, N_X, N_CHI, N_Q))
+    return (counts * variance).astype(np.float32), variance
+
+
+def test_the_poisson_floor_keeps_single_photons_out_and_real_spots_in():
+    """One photon in a grazed bin passes k × the mean; the floor (0.5 expected false voxels
+    per map) removes that noise and keeps spots of 20 × the background."""
+    rng = np.random.default_rng(3)
+    w, variance = _low_count_window(rng)
+    for z, x, chi in [((1, 2), 2, 40), ((4,), 7, 121), ((6,), 0, 300)]:
+        _plant(w, z, x, chi, height=3.0)
+    plain = find_grains_for_thresholds(w, (10.0,), z_um=Z_UM, x_um=X_UM)[10.0]
+    floored = find_grains_for_thresholds(
+        w, (10.0,), z_um=Z_UM, x_um=X_UM, variance=variance, false_spots_per_map=0.5
+    )[10.0]
+    assert len(plain) > 20  # single photons in grazed bins
+    assert len(floored) == 3
+    np.testing.assert_allclose(np.sort(floored.azimuth_deg), [41.0, 122.0, 301.0], atol=0.3)
+
+
+def test_the_poisson_floor_is_checked():
+    w = np.ones((2, 3, 360, 10), np.float32)
+    with pytest.raises(ValueError, match="variance must have the window's"):
+        find_grains_for_thresholds(w, (10.0,), variance=np.ones(10), false_spots_per_map=0.5)
+    with pytest.raises(ValueError, match="false_spots_per_map must be in"):
+        find_grains_for_thresholds(
+            w, (10.0,), variance=np.ones((360, 10)), false_spots_per_map=0.0
+        )
