@@ -50,6 +50,8 @@ from opmap.twin.forward import (
 )
 
 LI_110_Q_INV_ANGSTROM = 2.545  # as opmap's simulated beamline
+#: Time per frame (s): 0.05 s exposure + readout/motion share, so a map spans minutes.
+FRAME_S = 0.1
 
 
 def build(binning: int, seed: int, ti_band: str):
@@ -88,7 +90,7 @@ def render(twin, renderer, layout, t0_s, frame_s, rng):
     return frames, rows
 
 
-def as_scanned(rows, mid):
+def as_scanned(rows, mid, twin, row_time_s):
     """Truth of the map as scanned: cathode fields row by row at each row's scan time.
 
     The cathode changes during a map (c by up to ~0.01 Å, the front by ~2 µm over 4 min):
@@ -96,6 +98,9 @@ def as_scanned(rows, mid):
     grains are taken when the row at the middle of the Li layer was scanned.
     """
     stack = lambda get: np.concatenate([get(r) for r in rows], axis=0)  # noqa: E731
+    # the front as the map saw it: the twin's boundary at the scan time of the rows there
+    front_um, front_time_s = twin.front_as_scanned(mid.z_um, row_time_s)
+    front_speed = twin.front_speed_nm_per_s(front_time_s) if np.isfinite(front_time_s) else np.nan
     families = list(mid.c_angstrom)
     z_li = 24.0 + float(mid.li_thickness_um.mean()) / 2
     li_row = rows[int(np.argmin([abs(r.z_um[0] - z_li) for r in rows]))]
@@ -106,8 +111,8 @@ def as_scanned(rows, mid):
         a_angstrom={f: stack(lambda r, f=f: r.a_angstrom[f]) for f in families},
         x_li=stack(lambda r: r.x_li),
         rich_fraction=stack(lambda r: r.rich_fraction),
-        front_position_um=mid.front_position_um,
-        front_speed_nm_per_s=mid.front_speed_nm_per_s,
+        front_position_um=np.array([front_um]),
+        front_speed_nm_per_s=front_speed,
         sample_offset_um=mid.sample_offset_um,
     )
 
@@ -119,18 +124,24 @@ def map_data(args, twin, renderer, reduction, layout, m, rng):
         with path.open("rb") as f:
             return pickle.load(f), 0.0
     t0 = args.first_s + m * args.interval_s
-    frame_s = 0.1  # 0.05 s exposure + readout/motion share, so a map spans minutes
     t1 = time.perf_counter()
-    frames, rows = render(twin, renderer, layout, t0, frame_s, rng)
+    frames, rows = render(twin, renderer, layout, t0, FRAME_S, rng)
     t_render = time.perf_counter() - t1
-    mid = t0 + 0.5 * frame_s * layout.n_frames
-    truth = as_scanned(rows, twin.truth(z_um=layout.z_um, x_um=layout.x_um, time_s=mid))
+    mid = t0 + 0.5 * FRAME_S * layout.n_frames
+    row_time_s = row_times_s(layout, t0)
+    at_mid = twin.truth(z_um=layout.z_um, x_um=layout.x_um, time_s=mid)
+    truth = as_scanned(rows, at_mid, twin, row_time_s)
     data = (reduction.reduce(frames), truth, mid)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:
             pickle.dump(data, f)
     return data, t_render
+
+
+def row_times_s(layout, t0_s: float) -> np.ndarray:
+    """Scan time of each row (s): the mean time of its frames, as the live analysis has it."""
+    return layout.row_time_s(t0_s + FRAME_S * np.arange(layout.n_frames))
 
 
 def rms(a) -> float:
@@ -186,7 +197,9 @@ def main() -> None:
         t_render += t_map
         t2 = time.perf_counter()
         result = analyze_map(reduced, layout, params, map_index=m, time_s=mid, sampling=sampling)
-        experiment.add_map(result)
+        experiment.add_map(
+            result, row_time_s=row_times_s(layout, args.first_s + m * args.interval_s)
+        )
         t_analyse += time.perf_counter() - t2
         on_detector = np.array([visible(a) for a in truth.grain_azimuth_deg], dtype=bool)
         truth = dataclasses.replace(truth, grain_visible=truth.grain_visible & on_detector)

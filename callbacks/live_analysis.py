@@ -285,7 +285,9 @@ class LiveAnalysis:
             time_s=time_s,
             sampling=self._sampling.get(id(run.reduction)),
         )
-        experiment.add_map(result, electrochem=acc.cell_state())
+        experiment.add_map(
+            result, electrochem=acc.cell_state(), row_time_s=acc.row_time_s(run.layout)
+        )
         experiment.metadata["raw_uids"].append(run.uid)
         products = experiment.products()
         self._publish(run, experiment_id, map_index, products, truth, len(acc.invalid_frames()))

@@ -257,25 +257,16 @@ class _TwinTruth:
         x_step = (geometry["x_stop_um"] - geometry["x_start_um"]) / n_x
         x_um = geometry["x_start_um"] + x_step * (np.arange(n_x) + 0.5)
         uid = start["uid"]
+        start_s = self._start_s.get(uid, 0.0)
         stop_s = self._stop_s.get(uid, self.beamline.clock.now_s())
-        mid_s = 0.5 * (self._start_s.get(uid, 0.0) + stop_s)
+        mid_s = 0.5 * (start_s + stop_s)
         self._mid_s[map_index] = mid_s
         previous_s = self._mid_s.get(map_index - 1)
         twin = self.beamline.twin
         truth = twin.truth(z_um=z_um, x_um=x_um, time_s=mid_s, previous_time_s=previous_s)
-        zx = ("map", "z", "x")
-        out = {
-            f"c_{family}": LabelledArray(values[None], zx, "angstrom", f"true c, {family}")
-            for family, values in truth.c_angstrom.items()
-        }
-        out.update(
-            {
-                f"a_{family}": LabelledArray(values[None], zx, "angstrom", f"true a, {family}")
-                for family, values in truth.a_angstrom.items()
-            }
-        )
-        out["x_li"] = LabelledArray(truth.x_li[None], zx, "", "true x in LixCoO2")
-        out["rich_fraction"] = LabelledArray(truth.rich_fraction[None], zx, "", "true Li-rich")
+        # rows taken as evenly spread over the run (bottom row first, as fly_map scans)
+        row_time_s = start_s + (stop_s - start_s) * (np.arange(n_z) + 0.5) / n_z
+        out = _cathode_as_scanned(twin, z_um, x_um, row_time_s)
         out["li_thickness"] = LabelledArray(
             truth.li_thickness_um[None], ("map", "x"), "um", "true plated Li thickness"
         )
@@ -296,9 +287,56 @@ class _TwinTruth:
         out["grains_new"] = LabelledArray(np.array([new]), ("map",), "", "true new grains")
         out["grains_deceased"] = LabelledArray(np.array([dead]), ("map",), "", "true lost")
         out.update({name: LabelledArray(*v) for name, v in truth.per_map_arrays().items()})
+        out.update(_front_as_scanned(twin, z_um, row_time_s))
         self._waiting.pop(uid, None)
         self._forget()
         return out
+
+
+def _cathode_as_scanned(
+    twin: Any, z_um: np.ndarray, x_um: np.ndarray, row_time_s: np.ndarray
+) -> dict[str, LabelledArray]:
+    """True c, a, x and Li-rich fraction of a map as scanned: each row at its scan time.
+
+    The cathode changes while a map is measured (the front moves ~2 µm, c by up to ~0.01 Å
+    in 4 min): a pixel is compared with the sample at the moment it was measured.
+    """
+    rows = [
+        twin.truth(z_um=np.array([z]), x_um=x_um, time_s=float(t))
+        for z, t in zip(z_um, row_time_s, strict=True)
+    ]
+    zx = ("map", "z", "x")
+
+    def stacked(get: Callable[[Any], np.ndarray]) -> np.ndarray:
+        return np.concatenate([get(row) for row in rows], axis=0)[None]
+
+    out = {}
+    for family in rows[0].c_angstrom:
+        c = stacked(lambda r, f=family: r.c_angstrom[f])
+        a = stacked(lambda r, f=family: r.a_angstrom[f])
+        out[f"c_{family}"] = LabelledArray(c, zx, "angstrom", f"true c, {family}, as scanned")
+        out[f"a_{family}"] = LabelledArray(a, zx, "angstrom", f"true a, {family}, as scanned")
+    out["x_li"] = LabelledArray(stacked(lambda r: r.x_li), zx, "", "true x in LixCoO2")
+    out["rich_fraction"] = LabelledArray(stacked(lambda r: r.rich_fraction), zx, "",
+                                         "true Li-rich fraction")  # fmt: skip
+    return out
+
+
+def _front_as_scanned(
+    twin: Any, z_um: np.ndarray, row_time_s: np.ndarray
+) -> dict[str, LabelledArray]:
+    """True front as the map saw it (`CellTwin.front_as_scanned`), its scan time, and the
+    twin's kinematic speed then."""
+    position_um, time_s = twin.front_as_scanned(z_um, row_time_s)
+    speed = twin.front_speed_nm_per_s(time_s) if np.isfinite(time_s) else np.nan
+    return {
+        "front_position": LabelledArray(np.array([position_um]), ("map",), "um",
+                                        "true front: the twin's phase boundary as scanned"),
+        "front_time": LabelledArray(np.array([time_s]), ("map",), "s",
+                                    "scan time of the rows at the true front"),
+        "front_speed": LabelledArray(np.array([speed]), ("map",), "nm/s",
+                                     "true front speed: dz/dt of the twin's boundary then"),
+    }  # fmt: skip
 
 
 def _design_poni(beamline: Any, folder: Path, distance_error_m: float) -> Path:

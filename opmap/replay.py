@@ -529,7 +529,11 @@ def _analyse_maps(
         maps = contextlib.closing(reducer.analysed_each(lazy, analyse))
         with maps as results:
             for done, (item, result) in enumerate(zip(items, results, strict=True), start=1):
-                experiment.add_map(result, electrochem=item.accumulator.cell_state())
+                experiment.add_map(
+                    result,
+                    electrochem=item.accumulator.cell_state(),
+                    row_time_s=item.accumulator.row_time_s(experiment.layout),
+                )
                 if on_map is not None:
                     on_map(done, len(items))
 

@@ -386,6 +386,34 @@ class CellTwin:
         z1, z0 = self.front_um(time_s), self.front_um(before)
         return 1e3 * (z1 - z0) / (self._grid_time(time_s) - self._grid_time(before))
 
+    def front_as_scanned(self, z_um: np.ndarray, row_time_s: np.ndarray) -> tuple[float, float]:
+        """The phase boundary as a map scanned row by row sees it.
+
+        Row ``i`` at height ``z_um[i]`` is measured at ``row_time_s[i]`` while the boundary
+        moves, so the map shows it at the height z* where the boundary at that row's time
+        crosses the row: z* = front(t(z*)), t(z) interpolated between rows. Solved by fixed
+        point (the boundary moves ~0.05 µm per 5-s row, far below one row per row).
+
+        Parameters
+        ----------
+        z_um, row_time_s : (n_z,) arrays of float
+            Row heights (µm, increasing) and their scan times (s).
+
+        Returns
+        -------
+        (float, float)
+            z* (µm) and its scan time t(z*) (s); NaN, NaN when there is no boundary at the
+            rows' times or it lies outside the rows.
+        """
+        z, t = np.asarray(z_um, dtype=float), np.asarray(row_time_s, dtype=float)
+        time_s = float(np.mean(t))
+        for _ in range(8):
+            front = self.front_um(time_s)
+            if not math.isfinite(front) or not z[0] <= front <= z[-1]:
+                return math.nan, math.nan
+            time_s = float(np.interp(front, z, t))
+        return float(self.front_um(time_s)), time_s
+
     def _grid_time(self, time_s: float) -> float:
         refresh = self.config.state_refresh_s
         return math.floor(time_s / refresh) * refresh

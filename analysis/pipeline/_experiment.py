@@ -147,6 +147,7 @@ class ExperimentAnalysis:
         self.metadata = dict(metadata)
         self._maps: list[MapResult] = []
         self._electrochem: list[Mapping[str, float]] = []
+        self._row_time_s: list[np.ndarray | None] = []
 
     @property
     def n_maps(self) -> int:
@@ -154,7 +155,11 @@ class ExperimentAnalysis:
         return len(self._maps)
 
     def add_map(
-        self, result: MapResult, *, electrochem: Mapping[str, float] | None = None
+        self,
+        result: MapResult,
+        *,
+        electrochem: Mapping[str, float] | None = None,
+        row_time_s: np.ndarray | None = None,
     ) -> None:
         """Append one map (later than every map so far).
 
@@ -165,12 +170,24 @@ class ExperimentAnalysis:
         electrochem : Mapping[str, float], optional
             Electrochemical state at the map (e.g. ``potential_v``, ``current_a``,
             ``charge_mah_per_cm2``); keys missing for some maps become NaN there.
+        row_time_s : numpy.ndarray, optional
+            Scan time of each row (s, (n_z,), `MapLayout.row_time_s` of the frames' times;
+            NaN: unknown). The front moves while the map is scanned (~2 µm in a 4-min map at
+            10 nm/s): with row times the front is dated when the beam crossed it, and its
+            speed is fitted against those times (product ``front_time``); without them it is
+            dated at the map's ``time_s``.
 
         Raises
         ------
         ValueError
             Out of time order, or arrays of another shape than the layout.
         """
+        if row_time_s is not None:
+            row_time_s = np.asarray(row_time_s, dtype=float)
+            if row_time_s.shape != (self.layout.n_z,):
+                raise ValueError(
+                    f"row_time_s must have shape ({self.layout.n_z},), got {row_time_s.shape}"
+                )
         if self._maps and not result.time_s > self._maps[-1].time_s:
             raise ValueError(
                 f"maps must be added in time order: time_s {result.time_s} s is not after "
@@ -182,6 +199,7 @@ class ExperimentAnalysis:
             raise ValueError(f"result has maps of shape {got}, layout needs {shape}")
         self._maps.append(result)
         self._electrochem.append(dict(electrochem or {}))
+        self._row_time_s.append(row_time_s)
 
     # -- products -------------------------------------------------------------------------
     def products(self) -> Products:
@@ -395,6 +413,12 @@ class ExperimentAnalysis:
             )
         else:
             fronts = self._profile_fronts(common)
+            front_time = self._front_time_s(fronts[family].position_um, time_s)
+            if front_time is not None:  # the speed against the times the beam crossed it
+                fronts = self._profile_fronts({**common, "time_s": front_time})
+                arrays["front_time"] = LabelledArray(
+                    front_time, ("map",), "s", "time the beam crossed the front (row scan time)"
+                )
             front = fronts[family]
             how = (
                 "paper (main text Fig. 2f, SI Fig. S4): x(z) profile of the per-pixel c, front "
@@ -416,6 +440,19 @@ class ExperimentAnalysis:
             "sign": "dz/dt; negative = front moving down from the electrolyte side (charge)",
         }
         return arrays, meta
+
+    def _front_time_s(self, position_um: np.ndarray, time_s: np.ndarray) -> np.ndarray | None:
+        """Per map, the scan time of the rows at the front (s): row times interpolated at
+        its height; the map's time where it has no front or no row times. None when no map
+        has row times."""
+        if all(rows is None for rows in self._row_time_s):
+            return None
+        out = np.array(time_s, dtype=float)
+        for m, rows in enumerate(self._row_time_s):
+            known = np.isfinite(rows) if rows is not None else np.zeros(0, bool)
+            if rows is not None and known.sum() >= 2 and np.isfinite(position_um[m]):
+                out[m] = np.interp(position_um[m], self.layout.z_um[known], rows[known])
+        return out
 
     def _profile_fronts(self, common: Mapping[str, Any]) -> dict[str, ProfileFrontResult]:
         """The x(z) front of every family (the paper: the same speed for LCO⊥ and LCO∥)."""

@@ -75,6 +75,23 @@ class MapLayout:
             )
         return values[self.frame_index()]
 
+    def row_time_s(self, frame_time_s: np.ndarray) -> np.ndarray:
+        """Scan time of each row (s, (n_z,)): the mean of its frames' times.
+
+        ``frame_time_s`` is (n_frames,), in acquisition order (NaN: unknown). A row whose
+        frames have no time is NaN.
+
+        Examples
+        --------
+        >>> layout = MapLayout(n_z=2, n_x=3, snake=True)
+        >>> layout.row_time_s(np.arange(6.0)).tolist()
+        [1.0, 4.0]
+        """
+        times = self.to_map(np.asarray(frame_time_s, dtype=float))
+        known = np.isfinite(times)
+        with np.errstate(invalid="ignore"):
+            return np.where(known, times, 0.0).sum(axis=1) / known.sum(axis=1)
+
     def describe(self) -> dict[str, object]:
         """JSON-serialisable description (for provenance)."""
         return {

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from opmap.analysis.pipeline import MapLayout
+
 __all__ = ["LineRecord", "RunAccumulator"]
 
 
@@ -114,6 +116,14 @@ class RunAccumulator:
             return float(np.mean(times))
         frame_times = [self.frame_time_s[i] for i in self.valid_frames() if i in self.frame_time_s]
         return float(np.mean(frame_times)) if frame_times else math.nan
+
+    def row_time_s(self, layout: MapLayout) -> np.ndarray | None:
+        """Scan time of each line (s, (n_z,)) from the valid frames' mid-exposure times
+        (`MapLayout.row_time_s`); None when no frame has a time (a real Eiger records none)."""
+        times = np.array([self.frame_time_s.get(i, np.nan) for i in self.valid_frames()])
+        if times.size != layout.n_frames or not np.isfinite(times).any():
+            return None
+        return layout.row_time_s(times)
 
     def cell_state(self) -> dict[str, float]:
         """Cell state during the map: mean potential (V) and current (A), charge (C) at its end.

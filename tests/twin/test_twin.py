@@ -238,3 +238,23 @@ def test_forgetting_old_snapshots_changes_nothing_at_or_after_the_kept_time():
         forgetful.scene(**scene_args, time_s=2400.0)
     with pytest.raises(ValueError, match="time_s=nan must be finite"):
         forgetful.forget_before(float("nan"))
+
+
+def test_the_front_as_scanned_is_where_the_boundary_crossed_the_row_being_measured():
+    """Rows scanned bottom-up over 4 min while the boundary moves down: the map shows the
+    boundary where, at that row's scan time, it crossed that row — above where it is at
+    mid-map (its rows were scanned earlier), by about the speed × the time offset."""
+    twin = paper_twin()
+    twin.advance_to(1000.0)
+    z_um = np.arange(-2.0, 47.0)
+    row_time_s = 700.0 + 240.0 * (np.arange(z_um.size) + 0.5) / z_um.size
+    front_um, time_s = twin.front_as_scanned(z_um, row_time_s)
+    assert front_um == pytest.approx(twin.front_um(time_s), abs=1e-9)
+    assert time_s == pytest.approx(np.interp(front_um, z_um, row_time_s), abs=0.2)
+    mid_s = float(np.mean(row_time_s))
+    speed_um_per_s = 1e-3 * twin.front_speed_nm_per_s(mid_s)
+    assert speed_um_per_s < 0  # charge: the boundary moves down
+    expected_um = twin.front_um(mid_s) + speed_um_per_s * (time_s - mid_s)
+    assert front_um == pytest.approx(expected_um, abs=0.15)
+    assert front_um > twin.front_um(mid_s) + 0.2  # rows below mid-map are scanned early
+    assert all(map(math.isnan, twin.front_as_scanned(z_um[:5], row_time_s[:5])))
