@@ -72,7 +72,10 @@ def li_visibility(binning: int):
     detector: the true counts are those of visible grains, as in `opmap rehearse`.
     """
     ai = eiger4m_integrator(binning=binning)
-    return ring_visibility(ai, DetectorMask(), q_inv_angstrom=LI_110_Q_INV_ANGSTROM)
+    spot_fwhm_deg = TwinConfig().lithium.spot_fwhm_deg
+    return ring_visibility(
+        ai, DetectorMask(), q_inv_angstrom=LI_110_Q_INV_ANGSTROM, spot_fwhm_deg=spot_fwhm_deg
+    )
 
 
 def render(twin, renderer, layout, t0_s, frame_s, rng):

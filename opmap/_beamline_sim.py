@@ -65,10 +65,12 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
     )
     ai = integrator(config)
     mask = DetectorMask()
+    cell_config = twin_config(config)  # its seed is the simulation's
     twin = CellTwin(
-        twin_config(config),  # its seed is the simulation's
-        visible=ring_visibility(ai, mask, q_inv_angstrom=LI_110_Q_INV_ANGSTROM),
-    )
+        cell_config,
+        visible=ring_visibility(ai, mask, q_inv_angstrom=LI_110_Q_INV_ANGSTROM,
+                                spot_fwhm_deg=cell_config.lithium.spot_fwhm_deg),
+    )  # fmt: skip
     changer = SimSampleChanger(name="sample_changer")
     cell = DiffractionRenderer(ai, DiffractionConfig(), twin.families, mask=mask)
     renderer = SampleSwitchRenderer(changer, cell, ai, mask)

@@ -16,7 +16,12 @@ from opmap.analysis.geometry import (
     load_integrator,
     save_poni,
 )
-from opmap.twin.forward import EIGER_GAP_VALUE_UINT32, DetectorMask, render_calibrant
+from opmap.twin.forward import (
+    EIGER_GAP_VALUE_UINT32,
+    DetectorMask,
+    render_calibrant,
+    ring_visibility,
+)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +158,20 @@ def test_calibrant_rings_sit_at_the_calibrant_q(binned, name):
 def test_unknown_calibrant_is_refused(binned):
     with pytest.raises(ValueError, match="name='LaB6'"):
         render_calibrant(binned, "LaB6")
+
+
+def test_a_li_spot_on_a_narrow_module_gap_is_recorded_by_its_flanks():
+    """On the 4 × 4-binned Eiger a horizontal module gap hides ~1° of the Li (110) ring (the
+    1° bin at 58°): a 1°-FWHM spot centred there still puts ~15 % of its flux on active
+    pixels, and the detector records it. A spot in the middle of the 5° dead sector near
+    180° puts almost none there and is not recorded."""
+    ai = eiger4m_integrator(binning=4)
+    visible = ring_visibility(ai, DetectorMask(), q_inv_angstrom=2.545, spot_fwhm_deg=1.0)
+    centre_only = ring_visibility(
+        ai, DetectorMask(), q_inv_angstrom=2.545, spot_fwhm_deg=1.0, min_recorded_fraction=0.5
+    )
+    assert visible(45.5) and centre_only(45.5)  # on a module
+    assert visible(58.5) and not centre_only(58.5)  # on a narrow gap: flanks recorded
+    assert not visible(178.5) and not visible(0.5)  # deep in dead sectors
+    with pytest.raises(ValueError, match="min_recorded_fraction"):
+        ring_visibility(ai, DetectorMask(), q_inv_angstrom=2.545, min_recorded_fraction=0.0)
