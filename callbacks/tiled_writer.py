@@ -58,6 +58,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# Tiled's run validation reports each structure fix as a UserWarning, which `validate_run`
+# records and logs at INFO with the run's uid. `warnings.catch_warnings` is process-global
+# and not thread-safe: when the live analysis's thread enters and leaves its own
+# catch_warnings meanwhile, a fix can escape the recording and reach the user's terminal as
+# a bare UserWarning. This filter keeps those (already handled) fixes off the terminal.
+warnings.filterwarnings("ignore", message="Structure validation of", category=UserWarning)
 
 # Runs of a SIMPLON Eiger describe their frames as Dectris per-file links.
 register_dectris_consolidator()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -218,10 +217,12 @@ def _fill_empty_bins(window: np.ndarray) -> np.ndarray:
     empty = np.isnan(window)
     if not empty.any():
         return window
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN q bin gives NaN → 0
-        median = np.nanmedian(window, axis=1, keepdims=True)
-    filled = np.where(empty, np.nan_to_num(median), window)
+    # a q bin empty at every azimuth gets 0: its median is taken over zeros, so nanmedian
+    # meets no all-NaN slice and needs no process-global warnings.catch_warnings (not
+    # thread-safe; the live analysis runs beside the writer's validation)
+    some = ~empty.all(axis=1, keepdims=True)
+    median = np.nanmedian(np.where(some, window, 0.0), axis=1, keepdims=True)
+    filled = np.where(empty, median, window)
     return filled.astype(window.dtype, copy=False)
 
 
