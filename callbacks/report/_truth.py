@@ -107,12 +107,16 @@ def front_pairs(products: Products) -> tuple[Pair, Pair] | None:
     """(front position per map in µm, front speed in nm/s) with the twin's truth.
 
     The recovered speed is the analysis's (its metadata, else a straight-line fit of its
-    positions) over the maps it used: finite recovered position, inside
-    ``front_time_window_s`` when one was set. The true speed is the twin's kinematic
+    positions against ``front_time``, when the beam crossed the front, or the map times)
+    over the maps it used: finite recovered position, inside ``front_time_window_s`` when
+    one was set. The true speed is the twin's boundary speed averaged over the time those
+    maps span (its displacement between the first and last of them, as scanned:
+    ``truth_front_position`` at ``truth_front_time``), else its kinematic
     ``truth_front_speed`` averaged over the same maps.
     """
     position = products.arrays.get("front_position")
-    time_s = map_times_s(products)
+    time_s = _array(products, "front_time")
+    time_s = map_times_s(products) if time_s is None else time_s
     truth = products.arrays.get("truth_front_position")
     if position is None or time_s is None or truth is None:
         return None
@@ -131,7 +135,19 @@ def front_pairs(products: Products) -> tuple[Pair, Pair] | None:
     return positions, speeds
 
 
+def _array(products: Products, name: str) -> np.ndarray | None:
+    array = products.arrays.get(name)
+    return None if array is None else np.asarray(array.values, dtype=float)
+
+
 def _truth_speed(products: Products, used: np.ndarray) -> float:
+    """Time average of the twin's boundary speed over the maps used (nm/s)."""
+    z_um, t_s = _array(products, "truth_front_position"), _array(products, "truth_front_time")
+    if z_um is not None and t_s is not None:
+        span = np.flatnonzero(used & np.isfinite(z_um) & np.isfinite(t_s))
+        if span.size >= 2 and t_s[span[-1]] > t_s[span[0]]:
+            first, last = span[0], span[-1]
+            return float(1e3 * (z_um[last] - z_um[first]) / (t_s[last] - t_s[first]))
     kinematic = products.arrays.get("truth_front_speed")
     if kinematic is not None and np.isfinite(kinematic.values[used]).any():
         return float(np.nanmean(np.asarray(kinematic.values, float)[used]))

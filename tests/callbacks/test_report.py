@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 
+from opmap.analysis.lattice import front_velocity
 from opmap.analysis.products import LabelledArray, Products
 from opmap.callbacks.report import COLUMNS, front_pairs, grain_pairs, report_table, write_report
 
@@ -140,6 +141,32 @@ def test_front_truth_comes_from_the_twin_never_from_the_analysis():
     assert speed.truth[0] == pytest.approx(np.mean([-9.0, -11.0, -12.0]))  # maps used
     assert speed.n_maps == 3
     assert position.coverage == pytest.approx(3 / 4)
+
+
+def test_the_true_speed_is_the_boundary_average_over_the_scan_times_of_the_maps_used():
+    """With the front's scan times, the recovered speed is fitted against ``front_time`` and
+    the true speed is the twin's as-scanned displacement over the time the maps used span
+    (a decelerating front: its kinematic speeds at the maps average faster)."""
+    base = synthetic_products(truth=False)
+    arrays = dict(base.arrays)
+    front_time = TIME_S - 20.0  # the rows at the front were scanned before mid-map
+    arrays["front_time"] = LabelledArray(front_time, ("map",), "s")
+    arrays["truth_front_time"] = LabelledArray(front_time, ("map",), "s")
+    arrays["truth_front_position"] = LabelledArray(TRUTH_FRONT_UM, ("map",), "um")
+    arrays["truth_front_speed"] = LabelledArray(
+        np.array([-30.0, -11.0, -12.0, -40.0]), ("map",), "nm/s"
+    )
+    metadata = {k: v for k, v in base.metadata.items() if k != "front"}  # fitted here
+    position, speed = front_pairs(Products(arrays, base.coords, base.tables, metadata))
+    used = np.isfinite(position.recovered)
+    first, last = np.flatnonzero(used)[[0, -1]]
+    average = 1e3 * (TRUTH_FRONT_UM[last] - TRUTH_FRONT_UM[first]) / (
+        front_time[last] - front_time[first]
+    )
+    assert speed.truth[0] == pytest.approx(average)
+    recovered = base.arrays["front_position"].values
+    fitted, _ = front_velocity(front_time, np.where(used, recovered, np.nan))
+    assert speed.recovered[0] == pytest.approx(fitted)
 
 
 def test_a_figure_passes_only_with_enough_coverage():
