@@ -160,8 +160,10 @@ def test_the_true_speed_is_the_boundary_average_over_the_scan_times_of_the_maps_
     position, speed = front_pairs(Products(arrays, base.coords, base.tables, metadata))
     used = np.isfinite(position.recovered)
     first, last = np.flatnonzero(used)[[0, -1]]
-    average = 1e3 * (TRUTH_FRONT_UM[last] - TRUTH_FRONT_UM[first]) / (
-        front_time[last] - front_time[first]
+    average = (
+        1e3
+        * (TRUTH_FRONT_UM[last] - TRUTH_FRONT_UM[first])
+        / (front_time[last] - front_time[first])
     )
     assert speed.truth[0] == pytest.approx(average)
     recovered = base.arrays["front_position"].values
