@@ -151,7 +151,7 @@ def rms(a) -> float:
     return float(np.sqrt(np.nanmean(np.square(a))))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-z", type=int, default=49)
     parser.add_argument("--n-x", type=int, default=49)
@@ -175,7 +175,11 @@ def main() -> None:
         help="Li spots by the paper's k x mean threshold alone (no Poisson noise floor)",
     )
     parser.add_argument("--cache", default=None, help="directory keeping reduced maps + truth")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     twin, renderer, reduction, params, geometry = build(args.binning, args.seed, args.ti_band)
     if not args.grain_noise_floor:
         params = params.model_copy(update={"grain_false_spots_per_map": None})
