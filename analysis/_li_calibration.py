@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PAPER_CALIBRATION", "LiCalibration", "li_fraction_from_c"]
+__all__ = ["PAPER_CALIBRATION", "PAPER_TRANSFER_X_ERR", "LiCalibration", "li_fraction_from_c"]
 
 #: Standard uncertainty of a number printed to two decimals (uniform rounding error).
 _ROUNDING_0_01 = 0.005 / np.sqrt(3.0)
@@ -108,14 +108,25 @@ class LiCalibration:
         return k, u, slope, inside
 
 
-#: The paper's LCO⊥ calibration (SI, Fig. S4): anchors printed to 0.01.
+#: Transfer uncertainty of the paper's calibration to its thin film, from the paper's own
+#: numbers: its end-of-charge LCO⊥ c, 14.32 Å (main text), reads x = 0.60 on the calibration,
+#: where the charge passed gives Li0.5 (main text: 1.4 mAh/cm², "average stoichiometry
+#: Li0.5CoO2"); its Li-poor c at the end of the biphasic stage, 14.13 Å, reads 0.86 where the
+#: transition ends at 0.75. The calibration comes from porous electrodes (ref. 24), whose c
+#: changes by 0.17 Å across the transition against the film's 0.13 Å.
+PAPER_TRANSFER_X_ERR = 0.10
+
+#: The paper's LCO⊥ calibration (SI, Fig. S4): anchors printed to 0.01, and its transfer
+#: uncertainty to the film (`PAPER_TRANSFER_X_ERR`).
 PAPER_CALIBRATION = LiCalibration(
     c_angstrom=(14.03, 14.21, 14.43),
     x_li=(1.0, 0.75, 0.45),
     c_err_angstrom=_ROUNDING_0_01,
     x_err=_ROUNDING_0_01,
+    extra_x_err=PAPER_TRANSFER_X_ERR,
     source="paper SI section 4, Fig. S4 (LCO perp): lines through (14.03, 1), (14.21, 0.75), "
-    "(14.43, 0.45)",
+    "(14.43, 0.45); +-0.10 in x for its transfer to the film (end of charge: 14.32 A reads "
+    "0.60 where the charge passed gives 0.5)",
 )
 
 

@@ -15,12 +15,18 @@ import numpy as np
 
 from ._fit_front import FrontResult, biphasic_front, front_velocity
 from ._front_profile import ProfileFrontResult, depth_profile, x_profile_front
-from ._li_calibration import PAPER_CALIBRATION, LiCalibration, li_fraction_from_c
+from ._li_calibration import (
+    PAPER_CALIBRATION,
+    PAPER_TRANSFER_X_ERR,
+    LiCalibration,
+    li_fraction_from_c,
+)
 from ._pixel_flags import PixelFlag, coverage, peak_flags, pixel_flag_legend
 from .fitting import PeakFit, TwoPeakFit
 
 __all__ = [
     "PAPER_CALIBRATION",
+    "PAPER_TRANSFER_X_ERR",
     "BiphasicMaps",
     "FrontResult",
     "LatticeMaps",
