@@ -17,8 +17,9 @@ Choices where the paper is vague (documented in docs/analysis-products.md):
   ring) a single photon exceeds k × the mean, so a voxel must also be unlikely as Poisson
   noise of the background: its equivalent counts ``I / v`` (v: the bin's Poisson variance
   factor from the reduction) must exceed the upper ``false_alarm`` quantile of a Poisson law
-  of mean ``background / v``. Where many counts fall in a bin (the 4 × 4-binned readout) the
-  floor lies far below k × the mean and changes nothing.
+  of mean ``level / v``, ``level`` the frame's mean over χ of that q bin. Where many counts
+  fall in a bin (the 4 × 4-binned readout) the floor lies far below k × the mean and
+  changes nothing.
 * Connectivity: face neighbours (6-connectivity) in (z, x, χ); χ is periodic, so a spot
   crossing 359°/0° is one grain.
 * Optional column split (`split_columns`; opt-in, tuned on the twin, not in the paper): a
@@ -151,13 +152,21 @@ def _below_floor_as_background(
     false_alarm: float,
 ) -> np.ndarray:  # fmt: skip
     """``w`` with the voxels that pass the lowest k threshold but not their `poisson_floor`
-    set to their background (so they are never spots). The floor is evaluated only on
-    those candidates (a small share of the window): a full-window floor costs ~8× the rest
-    of the detection."""
+    set to their background (so they are never spots).
+
+    The floor's Poisson mean is the frame's mean over χ of each q bin, not the median ``bg``:
+    at ~1 count per bin most bins hold 0 counts and the median is 0, which would put the
+    floor at the quantile of an empty law (spots make the mean slightly high: a
+    conservative floor). It is evaluated only on the candidates (a small share of the
+    window): a full-window floor costs ~8× the rest of the detection.
+    """
     full_bg = np.broadcast_to(bg, w.shape)
     candidate = np.nonzero(w > full_bg + lowest_threshold[:, :, None, None])
+    level = w.mean(axis=2, keepdims=True, dtype=np.float64)
     floor = poisson_floor(
-        full_bg[candidate], variance[candidate[2], candidate[3]], false_alarm=false_alarm
+        level[candidate[0], candidate[1], 0, candidate[3]],
+        variance[candidate[2], candidate[3]],
+        false_alarm=false_alarm,
     )
     noise = ~(w[candidate] > floor)  # NaN floor (an empty bin): never a spot
     if not noise.any():
