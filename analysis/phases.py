@@ -144,9 +144,13 @@ def ti_position(
         Row heights (µm), equally spaced and increasing.
     half_window : int, optional
         Rows each side of the column maximum used by the centroid.
-    method : {"centroid", "gaussian"}, optional
-        Intensity-weighted centroid after subtracting the window minimum, or the vertex of
-        a parabola through the logarithms of the three top rows (exact for a Gaussian).
+    method : {"centroid", "centroid_line", "gaussian"}, optional
+        Intensity-weighted centroid after subtracting the window minimum; the same after
+        subtracting the line through the window's end rows (opt-in: the layers below and
+        above the Ti can put different backgrounds into its band, a step the minimum leaves
+        under one side of the peak; a peak wider than the window loses its tails to the
+        line); or the vertex of a parabola through the logarithms of the three top rows
+        (exact for a Gaussian).
 
     Returns
     -------
@@ -168,8 +172,10 @@ def ti_position(
     >>> print(ti_position(col[:5], z_um=z[:5]))
     [nan]
     """
-    if method not in ("centroid", "gaussian"):
-        raise ValueError(f"method must be 'centroid' or 'gaussian', got {method!r}")
+    if method not in ("centroid", "centroid_line", "gaussian"):
+        raise ValueError(
+            f"method must be 'centroid', 'centroid_line' or 'gaussian', got {method!r}"
+        )
     if half_window < 1:
         raise ValueError(f"half_window must be >= 1, got {half_window}")
     a = np.moveaxis(np.asarray(ti_map, dtype=float), -2, -1)  # (..., n_x, n_z)
@@ -180,7 +186,7 @@ def ti_position(
     filled = np.where(np.isfinite(a), a, -np.inf)
     peak = np.argmax(filled, axis=-1)
     empty = ~np.isfinite(np.max(filled, axis=-1)) | (np.max(filled, axis=-1) <= 0)
-    reach = half_window if method == "centroid" else 1
+    reach = 1 if method == "gaussian" else half_window
     empty |= (peak < reach) | (peak > z.size - 1 - reach)  # not bracketed by the map
     offsets = np.arange(-half_window, half_window + 1)
     idx = np.clip(peak[..., None] + offsets, 0, z.size - 1)
@@ -188,6 +194,11 @@ def ti_position(
     with np.errstate(invalid="ignore", divide="ignore"):
         if method == "centroid":
             w = win - win.min(axis=-1, keepdims=True)
+            shift = (w * offsets).sum(-1) / w.sum(-1)
+        elif method == "centroid_line":
+            t = (offsets + half_window) / (2 * half_window)
+            line = win[..., :1] + (win[..., -1:] - win[..., :1]) * t
+            w = np.clip(win - line, 0.0, None)
             shift = (w * offsets).sum(-1) / w.sum(-1)
         else:
             lm, l0, lp = (np.log(np.clip(win[..., half_window + d], 1e-300, None))
