@@ -286,3 +286,33 @@ def test_a_newer_live_version_seals_the_earlier_ones(server: ServerHandle) -> No
     restarted.publish_map(_one_map(2), "raw-1", {}, {})
     assert restarted.writer.committed.maps == 2
     assert not is_sealed(processed["cell-9"][newer].metadata)
+
+
+def _writer_changes(server: ServerHandle, path: str) -> tuple[int, int]:
+    """(metadata, data) writes of the writer key at ``raw/<path>/primary``."""
+    key = server.api_key
+    got_metadata = _request(
+        server, key, "PUT", f"metadata/raw/{path}/primary", json={"metadata": {"n": 1}}
+    )
+    got_data = httpx.put(
+        f"{server.url}/api/v1/array/full/raw/{path}/primary/x",
+        content=np.array([5, 5, 5]).tobytes(),
+        headers={"Content-Type": "application/octet-stream", "Authorization": f"Apikey {key}"},
+    ).status_code
+    return got_metadata, got_data
+
+
+def test_a_run_sealed_after_a_first_request_is_refused_on_the_next_one(
+    server: ServerHandle,
+) -> None:
+    """The server caches "not sealed" per node: sealing a run must still reach its
+    children at once (and unsealing by the admin too)."""
+    admin_raw = _client(server, server.admin_key)["raw"]
+    run = admin_raw.create_container("runLate", access_tags=["pA"])
+    run.create_container("primary").write_array(np.arange(3), key="x")
+    assert _writer_changes(server, "runLate") == (200, 200)
+    assert _writer_changes(server, "runLate") == (200, 200)  # answered from the cache
+    seal_run(server.client()["raw"], "runLate")  # the writer seals what it stored
+    assert _writer_changes(server, "runLate") == (403, 403)
+    admin_raw["runLate"].update_metadata(metadata={"opmap_sealed": False})
+    assert _writer_changes(server, "runLate") == (200, 200)
