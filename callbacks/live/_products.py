@@ -228,10 +228,11 @@ class ProductPublisher:
         leaves them open to the writer key; the analysis goes on."""
         from opmap.callbacks.tiled_products import seal_earlier_versions
 
+        experiment_id = self.experiment_id
         try:
-            sealed = seal_earlier_versions(self.processed, self.experiment_id, self._writer.version)
+            sealed = seal_earlier_versions(self.processed, experiment_id, self._writer.version)
         except Exception:
-            logger.exception("%s: earlier product versions could not be sealed", self.experiment_id)
+            logger.exception("%s: earlier product versions could not be sealed", experiment_id)
             return
         if sealed:
             logger.info("%s: sealed the superseded versions %s", self.experiment_id, sealed)

@@ -29,7 +29,9 @@ A replay writes ``v2``, ``v3``, ...; an existing version, array or table is neve
 replaced. A version whose products are final is sealed (:func:`seal_version`,
 :meth:`TiledProductWriter.seal`): the live publisher seals its version when it finishes and
 the earlier versions when it starts a new one, a replay seals its version once written; on
-the opmap server only an admin key may then change a sealed version. Maps are grown live along ``map`` (:meth:`TiledProductWriter.append_map`, one
+the opmap server only an admin key may then change a sealed version.
+
+Maps are grown live along ``map`` (:meth:`TiledProductWriter.append_map`, one
 ``patch(..., offset=n, extend=True)`` per map); tables grow row by row
 (:meth:`TiledProductWriter.append_rows`) as Tiled *appendable* tables stored in the
 server's SQL table store. Tiled 0.2.20 appends any number of batches to the same

@@ -14,6 +14,7 @@ from tiled.structures.core import Spec
 
 from opmap.analysis.products import LabelledArray, Products
 
+from ..sealing import is_sealed
 from ._commit import COMMIT_KEY, CommitRecord
 from ._dataset import (
     COORD,
@@ -23,7 +24,6 @@ from ._dataset import (
     array_metadata,
     labelled_from_node,
 )
-from ..sealing import is_sealed
 from ._layout import (
     ROLE_KEY,
     create_version,

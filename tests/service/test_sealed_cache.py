@@ -116,4 +116,3 @@ def test_an_abandoned_change_stops_blocking_the_cache() -> None:
 def test_bad_cache_options_are_refused(option: str, value: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SealedCache(**{option: value})
-
