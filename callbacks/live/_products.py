@@ -16,8 +16,8 @@ earlier map is committed. A map whose write still fails stays queued and is writ
 the next map or at :meth:`ProductPublisher.finish`, which raises if anything is left.
 
 Final products are sealed (`opmap.callbacks.tiled_products.seal_version`): the version when
-:meth:`ProductPublisher.finish` has written everything (maps left unclaimed then are never
-claimed: nothing writes to the version afterwards), and the experiment's earlier versions
+:meth:`ProductPublisher.finish` has written and claimed everything (with maps left
+unclaimed it stays open, for a later ``finish``), and the experiment's earlier versions
 when a publisher starts a new one. A version adopted by ``opmap resume`` was not finished,
 so it is open.
 """
@@ -323,7 +323,8 @@ class ProductPublisher:
             When Tiled still fails after ``retry_total_s``.
         RuntimeError
             When maps are left unclaimed (their raw runs are incomplete in Tiled), after
-            everything else is written and the version sealed.
+            everything else is written; the version stays open (not sealed), so a later
+            `finish`, once the raw runs are complete, claims them and seals it.
         """
         from opmap.callbacks.tiled_products import retry_transient
 
@@ -343,11 +344,11 @@ class ProductPublisher:
             )
 
         retry_transient(write_rest, what=f"{self.experiment_id}: final products")
-        # final: only an admin key may change the version from now on
-        retry_transient(self._writer.seal, what=f"{self.experiment_id}: sealing the products")
         left = len(self._written) - self._writer.committed.maps
         if left:
             raise RuntimeError(
                 f"{self.experiment_id}: {left} analysed map(s) not claimed by the products, "
                 f"their raw runs being incomplete in Tiled: {self.unclaimed}"
             )
+        # final: only an admin key may change the version from now on
+        retry_transient(self._writer.seal, what=f"{self.experiment_id}: sealing the products")
