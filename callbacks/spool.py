@@ -472,6 +472,9 @@ class RecoveredRun:
         The run was stored whole with its ``stop``, validated and sealed by this recovery.
     already_sealed : bool
         Tiled held the run whole and sealed before: nothing was sent (skipped).
+    seal_error : str
+        Why a run stored whole could not be validated or sealed ("" otherwise): it is
+        stored, but the writer key can still change it.
     """
 
     tally: RunTally
@@ -479,6 +482,7 @@ class RecoveredRun:
     error: str = ""
     sealed: bool = False
     already_sealed: bool = False
+    seal_error: str = ""
 
     @property
     def stored(self) -> bool:
@@ -501,6 +505,8 @@ class RecoveredRun:
             text += "; no stop document: the run was interrupted (opmap resume closes it)"
         elif self.sealed:
             text += "; sealed"
+        elif self.seal_error:
+            text += f"; NOT SEALED: {self.seal_error}"
         return text
 
 
@@ -560,19 +566,21 @@ def _recover_run(
         logger.exception("Run %s could not be re-sent", run_uid)
         tally = tally_run(runs, digest) if digest.run_uid else before
         return RecoveredRun(tally, before.n_stored, f"{type(exc).__name__}: {exc}")
-    sealed = seal and tally.complete and _validate_and_seal(runs, digest.run_uid)
-    return RecoveredRun(tally, before.n_stored, sealed=sealed)
+    if not (seal and tally.complete):
+        return RecoveredRun(tally, before.n_stored)
+    problem = _validate_and_seal(runs, digest.run_uid)
+    return RecoveredRun(tally, before.n_stored, sealed=not problem, seal_error=problem)
 
 
-def _validate_and_seal(runs: Any, run_uid: str) -> bool:
-    """Validate a run stored whole (fixing declared shapes), then seal it; False (logged)
-    when sealing failed: the run stays stored, open to the writer key."""
+def _validate_and_seal(runs: Any, run_uid: str) -> str:
+    """Validate a run stored whole (fixing declared shapes), then seal it; "" when sealed,
+    else why not (logged): the run stays stored, open to the writer key."""
     from .tiled_writer import validate_run  # the writer module imports this one
 
-    validate_run(runs, run_uid)
     try:
+        validate_run(runs, run_uid)
         seal_run(runs, run_uid)
-    except Exception:
-        logger.exception("Run %s is stored but could not be sealed", run_uid)
-        return False
-    return True
+    except Exception as exc:
+        logger.exception("Run %s is stored but could not be validated and sealed", run_uid)
+        return f"{type(exc).__name__}: {exc}"
+    return ""

@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.stored]
     sealed = sum(r.sealed for r in results)
     skipped = sum(r.already_sealed for r in results)
+    unsealed = [r for r in results if r.seal_error]
+    if unsealed:  # stored: the exit status stays 0, but the writer key can change them
+        print(f"opmap recover: {len(unsealed)} stored run(s) could not be sealed; see above")
     print(
         f"{len(results) - len(failed)} of {len(results)} spooled run(s) stored "
         f"({sealed} sealed now, {skipped} already stored and sealed); "
