@@ -10,7 +10,9 @@ server is back, ``opmap recover`` does it afterwards).
 Re-sending is idempotent by run uid: a run already stored whole is left alone; a run
 stored only in part is completed: what Tiled holds (nodes, event rows, array rows) is
 reused and only the rest is written, so no document is stored twice and nothing is
-deleted (the writer key suffices). :func:`tally_run` counts, per run, the documents in
+deleted (the writer key suffices); :func:`recover_spool` then validates and seals each run
+it stored whole (`opmap.callbacks.sealing`), and skips a run Tiled holds sealed already.
+:func:`tally_run` counts, per run, the documents in
 the spool against those found in Tiled (event rows, registered frames, streams, start
 and stop).
 
@@ -40,6 +42,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .sealing import is_sealed, seal_run
 
 __all__ = [
     "DocumentRuns",
@@ -464,11 +468,21 @@ class RecoveredRun:
         Documents Tiled held of the run before.
     error : str
         Why the run could not be stored ("" when it was).
+    sealed : bool
+        The run was stored whole with its ``stop``, validated and sealed by this recovery.
+    already_sealed : bool
+        Tiled held the run whole and sealed before: nothing was sent (skipped).
+    seal_error : str
+        Why a run stored whole could not be validated or sealed ("" otherwise): it is
+        stored, but the writer key can still change it.
     """
 
     tally: RunTally
     stored_before: int
     error: str = ""
+    sealed: bool = False
+    already_sealed: bool = False
+    seal_error: str = ""
 
     @property
     def stored(self) -> bool:
@@ -485,12 +499,18 @@ class RecoveredRun:
         )
         if self.error:
             return f"{text}; NOT STORED: {self.error}"
+        if self.already_sealed:
+            return f"{text}; already stored and sealed: skipped"
         if not tally.emitted["stop"]:
             text += "; no stop document: the run was interrupted (opmap resume closes it)"
+        elif self.sealed:
+            text += "; sealed"
+        elif self.seal_error:
+            text += f"; NOT SEALED: {self.seal_error}"
         return text
 
 
-def recover_spool(runs: Any, spool: RunSpool) -> list[RecoveredRun]:
+def recover_spool(runs: Any, spool: RunSpool, *, seal: bool = True) -> list[RecoveredRun]:
     """Re-send every run left in ``spool``, oldest first; drop those stored whole.
 
     Parameters
@@ -499,6 +519,10 @@ def recover_spool(runs: Any, spool: RunSpool) -> list[RecoveredRun]:
         The catalog of raw runs (writer key).
     spool : RunSpool
         The spool to empty.
+    seal : bool
+        Seal each run stored whole with its ``stop`` once it is validated, as the live
+        writer does (`opmap.callbacks.sealing`; default). A run Tiled holds sealed
+        already is not touched: skipped when whole, reported (and kept) when not.
 
     Returns
     -------
@@ -509,19 +533,54 @@ def recover_spool(runs: Any, spool: RunSpool) -> list[RecoveredRun]:
     for run_uid in spool.pending():
         documents = spool.read(run_uid)
         digest = RunDigest.of(documents)
-        before = tally_run(runs, digest).n_stored if digest.run_uid else 0
-        try:
-            if not digest.run_uid:
-                raise SpoolError("the spool file has no start document")
-            tally, error = resend_run(runs, documents), ""
-        except Exception as exc:  # reported per run; the others are still tried
-            logger.exception("Run %s could not be re-sent", run_uid)
-            error = f"{type(exc).__name__}: {exc}"
-            tally = RunTally(run_uid, +digest.emitted)
-            if digest.run_uid:
-                tally = tally_run(runs, digest)
-        result = RecoveredRun(tally, before, error)
-        if result.stored and tally.emitted["stop"]:
+        result = _recover_run(runs, run_uid, documents, digest, seal)
+        if result.stored and result.tally.emitted["stop"]:
             spool.discard(run_uid)
         results.append(result)
     return results
+
+
+def _recover_run(
+    runs: Any,
+    run_uid: str,
+    documents: list[tuple[str, dict[str, Any]]],
+    digest: RunDigest,
+    seal: bool,
+) -> RecoveredRun:
+    """Store one spooled run (unless Tiled holds it sealed), then validate and seal it."""
+    before = tally_run(runs, digest) if digest.run_uid else RunTally(run_uid, +digest.emitted)
+    node = _child(runs, digest.run_uid) if digest.run_uid else None
+    if node is not None and is_sealed(node.metadata):
+        if before.complete:
+            return RecoveredRun(before, before.n_stored, already_sealed=True)
+        error = (
+            f"Tiled holds this run sealed but not whole ({before.line()}): only an admin "
+            "key can complete it"
+        )
+        return RecoveredRun(before, before.n_stored, error)
+    try:
+        if not digest.run_uid:
+            raise SpoolError("the spool file has no start document")
+        tally = resend_run(runs, documents)
+    except Exception as exc:  # reported per run; the others are still tried
+        logger.exception("Run %s could not be re-sent", run_uid)
+        tally = tally_run(runs, digest) if digest.run_uid else before
+        return RecoveredRun(tally, before.n_stored, f"{type(exc).__name__}: {exc}")
+    if not (seal and tally.complete):
+        return RecoveredRun(tally, before.n_stored)
+    problem = _validate_and_seal(runs, digest.run_uid)
+    return RecoveredRun(tally, before.n_stored, sealed=not problem, seal_error=problem)
+
+
+def _validate_and_seal(runs: Any, run_uid: str) -> str:
+    """Validate a run stored whole (fixing declared shapes), then seal it; "" when sealed,
+    else why not (logged): the run stays stored, open to the writer key."""
+    from .tiled_writer import validate_run  # the writer module imports this one
+
+    try:
+        validate_run(runs, run_uid)
+        seal_run(runs, run_uid)
+    except Exception as exc:
+        logger.exception("Run %s is stored but could not be validated and sealed", run_uid)
+        return f"{type(exc).__name__}: {exc}"
+    return ""

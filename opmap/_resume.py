@@ -7,7 +7,8 @@
    an abort ``stop`` document with its reason, appended to its spool file, and the spool is
    re-sent (`opmap.callbacks.spool.recover_spool`): the documents Tiled missed are stored
    and the run is closed in Tiled; a run Tiled holds without ``stop`` and without spool
-   file is closed there directly;
+   file is closed there directly. Every run so completed is validated and sealed
+   (`opmap.callbacks.sealing`), as the live writer seals the runs it stores;
 2. the stored runs are read back (`read_stored_experiment`): the rehearsal's options,
    the potentiostat's protocol start and elapsed time at the last map, and the time of the
    last electrochemistry sample Tiled holds;
@@ -33,7 +34,9 @@ import bluesky.plan_stubs as bps
 import numpy as np
 from bluesky.utils import MsgGenerator
 
+from opmap.callbacks.sealing import seal_run
 from opmap.callbacks.spool import RecoveredRun, RunSpool, recover_spool
+from opmap.callbacks.tiled_writer import validate_run
 from opmap.plans import EC_STATE_STREAM, EC_STREAM, ResumePoint
 
 __all__ = [
@@ -212,7 +215,7 @@ def read_stored_experiment(runs: Any, experiment_id: str) -> StoredExperiment:
     _check_resumable(experiment)
     for run in stored:
         if run.stop is None:  # stored without spool file: close it in Tiled directly
-            _close_in_tiled(runs[run.uid], run)
+            _close_in_tiled(runs, run)
     experiment.runs = [StoredRun(r.uid, r.start, runs[r.uid].metadata.get("stop")) for r in stored]
     experiment.closed = [
         r.uid for r in experiment.runs if (r.stop or {}).get("reason") == ABORT_REASON
@@ -233,9 +236,14 @@ def _check_resumable(experiment: StoredExperiment) -> None:
         raise ResumeError(f"experiment {name!r} finished (its tail run stopped): nothing to do")
 
 
-def _close_in_tiled(node: Any, run: StoredRun) -> None:
+def _close_in_tiled(runs: Any, run: StoredRun) -> None:
+    """Close a run Tiled holds without ``stop`` (and without spool file), then validate
+    and seal it: what Tiled holds of it is all there is."""
+    node = runs[run.uid]
     stop = abort_stop(run.uid, {})
     node.update_metadata(metadata={"stop": stop, **dict(node.metadata)}, drop_revision=True)
+    validate_run(runs, run.uid)
+    seal_run(runs, run.uid)
 
 
 def _read_record(runs: Any, experiment: StoredExperiment) -> None:

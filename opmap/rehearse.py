@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -221,27 +222,36 @@ class _TwinTruth:
         self._stop_s: dict[str, float] = {}
         self._mid_s: dict[int, float] = {}  # per map index: new/deceased grains since the last
         self._waiting: dict[str, float] = {}  # run uid -> start (s) of maps without truth yet
+        # the RunEngine thread (documents) and the live analysis thread (truths) both use
+        # the times above and decide what the twin forgets: one at a time
+        self._lock = threading.Lock()
 
     def remember(self, run_uid: str, position: int, start_s: float, stop_s: float) -> None:
         """Experiment times of a stored map analysed again (``opmap resume``), the
         ``position``-th of the products: its truth, and the next map's new grains."""
-        self._start_s[run_uid], self._stop_s[run_uid] = start_s, stop_s
-        self._mid_s[position] = 0.5 * (start_s + stop_s)
-        self._waiting[run_uid] = start_s
-        self._forget()
+        with self._lock:
+            self._start_s[run_uid], self._stop_s[run_uid] = start_s, stop_s
+            self._mid_s[position] = 0.5 * (start_s + stop_s)
+            self._waiting[run_uid] = start_s
+            self._forget()
 
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
         # experiment time at the run's start and stop documents (in the RunEngine's loop)
-        if name == "start":
-            self._start_s[doc["uid"]] = self.beamline.clock.now_s()
-            if self.truths_wanted and "map_geometry" in doc:
-                self._waiting[doc["uid"]] = self._start_s[doc["uid"]]
-        elif name == "stop":
-            self._stop_s[doc["run_start"]] = self.beamline.clock.now_s()
-            self._forget()
+        if name not in ("start", "stop"):
+            return
+        now_s = self.beamline.clock.now_s()
+        with self._lock:
+            if name == "start":
+                self._start_s[doc["uid"]] = now_s
+                if self.truths_wanted and "map_geometry" in doc:
+                    self._waiting[doc["uid"]] = now_s
+            else:
+                self._stop_s[doc["run_start"]] = now_s
+                self._forget()
 
     def _forget(self) -> None:
-        """Let the twin drop what neither a waiting truth nor the next frames need."""
+        """Let the twin drop what neither a waiting truth nor the next frames need (call
+        with ``_lock`` held)."""
         if self._waiting:  # the earliest map whose truth is still to come
             keep_from_s = min(self._waiting.values())
         elif self._start_s:  # later truths and frames belong to this run or later ones
@@ -257,11 +267,13 @@ class _TwinTruth:
         x_step = (geometry["x_stop_um"] - geometry["x_start_um"]) / n_x
         x_um = geometry["x_start_um"] + x_step * (np.arange(n_x) + 0.5)
         uid = start["uid"]
-        start_s = self._start_s.get(uid, 0.0)
-        stop_s = self._stop_s.get(uid, self.beamline.clock.now_s())
-        mid_s = 0.5 * (start_s + stop_s)
-        self._mid_s[map_index] = mid_s
-        previous_s = self._mid_s.get(map_index - 1)
+        now_s = self.beamline.clock.now_s()
+        with self._lock:
+            start_s = self._start_s.get(uid, 0.0)
+            stop_s = self._stop_s.get(uid, now_s)
+            mid_s = 0.5 * (start_s + stop_s)
+            self._mid_s[map_index] = mid_s
+            previous_s = self._mid_s.get(map_index - 1)
         twin = self.beamline.twin
         truth = twin.truth(z_um=z_um, x_um=x_um, time_s=mid_s, previous_time_s=previous_s)
         # rows taken as evenly spread over the run (bottom row first, as fly_map scans)
@@ -288,8 +300,9 @@ class _TwinTruth:
         out["grains_deceased"] = LabelledArray(np.array([dead]), ("map",), "", "true lost")
         out.update({name: LabelledArray(*v) for name, v in truth.per_map_arrays().items()})
         out.update(_front_as_scanned(twin, z_um, row_time_s))
-        self._waiting.pop(uid, None)
-        self._forget()
+        with self._lock:
+            self._waiting.pop(uid, None)
+            self._forget()
         return out
 
 

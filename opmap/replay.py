@@ -10,7 +10,9 @@ and ``electrochemistry`` give the map's time and cell state. The valid frames ar
 lazily with dask (from the HDF5 files when they are readable here, else through Tiled),
 reduced with one compiled reduction (local threads, or a ``dask.distributed`` scheduler),
 analysed map by map (`analyze_map`, `ExperimentAnalysis`) and written with a new
-`TiledProductWriter` version: ``v1`` (the live analysis) is never touched.
+`TiledProductWriter` version, sealed once written (only an admin key may change it
+afterwards): ``v1`` (the live analysis) is never touched, and not sealed by the replay
+(a live analysis may still be growing it; it seals it when it finishes).
 
 Parameters default to those stored with the newest version (``analysis_parameters``);
 ``overrides`` change some of them. The detector geometry is a PONI file or the calibration
@@ -564,7 +566,8 @@ def _write(
         parameters=experiment.params.model_dump(mode="json"),
     )
     writer.write_products(products)
-    logger.info("replay of %s written as %s", experiment_id, writer.version)
+    writer.seal()  # written whole at once: final
+    logger.info("replay of %s written and sealed as %s", experiment_id, writer.version)
     return writer.version, products
 
 

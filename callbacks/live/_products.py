@@ -14,6 +14,12 @@ offset along ``map`` (retried with backoff through transient Tiled errors, idemp
 and committed only once its raw run is completely in Tiled (`raw_run_problem`) and every
 earlier map is committed. A map whose write still fails stays queued and is written with
 the next map or at :meth:`ProductPublisher.finish`, which raises if anything is left.
+
+Final products are sealed (`opmap.callbacks.tiled_products.seal_version`): the version when
+:meth:`ProductPublisher.finish` has written and claimed everything (with maps left
+unclaimed it stays open, for a later ``finish``), and the experiment's earlier versions
+when a publisher starts a new one. A version adopted by ``opmap resume`` was not finished,
+so it is open.
 """
 
 from __future__ import annotations
@@ -214,6 +220,22 @@ class ProductPublisher:
         )
         if self.metadata:
             self._writer.container.update_metadata(metadata=self.metadata)
+        self._seal_superseded()
+
+    def _seal_superseded(self) -> None:
+        """Seal the experiment's earlier versions: this new live version supersedes them
+        (their writer is gone, e.g. a restarted analysis worker). A failure is logged and
+        leaves them open to the writer key; the analysis goes on."""
+        from opmap.callbacks.tiled_products import seal_earlier_versions
+
+        experiment_id = self.experiment_id
+        try:
+            sealed = seal_earlier_versions(self.processed, experiment_id, self._writer.version)
+        except Exception:
+            logger.exception("%s: earlier product versions could not be sealed", experiment_id)
+            return
+        if sealed:
+            logger.info("%s: sealed the superseded versions %s", self.experiment_id, sealed)
 
     def _write_queued(self, products: Products) -> None:
         first, n = len(self._written), len(self._queue)
@@ -301,7 +323,8 @@ class ProductPublisher:
             When Tiled still fails after ``retry_total_s``.
         RuntimeError
             When maps are left unclaimed (their raw runs are incomplete in Tiled), after
-            everything else is written.
+            everything else is written; the version stays open (not sealed), so a later
+            `finish`, once the raw runs are complete, claims them and seals it.
         """
         from opmap.callbacks.tiled_products import retry_transient
 
@@ -327,3 +350,5 @@ class ProductPublisher:
                 f"{self.experiment_id}: {left} analysed map(s) not claimed by the products, "
                 f"their raw runs being incomplete in Tiled: {self.unclaimed}"
             )
+        # final: only an admin key may change the version from now on
+        retry_transient(self._writer.seal, what=f"{self.experiment_id}: sealing the products")

@@ -26,7 +26,12 @@ committed in the version's metadata (``committed``: maps, table rows, complete n
 idempotently (:func:`retry_transient`; re-writing map k replaces map k).
 
 A replay writes ``v2``, ``v3``, ...; an existing version, array or table is never
-replaced. Maps are grown live along ``map`` (:meth:`TiledProductWriter.append_map`, one
+replaced. A version whose products are final is sealed (:func:`seal_version`,
+:meth:`TiledProductWriter.seal`): the live publisher seals its version when it finishes and
+the earlier versions when it starts a new one, a replay seals its version once written; on
+the opmap server only an admin key may then change a sealed version.
+
+Maps are grown live along ``map`` (:meth:`TiledProductWriter.append_map`, one
 ``patch(..., offset=n, extend=True)`` per map); tables grow row by row
 (:meth:`TiledProductWriter.append_rows`) as Tiled *appendable* tables stored in the
 server's SQL table store. Tiled 0.2.20 appends any number of batches to the same
@@ -55,6 +60,8 @@ from ._layout import (
     experiment_container,
     next_version,
     provenance,
+    seal_earlier_versions,
+    seal_version,
     tables_key,
     validate_key,
     versions,
@@ -79,6 +86,8 @@ __all__ = [
     "read_latest",
     "read_tiled_products",
     "retry_transient",
+    "seal_earlier_versions",
+    "seal_version",
     "tables_key",
     "validate_key",
     "versions",

@@ -4,6 +4,10 @@ Each analysis (live, or a replay with ``opmap analyze``) of one experiment write
 version container ``v1``, ``v2``, ... under the experiment's container. A version is created
 with the ``409 Conflict`` of the server as the arbiter, so two writers starting at once get
 two different versions and nothing already written is ever replaced.
+
+A version whose products are final is *sealed* (:func:`seal_version`: the version and its
+``-tables`` container get ``opmap_sealed``, `opmap.callbacks.sealing`): on the opmap server
+only an admin key may then change it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from tiled.client.utils import ClientError
 
 import opmap
 
+from ..sealing import is_sealed, seal_node
 from ._dataset import DATASET, dataset_attrs
 
 __all__ = [
@@ -27,6 +32,8 @@ __all__ = [
     "experiment_container",
     "next_version",
     "provenance",
+    "seal_earlier_versions",
+    "seal_version",
     "tables_key",
     "validate_key",
     "versions",
@@ -154,3 +161,36 @@ def provenance(
         "opmap_version": opmap.__version__,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def seal_version(processed: Container, experiment_id: str, version: str) -> list[str]:
+    """Seal a version and its tables (`opmap.callbacks.sealing`): its products are final.
+
+    The tables container is sealed first, so a version found sealed has sealed tables.
+    Nodes sealed already are left alone.
+
+    Returns
+    -------
+    list of str
+        The keys sealed by this call (``[]`` when all were sealed before).
+    """
+    experiment = processed[validate_key("experiment_id", experiment_id)]
+    keys = [key for key in (tables_key(version), version) if key in experiment]
+    if version not in keys:
+        raise KeyError(f"{experiment_id}/{version} is not stored")
+    return [key for key in keys if seal_node(experiment[key])]
+
+
+def seal_earlier_versions(processed: Container, experiment_id: str, version: str) -> list[str]:
+    """Seal every version of ``experiment_id`` older than ``version`` not sealed yet.
+
+    A newer live version supersedes them (e.g. a restarted analysis worker starts one):
+    their writers are gone. Returns the versions sealed by this call.
+    """
+    number = int(version[1:])
+    sealed = []
+    for older in versions(processed, experiment_id):
+        if int(older[1:]) < number and not is_sealed(processed[experiment_id][older].metadata):
+            seal_version(processed, experiment_id, older)
+            sealed.append(older)
+    return sealed

@@ -14,6 +14,7 @@ from tiled.structures.core import Spec
 
 from opmap.analysis.products import LabelledArray, Products
 
+from ..sealing import is_sealed
 from ._commit import COMMIT_KEY, CommitRecord
 from ._dataset import (
     COORD,
@@ -27,6 +28,7 @@ from ._layout import (
     ROLE_KEY,
     create_version,
     provenance,
+    seal_version,
     tables_key,
     validate_key,
 )
@@ -115,6 +117,7 @@ class TiledProductWriter:
             tags = {"metadata": {"experiment_id": experiment_id}, "access_tags": [proposal]}
             processed.create_container(experiment_id, **tags)
         self.experiment_id = experiment_id
+        self._processed = processed
         self.version, self.container = create_version(processed, experiment_id, metadata)
         self._init_state(coordinate_arrays)
 
@@ -138,14 +141,18 @@ class TiledProductWriter:
         KeyError
             When the version is not stored.
         ValueError
-            When the version has no commit record (written before it existed).
+            When the version has no commit record (written before it existed) or is sealed
+            (its products are final).
         """
         container = processed[experiment_id][version]
+        if is_sealed(container.metadata):
+            raise ValueError(f"{experiment_id}/{version} is sealed (final): write a new one")
         record = CommitRecord.from_metadata(container.metadata)
         if record is None:
             raise ValueError(f"{experiment_id}/{version} has no commit record: write a new one")
         writer = cls.__new__(cls)
         writer.experiment_id, writer.version, writer.container = experiment_id, version, container
+        writer._processed = processed
         writer._init_state(coordinate_arrays)
         writer._adopt(record)
         return writer
@@ -195,6 +202,14 @@ class TiledProductWriter:
         if self._tables_node is not None:
             self._rows_unsure |= set(self._tables_node)  # rows of uncommitted maps: count
         self.committed = record
+
+    def seal(self) -> list[str]:
+        """Seal this version and its tables: its products are final (`seal_version`).
+
+        On the opmap server only an admin key may change them afterwards, so call it when
+        nothing more is to be written. Returns the keys sealed by this call.
+        """
+        return seal_version(self._processed, self.experiment_id, self.version)
 
     @property
     def n_maps(self) -> int:

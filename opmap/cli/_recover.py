@@ -5,14 +5,17 @@ sends it to Tiled, and re-sends a run Tiled did not take by itself once the serv
 back. What is still in the spool (the acquisition process died, or the server stayed down
 until it ended) is re-sent here, oldest run first, idempotently by run uid: a run already
 stored whole is left alone, a run stored in part is completed (what Tiled holds is reused,
-only the rest is written; nothing is deleted or doubled).
+only the rest is written; nothing is deleted or doubled). Each run stored whole with its
+``stop`` is then validated and sealed, as the live writer seals the runs it stores (only
+an admin key may change it afterwards); a run Tiled already holds whole and sealed is
+skipped and reported as such.
 
 If no server runs on the data directory, the embedded one is started for the time of the
 recovery (it takes the data-directory lock); if one runs, it is used through its URL.
 
-Prints one line per run (documents in the spool, stored now, stored before) and exits with
-status 0 when every spooled document is stored, 1 when some run could not be stored (it
-stays in the spool), 2 for bad input.
+Prints one line per run (documents in the spool, stored now, stored before, sealed) and
+exits with status 0 when every spooled document is stored, 1 when some run could not be
+stored (it stays in the spool), 2 for bad input.
 """
 
 from __future__ import annotations
@@ -67,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         print(result.line())
     failed = [r for r in results if not r.stored]
+    sealed = sum(r.sealed for r in results)
+    skipped = sum(r.already_sealed for r in results)
+    unsealed = [r for r in results if r.seal_error]
+    if unsealed:  # stored: the exit status stays 0, but the writer key can change them
+        print(f"opmap recover: {len(unsealed)} stored run(s) could not be sealed; see above")
     print(
-        f"{len(results) - len(failed)} of {len(results)} spooled run(s) stored; "
+        f"{len(results) - len(failed)} of {len(results)} spooled run(s) stored "
+        f"({sealed} sealed now, {skipped} already stored and sealed); "
         + (f"{len(failed)} left in {settings.backup_dir}" if failed else "the spool is empty")
     )
     return 1 if failed else 0

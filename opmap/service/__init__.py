@@ -22,7 +22,7 @@ Serve in a subprocess for the length of a rehearsal::
         client = server.client()
 """
 
-from ._access import KeysOnlyAuthenticator, ProposalAccessPolicy, ProposalTags
+from ._access import KeysOnlyAuthenticator, ProposalAccessPolicy, ProposalTags, SealedCache
 from ._config import (
     ACCESS_POLICY,
     AUTHENTICATOR,
@@ -85,6 +85,7 @@ __all__ = [
     "KeysOnlyAuthenticator",
     "ProposalAccessPolicy",
     "ProposalTags",
+    "SealedCache",
     "ServerHandle",
     "ServerLock",
     "app_from_config_file",

@@ -22,8 +22,18 @@ its own proposals, and only an admin may change the tags of an existing node.
 **Sealed nodes.** A node whose metadata, or an ancestor's, has ``opmap_sealed: true``
 (`SEALED_KEY`) is stored for good: no key but an admin's may write data or metadata to it,
 create or register nodes under it. The beamline writer seals each raw run once it has
-fully landed and been validated (`opmap.callbacks.tiled_writer.ValidatedTiledWriter`), so
-the writer key cannot overwrite what it stored; the admin's writes are in the access log.
+fully landed and been validated (`opmap.callbacks.tiled_writer.ValidatedTiledWriter`,
+and ``opmap recover`` / ``opmap resume`` for the runs they complete), and each product
+version once final (`opmap.callbacks.tiled_products.seal_version`), so the writer key
+cannot overwrite what it stored; the admin's writes are in the access log.
+
+The sealed check (one SQL query over a node's ancestors) runs for every request of a key
+with write scopes, reads included. Its answer is cached per node (`SealedCache`) and the
+whole cache is dropped whenever a node's metadata changes: every ``PUT``/``PATCH`` of
+metadata passes through :meth:`ProposalAccessPolicy.modify_node`, and answers found while
+such a change is on its way to the database are not kept. A node sealed after a first
+request is therefore refused on the next one. This holds for one server process per
+catalog, which is how opmap serves (the data-dir lock).
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ __all__ = [
     "KeysOnlyAuthenticator",
     "ProposalAccessPolicy",
     "ProposalTags",
+    "SealedCache",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,6 +149,87 @@ def _parent_id(node: Any) -> int | None:
     return getattr(getattr(node, "node", None), "parent", None)
 
 
+def _cache_key(node: Any) -> tuple[int, Any] | None:
+    """A node's identity for the sealed cache: its id and creation time (SQLite may give
+    a deleted node's id to a new one); None for what is not a catalog node."""
+    orm_node = getattr(node, "node", None)
+    node_id = getattr(orm_node, "id", None)
+    if node_id is None:
+        return None
+    return node_id, getattr(orm_node, "time_created", None)
+
+
+class SealedCache:
+    """Sealed or not, per node, until any node's metadata changes.
+
+    A node's answer depends on its metadata and its ancestors'; only a metadata update
+    changes it (nodes never move). `changing` is entered for each update before it is
+    written and left once it is committed: meanwhile nothing is cached, and answers from
+    queries that overlapped a change are dropped (`store` with the `generation` read
+    before the query).
+
+    Parameters
+    ----------
+    max_nodes : int
+        Answers kept (>= 1); the cache is emptied when full.
+    abandoned_after_s : float
+        A change not committed within this time (s, > 0; the request failed between the
+        policy's check and the write) no longer blocks caching.
+    """
+
+    def __init__(self, *, max_nodes: int = 100_000, abandoned_after_s: float = 60.0) -> None:
+        if max_nodes < 1:
+            raise ValueError(f"max_nodes must be >= 1; got {max_nodes}")
+        if not abandoned_after_s > 0:
+            raise ValueError(f"abandoned_after_s must be > 0 s; got {abandoned_after_s}")
+        self.max_nodes = max_nodes
+        self.abandoned_after_s = abandoned_after_s
+        self.generation = 0
+        self._answers: dict[tuple[int, Any], bool] = {}
+        self._changes: dict[int, float] = {}  # change token -> monotonic start
+        self._next_token = 0
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: tuple[int, Any]) -> bool | None:
+        """The cached answer for ``key``, or None (ask the database)."""
+        return self._answers.get(key) if self._quiet() else None
+
+    def store(self, key: tuple[int, Any], sealed: bool, generation: int) -> None:
+        """Keep an answer found by a query started at ``generation``, if still current."""
+        if generation != self.generation or not self._quiet():
+            return
+        if len(self._answers) >= self.max_nodes:
+            self._answers.clear()
+        self._answers[key] = sealed
+
+    def begin_change(self) -> int:
+        """A metadata update is about to be written: forget everything; returns its token."""
+        token, self._next_token = self._next_token, self._next_token + 1
+        self._changes[token] = time.monotonic()
+        self._invalidate()
+        return token
+
+    def end_change(self, token: int) -> None:
+        """The update of ``token`` is committed (or failed): forget what was found meanwhile."""
+        self._changes.pop(token, None)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self.generation += 1
+        self._answers.clear()
+
+    def _quiet(self) -> bool:
+        """No metadata update on its way (abandoned ones are forgotten)."""
+        if self._changes:
+            oldest_s = time.monotonic() - self.abandoned_after_s
+            for token in [t for t, started in self._changes.items() if started < oldest_s]:
+                logger.warning("a metadata update never finished; the sealed cache resumes")
+                del self._changes[token]
+        return not self._changes
+
+
 def _visibility_memo() -> dict[tuple[int, frozenset[str]], bool | None]:
     """This task's memo; a new one after :data:`VISIBILITY_MEMO_S` (bounds staleness)."""
     now = time.monotonic()
@@ -158,7 +250,8 @@ class ProposalAccessPolicy(AccessPolicy):
 
     def __init__(self) -> None:
         self.access_tags_parser = ProposalTags()
-        self._sealed_ids: set[int] = set()  # only an admin unseals (then restart the server)
+        #: Sealed or not per node, dropped on every metadata change (`SealedCache`).
+        self.sealed_cache = SealedCache()
 
     async def _visible(self, node: Any, key_tags: frozenset[str]) -> bool | None:
         """True/False: the node is (not) inside one of ``key_tags``; None: it is untagged.
@@ -205,13 +298,29 @@ class ProposalAccessPolicy(AccessPolicy):
         authn_scopes: set[str],
         access_tags: Iterable[str] | None,
     ) -> tuple[bool, frozenset[str]]:
-        """Keep a node's tags; only an admin key may change them."""
+        """Keep a node's tags; only an admin key may change them.
+
+        Tiled calls this for every metadata update (``PUT``/``PATCH``), before writing it:
+        the sealed cache is dropped now and again once the update is committed.
+        """
+        token = self.sealed_cache.begin_change()
+        try:
+            result = await self._check_tags(node, authn_scopes, access_tags)
+        except BaseException:
+            self.sealed_cache.end_change(token)
+            raise
+        _end_change_after_write(node, self.sealed_cache, token)
+        return result
+
+    async def _check_tags(
+        self, node: Any, authn_scopes: set[str], access_tags: Iterable[str] | None
+    ) -> tuple[bool, frozenset[str]]:
         current = normalize_access_tags(getattr(node, "access_tags", ()))
         if access_tags is None or normalize_access_tags(access_tags) == current:
             return False, current
         if _ADMIN_SCOPE not in authn_scopes:
             raise ValueError("only an admin key may change the proposals of a stored node")
-        tags = await self.init_node(principal, None, authn_scopes, access_tags)
+        tags = await self.init_node(None, None, authn_scopes, access_tags)
         logger.warning("Admin retagged %s from %s to %s", node, sorted(current), sorted(tags[1]))
         return True, tags[1]
 
@@ -232,13 +341,17 @@ class ProposalAccessPolicy(AccessPolicy):
         return scopes
 
     async def _sealed(self, node: Any) -> bool:
-        """Whether ``node`` is sealed; a sealed node stays sealed, so that is remembered."""
-        node_id = _node_id(node)
-        if node_id is None or node_id == _ROOT_NODE_ID:
+        """Whether ``node`` or an ancestor is sealed: cached per node (`SealedCache`)."""
+        key = _cache_key(node)
+        if key is None or key[0] == _ROOT_NODE_ID:
             return False
-        if node_id not in self._sealed_ids and await self.access_tags_parser.sealed(node_id):
-            self._sealed_ids.add(node_id)
-        return node_id in self._sealed_ids
+        cache = self.sealed_cache
+        sealed = cache.get(key)
+        if sealed is None:
+            generation = cache.generation
+            sealed = await self.access_tags_parser.sealed(key[0])
+            cache.store(key, sealed, generation)
+        return sealed
 
     async def filters(
         self,
@@ -254,3 +367,19 @@ class ProposalAccessPolicy(AccessPolicy):
         if await self._visible(node, authn_access_tags):
             return []
         return [AccessTagsFilter(sorted(authn_access_tags))]
+
+
+def _end_change_after_write(node: Any, cache: SealedCache, token: int) -> None:
+    """End the cache's change ``token`` once ``node.replace_metadata`` (the write Tiled
+    makes right after `ProposalAccessPolicy.modify_node`) has run, for this node object
+    (one request's) only."""
+    original = node.replace_metadata
+
+    async def replace_metadata(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            cache.end_change(token)
+            del node.replace_metadata  # back to the class's method
+
+    node.replace_metadata = replace_metadata

@@ -19,6 +19,7 @@ import tiled.client.utils
 
 from opmap.analysis.products import LabelledArray, Products
 from opmap.callbacks.live import ProductPublisher
+from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.tiled_products import (
     COMMIT_KEY,
     TiledProductWriter,
@@ -200,9 +201,12 @@ def test_publisher_rides_out_an_outage_and_claims_only_complete_raw_runs(
     assert claimed.tables["electrochemistry"]["time_s"].tolist() == [0.0, 5.0]
     with pytest.raises(RuntimeError, match="not claimed"):
         publisher.finish(products)
+    version = publisher.writer.version
+    assert not is_sealed(processed["outage"][version].metadata)  # open for a later finish
 
     incomplete.clear()  # e.g. the spooled documents re-sent: the raw run is complete now
     publisher.finish(products)
+    assert is_sealed(processed["outage"][version].metadata)  # final now
     claimed = read_latest(_reader(server), "outage")
     _assert_complete_maps(claimed, 3)
     assert claimed.metadata["raw_uids"] == ["run-0", "run-1", "run-2"]

@@ -11,7 +11,9 @@ another process. Afterwards:
   measured again, so ``max_maps`` complete maps exist, and the tail run ends the experiment;
 - the electrochemistry record over every run is gapless and nothing is doubled (one sample
   per second of instrument time, in order);
-- the products are one version (v1) committing exactly the complete maps, in map order.
+- every run is sealed, the cut one by the resume (the writer key gets 403 on it);
+- the products are one version (v1) committing exactly the complete maps, in map order,
+  sealed once the resumed experiment ended.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from tiled.queries import Key
 
+from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.spool import RunSpool
 from opmap.service import DataDirInUseError, ServerLock, start_server_subprocess
 from opmap.settings import OpmapSettings
@@ -94,6 +98,16 @@ def test_resume_closes_the_cut_run_and_goes_on_with_the_same_experiment(tmp_path
         stops = {uid: node.metadata.get("stop") or {} for uid, node in runs.items()}
         ordered = sorted(starts, key=lambda uid: starts[uid]["time"])
         _check_runs(starts, stops, ordered)
+        # every run is sealed: by the dead writer, by the resume (the cut one), by the
+        # resumed writer; the writer key can no longer change the cut run
+        unsealed = [uid for uid, node in runs.items() if not is_sealed(node.metadata)]
+        assert unsealed == [], unsealed
+        put = httpx.put(
+            f"{server.url}/api/v1/metadata/raw/{ordered[CUT_MAP]}",
+            json={"metadata": {"touched": True}},
+            headers={"Authorization": f"Apikey {server.api_key}"},
+        )
+        assert put.status_code == 403, put.text
         _check_gapless_electrochemistry([runs[uid] for uid in ordered])
         _check_one_product_version(client["processed"][experiment_id], starts, stops, ordered)
 
@@ -130,6 +144,7 @@ def _sample_times_s(run) -> np.ndarray:
 def _check_one_product_version(experiment, starts: dict, stops: dict, ordered: list[str]) -> None:
     assert [key for key in experiment if not key.endswith("-tables")] == ["v1"]
     version = experiment["v1"]
+    assert is_sealed(version.metadata)  # the resumed experiment ended: its products are final
     complete = [uid for uid in ordered if starts[uid].get("map_index") is not None]
     complete = [uid for uid in complete if stops[uid]["exit_status"] == "success"]
     assert len(complete) == MAX_MAPS

@@ -6,7 +6,8 @@ into Tiled and publishes it to the proxy. Map 0 is analysed live; the worker is 
 PID; map 1 is taken while it is down; the restarted worker catches maps 0 and 1 up from
 Tiled, refuses a run whose ``experiment_id`` climbs out of its output dir, and analyses map
 2 live. The first process's NeXus file is untouched (one map); the second process's own
-file holds maps 0, 1, 2, each once, with c within 5 mÅ of the truth.
+file holds maps 0, 1, 2, each once, with c within 5 mÅ of the truth. In Tiled the
+restarted worker grows a new product version, which seals the dead worker's one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from bluesky.callbacks.zmq import Publisher
@@ -25,6 +27,7 @@ from bluesky.callbacks.zmq import Publisher
 from opmap.analysis.geometry import save_poni
 from opmap.analysis.nexus import read_products
 from opmap.callbacks.live import serialize
+from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.plans import fly_map
 from opmap.service import free_port, start_server_subprocess
@@ -107,6 +110,15 @@ def test_worker_restart_catches_up_keeps_files_refuses_escapes(RE, rig, tmp_path
         take_map(2)
         second = products / f"{EXPERIMENT}.v2.nxs"
         _wait_for(lambda: _n_maps(second) == 3, workers[1], logs[1])
+        # in Tiled the restarted worker grows v2; the dead worker's v1 is sealed
+        versions = server.client()["processed"][EXPERIMENT]
+        assert is_sealed(versions["v1"].metadata) and not is_sealed(versions["v2"].metadata)
+        refused = httpx.put(
+            f"{server.url}/api/v1/metadata/processed/{EXPERIMENT}/v1",
+            json={"metadata": {"touched": True}},
+            headers={"Authorization": f"Apikey {server.api_key}"},
+        )
+        assert refused.status_code == 403, refused.text
     finally:
         publisher._socket.close(linger=0)
         publisher._context.term()

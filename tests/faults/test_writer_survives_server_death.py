@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import bluesky.plans as bp
+import httpx
 import pytest
 import tiled.client.utils
 from bluesky import RunEngine
@@ -142,13 +143,30 @@ def test_a_partly_stored_run_waits_in_the_spool_for_opmap_recover(
     result = _opmap("recover", str(settings.data_dir))
     assert result.returncode == 0, result.stdout + result.stderr
     emitted = len(documents)
-    assert f"{uid}: {emitted} documents in the spool, {emitted} stored" in result.stdout
     assert spool.pending() == []
+    assert f"{uid}: {emitted} documents in the spool, {emitted} stored" in result.stdout
+    assert "; sealed" in result.stdout and "(1 sealed now, 0 already" in result.stdout
     with start_server_subprocess(settings, startup_timeout_s=300) as again:
         stored = again.client()["raw"]
         assert sorted(stored) == [uid]
         assert tally_run(stored, RunDigest.of(documents)).complete
         assert len(stored[uid]["primary"].base["internal"].read()) == N_FRAMES
+        # recover sealed the run it completed: the writer key can no longer change it
+        assert is_sealed(stored[uid].metadata)
+        put = httpx.put(
+            f"{again.url}/api/v1/metadata/raw/{uid}",
+            json={"metadata": {"touched": True}},
+            headers={"Authorization": f"Apikey {again.api_key}"},
+        )
+        assert put.status_code == 403, put.text
+    # the same run spooled again (stored and sealed meanwhile): skipped, not a 403
+    for name, doc in documents:
+        spool.append(name, doc)
+    again = _opmap("recover", str(settings.data_dir))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already stored and sealed: skipped" in again.stdout
+    assert "(0 sealed now, 1 already stored and sealed)" in again.stdout
+    assert spool.pending() == []
     # a run the server refuses (a frame file outside the data dir) stays: exit status 1
     _spool_run_with_file_outside(spool, documents, Path("/etc/hostname"))
     refused = _opmap("recover", str(settings.data_dir))

@@ -216,3 +216,103 @@ def test_a_sealed_run_can_be_changed_by_an_admin_only(
     if who != "admin":  # the stored values are untouched
         stored = _client(server, server.admin_key)["raw"]["runSealed"]["primary"]["x"].read()
         np.testing.assert_array_equal(stored, np.arange(3))
+
+
+def _one_map(n_maps: int) -> object:
+    """Products of ``n_maps`` maps: a c map grown live and a per-experiment scalar."""
+    from opmap.analysis.products import LabelledArray, Products
+
+    c_perp = LabelledArray(np.full((n_maps, 2, 3), 4.2), ("map", "z", "x"), "angstrom")
+    tracks = LabelledArray(np.array([1.0]), ("track",), "")
+    return Products(arrays={"c_perp": c_perp, "track_class": tracks})
+
+
+def _version_writes(server: ServerHandle, key: str, experiment: str, version: str) -> tuple:
+    """(metadata, data, new table) writes of ``key`` into a stored product version."""
+    base = f"processed/{experiment}/{version}"
+    got_metadata = _request(server, key, "PUT", f"metadata/{base}", json={"metadata": {"x": 1}})
+    headers = {"Content-Type": "application/octet-stream", "Authorization": f"Apikey {key}"}
+    got_data = httpx.put(
+        f"{server.url}/api/v1/array/full/{base}/c_perp",
+        content=np.zeros((1, 2, 3)).tobytes(),
+        headers=headers,
+    ).status_code
+    node = {"structure_family": "container", "metadata": {}, "specs": [], "data_sources": []}
+    got_node = _request(server, key, "POST", f"metadata/{base}-tables", json=node)
+    return got_metadata, got_data, got_node
+
+
+def test_a_finished_product_version_is_sealed_against_the_writer(server: ServerHandle) -> None:
+    from opmap.callbacks.live import ProductPublisher
+    from opmap.callbacks.sealing import is_sealed
+    from opmap.callbacks.tiled_writer import ensure_layout
+
+    processed = ensure_layout(server.client())["processed"]
+    publisher = ProductPublisher(processed, "cell-8", {"fit": "pv"}, live_tables=())
+    publisher.publish_map(_one_map(1), "raw-0", {}, {"time_s": np.array([0.0, 1.0])})
+    version = publisher.writer.version
+    # while the experiment runs the writer key grows the version
+    assert not is_sealed(processed["cell-8"][version].metadata)
+    assert _request(server, server.api_key, "GET", f"metadata/processed/cell-8/{version}") == 200
+    publisher.finish(_one_map(1))  # the experiment ended: the products are final
+    assert is_sealed(processed["cell-8"][version].metadata)
+    assert is_sealed(processed["cell-8"][f"{version}-tables"].metadata)
+    assert _version_writes(server, server.api_key, "cell-8", version) == (403, 403, 403)
+    assert _version_writes(server, server.admin_key, "cell-8", version) == (200, 200, 200)
+    read = _client(server, server.api_key)["processed"]["cell-8"][version]["c_perp"].read()
+    np.testing.assert_array_equal(read, np.zeros((1, 2, 3)))  # the admin's write only
+
+
+def test_a_newer_live_version_seals_the_earlier_ones(server: ServerHandle) -> None:
+    from opmap.callbacks.live import ProductPublisher
+    from opmap.callbacks.sealing import is_sealed
+    from opmap.callbacks.tiled_products import TiledProductWriter
+    from opmap.callbacks.tiled_writer import ensure_layout
+
+    processed = ensure_layout(server.client())["processed"]
+    # a worker's version, cut short by its death (never finished, never sealed)
+    first = TiledProductWriter(processed, "cell-9")
+    first.append_map({"c_perp": _one_map(1).arrays["c_perp"]})
+    assert not is_sealed(processed["cell-9"][first.version].metadata)
+    restarted = ProductPublisher(processed, "cell-9", {}, live_tables=())
+    restarted.publish_map(_one_map(1), "raw-0", {}, {})
+    newer = restarted.writer.version
+    assert (first.version, newer) == ("v1", "v2")
+    assert is_sealed(processed["cell-9"]["v1"].metadata)
+    assert _version_writes(server, server.api_key, "cell-9", "v1")[:2] == (403, 403)
+    with pytest.raises(ValueError, match="sealed"):  # not adopted by a resume either
+        TiledProductWriter.reopen(processed, "cell-9", "v1")
+    # the new version still grows under the writer key until it finishes
+    restarted.publish_map(_one_map(2), "raw-1", {}, {})
+    assert restarted.writer.committed.maps == 2
+    assert not is_sealed(processed["cell-9"][newer].metadata)
+
+
+def _writer_changes(server: ServerHandle, path: str) -> tuple[int, int]:
+    """(metadata, data) writes of the writer key at ``raw/<path>/primary``."""
+    key = server.api_key
+    got_metadata = _request(
+        server, key, "PUT", f"metadata/raw/{path}/primary", json={"metadata": {"n": 1}}
+    )
+    got_data = httpx.put(
+        f"{server.url}/api/v1/array/full/raw/{path}/primary/x",
+        content=np.array([5, 5, 5]).tobytes(),
+        headers={"Content-Type": "application/octet-stream", "Authorization": f"Apikey {key}"},
+    ).status_code
+    return got_metadata, got_data
+
+
+def test_a_run_sealed_after_a_first_request_is_refused_on_the_next_one(
+    server: ServerHandle,
+) -> None:
+    """The server caches "not sealed" per node: sealing a run must still reach its
+    children at once (and unsealing by the admin too)."""
+    admin_raw = _client(server, server.admin_key)["raw"]
+    run = admin_raw.create_container("runLate", access_tags=["pA"])
+    run.create_container("primary").write_array(np.arange(3), key="x")
+    assert _writer_changes(server, "runLate") == (200, 200)
+    assert _writer_changes(server, "runLate") == (200, 200)  # answered from the cache
+    seal_run(server.client()["raw"], "runLate")  # the writer seals what it stored
+    assert _writer_changes(server, "runLate") == (403, 403)
+    admin_raw["runLate"].update_metadata(metadata={"opmap_sealed": False})
+    assert _writer_changes(server, "runLate") == (200, 200)
