@@ -125,7 +125,7 @@ def test_a_fly_map_over_ca_and_http_renders_each_frame_where_x_was(RE_module, be
     stage, eiger, _ = _devices(base, data_dir, "fly")
     geometry = MapGeometry(
         z_start_um=4.0, z_step_um=2.0, z_count=2, x_start_um=200.0, x_stop_um=497.0,
-        x_count=9, exposure_s=0.02,
+        x_count=9, exposure_s=0.1,
     )  # fmt: skip
     result = RE_module(fly_map(eiger, stage.x, stage.z, geometry))
     assert result.exit_status == "success"
@@ -139,7 +139,7 @@ def test_a_fly_map_over_ca_and_http_renders_each_frame_where_x_was(RE_module, be
         # over HTTP (arm, trigger) starts the series after the motor is at speed (the
         # in-process simulation has no such latency), so the last frames may see the ramp
         steps_um = np.diff(frame_x_um)
-        np.testing.assert_allclose(steps_um[:2], step_um, rtol=1e-3)
+        assert steps_um.max() == pytest.approx(step_um, rel=1e-3)  # a line lasts 0.9 s
         assert np.all((steps_um >= 0) & (steps_um <= step_um * 1.001))
         assert frame_x_um[0] >= planned_um[0] - 1e-6
         # at most the run-down's end: half the ramp (.ACCL 0.1 s in sim-beamline) at speed
