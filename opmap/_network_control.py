@@ -51,7 +51,14 @@ STOP_S = 15.0
 
 
 class NetworkStartError(RuntimeError):
-    """``opmap sim-beamline`` did not come up (it exited, or did not serve in time)."""
+    """``opmap sim-beamline`` did not come up (it exited, or did not serve in time).
+
+    ``pid`` is the child's process id (stopped by the time this is raised), if it started.
+    """
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 @dataclass(frozen=True)
@@ -157,9 +164,13 @@ def sim_beamline_process(
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        _wait_for_banner(process, log, startup_timeout_s)
-        url = f"http://127.0.0.1:{http_port}"
-        _initialize_detector(url)
+        try:
+            _wait_for_banner(process, log, startup_timeout_s)
+            url = f"http://127.0.0.1:{http_port}"
+            _initialize_detector(url)
+        except NetworkStartError as err:
+            err.pid = process.pid
+            raise
         yield NetworkEndpoint(prefix, url, ca_port, process.pid, log, data_dir)
     finally:
         _stop(process)
