@@ -154,7 +154,7 @@ def sim_beamline_process(
     command = [
         sys.executable, "-m", "opmap.cli", "sim-beamline", "--prefix", prefix,
         "--http-port", str(http_port), "--data-dir", str(data_dir), "--speedup", str(speedup),
-        "--binning", str(binning), "--seed", str(seed),
+        "--binning", str(binning), "--seed", str(seed), "--exit-with-parent",
     ]  # fmt: skip
     with open(log, "w") as out:
         process = subprocess.Popen(

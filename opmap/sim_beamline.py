@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,11 +235,19 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _parent_gone(parent_pid: int, period_s: float = 1.0) -> None:
+    """Return once this process is no longer the child of ``parent_pid``."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(period_s)
+
+
 async def serve(
     beamline: SimBeamline,
     host: str,
     http_socket: socket.socket,
     announce: Callable[[int], Any],
+    *,
+    parent_pid: int | None = None,
 ) -> None:
     """Serve Channel Access and SIMPLON HTTP until interrupted (SIGINT / SIGTERM).
 
@@ -252,6 +261,9 @@ async def serve(
         The bound HTTP socket (`bind_http`).
     announce
         Called with the CA server's TCP port once both servers accept clients.
+    parent_pid
+        Stop serving when this process stops being its child (the parent died, even by
+        SIGKILL, and could not stop it); None = serve on.
     """
     import uvicorn
     from caproto.asyncio.server import Context
@@ -270,11 +282,13 @@ async def serve(
         asyncio.ensure_future(context.run(startup_hook=when_both_up)),
         asyncio.ensure_future(beamline.forget_old_cell_states()),
     ]
+    if parent_pid is not None:
+        tasks.append(asyncio.ensure_future(_parent_gone(parent_pid)))
     try:  # the HTTP server returns on SIGINT / SIGTERM (or if its start-up fails)
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()
-        if not http.started:
+        if not http.started and not any(task in done for task in tasks[3:]):
             raise RuntimeError("the SIMPLON HTTP server did not start (see the log above)")
     finally:
         for task in tasks:

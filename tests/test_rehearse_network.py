@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -25,6 +26,9 @@ from opmap.cli import main
 from opmap.devices._eiger_layout import X_PATH
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
+
+from .devices._ca_env import ca_environment, free_tcp_udp_port
+from .devices._simplon_servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -117,3 +121,37 @@ def test_a_server_that_does_not_come_up_is_a_clear_error_and_is_stopped(tmp_path
     with pytest.raises(NetworkStartError, match=r"did not serve within 0\.5 s") as caught, start:
         pytest.fail("the block must not run")
     assert caught.value.pid is not None and not _alive(caught.value.pid)
+
+
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+print(child.pid, flush=True)
+for line in child.stdout:
+    print(line, end="", flush=True)
+"""
+
+
+def test_sim_beamline_exits_when_its_parent_is_killed(tmp_path):
+    """A rehearsal killed with SIGKILL cannot stop its child: the child stops by itself."""
+    opmap = Path(sys.executable).with_name("opmap")
+    port = free_tcp_udp_port()
+    env = {**os.environ, **ca_environment(), "EPICS_CAS_SERVER_PORT": str(port)}
+    command = [
+        sys.executable, "-c", PARENT, str(opmap), "sim-beamline", "--exit-with-parent",
+        "--data-dir", str(tmp_path), "--http-port", str(free_port()), "--prefix", "ORPHAN:",
+    ]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        child_pid = int(parent.stdout.readline())
+        banner = parent.stdout.readline()  # the child's first line: it serves
+        assert banner.startswith("opmap sim-beamline: serving"), banner
+        assert _alive(child_pid)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+    deadline = time.monotonic() + 30.0
+    while _alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child_pid), "sim-beamline outlived its killed parent"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -46,11 +47,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--binning", type=int, default=4, help="Eiger 4M binning (1-16)")
     parser.add_argument("--twin-config", type=Path, default=None, help="TwinConfig TOML/YAML")
     parser.add_argument("--seed", type=int, default=0, help="the simulation's seed")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop serving when the parent process dies (opmap rehearse --control network)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted. Exit status 2 on bad options or an HTTP port in use."""
+    parent_pid = os.getppid() if args.exit_with_parent else None  # before the slow start
     from opmap.sim_beamline import SimBeamline, SimBeamlineOptions, bind_http, serve
 
     try:
@@ -83,5 +90,5 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    asyncio.run(serve(beamline, args.host, http_socket, announce))
+    asyncio.run(serve(beamline, args.host, http_socket, announce, parent_pid=parent_pid))
     return 0
