@@ -75,10 +75,11 @@ SPOOL_DRAIN_S = 300.0
 CONTROLS = ("sim", "network")
 #: Network control: cell seconds per wall second of ``opmap sim-beamline`` by default.
 NETWORK_SPEEDUP = 20.0
-#: Network control's small default experiment: 9 × 9 maps of a protocol 50 × shorter
-#: (7 min of cell time, 21 s of wall time at `NETWORK_SPEEDUP`; each map takes ~15 s).
+#: Network control's small default experiment: 9 × 9 maps of a protocol 20 × shorter
+#: (18 min of cell time, 54 s of wall time at `NETWORK_SPEEDUP`; a map takes 15-20 s of
+#: wall time, 5-6 min of cell time: the pristine map and about three more).
 NETWORK_MAP_SHAPE = (9, 9)
-NETWORK_TIME_SCALE = 0.02
+NETWORK_TIME_SCALE = 0.05
 
 
 #: The rehearsal's map cadence, (from protocol time s, interval s). With the twin's default

@@ -291,6 +291,9 @@ async def serve(
         if not http.started and not any(task in done for task in tasks[3:]):
             raise RuntimeError("the SIMPLON HTTP server did not start (see the log above)")
     finally:
+        if not tasks[0].done():  # the HTTP server shuts down cleanly: the DCU closes its files
+            http.should_exit = True
+            await asyncio.wait([tasks[0]], timeout=10.0)
         for task in tasks:
             task.cancel()
         # the first failure was raised above; the others are only waited for here

@@ -55,7 +55,8 @@ def rehearsal(tmp_path_factory):
     opmap = Path(sys.executable).with_name("opmap")
     command = [
         str(opmap), "rehearse", "--control", "network", "--data-dir", str(data_dir),
-        "--map-shape", *map(str, MAP_SHAPE), "--max-maps", "1", "--no-live-analysis",
+        "--map-shape", *map(str, MAP_SHAPE), "--time-scale", "0.02", "--max-maps", "1",
+        "--no-live-analysis",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
