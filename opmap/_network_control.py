@@ -148,7 +148,8 @@ def sim_beamline_process(
         probe.bind(("127.0.0.1", 0))
         http_port = int(probe.getsockname()[1])
     env = ca_environment(ca_port, repeater)
-    os.environ.update(env)  # the clients of this process (libca reads them once)
+    # the clients of this process (libca reads them once); the EPICS_CAS_* are the server's
+    os.environ.update({k: v for k, v in env.items() if not k.startswith("EPICS_CAS_")})
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "sim-beamline.log"
     command = [

@@ -553,7 +553,8 @@ class _Session:
                 _resume_products(self.live, self.layout, resume)
         elif self.beamline.twin is not None:  # no truths asked for: keeps the twin's memory flat
             self.RE.subscribe(_TwinTruth(self.beamline, truths_wanted=False).on_document)
-        self.RE.subscribe(RehearsalProgress(self.options.max_maps))
+        resumable = self.options.control == "sim"
+        self.RE.subscribe(RehearsalProgress(self.options.max_maps, resumable=resumable))
 
     def run(self, plan: Any, poni: Path, wall0: float) -> RehearsalResult:
         """Run the experiment plan, wait for every document and product, report."""
