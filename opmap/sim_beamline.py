@@ -22,8 +22,9 @@ Simplifications (see ``docs/real-hardware.md``):
 - positions are the motors' trajectories at the frame times (what ``.RBV`` samples every
   20 ms), not interpolated ``.RBV`` values;
 - a frame is rendered after its series' exposure ends, from the trajectories remembered
-  by the motor records (`MotorRecordPVs.position_at_um`); nothing is rendered while the
-  shutter is closed differently from open (the shutter is not consulted, as in process);
+  by the motor records (`MotorRecordPVs.position_at_um`);
+- the shutter is not consulted: frames show the sample whether it is open or closed (as
+  in the in-process simulation);
 - with ``speedup`` > 1 the cell changes ``speedup`` times more during an exposure than it
   would: a frame samples it at mid-exposure, as the in-process simulation does;
 - the sample changer moves at once.
