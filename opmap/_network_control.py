@@ -35,6 +35,7 @@ __all__ = [
     "BANNER",
     "NetworkEndpoint",
     "NetworkStartError",
+    "ca_environment",
     "connect_all",
     "network_beamline",
     "sim_beamline_process",
