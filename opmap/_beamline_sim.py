@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from ophyd_async.core import PathProvider
 
 from opmap.analysis.geometry import eiger4m_integrator, load_integrator
@@ -56,13 +59,19 @@ def integrator(config: BeamlineConfig):
     return load_integrator(config.poni, expected_shape=expected)
 
 
-def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
-    """Create the simulated devices (not connected) around one twin and one clock."""
-    sim = config.sim
-    clock = SimClock(
-        _CLOCK_MODES[sim.clock_mode],
-        speedup=sim.speedup if sim.clock_mode == "accelerated" else 1.0,
-    )
+@dataclass(frozen=True)
+class TwinParts:
+    """The twin and what renders it: shared by the in-process beamline and sim-beamline."""
+
+    twin: CellTwin
+    integrator: Any
+    changer: SimSampleChanger
+    cell: DiffractionRenderer
+    renderer: SampleSwitchRenderer
+
+
+def build_twin(config: BeamlineConfig) -> TwinParts:
+    """The twin of ``config.sim``, its forward model and the sample changer it consults."""
     ai = integrator(config)
     mask = DetectorMask()
     cell_config = twin_config(config)  # its seed is the simulation's
@@ -74,6 +83,20 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
     changer = SimSampleChanger(name="sample_changer")
     cell = DiffractionRenderer(ai, DiffractionConfig(), twin.families, mask=mask)
     renderer = SampleSwitchRenderer(changer, cell, ai, mask)
+    return TwinParts(twin, ai, changer, cell, renderer)
+
+
+def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
+    """Create the simulated devices (not connected) around one twin and one clock."""
+    sim = config.sim
+    clock = SimClock(
+        _CLOCK_MODES[sim.clock_mode],
+        speedup=sim.speedup if sim.clock_mode == "accelerated" else 1.0,
+    )
+    parts = build_twin(config)
+    ai, twin, changer, cell, renderer = (
+        parts.integrator, parts.twin, parts.changer, parts.cell, parts.renderer
+    )  # fmt: skip
     stage = SimMapStage(
         clock, x_limits_um=config.x_limits_um, z_limits_um=config.z_limits_um, name="stage"
     )

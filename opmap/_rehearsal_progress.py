@@ -23,10 +23,15 @@ class RehearsalProgress:
         Maps expected (for "map n/N"); None when unknown.
     stream
         Where to print; a terminal gets one rewritten line, a file one line per map.
+    resumable
+        Whether ``opmap resume`` can go on with the experiment (not in network control).
     """
 
-    def __init__(self, n_maps: int | None, *, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, n_maps: int | None, *, stream: TextIO | None = None, resumable: bool = True
+    ) -> None:
         self.n_maps = n_maps
+        self.resumable = resumable
         self.stream = stream or sys.stdout
         self.map_index: int | None = None
         self.lines_done = 0
@@ -56,9 +61,8 @@ class RehearsalProgress:
         if experiment_id is None or experiment_id == self._experiment_id:
             return
         self._experiment_id = experiment_id
-        self.stream.write(
-            f"experiment {experiment_id} (after a crash: opmap resume {experiment_id})\n"
-        )
+        hint = f" (after a crash: opmap resume {experiment_id})" if self.resumable else ""
+        self.stream.write(f"experiment {experiment_id}{hint}\n")
         self.stream.flush()
 
     def _event(self, stream: str, data: dict[str, Any]) -> None:

@@ -72,6 +72,17 @@ SERVER_STARTUP_S = 600.0
 SPOOL_DRAIN_S = 300.0
 
 
+#: How the rehearsal drives its devices (`RehearsalOptions.control`).
+CONTROLS = ("sim", "network")
+#: Network control: cell seconds per wall second of ``opmap sim-beamline`` by default.
+NETWORK_SPEEDUP = 20.0
+#: Network control's small default experiment: 9 × 9 maps of a protocol 20 × shorter
+#: (18 min of cell time, 54 s of wall time at `NETWORK_SPEEDUP`; a map takes 15-20 s of
+#: wall time, 5-6 min of cell time: the pristine map and about three more).
+NETWORK_MAP_SHAPE = (9, 9)
+NETWORK_TIME_SCALE = 0.05
+
+
 #: The rehearsal's map cadence, (from protocol time s, interval s). With the twin's default
 #: electrochemistry the biphasic front enters the 20 µm cathode at the start of the 4.3 V
 #: charge and reaches its bottom at ~2050 s (~10 nm/s): maps every 300 s (a map lasts
@@ -114,6 +125,15 @@ class RehearsalOptions:
         modulation). Same seed, same commit: the same experiment, whatever the machine's
         load (see docs/devices.md); recorded as ``seed`` in every run's start document and
         in the products' metadata.
+    control : {"sim", "network"}
+        ``"sim"`` (default): the simulated devices in this process, on the event-driven
+        clock. ``"network"``: ``opmap sim-beamline`` in a child process and the real
+        devices (`MapStage`, the EPICS potentiostat, `BeamMonitor`, `SimplonEiger`) over
+        Channel Access and HTTP, in wall time (see `opmap._network_control`); no twin in
+        this process, so no truth table.
+    speedup : float
+        Network control only: cell (electrochemistry) seconds per wall second of the
+        child; motors and exposures run in wall time.
     """
 
     data_dir: Path = Path("opmap-data")
@@ -127,8 +147,14 @@ class RehearsalOptions:
     live_analysis: bool = True
     design_distance_error_m: float = 0.0008
     seed: int = 0
+    control: str = "sim"
+    speedup: float = NETWORK_SPEEDUP
 
     def __post_init__(self) -> None:
+        if self.control not in CONTROLS:
+            raise ValueError(f"control={self.control!r} must be one of {CONTROLS}")
+        if not (np.isfinite(self.speedup) and self.speedup > 0):
+            raise ValueError(f"speedup={self.speedup} must be a finite number > 0")
         if self.binning not in (1, 2, 4):
             raise ValueError(f"binning={self.binning} must be 1, 2 or 4")
         if min(self.map_shape) < 2:
@@ -164,6 +190,8 @@ class RehearsalResult:
     products: Products | None = None
     #: Per run, raw documents emitted against stored in Tiled (`opmap.callbacks.spool`).
     raw_tallies: list[RunTally] = field(default_factory=list)
+    #: Network control: the process id of ``opmap sim-beamline`` (stopped by now).
+    control_pid: int | None = None
 
     @property
     def runs_not_landed(self) -> list[RunTally]:
@@ -397,12 +425,44 @@ def rehearse(
     settings = OpmapSettings(data_dir=data_dir)
     print(f"opmap rehearsal in {data_dir} (seed {options.seed})")
     print("starting the Tiled server (SQLite catalog, DuckDB tables, API key) ...")
-    with start_server_subprocess(settings, startup_timeout_s=SERVER_STARTUP_S) as server:
-        session = _Session.begin(options, settings, server, callbacks)
+    with (
+        start_server_subprocess(settings, startup_timeout_s=SERVER_STARTUP_S) as server,
+        _control(options, settings) as endpoint,
+    ):
+        session = _Session.begin(options, settings, server, callbacks, endpoint)
         poni = _calibrate(session.RE, session.beamline, session.layout, data_dir, options)
         session.subscribe_analysis(poni)
         print("running the paper's protocol with maps throughout ...")
-        return session.run(_experiment_plan(session.beamline, options, poni), poni, wall0)
+        result = session.run(_experiment_plan(session.beamline, options, poni), poni, wall0)
+    if endpoint is not None:
+        result.control_pid = endpoint.pid
+        print(f"opmap sim-beamline (pid {endpoint.pid}) stopped; its log: {endpoint.log}")
+    return result
+
+
+@contextlib.contextmanager
+def _control(options: RehearsalOptions, settings: OpmapSettings) -> Iterator[Any]:
+    """Nothing in simulation; ``opmap sim-beamline`` in a child process in network control."""
+    if options.control == "sim":
+        yield None
+        return
+    from ._network_control import sim_beamline_process
+
+    detector_dir = settings.detector_dir  # the Tiled server's readable storage
+    detector_dir.mkdir(parents=True, exist_ok=True)
+    print(f"starting opmap sim-beamline (cell at {options.speedup:g}x wall time) ...")
+    with sim_beamline_process(
+        detector_dir,
+        settings.data_dir / "logs",
+        speedup=options.speedup,
+        binning=options.binning,
+        seed=options.seed,
+    ) as endpoint:
+        print(
+            f"  pid {endpoint.pid}: Channel Access on 127.0.0.1:{endpoint.ca_port} under "
+            f"{endpoint.prefix}, SIMPLON on {endpoint.http_url}"
+        )
+        yield endpoint
 
 
 def resume_rehearsal(
@@ -433,6 +493,11 @@ def resume_rehearsal(
         for line in close_interrupted(raw, RunSpool(settings.backup_dir), experiment_id):
             print(f"  spool: {line.line()}")
         stored = read_stored_experiment(raw, experiment_id)
+        if stored.options.get("control", "sim") != "sim":
+            raise ResumeError(
+                f"experiment {experiment_id} ran with control={stored.options['control']!r}: "
+                "only in-process rehearsals can be resumed"
+            )
         for uid in stored.closed:
             print(f"  closed the interrupted run {uid} (stop: abort, reason recorded)")
         options = _stored_options(stored, data_dir)
@@ -474,9 +539,9 @@ class _Session:
     guard: GuardedCallback | None = None
 
     @classmethod
-    def begin(cls, options, settings, server, callbacks) -> _Session:
+    def begin(cls, options, settings, server, callbacks, endpoint=None) -> _Session:
         layout = ensure_layout(server.client())
-        RE, beamline = _engine_and_beamline(options, settings.data_dir)
+        RE, beamline = _engine_and_beamline(options, settings.data_dir, endpoint)
         # Structure only: the server reading one element of the Eiger's virtual dataset
         # decompresses the whole map (a third of the CPU in a profile); the live analysis
         # reads every frame of every map anyway.
@@ -499,9 +564,10 @@ class _Session:
             )
             if resume is not None:
                 _resume_products(self.live, self.layout, resume)
-        else:  # no truths asked for: only keeps the twin's memory flat
+        elif self.beamline.twin is not None:  # no truths asked for: keeps the twin's memory flat
             self.RE.subscribe(_TwinTruth(self.beamline, truths_wanted=False).on_document)
-        self.RE.subscribe(RehearsalProgress(self.options.max_maps))
+        resumable = self.options.control == "sim"
+        self.RE.subscribe(RehearsalProgress(self.options.max_maps, resumable=resumable))
 
     def run(self, plan: Any, poni: Path, wall0: float) -> RehearsalResult:
         """Run the experiment plan, wait for every document and product, report."""
@@ -548,23 +614,43 @@ def _resume_products(live: LiveAnalysis, layout: Any, stored: StoredExperiment) 
     )
 
 
-def _engine_and_beamline(options: RehearsalOptions, data_dir: Path) -> tuple[RunEngine, Any]:
-    """The RunEngine (the seed in every start document) and the simulated beamline."""
+def _engine_and_beamline(
+    options: RehearsalOptions, data_dir: Path, endpoint: Any = None
+) -> tuple[RunEngine, Any]:
+    """The RunEngine (the seed in every start document) and the beamline: simulated, or the
+    real devices pointing at ``endpoint`` (network control)."""
     RE = RunEngine({"seed": options.seed})
     sim = SimConfig(binning=options.binning, clock_mode="event-driven", seed=options.seed)
+    config = BeamlineConfig(data_dir=data_dir, sim=sim)
+    if endpoint is not None:
+        from ._network_control import connect_all, network_beamline
+
+        beamline = network_beamline(endpoint, config)
+        connect_all(beamline)  # after the RunEngine: the devices connect in its event loop
+        return RE, beamline
     with init_devices():  # after the RunEngine: the devices connect in its event loop
-        beamline = build_beamline(BeamlineConfig(data_dir=data_dir, sim=sim))
+        beamline = build_beamline(config)
     return RE, beamline
+
+
+def _twin_config(beamline: Any) -> Any:
+    """The twin's configuration: this process's twin, or the one the network child serves."""
+    if beamline.twin is not None:
+        return beamline.twin.config
+    from . import _beamline_sim
+
+    return _beamline_sim.twin_config(beamline.config)
 
 
 def _subscribe_live_analysis(
     RE: RunEngine, beamline: Any, layout: Any, poni: Path, figures_dir: Path
 ) -> tuple[LiveAnalysis, GuardedCallback]:
-    """The live analysis (guarded) and the twin's truth, subscribed to ``RE``."""
-    truth = _TwinTruth(beamline)
-    RE.subscribe(truth.on_document)
+    """The live analysis (guarded) and the twin's truth (if the twin is here), subscribed."""
+    truth = _TwinTruth(beamline) if beamline.twin is not None else None
+    if truth is not None:
+        RE.subscribe(truth.on_document)
     live = LiveAnalysis(
-        analysis_parameters_for_twin(beamline.twin.config),
+        analysis_parameters_for_twin(_twin_config(beamline)),
         _analysis_geometry(poni, beamline),
         processed=layout["processed"],
         raw_runs=layout["raw"],  # products claim only maps whose raw run fully landed
@@ -619,10 +705,13 @@ def _report(result: RehearsalResult, beamline: Any) -> list[dict[str, Any]]:
     """Paper-style figures and the recovered-versus-truth table, from the served products."""
     products = result.products
     out_dir = next_free_path(result.data_dir / "report")
-    area_cm2 = beamline.twin.config.electrochem.area_cm2
+    area_cm2 = _twin_config(beamline).electrochem.area_cm2
     files = write_report(products, out_dir, formats=("png",), cell_area_cm2=area_cm2)
     rows = report_table(products)
     print(f"paper-style figures: {len(files)} files in {out_dir}")
+    if beamline.twin is None:  # network control: the twin runs in opmap sim-beamline
+        print("no recovered-versus-truth table: the twin ran in opmap sim-beamline")
+        return rows
     print("recovered versus the twin's ground truth (targets of the analysis):")
     print(format_table(rows))
     return rows

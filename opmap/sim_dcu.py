@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from opmap.beamline import Beamline, BeamlineConfig, SimConfig
+from opmap.beamline import BeamlineConfig, SimConfig
 from opmap.devices import EigerMetadata
-from opmap.devices.sim import SimEiger, metadata_from_integrator
+from opmap.devices.sim import (
+    FrameRenderer,
+    PositionSource,
+    SceneSource,
+    SimClock,
+    SimEiger,
+    metadata_from_integrator,
+)
 
-__all__ = ["API_VERSION", "DcuError", "DcuOptions", "SimDcu", "build_app"]
+__all__ = ["API_VERSION", "DcuError", "DcuOptions", "DcuSources", "SimDcu", "build_app"]
 
 API_VERSION = "1.8.0"
 TRIGGER_MODES = ["ints", "exts", "exte"]
@@ -127,12 +134,45 @@ def _filewriter_config() -> dict[str, Param]:
     }
 
 
+@dataclass(frozen=True)
+class DcuSources:
+    """What the DCU's frames are made of.
+
+    Attributes
+    ----------
+    clock
+        The clock a series runs on (exposures wait on it; frame times are read from it).
+    scene
+        What lies in the beam at a time of ``clock`` (`opmap.twin.CellTwin.scene`, or an
+        adapter that maps ``clock`` time to the cell's time).
+    renderer
+        The forward model (scene to counts).
+    x_axis, z_axis
+        Stage positions (µm) at a time of ``clock``.
+    integrator
+        The simulated detector geometry (shape and the configuration values).
+    """
+
+    clock: SimClock
+    scene: SceneSource
+    renderer: FrameRenderer
+    x_axis: PositionSource
+    z_axis: PositionSource
+    integrator: Any
+
+
 @dataclass
 class SimDcu:
-    """State machine and file writer of the simulated DCU (build with `SimDcu.create`)."""
+    """State machine and file writer of the simulated DCU.
+
+    `SimDcu.create` builds a standalone DCU with its own twin and simulated stage;
+    `SimDcu.on` one that renders given sources (``opmap sim-beamline``: the IOC's motors).
+    """
 
     options: DcuOptions
-    beamline: Beamline
+    sources: DcuSources
+    #: The standalone DCU's own simulated stage (moved to ``x_um``, ``z_um`` at start).
+    stage: Any = None
     tables: dict[tuple[str, str], dict[str, Param]] = field(default_factory=dict)
     series_id: int = 0
     triggers_left: int = 0
@@ -148,12 +188,19 @@ class SimDcu:
         sim = SimConfig(binning=options.binning, twin_config=options.twin_config)
         config = BeamlineConfig(mode="sim", data_dir=options.data_dir, sim=sim)
         unused = StaticPathProvider(StaticFilenameProvider("unused"), options.data_dir)
-        beamline = _beamline_sim.build(config, unused)
-        dcu = cls(options, beamline)
-        shape = tuple(beamline.integrator.detector.shape)
+        bl = _beamline_sim.build(config, unused)
+        renderer = bl.eiger.acquisition.renderer
+        sources = DcuSources(bl.clock, bl.twin, renderer, bl.stage.x, bl.stage.z, bl.integrator)
+        return cls.on(options, sources, stage=bl.stage)
+
+    @classmethod
+    def on(cls, options: DcuOptions, sources: DcuSources, *, stage: Any = None) -> SimDcu:
+        """A DCU rendering ``sources``; ``stage`` (if any) is moved to the options' beam."""
+        dcu = cls(options, sources, stage)
+        shape = tuple(sources.integrator.detector.shape)
         dcu.tables = {
             ("detector", "config"): _detector_config(
-                metadata_from_integrator(beamline.integrator), shape
+                metadata_from_integrator(sources.integrator), shape
             ),
             ("detector", "status"): {
                 "state": Param("na", "string", "r"),
@@ -169,8 +216,10 @@ class SimDcu:
         return dcu
 
     async def start(self) -> None:
-        """Connect the DCU's stage and move the beam to ``(x_um, z_um)``."""
-        stage = self.beamline.stage
+        """Connect the DCU's own stage (if any) and move the beam to ``(x_um, z_um)``."""
+        stage = self.stage
+        if stage is None:
+            return
         await stage.connect()
         await asyncio.gather(stage.x.set(self.options.x_um), stage.z.set(self.options.z_um))
 
@@ -257,7 +306,7 @@ class SimDcu:
         # One trigger = one prepare/kickoff/complete of the simulated Eiger; the series'
         # writer stays open between triggers (same stage, same data provider).
         if self.eiger is None:
-            await self.beamline.clock.sleep(nimages * self._frame_time_s())
+            await self.sources.clock.sleep(nimages * self._frame_time_s())
             return
         await self.eiger.prepare(self._trigger_info(nimages))
         await self.eiger.kickoff()
@@ -314,7 +363,7 @@ class SimDcu:
         self.tables[("filewriter", "status")]["files"].value = [f"{path.name}_master.h5"]
 
     def _make_eiger(self, provider: StaticPathProvider) -> SimEiger:
-        bl, cfg = self.beamline, self.tables[("detector", "config")]
+        src, cfg = self.sources, self.tables[("detector", "config")]
         metadata = EigerMetadata(
             x_pixel_size_m=cfg["x_pixel_size"].value,
             y_pixel_size_m=cfg["y_pixel_size"].value,
@@ -328,11 +377,11 @@ class SimDcu:
         per_file = int(self.value("filewriter", "config", "nimages_per_file")) or 1000
         return SimEiger(
             provider,
-            bl.clock,
-            bl.twin,
-            bl.eiger.acquisition.renderer,
-            bl.stage.x,
-            bl.stage.z,
+            src.clock,
+            src.scene,
+            src.renderer,
+            src.x_axis,
+            src.z_axis,
             shape,
             metadata,
             frames_per_file=per_file,
@@ -352,13 +401,21 @@ def _json(body: Any, status_code: int = 200) -> Response:
     return JSONResponse(body, status_code=status_code)
 
 
-def build_app(options: DcuOptions) -> Starlette:
-    """The SIMPLON HTTP application of a `SimDcu` built at start-up."""
+def build_app(options: DcuOptions, make_dcu: Callable[[], SimDcu] | None = None) -> Starlette:
+    """The SIMPLON HTTP application of a `SimDcu` built at start-up.
+
+    Parameters
+    ----------
+    options
+        The standalone DCU's options (used when ``make_dcu`` is None).
+    make_dcu
+        Builds the DCU at start-up instead of ``SimDcu.create(options)``.
+    """
     holder: dict[str, SimDcu] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        dcu = SimDcu.create(options)
+        dcu = SimDcu.create(options) if make_dcu is None else make_dcu()
         await dcu.start()
         holder["dcu"] = dcu
         yield

@@ -24,10 +24,12 @@ The PV table is in ``docs/real-hardware.md`` ("Potentiostat, stage and beam over
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +41,26 @@ from caproto.server import PVGroup, pvproperty
 from opmap.devices import ProtocolError, ProtocolStep, SafetyWindow, StepTable
 from opmap.devices.epics_potentiostat import LABEL_MAX_CHARS, MAX_STEPS, TECHNIQUE_CODES
 from opmap.devices.potentiostat import PotentiostatState
-from opmap.devices.sim import ClockMode, SimClock, SimPotentiostatDriver, Trajectory
+from opmap.devices.sim import (
+    ClockMode,
+    SamplePosition,
+    SimClock,
+    SimPotentiostatDriver,
+    SimSampleChanger,
+    Trajectory,
+)
 from opmap.twin import TwinConfig
 from opmap.twin.electrochem import CellElectrochemistry
 
 __all__ = [
     "BUFFER_SIZE",
     "BeamPVs",
+    "IocGroups",
     "IocOptions",
     "MotorRecordPVs",
     "PotentiostatPVs",
+    "SamplePVs",
+    "build_groups",
     "build_pvdb",
 ]
 
@@ -356,7 +368,13 @@ class MotorRecordPVs(PVGroup):
         The record name, e.g. ``"OPMAP:STAGE:X"`` (fields are ``.VAL``, ``.RBV`` ...).
     axis
         Limits, speeds and description of the axis.
+    clock
+        Wall-clock seconds (monotonic) the moves are timed in; `position_at_um` answers in
+        the same time base. Default `time.monotonic`.
     """
+
+    #: Moves older than this (s of ``clock``) are forgotten by `position_at_um`.
+    HISTORY_S = 3600.0
 
     val = _field(0.0, ".VAL", units="um", precision=3, doc="user setpoint")
     rbv = _field(0.0, ".RBV", units="um", precision=3, read_only=True, doc="user readback")
@@ -388,10 +406,38 @@ class MotorRecordPVs(PVGroup):
     set_mode = _field("Use", ".SET", enum_strings=["Use", "Set"], dtype=ChannelType.ENUM)
     out = _field("opmap sim-ioc", ".OUT", dtype=ChannelType.STRING, read_only=True)
 
-    def __init__(self, prefix: str, *, axis: _AxisConfig, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        axis: _AxisConfig,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
         self.axis = axis
+        self.clock = clock
         self._motion: asyncio.Task | None = None
+        # every move since start-up (a hold for a stop), by start time: where the axis was
+        # at any past time, for a detector rendering frames after their exposure
+        self._moves: list[Trajectory] = [Trajectory(clock(), 0.0, 0.0, 1.0, 0.0)]
+        self._move_starts_s: list[float] = [self._moves[0].t0_s]
         super().__init__(prefix, **kwargs)
+
+    def position_at_um(self, time_s: float) -> float:
+        """Where the axis was (µm) at ``time_s`` of `clock` (the trajectory ``.RBV`` samples).
+
+        Before the oldest move kept it answers that move's start.
+        """
+        i = max(bisect.bisect_right(self._move_starts_s, time_s) - 1, 0)
+        return self._moves[i].position_at_um(time_s)
+
+    def _remember(self, trajectory: Trajectory) -> None:
+        # a move starting now supersedes any later part of the previous one
+        self._moves.append(trajectory)
+        self._move_starts_s.append(trajectory.t0_s)
+        old = bisect.bisect_left(self._move_starts_s, trajectory.t0_s - self.HISTORY_S)
+        if old > 1:  # keep the move in force at the cut
+            del self._moves[: old - 1], self._move_starts_s[: old - 1]
 
     @desc.startup
     async def desc(self, instance: Any, async_lib: Any) -> None:
@@ -413,10 +459,12 @@ class MotorRecordPVs(PVGroup):
             return self.val.value
         await self.lvio.write(0)
         await self._cancel_motion()
-        start = self.rbv.value
+        now_s = self.clock()
+        start = self.position_at_um(now_s)
         trajectory = Trajectory.plan(
-            time.monotonic(), start, value, abs(self.velo.value), max(self.accl.value, 0.0)
+            now_s, start, value, abs(self.velo.value), max(self.accl.value, 0.0)
         )
+        self._remember(trajectory)
         self._motion = motion = asyncio.ensure_future(self._follow(trajectory))
         await self.dval.write(value)
         await asyncio.wait([motion])
@@ -427,7 +475,7 @@ class MotorRecordPVs(PVGroup):
         await self.dmov.write(0)
         await self.movn.write(1)
         try:
-            while (now := time.monotonic()) < trajectory.t0_s + trajectory.duration_s:
+            while (now := self.clock()) < trajectory.t0_s + trajectory.duration_s:
                 await self._readback(trajectory.position_at_um(now))
                 await asyncio.sleep(0.02)
             await self._readback(trajectory.end_um)
@@ -450,6 +498,10 @@ class MotorRecordPVs(PVGroup):
         """Writing 1 stops the axis where it is (the pending ``.VAL`` put then completes)."""
         if value:
             await self._cancel_motion()
+            now_s = self.clock()
+            here_um = self.position_at_um(now_s)
+            self._remember(Trajectory(now_s, here_um, here_um, 1.0, 0.0))
+            await self._readback(here_um)
             await self.val.write(self.rbv.value, verify_value=False)
             await self.dval.write(self.rbv.value)
         return 0
@@ -511,6 +563,86 @@ class BeamPVs(PVGroup):
         return value
 
 
+class SamplePVs(PVGroup):
+    """What sits in the beam (``$(P)SAMPLE:POS``): the cell or a calibrant powder.
+
+    Served by ``opmap sim-beamline`` only, where the DCU renders what the changer holds.
+
+    Parameters
+    ----------
+    prefix
+        Full PV prefix of the group, e.g. ``"OPMAP:SAMPLE:"``.
+    changer
+        The simulated changer whose ``current`` the frame renderer consults.
+    """
+
+    position = pvproperty(
+        value=SamplePosition.CELL.value, enum_strings=[p.value for p in SamplePosition],
+        dtype=ChannelType.ENUM, name="POS", doc="sample in the beam",
+    )  # fmt: skip
+
+    def __init__(self, prefix: str, *, changer: SimSampleChanger, **kwargs: Any) -> None:
+        self.changer = changer
+        super().__init__(prefix, **kwargs)
+
+    @position.putter
+    async def position(self, instance: Any, value: str) -> str:
+        """Put ``value`` in the beam (at once, as the in-process simulation does)."""
+        self.changer.current = SamplePosition(value)
+        return value
+
+
+@dataclass
+class IocGroups:
+    """The PV groups of one simulated IOC (`build_groups`)."""
+
+    potentiostat: PotentiostatPVs
+    x: MotorRecordPVs
+    z: MotorRecordPVs
+    beam: BeamPVs
+    extra: tuple[PVGroup, ...] = ()
+
+    @property
+    def pvdb(self) -> dict[str, Any]:
+        """The caproto PV database (name -> channel data) of every group."""
+        pvdb: dict[str, Any] = {}
+        for group in (self.potentiostat, self.x, self.z, self.beam, *self.extra):
+            pvdb.update(group.pvdb)
+        return pvdb
+
+
+def build_groups(
+    options: IocOptions,
+    driver: SimPotentiostatDriver,
+    *,
+    motor_clock: Callable[[], float] = time.monotonic,
+    extra: tuple[PVGroup, ...] = (),
+) -> IocGroups:
+    """The IOC's PV groups around a potentiostat ``driver``; stage moves timed by ``motor_clock``.
+
+    Parameters
+    ----------
+    options
+        Prefix, tick, ring current, seed.
+    driver
+        The simulated potentiostat driver (model + clock) behind ``$(P)EC:``.
+    motor_clock
+        Wall-clock seconds the motor records time their moves in.
+    extra
+        More PV groups to serve (e.g. `SamplePVs`).
+    """
+    p = options.prefix
+    x_axis = _AxisConfig("map stage x (fly)", -200.0, 2200.0)
+    z_axis = _AxisConfig("map stage z (step)", -20.0, 60.0)
+    return IocGroups(
+        potentiostat=PotentiostatPVs(f"{p}EC:", driver=driver, options=options),
+        x=MotorRecordPVs(f"{p}STAGE:X", axis=x_axis, clock=motor_clock),
+        z=MotorRecordPVs(f"{p}STAGE:Z", axis=z_axis, clock=motor_clock),
+        beam=BeamPVs(f"{p}BEAM:", options=options),
+        extra=extra,
+    )
+
+
 def build_pvdb(options: IocOptions) -> tuple[dict[str, Any], PotentiostatPVs]:
     """Every PV of the simulated IOC, and its potentiostat group.
 
@@ -532,14 +664,5 @@ def build_pvdb(options: IocOptions) -> tuple[dict[str, Any], PotentiostatPVs]:
     driver = SimPotentiostatDriver(
         CellElectrochemistry(twin.electrochem), clock, sample_interval_s=options.sample_interval_s
     )
-    p = options.prefix
-    ec = PotentiostatPVs(f"{p}EC:", driver=driver, options=options)
-    axes = (
-        MotorRecordPVs(f"{p}STAGE:X", axis=_AxisConfig("map stage x (fly)", -200.0, 2200.0)),
-        MotorRecordPVs(f"{p}STAGE:Z", axis=_AxisConfig("map stage z (step)", -20.0, 60.0)),
-    )
-    beam = BeamPVs(f"{p}BEAM:", options=options)
-    pvdb: dict[str, Any] = {}
-    for group in (ec, *axes, beam):
-        pvdb.update(group.pvdb)
-    return pvdb, ec
+    groups = build_groups(options, driver)
+    return groups.pvdb, groups.potentiostat

@@ -18,7 +18,7 @@ from ._potentiostat import (
     SimPotentiostat,
     SimPotentiostatDriver,
 )
-from ._sample import SampleSwitchRenderer, SimSampleChanger
+from ._sample import SamplePosition, SampleSwitchRenderer, SimSampleChanger
 from ._stage import SimAxis, SimMapStage, Trajectory
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "DectrisWriter",
     "FrameRenderer",
     "PositionSource",
+    "SamplePosition",
     "SampleSwitchRenderer",
     "SceneSource",
     "SimAxis",

@@ -35,6 +35,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "opmap.cli._report",
     "opmap.cli._sim_dcu",
     "opmap.cli._sim_ioc",
+    "opmap.cli._sim_beamline",
     "opmap.cli._queue",
 )
 

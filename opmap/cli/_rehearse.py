@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opmap.rehearse import PAPER_MAP_SCHEDULE, RehearsalOptions, rehearse
+from opmap.rehearse import (
+    NETWORK_MAP_SHAPE,
+    NETWORK_SPEEDUP,
+    NETWORK_TIME_SCALE,
+    PAPER_MAP_SCHEDULE,
+    RehearsalOptions,
+    rehearse,
+)
 from opmap.service import DataDirInUseError
 
 
@@ -27,7 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="render the full Eiger 4M (2167 x 2070) instead of the 4 x 4-binned readout",
     )
     parser.add_argument("--binning", type=int, choices=(1, 2, 4), default=None)
-    parser.add_argument("--map-shape", type=int, nargs=2, metavar=("NZ", "NX"), default=(49, 49))
+    parser.add_argument(
+        "--map-shape",
+        type=int,
+        nargs=2,
+        metavar=("NZ", "NX"),
+        default=None,
+        help=f"map pixels (default 49 49; {NETWORK_MAP_SHAPE[0]} {NETWORK_MAP_SHAPE[1]} with "
+        "--control network)",
+    )
     parser.add_argument(
         "--map-interval-s",
         type=float,
@@ -50,8 +65,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--time-scale",
         type=float,
-        default=1.0,
-        help="multiply the protocol's durations (1 = the paper's real timeline)",
+        default=None,
+        help="multiply the protocol's durations (default 1 = the paper's real timeline; "
+        f"{NETWORK_TIME_SCALE:g} with --control network)",
+    )
+    parser.add_argument(
+        "--control",
+        choices=("sim", "network"),
+        default="sim",
+        help="sim (default): simulated devices in this process, event-driven clock; network: "
+        "start `opmap sim-beamline` and drive it with the real devices over Channel Access "
+        "and SIMPLON HTTP, in wall time",
+    )
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        default=NETWORK_SPEEDUP,
+        help="--control network: cell seconds per wall second (default %(default)g); "
+        "motors and exposures run in wall time",
     )
     parser.add_argument("--max-maps", type=int, default=None)
     parser.add_argument("--no-live-analysis", action="store_true")
@@ -81,27 +112,39 @@ def _schedule(text: str) -> tuple[tuple[float, float], ...]:
 def run(args: argparse.Namespace) -> int:
     """Run the rehearsal; bad options exit with status 2 and a message."""
     binning = 1 if args.full_detector else (args.binning or 4)
+    network = args.control == "network"
+    map_shape = args.map_shape or (NETWORK_MAP_SHAPE if network else (49, 49))
+    time_scale = args.time_scale
+    if time_scale is None:
+        time_scale = NETWORK_TIME_SCALE if network else 1.0
     try:
         options = RehearsalOptions(
             data_dir=args.data_dir,
             binning=binning,
-            map_shape=tuple(args.map_shape),
+            map_shape=tuple(map_shape),
             map_interval_s=args.map_interval_s or None,
             map_schedule=None if args.map_interval_s == 0 else args.map_schedule,
             pristine_map=not args.no_pristine_map,
-            time_scale=args.time_scale,
+            time_scale=time_scale,
             max_maps=args.max_maps,
             live_analysis=not args.no_live_analysis,
             seed=args.seed,
+            control=args.control,
+            speedup=args.speedup,
         )
     except ValueError as error:
         print(f"opmap rehearse: {error}")
         return 2
+    from opmap._network_control import NetworkStartError
+
     try:
         result = rehearse(options)
     except DataDirInUseError as error:  # another server holds the data dir: nothing was run
         print(f"opmap rehearse: {error}")
         return 2
+    except NetworkStartError as error:  # the child is stopped already; nothing was run
+        print(f"opmap rehearse: {error}")
+        return 3
     failed = False
     if result.runs_not_landed:  # said in the summary, per run: emitted against stored
         print(f"opmap rehearse: {len(result.runs_not_landed)} run(s) not fully stored in Tiled")

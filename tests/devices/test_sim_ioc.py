@@ -9,14 +9,10 @@ made, so this module sets them before its first Channel Access call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
-import queue
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -43,26 +39,13 @@ from opmap.devices import (
     paper_protocol,
 )
 
+from ._ca_env import ca_environment, wait_for_banner
 from ._simplon_servers import stop_process
 
 pytestmark = pytest.mark.slow
 
 SPEEDUP = 100.0
 PREFIX = f"OPMAPT{os.getpid()}:"
-
-
-def _free_port() -> int:
-    """A port free for both TCP and UDP on loopback (CA uses both)."""
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(port)
-    raise RuntimeError("no port free for TCP and UDP")
 
 
 def _run(coro, timeout_s: float = 30.0):
@@ -74,42 +57,10 @@ async def _awaited(method, *args):
     return await method(*args)
 
 
-def _wait_serving(process: subprocess.Popen, timeout_s: float) -> None:
-    """Wait for the IOC's "serving" line (printed once its sockets are bound).
-
-    The first Channel Access search must not come earlier: here, an aioca channel searched
-    from bluesky's event loop before its server existed returned None for every later get
-    (not seen with a plain ``asyncio.run`` loop; not investigated further).
-    """
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in process.stdout], daemon=True
-    ).start()
-    seen, deadline = [], time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            seen.append(lines.get(timeout=0.2))
-            if seen[-1].startswith("opmap sim-ioc: serving"):
-                return
-        if process.poll() is not None:
-            raise RuntimeError(f"opmap sim-ioc exited ({process.returncode}): {seen[-20:]}")
-    raise TimeoutError(f"opmap sim-ioc did not serve in {timeout_s} s: {seen[-20:]}")
-
-
 @pytest.fixture(scope="module")
 def ioc(RE_module):
     """``opmap sim-ioc`` on loopback with unique ports; yields the PV prefix."""
-    port, repeater = _free_port(), _free_port()
-    env = {
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CAS_SERVER_PORT": str(port),
-        "EPICS_CA_REPEATER_PORT": str(repeater),
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-    }
+    env = ca_environment()  # the same ports as every CA test of this process
     opmap = Path(sys.executable).with_name("opmap")
     command = [str(opmap), "sim-ioc", "--prefix", PREFIX, "--speedup", str(SPEEDUP)]
     with pytest.MonkeyPatch.context() as patch:
@@ -123,7 +74,7 @@ def ioc(RE_module):
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
-            _wait_serving(process, 60.0)
+            wait_for_banner(process, "opmap sim-ioc: serving", 60.0)
             yield PREFIX
         finally:
             stop_process(process)
