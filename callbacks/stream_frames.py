@@ -188,6 +188,14 @@ class StreamFrameSource:
         with self._changed:
             return series_id in self._started
 
+    def wait_for_series_end(self, timeout_s: float) -> list[int]:
+        """Wait until some series has ended and its images are decoded; the ended series."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: any(not self._pending.get(s) for s in self._ended), timeout=timeout_s
+            )
+            return sorted(self._ended)
+
     def take(self, series_id: int, image_ids: Iterable[int]) -> dict[int, StreamedFrame]:
         """Claim images of one series: those received are returned (by image id) and
         forgotten, and any of them arriving later is dropped (``late``).
