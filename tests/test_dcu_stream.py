@@ -8,16 +8,26 @@ announced row from the stream, or from the files where the stream has a gap.
 
 from __future__ import annotations
 
+import bluesky.plan_stubs as bps
 import httpx
 import numpy as np
 import pytest
-from ophyd_async.core import TriggerInfo
+from ophyd_async.core import TriggerInfo, init_devices
+from ophyd_async.sim import SimMotor
 
+from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
+from opmap.analysis.pipeline import ExperimentAnalysis, analyze_map
+from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks.frames import FrameReader
+from opmap.callbacks.guard import GuardedCallback
+from opmap.callbacks.live_analysis import LiveAnalysis, layout_from_start
 from opmap.callbacks.stream_frames import StreamFrameSource, reduce_datum_rows
+from opmap.plans import MapGeometry, fly_map
 
+from .callbacks.test_live_analysis import PARAMS
 from .devices._simplon_servers import free_port, initialize, sim_dcu
 from .test_sim_dcu import _eiger, _series, read_frames
+from .test_simplon_links import frames_through_links
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +103,49 @@ def test_stream_mode_is_validated_and_off_by_default(streaming_dcu, tmp_path):
         assert reply["value"] == "disabled"
         no_stream = httpx.put(f"{fresh}/opmap/api/1/stream_drop", json={"value": 1}, timeout=10)
         assert no_stream.status_code == 400
+
+
+def test_live_analysis_on_the_stream_computes_the_map_of_the_files(RE, streaming_dcu):
+    base_url, data_dir, source = streaming_dcu
+    geometry_3x5 = MapGeometry(
+        z_start_um=2.0, z_step_um=1.0, z_count=3, x_stop_um=50.0, x_count=5, exposure_s=0.01
+    )
+    eiger = _eiger(RE, base_url, data_dir, "live", per_file=4)
+    with init_devices():
+        stage_x = SimMotor(instant=False, units="um")
+        stage_z = SimMotor(units="um")
+    RE(bps.mv(stage_x.acceleration_time, 0.01))
+    geometry = DetectorGeometry.from_integrator(eiger4m_integrator(binning=4))
+    live = LiveAnalysis(PARAMS, geometry, frame_stream=source)
+    guard, starts = GuardedCallback(live), []
+    RE.subscribe(guard)
+    RE.subscribe(lambda name, doc: starts.append(doc) if name == "start" else None)
+    drop = httpx.put(f"{base_url}/opmap/api/1/stream_drop", json={"value": 3}, timeout=10)
+    drop.raise_for_status()
+    before = (source.from_stream, source.from_files)
+    md = {"experiment_id": "streamed", "map_index": 0}
+    assert RE(fly_map(eiger, stage_x, stage_z, geometry_3x5, md=md)).exit_status == "success"
+    live.finish()
+
+    # 15 frames: the 3 the stream lost (first line) from the files, 12 from the stream
+    assert (source.from_stream - before[0], source.from_files - before[1]) == (12, 3)
+    assert guard.total_failures == 0 and live.failures == 0 and live.maps_analysed == 1
+    masters = [data_dir / f"live_{k:04d}_master.h5" for k in (1, 2, 3)]
+    expected = np.concatenate([frames_through_links(m) for m in masters])
+    layout = layout_from_start(starts[0])
+    stored = live.experiments["streamed"].products()
+    offline = ExperimentAnalysis(layout, PARAMS)
+    reduction = compile_reduction(PARAMS.reduction_plan(), geometry)
+    time_s = float(stored.arrays["time_s"].values[0])
+    reduced = reduction.reduce(expected)
+    offline.add_map(analyze_map(reduced, layout, PARAMS, map_index=0, time_s=time_s))
+    compared = [n for n, a in offline.products().arrays.items() if a.dims[:1] == ("map",)]
+    assert "c_perp" in compared
+    for name in compared:
+        np.testing.assert_allclose(
+            stored.arrays[name].values,
+            offline.products().arrays[name].values,
+            rtol=1e-6,
+            equal_nan=True,
+            err_msg=name,
+        )
