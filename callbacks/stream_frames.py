@@ -67,8 +67,10 @@ class StreamedFrame:
     reduced : bool
         Whether ``value`` is already reduced.
     received_s, done_s : float
-        ``time.perf_counter()`` when its message arrived and when it was decoded (and
-        reduced): ``done_s - received_s`` is its lag in this process.
+        ``time.monotonic()`` (the system's monotonic clock, shared by its processes) when
+        its message arrived and when it was decoded (and reduced).
+    user_data : any
+        The message's ``user_data`` (a DCU's ``stream/config/image_appendix``).
     """
 
     series_id: int
@@ -77,6 +79,7 @@ class StreamedFrame:
     reduced: bool
     received_s: float
     done_s: float
+    user_data: object = None
 
 
 def decode_frame(frame: CompressedFrame) -> np.ndarray:
@@ -117,6 +120,10 @@ class StreamFrameSource:
     series_wait_s : float
         How long `take` waits for a series' ``end`` message and its last decodes (s, >= 0);
         rows still missing then are read from the files.
+    max_pending : int
+        Images received but not yet decoded, at most (>= 1); beyond it the receiving
+        thread stops reading, so ZeroMQ (and the DCU's buffer) hold the rest instead of
+        this process's memory.
 
     Attributes
     ----------
@@ -136,9 +143,13 @@ class StreamFrameSource:
         decode_threads: int = 2,
         channel: str = "threshold_1",
         series_wait_s: float = 2.0,
+        max_pending: int = 32,
     ) -> None:
         if decode_threads < 1:
             raise ValueError(f"decode_threads={decode_threads} must be >= 1")
+        if max_pending < 1:
+            raise ValueError(f"max_pending={max_pending} must be >= 1")
+        self._slots = threading.BoundedSemaphore(max_pending)
         if not series_wait_s >= 0:
             raise ValueError(f"series_wait_s={series_wait_s} must be >= 0 s")
         self.endpoint, self.channel, self.series_wait_s = endpoint, channel, series_wait_s
@@ -158,6 +169,7 @@ class StreamFrameSource:
         self._thread = threading.Thread(target=self._receive, name="stream-receive", daemon=True)
         self._socket = zmq.Context.instance().socket(zmq.PULL)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.RCVHWM, max_pending)
 
     def start(self) -> Self:
         """Connect and start receiving; return self."""
@@ -225,9 +237,9 @@ class StreamFrameSource:
             if not poller.poll(100):
                 continue
             message = self._socket.recv(copy=False)
-            self._handle(message.bytes, time.perf_counter())
+            self._handle(message.buffer, time.monotonic())
 
-    def _handle(self, message: bytes, received_s: float) -> None:
+    def _handle(self, message: bytes | memoryview, received_s: float) -> None:
         try:
             decoded = decode_message(message)
         except StreamMessageError as error:
@@ -241,8 +253,10 @@ class StreamFrameSource:
             elif isinstance(decoded, StreamImage):
                 sid = decoded.series_id
                 self._pending[sid] = self._pending.get(sid, 0) + 1
-                self._pool.submit(self._decode, decoded, received_s)
             self._changed.notify_all()
+        if isinstance(decoded, StreamImage):
+            self._slots.acquire()  # back-pressure: at most max_pending images in flight
+            self._pool.submit(self._decode, decoded, received_s)
 
     def _refuse(self, reason: str) -> None:
         logger.error("stream %s: message refused: %s", self.endpoint, reason)
@@ -250,21 +264,19 @@ class StreamFrameSource:
             self.errors.append(reason)
 
     def _decode(self, image: StreamImage, received_s: float) -> None:
+        # A frame that cannot be decoded or reduced is reported (``errors``, the log) and
+        # left to the files; the decoding thread goes on with the next image.
         sid, iid = image.series_id, image.image_id
+        done = None
         try:
-            frame = image.data.get(self.channel)
-            if frame is None:
-                raise StreamMessageError(
-                    f"image message: field 'data' has no channel {self.channel!r}"
-                )
-            value, reduce = decode_frame(frame), self._reduce
-            if reduce is not None:
-                value = reduce(value[np.newaxis])[0]
-            reduced, done_s = reduce is not None, time.perf_counter()
-            done = StreamedFrame(sid, iid, value, reduced, received_s, done_s)
+            done = self._decoded(image, received_s)
         except StreamMessageError as error:
-            done = None
             self._refuse(f"series {sid} image {iid}: {error}")
+        except Exception as error:
+            logger.exception("stream %s: series %s image %s not reduced", self.endpoint, sid, iid)
+            self._refuse(f"series {sid} image {iid}: not reduced: {error!r}")
+        finally:
+            self._slots.release()
         with self._changed:
             self._pending[sid] -= 1
             if done is not None and iid in self._claimed.get(sid, ()):
@@ -272,6 +284,25 @@ class StreamFrameSource:
             elif done is not None:
                 self._frames[(sid, iid)] = done
             self._changed.notify_all()
+
+    def _decoded(self, image: StreamImage, received_s: float) -> StreamedFrame:
+        frame = image.data.get(self.channel)
+        if frame is None:
+            raise StreamMessageError(
+                f"image message: field 'data' has no channel {self.channel!r}"
+            )
+        value, reduce = decode_frame(frame), self._reduce
+        if reduce is not None:
+            value = reduce(value[np.newaxis])[0]
+        return StreamedFrame(
+            image.series_id,
+            image.image_id,
+            value,
+            reduce is not None,
+            received_s,
+            time.monotonic(),
+            image.user_data,
+        )
 
 
 def reduce_datum_rows(

@@ -109,6 +109,7 @@ class StreamImage:
     data: Mapping[str, CompressedFrame]
     start_time_s: float
     stop_time_s: float
+    user_data: Any = None
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,8 @@ def _decode_image(body: Mapping[str, Any]) -> StreamImage:
     if not data:
         raise StreamMessageError("image message: field 'data' has no channel")
     frames = {str(channel): _decode_array(channel, array) for channel, array in data.items()}
-    start_s = _seconds(body, "start_time")
-    return StreamImage(series_id, unique, image_id, frames, start_s, _seconds(body, "stop_time"))
+    start_s, stop_s = _seconds(body, "start_time"), _seconds(body, "stop_time")
+    return StreamImage(series_id, unique, image_id, frames, start_s, stop_s, body.get("user_data"))
 
 
 def _seconds(body: Mapping[str, Any], name: str) -> float:
