@@ -229,9 +229,7 @@ def build_analysis(settings: WorkerSettings, on_map: list) -> Any:
         from opmap.callbacks.stream_frames import StreamFrameSource
 
         stream = StreamFrameSource(settings.detector_stream).start()
-    return LiveAnalysis(
-        params, geometry, processed=processed, on_map=on_map, frame_stream=stream
-    )
+    return LiveAnalysis(params, geometry, processed=processed, on_map=on_map, frame_stream=stream)
 
 
 def _tiled_layout(settings: WorkerSettings) -> dict[str, Any] | None:

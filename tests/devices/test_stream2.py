@@ -143,8 +143,25 @@ def test_the_source_reduces_images_as_they_arrive_once_told_how(push):
     assert frame.reduced and frame.value.tolist() == [float(FRAME.sum())]
 
 
+def test_a_frame_the_reduction_refuses_is_reported_and_left_to_the_files(push):
+    socket, source = push
+
+    def wrong_geometry(frames):
+        raise ValueError(f"frames of shape {frames.shape[1:]} do not fit the geometry")
+
+    source.reduce_with(wrong_geometry)
+    socket.send(encode_start(6, "u", number_of_images=1, image_size_x=24, image_size_y=4))
+    socket.send(encode_image(6, "u", 0, {"threshold_1": _bslz4(FRAME)}))
+    socket.send(encode_end(6, "u"))
+    assert source.take(6, [0]) == {}
+    assert len(source.errors) == 1
+    assert "series 6 image 0: not reduced" in source.errors[0] and "(4, 24)" in source.errors[0]
+
+
 def test_source_options_are_checked():
     with pytest.raises(ValueError, match="decode_threads"):
         StreamFrameSource("tcp://127.0.0.1:1", decode_threads=0)
     with pytest.raises(ValueError, match="series_wait_s"):
         StreamFrameSource("tcp://127.0.0.1:1", series_wait_s=-1)
+    with pytest.raises(ValueError, match="max_pending"):
+        StreamFrameSource("tcp://127.0.0.1:1", max_pending=0)
