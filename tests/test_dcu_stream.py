@@ -12,7 +12,7 @@ import bluesky.plan_stubs as bps
 import httpx
 import numpy as np
 import pytest
-from ophyd_async.core import TriggerInfo, init_devices
+from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, TriggerInfo, init_devices
 from ophyd_async.sim import SimMotor
 
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
@@ -22,6 +22,7 @@ from opmap.callbacks.frames import FrameReader
 from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live_analysis import LiveAnalysis, layout_from_start
 from opmap.callbacks.stream_frames import StreamFrameSource, reduce_datum_rows
+from opmap.devices.simplon import SimplonEiger
 from opmap.plans import MapGeometry, fly_map
 
 from .callbacks.test_live_analysis import PARAMS
@@ -110,8 +111,12 @@ def test_live_analysis_on_the_stream_computes_the_map_of_the_files(RE, streaming
     geometry_3x5 = MapGeometry(
         z_start_um=2.0, z_step_um=1.0, z_count=3, x_stop_um=50.0, x_count=5, exposure_s=0.01
     )
-    eiger = _eiger(RE, base_url, data_dir, "live", per_file=4)
+    # the device itself enables the DCU's stream (stream_v2=True)
+    mode = f"{base_url}/{STREAM_API}/config/mode"
+    httpx.put(mode, json={"value": "disabled"}, timeout=10).raise_for_status()
+    provider = StaticPathProvider(StaticFilenameProvider("live"), data_dir)
     with init_devices():
+        eiger = SimplonEiger(base_url, provider, frames_per_file=4, stream_v2=True)
         stage_x = SimMotor(instant=False, units="um")
         stage_z = SimMotor(units="um")
     RE(bps.mv(stage_x.acceleration_time, 0.01))
@@ -130,6 +135,7 @@ def test_live_analysis_on_the_stream_computes_the_map_of_the_files(RE, streaming
     # 15 frames: the 3 the stream lost (first line) from the files, 12 from the stream
     assert (source.from_stream - before[0], source.from_files - before[1]) == (12, 3)
     assert guard.total_failures == 0 and live.failures == 0 and live.maps_analysed == 1
+    assert httpx.get(mode, timeout=10).json()["value"] == "enabled"
     masters = [data_dir / f"live_{k:04d}_master.h5" for k in (1, 2, 3)]
     expected = np.concatenate([frames_through_links(m) for m in masters])
     layout = layout_from_start(starts[0])
