@@ -164,6 +164,9 @@ class DatumRows:
         ``(start, stop)`` sequence numbers (1-based, stop exclusive) of the same rows.
     links : FileLinks or None
         How rows map to the data files of a Dectris master, or None for a plain dataset.
+    series_id : int or None
+        The DCU's series number of the resource (``parameters["series_id"]``, a SIMPLON
+        Eiger's): row ``i`` is image ``i`` of that series in the detector's stream v2.
     """
 
     data_key: str
@@ -173,6 +176,7 @@ class DatumRows:
     rows: tuple[int, int]
     seq: tuple[int, int]
     links: FileLinks | None = None
+    series_id: int | None = None
 
     @property
     def frame_indices(self) -> np.ndarray:
@@ -322,7 +326,15 @@ class FrameReader:
         except ValueError as error:
             raise FrameReadError(f"stream_resource {resource['uid']}: {error}") from error
         dataset = None if links else parameters.get("dataset", DEFAULT_DATASET)
-        return DatumRows(resource["data_key"], stream, resource["uri"], dataset, rows, seq, links)
+        series_id = parameters.get("series_id")
+        if series_id is not None and type(series_id) is not int:
+            raise FrameReadError(
+                f"stream_resource {resource['uid']}: parameter series_id={series_id!r} "
+                "is not an int"
+            )
+        return DatumRows(
+            resource["data_key"], stream, resource["uri"], dataset, rows, seq, links, series_id
+        )
 
     def read(self, rows: DatumRows) -> FrameBatch:
         """Read located rows: from the file when readable here, else through Tiled.

@@ -60,6 +60,7 @@ from .live import (
     raw_run_problem,
     truth_from_start,
 )
+from .stream_frames import StreamFrameSource
 from .tiled_products import TiledUnavailableError
 
 __all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_from_start"]
@@ -114,6 +115,10 @@ class LiveAnalysis:
         Analyse and publish each stopped map in one worker thread, in order, so the
         RunEngine starts the next map at once; errors there are logged with the run uid
         and counted in ``failures``. Frames are still reduced as they are announced.
+    frame_stream : StreamFrameSource, optional
+        The detector's stream v2 (`opmap.callbacks.stream_frames`): frames of resources that
+        name their series are taken from it as they arrive, reduced on its threads; rows it
+        missed are read from the files. None (default): frames from the files only.
     retry_total_s : float
         How long transient Tiled errors (timeouts, 5xx, refused connections) of one
         product write are retried, with backoff (s); then the map counts as a failure
@@ -136,6 +141,7 @@ class LiveAnalysis:
         background: bool = False,
         raw_runs: Any = None,
         retry_total_s: float = 300.0,
+        frame_stream: StreamFrameSource | None = None,
     ) -> None:
         if not isinstance(params, AnalysisParameters):
             raise ValueError(f"params must be AnalysisParameters, not {type(params).__name__}")
@@ -149,6 +155,7 @@ class LiveAnalysis:
         self.tiled_runs = tiled_runs
         self.raw_runs = raw_runs if raw_runs is not None else tiled_runs
         self.retry_total_s = retry_total_s
+        self.frame_stream = frame_stream
         self.root_map = dict(root_map or {})
         self.experiments: dict[str, ExperimentAnalysis] = {}
         self.publishers: dict[str, ProductPublisher] = {}

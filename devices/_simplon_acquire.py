@@ -98,9 +98,9 @@ class SeriesRunner:
         """Name the series' files, arm, and run the series in the background."""
         if self.plan is None:
             raise RuntimeError(f"{self.client.label}: start before prepare")
-        series = self.book.start_series(self.plan.n_frames)
-        await self.driver.fw_name_pattern.set(series.name_pattern)
-        await self.client.command("arm", timeout_s=ARM_TIMEOUT_S)
+        await self.driver.fw_name_pattern.set(self.book.next_name())
+        reply = await self.client.command("arm", timeout_s=ARM_TIMEOUT_S)
+        self.book.start_series(self.plan.n_frames, _series_id(reply))
         self.task = asyncio.ensure_future(self._run(self.plan))
 
     async def wait(self) -> None:
@@ -153,3 +153,9 @@ class SeriesRunner:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             self.book.heartbeat()
+
+
+def _series_id(reply: object) -> int | None:
+    """The series number an ``arm`` answers (``{"sequence id": n}``), if it gives one."""
+    value = reply.get("sequence id") if isinstance(reply, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -69,15 +69,27 @@ class SeriesBook:
         self.frames_per_file, self.series, self.failure = per_file, [], None
         self._set_frames(0)
 
-    def start_series(self, n_frames: int) -> Series:
-        """Open the next series of ``n_frames`` frames; return it (its name to configure)."""
-        name = f"{self.filename}_{len(self.series) + 1:04d}"
+    def next_name(self) -> str:
+        """File name pattern of the next series (``<filename>_NNNN``)."""
+        return f"{self.filename}_{len(self.series) + 1:04d}"
+
+    def start_series(self, n_frames: int, series_id: int | None = None) -> Series:
+        """Open the next series of ``n_frames`` frames (named `next_name`); return it.
+
+        ``series_id`` is the DCU's number of the series (the ``sequence id`` its ``arm``
+        answers, the ``series_id`` of its stream v2 messages); the stream resource carries
+        it so a stream reader can match streamed images to these frames.
+        """
+        name = self.next_name()
         uri = f"{self.directory_uri}{name}_master.h5"
+        parameters = dectris_links_parameters(self.frames_per_file)
+        if series_id is not None:
+            parameters["series_id"] = series_id
         bundle = ComposeStreamResource()(
             mimetype=DECTRIS_LINKS_MIMETYPE,
             uri=uri,
             data_key=self.data_key,
-            parameters=dectris_links_parameters(self.frames_per_file),
+            parameters=parameters,
         )
         first = self.series[-1].first_frame + self.series[-1].n_frames if self.series else 0
         self.series.append(Series(name, uri, first, n_frames, bundle))

@@ -164,9 +164,14 @@ class SimplonDataLogic(DetectorDataLogic):
     book: SeriesBook
     path_provider: PathProvider
     frames_per_file: int
+    stream_v2: bool = False
 
     async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
         info = self.path_provider(datakey_name)
+        if self.stream_v2:  # the frames pushed as taken too (CBOR over ZeroMQ, port 31001)
+            client = self.driver.client
+            await client.put("stream", "config", "mode", "enabled")
+            await client.put("stream", "config", "format", "cbor")
         await asyncio.gather(
             self.driver.fw_mode.set("enabled"),
             self.driver.fw_nimages_per_file.set(self.frames_per_file),
@@ -204,6 +209,10 @@ class SimplonEiger(StandardDetector):
         Timeout of one ordinary HTTP request (s).
     external_timeout_s
         How long a series in ``exts`` / ``exte`` may wait for its triggers (s).
+    stream_v2
+        Also enable the DCU's stream v2 (``stream/config/mode`` ``enabled``, ``format``
+        ``cbor``) when prepared, for a live analysis that takes its frames from it
+        (`opmap.callbacks.stream_frames`); the files are written either way.
     name
         Device name (the frame data key).
     """
@@ -217,6 +226,7 @@ class SimplonEiger(StandardDetector):
         frames_per_file: int = FRAMES_PER_FILE,
         request_timeout_s: float = 10.0,
         external_timeout_s: float = 600.0,
+        stream_v2: bool = False,
         name: str = "",
     ) -> None:
         self.client = SimplonClient(base_url, api_version, request_timeout_s, name or "eiger")
@@ -226,7 +236,7 @@ class SimplonEiger(StandardDetector):
         self.add_detector_logics(
             SimplonTriggerLogic(self.driver, runner),
             SimplonAcquireLogic(runner),
-            SimplonDataLogic(self.driver, self.book, path_provider, frames_per_file),
+            SimplonDataLogic(self.driver, self.book, path_provider, frames_per_file, stream_v2),
         )
         self.add_config_signals(
             self.driver.beam_center_x_px,

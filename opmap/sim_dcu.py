@@ -14,6 +14,11 @@ Simplifications: the beam stays where the DCU's own simulated stage is (``x_um``
 ``z_um``), time is the DCU's simulation clock, frames are always rendered with the twin's
 geometry (the configured beam centre, distance and wavelength go to the master file only),
 and ``PUT /opmap/api/1/fault`` puts the detector in ``error`` to rehearse failures.
+
+With a stream endpoint (``--stream-port``) and ``stream/config/mode = enabled`` it also
+pushes the Dectris stream v2 (`opmap._dcu_stream`): start / image / end CBOR messages, each
+image the frame's compressed chunk as the data file stores it. ``PUT
+/opmap/api/1/stream_drop {"value": N}`` drops the next N image messages (a test-only gap).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from opmap.devices.sim import (
     SimEiger,
     metadata_from_integrator,
 )
+
+from ._dcu_stream import StreamPublisher
 
 __all__ = ["API_VERSION", "DcuError", "DcuOptions", "DcuSources", "SimDcu", "build_app"]
 
@@ -97,6 +104,9 @@ class DcuOptions:
     seed: int = 0
     x_um: float = 0.0
     z_um: float = 0.0
+    #: ZeroMQ endpoint the stream v2 PUSH socket binds (the Dectris port is 31001);
+    #: None: no stream.
+    stream_endpoint: str | None = None
 
 
 def _detector_config(metadata: EigerMetadata, shape: tuple[int, int]) -> dict[str, Param]:
@@ -121,6 +131,21 @@ def _detector_config(metadata: EigerMetadata, shape: tuple[int, int]) -> dict[st
         "y_pixel_size": ro(metadata.y_pixel_size_m, "float", "m"),
         "bit_depth_image": ro(32, "uint"),
         "description": ro(metadata.description, "string"),
+    }
+
+
+def _stream_tables() -> dict[tuple[str, str], dict[str, Param]]:
+    # stream v2 only: ``format`` is ``cbor`` (a DCU's default is the legacy v1 ``legacy``)
+    return {
+        ("stream", "config"): {
+            "mode": Param("disabled", "string", allowed_values=["enabled", "disabled"]),
+            "format": Param("cbor", "string", allowed_values=["cbor"]),
+            "header_detail": Param("basic", "string", allowed_values=["all", "basic", "none"]),
+        },
+        ("stream", "status"): {
+            "state": Param("ready", "string", "r"),
+            "dropped": Param(0, "uint", "r"),
+        },
     }
 
 
@@ -179,6 +204,7 @@ class SimDcu:
     eiger: SimEiger | None = None
     task: asyncio.Task | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stream: StreamPublisher | None = None
 
     @classmethod
     def create(cls, options: DcuOptions) -> SimDcu:
@@ -212,7 +238,10 @@ class SimDcu:
                 "error": Param([], "string[]", "r"),
                 "files": Param([], "string[]", "r"),
             },
+            **_stream_tables(),
         }
+        if options.stream_endpoint is not None:
+            dcu.stream = StreamPublisher(options.stream_endpoint)
         return dcu
 
     async def start(self) -> None:
@@ -224,8 +253,10 @@ class SimDcu:
         await asyncio.gather(stage.x.set(self.options.x_um), stage.z.set(self.options.z_um))
 
     async def close(self) -> None:
-        """Stop any series and close its files."""
+        """Stop any series, close its files and the stream socket."""
         await self._disarm()
+        if self.stream is not None:
+            self.stream.close()
 
     def value(self, subsystem: str, section: str, name: str) -> Any:
         """Current value of one parameter."""
@@ -270,6 +301,8 @@ class SimDcu:
         self.series_id += 1
         if self.value("filewriter", "config", "mode") == "enabled":
             await self._open_series()
+        if self.stream is not None and self.value("stream", "config", "mode") == "enabled":
+            await self.stream.start(self.series_id, self._start_fields())
         self.triggers_left = int(self.value("detector", "config", "ntrigger"))
         self.set_state("detector", "ready")
         if self.value("detector", "config", "trigger_mode") != "ints":
@@ -292,6 +325,7 @@ class SimDcu:
             self.set_state("detector", "acquire")
             try:
                 await self._acquire(int(self.value("detector", "config", "nimages")))
+                await self._stream_new_frames()
             except Exception as err:
                 self.fault(f"series {self.series_id}: {err!r}")
                 raise
@@ -389,7 +423,40 @@ class SimDcu:
             name="dcu",
         )
 
+    def _start_fields(self) -> dict[str, Any]:
+        cfg = self.tables[("detector", "config")]
+        return {
+            "channels": ["threshold_1"],
+            "number_of_images": int(cfg["nimages"].value) * int(cfg["ntrigger"].value),
+            "image_size_x": int(cfg["x_pixels_in_detector"].value),
+            "image_size_y": int(cfg["y_pixels_in_detector"].value),
+            "image_dtype": "uint32",
+            "count_time": float(cfg["count_time"].value),
+            "frame_time": self._frame_time_s(),
+            "beam_center_x": float(cfg["beam_center_x"].value),
+            "beam_center_y": float(cfg["beam_center_y"].value),
+            "incident_wavelength": float(cfg["wavelength"].value),
+            "pixel_size_x": float(cfg["x_pixel_size"].value),
+            "pixel_size_y": float(cfg["y_pixel_size"].value),
+            "detector_description": str(cfg["description"].value),
+            "user_data": None,
+        }
+
+    async def _stream_new_frames(self) -> None:
+        # The frames just written, as the chunks the data files hold (compressed once).
+        if self.stream is None or self.stream.series is None or self.eiger is None:
+            return
+        writer = self.eiger.acquisition.writer
+        if writer is None:
+            return
+        first = self.stream.images_sent
+        chunks = [writer.stored_chunk(k) for k in range(first, writer.frames_written)]
+        await self.stream.images(chunks, writer.frame_shape)
+
     async def _close_series(self) -> None:
+        if self.stream is not None:
+            await self.stream.end()
+            self.tables[("stream", "status")]["dropped"].value = self.stream.dropped
         eiger, self.eiger = self.eiger, None
         if eiger is not None:
             await eiger.unstage()  # trims the last data file, writes exact links
@@ -446,6 +513,14 @@ def build_app(options: DcuOptions, make_dcu: Callable[[], SimDcu] | None = None)
         holder["dcu"].fault(str((await request.json())["value"]))
         return _json([])
 
+    async def stream_drop(request: Request) -> Response:
+        # test-only fault: the next N image messages are not sent
+        stream, value = holder["dcu"].stream, (await request.json())["value"]
+        if stream is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return Response(f"stream_drop: {value!r} needs a stream and an int >= 0", 400)
+        stream.drop_images = value
+        return _json([])
+
     async def version(request: Request) -> Response:
         return _json({"value": API_VERSION, "value_type": "string"})
 
@@ -454,6 +529,7 @@ def build_app(options: DcuOptions, make_dcu: Callable[[], SimDcu] | None = None)
         Route(f"/detector/api/{API_VERSION}/command/{{name:str}}", command, methods=["PUT"]),
         Route("/detector/api/version/", version, methods=["GET"]),
         Route("/opmap/api/1/fault", fault, methods=["PUT"]),
+        Route("/opmap/api/1/stream_drop", stream_drop, methods=["PUT"]),
         Route(base, parameter, methods=["GET", "PUT"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

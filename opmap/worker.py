@@ -92,6 +92,9 @@ class WorkerSettings(BaseModel):
     tiled_uri: str | None = None
     api_key_env: str = "OPMAP_API_KEY"
     prefix: str = ""
+    #: The DCU's stream v2 (``tcp://HOST:31001``): frames are taken from it as they are
+    #: taken, the files fill its gaps (`opmap.callbacks.stream_frames`). None: files only.
+    detector_stream: str | None = Field(default=None, pattern=r"^tcp://[^:/\s]+:\d{1,5}$")
 
 
 def load_settings(path: Path) -> WorkerSettings:
@@ -221,7 +224,12 @@ def build_analysis(settings: WorkerSettings, on_map: list) -> Any:
     geometry = analysis_geometry(settings.poni, binning=settings.binning)
     layout = _tiled_layout(settings)
     processed = None if layout is None else layout["processed"]
-    return LiveAnalysis(params, geometry, processed=processed, on_map=on_map)
+    stream = None
+    if settings.detector_stream is not None:
+        from opmap.callbacks.stream_frames import StreamFrameSource
+
+        stream = StreamFrameSource(settings.detector_stream).start()
+    return LiveAnalysis(params, geometry, processed=processed, on_map=on_map, frame_stream=stream)
 
 
 def _tiled_layout(settings: WorkerSettings) -> dict[str, Any] | None:
@@ -278,4 +286,7 @@ def run_worker(address: tuple[str, int], settings: WorkerSettings, max_maps: int
         logger.info("analysis worker interrupted")
     except asyncio.CancelledError:  # dispatcher.stop() after --max-maps
         logger.info("analysis worker stopped after %d map(s)", done["maps"])
+    finally:
+        if live.frame_stream is not None:
+            live.frame_stream.close()
     return 0

@@ -8,12 +8,14 @@ completed map.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from opmap.analysis.reduction import CompiledReduction
 
 from ..frames import DatumRows, FrameReader
+from ..stream_frames import StreamFrameSource, reduce_datum_rows
 from ._documents import MapRunDocuments
 
 __all__ = ["LiveMapRun", "MapOwner"]
@@ -25,6 +27,9 @@ class MapOwner(Protocol):
     def reduction_for(self, start: Mapping[str, Any]) -> CompiledReduction: ...
 
     def frame_reader(self, start: Mapping[str, Any]) -> FrameReader: ...
+
+    @property
+    def frame_stream(self) -> StreamFrameSource | None: ...
 
     def map_completed(self, run: LiveMapRun) -> None: ...
 
@@ -44,9 +49,19 @@ class LiveMapRun(MapRunDocuments):
         super().__init__(start, owner.frame_reader(start))
         self.owner = owner
         self.reduction = owner.reduction_for(start)
+        self.stream = owner.frame_stream
+        if self.stream is not None:  # stream images are reduced as they arrive
+            self.stream.reduce_with(functools.partial(self.reduction.reduce_packed, threads=1))
 
     def frames(self, rows: DatumRows) -> None:
-        """Read the announced frames and keep their packed reduction."""
+        """Keep the packed reduction of the announced frames: from the detector's stream
+        when it delivered them (and the resource names its series), else from the files."""
+        if self.stream is not None and rows.series_id is not None:
+            indices, packed = reduce_datum_rows(
+                rows, self.reader, self.stream, self.reduction.reduce_packed
+            )
+            self.accumulator.add_packed(indices, packed)
+            return
         batch = self.reader.read(rows)
         packed = self.reduction.reduce_packed(batch.values)
         self.accumulator.add_packed(batch.frame_indices, packed)

@@ -119,6 +119,20 @@ class DectrisWriter:
         if self._file is not None:
             self._file.flush()
 
+    def stored_chunk(self, frame: int) -> tuple[int, bytes]:
+        """``(filter mask, bytes)`` of frame ``frame`` (0-based in the series) as stored.
+
+        The chunk the data file holds (one frame per chunk, bitshuffle-LZ4, HDF5 framing):
+        what a DCU streams beside its files (``opmap sim-dcu``'s stream v2 publisher).
+        """
+        if not 0 <= frame < self.frames_written:
+            raise ValueError(f"frame={frame} outside the {self.frames_written} frames written")
+        number, row = divmod(frame, self.frames_per_file)
+        if number == len(self._counts) - 1 and self._file is not None:
+            return self._file[DATA_PATH].id.read_direct_chunk((row, 0, 0))
+        with h5py.File(self.directory / self.data_file_name(number + 1), "r") as f:
+            return f[DATA_PATH].id.read_direct_chunk((row, 0, 0))
+
     def sync(self) -> None:
         """Map exactly the frames written so far in the master's virtual datasets.
 

@@ -29,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the detector noise")
     parser.add_argument("--x-um", type=float, default=0.0, help="beam x on the cell (µm)")
     parser.add_argument("--z-um", type=float, default=0.0, help="beam z on the cell (µm)")
+    parser.add_argument(
+        "--stream-port",
+        type=int,
+        default=None,
+        help="serve the Dectris stream v2 (CBOR over ZeroMQ PUSH) on this port of --host "
+        "(a DCU uses 31001); default: no stream",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         x_um=args.x_um,
         z_um=args.z_um,
+        stream_endpoint=(
+            None if args.stream_port is None else f"tcp://{args.host}:{args.stream_port}"
+        ),
     )
     print(
         f"opmap sim-dcu: SIMPLON {API_VERSION} on http://{args.host}:{args.port}, "

@@ -120,3 +120,10 @@ def test_worker_settings_name_the_bad_field(tmp_path):
         load_settings(path)
     with pytest.raises(ValueError, match="PORT in 1-65535"):
         parse_zmq_address("localhost:99999")
+    path.write_text('parameters = "a.toml"\nponi = "b.poni"\ndetector_stream = "dcu:31001"\n')
+    with pytest.raises(ValueError, match="detector_stream"):
+        load_settings(path)
+    path.write_text(
+        'parameters = "a.toml"\nponi = "b.poni"\ndetector_stream = "tcp://dcu:31001"\n'
+    )
+    assert load_settings(path).detector_stream == "tcp://dcu:31001"

@@ -94,14 +94,17 @@ def stop_process(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def tickit_eiger(tmp_path: Path) -> Iterator[str]:
-    """tickit-devices' Eiger simulator on a free port; yields its base URL."""
+def tickit_eiger(tmp_path: Path, stream_cbor_port: int | None = None) -> Iterator[str]:
+    """tickit-devices' Eiger simulator on a free port; yields its base URL.
+
+    Its stream v2 (CBOR) PUSH socket binds ``stream_cbor_port`` (default: a free port).
+    """
     port = free_port()
     config = tmp_path / "tickit-eiger.yaml"
     config.write_text(
         "- type: tickit_devices.eiger.Eiger\n  name: eiger\n  inputs: {}\n"
         f"  port: {port}\n  stream_legacy_port: {free_port()}\n"
-        f"  stream_cbor_port: {free_port()}\n"
+        f"  stream_cbor_port: {stream_cbor_port or free_port()}\n"
     )
     command = [str(tickit_python()), "-m", "tickit", "--log-level", "WARNING", "all"]
     base = f"http://127.0.0.1:{port}"
