@@ -86,7 +86,12 @@ class IocOptions:
     sample_interval_s
         Potentiostat sampling period (s of experiment time, > 0).
     tick_s
-        Wall-clock period (s) of the readback and buffer updates.
+        Wall-clock period (s) of the readback updates.
+    buffer_period_s
+        Wall-clock period (s) of the sample buffer's rewrites (``EC:BUF:*``; at once when
+        the protocol ends or is aborted). Rewriting five 4096-sample waveforms takes caproto
+        tens of ms on a loaded machine; every ``tick_s`` would leave readers almost no time
+        between rewrites.
     twin_config
         A `TwinConfig` TOML/YAML file (its ``electrochem`` section), or the defaults.
     ring_current_ma
@@ -98,13 +103,15 @@ class IocOptions:
     speedup: float = 1.0
     sample_interval_s: float = 1.0
     tick_s: float = 0.05
+    buffer_period_s: float = 0.5
     twin_config: Path | None = None
     ring_current_ma: float = 200.0
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c.isspace() for c in self.prefix):
             raise ValueError(f"prefix={self.prefix!r} must be non-empty, without spaces")
-        for name in ("speedup", "sample_interval_s", "tick_s", "ring_current_ma"):
+        positive = ("speedup", "sample_interval_s", "tick_s", "buffer_period_s", "ring_current_ma")
+        for name in positive:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value} must be a finite number > 0")
@@ -208,6 +215,9 @@ class PotentiostatPVs(PVGroup):
         self._columns: tuple[deque, ...] = tuple(deque(maxlen=BUFFER_SIZE) for _ in range(5))
         self._count = 0
         self._seq = 0
+        self._unpublished: list[Any] = []
+        self._published_at_s = -math.inf  # monotonic wall time of the last buffer rewrite
+        self._flush_buffer = False  # the protocol just ended: rewrite the buffer at once
         self._running = False
         # one update at a time (the tick and ABORT both update): samples stay in order and
         # the buffer's sequence lock stays odd for the whole rewrite
@@ -278,6 +288,7 @@ class PotentiostatPVs(PVGroup):
         """Abort any protocol: the cell goes to open circuit."""
         await self.driver.stop()
         self._running = False
+        self._flush_buffer = True
         await self.state.write(PotentiostatState.OPEN_CIRCUIT.value)
         await self.message.write("aborted: open circuit")
         await self._update()
@@ -315,12 +326,16 @@ class PotentiostatPVs(PVGroup):
         if self._running:
             await self.elapsed.write(status.elapsed_s)
         if self._running and status.protocol_done:
-            self._running = False
+            self._running, self._flush_buffer = False, True
             await self.state.write(PotentiostatState.DONE.value)
             reason = getattr(self.driver.model, "stop_reason", "")
             await self.message.write(f"done: {reason}" if reason else "done")
-        if samples:
-            await self._publish(samples)
+        self._unpublished.extend(samples)
+        due = time.monotonic() - self._published_at_s >= self.options.buffer_period_s
+        if self._unpublished and (due or self._flush_buffer):
+            await self._publish(self._unpublished)
+            self._unpublished, self._published_at_s = [], time.monotonic()
+            self._flush_buffer = False
 
     async def _publish(self, samples: list) -> None:
         for sample in samples:
