@@ -3,6 +3,8 @@
 from ._eiger_layout import (
     BITSHUFFLE_FILTER_ID,
     DECTRIS_LINKS_MIMETYPE,
+    TIME_PATH,
+    X_PATH,
     EigerMetadata,
     FrameStreamProvider,
     dectris_links_parameters,
@@ -32,6 +34,8 @@ __all__ = [
     "BITSHUFFLE_FILTER_ID",
     "DECTRIS_LINKS_MIMETYPE",
     "STREAM_NAME",
+    "TIME_PATH",
+    "X_PATH",
     "BeamMonitor",
     "Eiger",
     "EigerDriverIO",

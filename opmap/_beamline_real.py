@@ -20,7 +20,7 @@ from opmap.devices.simplon import SimplonEiger
 if TYPE_CHECKING:
     from opmap.beamline import Beamline, BeamlineConfig, RealConfig
 
-__all__ = ["build", "detector_files"]
+__all__ = ["detector_files", "real_beamline"]
 
 
 def detector_files(config: BeamlineConfig) -> PathProvider:
@@ -51,7 +51,7 @@ def _eiger(real: RealConfig, files: PathProvider) -> Any:
     )
 
 
-def build(config: BeamlineConfig, integrator: Any = None) -> Beamline:
+def real_beamline(config: BeamlineConfig, integrator: Any = None) -> Beamline:
     """The real devices of ``config.real`` (not connected).
 
     Parameters

@@ -216,4 +216,4 @@ def build_beamline(config: BeamlineConfig) -> Beamline:
         return _beamline_sim.build(config, detector_path_provider(config.data_dir))
     from opmap import _beamline_real
 
-    return _beamline_real.build(config)
+    return _beamline_real.real_beamline(config)

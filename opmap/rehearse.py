@@ -42,9 +42,11 @@ from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask
 
+from ._network_control import NetworkStartError, sim_beamline_process
 from ._rehearsal_params import analysis_parameters_for_twin
 from ._rehearsal_progress import RehearsalProgress
 from ._resume import (
+    ABORT_REASON,
     REHEARSAL_OPTIONS_KEY,
     ResumeError,
     StoredExperiment,
@@ -54,14 +56,18 @@ from ._resume import (
 )
 
 __all__ = [
+    "ABORT_REASON",
     "PAPER_MAP_SCHEDULE",
+    "NetworkStartError",
     "RehearsalOptions",
     "RehearsalResult",
     "ResumeError",
     "analysis_parameters_for_twin",
     "map_cadence",
+    "read_stored_experiment",
     "rehearse",
     "resume_rehearsal",
+    "sim_beamline_process",
 ]
 
 logger = logging.getLogger(__name__)
@@ -446,8 +452,6 @@ def _control(options: RehearsalOptions, settings: OpmapSettings) -> Iterator[Any
     if options.control == "sim":
         yield None
         return
-    from ._network_control import sim_beamline_process
-
     detector_dir = settings.detector_dir  # the Tiled server's readable storage
     detector_dir.mkdir(parents=True, exist_ok=True)
     print(f"starting opmap sim-beamline (cell at {options.speedup:g}x wall time) ...")

@@ -54,7 +54,7 @@ __all__ = [
     "SimBeamline",
     "SimBeamlineOptions",
     "bind_http",
-    "serve",
+    "serve_sim_beamline",
 ]
 
 #: Cell time (s) the twin keeps behind now: frames are rendered right after their series.
@@ -242,7 +242,7 @@ async def _parent_gone(parent_pid: int, period_s: float = 1.0) -> None:
         await asyncio.sleep(period_s)
 
 
-async def serve(
+async def serve_sim_beamline(
     beamline: SimBeamline,
     host: str,
     http_socket: socket.socket,

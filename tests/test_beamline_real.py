@@ -76,7 +76,7 @@ def test_the_fastcs_eiger_is_chosen_by_configuration(profile, tmp_path):
     profile.write_text(text)
     config = load_beamline_config(profile)
     if importlib.util.find_spec("p4p") is None:  # ophyd-async's FastCS Eiger talks PVA
-        with pytest.raises(RuntimeError, match="real.detector='fastcs' talks PV Access"):
+        with pytest.raises(RuntimeError, match=r"real.detector='fastcs' talks PV Access"):
             build_beamline(config)
         return
     eiger = build_beamline(config).eiger

@@ -20,10 +20,10 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
 
-from opmap._network_control import NetworkStartError, sim_beamline_process
 from opmap.callbacks.tiled_writer import ensure_layout
 from opmap.cli import main
-from opmap.devices._eiger_layout import X_PATH
+from opmap.devices import X_PATH
+from opmap.rehearse import NetworkStartError, sim_beamline_process
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 
