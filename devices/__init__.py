@@ -26,12 +26,13 @@ from .potentiostat import (
     PotentiostatState,
     PotentiostatStatus,
 )
-from .stage import LimitedMotor, MapStage, SoftLimitError, SoftLimits
+from .stage import AxisUnreachableError, LimitedMotor, MapStage, SoftLimitError, SoftLimits
 
 __all__ = [
     "BITSHUFFLE_FILTER_ID",
     "DECTRIS_LINKS_MIMETYPE",
     "STREAM_NAME",
+    "AxisUnreachableError",
     "BeamMonitor",
     "Eiger",
     "EigerDriverIO",

@@ -1,0 +1,164 @@
+"""The stage's IOC dies mid-line: the map fails naming the device and its PVs, nothing is lost.
+
+Real processes: ``opmap sim-ioc`` (the map stage as motor records over Channel Access),
+``opmap sim-dcu`` (SIMPLON over HTTP, writing Dectris files) and opmap's Tiled server.
+`MapStage` (ophyd-async ``Motor``s) and `SimplonEiger` fly a 3-line map; once the second
+line's series is armed (its master file exists) and the fly axis is under way, the IOC is
+SIGKILLed. The plan must fail within a bounded time with an error naming the stage axis and
+its PV, the run must be closed in Tiled with a ``fail`` stop naming them, every document
+emitted must be stored, and the first line's frames must read back, from the files and from
+Tiled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
+import numpy as np
+import pytest
+from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_devices
+
+from opmap.callbacks.sealing import is_sealed
+from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
+from opmap.devices import MapStage
+from opmap.devices.simplon import SimplonEiger
+from opmap.plans import MapGeometry, fly_map
+from opmap.service import start_server_subprocess
+from opmap.settings import OpmapSettings
+
+from ..devices._ca_env import ca_environment, wait_for_banner
+from ..devices._simplon_servers import API, free_port, initialize, serving, stop_process
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+PREFIX = f"OPMAPK{os.getpid()}:"
+X_COUNT = 40  # frames per line: 40 x 0.05 s keeps the second line flying for ~2 s
+GEOMETRY = MapGeometry(
+    z_start_um=2.0, z_step_um=1.0, z_count=3, x_stop_um=400.0, x_count=X_COUNT, exposure_s=0.05
+)
+#: Longest the plan may take to fail once the IOC is gone (s): CA's put timeout of the move
+#: (its length plus ophyd-async's 10 s) and a loaded machine's slack, never a hang.
+FAIL_WITHIN_S = 60.0
+
+
+def start_ioc() -> subprocess.Popen:
+    """``opmap sim-ioc`` serving the stage under `PREFIX`, on this process's CA ports."""
+    opmap = str(Path(sys.executable).with_name("opmap"))
+    process = subprocess.Popen(
+        [opmap, "sim-ioc", "--prefix", PREFIX],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **ca_environment(), "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for_banner(process, "opmap sim-ioc: serving", 120.0)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
+
+
+class Killer:
+    """SIGKILLs a server 0.3 s after a file appears (a series' master: the line is armed)."""
+
+    def __init__(self, process: subprocess.Popen, trigger: Path) -> None:
+        self.killed_at: float | None = None
+        self._thread = threading.Thread(target=self._watch, args=(process, trigger), daemon=True)
+        self._thread.start()
+
+    def _watch(self, process: subprocess.Popen, trigger: Path) -> None:
+        deadline = time.monotonic() + 180.0
+        while time.monotonic() < deadline and process.poll() is None:
+            if trigger.exists():
+                time.sleep(0.3)  # the fly axis is under way
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                self.killed_at = time.monotonic()
+                return
+            time.sleep(0.005)
+
+    def join(self) -> float:
+        """When the server was killed (monotonic s); fails if it never was."""
+        self._thread.join(timeout=5)
+        assert self.killed_at is not None, "the server was not killed during the line"
+        return self.killed_at
+
+
+def error_chain(error: BaseException | None) -> str:
+    """Every message of an exception and its causes, joined."""
+    chain = []
+    while error is not None:
+        chain.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    return " | ".join(chain)
+
+
+@pytest.fixture
+def ca_env(monkeypatch):
+    """This process's CA client variables (libca reads them once per process)."""
+    for key, value in ca_environment().items():
+        monkeypatch.setenv(key, value)
+
+
+def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(RE, tmp_path, ca_env):
+    settings = OpmapSettings(data_dir=tmp_path / "data")
+    detector_dir = settings.detector_dir
+    detector_dir.mkdir(parents=True, exist_ok=True)
+    base_url = f"http://127.0.0.1:{free_port()}"
+    opmap = str(Path(sys.executable).with_name("opmap"))
+    dcu_command = [opmap, "sim-dcu", "--port", base_url.rsplit(":", 1)[1]]
+    dcu_command += ["--data-dir", str(detector_dir)]
+    ioc = start_ioc()
+    try:
+        with (
+            start_server_subprocess(settings, startup_timeout_s=300) as server,
+            serving(dcu_command, f"{base_url}/{API}/status/state", 120.0),
+        ):
+            initialize(base_url)
+            runs = ensure_layout(server.client())["raw"]
+            provider = StaticPathProvider(StaticFilenameProvider("cut"), detector_dir)
+            with init_devices():
+                eiger = SimplonEiger(base_url, provider, frames_per_file=16, request_timeout_s=5.0)
+                stage = MapStage(f"{PREFIX}STAGE:")
+            emitted: Counter = Counter()
+            RE.subscribe(lambda name, doc: emitted.update([name]))
+            writer = ValidatedTiledWriter(runs, spool_directory=settings.backup_dir)
+            RE.subscribe(writer)
+            killer = Killer(ioc, detector_dir / "cut_0002_master.h5")
+
+            with pytest.raises(Exception) as failure:
+                RE(fly_map(eiger, stage.x, stage.z, GEOMETRY, md={"map_index": 0}))
+            failed_after_s = time.monotonic() - killer.join()
+            assert failed_after_s < FAIL_WITHIN_S, failed_after_s  # bounded: no hang
+            message = error_chain(failure.value)
+
+            # the error names the device and its PV
+            assert "stage-x" in message and f"{PREFIX}STAGE:X" in message, message
+
+            assert writer.wait(timeout_s=120)
+            (tally,) = writer.tallies()
+            assert tally.complete and tally.n_stored == sum(emitted.values()), tally.line()
+            run = runs[tally.run_uid]
+            stop = run.metadata["stop"]
+            assert stop["exit_status"] == "fail" and f"{PREFIX}STAGE:X" in stop["reason"], stop
+            assert is_sealed(run.metadata)
+
+            with h5py.File(detector_dir / "cut_0001_master.h5", "r") as master:
+                links = sorted(k for k in master["/entry/data"] if k.startswith("data_"))
+                first_line = np.concatenate([master[f"/entry/data/{k}"][()] for k in links])
+            assert first_line.shape[0] == X_COUNT and first_line.sum(axis=(1, 2)).min() > 0
+            assert run["lines"].read()["line_index"].values.tolist() == [0]
+            frames = run["primary"][eiger.name]
+            assert frames.shape[0] >= X_COUNT
+            np.testing.assert_array_equal(frames[:X_COUNT], first_line)
+    finally:
+        stop_process(ioc)
