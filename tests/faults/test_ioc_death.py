@@ -19,19 +19,22 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
+from bluesky import RunEngine
 from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_devices
 
 from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import MapStage
 from opmap.devices.simplon import SimplonEiger
-from opmap.plans import MapGeometry, fly_map
+from opmap.plans import MapGeometry, MapResume, fly_map, map_line_sources, resume_fly_map
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 
@@ -47,6 +50,8 @@ GEOMETRY = MapGeometry(
 #: Longest the plan may take to fail once the IOC is gone (s): CA's put timeout of the move
 #: (its length plus ophyd-async's 10 s) and a loaded machine's slack, never a hang.
 FAIL_WITHIN_S = 60.0
+#: Longest wait for the devices to connect (s); after an IOC restart CA searches again.
+CONNECT_S = 60.0
 
 
 def start_ioc() -> subprocess.Popen:
@@ -102,6 +107,49 @@ def error_chain(error: BaseException | None) -> str:
     return " | ".join(chain)
 
 
+@dataclass
+class Bench:
+    """Tiled, ``opmap sim-dcu`` and ``opmap sim-ioc`` processes; a RunEngine writing to Tiled."""
+
+    RE: RunEngine
+    detector_dir: Path
+    base_url: str
+    runs: Any
+    writer: ValidatedTiledWriter
+    emitted: Counter
+    ioc: subprocess.Popen
+
+    def devices(self, stem: str) -> tuple[SimplonEiger, MapStage]:
+        """The Eiger (files ``<stem>_NNNN_master.h5``) and the stage, connected."""
+        provider = StaticPathProvider(StaticFilenameProvider(stem), self.detector_dir)
+        with init_devices(timeout=CONNECT_S):
+            eiger = SimplonEiger(
+                self.base_url, provider, frames_per_file=16, request_timeout_s=5.0
+            )
+            stage = MapStage(f"{PREFIX}STAGE:")
+        return eiger, stage
+
+    def fly_until_the_ioc_dies(self) -> tuple[pytest.ExceptionInfo, float, str]:
+        """Fly `GEOMETRY` ("cut" files), the IOC SIGKILLed in line 1 (the second).
+
+        Returns the failure, the seconds from the kill to the failure and the run's uid.
+        """
+        eiger, stage = self.devices("cut")
+        killer = Killer(self.ioc, self.detector_dir / "cut_0002_master.h5")
+        with pytest.raises(Exception) as failure:
+            self.RE(fly_map(eiger, stage.x, stage.z, GEOMETRY, md={"map_index": 0}))
+        failed_after_s = time.monotonic() - killer.join()
+        assert self.writer.wait(timeout_s=120)
+        (tally,) = self.writer.tallies()
+        assert tally.complete and tally.n_stored == sum(self.emitted.values()), tally.line()
+        return failure, failed_after_s, tally.run_uid
+
+    def restart_ioc(self) -> None:
+        """Start ``opmap sim-ioc`` again, on the same prefix and ports (the IOC rebooted)."""
+        assert self.ioc.poll() is not None, "the IOC is still running"
+        self.ioc = start_ioc()
+
+
 @pytest.fixture
 def ca_env(monkeypatch):
     """This process's CA client variables (libca reads them once per process)."""
@@ -109,56 +157,94 @@ def ca_env(monkeypatch):
         monkeypatch.setenv(key, value)
 
 
-def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(RE, tmp_path, ca_env):
+@pytest.fixture
+def bench(RE, tmp_path, ca_env):
     settings = OpmapSettings(data_dir=tmp_path / "data")
     detector_dir = settings.detector_dir
     detector_dir.mkdir(parents=True, exist_ok=True)
-    base_url = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
     opmap = str(Path(sys.executable).with_name("opmap"))
-    dcu_command = [opmap, "sim-dcu", "--port", base_url.rsplit(":", 1)[1]]
-    dcu_command += ["--data-dir", str(detector_dir)]
-    ioc = start_ioc()
+    dcu = [opmap, "sim-dcu", "--port", str(port), "--data-dir", str(detector_dir)]
+    bench = None
     try:
         with (
             start_server_subprocess(settings, startup_timeout_s=300) as server,
-            serving(dcu_command, f"{base_url}/{API}/status/state", 120.0),
+            serving(dcu, f"{base_url}/{API}/status/state", 120.0),
         ):
             initialize(base_url)
             runs = ensure_layout(server.client())["raw"]
-            provider = StaticPathProvider(StaticFilenameProvider("cut"), detector_dir)
-            with init_devices():
-                eiger = SimplonEiger(base_url, provider, frames_per_file=16, request_timeout_s=5.0)
-                stage = MapStage(f"{PREFIX}STAGE:")
             emitted: Counter = Counter()
             RE.subscribe(lambda name, doc: emitted.update([name]))
             writer = ValidatedTiledWriter(runs, spool_directory=settings.backup_dir)
             RE.subscribe(writer)
-            killer = Killer(ioc, detector_dir / "cut_0002_master.h5")
-
-            with pytest.raises(Exception) as failure:
-                RE(fly_map(eiger, stage.x, stage.z, GEOMETRY, md={"map_index": 0}))
-            failed_after_s = time.monotonic() - killer.join()
-            assert failed_after_s < FAIL_WITHIN_S, failed_after_s  # bounded: no hang
-            message = error_chain(failure.value)
-
-            # the error names the device and its PV
-            assert "stage-x" in message and f"{PREFIX}STAGE:X" in message, message
-
-            assert writer.wait(timeout_s=120)
-            (tally,) = writer.tallies()
-            assert tally.complete and tally.n_stored == sum(emitted.values()), tally.line()
-            run = runs[tally.run_uid]
-            stop = run.metadata["stop"]
-            assert stop["exit_status"] == "fail" and f"{PREFIX}STAGE:X" in stop["reason"], stop
-            assert is_sealed(run.metadata)
-
-            with h5py.File(detector_dir / "cut_0001_master.h5", "r") as master:
-                links = sorted(k for k in master["/entry/data"] if k.startswith("data_"))
-                first_line = np.concatenate([master[f"/entry/data/{k}"][()] for k in links])
-            assert first_line.shape[0] == X_COUNT and first_line.sum(axis=(1, 2)).min() > 0
-            assert run["lines"].read()["line_index"].values.tolist() == [0]
-            frames = run["primary"][eiger.name]
-            assert frames.shape[0] >= X_COUNT
-            np.testing.assert_array_equal(frames[:X_COUNT], first_line)
+            bench = Bench(RE, detector_dir, base_url, runs, writer, emitted, start_ioc())
+            yield bench
     finally:
-        stop_process(ioc)
+        if bench is not None:
+            stop_process(bench.ioc)
+
+
+def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(bench):
+    failure, failed_after_s, run_uid = bench.fly_until_the_ioc_dies()
+    assert failed_after_s < FAIL_WITHIN_S, failed_after_s  # bounded: no hang
+
+    # the error names the device and its PV; so does the run's fail stop in Tiled
+    message = error_chain(failure.value)
+    assert "stage-x" in message and f"{PREFIX}STAGE:X" in message, message
+    run = bench.runs[run_uid]
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "fail" and f"{PREFIX}STAGE:X" in stop["reason"], stop
+    assert "stage-x" in stop["reason"], stop
+    assert is_sealed(run.metadata)  # every emitted document stored (the fixture's tally)
+
+    # the first line is whole, in the files and in Tiled
+    with h5py.File(bench.detector_dir / "cut_0001_master.h5", "r") as master:
+        links = sorted(k for k in master["/entry/data"] if k.startswith("data_"))
+        first_line = np.concatenate([master[f"/entry/data/{k}"][()] for k in links])
+    assert first_line.shape[0] == X_COUNT and first_line.sum(axis=(1, 2)).min() > 0
+    assert run["lines"].read()["line_index"].values.tolist() == [0]
+    frames = run["primary"]["eiger"]
+    assert frames.shape[0] >= X_COUNT
+    np.testing.assert_array_equal(frames[:X_COUNT], first_line)
+
+
+def test_restarting_the_ioc_and_resuming_completes_the_map_each_line_once(bench):
+    _, _, failed_uid = bench.fly_until_the_ioc_dies()
+    failed = bench.runs[failed_uid]
+    assert failed.metadata["stop"]["exit_status"] == "fail"
+
+    bench.restart_ioc()
+    resume = MapResume.from_run(failed)  # read back through the Tiled client
+    assert resume == MapResume(resumes=failed_uid, geometry=GEOMETRY, lines=(1, 2))
+    eiger, stage = bench.devices("resumed")
+    result = bench.RE(resume_fly_map(eiger, stage.x, stage.z, resume, md={"map_index": 0}))
+    assert result.exit_status == "success"
+    assert bench.writer.wait(timeout_s=120)
+    assert all(tally.complete for tally in bench.writer.tallies())
+    (resumed_uid,) = result.run_start_uids
+    resumed = bench.runs[resumed_uid]
+    start = resumed.metadata["start"]
+    assert start["resumes"] == failed_uid and start["map_lines"] == [1, 2]
+    assert start["map_geometry"] == failed.metadata["start"]["map_geometry"]
+    assert resumed.metadata["stop"]["exit_status"] == "success"
+
+    # the two runs hold every line of the map exactly once (map_line_sources refuses a
+    # line missing or doubled), each whole: X_COUNT frames that saw the beam
+    sources = map_line_sources([failed, resumed])
+    assert {i: s.run_uid for i, s in sources.items()} == {
+        0: failed_uid, 1: resumed_uid, 2: resumed_uid,
+    }  # fmt: skip
+    assert resumed["lines"].read()["line_index"].values.tolist() == [1, 2]
+    for index, source in sources.items():
+        frames = bench.runs[source.run_uid]["primary"]["eiger"]
+        line = frames[source.first_frame : source.first_frame + source.n_frames]
+        assert line.shape[0] == X_COUNT, index
+        assert line.sum(axis=(1, 2)).min() > 0, index
+    # the resumed lines are the ones the DCU wrote for the resume, in the files too
+    with h5py.File(bench.detector_dir / "resumed_0001_master.h5", "r") as master:
+        links = sorted(k for k in master["/entry/data"] if k.startswith("data_"))
+        line_1 = np.concatenate([master[f"/entry/data/{k}"][()] for k in links])
+    first = sources[1].first_frame
+    stored = bench.runs[resumed_uid]["primary"]["eiger"][first : first + X_COUNT]
+    np.testing.assert_array_equal(stored, line_1)
