@@ -107,37 +107,55 @@ def error_chain(error: BaseException | None) -> str:
     return " | ".join(chain)
 
 
-@dataclass
-class Bench:
-    """Tiled, ``opmap sim-dcu`` and ``opmap sim-ioc`` processes; a RunEngine writing to Tiled."""
+@dataclass(frozen=True)
+class Servers:
+    """Tiled and ``opmap sim-dcu`` as processes (shared by this module's tests)."""
 
     RE: RunEngine
+    backup_dir: Path
     detector_dir: Path
     base_url: str
     runs: Any
+
+
+@dataclass
+class Bench:
+    """`Servers`, ``opmap sim-ioc`` as a process and a writer to Tiled, for one test.
+
+    ``tag`` prefixes the test's file names (the DCU refuses a series whose master exists).
+    """
+
+    servers: Servers
+    tag: str
     writer: ValidatedTiledWriter
     emitted: Counter
     ioc: subprocess.Popen
 
+    def master(self, stem: str, series: int) -> Path:
+        """The master file of series ``series`` of the files ``stem``."""
+        return self.servers.detector_dir / f"{self.tag}{stem}_{series:04d}_master.h5"
+
     def devices(self, stem: str) -> tuple[SimplonEiger, MapStage]:
-        """The Eiger (files ``<stem>_NNNN_master.h5``) and the stage, connected."""
-        provider = StaticPathProvider(StaticFilenameProvider(stem), self.detector_dir)
+        """The Eiger (files `master` ``(stem, n)``) and the stage, connected."""
+        provider = StaticPathProvider(
+            StaticFilenameProvider(f"{self.tag}{stem}"), self.servers.detector_dir
+        )
         with init_devices(timeout=CONNECT_S):
             eiger = SimplonEiger(
-                self.base_url, provider, frames_per_file=16, request_timeout_s=5.0
+                self.servers.base_url, provider, frames_per_file=16, request_timeout_s=5.0
             )
             stage = MapStage(f"{PREFIX}STAGE:")
         return eiger, stage
 
     def fly_until_the_ioc_dies(self) -> tuple[pytest.ExceptionInfo, float, str]:
-        """Fly `GEOMETRY` ("cut" files), the IOC SIGKILLed in line 1 (the second).
+        """Fly `GEOMETRY` (files "cut"), the IOC SIGKILLed in line 1 (the second).
 
         Returns the failure, the seconds from the kill to the failure and the run's uid.
         """
         eiger, stage = self.devices("cut")
-        killer = Killer(self.ioc, self.detector_dir / "cut_0002_master.h5")
+        killer = Killer(self.ioc, self.master("cut", 2))
         with pytest.raises(Exception) as failure:
-            self.RE(fly_map(eiger, stage.x, stage.z, GEOMETRY, md={"map_index": 0}))
+            self.servers.RE(fly_map(eiger, stage.x, stage.z, GEOMETRY, md={"map_index": 0}))
         failed_after_s = time.monotonic() - killer.join()
         assert self.writer.wait(timeout_s=120)
         (tally,) = self.writer.tallies()
@@ -150,39 +168,47 @@ class Bench:
         self.ioc = start_ioc()
 
 
-@pytest.fixture
-def ca_env(monkeypatch):
-    """This process's CA client variables (libca reads them once per process)."""
-    for key, value in ca_environment().items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture
-def bench(RE, tmp_path, ca_env):
-    settings = OpmapSettings(data_dir=tmp_path / "data")
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    settings = OpmapSettings(data_dir=tmp_path_factory.mktemp("ioc-death") / "data")
     detector_dir = settings.detector_dir
     detector_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     opmap = str(Path(sys.executable).with_name("opmap"))
     dcu = [opmap, "sim-dcu", "--port", str(port), "--data-dir", str(detector_dir)]
-    bench = None
+    run_engine = RunEngine(call_returns_result=True)  # before any device connects
+    with (
+        pytest.MonkeyPatch.context() as patch,  # libca reads these once per process
+        start_server_subprocess(settings, startup_timeout_s=300) as server,
+        serving(dcu, f"{base_url}/{API}/status/state", 120.0),
+    ):
+        for key, value in ca_environment().items():
+            patch.setenv(key, value)
+        initialize(base_url)
+        runs = ensure_layout(server.client())["raw"]
+        yield Servers(run_engine, settings.backup_dir, detector_dir, base_url, runs)
+        if run_engine.state != "idle":
+            run_engine.halt()
+
+
+@pytest.fixture
+def bench(servers, request):
+    emitted: Counter = Counter()
+    writer = ValidatedTiledWriter(servers.runs, spool_directory=servers.backup_dir)
+    tokens = [
+        servers.RE.subscribe(lambda name, doc: emitted.update([name])),
+        servers.RE.subscribe(writer),
+    ]
+    bench = Bench(
+        servers, request.node.name.removeprefix("test_")[:8] + "-", writer, emitted, start_ioc()
+    )
     try:
-        with (
-            start_server_subprocess(settings, startup_timeout_s=300) as server,
-            serving(dcu, f"{base_url}/{API}/status/state", 120.0),
-        ):
-            initialize(base_url)
-            runs = ensure_layout(server.client())["raw"]
-            emitted: Counter = Counter()
-            RE.subscribe(lambda name, doc: emitted.update([name]))
-            writer = ValidatedTiledWriter(runs, spool_directory=settings.backup_dir)
-            RE.subscribe(writer)
-            bench = Bench(RE, detector_dir, base_url, runs, writer, emitted, start_ioc())
-            yield bench
+        yield bench
     finally:
-        if bench is not None:
-            stop_process(bench.ioc)
+        for token in tokens:
+            servers.RE.unsubscribe(token)
+        stop_process(bench.ioc)
 
 
 def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(bench):
@@ -192,14 +218,14 @@ def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(bench
     # the error names the device and its PV; so does the run's fail stop in Tiled
     message = error_chain(failure.value)
     assert "stage-x" in message and f"{PREFIX}STAGE:X" in message, message
-    run = bench.runs[run_uid]
+    run = bench.servers.runs[run_uid]
     stop = run.metadata["stop"]
     assert stop["exit_status"] == "fail" and f"{PREFIX}STAGE:X" in stop["reason"], stop
     assert "stage-x" in stop["reason"], stop
     assert is_sealed(run.metadata)  # every emitted document stored (the fixture's tally)
 
     # the first line is whole, in the files and in Tiled
-    with h5py.File(bench.detector_dir / "cut_0001_master.h5", "r") as master:
+    with h5py.File(bench.master("cut", 1), "r") as master:
         links = sorted(k for k in master["/entry/data"] if k.startswith("data_"))
         first_line = np.concatenate([master[f"/entry/data/{k}"][()] for k in links])
     assert first_line.shape[0] == X_COUNT and first_line.sum(axis=(1, 2)).min() > 0
@@ -211,19 +237,20 @@ def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(bench
 
 def test_restarting_the_ioc_and_resuming_completes_the_map_each_line_once(bench):
     _, _, failed_uid = bench.fly_until_the_ioc_dies()
-    failed = bench.runs[failed_uid]
+    runs = bench.servers.runs
+    failed = runs[failed_uid]
     assert failed.metadata["stop"]["exit_status"] == "fail"
 
     bench.restart_ioc()
     resume = MapResume.from_run(failed)  # read back through the Tiled client
     assert resume == MapResume(resumes=failed_uid, geometry=GEOMETRY, lines=(1, 2))
     eiger, stage = bench.devices("resumed")
-    result = bench.RE(resume_fly_map(eiger, stage.x, stage.z, resume, md={"map_index": 0}))
+    result = bench.servers.RE(resume_fly_map(eiger, stage.x, stage.z, resume, md={"map_index": 0}))
     assert result.exit_status == "success"
     assert bench.writer.wait(timeout_s=120)
     assert all(tally.complete for tally in bench.writer.tallies())
     (resumed_uid,) = result.run_start_uids
-    resumed = bench.runs[resumed_uid]
+    resumed = runs[resumed_uid]
     start = resumed.metadata["start"]
     assert start["resumes"] == failed_uid and start["map_lines"] == [1, 2]
     assert start["map_geometry"] == failed.metadata["start"]["map_geometry"]
@@ -237,14 +264,14 @@ def test_restarting_the_ioc_and_resuming_completes_the_map_each_line_once(bench)
     }  # fmt: skip
     assert resumed["lines"].read()["line_index"].values.tolist() == [1, 2]
     for index, source in sources.items():
-        frames = bench.runs[source.run_uid]["primary"]["eiger"]
+        frames = runs[source.run_uid]["primary"]["eiger"]
         line = frames[source.first_frame : source.first_frame + source.n_frames]
         assert line.shape[0] == X_COUNT, index
         assert line.sum(axis=(1, 2)).min() > 0, index
     # the resumed lines are the ones the DCU wrote for the resume, in the files too
-    with h5py.File(bench.detector_dir / "resumed_0001_master.h5", "r") as master:
+    with h5py.File(bench.master("resumed", 1), "r") as master:
         links = sorted(k for k in master["/entry/data"] if k.startswith("data_"))
         line_1 = np.concatenate([master[f"/entry/data/{k}"][()] for k in links])
     first = sources[1].first_frame
-    stored = bench.runs[resumed_uid]["primary"]["eiger"][first : first + X_COUNT]
+    stored = resumed["primary"]["eiger"][first : first + X_COUNT]
     np.testing.assert_array_equal(stored, line_1)
