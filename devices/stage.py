@@ -8,9 +8,10 @@ An IOC that dies mid-move
 -------------------------
 When the stage's IOC disappears (process killed, network cut), Channel Access completes the
 pending put to ``.VAL`` with a *disconnect* status. aioca raises it as ``CANothing``, an
-exception that is false in a boolean context, and ophyd-async 0.21's ``SignalW.set`` (its
-put goes through stamina's ``retry_context``) returns as if the move had succeeded: the fly
-line "completed" with the motor gone. A `LimitedMotor` therefore trusts a finished move only
+exception that is false in a boolean context, and ophyd-async 0.21's ``SignalW.set`` returns
+as if the move had succeeded (its put runs inside stamina 26's ``retry_context``, which
+drops an exception that is false: checked with a bare falsy exception): the fly line
+"completed" with the motor gone. A `LimitedMotor` therefore trusts a finished move only
 once its IOC answers for it (``.DMOV`` read back within the signal timeout), and every
 operation that times out on a PV raises `AxisUnreachableError` naming the axis and the PV.
 """
