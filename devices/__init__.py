@@ -28,7 +28,7 @@ from .potentiostat import (
     PotentiostatState,
     PotentiostatStatus,
 )
-from .stage import LimitedMotor, MapStage, SoftLimitError, SoftLimits
+from .stage import AxisUnreachableError, LimitedMotor, MapStage, SoftLimitError, SoftLimits
 
 __all__ = [
     "BITSHUFFLE_FILTER_ID",
@@ -36,6 +36,7 @@ __all__ = [
     "STREAM_NAME",
     "TIME_PATH",
     "X_PATH",
+    "AxisUnreachableError",
     "BeamMonitor",
     "Eiger",
     "EigerDriverIO",
