@@ -37,7 +37,14 @@ from opmap.callbacks.spool import RunSpool, RunTally
 from opmap.callbacks.tiled_products import read_latest, versions
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
-from opmap.plans import MapCadence, MapGeometry, ResumePoint, calibrate, operando_experiment
+from opmap.plans import (
+    EC_STATE_STREAM,
+    MapCadence,
+    MapGeometry,
+    ResumePoint,
+    calibrate,
+    operando_experiment,
+)
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask
@@ -235,11 +242,14 @@ def _scaled_protocol(time_scale: float):
 class _TwinTruth:
     """Ground truth of the twin for each map, at the map's mid time, as one-map arrays.
 
-    It notes each map's cell times (the simulation clock at the run's start and stop
-    documents) and asks a truth source (`opmap.twin_truth`) for the map's truth: the twin
-    of this process (`TwinTruthSource`, the beamline's clock), or, in network control, the
-    twin ``opmap sim-beamline`` renders from and its cell clock (`RemoteTruthSource` as
-    both ``source`` and ``clock``).
+    It notes each map's cell times and asks a truth source (`opmap.twin_truth`) for the
+    map's truth: the twin of this process (`TwinTruthSource`) on the beamline's clock, read
+    at the run's start and stop documents; or, in network control (``at_ec_state=True``),
+    the twin ``opmap sim-beamline`` renders from and its cell clock (`RemoteTruthSource` as
+    both ``source`` and ``clock``), read when the map's two ``ec_state`` events arrive:
+    right before its first line and right after its last, as the start and stop documents
+    are on the event-driven clock (over the network the pristine map's kickoff and the last
+    collect, between the last line and the stop document, take seconds of cell time).
 
     It also keeps the twin's memory flat: once no map still waits for its truth, the twin
     forgets the snapshots before the latest map (`CellTwin.forget_before`). With
@@ -251,16 +261,25 @@ class _TwinTruth:
     HISTORY_MARGIN_S = 120.0
 
     def __init__(
-        self, beamline: Any, *, truths_wanted: bool = True, source: Any = None, clock: Any = None
+        self,
+        beamline: Any,
+        *,
+        truths_wanted: bool = True,
+        source: Any = None,
+        clock: Any = None,
+        at_ec_state: bool = False,
     ) -> None:
         self.beamline = beamline
         self.truths_wanted = truths_wanted
         self.source = TwinTruthSource(beamline.twin) if source is None else source
         self.clock = beamline.clock if clock is None else clock
+        self.at_ec_state = at_ec_state
         self._start_s: dict[str, float] = {}
         self._stop_s: dict[str, float] = {}
         self._mid_s: dict[int, float] = {}  # per map index: new/deceased grains since the last
         self._waiting: dict[str, float] = {}  # run uid -> start (s) of maps without truth yet
+        self._ec_state: dict[str, str] = {}  # ec_state descriptor uid -> run uid
+        self._maps: set[str] = set()  # map runs (at_ec_state: their times still to come)
         # the RunEngine thread (documents) and the live analysis thread (truths) both use
         # the times above and decide what the twin forgets: one at a time
         self._lock = threading.Lock()
@@ -275,18 +294,37 @@ class _TwinTruth:
             self._forget()
 
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
-        """Note the cell time at the run's start and stop (in the RunEngine's thread)."""
-        if name not in ("start", "stop"):
-            return
-        now_s = self.clock.now_s()
+        """Note a map's cell times (in the RunEngine's thread)."""
+        if self.at_ec_state:
+            self._at_ec_state(name, doc)
+        elif name == "start":
+            self._started(doc["uid"], "map_geometry" in doc, self.clock.now_s())
+        elif name == "stop":
+            self._stopped(doc["run_start"], self.clock.now_s())
+
+    def _at_ec_state(self, name: str, doc: dict[str, Any]) -> None:
+        """The cell time when each of the map's two ``ec_state`` events arrives."""
+        if name == "start" and "map_geometry" in doc:
+            self._maps.add(doc["uid"])
+        elif name == "descriptor" and doc.get("name") == EC_STATE_STREAM:
+            self._ec_state[doc["uid"]] = doc["run_start"]
+        elif name == "event" and doc["descriptor"] in self._ec_state:
+            run_uid = self._ec_state[doc["descriptor"]]
+            if run_uid not in self._start_s:
+                self._started(run_uid, run_uid in self._maps, self.clock.now_s())
+            elif run_uid not in self._stop_s:
+                self._stopped(run_uid, self.clock.now_s())
+
+    def _started(self, uid: str, is_map: bool, now_s: float) -> None:
         with self._lock:
-            if name == "start":
-                self._start_s[doc["uid"]] = now_s
-                if self.truths_wanted and "map_geometry" in doc:
-                    self._waiting[doc["uid"]] = now_s
-            else:
-                self._stop_s[doc["run_start"]] = now_s
-                self._forget()
+            self._start_s[uid] = now_s
+            if self.truths_wanted and is_map:
+                self._waiting[uid] = now_s
+
+    def _stopped(self, run_uid: str, now_s: float) -> None:
+        with self._lock:
+            self._stop_s[run_uid] = now_s
+            self._forget()
 
     def _forget(self) -> None:
         """Let the twin drop what neither a waiting truth nor the next frames need (call
@@ -591,7 +629,8 @@ def _subscribe_live_analysis(
     or ``remote_truth`` (the network child's twin)."""
     truth = None
     if beamline.twin is not None or remote_truth is not None:
-        truth = _TwinTruth(beamline, source=remote_truth, clock=remote_truth)
+        network = remote_truth is not None
+        truth = _TwinTruth(beamline, source=remote_truth, clock=remote_truth, at_ec_state=network)
     if truth is not None:
         RE.subscribe(truth.on_document)
     live = LiveAnalysis(

@@ -116,16 +116,34 @@ class _Child:
         self.forgotten_before_s.append(time_s)
 
 
-def test_over_the_network_a_maps_times_are_the_childs_cell_clock() -> None:
-    """Network control: no twin or clock here; the child's cell clock at start and stop."""
+def _map_run(truth, child: _Child, uid: str, times_s: tuple[float, ...]) -> None:
+    """A map run's documents, the child's cell clock at ``times_s`` for: start document,
+    first ec_state event, a lines event, second ec_state event, stop document."""
+    ec = {"uid": f"{uid}-ec", "name": "ec_state", "run_start": uid}
+    lines = {"uid": f"{uid}-lines", "name": "lines", "run_start": uid}
+    documents = [
+        ("start", {"uid": uid, "map_geometry": GEOMETRY}),
+        ("event", {"descriptor": ec["uid"]}),
+        ("event", {"descriptor": lines["uid"]}),
+        ("event", {"descriptor": ec["uid"]}),
+        ("stop", {"run_start": uid}),
+    ]
+    truth.on_document("descriptor", ec)
+    truth.on_document("descriptor", lines)
+    for (name, doc), time_s in zip(documents, times_s, strict=True):
+        child.cell_s = time_s
+        truth.on_document(name, doc)
+
+
+def test_over_the_network_a_map_lasts_from_its_first_ec_state_to_its_second() -> None:
+    """Network control: no twin or clock here; the child's cell clock when the map's
+    ec_state events arrive (its first line follows the first, its last precedes the
+    second), not at its start and stop documents."""
     child = _Child()
     beamline = type("NetworkBeamline", (), {"twin": None, "clock": None})()
-    truth = rehearse._TwinTruth(beamline, source=child, clock=child)
-    for uid, start_s, stop_s in (("map-0", 100.0, 160.0), ("map-1", 400.0, 470.0)):
-        child.cell_s = start_s
-        truth.on_document("start", {"uid": uid, "map_geometry": GEOMETRY})
-        child.cell_s = stop_s
-        truth.on_document("stop", {"run_start": uid})
+    truth = rehearse._TwinTruth(beamline, source=child, clock=child, at_ec_state=True)
+    _map_run(truth, child, "map-0", (90.0, 100.0, 130.0, 160.0, 230.0))
+    _map_run(truth, child, "map-1", (390.0, 400.0, 430.0, 470.0, 500.0))
     child.cell_s = 900.0  # the truths are asked for later: the noted times count
     truth({"uid": "map-0", "map_geometry": GEOMETRY}, 0)
     truth({"uid": "map-1", "map_geometry": GEOMETRY}, 1)
