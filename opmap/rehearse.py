@@ -137,8 +137,8 @@ class RehearsalOptions:
         ``"sim"`` (default): the simulated devices in this process, on the event-driven
         clock. ``"network"``: ``opmap sim-beamline`` in a child process and the real
         devices (`MapStage`, the EPICS potentiostat, `BeamMonitor`, `SimplonEiger`) over
-        Channel Access and HTTP, in wall time (see `opmap._network_control`); no twin in
-        this process, so no truth table.
+        Channel Access and HTTP, in wall time (see `opmap._network_control`); the truth
+        table's truth comes from the child's twin (`opmap.twin_truth.RemoteTruthSource`).
     speedup : float
         Network control only: cell (electrochemistry) seconds per wall second of the
         child; motors and exposures run in wall time.
