@@ -48,7 +48,7 @@ from opmap.plans import (
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask
-from opmap.twin_truth import RemoteTruthSource, TwinTruthSource
+from opmap.twin_truth import RemoteTruthSource, TruthChannelError, TwinTruthSource
 
 from ._rehearsal_params import analysis_parameters_for_twin
 from ._rehearsal_progress import RehearsalProgress
@@ -280,6 +280,7 @@ class _TwinTruth:
         self._waiting: dict[str, float] = {}  # run uid -> start (s) of maps without truth yet
         self._ec_state: dict[str, str] = {}  # ec_state descriptor uid -> run uid
         self._maps: set[str] = set()  # map runs (at_ec_state: their times still to come)
+        self._untimed: set[str] = set()  # at_ec_state: runs whose cell time could not be read
         # the RunEngine thread (documents) and the live analysis thread (truths) both use
         # the times above and decide what the twin forgets: one at a time
         self._lock = threading.Lock()
@@ -310,10 +311,16 @@ class _TwinTruth:
             self._ec_state[doc["uid"]] = doc["run_start"]
         elif name == "event" and doc["descriptor"] in self._ec_state:
             run_uid = self._ec_state[doc["descriptor"]]
+            try:  # a child that does not answer must not abort the run: only its truth
+                now_s = self.clock.now_s()
+            except TruthChannelError as err:
+                logger.warning("run %s: no cell time, so no truth for this map: %s", run_uid, err)
+                self._untimed.add(run_uid)
+                return
             if run_uid not in self._start_s:
-                self._started(run_uid, run_uid in self._maps, self.clock.now_s())
+                self._started(run_uid, run_uid in self._maps, now_s)
             elif run_uid not in self._stop_s:
-                self._stopped(run_uid, self.clock.now_s())
+                self._stopped(run_uid, now_s)
 
     def _started(self, uid: str, is_map: bool, now_s: float) -> None:
         with self._lock:
@@ -339,6 +346,8 @@ class _TwinTruth:
 
     def __call__(self, start: Mapping[str, Any], map_index: int) -> dict[str, LabelledArray]:
         uid = start["uid"]
+        if self.at_ec_state and (uid in self._untimed or uid not in self._stop_s):
+            raise RuntimeError(f"run {uid}: its cell times were not noted, so it has no truth")
         now_s = self.clock.now_s()
         with self._lock:
             start_s = self._start_s.get(uid, 0.0)

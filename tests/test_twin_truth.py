@@ -16,7 +16,13 @@ from starlette.testclient import TestClient
 from opmap import rehearse
 from opmap.analysis.products import LabelledArray
 from opmap.sim_beamline import SimBeamline, SimBeamlineOptions, truth_routes
-from opmap.twin_truth import TRUTH_API, map_truth, truth_from_npz, truth_to_npz
+from opmap.twin_truth import (
+    TRUTH_API,
+    TruthChannelError,
+    map_truth,
+    truth_from_npz,
+    truth_to_npz,
+)
 
 GEOMETRY = {
     "z_start_um": -3.0, "z_step_um": 1.0, "z_count": 5,
@@ -158,3 +164,19 @@ def test_the_channel_tells_the_cell_time(sim_beamline, channel) -> None:
     response = channel.get(f"{TRUTH_API}/now")
     assert response.status_code == 200
     assert before_s <= response.json()["value"] <= sim_beamline.time.cell.now_s()
+
+
+def test_a_child_that_does_not_tell_the_time_costs_that_maps_truth_not_the_run(caplog) -> None:
+    child = _Child()
+    beamline = type("NetworkBeamline", (), {"twin": None, "clock": None})()
+    truth = rehearse._TwinTruth(beamline, source=child, clock=child, at_ec_state=True)
+
+    def refuse() -> float:
+        raise TruthChannelError("truth channel http://127.0.0.1:1/...: ConnectError")
+
+    child.now_s = refuse
+    _map_run(truth, child, "map-0", (90.0, 100.0, 130.0, 160.0, 230.0))  # does not raise
+    assert "run map-0: no cell time, so no truth for this map" in caplog.text
+    with pytest.raises(RuntimeError, match="run map-0: its cell times were not noted"):
+        truth({"uid": "map-0", "map_geometry": GEOMETRY}, 0)
+    assert child.asked == []
