@@ -342,7 +342,10 @@ class _TwinTruth:
             keep_from_s = max(self._start_s.values())
         else:
             return
-        self.source.forget_before(keep_from_s - self.HISTORY_MARGIN_S)
+        try:
+            self.source.forget_before(keep_from_s - self.HISTORY_MARGIN_S)
+        except TruthChannelError as err:  # memory only: the run goes on (network control)
+            logger.warning("the twin's history was not trimmed: %s", err)
 
     def __call__(self, start: Mapping[str, Any], map_index: int) -> dict[str, LabelledArray]:
         uid = start["uid"]

@@ -175,8 +175,11 @@ def test_a_child_that_does_not_tell_the_time_costs_that_maps_truth_not_the_run(c
         raise TruthChannelError("truth channel http://127.0.0.1:1/...: ConnectError")
 
     child.now_s = refuse
+    child.forget_before = lambda time_s: refuse()
     _map_run(truth, child, "map-0", (90.0, 100.0, 130.0, 160.0, 230.0))  # does not raise
     assert "run map-0: no cell time, so no truth for this map" in caplog.text
+    truth.remember("map-old", 0, 10.0, 20.0)  # its hold cannot be sent either: no raise
+    assert "the twin's history was not trimmed" in caplog.text
     with pytest.raises(RuntimeError, match="run map-0: its cell times were not noted"):
         truth({"uid": "map-0", "map_geometry": GEOMETRY}, 0)
     assert child.asked == []
