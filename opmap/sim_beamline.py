@@ -5,7 +5,9 @@
 - the Channel Access PVs of ``opmap sim-ioc`` (`opmap.sim_ioc`: potentiostat ``$(P)EC:``,
   motor records ``$(P)STAGE:X`` / ``$(P)STAGE:Z``, beam ``$(P)BEAM:``) plus the sample
   changer ``$(P)SAMPLE:POS`` (`opmap.sim_ioc.SamplePVs`);
-- the SIMPLON HTTP API of ``opmap sim-dcu`` (`opmap.sim_dcu`),
+- the SIMPLON HTTP API of ``opmap sim-dcu`` (`opmap.sim_dcu`), and next to it the
+  simulation-only truth channel ``/opmap/api/1/truth/...`` (`truth_routes`: the twin's
+  ground truth of a map, and the cell clock, for the rehearsal's truth table),
 
 around ONE digital twin (`opmap.twin.CellTwin`). The DCU renders each frame where the IOC's
 motors were during its exposure and the cell as it was then.
