@@ -267,21 +267,23 @@ class EpicsPotentiostatDriver(Device):
 
     async def _read_buffer(self) -> tuple[int, list[np.ndarray]]:
         # A sequence lock: the same even BUF:SEQ before and after means one consistent buffer.
-        # The count and the columns are read at once (one round trip, not six), so a loaded
-        # client still fits between two rewrites; each retry waits a little longer.
-        columns = (
-            self.buffer_time, self.buffer_potential, self.buffer_current, self.buffer_charge,
-            self.buffer_step,
-        )  # fmt: skip
-        for attempt in range(_BUFFER_READ_ATTEMPTS):
+        for _ in range(_BUFFER_READ_ATTEMPTS):
             seq = await self.buffer_seq.get_value()
             if seq % 2 == 0:
-                count, *values = await asyncio.gather(
-                    self.buffer_count.get_value(), *(signal.get_value() for signal in columns)
+                # all six at once: one round trip between the two BUF:SEQ reads, not six
+                # (the IOC republishes every tick while samples arrive; six sequential reads
+                # on a loaded machine outlasted a tick, and no read was ever consistent)
+                count, *columns = await asyncio.gather(
+                    self.buffer_count.get_value(),
+                    self.buffer_time.get_value(),
+                    self.buffer_potential.get_value(),
+                    self.buffer_current.get_value(),
+                    self.buffer_charge.get_value(),
+                    self.buffer_step.get_value(),
                 )
                 if await self.buffer_seq.get_value() == seq:
-                    return count, values
-            await asyncio.sleep(self.poll_period_s / 10 * (1 + attempt / 4))
+                    return count, columns
+            await asyncio.sleep(self.poll_period_s / 10)
         raise RuntimeError(
             f"{self.name}: no consistent read of the sample buffer in "
             f"{_BUFFER_READ_ATTEMPTS} attempts (the IOC rewrites it too often)"

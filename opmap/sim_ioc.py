@@ -66,6 +66,11 @@ __all__ = [
 
 #: Samples held by the ``EC:BUF:*`` waveforms (their NELM; ``EC:BUF:SIZE``).
 BUFFER_SIZE = 4096
+#: Shortest wall time (s) between two rewrites of the ``EC:BUF:*`` waveforms. Rewritten
+#: every tick (50 ms), the five full waveforms (160 kB) changed faster than a client on a
+#: loaded machine could read them, and its sequence-locked read never saw one buffer; new
+#: samples wait here meanwhile, and go out at once when the protocol ends or is aborted.
+BUFFER_PUBLISH_S = 0.5
 logger = logging.getLogger(__name__)
 _STATES = [state.value for state in PotentiostatState]
 _TECHNIQUES = [technique.value for technique in TECHNIQUE_CODES]
@@ -86,12 +91,7 @@ class IocOptions:
     sample_interval_s
         Potentiostat sampling period (s of experiment time, > 0).
     tick_s
-        Wall-clock period (s) of the readback updates.
-    buffer_period_s
-        Wall-clock period (s) of the sample buffer's rewrites (``EC:BUF:*``; at once when
-        the protocol ends or is aborted). Rewriting five 4096-sample waveforms takes caproto
-        tens of ms on a loaded machine; every ``tick_s`` would leave readers almost no time
-        between rewrites.
+        Wall-clock period (s) of the readback and buffer updates.
     twin_config
         A `TwinConfig` TOML/YAML file (its ``electrochem`` section), or the defaults.
     ring_current_ma
@@ -103,15 +103,13 @@ class IocOptions:
     speedup: float = 1.0
     sample_interval_s: float = 1.0
     tick_s: float = 0.05
-    buffer_period_s: float = 0.5
     twin_config: Path | None = None
     ring_current_ma: float = 200.0
 
     def __post_init__(self) -> None:
         if not self.prefix or any(c.isspace() for c in self.prefix):
             raise ValueError(f"prefix={self.prefix!r} must be non-empty, without spaces")
-        positive = ("speedup", "sample_interval_s", "tick_s", "buffer_period_s", "ring_current_ma")
-        for name in positive:
+        for name in ("speedup", "sample_interval_s", "tick_s", "ring_current_ma"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value} must be a finite number > 0")
@@ -215,9 +213,8 @@ class PotentiostatPVs(PVGroup):
         self._columns: tuple[deque, ...] = tuple(deque(maxlen=BUFFER_SIZE) for _ in range(5))
         self._count = 0
         self._seq = 0
-        self._unpublished: list[Any] = []
-        self._published_at_s = -math.inf  # monotonic wall time of the last buffer rewrite
-        self._flush_buffer = False  # the protocol just ended: rewrite the buffer at once
+        self._unpublished: list = []  # samples waiting for the next rewrite of EC:BUF:*
+        self._published_at_s = -math.inf  # time.monotonic() of the last rewrite
         self._running = False
         # one update at a time (the tick and ABORT both update): samples stay in order and
         # the buffer's sequence lock stays odd for the whole rewrite
@@ -288,10 +285,9 @@ class PotentiostatPVs(PVGroup):
         """Abort any protocol: the cell goes to open circuit."""
         await self.driver.stop()
         self._running = False
-        self._flush_buffer = True
         await self.state.write(PotentiostatState.OPEN_CIRCUIT.value)
         await self.message.write("aborted: open circuit")
-        await self._update()
+        await self._update(flush=True)
         return value
 
     @state.startup
@@ -307,13 +303,20 @@ class PotentiostatPVs(PVGroup):
                 await self.message.write(f"IOC update failed: {err!r}")
             await asyncio.sleep(self.options.tick_s)
 
-    async def _update(self) -> None:
+    async def _update(self, *, flush: bool = False) -> None:
         async with self._update_lock:
-            await self._update_unlocked()
+            await self._update_unlocked(flush)
 
-    async def _update_unlocked(self) -> None:
+    async def _update_unlocked(self, flush: bool) -> None:
         status = await self.driver.status()
-        samples = await self.driver.drain()
+        self._unpublished += await self.driver.drain()
+        now_s = time.monotonic()
+        ending = status.protocol_done and self._running  # the update that sets DONE
+        due = flush or ending or now_s - self._published_at_s >= BUFFER_PUBLISH_S
+        if self._unpublished and due:  # before DONE: a client seeing it finds every sample
+            samples, self._unpublished = self._unpublished, []
+            self._published_at_s = now_s
+            await self._publish(samples)
         sample = status.sample
         await self.time_s.write(sample.time_s)
         await self.potential.write(sample.potential_v)
@@ -326,16 +329,10 @@ class PotentiostatPVs(PVGroup):
         if self._running:
             await self.elapsed.write(status.elapsed_s)
         if self._running and status.protocol_done:
-            self._running, self._flush_buffer = False, True
+            self._running = False
             await self.state.write(PotentiostatState.DONE.value)
             reason = getattr(self.driver.model, "stop_reason", "")
             await self.message.write(f"done: {reason}" if reason else "done")
-        self._unpublished.extend(samples)
-        due = time.monotonic() - self._published_at_s >= self.options.buffer_period_s
-        if self._unpublished and (due or self._flush_buffer):
-            await self._publish(self._unpublished)
-            self._unpublished, self._published_at_s = [], time.monotonic()
-            self._flush_buffer = False
 
     async def _publish(self, samples: list) -> None:
         for sample in samples:
