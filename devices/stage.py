@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TypeVar
 
+from aioca import CANothing
 from bluesky.protocols import Reading
 from ophyd_async.core import FlyMotorInfo, NotConnectedError, StandardReadable, TimeoutCalculator
 from ophyd_async.epics.motor import Motor, MotorFlyableMovableLogic, MotorFlyCtx
@@ -45,7 +46,8 @@ async def answered(axis: str, what: str, awaitable: Awaitable[T]) -> T:
     """Await ``awaitable``; a PV timeout becomes an `AxisUnreachableError` naming ``axis``.
 
     ophyd-async raises ``TimeoutError(source)`` (``source`` is ``ca://PV``) when a PV does
-    not answer within the signal timeout.
+    not answer within the signal timeout; aioca's ``CANothing`` (``PV: reason``) when the
+    IOC disconnects during a put.
     """
     try:
         return await awaitable
@@ -53,6 +55,11 @@ async def answered(axis: str, what: str, awaitable: Awaitable[T]) -> T:
         pv = str(err) or "a PV"
         raise AxisUnreachableError(
             f"{axis}: {what} failed: {pv} did not answer (is the stage's IOC running?)"
+        ) from err
+    except CANothing as err:  # e.g. a put ended by a disconnect, when it does propagate;
+        # falsy, so a bluesky status showing it would read "done" and name nothing
+        raise AxisUnreachableError(
+            f"{axis}: {what} failed: Channel Access {err} (is the stage's IOC running?)"
         ) from err
 
 
