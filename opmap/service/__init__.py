@@ -23,9 +23,11 @@ Serve in a subprocess for the length of a rehearsal::
 """
 
 from ._access import KeysOnlyAuthenticator, ProposalAccessPolicy, ProposalTags, SealedCache
+from ._catalog_init import init_catalog_database
 from ._config import (
     ACCESS_POLICY,
     AUTHENTICATOR,
+    CATALOG_TREE,
     JSON_SEQ_EXPORTER,
     VALIDATOR_ROUTER,
     check_directories,
@@ -71,6 +73,7 @@ __all__ = [
     "ACCESS_POLICY",
     "ADMIN_PRINCIPAL",
     "AUTHENTICATOR",
+    "CATALOG_TREE",
     "JSON_SEQ_EXPORTER",
     "LOCK_FILE_NAME",
     "ROLES",
@@ -100,6 +103,7 @@ __all__ = [
     "ensure_service_keys",
     "free_port",
     "grant_from_orm",
+    "init_catalog_database",
     "install_key_cache",
     "list_keys",
     "recorded_data_dir",
