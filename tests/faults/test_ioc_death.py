@@ -238,6 +238,7 @@ def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(bench
     np.testing.assert_array_equal(frames[:X_COUNT], first_line)
 
 
+@pytest.mark.soak  # ~1-1.5 min: make soak; the kill variant runs in make test
 def test_restarting_the_ioc_and_resuming_completes_the_map_each_line_once(bench):
     _, _, failed_uid = bench.fly_until_the_ioc_dies()
     runs = bench.servers.runs
