@@ -26,9 +26,11 @@ lint: $(STAMP)
 tickit-env: $(STAMP)
 	$(BIN)/python tests/devices/_simplon_servers.py
 
-# the soak variants (marker `soak`) run in `make soak`
+# the soak variants (marker `soak`) run in `make soak`; PYTEST_WORKERS test processes (xdist),
+# each test file on one of them (its module fixtures built once)
+PYTEST_WORKERS ?= 2
 test: lint tickit-env
-	$(BIN)/python -m pytest -m "not soak"
+	$(BIN)/python -m pytest -m "not soak" -n $(PYTEST_WORKERS) --dist loadfile
 
 # the long fault-injection variants (server killed twice in larger maps; an IOC or a DCU
 # restarted and the map resumed); figures in build/soak.xml
