@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TypeVar
 
-from aioca import CANothing
 from bluesky.protocols import Reading
-from ophyd_async.core import FlyMotorInfo, NotConnectedError, StandardReadable, TimeoutCalculator
+from ophyd_async.core import FlyMotorInfo, StandardReadable, TimeoutCalculator
 from ophyd_async.epics.motor import Motor, MotorFlyableMovableLogic, MotorFlyCtx
+
+from ._unreachable import DeviceUnreachableError
+from ._unreachable import answered as _answered
 
 __all__ = ["AxisUnreachableError", "LimitedMotor", "MapStage", "SoftLimitError", "SoftLimits"]
 
@@ -38,29 +40,16 @@ class SoftLimitError(ValueError):
     """A target outside an axis' soft limits; raised before anything moves."""
 
 
-class AxisUnreachableError(ConnectionError):
+class AxisUnreachableError(DeviceUnreachableError):
     """An axis' IOC stopped answering; the message names the axis, the operation and the PV."""
 
 
 async def answered(axis: str, what: str, awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``; a PV timeout becomes an `AxisUnreachableError` naming ``axis``.
-
-    ophyd-async raises ``TimeoutError(source)`` (``source`` is ``ca://PV``) when a PV does
-    not answer within the signal timeout; aioca's ``CANothing`` (``PV: reason``) when the
-    IOC disconnects during a put.
-    """
-    try:
-        return await awaitable
-    except (TimeoutError, NotConnectedError) as err:
-        pv = str(err) or "a PV"
-        raise AxisUnreachableError(
-            f"{axis}: {what} failed: {pv} did not answer (is the stage's IOC running?)"
-        ) from err
-    except CANothing as err:  # e.g. a put ended by a disconnect, when it does propagate;
-        # falsy, so a bluesky status showing it would read "done" and name nothing
-        raise AxisUnreachableError(
-            f"{axis}: {what} failed: Channel Access {err} (is the stage's IOC running?)"
-        ) from err
+    """Await ``awaitable``; a PV timeout becomes an `AxisUnreachableError` naming ``axis``
+    (`opmap.devices._unreachable.answered` for the stage)."""
+    return await _answered(
+        axis, what, awaitable, ioc="the stage's IOC", error=AxisUnreachableError
+    )
 
 
 @dataclass(frozen=True)
