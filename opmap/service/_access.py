@@ -55,6 +55,8 @@ from tiled.server.protocols import InternalAuthenticator, UserSessionState
 
 from opmap.callbacks.sealing import is_sealed
 
+from ._append import check_data_write, check_metadata_grows, current_write
+
 __all__ = [
     "PROPOSAL_PATTERN",
     "VISIBILITY_MEMO_S",
@@ -309,7 +311,8 @@ class ProposalAccessPolicy(AccessPolicy):
         except BaseException:
             self.sealed_cache.end_change(token)
             raise
-        _end_change_after_write(node, self.sealed_cache, token)
+        append_only = _ADMIN_SCOPE not in authn_scopes
+        _end_change_after_write(node, self.sealed_cache, token, append_only=append_only)
         return result
 
     async def _check_tags(
@@ -336,8 +339,13 @@ class ProposalAccessPolicy(AccessPolicy):
         if authn_access_tags is not None and await self._visible(node, authn_access_tags) is False:
             return set()
         scopes = set(authn_scopes)
-        if _ADMIN_SCOPE not in scopes and scopes & _WRITE_SCOPES and await self._sealed(node):
+        if _ADMIN_SCOPE in scopes or not scopes & _WRITE_SCOPES:
+            return scopes
+        if await self._sealed(node):
             return scopes - _WRITE_SCOPES
+        request = current_write()
+        if request is not None and "write:data" in scopes and _is_target(node, request.key):
+            await check_data_write(node, request)  # raises 403 unless it appends
         return scopes
 
     async def _sealed(self, node: Any) -> bool:
@@ -369,14 +377,33 @@ class ProposalAccessPolicy(AccessPolicy):
         return [AccessTagsFilter(sorted(authn_access_tags))]
 
 
-def _end_change_after_write(node: Any, cache: SealedCache, token: int) -> None:
+def _is_target(node: Any, key: str) -> bool:
+    """Whether ``node`` is the node a request names by its last segment ``key`` (Tiled
+    asks the policy about the root and about the request's node only)."""
+    orm_node = getattr(node, "node", None)
+    return getattr(orm_node, "id", _ROOT_NODE_ID) != _ROOT_NODE_ID and orm_node.key == key
+
+
+def _end_change_after_write(
+    node: Any, cache: SealedCache, token: int, *, append_only: bool = False
+) -> None:
     """End the cache's change ``token`` once ``node.replace_metadata`` (the write Tiled
     makes right after `ProposalAccessPolicy.modify_node`) has run, for this node object
-    (one request's) only."""
+    (one request's) only. With ``append_only``, the new metadata must only add to the
+    stored one (`check_metadata_grows`), or nothing is written (403)."""
     original = node.replace_metadata
 
     async def replace_metadata(*args: Any, **kwargs: Any) -> Any:
         try:
+            if append_only:
+                request = current_write()
+                check_metadata_grows(
+                    node.node.key if request is None else request.path,
+                    node.metadata(),
+                    kwargs.get("metadata", {}),
+                    node.specs,
+                    kwargs.get("specs", ()),
+                )
             return await original(*args, **kwargs)
         finally:
             cache.end_change(token)

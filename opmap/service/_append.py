@@ -1,0 +1,422 @@
+"""Append-only writes: what a key that is not an admin's may still change in an open node.
+
+Why
+    Tiled 0.2.20's ``write:data`` and ``write:metadata`` scopes cover appending and
+    overwriting alike, and its access policy sees a node and a key, not the request. A run
+    still being written, and a product version growing map by map, were therefore open to
+    overwriting by the beamline writer key until sealed.
+
+How
+    :class:`AppendOnlyRequests` (a plain ASGI middleware, outermost) notes the method,
+    route, node path and query of each write request to the API in a context variable;
+    :class:`~opmap.service.ProposalAccessPolicy` then checks the request against the
+    stored node when Tiled asks it for the key's scopes on that node
+    (:func:`check_data_write`), and checks a metadata update or a data-source update
+    against what is stored just before Tiled writes it (:func:`check_metadata_grows`,
+    :func:`check_data_source_grows`). A refusal is HTTP 403 naming the node and why.
+
+What the writer key may do (any key without the admin scope)
+    * arrays: ``PATCH ?extend=true`` at ``offset[0]`` equal to the stored extent along
+      axis 0 (how opmap's product writers and bluesky's ``TiledWriter`` grow arrays);
+      ``PUT`` of the whole array, ``PUT`` of a block, and ``PATCH`` without ``extend``
+      only where no chunk they touch is stored yet (e.g. right after the node is created);
+    * tables: ``PATCH`` of a partition (appending rows); ``PUT`` of a partition or of the
+      whole table only while it holds no rows;
+    * data sources of registered (external) arrays: the same files, dataset and data type,
+      the extent along axis 0 may grow, assets may be added, none removed or changed;
+    * metadata: new keys; an existing key only *grows* (:func:`grows`): a list keeps its
+      items as a prefix, a mapping keeps its keys, each growing; the product commit record
+      (``committed``) may count more maps and rows and name more nodes; specs may be added.
+
+Not covered (refused to the writer key): ``ragged`` and ``awkward`` data writes (opmap
+writes none; the check cannot tell their extent), replacing a data source without a patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from fastapi import HTTPException
+from starlette.status import HTTP_403_FORBIDDEN
+
+from opmap.callbacks.tiled_products import COMMIT_KEY
+
+__all__ = [
+    "API_PREFIX",
+    "AppendOnlyRefused",
+    "AppendOnlyRequests",
+    "WriteRequest",
+    "check_data_source_grows",
+    "check_data_write",
+    "check_metadata_grows",
+    "current_write",
+    "grows",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Where Tiled mounts its API.
+API_PREFIX = "/api/v1/"
+#: Routes whose ``PUT``/``PATCH`` write a node's data, longest first.
+DATA_ROUTES = (
+    "array/block",
+    "array/full",
+    "table/partition",
+    "table/full",
+    "node/full",
+    "awkward/full",
+    "ragged/block",
+    "ragged/full",
+    "data_source",
+)
+#: Every route noted by the middleware: data writes and metadata updates.
+_NOTED_ROUTES = (*DATA_ROUTES, "metadata")
+_WRITE_METHODS = frozenset({"PUT", "PATCH"})
+
+_WRITE: contextvars.ContextVar[WriteRequest | None] = contextvars.ContextVar(
+    "opmap_write_request", default=None
+)
+
+
+class AppendOnlyRefused(HTTPException):
+    """HTTP 403: a write by a key that is not an admin's would change stored data."""
+
+    def __init__(self, path: str, why: str) -> None:
+        detail = (
+            f"{path}: {why}. The writer key may only append to a run or product version "
+            "still being written; changing stored data needs the admin key."
+        )
+        super().__init__(status_code=HTTP_403_FORBIDDEN, detail=detail)
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """A ``PUT``/``PATCH`` of a node's data, as the middleware saw it.
+
+    Attributes
+    ----------
+    method : str
+        ``PUT`` or ``PATCH``.
+    route : str
+        One of :data:`DATA_ROUTES`, or ``metadata``.
+    path : str
+        The node's path, ``/``-separated, without the route.
+    query : Mapping[str, str]
+        The query parameters (last value of each).
+    """
+
+    method: str
+    route: str
+    path: str
+    query: Mapping[str, str]
+
+    @property
+    def key(self) -> str:
+        """The node's own key (last path segment)."""
+        return self.path.rsplit("/", 1)[-1]
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> WriteRequest | None:
+        """The write an ASGI ``scope`` makes, or None (reads, creations, other apps)."""
+        method = scope.get("method", "")
+        path = scope.get("path", "")
+        if method not in _WRITE_METHODS or not path.startswith(API_PREFIX):
+            return None
+        rest = path[len(API_PREFIX) :]
+        for route in _NOTED_ROUTES:
+            if rest.startswith(route + "/"):
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                node = unquote(rest[len(route) + 1 :]).strip("/")
+                return cls(method, route, node, query)
+        return None
+
+
+def current_write() -> WriteRequest | None:
+    """The data write of the request being served (None outside one)."""
+    return _WRITE.get()
+
+
+class AppendOnlyRequests:
+    """ASGI middleware: notes each data write (:class:`WriteRequest`) for the access policy.
+
+    Parameters
+    ----------
+    app : ASGI application
+        The Tiled app.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve ``scope`` with its write request in :func:`current_write`."""
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _WRITE.set(WriteRequest.from_scope(scope))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _WRITE.reset(token)
+
+
+async def check_data_write(node: Any, request: WriteRequest) -> None:
+    """Refuse ``request`` on ``node`` (:class:`AppendOnlyRefused`) unless it only appends.
+
+    ``PUT /data_source`` is checked later, when Tiled writes it: the node's
+    ``put_data_source`` is wrapped for this request (:func:`check_data_source_grows`).
+    """
+    route = request.route
+    if route == "metadata":
+        return  # checked when written (`check_metadata_grows`)
+    if route.startswith("array/"):
+        await _check_array_write(node, request)
+    elif route == "table/partition" and request.method == "PATCH":
+        return  # appends rows to the partition
+    elif route.startswith(("table/", "node/")):
+        await _check_table_write(node, request)
+    elif route == "data_source":
+        _guard_data_source(node, request.path)
+    else:
+        raise AppendOnlyRefused(request.path, f"{route} writes cannot be checked for appending")
+
+
+async def _check_array_write(node: Any, request: WriteRequest) -> None:
+    structure = node.structure()
+    shape = tuple(structure.shape)
+    if request.method == "PATCH":
+        offset = _ints(request.query.get("offset", ""))
+        if request.query.get("extend", "").lower() == "true":
+            if not offset or offset[0] != shape[0]:
+                raise AppendOnlyRefused(
+                    request.path,
+                    f"extending at offset {offset[:1]} along axis 0 would not append: the "
+                    f"stored extent is {shape[0]}",
+                )
+            return
+        region = _region(offset, _ints(request.query.get("shape", "")), shape)
+    elif request.route == "array/block":
+        block = _ints(request.query.get("block", ""))
+        region = _block_region(block, structure.chunks)
+    else:
+        region = tuple((0, n) for n in shape)
+    if await _any_chunk_stored(node, region):
+        raise AppendOnlyRefused(request.path, f"data already stored in {_show(region)}")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip().isdigit())
+
+
+def _region(
+    offset: tuple[int, ...], shape: tuple[int, ...], full: tuple[int, ...]
+) -> tuple[tuple[int, int], ...]:
+    """``(start, stop)`` per axis of a patch; axes it does not name span the array."""
+    offset = offset + (0,) * (len(full) - len(offset))
+    shape = shape + full[len(shape) :]
+    return tuple((o, o + n) for o, n in zip(offset, shape, strict=False))
+
+
+def _block_region(block: tuple[int, ...], chunks: Any) -> tuple[tuple[int, int], ...]:
+    region = []
+    for index, sizes in zip(block, chunks, strict=False):
+        start = sum(sizes[:index])
+        region.append((start, start + sizes[index]))
+    return tuple(region)
+
+
+def _show(region: tuple[tuple[int, int], ...]) -> str:
+    return "[" + ", ".join(f"{a}:{b}" for a, b in region) + "]"
+
+
+async def _any_chunk_stored(node: Any, region: tuple[tuple[int, int], ...]) -> bool:
+    """Whether any chunk of ``node``'s zarr array overlapping ``region`` is on disk.
+
+    Arrays that are not written zarr arrays of opmap's file storage (registered files)
+    count as stored: their data is never overwritten through Tiled.
+    """
+    sources = await node.data_sources(include_assets=True)
+    if len(sources) != 1 or sources[0].mimetype != "application/x-zarr":
+        return True
+    (asset,) = sources[0].assets
+    return await asyncio.to_thread(_zarr_chunks_stored, asset.data_uri, region)
+
+
+def _zarr_chunks_stored(data_uri: str, region: tuple[tuple[int, int], ...]) -> bool:
+    """Whether a chunk file of the zarr array at ``data_uri`` overlaps ``region``."""
+    import zarr
+    from tiled.utils import path_from_uri
+
+    if any(stop <= start for start, stop in region):
+        return False
+    root = Path(path_from_uri(data_uri))
+    array = zarr.open_array(str(root), mode="r")
+    ranges = [
+        range(start // size, (stop - 1) // size + 1)
+        for (start, stop), size in zip(region, array.chunks, strict=False)
+    ]
+    return any(
+        (root / array.metadata.encode_chunk_key(coords)).exists()
+        for coords in itertools.product(*ranges)
+    )
+
+
+async def _check_table_write(node: Any, request: WriteRequest) -> None:
+    adapter = await node.get_adapter()
+    if request.route == "table/partition":
+        partition = int(request.query.get("partition", "0"))
+        rows = await asyncio.to_thread(_rows, adapter, partition)
+        where = f"partition {partition}"
+    else:
+        n_partitions = node.structure().npartitions
+        counts = [await asyncio.to_thread(_rows, adapter, p) for p in range(n_partitions)]
+        rows, where = sum(counts), "the table"
+    if rows:
+        raise AppendOnlyRefused(request.path, f"{where} already holds {rows} rows")
+
+
+def _rows(adapter: Any, partition: int) -> int:
+    """Rows stored in ``partition`` (0 for a partition file not written yet)."""
+    try:
+        return len(adapter.read_partition(partition))
+    except FileNotFoundError:
+        return 0
+
+
+def _guard_data_source(node: Any, path: str) -> None:
+    """Check the data source Tiled is about to write on ``node`` (this request only)."""
+    original = node.put_data_source
+
+    async def put_data_source(data_source: Any, patch: Any) -> Any:
+        stored = await node.data_sources(include_assets=True)
+        check_data_source_grows(path, stored, data_source, patch)
+        return await original(data_source, patch)
+
+    node.put_data_source = put_data_source
+
+
+def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) -> None:
+    """Refuse a data-source update that does not only extend the data along axis 0.
+
+    Parameters
+    ----------
+    path : str
+        The node (named in the refusal).
+    stored : list
+        The node's data sources now (Tiled ``DataSource``, with assets).
+    new : object
+        The data source sent (a ``PutDataSourceRequest.data_source``).
+    patch : object or None
+        The request's ``patch_shape``/``patch_offset`` (None: a replacement).
+
+    Raises
+    ------
+    AppendOnlyRefused
+        Naming what would change.
+    """
+    if patch is None:
+        raise AppendOnlyRefused(path, "replacing a data source (no patch_shape/patch_offset)")
+    old = next((source for source in stored if source.id == new.id), None)
+    if old is None:
+        raise AppendOnlyRefused(path, f"no data source {new.id} is stored on this node")
+    if old.structure_family != "array":
+        raise AppendOnlyRefused(path, f"{old.structure_family} data sources cannot be extended")
+    for field in ("mimetype", "parameters", "structure_family"):
+        if getattr(old, field) != getattr(new, field):
+            raise AppendOnlyRefused(path, f"the data source's {field} would change")
+    old_structure, new_structure = _structure(old.structure), _structure(new.structure)
+    old_shape, new_shape = tuple(old_structure.shape), tuple(new_structure.shape)
+    if len(new_shape) != len(old_shape) or new_shape[1:] != old_shape[1:]:
+        raise AppendOnlyRefused(path, f"the shape would change from {old_shape} to {new_shape}")
+    if new_shape and new_shape[0] < old_shape[0]:
+        raise AppendOnlyRefused(path, f"the extent would shrink from {old_shape[0]}")
+    if old_structure.data_type != new_structure.data_type:
+        raise AppendOnlyRefused(path, "the data type would change")
+    new_assets = {(a.data_uri, a.parameter, a.num) for a in new.assets}
+    for asset in old.assets:
+        if (asset.data_uri, asset.parameter, asset.num) not in new_assets:
+            raise AppendOnlyRefused(path, f"the stored asset {asset.data_uri} would be dropped")
+
+
+def _structure(structure: Any) -> Any:
+    """An array structure, from its JSON form (a request's) or as stored."""
+    from tiled.structures.array import ArrayStructure
+
+    return ArrayStructure.from_json(structure) if isinstance(structure, Mapping) else structure
+
+
+def grows(old: Any, new: Any) -> bool:
+    """Whether metadata value ``new`` only adds to ``old``.
+
+    Equal values grow; a list grows when ``old`` is its prefix (each kept item equal); a
+    mapping grows when it keeps every key of ``old`` and each of their values grows.
+
+    Examples
+    --------
+    >>> grows({"notes": ["a"]}, {"notes": ["a", "b"], "stop": {}})
+    True
+    >>> grows({"notes": ["a"]}, {"notes": ["b"]})
+    False
+    >>> grows({"x": 1}, {})
+    False
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return all(key in new and grows(value, new[key]) for key, value in old.items())
+    if isinstance(old, list) and isinstance(new, list):
+        return len(new) >= len(old) and all(grows(a, b) for a, b in zip(old, new, strict=False))
+    return bool(old == new)
+
+
+def _commit_grows(old: Any, new: Any) -> bool:
+    """A product commit record grows: no fewer maps or rows, no node forgotten."""
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return bool(old == new)
+    old_rows, new_rows = old.get("rows", {}), new.get("rows", {})
+    return (
+        new.get("maps", 0) >= old.get("maps", 0)
+        and all(new_rows.get(name, -1) >= count for name, count in old_rows.items())
+        and set(old.get("names", ())) <= set(new.get("names", ()))
+        and set(old.get("grown", ())) <= set(new.get("grown", ()))
+    )
+
+
+def check_metadata_grows(
+    path: str, old: Mapping[str, Any], new: Mapping[str, Any], old_specs: Any, new_specs: Any
+) -> None:
+    """Refuse a metadata update that changes or removes what is stored.
+
+    Parameters
+    ----------
+    path : str
+        The node (named in the refusal).
+    old, new : Mapping
+        The stored metadata and the metadata Tiled is about to write.
+    old_specs, new_specs : sequence
+        The stored specs and the new ones (specs may only be added).
+
+    Raises
+    ------
+    AppendOnlyRefused
+        Naming the first key that would change.
+    """
+    for key, value in old.items():
+        if key not in new:
+            raise AppendOnlyRefused(path, f"metadata key {key!r} would be removed")
+        kept = _commit_grows if key == COMMIT_KEY else grows
+        if not kept(value, new[key]):
+            raise AppendOnlyRefused(path, f"metadata key {key!r} would be changed, not extended")
+    old_names = {_spec_name(spec) for spec in old_specs or ()}
+    if not old_names <= {_spec_name(spec) for spec in new_specs or ()}:
+        raise AppendOnlyRefused(path, "a spec would be removed")
+
+
+def _spec_name(spec: Any) -> Any:
+    return getattr(spec, "name", spec.get("name") if isinstance(spec, Mapping) else spec)
