@@ -55,7 +55,7 @@ from tiled.server.protocols import InternalAuthenticator, UserSessionState
 
 from opmap.callbacks.sealing import is_sealed
 
-from ._append import check_data_write, check_metadata_grows, current_write
+from ._append import check_data_write, check_metadata_grows, current_write, stored_metadata
 
 __all__ = [
     "PROPOSAL_PATTERN",
@@ -74,6 +74,8 @@ _ADMIN_SCOPE = ScopeName.admin_apikeys
 _ROOT_NODE_ID = 0  # tiled.catalog.adapter.RootNode.id
 #: What a sealed node refuses to every key but an admin's.
 _WRITE_SCOPES = frozenset({"write:data", "write:metadata", "create:node", "register"})
+#: Scopes of a data write (``write:data``) or metadata update (``write:metadata``).
+_DATA_SCOPES = frozenset({"write:data", "write:metadata"})
 #: How long a node's visibility is remembered within one request's task (s).
 VISIBILITY_MEMO_S = 1.0
 
@@ -344,7 +346,7 @@ class ProposalAccessPolicy(AccessPolicy):
         if await self._sealed(node):
             return scopes - _WRITE_SCOPES
         request = current_write()
-        if request is not None and "write:data" in scopes and _is_target(node, request.key):
+        if request is not None and scopes & _DATA_SCOPES and _is_target(node, request.key):
             await check_data_write(node, request)  # raises 403 unless it appends
         return scopes
 
@@ -397,13 +399,10 @@ def _end_change_after_write(
         try:
             if append_only:
                 request = current_write()
-                check_metadata_grows(
-                    node.node.key if request is None else request.path,
-                    node.metadata(),
-                    kwargs.get("metadata", {}),
-                    node.specs,
-                    kwargs.get("specs", ()),
-                )
+                metadata, specs = stored_metadata(node)
+                path = node.node.key if request is None else request.path
+                new = kwargs.get("metadata", {}), kwargs.get("specs", ())
+                check_metadata_grows(path, metadata, new[0], specs, new[1])
             return await original(*args, **kwargs)
         finally:
             cache.end_change(token)

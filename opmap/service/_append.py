@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import itertools
 import logging
 from collections.abc import Mapping
@@ -59,6 +60,7 @@ __all__ = [
     "check_metadata_grows",
     "current_write",
     "grows",
+    "stored_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,11 @@ _WRITE_METHODS = frozenset({"PUT", "PATCH"})
 
 _WRITE: contextvars.ContextVar[WriteRequest | None] = contextvars.ContextVar(
     "opmap_write_request", default=None
+)
+#: ``(node id, metadata, specs)`` as stored when the request reached its node: Tiled
+#: applies a merge patch to the node's own metadata dict in place before writing it.
+_STORED: contextvars.ContextVar[tuple[int, Any, list[Any]] | None] = contextvars.ContextVar(
+    "opmap_stored_metadata", default=None
 )
 
 
@@ -175,8 +182,9 @@ async def check_data_write(node: Any, request: WriteRequest) -> None:
     ``put_data_source`` is wrapped for this request (:func:`check_data_source_grows`).
     """
     route = request.route
-    if route == "metadata":
-        return  # checked when written (`check_metadata_grows`)
+    if route == "metadata":  # checked when written (`check_metadata_grows`)
+        _STORED.set((node.node.id, copy.deepcopy(node.metadata()), list(node.specs)))
+        return
     if route.startswith("array/"):
         await _check_array_write(node, request)
     elif route == "table/partition" and request.method == "PATCH":
@@ -386,6 +394,18 @@ def _commit_grows(old: Any, new: Any) -> bool:
         and set(old.get("names", ())) <= set(new.get("names", ()))
         and set(old.get("grown", ())) <= set(new.get("grown", ()))
     )
+
+
+def stored_metadata(node: Any) -> tuple[Any, list[Any]]:
+    """``node``'s metadata and specs as stored before this request changed anything.
+
+    Noted when the access policy was asked about the node (:func:`check_data_write`);
+    the node's current values otherwise.
+    """
+    stored = _STORED.get()
+    if stored is not None and stored[0] == node.node.id:
+        return stored[1], stored[2]
+    return node.metadata(), list(node.specs)
 
 
 def check_metadata_grows(
