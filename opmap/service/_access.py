@@ -27,6 +27,11 @@ and ``opmap recover`` / ``opmap resume`` for the runs they complete), and each p
 version once final (`opmap.callbacks.tiled_products.seal_version`), so the writer key
 cannot overwrite what it stored; the admin's writes are in the access log.
 
+**Append only.** Inside a node that is not sealed, a key without the admin scope may
+only append: each data write and metadata update is checked against the stored node
+(:mod:`opmap.service._append`; the request is noted by its ASGI middleware and checked in
+:meth:`ProposalAccessPolicy.allowed_scopes` and before Tiled writes new metadata).
+
 The sealed check (one SQL query over a node's ancestors) runs for every request of a key
 with write scopes, reads included. Its answer is cached per node (`SealedCache`) and the
 whole cache is dropped whenever a node's metadata changes: every ``PUT``/``PATCH`` of

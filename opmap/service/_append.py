@@ -21,15 +21,18 @@ What the writer key may do (any key without the admin scope)
       ``PUT`` of the whole array, ``PUT`` of a block, and ``PATCH`` without ``extend``
       only where no chunk they touch is stored yet (e.g. right after the node is created);
     * tables: ``PATCH`` of a partition (appending rows); ``PUT`` of a partition or of the
-      whole table only while it holds no rows;
+      whole table only while it is not stored (a Parquet partition file not written yet,
+      no rows in the SQL table store);
     * data sources of registered (external) arrays: the same files, dataset and data type,
-      the extent along axis 0 may grow, assets may be added, none removed or changed;
+      the extent along axis 0 may grow, assets may be added, none removed or changed (a
+      re-send within the stored extent over the same files is accepted and not written);
     * metadata: new keys; an existing key only *grows* (:func:`grows`): a list keeps its
       items as a prefix, a mapping keeps its keys, each growing; the product commit record
       (``committed``) may count more maps and rows and name more nodes; specs may be added.
 
-Not covered (refused to the writer key): ``ragged`` and ``awkward`` data writes (opmap
-writes none; the check cannot tell their extent), replacing a data source without a patch.
+Not covered (refused to the writer key): ``ragged`` and ``awkward`` data writes and
+tables stored in other formats (opmap writes none; the check cannot tell their extent),
+replacing a data source without a patch.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ DATA_ROUTES = (
 #: Every route noted by the middleware: data writes and metadata updates.
 _NOTED_ROUTES = (*DATA_ROUTES, "metadata")
 _WRITE_METHODS = frozenset({"PUT", "PATCH"})
+_PARQUET = "application/x-parquet"  # tables written whole: a file per partition
+_SQL_TABLE = "application/x-tiled-sql-table"  # appendable tables in the SQL table store
 
 _WRITE: contextvars.ContextVar[WriteRequest | None] = contextvars.ContextVar(
     "opmap_write_request", default=None
@@ -278,25 +283,37 @@ def _zarr_chunks_stored(data_uri: str, region: tuple[tuple[int, int], ...]) -> b
 
 
 async def _check_table_write(node: Any, request: WriteRequest) -> None:
-    adapter = await node.get_adapter()
     if request.route == "table/partition":
-        partition = int(request.query.get("partition", "0"))
-        rows = await asyncio.to_thread(_rows, adapter, partition)
-        where = f"partition {partition}"
+        partitions = [int(request.query.get("partition", "0"))]
+        where = f"partition {partitions[0]}"
     else:
-        n_partitions = node.structure().npartitions
-        counts = [await asyncio.to_thread(_rows, adapter, p) for p in range(n_partitions)]
-        rows, where = sum(counts), "the table"
-    if rows:
-        raise AppendOnlyRefused(request.path, f"{where} already holds {rows} rows")
+        partitions = list(range(node.structure().npartitions))
+        where = "the table"
+    sources = await node.data_sources(include_assets=True)
+    mimetype = sources[0].mimetype if len(sources) == 1 else None
+    if mimetype == _PARQUET:
+        files = {asset.num: asset.data_uri for asset in sources[0].assets}
+        stored = [p for p in partitions if p in files and _file_exists(files[p])]
+        if stored:
+            raise AppendOnlyRefused(request.path, f"{where} is already stored")
+    elif mimetype == _SQL_TABLE:
+        adapter = await node.get_adapter()
+        rows = sum([await asyncio.to_thread(_rows, adapter, p) for p in partitions])
+        if rows:
+            raise AppendOnlyRefused(request.path, f"{where} already holds {rows} rows")
+    else:
+        raise AppendOnlyRefused(request.path, f"tables stored as {mimetype} cannot be rewritten")
+
+
+def _file_exists(data_uri: str) -> bool:
+    from tiled.utils import path_from_uri
+
+    return Path(path_from_uri(data_uri)).exists()
 
 
 def _rows(adapter: Any, partition: int) -> int:
-    """Rows stored in ``partition`` (0 for a partition file not written yet)."""
-    try:
-        return len(adapter.read_partition(partition))
-    except FileNotFoundError:
-        return 0
+    """Rows of ``partition`` in a table of the SQL table store."""
+    return len(adapter.read_partition(partition))
 
 
 def _guard_data_source(node: Any, path: str) -> None:
@@ -305,14 +322,19 @@ def _guard_data_source(node: Any, path: str) -> None:
 
     async def put_data_source(data_source: Any, patch: Any) -> Any:
         stored = await node.data_sources(include_assets=True)
-        check_data_source_grows(path, stored, data_source, patch)
-        return await original(data_source, patch)
+        if check_data_source_grows(path, stored, data_source, patch):
+            return await original(data_source, patch)
+        logger.debug("%s: a re-sent data source within the stored extent, not written", path)
+        return None
 
     node.put_data_source = put_data_source
 
 
-def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) -> None:
+def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) -> bool:
     """Refuse a data-source update that does not only extend the data along axis 0.
+
+    A re-send of rows already stored (a shorter extent over the same files, as when a
+    partly stored run is completed from the spool) changes nothing and is not written.
 
     Parameters
     ----------
@@ -325,6 +347,12 @@ def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) 
     patch : object or None
         The request's ``patch_shape``/``patch_offset`` (None: a replacement).
 
+    Returns
+    -------
+    bool
+        True: write it (it extends the data or restates it); False: a re-send within the
+        stored extent, nothing to write.
+
     Raises
     ------
     AppendOnlyRefused
@@ -335,6 +363,21 @@ def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) 
     old = next((source for source in stored if source.id == new.id), None)
     if old is None:
         raise AppendOnlyRefused(path, f"no data source {new.id} is stored on this node")
+    old_extent, new_extent = _check_same_kind(path, old, new)
+    old_assets = {(a.data_uri, a.parameter, a.num) for a in old.assets}
+    new_assets = {(a.data_uri, a.parameter, a.num) for a in new.assets}
+    if new_extent < old_extent:
+        if new_assets <= old_assets:
+            return False
+        raise AppendOnlyRefused(path, f"the extent would shrink from {old_extent} to {new_extent}")
+    for data_uri, _, _ in sorted(old_assets - new_assets):
+        raise AppendOnlyRefused(path, f"the stored asset {data_uri} would be dropped")
+    return True
+
+
+def _check_same_kind(path: str, old: Any, new: Any) -> tuple[int, int]:
+    """Refuse a data source of another kind, type or trailing shape than ``old``;
+    return the extents along axis 0 (stored, new)."""
     if old.structure_family != "array":
         raise AppendOnlyRefused(path, f"{old.structure_family} data sources cannot be extended")
     for field in ("mimetype", "parameters", "structure_family"):
@@ -342,16 +385,11 @@ def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) 
             raise AppendOnlyRefused(path, f"the data source's {field} would change")
     old_structure, new_structure = _structure(old.structure), _structure(new.structure)
     old_shape, new_shape = tuple(old_structure.shape), tuple(new_structure.shape)
-    if len(new_shape) != len(old_shape) or new_shape[1:] != old_shape[1:]:
+    if len(new_shape) != len(old_shape) or new_shape[1:] != old_shape[1:] or not new_shape:
         raise AppendOnlyRefused(path, f"the shape would change from {old_shape} to {new_shape}")
-    if new_shape and new_shape[0] < old_shape[0]:
-        raise AppendOnlyRefused(path, f"the extent would shrink from {old_shape[0]}")
     if old_structure.data_type != new_structure.data_type:
         raise AppendOnlyRefused(path, "the data type would change")
-    new_assets = {(a.data_uri, a.parameter, a.num) for a in new.assets}
-    for asset in old.assets:
-        if (asset.data_uri, asset.parameter, asset.num) not in new_assets:
-            raise AppendOnlyRefused(path, f"the stored asset {asset.data_uri} would be dropped")
+    return old_shape[0], new_shape[0]
 
 
 def _structure(structure: Any) -> Any:

@@ -148,6 +148,26 @@ def test_rows_are_appended_to_a_partition_but_a_stored_partition_is_not_replaced
     assert writer[TABLE].read()["seq_num"].tolist() == [1, 2, 3]
 
 
+def test_a_table_written_whole_is_not_written_again(server: ServerHandle) -> None:
+    primary = _client(server, server.api_key)[f"{RUN}/primary"]
+    primary.write_table({"grain_id": np.array([1, 2, 3])}, key="grains")  # PUT after POST
+    path = f"{RUN}/primary/grains"
+    sink = pyarrow.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, pyarrow.schema([("grain_id", pyarrow.int64())])) as out:
+        out.write_table(pyarrow.table({"grain_id": [9, 9, 9]}))
+    arrow = {"Content-Type": "application/vnd.apache.arrow.stream"}
+    again = _send(
+        server,
+        server.api_key,
+        "PUT",
+        f"table/full/{path}",
+        content=sink.getvalue().to_pybytes(),
+        headers=arrow,
+    )
+    _refused(again, path, "the table is already stored")
+    assert primary["grains"].read()["grain_id"].tolist() == [1, 2, 3]
+
+
 def _patch_metadata(server: ServerHandle, key: str, path: str, metadata: dict) -> httpx.Response:
     body = {"metadata": metadata, "specs": None, "content-type": "application/merge-patch+json"}
     return _send(server, key, "PATCH", f"metadata/{path}", json=body)
@@ -188,26 +208,42 @@ def test_a_product_commit_record_may_only_count_more(server: ServerHandle) -> No
     assert version.refresh().metadata["committed"]["maps"] == 2
 
 
-def test_a_registered_data_source_may_grow_but_not_shrink(server: ServerHandle) -> None:
+def _put_data_source(server: ServerHandle, node: str, source: dict, **params: str) -> Any:
+    return _send(
+        server,
+        server.api_key,
+        "PUT",
+        f"data_source/{node}",
+        params=params,
+        json={"data_source": source},
+    )
+
+
+def test_a_data_source_is_never_shrunk_nor_repointed(server: ServerHandle) -> None:
     node = f"{RUN}/primary/x"
     info = _send(
         server, server.api_key, "GET", f"metadata/{node}", params={"include_data_sources": True}
     ).json()
     (source,) = info["data"]["attributes"]["data_sources"]
-    shrunk = {**source, "structure": {**source["structure"], "shape": [1, 2]}}
-    response = _send(
-        server,
-        server.api_key,
-        "PUT",
-        f"data_source/{node}",
-        params={"patch_shape": "1,2", "patch_offset": "0,0"},
-        json={"data_source": shrunk},
-    )
-    _refused(response, node, "the extent would shrink")
-    replaced = _send(
-        server, server.api_key, "PUT", f"data_source/{node}", json={"data_source": source}
-    )
-    _refused(replaced, node, "replacing a data source")
+    before = tuple(source["structure"]["shape"])
+    patch = {"patch_shape": "1,2", "patch_offset": "0,0"}
+    # a re-send of the first row over the same files (completing a run from the spool)
+    shorter = {**source, "structure": {**source["structure"], "shape": [1, 2]}}
+    assert _put_data_source(server, node, shorter, **patch).status_code == 200
+    assert _client(server, server.admin_key)[node].shape == before  # not written
+    elsewhere = [{**asset, "data_uri": asset["data_uri"] + "-other"} for asset in source["assets"]]
+    moved = {**shorter, "assets": elsewhere}
+    _refused(_put_data_source(server, node, moved, **patch), node, "the extent would shrink")
+    dropped = {**source, "assets": elsewhere}
+    _refused(_put_data_source(server, node, dropped, **patch), node, "would be dropped")
+    retyped = {**source, "structure": {**source["structure"], "data_type": _float64(source)}}
+    _refused(_put_data_source(server, node, retyped, **patch), node, "data type would change")
+    _refused(_put_data_source(server, node, source), node, "replacing a data source")
+    np.testing.assert_array_equal(_stored(server).shape, before)
+
+
+def _float64(source: dict) -> dict:
+    return {**source["structure"]["data_type"], "kind": "f", "itemsize": 8}
 
 
 def test_the_admin_key_may_still_overwrite(server: ServerHandle) -> None:

@@ -8,6 +8,7 @@ the policy's query counted; the HTTP test against a server process is
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -52,12 +53,23 @@ def writer(tmp_path, counted: list[int]) -> Iterator[Context]:
         yield context
 
 
+#: Extent of each run's ``x`` per client context (x starts with 3 elements).
+_EXTENTS: weakref.WeakKeyDictionary[Context, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 def _put_x(context: Context, run: str) -> int:
-    return context.http_client.put(
+    """The writer key grows ``x`` by 3 at its extent (the writer key may only append)."""
+    extents = _EXTENTS.setdefault(context, {})
+    offset = extents.get(run, 3)
+    status = context.http_client.patch(
         f"/api/v1/array/full/raw/{run}/primary/x",
+        params={"offset": offset, "shape": 3, "extend": "true"},
         content=np.arange(3).tobytes(),
         headers={"Content-Type": "application/octet-stream"},
     ).status_code
+    if status == 200:
+        extents[run] = offset + 3
+    return status
 
 
 def test_repeated_writer_requests_on_a_node_query_once(
