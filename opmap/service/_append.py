@@ -321,8 +321,9 @@ def _guard_data_source(node: Any, path: str) -> None:
     original = node.put_data_source
 
     async def put_data_source(data_source: Any, patch: Any) -> Any:
-        stored = await node.data_sources(include_assets=True)
-        if check_data_source_grows(path, stored, data_source, patch):
+        stored = await node.data_sources()  # loaded with the node: no query
+        assets = await _stored_assets(node, data_source.id)
+        if check_data_source_grows(path, stored, assets, data_source, patch):
             return await original(data_source, patch)
         logger.debug("%s: a re-sent data source within the stored extent, not written", path)
         return None
@@ -330,7 +331,25 @@ def _guard_data_source(node: Any, path: str) -> None:
     node.put_data_source = put_data_source
 
 
-def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) -> bool:
+async def _stored_assets(node: Any, source_id: int | None) -> set[tuple[str, Any, Any]]:
+    """``(data_uri, parameter, num)`` of the assets of data source ``source_id`` (one
+    query; cheaper than loading the node's data sources with their assets)."""
+    from sqlalchemy import select
+    from tiled.catalog import orm
+
+    association = orm.DataSourceAssetAssociation
+    statement = (
+        select(orm.Asset.data_uri, association.parameter, association.num)
+        .join(association, association.asset_id == orm.Asset.id)
+        .where(association.data_source_id == source_id)
+    )
+    async with node.context.session() as db:
+        return {tuple(row) for row in (await db.execute(statement)).all()}
+
+
+def check_data_source_grows(
+    path: str, stored: list[Any], stored_assets: set[tuple[str, Any, Any]], new: Any, patch: Any
+) -> bool:
     """Refuse a data-source update that does not only extend the data along axis 0.
 
     A re-send of rows already stored (a shorter extent over the same files, as when a
@@ -341,7 +360,9 @@ def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) 
     path : str
         The node (named in the refusal).
     stored : list
-        The node's data sources now (Tiled ``DataSource``, with assets).
+        The node's data sources now (Tiled ``DataSource``; their assets are not used).
+    stored_assets : set of tuple
+        ``(data_uri, parameter, num)`` of the stored assets of the data source updated.
     new : object
         The data source sent (a ``PutDataSourceRequest.data_source``).
     patch : object or None
@@ -364,7 +385,7 @@ def check_data_source_grows(path: str, stored: list[Any], new: Any, patch: Any) 
     if old is None:
         raise AppendOnlyRefused(path, f"no data source {new.id} is stored on this node")
     old_extent, new_extent = _check_same_kind(path, old, new)
-    old_assets = {(a.data_uri, a.parameter, a.num) for a in old.assets}
+    old_assets = stored_assets
     new_assets = {(a.data_uri, a.parameter, a.num) for a in new.assets}
     if new_extent < old_extent:
         if new_assets <= old_assets:
