@@ -208,11 +208,11 @@ async def _check_array_write(node: Any, request: WriteRequest) -> None:
     if request.method == "PATCH":
         offset = _ints(request.query.get("offset", ""))
         if request.query.get("extend", "").lower() == "true":
-            if not offset or offset[0] != shape[0]:
+            if not shape or not offset or offset[0] != shape[0]:
                 raise AppendOnlyRefused(
                     request.path,
                     f"extending at offset {offset[:1]} along axis 0 would not append: the "
-                    f"stored extent is {shape[0]}",
+                    f"stored extent is {shape[0] if shape else 'none (a scalar)'}",
                 )
             return
         region = _region(offset, _ints(request.query.get("shape", "")), shape)
@@ -239,6 +239,8 @@ def _region(
 
 
 def _block_region(block: tuple[int, ...], chunks: Any) -> tuple[tuple[int, int], ...]:
+    if len(block) != len(chunks) or any(i >= len(c) for i, c in zip(block, chunks, strict=True)):
+        raise HTTPException(status_code=400, detail=f"block {block} is not a block of {chunks}")
     region = []
     for index, sizes in zip(block, chunks, strict=False):
         start = sum(sizes[:index])

@@ -117,6 +117,15 @@ def test_overwriting_a_stored_block_is_refused(server: ServerHandle) -> None:
         **_octets(block),
     )
     _refused(response, ARRAY, "data already stored in [0:")
+    outside = _send(
+        server,
+        server.api_key,
+        "PUT",
+        f"array/block/{ARRAY}",
+        params={"block": "9,0"},
+        **_octets(block),
+    )
+    assert outside.status_code == 400 and "block (9, 0) is not a block of" in outside.text
     np.testing.assert_array_equal(_stored(server), before)
 
 
