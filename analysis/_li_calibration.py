@@ -159,7 +159,7 @@ def li_fraction_from_c(
     >>> print(np.round(x, 2))
     [ nan 1.   0.75 0.45  nan]
     >>> print(np.round(x_err[1:4], 4))
-    [0.0049 0.0049 0.0049]
+    [0.1001 0.1001 0.1001]
     """
     c = np.asarray(c_angstrom, dtype=np.float64)
     x_anchor = np.asarray(calibration.x_li, float)

@@ -49,17 +49,17 @@ def main(n_requests: int) -> None:
     warnings.simplefilter("ignore")
     from tiled.client import Context, from_context
 
-    from opmap.service import _access, build_in_process_app
+    from opmap.service import ProposalTags, build_in_process_app
     from opmap.settings import OpmapSettings
 
     asked = {"n": 0}
-    query = _access.ProposalTags.sealed
+    query = ProposalTags.sealed
 
     async def counted(self: object, node_id: int) -> bool:
         asked["n"] += 1
         return await query(self, node_id)
 
-    _access.ProposalTags.sealed = counted
+    ProposalTags.sealed = counted
     settings = OpmapSettings(data_dir=Path(tempfile.mkdtemp()) / "data")
     app = build_in_process_app(settings, access_control=True)
     key = settings.api_key_file.read_text().strip()

@@ -3,6 +3,8 @@
 from ._eiger_layout import (
     BITSHUFFLE_FILTER_ID,
     DECTRIS_LINKS_MIMETYPE,
+    TIME_PATH,
+    X_PATH,
     EigerMetadata,
     FrameStreamProvider,
     dectris_links_parameters,
@@ -26,12 +28,15 @@ from .potentiostat import (
     PotentiostatState,
     PotentiostatStatus,
 )
-from .stage import LimitedMotor, MapStage, SoftLimitError, SoftLimits
+from .stage import AxisUnreachableError, LimitedMotor, MapStage, SoftLimitError, SoftLimits
 
 __all__ = [
     "BITSHUFFLE_FILTER_ID",
     "DECTRIS_LINKS_MIMETYPE",
     "STREAM_NAME",
+    "TIME_PATH",
+    "X_PATH",
+    "AxisUnreachableError",
     "BeamMonitor",
     "Eiger",
     "EigerDriverIO",

@@ -270,17 +270,17 @@ class EpicsPotentiostatDriver(Device):
         for _ in range(_BUFFER_READ_ATTEMPTS):
             seq = await self.buffer_seq.get_value()
             if seq % 2 == 0:
-                count = await self.buffer_count.get_value()
-                columns = [
-                    await signal.get_value()
-                    for signal in (
-                        self.buffer_time,
-                        self.buffer_potential,
-                        self.buffer_current,
-                        self.buffer_charge,
-                        self.buffer_step,
-                    )
-                ]
+                # all six at once: one round trip between the two BUF:SEQ reads, not six
+                # (the IOC republishes every tick while samples arrive; six sequential reads
+                # on a loaded machine outlasted a tick, and no read was ever consistent)
+                count, *columns = await asyncio.gather(
+                    self.buffer_count.get_value(),
+                    self.buffer_time.get_value(),
+                    self.buffer_potential.get_value(),
+                    self.buffer_current.get_value(),
+                    self.buffer_charge.get_value(),
+                    self.buffer_step.get_value(),
+                )
                 if await self.buffer_seq.get_value() == seq:
                     return count, columns
             await asyncio.sleep(self.poll_period_s / 10)

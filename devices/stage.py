@@ -3,22 +3,64 @@
 Both axes are EPICS motor records whose engineering unit is the micrometre (µm), wrapped so
 that opmap's own soft limits (the sample's extent, tighter than the record's) are checked
 before any put. `SoftLimits` is shared with the simulated stage.
+
+An IOC that dies mid-move
+-------------------------
+When the stage's IOC disappears (process killed, network cut), Channel Access completes the
+pending put to ``.VAL`` with a *disconnect* status. aioca raises it as ``CANothing``, an
+exception that is false in a boolean context, and ophyd-async 0.21's ``SignalW.set`` returns
+as if the move had succeeded (its put runs inside stamina 26's ``retry_context``, which
+drops an exception that is false: checked with a bare falsy exception): the fly line
+"completed" with the motor gone. A `LimitedMotor` therefore trusts a finished move only
+once its IOC answers for it (``.DMOV`` read back within the signal timeout), and every
+operation that times out on a PV raises `AxisUnreachableError` naming the axis and the PV.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeVar
 
-from ophyd_async.core import StandardReadable
-from ophyd_async.epics.motor import Motor, MotorFlyableMovableLogic
+from aioca import CANothing
+from bluesky.protocols import Reading
+from ophyd_async.core import FlyMotorInfo, NotConnectedError, StandardReadable, TimeoutCalculator
+from ophyd_async.epics.motor import Motor, MotorFlyableMovableLogic, MotorFlyCtx
 
-__all__ = ["LimitedMotor", "MapStage", "SoftLimitError", "SoftLimits"]
+__all__ = ["AxisUnreachableError", "LimitedMotor", "MapStage", "SoftLimitError", "SoftLimits"]
+
+T = TypeVar("T")
 
 
 class SoftLimitError(ValueError):
     """A target outside an axis' soft limits; raised before anything moves."""
+
+
+class AxisUnreachableError(ConnectionError):
+    """An axis' IOC stopped answering; the message names the axis, the operation and the PV."""
+
+
+async def answered(axis: str, what: str, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``; a PV timeout becomes an `AxisUnreachableError` naming ``axis``.
+
+    ophyd-async raises ``TimeoutError(source)`` (``source`` is ``ca://PV``) when a PV does
+    not answer within the signal timeout; aioca's ``CANothing`` (``PV: reason``) when the
+    IOC disconnects during a put.
+    """
+    try:
+        return await awaitable
+    except (TimeoutError, NotConnectedError) as err:
+        pv = str(err) or "a PV"
+        raise AxisUnreachableError(
+            f"{axis}: {what} failed: {pv} did not answer (is the stage's IOC running?)"
+        ) from err
+    except CANothing as err:  # e.g. a put ended by a disconnect, when it does propagate;
+        # falsy, so a bluesky status showing it would read "done" and name nothing
+        raise AxisUnreachableError(
+            f"{axis}: {what} failed: Channel Access {err} (is the stage's IOC running?)"
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -62,7 +104,23 @@ class _LimitedMotorLogic(MotorFlyableMovableLogic):
         # opmap's limits first (clear ValueError), then the motor record's own.
         if self.soft_limits is not None:
             self.soft_limits.check(new_position)
-        await super().check_move(new_position)
+        await answered(self.readback.name, "limit check", super().check_move(new_position))
+
+    async def move(self, new_position: float, timeout: TimeoutCalculator) -> None:
+        # a put completed by a disconnect looks like success (module notes): the move is
+        # only done once the IOC answers .DMOV
+        axis = self.readback.name
+        await answered(axis, f"move to {new_position}", super().move(new_position, timeout))
+        await answered(axis, f"move to {new_position}", self.motor_done_move.get_value())
+
+    async def on_prepare(self, value: FlyMotorInfo) -> MotorFlyCtx:
+        return await answered(self.readback.name, "fly prepare", super().on_prepare(value))
+
+    async def on_kickoff(self, ctx: MotorFlyCtx) -> MotorFlyCtx:
+        return await answered(self.readback.name, "fly kickoff", super().on_kickoff(ctx))
+
+    async def on_complete(self, ctx: MotorFlyCtx) -> None:
+        await answered(self.readback.name, "fly line", super().on_complete(ctx))
 
 
 class LimitedMotor(Motor):
@@ -92,6 +150,10 @@ class LimitedMotor(Motor):
             motor_egu=self.motor_egu,
             soft_limits=self.soft_limits,
         )
+
+    async def read(self) -> dict[str, Reading]:
+        """The readback (and hinted signals); `AxisUnreachableError` if the IOC is gone."""
+        return await answered(self.name, "read", super().read())
 
 
 class MapStage(StandardReadable):

@@ -2,9 +2,10 @@
 
 `sim_beamline_process` starts ``opmap sim-beamline`` (`opmap.sim_beamline`: the IOC and the
 DCU on one twin) as a child process on loopback with ports of its own, waits until it
-serves, and always stops it. `network_beamline` builds the real devices pointing at it:
-`MapStage` (ophyd-async ``Motor``s), `epics_potentiostat`, `BeamMonitor`, `SimplonEiger`
-and the sample changer ``$(P)SAMPLE:POS`` as an EPICS signal.
+serves, and always stops it. `network_beamline` builds the real devices pointing at it,
+through ``mode = "real"`` of `opmap.beamline`: `MapStage` (ophyd-async ``Motor``s),
+`epics_potentiostat`, `BeamMonitor`, `SimplonEiger` and the sample changer
+``$(P)SAMPLE:POS`` as an EPICS signal.
 
 libca reads ``EPICS_CA_*`` once per process: `sim_beamline_process` sets them in this
 process's environment before the first Channel Access call, so a process that already
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -24,12 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ophyd_async.core import NotConnectedError, StaticPathProvider, UUIDFilenameProvider
-from ophyd_async.epics.core import epics_signal_rw
+from ophyd_async.core import NotConnectedError
 
-from opmap.beamline import Beamline, BeamlineConfig
-from opmap.devices import BeamMonitor, MapStage, epics_potentiostat
-from opmap.devices.simplon import SimplonEiger
+from opmap.analysis.geometry import save_poni
+from opmap.beamline import Beamline, BeamlineConfig, RealConfig, build_beamline
 
 __all__ = [
     "BANNER",
@@ -223,27 +223,30 @@ def _stop(process: subprocess.Popen) -> None:
 def network_beamline(endpoint: NetworkEndpoint, config: BeamlineConfig) -> Beamline:
     """The real devices pointing at ``endpoint``, not connected (see `connect_all`).
 
-    ``config.sim`` names the twin the child serves (binning, seed): the local detector
-    geometry (``integrator``) is the one its frames are rendered with, as a beamline's
-    design drawings would give it.
+    Built as a facility's profile builds them: ``mode = "real"`` with `RealConfig` at the
+    child's PV prefix and URL (`build_beamline`). ``config.sim`` names the twin the child
+    serves (binning, seed); its detector geometry, the one the frames are rendered with, is
+    written as the profile's PONI file (``data_dir/poni/sim-beamline.poni``), as a
+    beamline's design drawings would give it.
     """
     from opmap import _beamline_sim
 
     p = endpoint.prefix
-    provider = StaticPathProvider(UUIDFilenameProvider(), endpoint.data_dir)
-    stage = MapStage(
-        f"{p}STAGE:", x_limits_um=config.x_limits_um, z_limits_um=config.z_limits_um, name="stage"
+    real = RealConfig(
+        stage_prefix=f"{p}STAGE:",
+        potentiostat_prefix=f"{p}EC:",
+        beam_current_pv=f"{p}BEAM:CURRENT",
+        shutter_prefix=f"{p}BEAM:SHUTTER:",
+        sample_changer_pv=f"{p}SAMPLE:POS",
+        simplon_url=endpoint.http_url,
+        detector_dir=endpoint.data_dir,
     )
-    return Beamline(
-        config=config,
-        stage=stage,
-        eiger=SimplonEiger(endpoint.http_url, provider, name="eiger"),
-        potentiostat=epics_potentiostat(f"{p}EC:", config.window, name="potentiostat"),
-        beam=BeamMonitor(f"{p}BEAM:CURRENT", f"{p}BEAM:SHUTTER:", name="beam"),
-        sample_changer=epics_signal_rw(str, f"{p}SAMPLE:POS", name="sample_changer"),
-        integrator=_beamline_sim.integrator(config),
-        seed=config.sim.seed,
-    )
+    poni = config.data_dir / "poni" / "sim-beamline.poni"
+    poni.parent.mkdir(parents=True, exist_ok=True)
+    save_poni(_beamline_sim.integrator(config), poni, overwrite=True)  # regenerated each run
+    fields = config.model_dump(exclude={"real"}) | {"mode": "real", "poni": poni}
+    beamline = build_beamline(BeamlineConfig.model_validate(fields | {"real": real}))
+    return dataclasses.replace(beamline, seed=config.sim.seed)
 
 
 def connect_all(beamline: Beamline, timeout_s: float = CONNECT_S) -> None:

@@ -4,9 +4,10 @@ Code as configuration, in dodal's manner: one small factory per device, collabor
 in by parameter, nothing read from globals. ``profile/`` calls `build_beamline` with the
 profile's TOML file; ``opmap rehearse`` calls it with a simulated configuration.
 
-The real map stage and beam monitor have EPICS classes; real Eiger and potentiostat
-backends are not written yet, so ``mode = "real"`` raises `BackendUnavailableError` saying
-so, before anything connects.
+``mode = "real"`` builds the EPICS map stage, potentiostat and beam monitor and the Eiger
+over SIMPLON (or ophyd-async's FastCS Eiger) at the addresses of `RealConfig`
+(`opmap._beamline_real`); ``opmap rehearse --control network`` builds the same devices
+pointing at ``opmap sim-beamline``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ophyd_async.core import PathProvider, StaticPathProvider, UUIDFilenameProvider
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from opmap.devices import Potentiostat, SafetyWindow
 
 __all__ = [
-    "BackendUnavailableError",
     "Beamline",
     "BeamlineConfig",
     "RealConfig",
@@ -30,10 +30,6 @@ __all__ = [
     "build_beamline",
     "load_beamline_config",
 ]
-
-
-class BackendUnavailableError(RuntimeError):
-    """A device backend that opmap does not provide yet was requested."""
 
 
 class _Frozen(BaseModel):
@@ -68,11 +64,47 @@ class SimConfig(_Frozen):
 
 
 class RealConfig(_Frozen):
-    """EPICS prefixes of the real beamline."""
+    """Where the real beamline's devices are: EPICS prefixes and the detector's address.
+
+    Attributes
+    ----------
+    stage_prefix : str
+        `MapStage`: motor records ``$(P)X`` and ``$(P)Z`` (µm).
+    potentiostat_prefix : str
+        The potentiostat IOC's ``$(P)`` (the PV table in docs/real-hardware.md).
+    beam_current_pv : str
+        Ring current (mA).
+    shutter_prefix : str
+        Shutter ``$(P)Pos-Sts`` / ``$(P)Cmd``.
+    sample_changer_pv : str or None
+        A string PV naming the sample in the beam (None: no changer).
+    detector : {"simplon", "fastcs"}
+        ``"simplon"``: `SimplonEiger` on the DCU's SIMPLON REST API; ``"fastcs"``:
+        ophyd-async's ``ophyd_async.fastcs.eiger.EigerDetector`` (FastCS/Odin IOCs).
+    simplon_url : str
+        The DCU's base URL (``http://HOST[:PORT]``).
+    simplon_api_version : str
+        SIMPLON API version in the endpoints' paths.
+    stream_v2 : bool
+        Enable the DCU's stream v2 when the detector is prepared (docs/stream.md).
+    fastcs_prefix : str
+        PV prefix of the FastCS Eiger.
+    detector_dir : Path or None
+        The detector's file storage as mounted on this machine (readable by the Tiled
+        server); None = ``data_dir/detector``.
+    """
 
     stage_prefix: str = "BL:MAP:"
+    potentiostat_prefix: str = "BL:EC:"
     beam_current_pv: str = "BL:SR:CURRENT"
     shutter_prefix: str = "BL:SHUTTER"
+    sample_changer_pv: str | None = None
+    detector: Literal["simplon", "fastcs"] = "simplon"
+    simplon_url: str = Field("http://eiger-dcu", pattern=r"^https?://[^\s/]+(:\d+)?/?$")
+    simplon_api_version: str = Field("1.8.0", pattern=r"^\d+\.\d+\.\d+$")
+    stream_v2: bool = False
+    fastcs_prefix: str = "BL:EIGER:"
+    detector_dir: Path | None = None
 
 
 class BeamlineConfig(_Frozen):
@@ -101,6 +133,28 @@ class BeamlineConfig(_Frozen):
     sim: SimConfig = Field(default_factory=SimConfig)
     real: RealConfig = Field(default_factory=RealConfig)
 
+    @model_validator(mode="after")
+    def _real_needs_geometry(self) -> BeamlineConfig:
+        if self.mode == "real" and self.poni is None:
+            raise ValueError(
+                "poni: mode='real' needs the detector geometry, a pyFAI PONI file "
+                "(calibrate first: the `calibrate` plan, docs/plans.md)"
+            )
+        return self
+
+    def resolved_from(self, folder: Path) -> BeamlineConfig:
+        """This configuration with its relative paths taken from ``folder`` (a file's)."""
+        updates: dict[str, Any] = {"data_dir": folder / self.data_dir}
+        if self.poni is not None:
+            updates["poni"] = folder / self.poni
+        if self.sim.twin_config is not None:
+            twin = folder / self.sim.twin_config
+            updates["sim"] = self.sim.model_copy(update={"twin_config": twin})
+        if self.real.detector_dir is not None:
+            detector_dir = folder / self.real.detector_dir
+            updates["real"] = self.real.model_copy(update={"detector_dir": detector_dir})
+        return self.model_copy(update=updates)
+
     @property
     def window(self) -> SafetyWindow:
         """The potentiostat's hard safety window."""
@@ -111,16 +165,7 @@ def load_beamline_config(path: str | Path) -> BeamlineConfig:
     """Read a `BeamlineConfig` from TOML; relative paths are taken from the file's folder."""
     path = Path(path)
     raw: dict[str, Any] = tomllib.loads(path.read_text())
-    config = BeamlineConfig.model_validate(raw)
-    folder = path.resolve().parent
-    updates: dict[str, Any] = {"data_dir": folder / config.data_dir}
-    if config.poni is not None:
-        updates["poni"] = folder / config.poni
-    if config.sim.twin_config is not None:
-        updates["sim"] = config.sim.model_copy(
-            update={"twin_config": folder / config.sim.twin_config}
-        )
-    return config.model_copy(update=updates)
+    return BeamlineConfig.model_validate(raw).resolved_from(path.resolve().parent)
 
 
 @dataclass
@@ -169,12 +214,6 @@ def build_beamline(config: BeamlineConfig) -> Beamline:
         from opmap import _beamline_sim
 
         return _beamline_sim.build(config, detector_path_provider(config.data_dir))
-    return _build_real(config)
+    from opmap import _beamline_real
 
-
-def _build_real(config: BeamlineConfig) -> Beamline:
-    raise BackendUnavailableError(
-        "mode='real': opmap has EPICS classes for the map stage (opmap.devices.MapStage) and "
-        "the beam monitor (opmap.devices.BeamMonitor), but no Eiger or potentiostat backend "
-        "yet; use mode='sim' to rehearse"
-    )
+    return _beamline_real.real_beamline(config)

@@ -37,14 +37,24 @@ from opmap.callbacks.spool import RunSpool, RunTally
 from opmap.callbacks.tiled_products import read_latest, versions
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
-from opmap.plans import MapCadence, MapGeometry, ResumePoint, calibrate, operando_experiment
+from opmap.plans import (
+    EC_STATE_STREAM,
+    MapCadence,
+    MapGeometry,
+    ResumePoint,
+    calibrate,
+    operando_experiment,
+)
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask
+from opmap.twin_truth import RemoteTruthSource, TruthChannelError, TwinTruthSource
 
+from ._network_control import NetworkStartError, sim_beamline_process
 from ._rehearsal_params import analysis_parameters_for_twin
 from ._rehearsal_progress import RehearsalProgress
 from ._resume import (
+    ABORT_REASON,
     REHEARSAL_OPTIONS_KEY,
     ResumeError,
     StoredExperiment,
@@ -54,14 +64,18 @@ from ._resume import (
 )
 
 __all__ = [
+    "ABORT_REASON",
     "PAPER_MAP_SCHEDULE",
+    "NetworkStartError",
     "RehearsalOptions",
     "RehearsalResult",
     "ResumeError",
     "analysis_parameters_for_twin",
     "map_cadence",
+    "read_stored_experiment",
     "rehearse",
     "resume_rehearsal",
+    "sim_beamline_process",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,8 +143,8 @@ class RehearsalOptions:
         ``"sim"`` (default): the simulated devices in this process, on the event-driven
         clock. ``"network"``: ``opmap sim-beamline`` in a child process and the real
         devices (`MapStage`, the EPICS potentiostat, `BeamMonitor`, `SimplonEiger`) over
-        Channel Access and HTTP, in wall time (see `opmap._network_control`); no twin in
-        this process, so no truth table.
+        Channel Access and HTTP, in wall time (see `opmap._network_control`); the truth
+        table's truth comes from the child's twin (`opmap.twin_truth.RemoteTruthSource`).
     speedup : float
         Network control only: cell (electrochemistry) seconds per wall second of the
         child; motors and exposures run in wall time.
@@ -234,6 +248,15 @@ def _scaled_protocol(time_scale: float):
 class _TwinTruth:
     """Ground truth of the twin for each map, at the map's mid time, as one-map arrays.
 
+    It notes each map's cell times and asks a truth source (`opmap.twin_truth`) for the
+    map's truth: the twin of this process (`TwinTruthSource`) on the beamline's clock, read
+    at the run's start and stop documents; or, in network control (``at_ec_state=True``),
+    the twin ``opmap sim-beamline`` renders from and its cell clock (`RemoteTruthSource` as
+    both ``source`` and ``clock``), read when the map's two ``ec_state`` events arrive:
+    right before its first line and right after its last, as the start and stop documents
+    are on the event-driven clock (over the network the pristine map's kickoff and the last
+    collect, between the last line and the stop document, take seconds of cell time).
+
     It also keeps the twin's memory flat: once no map still waits for its truth, the twin
     forgets the snapshots before the latest map (`CellTwin.forget_before`). With
     ``truths_wanted=False`` (no live analysis asks for truths) it only does that.
@@ -243,13 +266,27 @@ class _TwinTruth:
     #: back 30 s from a map's mid time
     HISTORY_MARGIN_S = 120.0
 
-    def __init__(self, beamline: Any, *, truths_wanted: bool = True) -> None:
+    def __init__(
+        self,
+        beamline: Any,
+        *,
+        truths_wanted: bool = True,
+        source: Any = None,
+        clock: Any = None,
+        at_ec_state: bool = False,
+    ) -> None:
         self.beamline = beamline
         self.truths_wanted = truths_wanted
+        self.source = TwinTruthSource(beamline.twin) if source is None else source
+        self.clock = beamline.clock if clock is None else clock
+        self.at_ec_state = at_ec_state
         self._start_s: dict[str, float] = {}
         self._stop_s: dict[str, float] = {}
         self._mid_s: dict[int, float] = {}  # per map index: new/deceased grains since the last
         self._waiting: dict[str, float] = {}  # run uid -> start (s) of maps without truth yet
+        self._ec_state: dict[str, str] = {}  # ec_state descriptor uid -> run uid
+        self._maps: set[str] = set()  # map runs (at_ec_state: their times still to come)
+        self._untimed: set[str] = set()  # at_ec_state: runs whose cell time could not be read
         # the RunEngine thread (documents) and the live analysis thread (truths) both use
         # the times above and decide what the twin forgets: one at a time
         self._lock = threading.Lock()
@@ -264,18 +301,43 @@ class _TwinTruth:
             self._forget()
 
     def on_document(self, name: str, doc: dict[str, Any]) -> None:
-        # experiment time at the run's start and stop documents (in the RunEngine's loop)
-        if name not in ("start", "stop"):
-            return
-        now_s = self.beamline.clock.now_s()
+        """Note a map's cell times (in the RunEngine's thread)."""
+        if self.at_ec_state:
+            self._at_ec_state(name, doc)
+        elif name == "start":
+            self._started(doc["uid"], "map_geometry" in doc, self.clock.now_s())
+        elif name == "stop":
+            self._stopped(doc["run_start"], self.clock.now_s())
+
+    def _at_ec_state(self, name: str, doc: dict[str, Any]) -> None:
+        """The cell time when each of the map's two ``ec_state`` events arrives."""
+        if name == "start" and "map_geometry" in doc:
+            self._maps.add(doc["uid"])
+        elif name == "descriptor" and doc.get("name") == EC_STATE_STREAM:
+            self._ec_state[doc["uid"]] = doc["run_start"]
+        elif name == "event" and doc["descriptor"] in self._ec_state:
+            run_uid = self._ec_state[doc["descriptor"]]
+            try:  # a child that does not answer must not abort the run: only its truth
+                now_s = self.clock.now_s()
+            except TruthChannelError as err:
+                logger.warning("run %s: no cell time, so no truth for this map: %s", run_uid, err)
+                self._untimed.add(run_uid)
+                return
+            if run_uid not in self._start_s:
+                self._started(run_uid, run_uid in self._maps, now_s)
+            elif run_uid not in self._stop_s:
+                self._stopped(run_uid, now_s)
+
+    def _started(self, uid: str, is_map: bool, now_s: float) -> None:
         with self._lock:
-            if name == "start":
-                self._start_s[doc["uid"]] = now_s
-                if self.truths_wanted and "map_geometry" in doc:
-                    self._waiting[doc["uid"]] = now_s
-            else:
-                self._stop_s[doc["run_start"]] = now_s
-                self._forget()
+            self._start_s[uid] = now_s
+            if self.truths_wanted and is_map:
+                self._waiting[uid] = now_s
+
+    def _stopped(self, run_uid: str, now_s: float) -> None:
+        with self._lock:
+            self._stop_s[run_uid] = now_s
+            self._forget()
 
     def _forget(self) -> None:
         """Let the twin drop what neither a waiting truth nor the next frames need (call
@@ -286,98 +348,26 @@ class _TwinTruth:
             keep_from_s = max(self._start_s.values())
         else:
             return
-        self.beamline.twin.forget_before(keep_from_s - self.HISTORY_MARGIN_S)
+        try:
+            self.source.forget_before(keep_from_s - self.HISTORY_MARGIN_S)
+        except TruthChannelError as err:  # memory only: the run goes on (network control)
+            logger.warning("the twin's history was not trimmed: %s", err)
 
     def __call__(self, start: Mapping[str, Any], map_index: int) -> dict[str, LabelledArray]:
-        geometry = start["map_geometry"]
-        n_z, n_x = int(geometry["z_count"]), int(geometry["x_count"])
-        z_um = geometry["z_start_um"] + geometry["z_step_um"] * np.arange(n_z)
-        x_step = (geometry["x_stop_um"] - geometry["x_start_um"]) / n_x
-        x_um = geometry["x_start_um"] + x_step * (np.arange(n_x) + 0.5)
         uid = start["uid"]
-        now_s = self.beamline.clock.now_s()
+        if self.at_ec_state and (uid in self._untimed or uid not in self._stop_s):
+            raise RuntimeError(f"run {uid}: its cell times were not noted, so it has no truth")
+        now_s = self.clock.now_s()
         with self._lock:
             start_s = self._start_s.get(uid, 0.0)
             stop_s = self._stop_s.get(uid, now_s)
-            mid_s = 0.5 * (start_s + stop_s)
-            self._mid_s[map_index] = mid_s
+            self._mid_s[map_index] = 0.5 * (start_s + stop_s)
             previous_s = self._mid_s.get(map_index - 1)
-        twin = self.beamline.twin
-        truth = twin.truth(z_um=z_um, x_um=x_um, time_s=mid_s, previous_time_s=previous_s)
-        # rows taken as evenly spread over the run (bottom row first, as fly_map scans)
-        row_time_s = start_s + (stop_s - start_s) * (np.arange(n_z) + 0.5) / n_z
-        out = _cathode_as_scanned(twin, z_um, x_um, row_time_s)
-        out["li_thickness"] = LabelledArray(
-            truth.li_thickness_um[None], ("map", "x"), "um", "true plated Li thickness"
-        )
-        out["ti_z"] = LabelledArray(truth.ti_centre_um[None], ("map", "x"), "um", "true Ti z")
-        # grains the map can see: visible on the detector, and the map reaches the Li layer
-        visible = np.asarray(truth.grain_visible, bool)
-        li_bottom_um, li_top_um = self.beamline.twin.geometry.li_bounds_um(
-            float(np.nanmean(truth.li_thickness_um))
-        )
-        reaches_li = bool(z_um.min() < li_top_um and z_um.max() > li_bottom_um)
-        if not reaches_li:
-            visible = np.zeros_like(visible)
-        out["grains_total"] = LabelledArray(
-            np.array([int(visible.sum())]), ("map",), "", "true grains in diffraction, visible"
-        )
-        new = int((truth.grain_new & visible).sum())
-        dead = truth.grains_deceased if reaches_li else 0
-        out["grains_new"] = LabelledArray(np.array([new]), ("map",), "", "true new grains")
-        out["grains_deceased"] = LabelledArray(np.array([dead]), ("map",), "", "true lost")
-        out.update({name: LabelledArray(*v) for name, v in truth.per_map_arrays().items()})
-        out.update(_front_as_scanned(twin, z_um, row_time_s))
+        out = self.source.map_truth(start["map_geometry"], start_s, stop_s, previous_s)
         with self._lock:
             self._waiting.pop(uid, None)
             self._forget()
         return out
-
-
-def _cathode_as_scanned(
-    twin: Any, z_um: np.ndarray, x_um: np.ndarray, row_time_s: np.ndarray
-) -> dict[str, LabelledArray]:
-    """True c, a, x and Li-rich fraction of a map as scanned: each row at its scan time.
-
-    The cathode changes while a map is measured (the front moves ~2 µm, c by up to ~0.01 Å
-    in 4 min): a pixel is compared with the sample at the moment it was measured.
-    """
-    rows = [
-        twin.truth(z_um=np.array([z]), x_um=x_um, time_s=float(t))
-        for z, t in zip(z_um, row_time_s, strict=True)
-    ]
-    zx = ("map", "z", "x")
-
-    def stacked(get: Callable[[Any], np.ndarray]) -> np.ndarray:
-        return np.concatenate([get(row) for row in rows], axis=0)[None]
-
-    out = {}
-    for family in rows[0].c_angstrom:
-        c = stacked(lambda r, f=family: r.c_angstrom[f])
-        a = stacked(lambda r, f=family: r.a_angstrom[f])
-        out[f"c_{family}"] = LabelledArray(c, zx, "angstrom", f"true c, {family}, as scanned")
-        out[f"a_{family}"] = LabelledArray(a, zx, "angstrom", f"true a, {family}, as scanned")
-    out["x_li"] = LabelledArray(stacked(lambda r: r.x_li), zx, "", "true x in LixCoO2")
-    out["rich_fraction"] = LabelledArray(stacked(lambda r: r.rich_fraction), zx, "",
-                                         "true Li-rich fraction")  # fmt: skip
-    return out
-
-
-def _front_as_scanned(
-    twin: Any, z_um: np.ndarray, row_time_s: np.ndarray
-) -> dict[str, LabelledArray]:
-    """True front as the map saw it (`CellTwin.front_as_scanned`), its scan time, and the
-    twin's kinematic speed then."""
-    position_um, time_s = twin.front_as_scanned(z_um, row_time_s)
-    speed = twin.front_speed_nm_per_s(time_s) if np.isfinite(time_s) else np.nan
-    return {
-        "front_position": LabelledArray(np.array([position_um]), ("map",), "um",
-                                        "true front: the twin's phase boundary as scanned"),
-        "front_time": LabelledArray(np.array([time_s]), ("map",), "s",
-                                    "scan time of the rows at the true front"),
-        "front_speed": LabelledArray(np.array([speed]), ("map",), "nm/s",
-                                     "true front speed: dz/dt of the twin's boundary then"),
-    }  # fmt: skip
 
 
 def _design_poni(beamline: Any, folder: Path, distance_error_m: float) -> Path:
@@ -446,8 +436,6 @@ def _control(options: RehearsalOptions, settings: OpmapSettings) -> Iterator[Any
     if options.control == "sim":
         yield None
         return
-    from ._network_control import sim_beamline_process
-
     detector_dir = settings.detector_dir  # the Tiled server's readable storage
     detector_dir.mkdir(parents=True, exist_ok=True)
     print(f"starting opmap sim-beamline (cell at {options.speedup:g}x wall time) ...")
@@ -537,11 +525,14 @@ class _Session:
     writer: ValidatedTiledWriter
     live: LiveAnalysis | None = None
     guard: GuardedCallback | None = None
+    #: Network control: the truth of the twin ``opmap sim-beamline`` renders from.
+    remote_truth: RemoteTruthSource | None = None
 
     @classmethod
     def begin(cls, options, settings, server, callbacks, endpoint=None) -> _Session:
         layout = ensure_layout(server.client())
         RE, beamline = _engine_and_beamline(options, settings.data_dir, endpoint)
+        remote = None if endpoint is None else RemoteTruthSource(endpoint.http_url)
         # Structure only: the server reading one element of the Eiger's virtual dataset
         # decompresses the whole map (a third of the CPU in a profile); the live analysis
         # reads every frame of every map anyway.
@@ -553,14 +544,14 @@ class _Session:
         )
         for callback in (writer, *callbacks):
             RE.subscribe(callback)
-        return cls(options, settings, server, layout, RE, beamline, writer)
+        return cls(options, settings, server, layout, RE, beamline, writer, remote_truth=remote)
 
     def subscribe_analysis(self, poni: Path, resume: StoredExperiment | None = None) -> None:
         """The live analysis (if asked for) and the progress line, subscribed to the RE."""
         if self.options.live_analysis:
             figures_dir = self.settings.data_dir / "figures"
             self.live, self.guard = _subscribe_live_analysis(
-                self.RE, self.beamline, self.layout, poni, figures_dir
+                self.RE, self.beamline, self.layout, poni, figures_dir, self.remote_truth
             )
             if resume is not None:
                 _resume_products(self.live, self.layout, resume)
@@ -643,10 +634,19 @@ def _twin_config(beamline: Any) -> Any:
 
 
 def _subscribe_live_analysis(
-    RE: RunEngine, beamline: Any, layout: Any, poni: Path, figures_dir: Path
+    RE: RunEngine,
+    beamline: Any,
+    layout: Any,
+    poni: Path,
+    figures_dir: Path,
+    remote_truth: RemoteTruthSource | None = None,
 ) -> tuple[LiveAnalysis, GuardedCallback]:
-    """The live analysis (guarded) and the twin's truth (if the twin is here), subscribed."""
-    truth = _TwinTruth(beamline) if beamline.twin is not None else None
+    """The live analysis (guarded) and the twin's truth, subscribed: this process's twin,
+    or ``remote_truth`` (the network child's twin)."""
+    truth = None
+    if beamline.twin is not None or remote_truth is not None:
+        network = remote_truth is not None
+        truth = _TwinTruth(beamline, source=remote_truth, clock=remote_truth, at_ec_state=network)
     if truth is not None:
         RE.subscribe(truth.on_document)
     live = LiveAnalysis(
@@ -709,10 +709,11 @@ def _report(result: RehearsalResult, beamline: Any) -> list[dict[str, Any]]:
     files = write_report(products, out_dir, formats=("png",), cell_area_cm2=area_cm2)
     rows = report_table(products)
     print(f"paper-style figures: {len(files)} files in {out_dir}")
-    if beamline.twin is None:  # network control: the twin runs in opmap sim-beamline
-        print("no recovered-versus-truth table: the twin ran in opmap sim-beamline")
+    if not rows:
+        print("no recovered-versus-truth table: the products hold no truth")
         return rows
-    print("recovered versus the twin's ground truth (targets of the analysis):")
+    where = "" if beamline.twin is not None else " (served by opmap sim-beamline)"
+    print(f"recovered versus the twin's ground truth{where} (targets of the analysis):")
     print(format_table(rows))
     return rows
 

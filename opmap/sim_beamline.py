@@ -5,7 +5,9 @@
 - the Channel Access PVs of ``opmap sim-ioc`` (`opmap.sim_ioc`: potentiostat ``$(P)EC:``,
   motor records ``$(P)STAGE:X`` / ``$(P)STAGE:Z``, beam ``$(P)BEAM:``) plus the sample
   changer ``$(P)SAMPLE:POS`` (`opmap.sim_ioc.SamplePVs`);
-- the SIMPLON HTTP API of ``opmap sim-dcu`` (`opmap.sim_dcu`),
+- the SIMPLON HTTP API of ``opmap sim-dcu`` (`opmap.sim_dcu`), and next to it the
+  simulation-only truth channel ``/opmap/api/1/truth/...`` (`truth_routes`: the twin's
+  ground truth of a map, and the cell clock, for the rehearsal's truth table),
 
 around ONE digital twin (`opmap.twin.CellTwin`). The DCU renders each frame where the IOC's
 motors were during its exposure and the cell as it was then.
@@ -41,9 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from opmap.beamline import BeamlineConfig, SimConfig
 from opmap.devices.sim import ClockMode, SimClock, SimPotentiostatDriver
 from opmap.twin import BeamScene, CellTwin
+from opmap.twin_truth import TRUTH_API, map_truth, truth_to_npz
 
 from .sim_dcu import DcuOptions, DcuSources, SimDcu, build_app
 from .sim_ioc import IocGroups, IocOptions, SamplePVs, build_groups
@@ -54,7 +61,8 @@ __all__ = [
     "SimBeamline",
     "SimBeamlineOptions",
     "bind_http",
-    "serve",
+    "serve_sim_beamline",
+    "truth_routes",
 ]
 
 #: Cell time (s) the twin keeps behind now: frames are rendered right after their series.
@@ -178,6 +186,10 @@ class SimBeamline:
     twin: CellTwin
     ioc: IocGroups
     dcu: SimDcu
+    #: Cell time (s) before which the twin may forget, set by the rehearsal through the
+    #: truth channel (``PUT /opmap/api/1/truth/keep_from``): truths still to be asked for
+    #: need the cell from there on. None = only `CELL_HISTORY_S` counts.
+    truth_keep_from_s: float | None = None
 
     @classmethod
     def create(cls, options: SimBeamlineOptions) -> SimBeamline:
@@ -208,12 +220,73 @@ class SimBeamline:
         return cls(options, time, twin, ioc, SimDcu.on(options.dcu_options(), sources))
 
     async def forget_old_cell_states(self, period_s: float = 60.0) -> None:
-        """Keep the twin's memory flat: drop snapshots older than `CELL_HISTORY_S`."""
+        """Keep the twin's memory flat: drop snapshots older than `CELL_HISTORY_S`, and
+        none from `truth_keep_from_s` on."""
         while True:
             await asyncio.sleep(period_s)
             keep_from_s = self.time.cell.now_s() - CELL_HISTORY_S
+            if self.truth_keep_from_s is not None:
+                keep_from_s = min(keep_from_s, self.truth_keep_from_s)
             if keep_from_s > 0:
                 self.twin.forget_before(keep_from_s)
+
+
+def _finite(body: Any, key: str, *, optional: bool = False) -> float | None:
+    """``body[key]`` as a finite float (None allowed if ``optional``); ValueError naming it."""
+    value = body.get(key) if isinstance(body, dict) else None
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key}={value!r} must be a finite number (s of cell time)")
+    return float(value)
+
+
+def truth_routes(beamline: SimBeamline) -> list[Route]:
+    """The simulation-only truth channel on ``beamline``'s twin (see `opmap.twin_truth`).
+
+    - ``POST /opmap/api/1/truth/map`` ``{"map_geometry": {...}, "start_s", "stop_s",
+      "previous_mid_s"}`` (cell times, s): `map_truth` of the twin, as ``.npz``
+      (`truth_to_npz`); 400 naming the bad field, or a time after the cell's now;
+    - ``PUT /opmap/api/1/truth/keep_from`` ``{"value": s}``: the twin may forget the cell
+      before ``s`` (`SimBeamline.truth_keep_from_s`);
+    - ``GET /opmap/api/1/truth/now``: ``{"value": s}``, the cell time now (the clock of
+      ``$(P)EC:TIME`` and of the frames): the rehearsal notes a map's start and stop with it.
+
+    A truth is computed in the servers' event loop: the IOC's potentiostat advances the
+    same electrochemistry from that loop, and a truth from another thread raced it (a
+    sample time stepping back). The servers pause meanwhile (0.1-0.6 s for a 9 × 9 map
+    here), while the rehearsal's plan waits for this very truth between two maps.
+    """
+
+    async def truth(request: Request) -> Response:
+        try:
+            body = await request.json()
+            start_s, stop_s = _finite(body, "start_s"), _finite(body, "stop_s")
+            previous_s = _finite(body, "previous_mid_s", optional=True)
+            now_s = beamline.time.cell.now_s()
+            if stop_s > now_s:
+                raise ValueError(f"stop_s={stop_s} is after the cell's now ({now_s:.3f} s)")
+            geometry = body.get("map_geometry")
+            arrays = map_truth(beamline.twin, geometry, start_s, stop_s, previous_s)
+        except (ValueError, TypeError) as err:  # the request's fault: said to the client
+            return Response(f"truth: {err}", status_code=400)
+        return Response(truth_to_npz(arrays), media_type="application/octet-stream")
+
+    async def keep_from(request: Request) -> Response:
+        try:
+            beamline.truth_keep_from_s = _finite(await request.json(), "value")
+        except ValueError as err:
+            return Response(f"keep_from: {err}", status_code=400)
+        return JSONResponse([])
+
+    async def now(request: Request) -> Response:
+        return JSONResponse({"value": beamline.time.cell.now_s()})
+
+    return [
+        Route(f"{TRUTH_API}/map", truth, methods=["POST"]),
+        Route(f"{TRUTH_API}/now", now, methods=["GET"]),
+        Route(f"{TRUTH_API}/keep_from", keep_from, methods=["PUT"]),
+    ]
 
 
 def bind_http(host: str, port: int) -> socket.socket:
@@ -242,7 +315,7 @@ async def _parent_gone(parent_pid: int, period_s: float = 1.0) -> None:
         await asyncio.sleep(period_s)
 
 
-async def serve(
+async def serve_sim_beamline(
     beamline: SimBeamline,
     host: str,
     http_socket: socket.socket,
@@ -270,6 +343,7 @@ async def serve(
     from caproto.asyncio.server import Context
 
     app = build_app(beamline.options.dcu_options(), make_dcu=lambda: beamline.dcu)
+    app.router.routes.extend(truth_routes(beamline))  # the simulation-only truth channel
     http = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     context = Context(beamline.ioc.pvdb, [host])
 

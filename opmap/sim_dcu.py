@@ -312,7 +312,11 @@ class SimDcu:
         if self.value("detector", "config", "trigger_mode") != "ints":
             return  # as a real DCU: hardware triggers drive exts / exte
         self._require("trigger", "ready")
-        await self._take_one_trigger()
+        # a task that disarm / abort cancel: a real DCU ends the exposure under way, where
+        # the simulated detector would otherwise wait for frames that never come and fault
+        self.task = asyncio.ensure_future(self._take_one_trigger())
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
     async def _trigger_box(self) -> None:
         # The simulated external trigger source: ntrigger triggers, back to back.

@@ -66,6 +66,11 @@ __all__ = [
 
 #: Samples held by the ``EC:BUF:*`` waveforms (their NELM; ``EC:BUF:SIZE``).
 BUFFER_SIZE = 4096
+#: Shortest wall time (s) between two rewrites of the ``EC:BUF:*`` waveforms. Rewritten
+#: every tick (50 ms), the five full waveforms (160 kB) changed faster than a client on a
+#: loaded machine could read them, and its sequence-locked read never saw one buffer; new
+#: samples wait here meanwhile, and go out at once when the protocol ends or is aborted.
+BUFFER_PUBLISH_S = 0.5
 logger = logging.getLogger(__name__)
 _STATES = [state.value for state in PotentiostatState]
 _TECHNIQUES = [technique.value for technique in TECHNIQUE_CODES]
@@ -208,6 +213,8 @@ class PotentiostatPVs(PVGroup):
         self._columns: tuple[deque, ...] = tuple(deque(maxlen=BUFFER_SIZE) for _ in range(5))
         self._count = 0
         self._seq = 0
+        self._unpublished: list = []  # samples waiting for the next rewrite of EC:BUF:*
+        self._published_at_s = -math.inf  # time.monotonic() of the last rewrite
         self._running = False
         # one update at a time (the tick and ABORT both update): samples stay in order and
         # the buffer's sequence lock stays odd for the whole rewrite
@@ -280,7 +287,7 @@ class PotentiostatPVs(PVGroup):
         self._running = False
         await self.state.write(PotentiostatState.OPEN_CIRCUIT.value)
         await self.message.write("aborted: open circuit")
-        await self._update()
+        await self._update(flush=True)
         return value
 
     @state.startup
@@ -296,13 +303,20 @@ class PotentiostatPVs(PVGroup):
                 await self.message.write(f"IOC update failed: {err!r}")
             await asyncio.sleep(self.options.tick_s)
 
-    async def _update(self) -> None:
+    async def _update(self, *, flush: bool = False) -> None:
         async with self._update_lock:
-            await self._update_unlocked()
+            await self._update_unlocked(flush)
 
-    async def _update_unlocked(self) -> None:
+    async def _update_unlocked(self, flush: bool) -> None:
         status = await self.driver.status()
-        samples = await self.driver.drain()
+        self._unpublished += await self.driver.drain()
+        now_s = time.monotonic()
+        ending = status.protocol_done and self._running  # the update that sets DONE
+        due = flush or ending or now_s - self._published_at_s >= BUFFER_PUBLISH_S
+        if self._unpublished and due:  # before DONE: a client seeing it finds every sample
+            samples, self._unpublished = self._unpublished, []
+            self._published_at_s = now_s
+            await self._publish(samples)
         sample = status.sample
         await self.time_s.write(sample.time_s)
         await self.potential.write(sample.potential_v)
@@ -319,8 +333,6 @@ class PotentiostatPVs(PVGroup):
             await self.state.write(PotentiostatState.DONE.value)
             reason = getattr(self.driver.model, "stop_reason", "")
             await self.message.write(f"done: {reason}" if reason else "done")
-        if samples:
-            await self._publish(samples)
 
     async def _publish(self, samples: list) -> None:
         for sample in samples:

@@ -3,7 +3,7 @@
 from ._align import ALIGN_STREAM, StackAlignment, align_stack, find_stack, propose_map
 from ._cadence import MapCadence
 from ._calibrate import CALIBRANTS, calibrate
-from ._fly_map import fly_map, map_lines
+from ._fly_map import fly_map, map_line_indices, map_lines
 from ._geometry import LineTrajectory, MapGeometry, fly_line
 from ._operando import (
     EC_STATE_STREAM,
@@ -13,6 +13,7 @@ from ._operando import (
     ec_value,
     operando_experiment,
 )
+from ._resume_map import LineSource, MapResume, StoredMapRun, map_line_sources, resume_fly_map
 from ._stubs import FRAMES_STREAM, LINES_STREAM, fly_line_stub
 from ._suspenders import beam_current_suspender, shutter_suspender
 
@@ -24,11 +25,14 @@ __all__ = [
     "FRAMES_STREAM",
     "LINES_STREAM",
     "CyclingPotentiostat",
+    "LineSource",
     "LineTrajectory",
     "MapCadence",
     "MapGeometry",
+    "MapResume",
     "ResumePoint",
     "StackAlignment",
+    "StoredMapRun",
     "align_stack",
     "beam_current_suspender",
     "calibrate",
@@ -37,8 +41,11 @@ __all__ = [
     "fly_line",
     "fly_line_stub",
     "fly_map",
+    "map_line_indices",
+    "map_line_sources",
     "map_lines",
     "operando_experiment",
     "propose_map",
+    "resume_fly_map",
     "shutter_suspender",
 ]

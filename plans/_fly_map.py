@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -28,8 +28,9 @@ def map_lines(
     geometry: MapGeometry,
     *,
     after_line: Callable[[int], MsgGenerator[None]] | None = None,
+    lines: Sequence[int] | None = None,
 ) -> MsgGenerator[None]:
-    """Fly every line of ``geometry`` inside an open run (a stub: opens no run).
+    """Fly the lines of ``geometry`` inside an open run (a stub: opens no run).
 
     The detector must be staged. The first line's prepare comes before the ``primary``
     stream is declared (the detector describes its frames only once prepared).
@@ -43,15 +44,39 @@ def map_lines(
     after_line
         Called with the line index after each completed line (e.g. to collect the
         potentiostat buffer); part of the line's checkpoint unit.
+    lines
+        Indices of the lines to fly, in this order (default: every line); see
+        `map_line_indices`.
     """
+    indices = map_line_indices(geometry, lines)
     book = LineBook(detector)
-    yield from prepare_line(detector, stage_x, fly_line(geometry, 0), geometry.exposure_s)
+    first = fly_line(geometry, indices[0])
+    yield from prepare_line(detector, stage_x, first, geometry.exposure_s)
     yield from bps.declare_stream(detector, name=FRAMES_STREAM, collect=True)
-    for index in range(geometry.z_count):
+    for index in indices:
         line = fly_line(geometry, index)
         yield from fly_line_stub(detector, stage_x, stage_z, line, geometry.exposure_s, book)
         if after_line is not None:
             yield from after_line(index)
+
+
+def map_line_indices(geometry: MapGeometry, lines: Sequence[int] | None) -> tuple[int, ...]:
+    """The line indices a map flies: every line of ``geometry``, or ``lines`` checked.
+
+    Raises
+    ------
+    ValueError
+        ``lines`` is empty, repeats a line or names one outside ``[0, z_count)``.
+    """
+    if lines is None:
+        return tuple(range(geometry.z_count))
+    indices = tuple(int(index) for index in lines)
+    if not indices or len(set(indices)) != len(indices):
+        raise ValueError(f"lines={list(indices)} must name at least one line, each once")
+    outside = [index for index in indices if not 0 <= index < geometry.z_count]
+    if outside:
+        raise ValueError(f"lines: {outside} outside the map's lines [0, {geometry.z_count - 1}]")
+    return indices
 
 
 def map_metadata(
@@ -105,6 +130,7 @@ def fly_map(
     stage_z: StepAxis,
     geometry: MapGeometry,
     *,
+    lines: Sequence[int] | None = None,
     md: dict[str, Any] | None = None,
 ) -> MsgGenerator[str]:
     """Fly a 2-D diffraction map: one continuous x line per z, frames streamed to file.
@@ -126,6 +152,10 @@ def fly_map(
         Step axis in µm.
     geometry
         The map (validated on construction).
+    lines
+        Fly only these line indices (e.g. the lines a failed run did not complete, see
+        `resume_fly_map`); the start document then lists them as ``map_lines``. The
+        geometry (``map_geometry``, ``shape``, ...) stays the whole map's.
     md
         Extra start-document metadata.
 
@@ -136,7 +166,10 @@ def fly_map(
     """
     if not isinstance(geometry, MapGeometry):
         raise TypeError(f"geometry must be a MapGeometry, not {type(geometry).__name__}")
+    indices = map_line_indices(geometry, lines)
     _md = map_metadata("fly_map", detector, stage_x, stage_z, geometry)
+    if lines is not None:
+        _md["map_lines"] = list(indices)
     _md.update(md or {})
 
     # staged inside the run: the detector closes its files on unstage, so by the stop
@@ -144,6 +177,6 @@ def fly_map(
     @bpp.run_decorator(md=_md)
     @bpp.stage_decorator([detector])
     def inner() -> MsgGenerator[None]:
-        yield from map_lines(detector, stage_x, stage_z, geometry)
+        yield from map_lines(detector, stage_x, stage_z, geometry, lines=indices)
 
     return (yield from inner())

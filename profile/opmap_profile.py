@@ -208,14 +208,7 @@ def load_profile_config(path: str | Path) -> ProfileConfig:
 
 
 def _resolve_paths(config: ProfileConfig, folder: Path) -> ProfileConfig:
-    beamline = config.beamline
-    sim = beamline.sim
-    if sim.twin_config is not None:
-        sim = sim.model_copy(update={"twin_config": folder / sim.twin_config})
-    poni = None if beamline.poni is None else folder / beamline.poni
-    beamline = beamline.model_copy(
-        update={"data_dir": folder / beamline.data_dir, "poni": poni, "sim": sim}
-    )
+    beamline = config.beamline.resolved_from(folder)
     tiled = config.tiled.model_copy(
         update={
             name: folder / value

@@ -10,7 +10,7 @@ from event_model import DocumentNames, schema_validators
 from ophyd_async.core import init_devices
 
 from opmap.analysis.geometry import save_poni
-from opmap.beamline import BackendUnavailableError, BeamlineConfig, build_beamline
+from opmap.beamline import BeamlineConfig, build_beamline
 from opmap.callbacks.calibration import CalibrationCallback
 from opmap.plans import MapGeometry, calibrate, fly_map
 
@@ -84,11 +84,6 @@ def test_small_fly_map_on_the_twin_writes_every_line_once(RE, beamline, tmp_path
     assert np.all(frames.reshape(30, -1).astype(np.float64).sum(axis=1) > 0)
     lines = [d for n, d in docs if n == "event" and "line_index" in d["data"]]
     assert sorted(d["data"]["line_index"] for d in lines) == [0, 1, 2]
-
-
-def test_real_mode_says_which_backends_are_missing(tmp_path):
-    with pytest.raises(BackendUnavailableError, match="no Eiger or potentiostat backend"):
-        build_beamline(BeamlineConfig(mode="real", data_dir=tmp_path))
 
 
 def test_a_weak_noisy_calibrant_frame_is_rejected_not_trusted(beamline):

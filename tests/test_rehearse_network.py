@@ -1,9 +1,11 @@
 """``opmap rehearse --control network``: the rehearsal over Channel Access and SIMPLON HTTP.
 
 The rehearsal runs as a process of its own (libca reads its ports once per process), starts
-``opmap sim-beamline`` as its child, calibrates and flies a tiny map through the real
-devices, and stores everything in Tiled; the test then reads the runs back through a Tiled
-client and checks that the child is gone.
+``opmap sim-beamline`` as its child, calibrates and flies two small maps (the pristine one
+and one during the protocol) through the real devices with the live analysis, and stores
+everything in Tiled; the test then reads the runs and products back through a Tiled client,
+checks that the child is gone, and that the truth table's truth is the child's twin's: a
+twin built here with the same seed gives the same truth at the cell times the truth records.
 """
 
 from __future__ import annotations
@@ -20,19 +22,26 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
 
-from opmap._network_control import NetworkStartError, sim_beamline_process
+from opmap import rehearse
+from opmap.beamline import BeamlineConfig
+from opmap.callbacks.tiled_products import read_latest
 from opmap.callbacks.tiled_writer import ensure_layout
 from opmap.cli import main
-from opmap.devices._eiger_layout import X_PATH
+from opmap.devices import X_PATH
+from opmap.rehearse import NetworkStartError, sim_beamline_process
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
+from opmap.sim_beamline import SimBeamline, SimBeamlineOptions
+from opmap.twin_truth import map_truth
 
 from .devices._ca_env import ca_environment, free_tcp_udp_port
 from .devices._simplon_servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-MAP_SHAPE = (3, 4)
+#: z from -3 µm: the top three rows are in the cathode (the truth table needs them)
+MAP_SHAPE = (6, 3)
+TIME_SCALE = 0.02
 CA_VARIABLES = (
     "EPICS_CA_SERVER_PORT", "EPICS_CAS_SERVER_PORT", "EPICS_CA_REPEATER_PORT",
     "EPICS_CA_ADDR_LIST", "EPICS_CA_AUTO_ADDR_LIST", "EPICS_CAS_INTF_ADDR_LIST",
@@ -55,8 +64,8 @@ def rehearsal(tmp_path_factory):
     opmap = Path(sys.executable).with_name("opmap")
     command = [
         str(opmap), "rehearse", "--control", "network", "--data-dir", str(data_dir),
-        "--map-shape", *map(str, MAP_SHAPE), "--time-scale", "0.02", "--max-maps", "1",
-        "--no-live-analysis",
+        "--map-shape", *map(str, MAP_SHAPE), "--time-scale", str(TIME_SCALE),
+        "--max-maps", "2",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -71,8 +80,8 @@ def test_network_rehearsal_stores_runs_in_tiled_from_the_iocs_and_dcus_data(rehe
     settings = OpmapSettings(data_dir=data_dir)
     with start_server_subprocess(settings, startup_timeout_s=300) as server:
         raw = ensure_layout(server.client())["raw"]
-        maps = [raw[uid] for uid in raw if "lines" in raw[uid]]
-        assert len(maps) == 1
+        maps = _maps(raw)
+        assert len(maps) == 2
         run = maps[0]
         n_z, n_x = MAP_SHAPE
         # the frames, read through Tiled, are the DCU's data files
@@ -101,6 +110,80 @@ def test_network_rehearsal_stores_runs_in_tiled_from_the_iocs_and_dcus_data(rehe
             assert np.all(np.diff(frame_x_um) >= 0) and np.ptp(frame_x_um) > 0
             assert frame_x_um.min() >= 200.0
             assert frame_x_um.max() <= 200.0 + 33.0 * n_x + 50.0  # at most the run-down
+
+
+def _maps(raw) -> list:
+    """The experiment's map runs, by map index."""
+    maps = [raw[uid] for uid in raw if "lines" in raw[uid]]
+    return sorted(maps, key=lambda run: run.metadata["start"]["map_index"])
+
+
+def _stored_truth(data_dir: Path) -> tuple[dict, dict, float]:
+    """The truth arrays of the products (``truth_`` prefix dropped), the map geometry and
+    the cell time the protocol started at (recorded in map 1's ``ec_state``)."""
+    settings = OpmapSettings(data_dir=data_dir)
+    with start_server_subprocess(settings, startup_timeout_s=300) as server:
+        layout = ensure_layout(server.client())
+        maps = _maps(layout["raw"])
+        start = maps[0].metadata["start"]
+        products = read_latest(layout["processed"], start["experiment_id"])
+        protocol_start_s = float(maps[1]["ec_state"].read()["potentiostat-protocol_start"][0])
+    truth = {
+        name.removeprefix("truth_"): array
+        for name, array in products.arrays.items()
+        if name.startswith("truth_")
+    }
+    return truth, start["map_geometry"], protocol_start_s
+
+
+def _assert_truth_equal(stored: dict, i: int, computed: dict, *, atol: dict) -> None:
+    assert set(computed) <= set(stored)
+    for name, array in computed.items():
+        np.testing.assert_allclose(
+            np.asarray(stored[name].values[i], float),
+            np.asarray(array.values[0], float),
+            rtol=1e-12,
+            atol=atol.get(name, 1e-12),
+            err_msg=f"map {i}: {name}",
+        )
+
+
+def test_network_truth_table_is_the_childs_twin_at_the_maps_cell_times(rehearsal, tmp_path):
+    data_dir, stdout, _ = rehearsal
+    assert "recovered versus the twin's ground truth (served by opmap sim-beamline)" in stdout
+    assert re.search(r"^\| c map mean perp \| [0-9.]+ \| 14(\.[0-9]+)? \|", stdout, re.M)
+    stored, geometry, protocol_start_s = _stored_truth(data_dir)
+    start_s = np.asarray(stored["scan_start_time"].values, float)
+    stop_s = np.asarray(stored["scan_stop_time"].values, float)
+    # cell times: the pristine map ends as the protocol starts (its run holds the protocol's
+    # kickoff, and its last ec_state event follows START by a moment: at most 0.25 s of wall
+    # time on a loaded machine), map 1 after it starts
+    late_cell_s = 0.25 * rehearse.NETWORK_SPEEDUP
+    assert start_s[0] < stop_s[0] <= protocol_start_s + late_cell_s
+    assert protocol_start_s < start_s[1] < stop_s[1]
+    twin = SimBeamline.create(SimBeamlineOptions(data_dir=tmp_path, seed=0)).twin
+    pristine = map_truth(twin, geometry, start_s[0], stop_s[0])
+    _assert_truth_equal(stored, 0, pristine, atol={})  # the same twin, the same times
+    c_perp = stored["c_perp"].values[0]
+    assert np.isnan(c_perp[:3]).all() and np.all((c_perp[3:] > 13.9) & (c_perp[3:] < 14.1))
+    assert np.isnan(stored["front_position"].values[0])  # no front before the protocol
+    # the pristine cell does not change: the in-process rehearsal's pristine map (other
+    # cell times, same seed) has this very truth
+    earlier = map_truth(twin, geometry, 0.0, 150.0)
+    del earlier["scan_start_time"], earlier["scan_stop_time"]
+    _assert_truth_equal(stored, 0, earlier, atol={})
+    # map 1: the same protocol from the recorded start on a twin of the same seed; the
+    # child integrated the electrochemistry at its own (wall-clock) steps: close, not equal
+    twin.electrochemistry.advance_to(protocol_start_s)
+    window = BeamlineConfig(data_dir=tmp_path).window
+    twin.electrochemistry.start_protocol(rehearse._scaled_protocol(TIME_SCALE), window)
+    replayed = map_truth(twin, geometry, start_s[1], stop_s[1], 0.5 * (start_s[0] + stop_s[0]))
+    assert stored["li_thickness"].values[1].min() > 0.1  # Li plated by then (µm)
+    um, angstrom = 2e-3, 1e-4
+    atol = {"li_thickness": um, "ti_z": um, "front_position": 0.05, "front_speed": 0.5,
+            "front_time": 2.0, "x_li": 1e-3, "rich_fraction": 1e-3}  # fmt: skip
+    atol |= {f"{p}_{f}": angstrom for p in ("c", "a") for f in ("perp", "par")}
+    _assert_truth_equal(stored, 1, replayed, atol=atol)
 
 
 def test_bad_speedup_exits_2_before_anything_starts(tmp_path, capsys):

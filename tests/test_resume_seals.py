@@ -15,9 +15,9 @@ import httpx
 import pytest
 from bluesky_tiled_plugins import TiledWriter
 
-from opmap._resume import ABORT_REASON, read_stored_experiment
 from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.tiled_writer import ensure_layout
+from opmap.rehearse import ABORT_REASON, read_stored_experiment
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 

@@ -6,6 +6,8 @@ stream resources describe them (master, per-file links of ``frames_per_file`` fr
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -176,3 +178,29 @@ def test_a_refused_value_names_the_endpoint_and_the_reason(RE, dcu):
 def test_sim_dcu_is_an_opmap_command():
     help_text = build_parser().format_help()
     assert "sim-dcu" in help_text
+
+
+def test_abort_during_an_ints_trigger_ends_the_series_without_error(dcu):
+    # a real DCU ends the series on abort; the exposure under way must not fault it later
+    base_url, _ = dcu
+    api = f"{base_url}/{API}"
+    for key, value in [("trigger_mode", "ints"), ("count_time", 0.5), ("frame_time", 0.5)]:
+        httpx.put(f"{api}/config/{key}", json={"value": value}, timeout=10).raise_for_status()
+    for key, value in [("nimages", 40), ("ntrigger", 1)]:
+        httpx.put(f"{api}/config/{key}", json={"value": value}, timeout=10).raise_for_status()
+    httpx.put(f"{base_url}/filewriter/api/1.8.0/config/name_pattern", json={"value": "abort"})
+    httpx.put(f"{api}/command/arm", timeout=30).raise_for_status()
+    trigger = threading.Thread(
+        target=lambda: httpx.put(f"{api}/command/trigger", timeout=60), daemon=True
+    )
+    trigger.start()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{api}/status/state").json()["value"] != "acquire":
+        assert time.monotonic() < deadline, "the trigger never started acquiring"
+        time.sleep(0.05)
+    httpx.put(f"{api}/command/abort", timeout=30).raise_for_status()
+    trigger.join(timeout=30)
+    time.sleep(12.0)  # past the simulated detector's 10 s wait for a frame
+    state = httpx.get(f"{api}/status/state").json()["value"]
+    errors = httpx.get(f"{api}/status/error").json()["value"]
+    assert (state, errors) == ("idle", []), errors

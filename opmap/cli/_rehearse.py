@@ -28,6 +28,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--data-dir", type=Path, default=Path("opmap-data"))
+    _add_experiment_options(parser)
+    _add_control_options(parser)
+    parser.add_argument("--max-maps", type=int, default=None)
+    parser.add_argument("--no-live-analysis", action="store_true")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every random draw (detector noise, Li grains): same seed, same "
+        "experiment (default 0)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
+    """The detector readout, the maps and the protocol's timeline."""
     parser.add_argument(
         "--full-detector",
         action="store_true",
@@ -69,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="multiply the protocol's durations (default 1 = the paper's real timeline; "
         f"{NETWORK_TIME_SCALE:g} with --control network)",
     )
+
+
+def _add_control_options(parser: argparse.ArgumentParser) -> None:
+    """In-process simulation or the real devices over the network."""
     parser.add_argument(
         "--control",
         choices=("sim", "network"),
@@ -84,16 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="--control network: cell seconds per wall second (default %(default)g); "
         "motors and exposures run in wall time",
     )
-    parser.add_argument("--max-maps", type=int, default=None)
-    parser.add_argument("--no-live-analysis", action="store_true")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of every random draw (detector noise, Li grains): same seed, same "
-        "experiment (default 0)",
-    )
-    parser.set_defaults(func=run)
 
 
 def _schedule(text: str) -> tuple[tuple[float, float], ...]:

@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted. Exit status 2 on bad options or an HTTP port in use."""
     parent_pid = os.getppid() if args.exit_with_parent else None  # before the slow start
-    from opmap.sim_beamline import SimBeamline, SimBeamlineOptions, bind_http, serve
+    from opmap.sim_beamline import SimBeamline, SimBeamlineOptions, bind_http, serve_sim_beamline
 
     try:
         options = SimBeamlineOptions(
@@ -90,5 +90,6 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    asyncio.run(serve(beamline, args.host, http_socket, announce, parent_pid=parent_pid))
+    serving = serve_sim_beamline(beamline, args.host, http_socket, announce, parent_pid=parent_pid)
+    asyncio.run(serving)
     return 0

@@ -24,8 +24,7 @@ from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_de
 from ophyd_async.epics.core import epics_signal_r
 
 from opmap.cli import main
-from opmap.devices import MapStage
-from opmap.devices._eiger_layout import TIME_PATH, X_PATH
+from opmap.devices import TIME_PATH, X_PATH, MapStage
 from opmap.devices.simplon import SimplonEiger
 from opmap.plans import MapGeometry, fly_map
 

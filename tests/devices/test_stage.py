@@ -3,11 +3,17 @@ from unittest.mock import call
 
 import bluesky.plan_stubs as bps
 import pytest
+from bluesky.run_engine import call_in_bluesky_event_loop
 from bluesky.utils import FailedStatus
-from ophyd_async.core import FlyMotorInfo, get_mock_put, init_devices, set_mock_value
+from ophyd_async.core import (
+    FlyMotorInfo,
+    get_mock_put,
+    init_devices,
+    set_mock_value,
+)
 
 from opmap.devices.sim import SimClock, SimMapStage, Trajectory
-from opmap.devices.stage import MapStage, SoftLimitError, SoftLimits
+from opmap.devices.stage import AxisUnreachableError, MapStage, SoftLimitError, SoftLimits
 
 from ._offline_epics import allow_offline_ca, root_cause
 
@@ -162,3 +168,32 @@ def test_sim_step_move_advances_clock_by_move_time(RE, sim_stage):
     expected = Trajectory.plan(0.0, 0.0, 1.0, 100.0, 0.1).duration_s
     assert clock.now_s() == pytest.approx(expected)
     assert RE(bps.rd(stage.z)).plan_result == 1.0
+
+
+def _unreachable(pv: str):
+    async def get_value() -> float:
+        raise TimeoutError(pv)  # what ophyd-async raises when a PV does not answer
+
+    return get_value
+
+
+def test_a_move_completed_by_a_dead_ioc_fails_naming_the_axis_and_pv(RE, mock_stage, monkeypatch):
+    # the put "completes" (a CA disconnect looks like success), then .DMOV does not answer
+    monkeypatch.setattr(
+        mock_stage.z.motor_done_move, "get_value", _unreachable("ca://BL13:STAGE:Z.DMOV")
+    )
+    with pytest.raises(FailedStatus) as excinfo:
+        RE(bps.mv(mock_stage.z, 12.5))
+    error = excinfo.value
+    while not isinstance(error, AxisUnreachableError):  # FailedStatus wraps it
+        assert error.__cause__ is not None, excinfo.value
+        error = error.__cause__
+    assert str(error).startswith("stage-z: move to 12.5 failed: ca://BL13:STAGE:Z.DMOV")
+    assert get_mock_put(mock_stage.z.user_setpoint).call_args_list == [call(12.5)]
+
+
+def test_reading_an_axis_whose_ioc_is_gone_names_the_axis_and_pv(RE, mock_stage, monkeypatch):
+    # StandardReadable.read gathers the bound reads of its readables: replace them
+    monkeypatch.setattr(mock_stage.x, "_read_funcs", (_unreachable("ca://BL13:STAGE:X.RBV"),))
+    with pytest.raises(AxisUnreachableError, match=r"stage-x: read failed: ca://BL13:STAGE:X.RBV"):
+        call_in_bluesky_event_loop(mock_stage.x.read())

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings(
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The node ids of every sealed query the policy makes."""
-    from opmap.service._access import ProposalTags
+    from opmap.service import ProposalTags
 
     asked: list[int] = []
     query = ProposalTags.sealed
