@@ -53,13 +53,13 @@ def main(n_requests: int) -> None:
     from opmap.settings import OpmapSettings
 
     asked = {"n": 0}
-    query = ProposalTags.sealed
+    query = ProposalTags.ancestry  # the sealed query (it also gives the commit record)
 
-    async def counted(self: object, node_id: int) -> bool:
+    async def counted(self: object, node_id: int) -> list:
         asked["n"] += 1
         return await query(self, node_id)
 
-    ProposalTags.sealed = counted
+    ProposalTags.ancestry = counted
     settings = OpmapSettings(data_dir=Path(tempfile.mkdtemp()) / "data")
     app = build_in_process_app(settings, access_control=True)
     key = settings.api_key_file.read_text().strip()

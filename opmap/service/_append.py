@@ -20,6 +20,12 @@ What the writer key may do (any key without the admin scope)
       axis 0 (how opmap's product writers and bluesky's ``TiledWriter`` grow arrays);
       ``PUT`` of the whole array, ``PUT`` of a block, and ``PATCH`` without ``extend``
       only where no chunk they touch is stored yet (e.g. right after the node is created);
+    * arrays of a product version (``processed/<experiment>/<version>/<name>``, the
+      version an ``xarray_dataset`` with a commit record): also any write starting at or
+      after the array's *committed extent* along axis 0 (:func:`committed_extent`), an
+      ``extend`` no further than the stored extent. Readers use only committed maps, so
+      the product writer redoes a map it wrote half way (a retry, ``opmap resume``) at its
+      offset; the committed maps below stay refused;
     * tables: ``PATCH`` of a partition (appending rows); ``PUT`` of a partition or of the
       whole table only while it is not stored (a Parquet partition file not written yet,
       no rows in the SQL table store);
@@ -28,7 +34,8 @@ What the writer key may do (any key without the admin scope)
       re-send within the stored extent over the same files is accepted and not written);
     * metadata: new keys; an existing key only *grows* (:func:`grows`): a list keeps its
       items as a prefix, a mapping keeps its keys, each growing; the product commit record
-      (``committed``) may count more maps and rows and name more nodes; specs may be added.
+      (``committed``) may count more maps and rows and name more nodes, but is only set
+      when a node is created (never added by an update); specs may be added.
 
 Not covered (refused to the writer key): ``ragged`` and ``awkward`` data writes and
 tables stored in other formats (opmap writes none; the check cannot tell their extent),
@@ -42,7 +49,7 @@ import contextvars
 import copy
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,12 +62,14 @@ from opmap.callbacks.tiled_products import COMMIT_KEY
 
 __all__ = [
     "API_PREFIX",
+    "PRODUCTS_CONTAINER",
     "AppendOnlyRefused",
     "AppendOnlyRequests",
     "WriteRequest",
     "check_data_source_grows",
     "check_data_write",
     "check_metadata_grows",
+    "committed_extent",
     "current_write",
     "grows",
     "stored_metadata",
@@ -86,6 +95,10 @@ DATA_ROUTES = (
 _NOTED_ROUTES = (*DATA_ROUTES, "metadata")
 _WRITE_METHODS = frozenset({"PUT", "PATCH"})
 _PARQUET = "application/x-parquet"  # tables written whole: a file per partition
+#: Top-level container of product versions (``opmap.callbacks.tiled_writer``'s
+#: ``PROCESSED_CONTAINER``; not imported: that module loads bluesky into the server).
+PRODUCTS_CONTAINER = "processed"
+_DATASET_SPEC = "xarray_dataset"  # the spec of a product version container
 _SQL_TABLE = "application/x-tiled-sql-table"  # appendable tables in the SQL table store
 
 _WRITE: contextvars.ContextVar[WriteRequest | None] = contextvars.ContextVar(
@@ -180,18 +193,30 @@ class AppendOnlyRequests:
             _WRITE.reset(token)
 
 
-async def check_data_write(node: Any, request: WriteRequest) -> None:
+async def check_data_write(
+    node: Any, request: WriteRequest, *, committed: int | None = None
+) -> None:
     """Refuse ``request`` on ``node`` (:class:`AppendOnlyRefused`) unless it only appends.
 
     ``PUT /data_source`` is checked later, when Tiled writes it: the node's
     ``put_data_source`` is wrapped for this request (:func:`check_data_source_grows`).
+
+    Parameters
+    ----------
+    node : Tiled catalog adapter
+        The request's node.
+    request : WriteRequest
+        What the request writes.
+    committed : int, optional
+        The node's committed extent along axis 0 (:func:`committed_extent`): array writes
+        starting there or later are allowed too. None: only appending is.
     """
     route = request.route
     if route == "metadata":  # checked when written (`check_metadata_grows`)
         _STORED.set((node.node.id, copy.deepcopy(node.metadata()), list(node.specs)))
         return
     if route.startswith("array/"):
-        await _check_array_write(node, request)
+        await _check_array_write(node, request, committed)
     elif route == "table/partition" and request.method == "PATCH":
         return  # appends rows to the partition
     elif route.startswith(("table/", "node/")):
@@ -202,18 +227,13 @@ async def check_data_write(node: Any, request: WriteRequest) -> None:
         raise AppendOnlyRefused(request.path, f"{route} writes cannot be checked for appending")
 
 
-async def _check_array_write(node: Any, request: WriteRequest) -> None:
+async def _check_array_write(node: Any, request: WriteRequest, committed: int | None) -> None:
     structure = node.structure()
     shape = tuple(structure.shape)
     if request.method == "PATCH":
         offset = _ints(request.query.get("offset", ""))
         if request.query.get("extend", "").lower() == "true":
-            if not shape or not offset or offset[0] != shape[0]:
-                raise AppendOnlyRefused(
-                    request.path,
-                    f"extending at offset {offset[:1]} along axis 0 would not append: the "
-                    f"stored extent is {shape[0] if shape else 'none (a scalar)'}",
-                )
+            _check_extend(request.path, offset, shape, committed)
             return
         region = _region(offset, _ints(request.query.get("shape", "")), shape)
     elif request.route == "array/block":
@@ -221,8 +241,28 @@ async def _check_array_write(node: Any, request: WriteRequest) -> None:
         region = _block_region(block, structure.chunks)
     else:
         region = tuple((0, n) for n in shape)
+    if committed is not None and region and region[0][0] >= committed:
+        return  # beyond what readers use: the product writer redoing an uncommitted map
     if await _any_chunk_stored(node, region):
         raise AppendOnlyRefused(request.path, f"data already stored in {_show(region)}")
+
+
+def _check_extend(
+    path: str, offset: tuple[int, ...], shape: tuple[int, ...], committed: int | None
+) -> None:
+    """Refuse a ``PATCH ?extend=true`` at ``offset`` unless it starts at the stored extent,
+    or (``committed`` given) anywhere from the committed extent up to the stored one."""
+    if shape and offset:
+        if offset[0] == shape[0]:
+            return
+        if committed is not None and committed <= offset[0] <= shape[0]:
+            return
+    extent = shape[0] if shape else "none (a scalar)"
+    why = f"extending at offset {offset[:1]} along axis 0 would not append: the stored extent"
+    why += f" is {extent}"
+    if committed is not None:
+        why += f" and the first {committed} are committed (readers use them)"
+    raise AppendOnlyRefused(path, why)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -444,6 +484,52 @@ def grows(old: Any, new: Any) -> bool:
     return bool(old == new)
 
 
+def committed_extent(ancestry: Sequence[tuple[int, str, Any, Any]]) -> int | None:
+    """The extent along axis 0 of a product array that readers use, from its ancestry.
+
+    A product version (``processed/<experiment>/<version>``, spec ``xarray_dataset``)
+    carries a commit record (``committed``, `opmap.callbacks.tiled_products.CommitRecord`):
+    readers use the first ``maps`` maps of the arrays it lists as ``grown``, the arrays it
+    names whole, and nothing of an array it does not name (left by a writer that failed
+    before committing it).
+
+    Parameters
+    ----------
+    ancestry : sequence of tuple
+        ``(depth, key, metadata, specs)`` of the node (depth 0) and of each ancestor
+        below the root (depth 1 is the parent), as stored.
+
+    Returns
+    -------
+    int or None
+        ``maps`` for a grown array, 0 for an array the record does not name; None for an
+        array named whole, or any node that is not an array of a product version with a
+        commit record (only appending is then allowed).
+
+    Examples
+    --------
+    >>> record = {"maps": 2, "names": ["c_perp", "z"], "grown": ["c_perp"]}
+    >>> version = (1, "v1", {"committed": record}, [{"name": "xarray_dataset"}])
+    >>> top = [version, (2, "cell-3", {}, []), (3, "processed", {}, [])]
+    >>> [committed_extent([(0, name, {}, []), *top]) for name in ("c_perp", "z", "new")]
+    [2, None, 0]
+    >>> committed_extent([(0, "x", {}, []), (1, "primary", {"committed": record}, []),
+    ...                   (2, "run", {}, []), (3, "raw", {}, [])]) is None
+    True
+    """
+    rows = {depth: (key, metadata, specs) for depth, key, metadata, specs in ancestry}
+    if sorted(rows) != [0, 1, 2, 3] or rows[3][0] != PRODUCTS_CONTAINER:
+        return None
+    key, (_, metadata, specs) = rows[0][0], rows[1]
+    record = metadata.get(COMMIT_KEY) if isinstance(metadata, Mapping) else None
+    if not isinstance(record, Mapping) or _DATASET_SPEC not in {_spec_name(s) for s in specs}:
+        return None
+    maps = record.get("maps")
+    if key in (record.get("grown") or ()):
+        return maps if isinstance(maps, int) and maps >= 0 else None
+    return None if key in (record.get("names") or ()) else 0
+
+
 def _commit_grows(old: Any, new: Any) -> bool:
     """A product commit record grows: no fewer maps or rows, no node forgotten."""
     if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
@@ -486,8 +572,13 @@ def check_metadata_grows(
     Raises
     ------
     AppendOnlyRefused
-        Naming the first key that would change.
+        Naming the first key that would change, or a commit record (``committed``) that
+        the update would add: it widens what the key may rewrite (`committed_extent`).
     """
+    if COMMIT_KEY in new and COMMIT_KEY not in old:
+        raise AppendOnlyRefused(
+            path, f"metadata key {COMMIT_KEY!r} is set when a product version is created"
+        )
     for key, value in old.items():
         if key not in new:
             raise AppendOnlyRefused(path, f"metadata key {key!r} would be removed")

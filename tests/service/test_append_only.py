@@ -5,7 +5,9 @@ kind of write over HTTP: appending (an array grown along axis 0 at its extent, r
 appended to a table partition, new metadata keys, lists and commit records that grow) is
 accepted; overwriting (a stored block, the whole array, a stored partition, an existing
 metadata key, a data source shrunk) is 403 with the node named, and the data are unchanged
-afterwards. The admin key may still overwrite.
+afterwards. Arrays of a product version may also be rewritten from their committed
+extent on (what readers do not use yet), never below it. The admin key may still
+overwrite.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import pyarrow
 import pytest
 
+from opmap.analysis.products import LabelledArray
+from opmap.callbacks.tiled_products import TiledProductWriter
 from opmap.service import ServerHandle, start_server_subprocess
 from opmap.settings import OpmapSettings
 
@@ -200,9 +204,18 @@ def test_the_writer_key_adds_metadata_but_never_changes_a_stored_key(
     assert stored["notes"] == ["first", "second"] and stored["stop"]["exit_status"] == "success"
 
 
-def test_a_product_commit_record_may_only_count_more(server: ServerHandle) -> None:
+def _processed(server: ServerHandle) -> Any:
+    """The ``processed`` container, as the writer key sees it (created on first use)."""
     writer = _client(server, server.api_key)
-    version = writer.create_container("processed").create_container("exp").create_container("v1")
+    if "processed" not in writer:
+        writer.create_container("processed")
+    return writer["processed"]
+
+
+def test_a_product_commit_record_may_only_count_more(server: ServerHandle) -> None:
+    empty = {"maps": 0, "rows": {}, "names": [], "grown": []}
+    experiment = _processed(server).create_container("exp")
+    version = experiment.create_container("v1", metadata={"committed": empty})
     path = "processed/exp/v1"
 
     def commit(maps: int, rows: int, names: list[str]) -> httpx.Response:
@@ -215,6 +228,82 @@ def test_a_product_commit_record_may_only_count_more(server: ServerHandle) -> No
     _refused(commit(2, 4, ["c_perp", "a_grains"]), path, "'committed' would be changed")
     _refused(commit(3, 6, ["c_perp"]), path, "'committed' would be changed")
     assert version.refresh().metadata["committed"]["maps"] == 2
+    # a record added later would let the key rewrite the node's arrays (committed_extent)
+    experiment.create_container("v2")
+    added = _patch_metadata(server, server.api_key, "processed/exp/v2", {"committed": empty})
+    _refused(added, "processed/exp/v2", "'committed' is set when a product version is created")
+    assert "committed" not in experiment["v2"].metadata
+
+
+def _c_map(index: int) -> dict[str, LabelledArray]:
+    """Map ``index`` of a small product: c(z, x) = 14 + index everywhere."""
+    return {"c_perp": LabelledArray(np.full((1, 3, 4), 14.0 + index), ("map", "z", "x"), "A")}
+
+
+def _patch_c(server: ServerHandle, path: str, at: int, value: float, **params: str) -> Any:
+    body = _octets(np.full((1, 3, 4), value))
+    params = {"offset": f"{at},0,0", "shape": "1,3,4", **params}
+    return _send(server, server.api_key, "PATCH", f"array/full/{path}", params=params, **body)
+
+
+def test_maps_beyond_the_committed_ones_may_be_rewritten_but_not_those_below(
+    server: ServerHandle,
+) -> None:
+    """A product writer that died (or timed out) after growing map 2 without committing
+    it writes map 2 again at its offset (``opmap resume``, a retry): allowed. The two
+    committed maps stay refused, whatever the request, and are unchanged."""
+    writer = TiledProductWriter(_processed(server), "resumed")
+    for index in range(3):
+        writer.append_map(_c_map(index), commit=index < 2)  # map 2 written, not committed
+    path = f"processed/resumed/{writer.version}/c_perp"
+    admin = _client(server, server.admin_key)
+    assert admin[path].shape == (3, 3, 4) and writer.committed.maps == 2
+
+    assert _patch_c(server, path, 2, -2.0, extend="true").status_code == 200
+    assert _patch_c(server, path, 2, 22.0).status_code == 200  # without extend
+    assert _patch_c(server, path, 3, 23.0, extend="true").status_code == 200  # appends
+    _refused(
+        _patch_c(server, path, 5, 25.0, extend="true"), path, "the stored extent is 4 and"
+    )  # no gap beyond the stored maps
+    _refused(
+        _patch_c(server, path, 1, -1.0, extend="true"),
+        path,
+        "the stored extent is 4 and the first 2 are committed",
+    )
+    _refused(_patch_c(server, path, 0, -1.0), path, "data already stored in [0:1")
+    whole = _send(
+        server, server.api_key, "PUT", f"array/full/{path}", **_octets(np.zeros((4, 3, 4)))
+    )
+    _refused(whole, path, "data already stored in [0:4")
+    stored = admin[path].read()
+    np.testing.assert_array_equal(stored[:, 0, 0], [14.0, 15.0, 22.0, 23.0])
+
+    writer.commit()  # the writer's 3 maps are committed now: map 2 is refused from then on
+    _refused(_patch_c(server, path, 2, -2.0, extend="true"), path, "first 3 are committed")
+    np.testing.assert_array_equal(admin[path].read()[:, 0, 0], [14.0, 15.0, 22.0, 23.0])
+
+
+def test_an_uncommitted_product_array_may_be_written_again_whole(server: ServerHandle) -> None:
+    """A node the product writer created and wrote, but never committed (the reply was
+    lost), is taken over by its retry with a whole ``PUT``; once named in the commit
+    record it is stored for good."""
+    writer = TiledProductWriter(_processed(server), "taken-over")
+    writer.append_map(_c_map(0))
+    version = writer.container
+    version.write_array(np.arange(4.0), key="extra", dims=["x"])  # not committed
+    path = f"processed/taken-over/{writer.version}/extra"
+    again = _send(server, server.api_key, "PUT", f"array/full/{path}", **_octets(np.ones(4)))
+    assert again.status_code == 200, again.text
+    np.testing.assert_array_equal(_client(server, server.admin_key)[path].read(), np.ones(4))
+    record = {**version.metadata["committed"]}
+    record["names"] = [*record["names"], "extra"]
+    committed = _patch_metadata(
+        server, server.api_key, path.rsplit("/", 1)[0], {"committed": record}
+    )
+    assert committed.status_code == 200, committed.text
+    refused = _send(server, server.api_key, "PUT", f"array/full/{path}", **_octets(np.zeros(4)))
+    _refused(refused, path, "data already stored in [0:4]")
+    np.testing.assert_array_equal(_client(server, server.admin_key)[path].read(), np.ones(4))
 
 
 def _put_data_source(server: ServerHandle, node: str, source: dict, **params: str) -> Any:

@@ -25,17 +25,17 @@ pytestmark = pytest.mark.filterwarnings(
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The node ids of every sealed query the policy makes."""
+    """The node ids of every sealed query (a node's ancestry) the policy makes."""
     from opmap.service import ProposalTags
 
     asked: list[int] = []
-    query = ProposalTags.sealed
+    query = ProposalTags.ancestry
 
-    async def sealed(self: ProposalTags, node_id: int) -> bool:
+    async def ancestry(self: ProposalTags, node_id: int) -> list:
         asked.append(node_id)
         return await query(self, node_id)
 
-    monkeypatch.setattr(ProposalTags, "sealed", sealed)
+    monkeypatch.setattr(ProposalTags, "ancestry", ancestry)
     return asked
 
 
