@@ -42,7 +42,10 @@ class _Writer:
         )
         client = server.client()
         version = client.create_container("processed").create_container("exp")
-        version = version.create_container("v1")
+        empty = {"maps": 0, "rows": {}, "names": [], "grown": []}  # as TiledProductWriter
+        version = version.create_container(
+            "v1", metadata={"committed": empty}, specs=["xarray_dataset"]
+        )
         version.write_array(MAP, key="c_perp")
         version.write_array(np.zeros(1), key="time_s")
         self.maps = 1
