@@ -30,7 +30,9 @@ cannot overwrite what it stored; the admin's writes are in the access log.
 **Append only.** Inside a node that is not sealed, a key without the admin scope may
 only append: each data write and metadata update is checked against the stored node
 (:mod:`opmap.service._append`; the request is noted by its ASGI middleware and checked in
-:meth:`ProposalAccessPolicy.allowed_scopes` and before Tiled writes new metadata).
+:meth:`ProposalAccessPolicy.allowed_scopes` and before Tiled writes new metadata). In a
+product version, the arrays may also be rewritten beyond what its commit record counts
+(readers do not use it yet): the record comes with the sealed check (`NodeState`).
 
 The sealed check (one SQL query over a node's ancestors) runs for every request of a key
 with write scopes, reads included. Its answer is cached per node (`SealedCache`) and the
