@@ -92,14 +92,17 @@ def app_from_config_file(config_file: Path) -> FastAPI:
     return _build_app(parse_configs(config_file))
 
 
-def _build_app(config: Any, *, key_cache: bool = True) -> FastAPI:
+def _build_app(config: Any, *, key_cache: bool = True, append_only: bool = True) -> FastAPI:
     from tiled.server.app import build_app_from_config
 
     from opmap.web import mount_live_page
 
+    from ._append import AppendOnlyRequests
     from ._keycache import install_key_cache
 
     app = build_app_from_config(config)
+    if append_only:  # the access policy checks each data write of a non-admin key
+        app.add_middleware(AppendOnlyRequests)
     database = getattr(config, "database", None)
     if key_cache:  # one lookup per key until authn.db changes
         install_key_cache(app, None if database is None else database.uri)
@@ -114,7 +117,11 @@ _WATCHDOG_GRACE_S = 15.0
 
 
 def run_config_file(
-    config_file: Path, lock_dir: Path | None = None, *, key_cache: bool = True
+    config_file: Path,
+    lock_dir: Path | None = None,
+    *,
+    key_cache: bool = True,
+    append_only: bool = True,
 ) -> None:
     """Serve a generated Tiled config file with uvicorn in the foreground (until interrupted).
 
@@ -128,6 +135,9 @@ def run_config_file(
     key_cache : bool
         Answer API keys from :mod:`opmap.service._keycache` (default); False: Tiled's
         own per-request lookups (for benchmarks: the cost it saves).
+    append_only : bool
+        Check that data writes of keys other than the admin's only append
+        (:mod:`opmap.service._append`, default); False only for benchmarks of its cost.
     """
     import uvicorn
     from tiled.config import parse_configs
@@ -138,7 +148,7 @@ def run_config_file(
     lock = ServerLock.acquire(lock_dir) if lock_dir is not None else None
     try:
         config = parse_configs(config_file)
-        app = _build_app(config, key_cache=key_cache)
+        app = _build_app(config, key_cache=key_cache, append_only=append_only)
         uvicorn.run(app, log_config=logging_config(), **config.uvicorn)
     finally:
         if lock is not None:
@@ -213,6 +223,7 @@ def start_server_subprocess(
     port: int | None = None,
     startup_timeout_s: float = 60.0,
     key_cache: bool = True,
+    append_only: bool = True,
 ) -> ServerHandle:
     """Start the Tiled server of ``settings`` in a subprocess and wait until it answers.
 
@@ -227,6 +238,8 @@ def start_server_subprocess(
     key_cache : bool
         False: serve without opmap's API-key cache (Tiled's own per-request lookups), for
         benchmarks that measure what the cache saves.
+    append_only : bool
+        False: serve without the append-only check of data writes (benchmarks only).
 
     Returns
     -------
@@ -252,6 +265,8 @@ def start_server_subprocess(
         command.append("--parent-death-signal")
     if not key_cache:
         command.append("--no-key-cache")
+    if not append_only:
+        command.append("--no-append-only")
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -328,12 +343,18 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
     parser.add_argument("--parent-death-signal", action="store_true", help="Linux prctl too")
     parser.add_argument("--no-key-cache", action="store_true", help="Tiled's key lookups")
+    parser.add_argument("--no-append-only", action="store_true", help="benchmarks only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.parent_pid is not None:
         _die_with_parent(args.parent_pid, death_signal=args.parent_death_signal)
     try:
-        run_config_file(args.config_file, lock_dir=args.lock_dir, key_cache=not args.no_key_cache)
+        run_config_file(
+            args.config_file,
+            lock_dir=args.lock_dir,
+            key_cache=not args.no_key_cache,
+            append_only=not args.no_append_only,
+        )
     except ValueError as error:  # DataDirInUseError
         logger.error("%s", error)
         return 2
