@@ -147,12 +147,14 @@ def paths_of(
 
 
 def start_with_c_maps(
-    stack: ExitStack, folder: Path, c_maps: np.ndarray, *, key_cache: bool
+    stack: ExitStack, folder: Path, c_maps: np.ndarray, *, request_caches: bool
 ) -> tuple[ServerHandle, str]:
     """A server (with or without the key cache) holding ``c_maps`` grown map by map, and
     the key of a reader of the maps' proposal."""
     settings = OpmapSettings(data_dir=folder)
-    server = stack.enter_context(start_server_subprocess(settings, key_cache=key_cache))
+    server = stack.enter_context(
+        start_server_subprocess(settings, request_caches=request_caches, startup_timeout_s=300)
+    )
     processed = ensure_layout(server.client())["processed"]
     writer = TiledProductWriter(processed, "bench", proposal=PROPOSAL)
     for index in range(len(c_maps)):
@@ -172,8 +174,8 @@ def main(n_fetches: int = 60) -> dict[str, dict[str, Timings]]:
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         http = stack.enter_context(httpx.Client())
         started = {
-            "before": start_with_c_maps(stack, Path(folder, "a"), c_maps, key_cache=False),
-            "after": start_with_c_maps(stack, Path(folder, "b"), c_maps, key_cache=True),
+            "before": start_with_c_maps(stack, Path(folder, "a"), c_maps, request_caches=False),
+            "after": start_with_c_maps(stack, Path(folder, "b"), c_maps, request_caches=True),
         }
         servers = {name: server for name, (server, _) in started.items()}
         paths = {name: paths_of(*started[name][:1], http, started[name][1]) for name in started}

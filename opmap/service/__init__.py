@@ -34,6 +34,7 @@ from ._config import (
     server_config,
     write_server_config,
 )
+from ._dependants import memoise_dependants
 from ._keycache import (
     SERVER_TIMING_KEY,
     KeyGrant,
@@ -55,6 +56,7 @@ from ._keys import (
     revoke_key,
 )
 from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
+from ._lookupcache import LookupCache, install_lookup_cache
 from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._run import (
     ServerHandle,
@@ -83,6 +85,7 @@ __all__ = [
     "KeyGrantCache",
     "KeyInfo",
     "KeysOnlyAuthenticator",
+    "LookupCache",
     "ProposalAccessPolicy",
     "ProposalTags",
     "SealedCache",
@@ -101,7 +104,9 @@ __all__ = [
     "free_port",
     "grant_from_orm",
     "install_key_cache",
+    "install_lookup_cache",
     "list_keys",
+    "memoise_dependants",
     "recorded_data_dir",
     "relocate_data_dir",
     "revoke_key",

@@ -92,17 +92,21 @@ def app_from_config_file(config_file: Path) -> FastAPI:
     return _build_app(parse_configs(config_file))
 
 
-def _build_app(config: Any, *, key_cache: bool = True) -> FastAPI:
+def _build_app(config: Any, *, request_caches: bool = True) -> FastAPI:
     from tiled.server.app import build_app_from_config
 
     from opmap.web import mount_live_page
 
+    from ._dependants import memoise_dependants
     from ._keycache import install_key_cache
+    from ._lookupcache import install_lookup_cache
 
     app = build_app_from_config(config)
     database = getattr(config, "database", None)
-    if key_cache:  # one lookup per key until authn.db changes
-        install_key_cache(app, None if database is None else database.uri)
+    if request_caches:  # docs/remote-access.md, "Latency of fetching one map"
+        memoise_dependants()  # each route's dependencies analysed once
+        install_key_cache(app, None if database is None else database.uri)  # per key
+        install_lookup_cache(app.state.root_tree)  # per path, until catalog.db changes
     return mount_live_page(app)  # the live page beside the API
 
 
@@ -114,7 +118,7 @@ _WATCHDOG_GRACE_S = 15.0
 
 
 def run_config_file(
-    config_file: Path, lock_dir: Path | None = None, *, key_cache: bool = True
+    config_file: Path, lock_dir: Path | None = None, *, request_caches: bool = True
 ) -> None:
     """Serve a generated Tiled config file with uvicorn in the foreground (until interrupted).
 
@@ -125,9 +129,11 @@ def run_config_file(
     lock_dir : Path, optional
         The data directory to lock for the server's life (refused with
         :class:`~opmap.service._lock.DataDirInUseError` when another server holds it).
-    key_cache : bool
-        Answer API keys from :mod:`opmap.service._keycache` (default); False: Tiled's
-        own per-request lookups (for benchmarks: the cost it saves).
+    request_caches : bool
+        Answer API keys (:mod:`opmap.service._keycache`) and catalog paths
+        (:mod:`opmap.service._lookupcache`) from caches and analyse route dependencies
+        once (:mod:`opmap.service._dependants`), the default; False: Tiled's own
+        per-request work (for benchmarks: the cost they save).
     """
     import uvicorn
     from tiled.config import parse_configs
@@ -138,7 +144,7 @@ def run_config_file(
     lock = ServerLock.acquire(lock_dir) if lock_dir is not None else None
     try:
         config = parse_configs(config_file)
-        app = _build_app(config, key_cache=key_cache)
+        app = _build_app(config, request_caches=request_caches)
         uvicorn.run(app, log_config=logging_config(), **config.uvicorn)
     finally:
         if lock is not None:
@@ -212,7 +218,7 @@ def start_server_subprocess(
     *,
     port: int | None = None,
     startup_timeout_s: float = 60.0,
-    key_cache: bool = True,
+    request_caches: bool = True,
 ) -> ServerHandle:
     """Start the Tiled server of ``settings`` in a subprocess and wait until it answers.
 
@@ -224,9 +230,9 @@ def start_server_subprocess(
         Port to bind; default: a free port chosen by the OS.
     startup_timeout_s : float
         How long to wait for the first answer, in seconds (> 0).
-    key_cache : bool
-        False: serve without opmap's API-key cache (Tiled's own per-request lookups), for
-        benchmarks that measure what the cache saves.
+    request_caches : bool
+        False: serve without opmap's API-key and path caches and dependency memo (Tiled's
+        own per-request work), for benchmarks that measure what they save.
 
     Returns
     -------
@@ -250,8 +256,8 @@ def start_server_subprocess(
     command += ["--lock-dir", str(settings.data_dir), "--parent-pid", str(os.getpid())]
     if threading.current_thread() is threading.main_thread():
         command.append("--parent-death-signal")
-    if not key_cache:
-        command.append("--no-key-cache")
+    if not request_caches:
+        command.append("--no-request-caches")
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -320,13 +326,17 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-dir", type=Path, help="data directory to lock")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
     parser.add_argument("--parent-death-signal", action="store_true", help="Linux prctl too")
-    parser.add_argument("--no-key-cache", action="store_true", help="Tiled's key lookups")
+    parser.add_argument(
+        "--no-request-caches", action="store_true", help="Tiled's per-request lookups"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.parent_pid is not None:
         _die_with_parent(args.parent_pid, death_signal=args.parent_death_signal)
     try:
-        run_config_file(args.config_file, lock_dir=args.lock_dir, key_cache=not args.no_key_cache)
+        run_config_file(
+            args.config_file, lock_dir=args.lock_dir, request_caches=not args.no_request_caches
+        )
     except ValueError as error:  # DataDirInUseError
         logger.error("%s", error)
         return 2
