@@ -9,7 +9,7 @@ Why
     statements, ~4 ms) (docs/remote-access.md, "Latency of fetching one map").
 
 What opmap does
-    Two methods of Tiled's ``CatalogNodeAdapter`` are wrapped, in the server process:
+    Three methods of Tiled's ``CatalogNodeAdapter`` are wrapped, in the server process:
 
     * ``lookup_adapter`` (the walk): the node found for ``(parent node id, segments)`` is
       kept in a :class:`LookupCache` attached to the catalog's context, and later lookups
@@ -17,7 +17,8 @@ What opmap does
       node)``);
     * ``data_sources(include_assets=True)`` (what ``get_adapter`` reads before opening
       the zarr or HDF5 file): the data sources are kept by node id, and each caller gets
-      its own deep copy. The file itself is still opened by Tiled at every read.
+      its own deep copy. The file itself is still opened by Tiled at every read;
+    * ``resolve_access_tag_ids`` (a proposal filter's tag ids), by proposal names.
 
     The cache is installed only on a catalog served from a SQLite file
     (:func:`install_lookup_cache`); on any other catalog, and in any process where it is
@@ -30,11 +31,13 @@ Why this keeps Tiled's answers and its access control
       A node created, deleted, re-tagged, sealed, grown or given new metadata is looked
       up afresh at the next request. The version is read *before* Tiled's query, so an
       answer that raced a commit is dropped at the next lookup.
-    * Only unfiltered lookups are cached: a parent carrying search conditions or the
-      access policy's proposal filters (a reader key above its proposal's node) always
-      goes to the database, and the policy's ``filters``/``allowed_scopes`` still run on
-      every node of every request (Tiled's ``get_entry`` calls them; they are not cached
-      here).
+    * A lookup is keyed by what restricts it: below a parent carrying the access
+      policy's proposal filters (a reader key above its proposal's node) the key holds
+      the filters' proposals, so one proposal's answer never serves another; a parent
+      with search conditions or any other filter always goes to the database. The
+      proposal filters' tag ids (``resolve_access_tag_ids``) are cached the same way.
+      The policy's ``filters`` and ``allowed_scopes`` still run on every node of every
+      request (Tiled's ``get_entry`` calls them; nothing here caches them).
     * Paths that do not resolve to a catalog node (404s, paths inside a file) are not
       cached.
 """
@@ -50,7 +53,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["LookupCache", "install_lookup_cache"]
+__all__ = ["LookupCache", "install_lookup_cache", "sqlite_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +65,9 @@ _MARK = "_opmap_lookup_cache"
 
 
 class LookupCache:
-    """Catalog nodes by ``(parent id, path segments)`` and data sources by
-    ``("data_sources", node id)``, valid while ``PRAGMA data_version``
-    of the catalog database holds.
+    """Answers read from the catalog database, valid while its ``PRAGMA data_version``
+    holds: nodes by ``(parent id, path segments, proposal filters)``, data sources by
+    ``("data_sources", node id)``, tag ids by ``("tag_ids", names)``.
 
     Parameters
     ----------
@@ -134,13 +137,20 @@ class LookupCache:
         return f"LookupCache({str(self.database_path)!r}, {len(self)} nodes)"
 
 
-def _cacheable(adapter: Any) -> bool:
-    """An adapter whose children Tiled looks up without any WHERE clause of its own."""
-    return not (
-        getattr(adapter, "conditions", True)
-        or getattr(adapter, "access_filters", True)
-        or getattr(adapter, "deep", True)
-    )
+def _filter_key(adapter: Any) -> tuple[tuple[str, ...], ...] | None:
+    """What restricts the children ``adapter`` looks up, as a cache key: the tags of its
+    proposal filters (``()`` for none); None when it cannot be cached (search
+    conditions, other filters, a deep search)."""
+    if getattr(adapter, "conditions", True) or getattr(adapter, "deep", True):
+        return None
+    from tiled.queries import AccessTagsFilter
+
+    tags = []
+    for query, _ in getattr(adapter, "access_filters", None) or ():
+        if type(query) is not AccessTagsFilter:
+            return None
+        tags.append(tuple(sorted(query.tags)))
+    return tuple(tags)
 
 
 def _cached_lookup_adapter(original: Any, structures: dict[Any, Any]) -> Any:
@@ -149,9 +159,10 @@ def _cached_lookup_adapter(original: Any, structures: dict[Any, Any]) -> Any:
     async def lookup_adapter(self: Any, segments: list[str]) -> Any:
         cache = getattr(self.context, _CONTEXT_ATTRIBUTE, None)
         parent_id = getattr(self.node, "id", None)
-        if cache is None or not segments or parent_id is None or not _cacheable(self):
+        filters = _filter_key(self)
+        if cache is None or not segments or parent_id is None or filters is None:
             return await original(self, segments)
-        key = (parent_id, tuple(segments))
+        key = (parent_id, tuple(segments), filters)
         node, version = cache.get(key)
         if node is not None:
             return structures[node.structure_family](self.context, node)
@@ -183,6 +194,24 @@ def _cached_data_sources(original: Any) -> Any:
     return data_sources
 
 
+def _cached_tag_ids(original: Any) -> Any:
+    """``resolve_access_tag_ids`` (a proposal filter's tag ids) from the context's cache."""
+
+    async def resolve_access_tag_ids(self: Any, names: Any) -> Any:
+        cache = getattr(self.context, _CONTEXT_ATTRIBUTE, None)
+        if cache is None:
+            return await original(self, names)
+        key = ("tag_ids", tuple(names))
+        found, version = cache.get(key)
+        if found is None:
+            found = await original(self, names)
+            cache.store(key, tuple(found), version)
+        return list(found)
+
+    resolve_access_tag_ids.__doc__ = original.__doc__
+    return resolve_access_tag_ids
+
+
 def _wrap_catalog_methods() -> None:
     """Wrap ``lookup_adapter`` and ``data_sources`` of Tiled's catalog nodes, once per
     process (see the module docstring)."""
@@ -194,6 +223,9 @@ def _wrap_catalog_methods() -> None:
         CatalogNodeAdapter.lookup_adapter, STRUCTURES
     )
     CatalogNodeAdapter.data_sources = _cached_data_sources(CatalogNodeAdapter.data_sources)
+    CatalogNodeAdapter.resolve_access_tag_ids = _cached_tag_ids(
+        CatalogNodeAdapter.resolve_access_tag_ids
+    )
     setattr(CatalogNodeAdapter, _MARK, True)
 
 
@@ -213,13 +245,20 @@ def install_lookup_cache(root_tree: Any) -> LookupCache | None:
     """
     context = getattr(root_tree, "context", None)
     engine = getattr(context, "engine", None)
-    if engine is None:
-        return None
-    url = make_url(str(engine.url))
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        logger.info("Lookup cache off: the catalog database %s is not a SQLite file", url)
+    path = None if engine is None else sqlite_file(engine.url)
+    if path is None:
+        logger.info("Lookup cache off: the catalog database is not a SQLite file")
         return None
     _wrap_catalog_methods()
-    cache = LookupCache(Path(url.database))
+    cache = LookupCache(path)
     setattr(context, _CONTEXT_ATTRIBUTE, cache)
     return cache
+
+
+def sqlite_file(url: Any) -> Path | None:
+    """The file of a SQLite database URL (``sqlite+aiosqlite:///DIR/catalog.db``); None for
+    any other database, or one in memory."""
+    parsed = make_url(str(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)

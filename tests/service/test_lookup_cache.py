@@ -148,6 +148,31 @@ def test_a_cached_path_is_still_hidden_from_other_proposals(
     assert _get(context, reader_a, ARRAY)[0] == 200
 
 
+def test_a_reader_walk_is_cached_per_proposal_and_sees_a_retag_at_once(
+    settings: OpmapSettings, context: Context, catalog_statements: list[str]
+) -> None:
+    admin = from_context(context)
+    admin["processed"].create_container("runC", access_tags=["pC"]).write_array(
+        np.arange(3), key="c"
+    )
+    path_c = "processed/runC/c"
+    reader_c = create_key(settings, "cid", "reader", proposals=["pC"])
+    reader_d = create_key(settings, "dan", "reader", proposals=["pD"])
+    assert _get(context, reader_c, path_c, "array/full") == (200, [0, 1, 2])
+    assert _get(context, reader_d, path_c)[0] == 404
+    catalog_statements.clear()
+    assert _get(context, reader_c, path_c, "array/full") == (200, [0, 1, 2])
+    assert catalog_statements == []  # walk, proposal filter and tag checks from the cache
+    assert _get(context, reader_d, path_c)[0] == 404  # not cached for pC's reader's sake
+    headers = {"Authorization": f"Apikey {_admin(settings)}"}
+    retag = {"metadata": {}, "access_tags": ["pC", "pD"]}
+    response = context.http_client.put(
+        "/api/v1/metadata/processed/runC", headers=headers, json=retag
+    )
+    assert response.status_code == 200
+    assert _get(context, reader_d, path_c, "array/full") == (200, [0, 1, 2])
+
+
 def test_a_node_sealed_after_it_was_cached_refuses_the_writer(
     settings: OpmapSettings, context: Context
 ) -> None:
