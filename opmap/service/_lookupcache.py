@@ -57,8 +57,9 @@ __all__ = ["LookupCache", "install_lookup_cache", "sqlite_file"]
 
 logger = logging.getLogger(__name__)
 
-#: Most nodes kept (the cache is emptied beyond that).
-MAX_NODES = 100_000
+#: Most answers kept (then the cache is emptied): a node holds its metadata, a run's can be
+#: tens of kB, so this bounds the memory to a few hundred MB at worst.
+MAX_NODES = 10_000
 #: Attribute of Tiled's catalog ``Context`` holding its cache.
 _CONTEXT_ATTRIBUTE = "opmap_lookup_cache"
 _MARK = "_opmap_lookup_cache"
