@@ -36,6 +36,7 @@ from ._config import (
     server_config,
     write_server_config,
 )
+from ._dependants import memoise_dependants
 from ._keycache import (
     SERVER_TIMING_KEY,
     KeyGrant,
@@ -57,6 +58,7 @@ from ._keys import (
     revoke_key,
 )
 from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
+from ._lookupcache import LookupCache, install_lookup_cache
 from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._run import (
     ServerHandle,
@@ -86,6 +88,7 @@ __all__ = [
     "KeyGrantCache",
     "KeyInfo",
     "KeysOnlyAuthenticator",
+    "LookupCache",
     "ProposalAccessPolicy",
     "ProposalTags",
     "SealedCache",
@@ -105,7 +108,9 @@ __all__ = [
     "grant_from_orm",
     "init_catalog_database",
     "install_key_cache",
+    "install_lookup_cache",
     "list_keys",
+    "memoise_dependants",
     "recorded_data_dir",
     "relocate_data_dir",
     "revoke_key",

@@ -70,6 +70,7 @@ from ._append import (
     current_write,
     stored_metadata,
 )
+from ._lookupcache import LookupCache, sqlite_file
 
 __all__ = [
     "PROPOSAL_PATTERN",
@@ -117,7 +118,23 @@ class KeysOnlyAuthenticator(InternalAuthenticator):
 
 
 class ProposalTags(AccessTagsParser):
-    """Tiled's tag reader on the catalog database, plus the two queries opmap needs."""
+    """Tiled's tag reader on the catalog database, plus the two queries opmap needs.
+
+    A node's inherited tags are kept until the catalog database changes (a
+    :class:`~opmap.service._lookupcache.LookupCache` on ``PRAGMA data_version``, for a
+    SQLite catalog): a tag added or a node deleted is seen at the next request.
+    """
+
+    def __init__(self, engine: Any = None) -> None:
+        super().__init__(engine)
+        self._answers: LookupCache | None = None
+
+    def _cache(self) -> LookupCache | None:
+        if self._answers is None and self._engine is not None:
+            path = sqlite_file(self._engine.url)
+            if path is not None:
+                self._answers = LookupCache(path)
+        return self._answers
 
     async def define(self, names: Iterable[str]) -> None:
         """Create the tag rows of ``names`` that do not exist yet (idempotent)."""
@@ -137,6 +154,15 @@ class ProposalTags(AccessTagsParser):
 
         Tiled tags the root ``public``; that tag says nothing about a proposal.
         """
+        cache = self._cache()
+        found, version = (None, None) if cache is None else cache.get(("inherited", node_id))
+        if found is None:
+            found = await self._inherited(node_id)
+            if cache is not None:
+                cache.store(("inherited", node_id), found, version)
+        return found
+
+    async def _inherited(self, node_id: int) -> frozenset[str]:
         closure, association = orm.NodesClosure, orm.NodeAccessTagAssociation
         statement = (
             select(orm.AccessTag.name)
