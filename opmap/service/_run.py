@@ -100,7 +100,7 @@ def _build_app(config: Any, *, request_caches: bool = True, append_only: bool = 
     from ._append import AppendOnlyRequests
     from ._dependants import memoise_dependants
     from ._keycache import install_key_cache
-    from ._lookupcache import install_lookup_cache
+    from ._lookupcache import ReadRequests, install_lookup_cache
 
     app = build_app_from_config(config)
     if append_only:  # the access policy checks each data write of a non-admin key
@@ -110,6 +110,7 @@ def _build_app(config: Any, *, request_caches: bool = True, append_only: bool = 
         memoise_dependants()  # each route's dependencies analysed once
         install_key_cache(app, None if database is None else database.uri)  # per key
         install_lookup_cache(app.state.root_tree)  # per path, until catalog.db changes
+        app.add_middleware(ReadRequests)  # ... for GET and HEAD only
     return mount_live_page(app)  # the live page beside the API
 
 

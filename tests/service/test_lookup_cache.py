@@ -86,6 +86,7 @@ def test_a_path_and_its_data_source_are_looked_up_once_until_the_catalog_changes
     assert reads == [(200, list(np.arange(6.0)))] * 3
     assert catalog_statements == []  # no walk, no data-source query
     from_context(context)["processed"].create_container("other")  # any commit
+    catalog_statements.clear()  # (the write's own lookups never use the cache)
     assert _get(context, key, ARRAY, "array/full")[0] == 200
     walk = [s for s in catalog_statements if 'nodes."key" = ?' in s]
     assert len(walk) == 3  # processed, run, c: looked up again
@@ -228,3 +229,14 @@ def test_dependants_are_analysed_once_per_callable_and_arguments() -> None:
     assert [p.name for p in first.query_params] == ["x"]
     assert utils.get_dependant(path="/b", call=dependency, name="d") is not first
     assert [p.name for p in utils.get_dependant(path="/a", call=other).query_params] == ["y"]
+
+
+def test_a_write_is_never_answered_from_the_cache(
+    settings: OpmapSettings, context: Context, catalog_statements: list[str]
+) -> None:
+    key = _admin(settings)
+    assert _get(context, key, ARRAY, "array/full")[0] == 200  # cached for reads
+    catalog_statements.clear()
+    from_context(context)[ARRAY].update_metadata({"touched": True})
+    walk = [s for s in catalog_statements if 'nodes."key" = ?' in s]
+    assert len(walk) >= 3  # the write walked the path itself: its own ORM nodes
