@@ -7,8 +7,9 @@ Why
     overwriting by the beamline writer key until sealed.
 
 How
-    :class:`AppendOnlyRequests` (a plain ASGI middleware, outermost) notes the method,
-    route, node path and query of each write request to the API in a context variable;
+    :class:`~opmap.service._request.RequestScope` (a plain ASGI middleware, outermost)
+    keeps the request being served in a context variable, and :func:`current_write`
+    reads the method, route, node path and query of a write request to the API from it;
     :class:`~opmap.service.ProposalAccessPolicy` then checks the request against the
     stored node when Tiled asks it for the key's scopes on that node
     (:func:`check_data_write`), and checks a metadata update or a data-source update
@@ -60,11 +61,12 @@ from starlette.status import HTTP_403_FORBIDDEN
 
 from opmap.callbacks.tiled_products import COMMIT_KEY
 
+from ._request import ServedRequest, current_request
+
 __all__ = [
     "API_PREFIX",
     "PRODUCTS_CONTAINER",
     "AppendOnlyRefused",
-    "AppendOnlyRequests",
     "WriteRequest",
     "check_data_source_grows",
     "check_data_write",
@@ -101,9 +103,6 @@ PRODUCTS_CONTAINER = "processed"
 _DATASET_SPEC = "xarray_dataset"  # the spec of a product version container
 _SQL_TABLE = "application/x-tiled-sql-table"  # appendable tables in the SQL table store
 
-_WRITE: contextvars.ContextVar[WriteRequest | None] = contextvars.ContextVar(
-    "opmap_write_request", default=None
-)
 #: ``(node id, metadata, specs)`` as stored when the request reached its node: Tiled
 #: applies a merge patch to the node's own metadata dict in place before writing it.
 _STORED: contextvars.ContextVar[tuple[int, Any, list[Any]] | None] = contextvars.ContextVar(
@@ -149,48 +148,27 @@ class WriteRequest:
         return self.path.rsplit("/", 1)[-1]
 
     @classmethod
-    def from_scope(cls, scope: Mapping[str, Any]) -> WriteRequest | None:
-        """The write an ASGI ``scope`` makes, or None (reads, creations, other apps)."""
-        method = scope.get("method", "")
-        path = scope.get("path", "")
+    def from_request(cls, request: ServedRequest) -> WriteRequest | None:
+        """The write ``request`` makes, or None (reads, creations, other apps)."""
+        method, path = request.method, request.path
         if method not in _WRITE_METHODS or not path.startswith(API_PREFIX):
             return None
         rest = path[len(API_PREFIX) :]
         for route in _NOTED_ROUTES:
             if rest.startswith(route + "/"):
-                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                query = dict(parse_qsl(request.query_string.decode("latin-1")))
                 node = unquote(rest[len(route) + 1 :]).strip("/")
                 return cls(method, route, node, query)
         return None
 
 
 def current_write() -> WriteRequest | None:
-    """The data write of the request being served (None outside one)."""
-    return _WRITE.get()
-
-
-class AppendOnlyRequests:
-    """ASGI middleware: notes each data write (:class:`WriteRequest`) for the access policy.
-
-    Parameters
-    ----------
-    app : ASGI application
-        The Tiled app.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Serve ``scope`` with its write request in :func:`current_write`."""
-        if scope.get("type") != "http":
-            await self.app(scope, receive, send)
-            return
-        token = _WRITE.set(WriteRequest.from_scope(scope))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _WRITE.reset(token)
+    """The data write of the request being served: None outside one, for a read, and
+    where the server does not check writes (``serve --no-append-only``)."""
+    request = current_request()
+    if request is None or not request.append_only:
+        return None
+    return WriteRequest.from_request(request)
 
 
 async def check_data_write(

@@ -20,10 +20,10 @@ What opmap does
       its own deep copy. The file itself is still opened by Tiled at every read;
     * ``resolve_access_tag_ids`` (a proposal filter's tag ids), by proposal names.
 
-    Only reads (GET, HEAD: `ReadRequests`) are answered from the cache. A write looks its
-    path up in the database and gets ORM nodes of its own: Tiled changes the node it
-    writes through, and a write the append-only check refuses rolls the database back,
-    so a shared cached node would keep the refused change (found by
+    Only reads (GET, HEAD; ``_request.RequestScope``) are answered from the cache. A write
+    looks its path up in the database and gets ORM nodes of its own: Tiled changes the
+    node it writes through, and a write the append-only check refuses rolls the database
+    back, so a shared cached node would keep the refused change (found by
     ``tests/service/test_append_only.py``).
 
     The cache is installed only on a catalog served from a SQLite file
@@ -54,13 +54,14 @@ import copy
 import logging
 import sqlite3
 from collections.abc import Hashable
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["LookupCache", "ReadRequests", "install_lookup_cache", "sqlite_file"]
+from ._request import current_request
+
+__all__ = ["LookupCache", "install_lookup_cache", "sqlite_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,33 +71,14 @@ MAX_NODES = 10_000
 #: Attribute of Tiled's catalog ``Context`` holding its cache.
 _CONTEXT_ATTRIBUTE = "opmap_lookup_cache"
 _MARK = "_opmap_lookup_cache"
-#: True while a GET or HEAD request is served (`ReadRequests`): only those are answered
-#: from the cache. A write gets ORM nodes of its own: Tiled changes the node it writes
-#: through, and a refused write (the append-only check) must not leave a cached node
-#: changed while the database rolled back.
-_READ_REQUEST: ContextVar[bool] = ContextVar("opmap_read_request", default=False)
 
 
-class ReadRequests:
-    """ASGI middleware: marks the requests (GET, HEAD) whose lookups the cache may answer.
-
-    Parameters
-    ----------
-    app : ASGI application
-        The Tiled app.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Serve ``scope``, marked as a read when its method is GET or HEAD."""
-        reading = scope.get("type") == "http" and scope.get("method") in ("GET", "HEAD")
-        token = _READ_REQUEST.set(reading)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _READ_REQUEST.reset(token)
+def _serving_a_read() -> bool:
+    """True while a GET or HEAD request is served: only those are answered from the cache.
+    A write goes through, and a refused write (the append-only check) must not leave a
+    cached node changed while the database rolled back."""
+    request = current_request()
+    return request is not None and request.is_read
 
 
 class LookupCache:
@@ -195,7 +177,7 @@ def _cached_lookup_adapter(original: Any, structures: dict[Any, Any]) -> Any:
         cache = getattr(self.context, _CONTEXT_ATTRIBUTE, None)
         parent_id = getattr(self.node, "id", None)
         filters = _filter_key(self)
-        if cache is None or not _READ_REQUEST.get() or not segments or parent_id is None:
+        if cache is None or not _serving_a_read() or not segments or parent_id is None:
             return await original(self, segments)
         if filters is None:
             return await original(self, segments)
@@ -218,7 +200,7 @@ def _cached_data_sources(original: Any) -> Any:
     async def data_sources(self: Any, include_assets: bool = False) -> Any:
         cache = getattr(self.context, _CONTEXT_ATTRIBUTE, None)
         node_id = getattr(self.node, "id", None)
-        if cache is None or not _READ_REQUEST.get() or not include_assets or node_id is None:
+        if cache is None or not _serving_a_read() or not include_assets or node_id is None:
             return await original(self, include_assets)  # without assets: no query
         key = ("data_sources", node_id)
         found, version = cache.get(key)
@@ -236,7 +218,7 @@ def _cached_tag_ids(original: Any) -> Any:
 
     async def resolve_access_tag_ids(self: Any, names: Any) -> Any:
         cache = getattr(self.context, _CONTEXT_ATTRIBUTE, None)
-        if cache is None or not _READ_REQUEST.get():
+        if cache is None or not _serving_a_read():
             return await original(self, names)
         key = ("tag_ids", tuple(names))
         found, version = cache.get(key)

@@ -97,20 +97,20 @@ def _build_app(config: Any, *, request_caches: bool = True, append_only: bool = 
 
     from opmap.web import mount_live_page
 
-    from ._append import AppendOnlyRequests
     from ._dependants import memoise_dependants
     from ._keycache import install_key_cache
-    from ._lookupcache import ReadRequests, install_lookup_cache
+    from ._lookupcache import install_lookup_cache
+    from ._request import RequestScope
 
     app = build_app_from_config(config)
-    if append_only:  # the access policy checks each data write of a non-admin key
-        app.add_middleware(AppendOnlyRequests)
     database = getattr(config, "database", None)
     if request_caches:  # docs/remote-access.md, "Latency of fetching one map"
         memoise_dependants()  # each route's dependencies analysed once
         install_key_cache(app, None if database is None else database.uri)  # per key
         install_lookup_cache(app.state.root_tree)  # per path, until catalog.db changes
-        app.add_middleware(ReadRequests)  # ... for GET and HEAD only
+    # the request being served: the access policy checks each data write of a non-admin
+    # key (unless append_only is off); the lookup cache answers GET and HEAD only
+    app.add_middleware(RequestScope, append_only=append_only)
     return mount_live_page(app)  # the live page beside the API
 
 

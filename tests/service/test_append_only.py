@@ -355,3 +355,37 @@ def test_the_admin_key_may_still_overwrite(server: ServerHandle) -> None:
     assert _client(server, server.admin_key)[RUN].metadata["start"] == {"uid": "repaired"}
     log = server.log_file.read_text()
     assert f"('admin') - \"PUT /api/v1/array/full/{ARRAY}" in log
+
+
+def test_the_request_scope_names_each_write_and_nothing_else() -> None:
+    import asyncio
+
+    from opmap.service._append import current_write
+    from opmap.service._request import RequestScope, current_request
+
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((current_request(), current_write()))
+
+    async def serve(method: str, path: str, *, append_only: bool = True) -> None:
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"x=1"}
+        await RequestScope(app, append_only=append_only)(scope, None, None)
+
+    async def main() -> None:
+        await serve("PATCH", "/api/v1/array/full/raw/run/x")
+        await serve("GET", "/api/v1/array/full/raw/run/x")
+        await serve("PUT", "/api/v1/array/full/raw/run/x", append_only=False)
+        await RequestScope(app)({"type": "websocket", "path": "/api/v1/stream"}, None, None)
+
+    asyncio.run(main())
+    (patch, write), (get, no_write), (put, unchecked), (socket, _) = seen
+    assert (write.method, write.route, write.path, write.query) == (
+        "PATCH",
+        "array/full",
+        "raw/run/x",
+        {"x": "1"},
+    )
+    assert not patch.is_read and get.is_read and no_write is None
+    assert put.method == "PUT" and unchecked is None  # serve --no-append-only
+    assert socket is None and current_request() is None  # nothing outside a request

@@ -15,18 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from tiled.client import Context, from_context
 
 from opmap.service import (
     LookupCache,
-    build_in_process_app,
     create_key,
     install_lookup_cache,
     memoise_dependants,
 )
 from opmap.settings import OpmapSettings
+
+from ._served_app import admin_key, api_get, served_app, statements_sent
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated"),
@@ -43,43 +42,25 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> OpmapSettings:
 
 @pytest.fixture(scope="module")
 def context(settings: OpmapSettings) -> Iterator[Context]:
-    app = build_in_process_app(settings, access_control=True)
-    admin = (settings.data_dir / "admin-key").read_text().strip()
-    with Context.from_app(app, api_key=admin) as context:
-        root = from_context(context)
-        run = root.create_container("processed").create_container("run", access_tags=["pA"])
-        run.write_array(np.arange(6.0), key="c")
+    with served_app(settings, ARRAY, "pA") as context:
         yield context
 
 
 @pytest.fixture
 def catalog_statements() -> Iterator[list[str]]:
     """The statements Tiled sends to ``catalog.db`` while the test runs."""
-    found: list[str] = []
-
-    def count(conn, cursor, statement, params, context, executemany) -> None:
-        if (conn.engine.url.database or "").endswith("catalog.db"):
-            found.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", count)
-    yield found
-    event.remove(Engine, "before_cursor_execute", count)
+    with statements_sent("catalog.db") as found:
+        yield found
 
 
 def _get(context: Context, key: str, path: str, kind: str = "metadata") -> tuple[int, dict]:
-    headers = {"Authorization": f"Apikey {key}", "Accept": "application/json"}
-    response = context.http_client.get(f"/api/v1/{kind}/{path}", headers=headers)
-    return response.status_code, response.json() if response.status_code == 200 else {}
-
-
-def _admin(settings: OpmapSettings) -> str:
-    return (settings.data_dir / "admin-key").read_text().strip()
+    return api_get(context, key, f"{kind}/{path}")
 
 
 def test_a_path_and_its_data_source_are_looked_up_once_until_the_catalog_changes(
     settings: OpmapSettings, context: Context, catalog_statements: list[str]
 ) -> None:
-    key = _admin(settings)
+    key = admin_key(settings)
     assert _get(context, key, ARRAY, "array/full") == (200, list(np.arange(6.0)))
     catalog_statements.clear()
     reads = [_get(context, key, ARRAY, "array/full") for _ in range(3)]
@@ -96,7 +77,7 @@ def test_a_path_and_its_data_source_are_looked_up_once_until_the_catalog_changes
 def test_metadata_and_growth_are_seen_at_the_next_request(
     settings: OpmapSettings, context: Context
 ) -> None:
-    key, admin = _admin(settings), from_context(context)
+    key, admin = admin_key(settings), from_context(context)
     admin["processed/run"].write_array(np.zeros((2, 3)), key="grows")
     path = "processed/run/grows"
     assert _get(context, key, path)[1]["data"]["attributes"]["structure"]["shape"] == [2, 3]
@@ -113,7 +94,7 @@ def test_metadata_and_growth_are_seen_at_the_next_request(
 def test_a_deleted_node_is_gone_at_the_next_request(
     settings: OpmapSettings, context: Context
 ) -> None:
-    key, admin = _admin(settings), from_context(context)
+    key, admin = admin_key(settings), from_context(context)
     admin["processed/run"].write_array(np.arange(3), key="doomed")
     path = "processed/run/doomed"
     assert [_get(context, key, path)[0] for _ in range(2)] == [200, 200]
@@ -124,7 +105,7 @@ def test_a_deleted_node_is_gone_at_the_next_request(
 def test_a_commit_from_another_process_is_seen_at_the_next_request(
     settings: OpmapSettings, context: Context
 ) -> None:
-    key = _admin(settings)
+    key = admin_key(settings)
     assert _get(context, key, ARRAY)[1]["data"]["attributes"]["metadata"] == {}
     with sqlite3.connect(settings.data_dir / "catalog.db") as other:  # not the server's
         other.execute(
@@ -141,7 +122,7 @@ def test_a_cached_path_is_still_hidden_from_other_proposals(
         np.arange(2), key="c"
     )
     path_b = "processed/runB/c"
-    assert _get(context, _admin(settings), path_b)[0] == 200  # cached by an unrestricted key
+    assert _get(context, admin_key(settings), path_b)[0] == 200  # cached by an unrestricted key
     reader_a = create_key(settings, "ann", "reader", proposals=["pA"])
     reader_b = create_key(settings, "bob", "reader", proposals=["pB"])
     assert [_get(context, reader_a, path_b)[0] for _ in range(2)] == [404, 404]
@@ -165,7 +146,7 @@ def test_a_reader_walk_is_cached_per_proposal_and_sees_a_retag_at_once(
     assert _get(context, reader_c, path_c, "array/full") == (200, [0, 1, 2])
     assert catalog_statements == []  # walk, proposal filter and tag checks from the cache
     assert _get(context, reader_d, path_c)[0] == 404  # not cached for pC's reader's sake
-    headers = {"Authorization": f"Apikey {_admin(settings)}"}
+    headers = {"Authorization": f"Apikey {admin_key(settings)}"}
     retag = {"metadata": {}, "access_tags": ["pC", "pD"]}
     response = context.http_client.put(
         "/api/v1/metadata/processed/runC", headers=headers, json=retag
@@ -234,7 +215,7 @@ def test_dependants_are_analysed_once_per_callable_and_arguments() -> None:
 def test_a_write_is_never_answered_from_the_cache(
     settings: OpmapSettings, context: Context, catalog_statements: list[str]
 ) -> None:
-    key = _admin(settings)
+    key = admin_key(settings)
     assert _get(context, key, ARRAY, "array/full")[0] == 200  # cached for reads
     catalog_statements.clear()
     from_context(context)[ARRAY].update_metadata({"touched": True})
