@@ -38,12 +38,16 @@ SCENE = BeamScene(
 )
 
 
-def frames_per_s(renderer: DiffractionRenderer, frames: int, rng: np.random.Generator) -> float:
-    """Frames rendered per second over ``frames`` consecutive frames."""
-    start = time.perf_counter()
+def frames_per_s(
+    renderer: DiffractionRenderer, frames: int, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Frames rendered per wall second over ``frames`` consecutive frames, and the CPU time
+    per frame (ms; this process's, so other load on a shared machine does not count)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(frames):
         renderer.render(SCENE, exposure_s=0.05, rng=rng)
-    return frames / (time.perf_counter() - start)
+    cpu_ms = 1e3 * (time.process_time() - cpu_start) / frames
+    return frames / (time.perf_counter() - start), cpu_ms
 
 
 def bench(binning: int, repeats: int, frames: int) -> None:
@@ -55,11 +59,13 @@ def bench(binning: int, repeats: int, frames: int) -> None:
     setup_s = time.perf_counter() - start
     rng = np.random.default_rng(0)
     renderer.render(SCENE, exposure_s=0.05, rng=rng)
-    rates = [frames_per_s(renderer, frames, rng) for _ in range(repeats)]
+    runs = [frames_per_s(renderer, frames, rng) for _ in range(repeats)]
+    rates, cpu_ms = [run[0] for run in runs], [run[1] for run in runs]
     print(
         f"binning {binning}: shape {renderer.shape}, setup {setup_s:.1f} s, "
         f"median {statistics.median(rates):.1f} frames/s "
-        f"(min {min(rates):.1f}, max {max(rates):.1f}, {repeats} x {frames} frames)"
+        f"(min {min(rates):.1f}, max {max(rates):.1f}, {repeats} x {frames} frames), "
+        f"CPU {statistics.median(cpu_ms):.1f} ms per frame"
     )
 
 

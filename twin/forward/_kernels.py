@@ -18,15 +18,19 @@ _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _FOUR_LN2 = 4.0 * math.log(2.0)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, fastmath=True, cache=True)
 def combine_static(weights, stack, lam):  # pragma: no cover - compiled
-    """``lam[i] = Σ_j weights[j] · stack[j, i]`` (stack float32, shape (n_rows, n))."""
-    n_rows = stack.shape[0]
-    for i in range(stack.shape[1]):
-        total = 0.0
-        for j in range(n_rows):
-            total += weights[j] * stack[j, i]
-        lam[i] = total
+    """``lam[i] = Σ_j weights[j] · stack[j, i]`` (stack float32, shape (n_rows, n)).
+
+    Row by row: each pass streams one contiguous row, so the loop runs in SIMD lanes."""
+    n = stack.shape[1]
+    first = weights[0]
+    for i in range(n):
+        lam[i] = first * stack[0, i]
+    for j in range(1, stack.shape[0]):
+        weight = weights[j]
+        for i in range(n):
+            lam[i] += weight * stack[j, i]
 
 
 @numba.njit(nogil=True, inline="always", fastmath=True, cache=True)
