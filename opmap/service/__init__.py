@@ -23,6 +23,7 @@ Serve in a subprocess for the length of a rehearsal::
 """
 
 from ._access import KeysOnlyAuthenticator, ProposalAccessPolicy, ProposalTags, SealedCache
+from ._append import current_write
 from ._catalog_init import init_catalog_database
 from ._config import (
     ACCESS_POLICY,
@@ -60,6 +61,7 @@ from ._keys import (
 from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
 from ._lookupcache import LookupCache, install_lookup_cache
 from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
+from ._request import RequestScope, ServedRequest, current_request
 from ._run import (
     ServerHandle,
     app_from_config_file,
@@ -91,7 +93,9 @@ __all__ = [
     "LookupCache",
     "ProposalAccessPolicy",
     "ProposalTags",
+    "RequestScope",
     "SealedCache",
+    "ServedRequest",
     "ServerHandle",
     "ServerLock",
     "app_from_config_file",
@@ -101,6 +105,8 @@ __all__ = [
     "check_not_moved",
     "check_port_free",
     "create_key",
+    "current_request",
+    "current_write",
     "ensure_api_key",
     "ensure_authn_database",
     "ensure_service_keys",

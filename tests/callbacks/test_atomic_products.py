@@ -53,6 +53,7 @@ class FlakyTransport(httpx.BaseTransport):
         self.healthy_writes: int | None = None
         self.refused = 0
         self.applied = 0
+        self.lose_reply_of: tuple[str, str] | None = None  # (method, URL path part): once
 
     def lose_replies_after(self, n_writes: int | None) -> None:
         self.healthy_writes = n_writes
@@ -62,14 +63,22 @@ class FlakyTransport(httpx.BaseTransport):
             self.refused -= 1
             raise httpx.ConnectError("connection refused (server restarting)", request=request)
         response = self.inner.handle_request(request)
+        if self.lose_reply_of is not None:
+            method, part = self.lose_reply_of
+            if request.method == method and part in request.url.path:
+                self.lose_reply_of = None
+                return self._lost(request, response)
         if request.method in WRITES and self.healthy_writes is not None:
             if self.healthy_writes <= 0:
-                response.read()  # the server applied it; the client never hears back
-                response.close()
-                self.applied += 1
-                raise httpx.ReadTimeout("reply lost", request=request)
+                return self._lost(request, response)
             self.healthy_writes -= 1
         return response
+
+    def _lost(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        response.read()  # the server applied it; the client never hears back
+        response.close()
+        self.applied += 1
+        raise httpx.ReadTimeout("reply lost", request=request)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +169,29 @@ def test_a_map_failing_half_way_is_invisible_and_its_retry_lands_once(server, on
     assert stored["c_perp"].shape == (3, N_Z, N_X), "map 2 written exactly once"
     assert reread.tables["grains"]["grain_id"].tolist() == [1, 2, 3, 4, 5], "rows not doubled"
     assert transport.applied == 2
+
+
+def test_a_whole_table_whose_reply_was_lost_is_not_written_twice(server, one_attempt):
+    processed, transport = _flaky_processed(server)
+    writer = TiledProductWriter(processed, "table-retry")
+    grains = {"grain_id": np.array([1, 2, 3]), "azimuth_deg": np.array([0.5, np.nan, 60.0])}
+    transport.lose_reply_of = ("PUT", "/table/full/")  # the table lands, its reply is lost
+    with pytest.raises(httpx.ReadTimeout):
+        writer.write_products(Products(tables={"grains": grains}))
+    assert transport.applied == 1
+
+    writer.write_products(Products(tables={"grains": grains}))  # the retry: stored already
+    stored = read_latest(_reader(server), "table-retry").tables["grains"]
+    assert stored["grain_id"].tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(stored["azimuth_deg"], grains["azimuth_deg"])
+
+    other = TiledProductWriter(processed, "table-other")
+    transport.lose_reply_of = ("PUT", "/table/full/")
+    with pytest.raises(httpx.ReadTimeout):
+        other.write_products(Products(tables={"grains": grains}))
+    changed = {"grain_id": np.array([1, 2, 4]), "azimuth_deg": grains["azimuth_deg"]}
+    with pytest.raises(tiled.client.utils.ClientError, match="may only append"):
+        other.write_products(Products(tables={"grains": changed}))  # not what is stored
 
 
 def test_the_first_map_failing_after_creating_nodes_is_taken_over_on_retry(server, one_attempt):

@@ -360,8 +360,7 @@ def test_the_admin_key_may_still_overwrite(server: ServerHandle) -> None:
 def test_the_request_scope_names_each_write_and_nothing_else() -> None:
     import asyncio
 
-    from opmap.service._append import current_write
-    from opmap.service._request import RequestScope, current_request
+    from opmap.service import RequestScope, current_request, current_write
 
     seen: list[Any] = []
 
