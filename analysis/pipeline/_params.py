@@ -172,6 +172,10 @@ class AnalysisParameters(BaseModel):
         Largest rotation rate (azimuth change) and drift speed of a grain; the tolerances
         grow by rate × the time between maps (`opmap.analysis.grains.link_grains`;
         defaults 1 deg/min and 2 µm/min: the paper's grains rotate within minutes).
+    link_max_move_um : float
+        Largest move of a grain's centre between maps however long apart (µm, default 5:
+        a grain's width, the paper's coherent domains > 5 µm); the drift tolerance stops
+        growing there, so 30-min gaps do not link a dying grain to a new neighbour.
     grain_sensitivity_k : tuple of float
         Thresholds of the grain-count sensitivity table (empty: no table).
     grain_sensitivity_link_scales : tuple of float
@@ -239,6 +243,7 @@ class AnalysisParameters(BaseModel):
     link_tol_chi_deg: float = Field(default=1.0, gt=0.0, le=180.0)
     link_rotation_deg_per_min: float = Field(default=1.0, ge=0.0, le=360.0)
     link_drift_um_per_min: float = Field(default=2.0, ge=0.0, le=1000.0)
+    link_max_move_um: float = Field(default=5.0, ge=0.0, le=1000.0)
     grain_sensitivity_k: tuple[float, ...] = (6.0, 8.0, 10.0, 12.0, 15.0)
     grain_sensitivity_link_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     distance_correction: Literal["linear_x", "constant", "plane", "off"] = "linear_x"
@@ -305,6 +310,7 @@ class AnalysisParameters(BaseModel):
             tol_chi_deg=self.link_tol_chi_deg,
             rotation_deg_per_min=self.link_rotation_deg_per_min,
             drift_um_per_min=self.link_drift_um_per_min,
+            max_move_um=self.link_max_move_um,
         )  # fmt: skip
 
     @property
