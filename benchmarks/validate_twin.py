@@ -10,7 +10,8 @@ front from its phase boundary, the speed from its kinematics, grains with their 
 (rotating and drifting). Run::
 
     .venv/bin/python benchmarks/validate_twin.py [--n-z 49] [--n-x 49] [--maps 12]
-        [--binning 4] [--interval-s 300] [--cache DIR] [--sampling-correction]
+        [--binning 4] [--interval-s 300] [--late-interval-s 1800 --late-from-s 2100]
+        [--cache DIR] [--sampling-correction]
 
 ``--cache DIR`` keeps each map's reduced frames and truth (~40 MB per 49 × 49 map), so the
 analysis can be re-run without rendering again (same arguments required).
@@ -126,7 +127,7 @@ def map_data(args, twin, renderer, reduction, layout, m, rng):
     if path is not None and path.exists():
         with path.open("rb") as f:
             return pickle.load(f), 0.0
-    t0 = args.first_s + m * args.interval_s
+    t0 = map_start_s(args, m)
     t1 = time.perf_counter()
     frames, rows = render(twin, renderer, layout, t0, FRAME_S, rng)
     t_render = time.perf_counter() - t1
@@ -140,6 +141,16 @@ def map_data(args, twin, renderer, reduction, layout, m, rng):
         with path.open("wb") as f:
             pickle.dump(data, f)
     return data, t_render
+
+
+def map_start_s(args, m: int) -> float:
+    """Start of map ``m`` (s): every ``interval_s`` from ``first_s``, then every
+    ``late_interval_s`` from ``late_from_s`` on (the rehearsal's 5-min / 30-min cadence)."""
+    t_s = args.first_s + m * args.interval_s
+    if args.late_interval_s is None or t_s < args.late_from_s:
+        return t_s
+    n_early = int(np.ceil((args.late_from_s - args.first_s) / args.interval_s))
+    return args.late_from_s + (m - n_early) * args.late_interval_s
 
 
 def row_times_s(layout, t0_s: float) -> np.ndarray:
@@ -158,6 +169,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--maps", type=int, default=12)
     parser.add_argument("--first-s", type=float, default=60.0)
     parser.add_argument("--interval-s", type=float, default=300.0, help="map period (s)")
+    parser.add_argument(
+        "--late-interval-s", type=float, default=None,
+        help="map period (s) from --late-from-s on (e.g. 1800, the rehearsal's late cadence)",
+    )  # fmt: skip
+    parser.add_argument("--late-from-s", type=float, default=2100.0)
     parser.add_argument("--binning", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ti-band", default="ti_100", help="band locating the anode stack")
@@ -204,9 +220,7 @@ def main() -> None:
         t_render += t_map
         t2 = time.perf_counter()
         result = analyze_map(reduced, layout, params, map_index=m, time_s=mid, sampling=sampling)
-        experiment.add_map(
-            result, row_time_s=row_times_s(layout, args.first_s + m * args.interval_s)
-        )
+        experiment.add_map(result, row_time_s=row_times_s(layout, map_start_s(args, m)))
         t_analyse += time.perf_counter() - t2
         on_detector = np.array([visible(a) for a in truth.grain_azimuth_deg], dtype=bool)
         truth = dataclasses.replace(truth, grain_visible=truth.grain_visible & on_detector)

@@ -18,7 +18,7 @@ from ..lattice import (
     li_fraction_from_c,
     peak_flags,
 )
-from ..phases import phase_maps, ti_position
+from ..phases import peak_above_background, phase_maps, ti_position
 from ..reduction import ReducedFrames
 from ._layout import MapLayout
 from ._params import AnalysisParameters
@@ -270,8 +270,8 @@ def analyze_map(
     lattice = _lattice(reduced, layout, params, sampling, scale_frames)
     bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
     ti_z = ti_position(
-        bands[params.ti_band], z_um=layout.z_um, half_window=params.ti_half_window,
-        method=params.ti_method,
+        _ti_intensity(reduced, layout, params), z_um=layout.z_um,
+        half_window=params.ti_half_window, method=params.ti_method,
     )  # fmt: skip
     rich = None
     if params.front_method == "rich_fraction":
@@ -320,13 +320,22 @@ def _check_map_inputs(
     missing = [f"{f.name}:003" for f in params.families.family]
     missing = [k for k in missing if k not in reduced.profiles]
     stack = params.stack_bands if params.li_thickness_method == "stack" else ()
-    if params.distance_correction != "off":
-        missing += [f"reference:{n}" for n in params.distance_references
-                    if f"reference:{n}" not in reduced.profiles]  # fmt: skip
+    missing += [f"reference:{n}" for n in params.reference_profile_names()
+                if f"reference:{n}" not in reduced.profiles]  # fmt: skip
     needed = [params.ti_band, *stack]
     missing += [b for b in needed if b not in reduced.bands]
     if missing:
         raise ValueError(f"reduced lacks {missing}: reduce with params.reduction_plan()")
+
+
+def _ti_intensity(
+    reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters
+) -> np.ndarray:
+    """(n_z, n_x) intensity the Ti position is found on (``params.ti_background``)."""
+    if params.ti_background == "band":
+        return layout.to_map(np.asarray(reduced.bands[params.ti_band], float))
+    profile = np.asarray(reduced.profiles[f"reference:{params.ti_band}"], float)
+    return layout.to_map(peak_above_background(profile))
 
 
 def _phases(

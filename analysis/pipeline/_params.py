@@ -131,6 +131,13 @@ class AnalysisParameters(BaseModel):
         Bands that move with the stack above the Li, matched together (default Au (111)).
     ti_half_window : int
         Rows each side of the Ti maximum in its centroid.
+    ti_background : {"q_line", "band"}
+        What the Ti position is found on. ``"q_line"`` (default): the Ti reflection's own
+        peak in its q profile (``reference:<ti_band>``, ±0.03 Å⁻¹), above a straight
+        background through the profile's end bins (`opmap.analysis.phases.
+        peak_above_background`): the layer below (LiPON in the pristine map) scatters a
+        smooth halo into the band, a step that pulled the band's centroid down by 0.3 µm.
+        ``"band"``: the band's mean intensity, background included.
     ti_method : {"centroid", "centroid_line", "gaussian"}
         Ti position estimator (`opmap.analysis.phases.ti_position`). ``"centroid_line"``
         (opt-in, compared on the twin): the centroid over a straight baseline through the
@@ -165,6 +172,10 @@ class AnalysisParameters(BaseModel):
         Largest rotation rate (azimuth change) and drift speed of a grain; the tolerances
         grow by rate × the time between maps (`opmap.analysis.grains.link_grains`;
         defaults 1 deg/min and 2 µm/min: the paper's grains rotate within minutes).
+    link_max_move_um : float
+        Largest move of a grain's centre between maps however long apart (µm, default 5:
+        a grain's width, the paper's coherent domains > 5 µm); the drift tolerance stops
+        growing there, so 30-min gaps do not link a dying grain to a new neighbour.
     grain_sensitivity_k : tuple of float
         Thresholds of the grain-count sensitivity table (empty: no table).
     grain_sensitivity_link_scales : tuple of float
@@ -218,6 +229,7 @@ class AnalysisParameters(BaseModel):
     li_thickness_method: Literal["ti", "stack"] = "ti"
     stack_bands: tuple[str, ...] = Field(default=("au_111",), min_length=1)
     ti_half_window: int = Field(default=2, ge=1, le=10)
+    ti_background: Literal["q_line", "band"] = "q_line"
     ti_method: Literal["centroid", "centroid_line", "gaussian"] = "centroid"
     reference_map: int = Field(default=0, ge=0)
     phase_percentiles: tuple[float, float] = (1.0, 99.5)
@@ -231,6 +243,7 @@ class AnalysisParameters(BaseModel):
     link_tol_chi_deg: float = Field(default=1.0, gt=0.0, le=180.0)
     link_rotation_deg_per_min: float = Field(default=1.0, ge=0.0, le=360.0)
     link_drift_um_per_min: float = Field(default=2.0, ge=0.0, le=1000.0)
+    link_max_move_um: float = Field(default=5.0, ge=0.0, le=1000.0)
     grain_sensitivity_k: tuple[float, ...] = (6.0, 8.0, 10.0, 12.0, 15.0)
     grain_sensitivity_link_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     distance_correction: Literal["linear_x", "constant", "plane", "off"] = "linear_x"
@@ -274,6 +287,11 @@ class AnalysisParameters(BaseModel):
             raise ValueError("front_time_window_s must be (start, stop) with start < stop")
         if abs(360.0 / self.azimuth_bin_deg - round(360.0 / self.azimuth_bin_deg)) > 1e-9:
             raise ValueError(f"azimuth_bin_deg must divide 360, got {self.azimuth_bin_deg}")
+        if self.ti_background == "q_line" and self.ti_band not in REFERENCE_D_ANGSTROM:
+            raise ValueError(
+                f"ti_background 'q_line' needs a ti_band with a reference reflection "
+                f"({sorted(REFERENCE_D_ANGSTROM)}), got {self.ti_band!r}: use 'band'"
+            )
         unknown_refs = sorted(set(self.distance_references) - set(REFERENCE_D_ANGSTROM))
         if unknown_refs or not self.distance_references:
             raise ValueError(
@@ -292,6 +310,7 @@ class AnalysisParameters(BaseModel):
             tol_chi_deg=self.link_tol_chi_deg,
             rotation_deg_per_min=self.link_rotation_deg_per_min,
             drift_um_per_min=self.link_drift_um_per_min,
+            max_move_um=self.link_max_move_um,
         )  # fmt: skip
 
     @property
@@ -299,11 +318,18 @@ class AnalysisParameters(BaseModel):
         """The family whose c maps (or Li-rich fraction) give the front."""
         return self.front_family or self.families.family[0].name
 
+    def reference_profile_names(self) -> tuple[str, ...]:
+        """Reference reflections whose q profiles the analysis needs (distance, Ti)."""
+        names = list(self.distance_references) if self.distance_correction != "off" else []
+        if self.ti_background == "q_line" and self.ti_band not in names:
+            names.append(self.ti_band)
+        return tuple(names)
+
     def reduction_plan(self, **options: Any) -> ReductionPlan:
         """The reduction plan these parameters need (``options`` go to `ReductionPlan`)."""
-        if self.distance_correction != "off" and "reference_profiles" not in options:
+        if self.reference_profile_names() and "reference_profiles" not in options:
             options["reference_profiles"] = {
-                name: _reference_binning(name) for name in self.distance_references
+                name: _reference_binning(name) for name in self.reference_profile_names()
             }
         plan = ReductionPlan(families=self.families, **options)
         for name in (self.ti_band, *self.stack_bands):

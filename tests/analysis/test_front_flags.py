@@ -100,7 +100,7 @@ def test_pipeline_front_uses_the_paper_method_and_survives_li_rich_c_outside_cal
     rng = np.random.default_rng(11)
     layout = MapLayout(n_z=20, n_x=8, z_um=Z_UM, x_um=33.0 * np.arange(8))
     # synthetic profiles without Ti reference peaks: no distance correction
-    params = AnalysisParameters(families=FAMILIES, distance_correction="off")
+    params = AnalysisParameters(families=FAMILIES, distance_correction="off", ti_background="band")
     experiment = ExperimentAnalysis(layout, params)
     fronts = [np.nan, 17.0, 14.0, 11.0, 8.0, 5.0]  # pristine map first
     for index, front in enumerate(fronts):
@@ -143,7 +143,10 @@ def test_absent_reflection_is_nan_with_its_flag_and_coverage_counts_it():
     profile_110[kinds == 2] += tail
     c_map = np.full((4, 5), 14.1)
     params = AnalysisParameters(
-        families=FAMILIES, front_cathode_z_um=(0.5, 4.5), distance_correction="off"
+        families=FAMILIES,
+        front_cathode_z_um=(0.5, 4.5),
+        distance_correction="off",
+        ti_background="band",
     )
     reduced = reduced_map(layout, c_map, rng, profile_110=profile_110)
     result = analyze_map(reduced, layout, params, map_index=0, time_s=0.0)
@@ -202,7 +205,7 @@ def test_a_front_scanned_row_by_row_is_dated_when_the_beam_crossed_it():
     slow; with the rows' times (``front_time``) the speed is recovered within 1 %."""
     rng = np.random.default_rng(5)
     layout = MapLayout(n_z=20, n_x=8, z_um=Z_UM, x_um=33.0 * np.arange(8))
-    params = AnalysisParameters(families=FAMILIES, distance_correction="off")
+    params = AnalysisParameters(families=FAMILIES, distance_correction="off", ti_background="band")
     row_period_s = 12.0  # 20 rows in 240 s
     dated, undated = ExperimentAnalysis(layout, params), ExperimentAnalysis(layout, params)
     for index in range(6):

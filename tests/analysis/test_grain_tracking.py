@@ -157,3 +157,55 @@ def test_sensitivity_table_shape_and_monotone_in_k():
         2.0,
     ]
     assert LinkTolerances().scaled(0.5).tol_x_um == pytest.approx(8.25)
+    # the bound on a grain's move is scaled with the rest and stored
+    assert table["max_move_um"].reshape(len(ks), 3, 3)[0, :, 0].tolist() == [2.5, 5.0, 10.0]
+
+
+# Maps 5 min apart, then 30 min apart (the rehearsal's cadence late in the protocol).
+GAP_TIMES_S = np.array([0.0, 300.0, 600.0, 2400.0, 4200.0])
+# (first map, last map, x in map `first` (µm), drift (µm/min), azimuth in map `first` (deg),
+#  rotation (deg/min))
+# Grains are numbered from 0 in the comments.
+GAP_GRAINS = [
+    (0, 4, 66.0, +0.1, 40.0, +0.8),  # survivor: 4° per 5 min, 24° per 30 min
+    (0, 4, 200.0, -0.1, 250.0, -0.5),  # survivor turning the other way
+    (0, 2, 100.0, 0.0, 60.0, 0.0),  # dies after map 2 ...
+    (3, 4, 133.0, 0.0, 75.0, +0.2),  # ... a new grain in the next column, 15° away
+    (1, 3, 300.0, +0.2, 180.0, +1.0),  # born in a 5-min gap, dies in a 30-min gap
+    (3, 3, 300.0, 0.0, 270.0, 0.0),  # born in the same column as it died, 90° away
+]
+
+
+def _gap_table() -> GrainTable:
+    rows = {name: [] for name in GrainTable.__dataclass_fields__}
+    for m, t_s in enumerate(GAP_TIMES_S):
+        for g, (first, last, x0, drift, chi0, rate) in enumerate(GAP_GRAINS):
+            if first <= m <= last:
+                minutes = (t_s - GAP_TIMES_S[first]) / 60.0
+                values = dict.fromkeys(GrainTable.__dataclass_fields__, 0.0)
+                values.update(
+                    map_index=m, label=g + 1, track_id=-1, z_um=27.0,
+                    x_um=x0 + drift * minutes, azimuth_deg=(chi0 + rate * minutes) % 360,
+                )  # fmt: skip
+                for name, value in values.items():
+                    rows[name].append(value)
+    return GrainTable(**{name: np.asarray(v) for name, v in rows.items()})
+
+
+def test_grains_across_5_and_30_min_gaps_rotate_drift_are_born_and_die_as_planted():
+    table = _gap_table()
+    linked = link_grains(table, time_s=GAP_TIMES_S)
+    counts = grain_counts(linked, n_maps=5)
+    assert counts.total.tolist() == [3, 4, 4, 5, 3]
+    assert counts.new.tolist() == [3, 1, 0, 2, 0]  # grain 4 in map 1; grains 3 and 5 in map 3
+    assert counts.deceased.tolist() == [0, 0, 0, 1, 2]  # grain 2 by map 3; grains 4, 5 by 4
+    # the survivors keep one track through both 30-min gaps (24° and 15° of rotation)
+    ids = {int(lab): set(linked.track_id[linked.label == lab].tolist()) for lab in (1, 2)}
+    assert all(len(v) == 1 for v in ids.values())
+    # an unbounded drift (2 µm/min: 60 µm in 30 min) links the dying grain to the new one
+    # in the next column: the over-linking of long gaps
+    unbounded = grain_counts(link_grains(table, time_s=GAP_TIMES_S, max_move_um=np.inf), n_maps=5)
+    assert unbounded.new.tolist() == [3, 1, 0, 1, 0]
+    assert unbounded.deceased.tolist() == [0, 0, 0, 0, 2]
+    with pytest.raises(ValueError, match="max_move_um"):
+        link_grains(table, time_s=GAP_TIMES_S, max_move_um=-1.0)

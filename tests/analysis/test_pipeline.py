@@ -222,7 +222,10 @@ def test_front_speed_from_moving_rich_fraction():
     layout = MapLayout(n_z=20, n_x=2, z_um=z, x_um=np.array([0.0, 33.0]))
     # opt-in two-phase front; a cathode-only synthetic map without Ti peaks: no distance correction
     params = AnalysisParameters(
-        families=FAMILIES, front_method="rich_fraction", distance_correction="off"
+        families=FAMILIES,
+        front_method="rich_fraction",
+        distance_correction="off",
+        ti_background="band",
     )
     experiment = ExperimentAnalysis(layout, params)
     for index, t in enumerate([0.0, 200.0, 400.0, 600.0]):
