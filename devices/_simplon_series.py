@@ -136,12 +136,11 @@ class SeriesStreamProvider(StreamableDataProvider):
         self.last_emitted = 0
 
     async def make_datakeys(self, collections_per_event: int) -> dict[str, DataKey]:
-        # Frame shape per event with one collection per event (see _eiger_layout).
-        lead = [] if collections_per_event == 1 else [collections_per_event]
+        # ophyd-async's convention: collections per event first, [1, H, W] (see _eiger_layout).
         return {
             self.book.data_key: DataKey(
                 source=self.source,
-                shape=[*lead, *self.frame_shape],
+                shape=[collections_per_event, *self.frame_shape],
                 dtype="array",
                 dtype_numpy=self.dtype_numpy,
                 external="STREAM:",

@@ -21,7 +21,7 @@ from event_model import DocumentRouter, unpack_event_page
 from opmap.analysis.pipeline import MapLayout
 from opmap.plans import EC_STATE_STREAM, EC_STREAM, FRAMES_STREAM, LINES_STREAM
 
-from ..frames import DatumRows, FrameReader, FrameReadError
+from ..frames import DatumRows, FrameReader, FrameReadError, per_frame_shape
 from ._run import RunAccumulator
 
 __all__ = [
@@ -63,20 +63,22 @@ def detector_frame_key(descriptor: Mapping[str, Any]) -> str | None:
     """The data key of the detector frames in a descriptor, or None.
 
     It is the first key of the frames stream (``primary``) stored outside the events
-    (``external``) with an image shape (at least two dimensions).
+    (``external``) with an image shape: at least two dimensions once ophyd-async's leading
+    1 (one collection per event) is dropped, so ``[1, H, W]`` and an older run's ``[H, W]``
+    both are frames, ``[1, n]`` (a spectrum) is not.
 
     Examples
     --------
     >>> detector_frame_key({"name": "primary", "data_keys": {
-    ...     "x_um": {"shape": []},
-    ...     "eiger": {"external": "STREAM:", "shape": [541, 517]},
+    ...     "eiger-x_um": {"external": "STREAM:", "shape": [1]},
+    ...     "eiger": {"external": "STREAM:", "shape": [1, 541, 517]},
     ... }})
     'eiger'
     """
     if descriptor.get("name") != FRAMES_STREAM:
         return None
     for key, data_key in descriptor["data_keys"].items():
-        if data_key.get("external") and len(data_key.get("shape", [])) >= 2:
+        if data_key.get("external") and len(per_frame_shape(data_key.get("shape", []))) >= 2:
             return key
     return None
 
