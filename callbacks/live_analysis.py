@@ -274,6 +274,7 @@ class LiveAnalysis:
                 "experiment_id": experiment_id,
                 "raw_uids": [],
                 "sampling_options": self.sampling_options,
+                "x_source": run.x_source,  # the x coordinate: the first map's
             }
             experiment = ExperimentAnalysis(run.layout, self.params, metadata=metadata)
             self.experiments[experiment_id] = experiment
@@ -284,9 +285,11 @@ class LiveAnalysis:
             # map's index stands for its time, as in ``opmap analyze`` without frame times
             time_s = float(map_index)
             experiment.metadata["time_source"] = MAP_INDEX_TIME_SOURCE
+        # every map on the experiment's layout (its x: the first map's measured x), as
+        # the replay does: one x coordinate for the products' (map, z, x) arrays
         result = analyze_map(
             reduced,
-            run.layout,
+            experiment.layout,
             self.params,
             map_index=map_index,
             time_s=time_s,

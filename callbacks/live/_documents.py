@@ -11,6 +11,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
@@ -22,7 +23,7 @@ from opmap.analysis.pipeline import MapLayout
 from opmap.plans import EC_STATE_STREAM, EC_STREAM, FRAMES_STREAM, LINES_STREAM
 
 from ..frames import DatumRows, FrameReader, FrameReadError, per_frame_shape
-from ._run import RunAccumulator
+from ._run import COMMANDED_X_SOURCE, MEASURED_X_SOURCE, RunAccumulator
 
 __all__ = [
     "MapRunDocuments",
@@ -131,7 +132,11 @@ class MapRunDocuments(DocumentRouter):
     start_doc : dict
         The start document.
     layout : MapLayout
-        Where the frames sit on the (z, x) grid.
+        Where the frames sit on the (z, x) grid: from the start document's commanded grid
+        until the ``stop``, then with the stage's measured x when the run recorded it
+        (`RunAccumulator.measured_x_um`).
+    x_source : str
+        Where ``layout.x_um`` comes from (`MEASURED_X_SOURCE` or `COMMANDED_X_SOURCE`).
     accumulator : RunAccumulator
         Lines, times and cell state recorded so far.
     frame_key : str or None
@@ -144,6 +149,7 @@ class MapRunDocuments(DocumentRouter):
         super().__init__()
         self.start_doc = dict(start)
         self.layout = layout_from_start(start)
+        self.x_source = COMMANDED_X_SOURCE
         self.accumulator = RunAccumulator(self.layout.n_z, self.layout.n_x)
         self.reader = reader
         self.frame_key: str | None = None
@@ -191,6 +197,10 @@ class MapRunDocuments(DocumentRouter):
 
     def stop(self, doc: Any) -> None:
         self.stop_doc = dict(doc)
+        measured = self.accumulator.measured_x_um()
+        if measured is not None:
+            self.layout = dataclasses.replace(self.layout, x_um=measured)
+            self.x_source = MEASURED_X_SOURCE
 
     def _record(self, stream: str, data: Mapping[str, Any]) -> None:
         acc = self.accumulator

@@ -3,7 +3,9 @@
 Frames are reduced as soon as a ``stream_datum`` announces them and kept only as their packed
 reduction (a few kB per frame). Which frames make the map is known only from the ``lines``
 stream: one event per completed line names its frames (``line_first_frame``,
-``line_n_frames``, 0-based frame indices of the ``primary`` stream) and their x centres. A line
+``line_n_frames``, 0-based frame indices of the ``primary`` stream), their commanded x
+centres (``line_x_um``) and, in runs that recorded it, where the stage measured each frame
+(``line_x_measured_um``: the x readback at mid-exposure). A line
 re-taken after a pause has a later event with the same ``line_index``; the last one wins, so
 frames of an aborted attempt never enter the map.
 """
@@ -19,18 +21,28 @@ import numpy as np
 
 from opmap.analysis.pipeline import MapLayout
 
-__all__ = ["LineRecord", "RunAccumulator"]
+__all__ = ["COMMANDED_X_SOURCE", "MEASURED_X_SOURCE", "LineRecord", "RunAccumulator"]
+
+#: ``x_source`` of a map whose x coordinate is the stage's measured position.
+MEASURED_X_SOURCE = "stage x readback at each frame's mid-exposure, mean of the map's lines"
+#: ``x_source`` of a map whose x coordinate is the commanded grid (no usable readback).
+COMMANDED_X_SOURCE = "commanded grid (the run has no usable stage x readback)"
 
 
 @dataclass(frozen=True)
 class LineRecord:
-    """One completed line: frames ``[first_frame, first_frame + n_frames)``, at height z."""
+    """One completed line: frames ``[first_frame, first_frame + n_frames)``, at height z.
+
+    ``x_um`` are the commanded frame centres, ``x_measured_um`` the stage's measured x of
+    each frame (None for a run that did not record it), both in acquisition order.
+    """
 
     index: int
     first_frame: int
     n_frames: int
     z_um: float
     x_um: tuple[float, ...]
+    x_measured_um: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -69,6 +81,11 @@ class RunAccumulator:
             n_frames=int(data["line_n_frames"]),
             z_um=float(data["line_z_um"]),
             x_um=tuple(float(x) for x in np.ravel(data["line_x_um"])),
+            x_measured_um=(
+                tuple(float(x) for x in np.ravel(data["line_x_measured_um"]))
+                if "line_x_measured_um" in data
+                else None
+            ),
         )
         if not 0 <= record.index < self.n_z:
             raise ValueError(f"line_index={record.index} outside the map's [0, {self.n_z - 1}]")
@@ -78,6 +95,25 @@ class RunAccumulator:
             )
         self.lines[record.index] = record
         return record
+
+    def measured_x_um(self) -> np.ndarray | None:
+        """Column x (µm, increasing, ``(n_x,)``): each column's measured x, mean of the lines.
+
+        None when a recorded line has no measured x, or any is not finite, or the columns
+        would not increase (the analysis then keeps the commanded grid).
+        """
+        columns = []
+        for line in self.lines.values():
+            if line.x_measured_um is None or len(line.x_measured_um) != len(line.x_um):
+                return None
+            order = np.argsort(line.x_um)  # acquisition order -> increasing commanded x
+            columns.append(np.asarray(line.x_measured_um, dtype=float)[order])
+        if not columns:
+            return None
+        x_um = np.mean(columns, axis=0)
+        if x_um.shape != (self.n_x,) or not np.all(np.isfinite(x_um)):
+            return None
+        return x_um if np.all(np.diff(x_um) > 0) else None
 
     @property
     def complete(self) -> bool:

@@ -35,3 +35,24 @@ def test_fly_map_announces_every_frame_once_with_its_x(RE, docs, devices):
     np.testing.assert_allclose(lines[0]["data"]["line_x_um"], [5, 15, 25, 35, 45])
     (stop,) = docs.of("stop")
     assert stop["num_events"] == {"primary": 15, "lines": 3}
+
+
+def test_fly_map_stores_each_frame_x_measured_by_the_motor_readback(RE, docs, devices):
+    # ophyd-async's SimMotor on the wall clock: its readback (updated every 10 ms while it
+    # moves) interpolated at each frame's mid-exposure lies on the motor's travel, in the
+    # order of flight, near the commanded centre (wall-clock timing on a loaded machine
+    # moves a frame by a fraction of its bin, never past the line's ends)
+    det, stage_x, stage_z, _ = devices
+    RE(fly_map(det, stage_x, stage_z, SMALL_MAP))
+    for line in _line_records(docs):
+        measured = np.asarray(line["data"]["line_x_measured_um"])
+        commanded = np.asarray(line["data"]["line_x_um"])
+        assert measured.shape == commanded.shape and np.all(np.isfinite(measured))
+        flight = np.sign(commanded[-1] - commanded[0])
+        assert np.all(np.diff(measured) * flight > 0)
+        assert SMALL_MAP.x_start_um <= measured.min() and measured.max() <= SMALL_MAP.x_stop_um
+    described = docs.of("descriptor")
+    (lines_key,) = [
+        d["data_keys"]["line_x_measured_um"] for d in described if d["name"] == "lines"
+    ]
+    assert lines_key["units"] == "um" and lines_key["shape"] == [SMALL_MAP.x_count]

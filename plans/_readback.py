@@ -1,0 +1,119 @@
+"""The fly axis's measured x during a line: readback samples, interpolated to the frames.
+
+A fly line's frames are taken while the stage moves; where each frame was is what the stage
+*measured*, not what the plan commanded (a lagging servo, a slow ramp or a late detector
+start all move the frames off the commanded grid). `ReadbackRecorder` subscribes to the
+fly axis's readback signal for the duration of the line (kicked off before the axis,
+completed after the detector) and keeps every update as ``(time, x)`` samples; the plan
+notes the time the detector starts, and `frame_positions_um` interpolates the samples at
+each frame's mid-exposure time, ``t_start + k * frame_period + live_time / 2``.
+
+Time base: the samples and the detector start are timed by the same clock, the axis's own
+(`TimedAxis.now_s`: a simulated axis's experiment time), else the wall clock (an EPICS
+motor: its readback monitor updates arrive within milliseconds of the motor record's scan).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from ophyd_async.core import AsyncStatus
+
+__all__ = ["ReadbackRecorder", "TimedAxis", "axis_clock", "frame_positions_um"]
+
+
+@runtime_checkable
+class TimedAxis(Protocol):
+    """An axis that tells the time base of its readback updates (a simulated axis)."""
+
+    def now_s(self) -> float:
+        """Time now on the axis's clock (s)."""
+
+
+def axis_clock(axis: Any) -> Callable[[], float]:
+    """The clock that times ``axis``'s readback updates: its own, else the wall clock."""
+    return axis.now_s if isinstance(axis, TimedAxis) else time.time
+
+
+def frame_positions_um(
+    samples: np.ndarray, start_s: float, n_frames: int, period_s: float, live_time_s: float
+) -> np.ndarray:
+    """x (µm) of each frame at mid-exposure, interpolated from readback ``samples``.
+
+    Parameters
+    ----------
+    samples
+        ``(n, 2)`` readback samples ``(time_s, x_um)`` in time order.
+    start_s
+        Start of the first exposure, on the samples' clock (s).
+    n_frames
+        Frames of the line.
+    period_s, live_time_s
+        Frame period and exposure (s); frame ``k`` is centred on
+        ``start_s + k * period_s + live_time_s / 2``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_frames,)`` float64; NaN everywhere when no sample was recorded, or when the
+        frames lie outside the sampled interval (the axis did not report during the line).
+
+    Examples
+    --------
+    >>> s = np.array([[0.0, 0.0], [1.0, 100.0], [2.0, 200.0]])
+    >>> frame_positions_um(s, 0.25, 3, 0.5, 0.5).tolist()
+    [50.0, 100.0, 150.0]
+    """
+    mid_s = start_s + period_s * np.arange(n_frames) + 0.5 * live_time_s
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+    if len(samples) == 0 or mid_s[0] < samples[0, 0] or mid_s[-1] > samples[-1, 0]:
+        return np.full(n_frames, np.nan)
+    return np.interp(mid_s, samples[:, 0], samples[:, 1])
+
+
+class ReadbackRecorder:
+    """Flyable that records the readback of a fly axis between its kickoff and complete.
+
+    Parameters
+    ----------
+    axis
+        The fly axis; its ``user_readback`` signal is recorded (an ophyd-async ``Motor``, a
+        simulated ``SimAxis``). An axis without one records nothing: frames then have no
+        measured x (NaN) and the analysis uses the commanded grid.
+    """
+
+    parent = None
+
+    def __init__(self, axis: Any) -> None:
+        self.name = f"{getattr(axis, 'name', 'axis')}_readback"
+        self.clock = axis_clock(axis)
+        self._signal = getattr(axis, "user_readback", None)
+        self._samples: list[tuple[float, float]] = []
+
+    @property
+    def samples(self) -> np.ndarray:
+        """``(n, 2)`` samples ``(time_s, x_um)`` of the last recording, in time order."""
+        return np.asarray(self._samples, dtype=np.float64).reshape(-1, 2)
+
+    def _on_reading(self, reading: dict[str, Any]) -> None:
+        (value,) = (r["value"] for r in reading.values())
+        if math.isfinite(float(value)):
+            self._samples.append((self.clock(), float(value)))
+
+    @AsyncStatus.wrap
+    async def kickoff(self) -> None:
+        """Start recording (the current readback is the first sample)."""
+        self._samples = []
+        if self._signal is not None:
+            self._signal.subscribe_reading(self._on_reading)
+
+    @AsyncStatus.wrap
+    async def complete(self) -> None:
+        """Stop recording; the last readback is the last sample."""
+        if self._signal is not None:
+            self._signal.clear_sub(self._on_reading)
+            self._samples.append((self.clock(), float(await self._signal.get_value())))
