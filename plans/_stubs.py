@@ -129,8 +129,10 @@ def fly_line_stub(
     yield from bps.kickoff(book.readback, wait=True)
     # The axis returns from kickoff once at speed: the first frame starts on the segment.
     yield from bps.kickoff(stage_x, wait=True)
-    book.detector_start_s = book.readback.clock()  # internal trigger: frames start now
     yield from bps.kickoff(detector, wait=True)
+    # internal trigger: the series starts once the kickoff returns (a SIMPLON Eiger has
+    # armed by then; only its trigger request is still under way)
+    book.detector_start_s = book.readback.clock()
     yield from bps.complete(stage_x, group="fly_line")
     yield from bps.complete(detector, group="fly_line")
     yield from bps.wait(group="fly_line")
@@ -145,8 +147,8 @@ def record_line(
     """Emit the ``lines`` event of a completed line (see the module notes).
 
     The measured x of frame ``k`` is the readback at ``detector_start_s + (k + 1/2) *
-    exposure_s``: the frame period is the exposure (the detector's dead time, ~100 ns for an
-    Eiger, is neglected).
+    exposure_s`` (``detector_start_s``: when the detector's kickoff returned): the frame
+    period is the exposure (the detector's dead time, ~100 ns for an Eiger, is neglected).
     """
     n_frames = len(line.frame_x_um)
     frames_written = yield from bps.rd(book.frames, default_value=n_frames)
