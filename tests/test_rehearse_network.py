@@ -110,18 +110,6 @@ def test_network_rehearsal_stores_runs_in_tiled_from_the_iocs_and_dcus_data(rehe
             assert np.all(np.diff(frame_x_um) >= 0) and np.ptp(frame_x_um) > 0
             assert frame_x_um.min() >= 200.0
             assert frame_x_um.max() <= 200.0 + 33.0 * n_x + 50.0  # at most the run-down
-        # each frame's measured x (the motor's RBV monitored over CA during the line) lies
-        # on its travel, in the order of flight
-        measured, commanded = _per_line(table, "line_x_measured_um"), _per_line(table, "line_x_um")
-        assert measured.shape == commanded.shape == (n_z, n_x) and np.isfinite(measured).all()
-        flight = np.sign(commanded[:, -1:] - commanded[:, :1])
-        assert np.all(np.diff(measured, axis=1) * flight > 0)
-        assert measured.min() >= 200.0 and measured.max() <= 200.0 + 33.0 * n_x + 50.0
-
-
-def _per_line(table, key: str) -> np.ndarray:
-    """(lines, frames) of an array field of the ``lines`` table."""
-    return np.stack([np.asarray(row, float) for row in np.asarray(table[key])])
 
 
 def _maps(raw) -> list:
