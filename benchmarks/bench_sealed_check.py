@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_sealed_check.py [n_requests]``. Builds the served
 configuration in process (`build_in_process_app(access_control=True)`, no socket), stores a
-run ``raw/run/primary/x``, and has the writer key overwrite ``x`` ``n_requests`` times
+run ``raw/run/primary/x``, and has the writer key grow ``x`` ``n_requests`` times
 (default 200), alternating blocks of 20 between the policy with its sealed cache and the
 same policy with the cache turned off (every request asks the database), so that both see
 the same machine load. Prints the sealed queries per request and the p50 latency of each,
@@ -53,13 +53,13 @@ def main(n_requests: int) -> None:
     from opmap.settings import OpmapSettings
 
     asked = {"n": 0}
-    query = ProposalTags.sealed
+    query = ProposalTags.ancestry  # the sealed query (it also gives the commit record)
 
-    async def counted(self: object, node_id: int) -> bool:
+    async def counted(self: object, node_id: int) -> list:
         asked["n"] += 1
         return await query(self, node_id)
 
-    ProposalTags.sealed = counted
+    ProposalTags.ancestry = counted
     settings = OpmapSettings(data_dir=Path(tempfile.mkdtemp()) / "data")
     app = build_in_process_app(settings, access_control=True)
     key = settings.api_key_file.read_text().strip()
@@ -73,15 +73,20 @@ def main(n_requests: int) -> None:
         raw = from_context(context).create_container("raw")
         raw.create_container("run").create_container("primary").write_array(np.arange(3), key="x")
         http = context.http_client
+        extent = 3
         for block in range(0, n_requests, BLOCK):
             for mode, cache in modes.items():
                 policy.sealed_cache = cache
                 for _ in range(min(BLOCK, n_requests - block)):
                     before = asked["n"]
                     start = time.perf_counter()
-                    response = http.put(
-                        "/api/v1/array/full/raw/run/primary/x", content=body, headers=headers
+                    response = http.patch(  # the writer key may only append
+                        "/api/v1/array/full/raw/run/primary/x",
+                        params={"offset": extent, "shape": 3, "extend": "true"},
+                        content=body,
+                        headers=headers,
                     )
+                    extent += 3
                     latency_ms[mode].append(1e3 * (time.perf_counter() - start))
                     assert response.status_code == 200, response.text
                     queries[mode] += asked["n"] - before

@@ -1,19 +1,21 @@
 """Latency of fetching one c map from the opmap Tiled server (Python client and plain HTTP).
 
 Run: ``.venv/bin/python benchmarks/bench_tiled_fetch.py [n_fetches]``. Starts two real
-server subprocesses in temporary directories, the served configuration with opmap's API-key
-cache and the same without it (Tiled's own per-request key lookups: the "before"), writes
-to each a (100, 49, 49) float32 c-map array grown map by map, as the live analysis writes
-it (one chunk per map), then fetches one (49, 49) map ``n_fetches`` times (default 60)
-through each path, alternating between the two servers in blocks so that both see the same
-machine load. Prints p50 / p90 latency in ms beside the 15 ms p50 target (issue 11 §5), the
-server's CPU time per request, and where a request's time goes:
+server subprocesses in temporary directories: the served configuration ("after": opmap's
+API-key cache, catalog lookup cache and dependency memo, `opmap.service`) and the same
+without them ("before": Tiled's own per-request work), writes to each a (100, 49, 49)
+float32 c-map array grown map by map, as the live analysis writes it (one chunk per map),
+then fetches one (49, 49) map ``n_fetches`` times (default 60) through each path,
+alternating between the two servers in blocks so that both see the same machine load.
+Prints p50 / p90 latency in ms beside the 15 ms p50 target (issue 11 §5) with the metadata
+request of the same array (the floor: everything but the read), the server's CPU time per
+request, and where a slice's time goes, from Tiled's ``Server-Timing`` header:
 
-* ``HTTP root``: ``GET /api/v1/`` (no key, no catalog): HTTP, uvicorn and Tiled's middleware;
-* ``auth``: the API-key dependencies (``auth`` entry of the ``Server-Timing`` header);
-* ``catalog walk``: metadata requests at depth 1 to 4; Tiled looks the path up one segment
-  at a time (three SQL statements each), the slope is the cost of one segment;
-* ``read``: Tiled's ``read`` entry of ``Server-Timing`` (data source, assets, zarr read);
+* ``app``: the time inside the app; outside it (wall - app): HTTP, uvicorn, the outer
+  middleware and the client;
+* ``auth`` (opmap's key dependencies), ``acl`` (the access policy), ``read`` (data source,
+  file open, slice), ``pack`` (serialisation); the rest of ``app`` is mostly the catalog
+  walk, which the per-segment CPU slope of metadata requests at depth 1 to 3 shows;
 * the Python client's own time: ``node[i]`` (a dask graph around one request) against
   :func:`opmap.remote.read_map` (the same request without dask) and plain HTTP.
 
@@ -147,12 +149,14 @@ def paths_of(
 
 
 def start_with_c_maps(
-    stack: ExitStack, folder: Path, c_maps: np.ndarray, *, key_cache: bool
+    stack: ExitStack, folder: Path, c_maps: np.ndarray, *, request_caches: bool
 ) -> tuple[ServerHandle, str]:
-    """A server (with or without the key cache) holding ``c_maps`` grown map by map, and
+    """A server (with or without opmap's request caches) holding ``c_maps`` grown map by map, and
     the key of a reader of the maps' proposal."""
     settings = OpmapSettings(data_dir=folder)
-    server = stack.enter_context(start_server_subprocess(settings, key_cache=key_cache))
+    server = stack.enter_context(
+        start_server_subprocess(settings, request_caches=request_caches, startup_timeout_s=300)
+    )
     processed = ensure_layout(server.client())["processed"]
     writer = TiledProductWriter(processed, "bench", proposal=PROPOSAL)
     for index in range(len(c_maps)):
@@ -172,8 +176,8 @@ def main(n_fetches: int = 60) -> dict[str, dict[str, Timings]]:
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         http = stack.enter_context(httpx.Client())
         started = {
-            "before": start_with_c_maps(stack, Path(folder, "a"), c_maps, key_cache=False),
-            "after": start_with_c_maps(stack, Path(folder, "b"), c_maps, key_cache=True),
+            "before": start_with_c_maps(stack, Path(folder, "a"), c_maps, request_caches=False),
+            "after": start_with_c_maps(stack, Path(folder, "b"), c_maps, request_caches=True),
         }
         servers = {name: server for name, (server, _) in started.items()}
         paths = {name: paths_of(*started[name][:1], http, started[name][1]) for name in started}
@@ -215,43 +219,75 @@ def report(results: dict[str, dict[str, Timings]], n: int, load0: tuple, load1: 
             f"{old.p(50):12.1f} {old.p(90):6.1f} {old.cpu_ms():5.1f} |"
             f" {new.p(50) / old.p(50):5.2f}"
         )
-    print("where the time goes (after; ms of p50 wall, [server CPU ms per request]):")
-    for label, wall, cpu in breakdown(before, after):
-        cpu_text = "" if cpu is None else f"[{cpu:.1f}]"
-        print(f"  {label:55s} {wall:6.1f} {cpu_text}")
+    print("where a slice's time goes (p50 ms; Server-Timing of the octet-stream slice):")
+    print(f"  {'part':62s} {'before':>7s} {'after':>7s}")
+    for label, old_ms, new_ms in breakdown(before, after):
+        print(f"  {label:62s} {old_ms:7.1f} {new_ms:7.1f}")
+
+
+def slice_parts(timings: Timings, root: Timings) -> list[tuple[str, float]]:
+    """``(part, ms)`` of one server's octet-stream slice, from its ``Server-Timing``."""
+    app = timings.timing_p50("app")
+    named = {
+        "API key, opmap's cache ('auth'; Tiled's lookups: untimed)": "auth",
+        "access policy ('acl')": "acl",
+        "read: data source, file open, slice ('read')": "read",
+        "serialisation ('pack')": "pack",
+    }
+    parts = [(label, timings.timing_p50(key)) for label, key in named.items()]
+    known = sum(ms for _, ms in parts if ms == ms)  # NaN (absent) counts as 0
+    return [
+        ("server CPU per request", timings.cpu_ms()),
+        ("wall, client to client", timings.p(50)),
+        ("  in the app ('app')", app),
+        *[("    " + label, ms) for label, ms in parts],
+        ("    rest: catalog walk, other dependencies, routing", app - known),
+        ("  outside the app: HTTP, uvicorn, middleware, client", timings.p(50) - app),
+        ("HTTP root GET /api/v1/ (no key, no catalog), wall", root.p(50)),
+    ]
+
+
+def walk_slope_ms(server: dict[str, Timings]) -> float:
+    """Server CPU per path segment: the slope of metadata requests at depth 1 to 3."""
+    cpu = [server[f"HTTP metadata depth {d}"].cpu_ms() for d in (1, 2, 3)]
+    return float(np.polyfit([1, 2, 3], cpu, 1)[0])
 
 
 def breakdown(
     before: dict[str, Timings], after: dict[str, Timings]
-) -> list[tuple[str, float, float | None]]:
-    """``(label, wall_ms, server_cpu_ms or None)`` of each part of a request."""
-    root, floor = after["HTTP root (no key)"], after["HTTP metadata (floor)"]
-    floor_old = before["HTTP metadata (floor)"]
-    depths = [after[f"HTTP metadata depth {d}"] for d in (1, 2, 3)] + [floor]
-    slope = float(np.polyfit([1, 2, 3, 4], [t.p(50) for t in depths], 1)[0])
-    cpu_slope = float(np.polyfit([1, 2, 3, 4], [t.cpu_ms() for t in depths], 1)[0])
-    octet, reader = after["HTTP octet-stream slice"], after["HTTP slice, reader key"]
-    client, fast = after["tiled client node[i]"], after["opmap read_map(node, i)"]
-    return [
-        ("HTTP + uvicorn + Tiled middleware (GET /api/v1/, no key)", root.p(50), root.cpu_ms()),
-        ("API key, cached (Server-Timing 'auth')", floor.timing_p50("auth"), None),
-        (
-            "API key, Tiled's 4 lookups (metadata p50 before - after)",
-            floor_old.p(50) - floor.p(50),
-            floor_old.cpu_ms() - floor.cpu_ms(),
-        ),
-        ("catalog walk, one path segment (slope over depth 1-4)", slope, cpu_slope),
-        ("slice read (Server-Timing 'read')", octet.timing_p50("read"), None),
-        (
-            "proposal check, reader key - writer key",
-            reader.p(50) - octet.p(50),
-            reader.cpu_ms() - octet.cpu_ms(),
-        ),
-        ("Python client: node[i] - plain HTTP slice", client.p(50) - octet.p(50), None),
-        ("  client CPU per call: node[i]", client.client_cpu_ms(), None),
-        ("  client CPU per call: read_map(node, i)", fast.client_cpu_ms(), None),
-        ("  client CPU per call: httpx", octet.client_cpu_ms(), None),
+) -> list[tuple[str, float, float]]:
+    """``(label, before_ms, after_ms)`` of each part of a request."""
+    octet, root = "HTTP octet-stream slice", "HTTP root (no key)"
+    rows = [
+        (label, old, new)
+        for (label, old), (_, new) in zip(
+            slice_parts(before[octet], before[root]),
+            slice_parts(after[octet], after[root]),
+            strict=True,
+        )
     ]
+    rows.append(
+        (
+            "catalog walk: server CPU per path segment (depth 1-3)",
+            walk_slope_ms(before),
+            walk_slope_ms(after),
+        )
+    )
+    differences = {
+        "proposal check: reader key - writer key, wall": "HTTP slice, reader key",
+        "Python client: node[i] - plain HTTP slice, wall": "tiled client node[i]",
+        "Python client: read_map(node, i) - plain HTTP slice, wall": "opmap read_map(node, i)",
+    }
+    for label, path in differences.items():
+        old = before[path].p(50) - before[octet].p(50)
+        rows.append((label, old, after[path].p(50) - after[octet].p(50)))
+    for label, path in (
+        ("client CPU per call: node[i]", "tiled client node[i]"),
+        ("client CPU per call: read_map(node, i)", "opmap read_map(node, i)"),
+        ("client CPU per call: httpx", octet),
+    ):
+        rows.append((label, before[path].client_cpu_ms(), after[path].client_cpu_ms()))
+    return rows
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ class StreamFrameSource:
         self._frames: dict[tuple[int, int], StreamedFrame] = {}
         self._claimed: dict[int, set[int]] = {}
         self._pending: dict[int, int] = {}
+        self._received: dict[int, int] = {}
         self._started: set[int] = set()
         self._ended: set[int] = set()
         self._changed = threading.Condition()
@@ -199,6 +200,19 @@ class StreamFrameSource:
         """Whether the ``start`` message of series ``series_id`` arrived."""
         with self._changed:
             return series_id in self._started
+
+    def wait_for_images(self, series_id: int, count: int, timeout_s: float) -> int:
+        """Wait until ``count`` images of series ``series_id`` arrived and are decoded (or
+        ``timeout_s`` passed); the number that arrived. For a stream that may send a
+        series' ``end`` before its last image (tickit-devices' simulator under load)."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: (
+                    self._received.get(series_id, 0) >= count and not self._pending.get(series_id)
+                ),
+                timeout=timeout_s,
+            )
+            return self._received.get(series_id, 0)
 
     def wait_for_series_end(self, timeout_s: float) -> list[int]:
         """Wait until some series has ended and its images are decoded; the ended series."""
@@ -253,6 +267,7 @@ class StreamFrameSource:
             elif isinstance(decoded, StreamImage):
                 sid = decoded.series_id
                 self._pending[sid] = self._pending.get(sid, 0) + 1
+                self._received[sid] = self._received.get(sid, 0) + 1
             self._changed.notify_all()
         if isinstance(decoded, StreamImage):
             self._slots.acquire()  # back-pressure: at most max_pending images in flight

@@ -16,6 +16,7 @@ from ._step_table import (
     Technique,
     paper_protocol,
 )
+from ._unreachable import DeviceUnreachableError
 from .beam import BeamMonitor, ShutterState
 from .eiger import Eiger, EigerDriverIO, EigerTriggerMode
 from .epics_potentiostat import EpicsPotentiostatDriver, epics_potentiostat
@@ -37,6 +38,7 @@ __all__ = [
     "X_PATH",
     "AxisUnreachableError",
     "BeamMonitor",
+    "DeviceUnreachableError",
     "Eiger",
     "EigerDriverIO",
     "EigerMetadata",

@@ -2,14 +2,18 @@
 
 `BeamMonitor` is the real device on EPICS PVs: the storage-ring current (mA) and the
 experiment shutter. Suspenders watch ``beam_current_ma`` (e.g. ``SuspendFloor``) and the
-shutter readback.
+shutter readback. A read whose PV does not answer raises `DeviceUnreachableError` naming the
+device and the PV.
 """
 
 from __future__ import annotations
 
+from bluesky.protocols import Reading
 from ophyd_async.core import StandardReadable, StrictEnum
 from ophyd_async.core import StandardReadableFormat as Format
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
+
+from ._unreachable import answered
 
 __all__ = ["BeamMonitor", "ShutterState"]
 
@@ -42,3 +46,9 @@ class BeamMonitor(StandardReadable):
                 ShutterState, f"{shutter_prefix}Pos-Sts", f"{shutter_prefix}Cmd"
             )
         super().__init__(name=name)
+
+    async def read(self) -> dict[str, Reading]:
+        """The readings; `DeviceUnreachableError` naming the device and the PV if its IOC
+        does not answer."""
+        ioc = "the IOC of the ring current and the shutter"
+        return await answered(self.name or "beam monitor", "read", super().read(), ioc=ioc)

@@ -27,15 +27,18 @@ Under a prefix ``$(P)`` (e.g. ``OPMAP:EC:``):
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from ophyd_async.core import Array1D, Device, wait_for_value
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_triggerable_command
 
 from ._step_table import ProtocolError, SafetyWindow, StepTable, Technique
+from ._unreachable import answered
 from .potentiostat import (
     Potentiostat,
     PotentiostatSample,
@@ -66,6 +69,24 @@ LABEL_MAX_CHARS = 39
 _BUFFER_READ_ATTEMPTS = 20
 
 _F64 = Array1D[np.float64]
+_T = TypeVar("_T")
+
+
+def _reached(
+    what: str,
+) -> Callable[[Callable[..., Awaitable[_T]]], Callable[..., Awaitable[_T]]]:
+    """A driver operation whose PV timeouts raise `DeviceUnreachableError` naming the
+    potentiostat, ``what`` and the PV."""
+
+    def wrap(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]]:
+        @functools.wraps(method)
+        async def call(self: Any, *args: Any, **kwargs: Any) -> _T:
+            ioc = "the potentiostat's IOC"
+            return await answered(self.device_label, what, method(self, *args, **kwargs), ioc=ioc)
+
+        return call
+
+    return wrap
 
 
 class BufferOverrunError(RuntimeError):
@@ -141,11 +162,18 @@ class EpicsPotentiostatDriver(Device):
         if not (math.isfinite(poll_period_s) and poll_period_s > 0):
             raise ValueError(f"poll_period_s={poll_period_s} must be a finite time > 0 s")
         self.poll_period_s = poll_period_s
+        self.prefix = prefix
         self._cursor: int | None = None
         self._make_step_table_signals(prefix)
         self._make_readback_signals(prefix)
         self._make_buffer_signals(prefix)
         super().__init__(name=name)
+
+    @property
+    def device_label(self) -> str:
+        """How errors name this potentiostat: its device name, else its PV prefix."""
+        name = self.name.removesuffix("-driver")  # the child of a `Potentiostat` named name
+        return name or f"potentiostat {self.prefix}"
 
     def _make_step_table_signals(self, p: str) -> None:
         self.steps_technique = epics_signal_rw(Array1D[np.int32], f"{p}STEPS:TECH")
@@ -189,6 +217,7 @@ class EpicsPotentiostatDriver(Device):
         self.buffer_charge = epics_signal_r(_F64, f"{p}BUF:Q")
         self.buffer_step = epics_signal_r(Array1D[np.int32], f"{p}BUF:STEP")
 
+    @_reached("step table load")
     async def load(self, protocol: StepTable, window: SafetyWindow) -> None:
         """Write the window and the step table, then ``LOAD``; raise if the IOC refuses."""
         arrays = _encode_steps(protocol)
@@ -208,10 +237,12 @@ class EpicsPotentiostatDriver(Device):
         await self._command(self.load_command, "LOAD")
         self._cursor = await self._consistent_count()
 
+    @_reached("START")
     async def start(self) -> None:
         """``START`` the loaded protocol (the put returns once it runs)."""
         await self._command(self.start_command, "START")
 
+    @_reached("ABORT")
     async def stop(self) -> None:
         """``ABORT``: the IOC leaves the cell at open circuit."""
         await self._command(self.abort_command, "ABORT")
@@ -223,6 +254,7 @@ class EpicsPotentiostatDriver(Device):
             reason = await self.message.get_value()
             raise RuntimeError(f"{self.name}: {what} refused by the IOC: {reason}") from err
 
+    @_reached("status read")
     async def status(self) -> PotentiostatStatus:
         """Read the latest sample and the protocol's progress."""
         values = await asyncio.gather(
@@ -245,6 +277,7 @@ class EpicsPotentiostatDriver(Device):
             protocol_done=bool(done),
         )
 
+    @_reached("sample buffer read")
     async def drain(self) -> Sequence[PotentiostatSample]:
         """Every sample the IOC recorded since the previous drain (or `load`), oldest first."""
         count, columns = await self._read_buffer()
@@ -293,12 +326,14 @@ class EpicsPotentiostatDriver(Device):
         count, _ = await self._read_buffer()
         return count
 
+    @_reached("wait for DONE")
     async def wait_done(self) -> None:
         """Return when ``DONE`` is set (or at once if no protocol runs)."""
         if await self.state.get_value() != PotentiostatState.RUNNING:
             return
         await wait_for_value(self.done, True, timeout=None)
 
+    @_reached("wait for ELAPSED")
     async def wait_elapsed(self, elapsed_s: float) -> None:
         """Return once ``ELAPSED`` reaches ``elapsed_s`` (s), or the protocol is not running."""
         while await self.state.get_value() == PotentiostatState.RUNNING:

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TypeVar
 
-from aioca import CANothing
 from bluesky.protocols import Reading
-from ophyd_async.core import FlyMotorInfo, NotConnectedError, StandardReadable, TimeoutCalculator
+from ophyd_async.core import FlyMotorInfo, StandardReadable, TimeoutCalculator
 from ophyd_async.epics.motor import Motor, MotorFlyableMovableLogic, MotorFlyCtx
+
+from ._unreachable import DeviceUnreachableError
+from ._unreachable import answered as _answered
 
 __all__ = ["AxisUnreachableError", "LimitedMotor", "MapStage", "SoftLimitError", "SoftLimits"]
 
@@ -38,29 +40,16 @@ class SoftLimitError(ValueError):
     """A target outside an axis' soft limits; raised before anything moves."""
 
 
-class AxisUnreachableError(ConnectionError):
+class AxisUnreachableError(DeviceUnreachableError):
     """An axis' IOC stopped answering; the message names the axis, the operation and the PV."""
 
 
-async def answered(axis: str, what: str, awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``; a PV timeout becomes an `AxisUnreachableError` naming ``axis``.
-
-    ophyd-async raises ``TimeoutError(source)`` (``source`` is ``ca://PV``) when a PV does
-    not answer within the signal timeout; aioca's ``CANothing`` (``PV: reason``) when the
-    IOC disconnects during a put.
-    """
-    try:
-        return await awaitable
-    except (TimeoutError, NotConnectedError) as err:
-        pv = str(err) or "a PV"
-        raise AxisUnreachableError(
-            f"{axis}: {what} failed: {pv} did not answer (is the stage's IOC running?)"
-        ) from err
-    except CANothing as err:  # e.g. a put ended by a disconnect, when it does propagate;
-        # falsy, so a bluesky status showing it would read "done" and name nothing
-        raise AxisUnreachableError(
-            f"{axis}: {what} failed: Channel Access {err} (is the stage's IOC running?)"
-        ) from err
+async def axis_answered(axis: str, what: str, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``; a PV timeout becomes an `AxisUnreachableError` naming ``axis``
+    (`opmap.devices._unreachable.answered` for the stage)."""
+    return await _answered(
+        axis, what, awaitable, ioc="the stage's IOC", error=AxisUnreachableError
+    )
 
 
 @dataclass(frozen=True)
@@ -104,23 +93,23 @@ class _LimitedMotorLogic(MotorFlyableMovableLogic):
         # opmap's limits first (clear ValueError), then the motor record's own.
         if self.soft_limits is not None:
             self.soft_limits.check(new_position)
-        await answered(self.readback.name, "limit check", super().check_move(new_position))
+        await axis_answered(self.readback.name, "limit check", super().check_move(new_position))
 
     async def move(self, new_position: float, timeout: TimeoutCalculator) -> None:
         # a put completed by a disconnect looks like success (module notes): the move is
         # only done once the IOC answers .DMOV
         axis = self.readback.name
-        await answered(axis, f"move to {new_position}", super().move(new_position, timeout))
-        await answered(axis, f"move to {new_position}", self.motor_done_move.get_value())
+        await axis_answered(axis, f"move to {new_position}", super().move(new_position, timeout))
+        await axis_answered(axis, f"move to {new_position}", self.motor_done_move.get_value())
 
     async def on_prepare(self, value: FlyMotorInfo) -> MotorFlyCtx:
-        return await answered(self.readback.name, "fly prepare", super().on_prepare(value))
+        return await axis_answered(self.readback.name, "fly prepare", super().on_prepare(value))
 
     async def on_kickoff(self, ctx: MotorFlyCtx) -> MotorFlyCtx:
-        return await answered(self.readback.name, "fly kickoff", super().on_kickoff(ctx))
+        return await axis_answered(self.readback.name, "fly kickoff", super().on_kickoff(ctx))
 
     async def on_complete(self, ctx: MotorFlyCtx) -> None:
-        await answered(self.readback.name, "fly line", super().on_complete(ctx))
+        await axis_answered(self.readback.name, "fly line", super().on_complete(ctx))
 
 
 class LimitedMotor(Motor):
@@ -153,7 +142,7 @@ class LimitedMotor(Motor):
 
     async def read(self) -> dict[str, Reading]:
         """The readback (and hinted signals); `AxisUnreachableError` if the IOC is gone."""
-        return await answered(self.name, "read", super().read())
+        return await axis_answered(self.name, "read", super().read())
 
 
 class MapStage(StandardReadable):

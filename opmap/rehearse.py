@@ -37,6 +37,7 @@ from opmap.callbacks.spool import RunSpool, RunTally
 from opmap.callbacks.tiled_products import read_latest, versions
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices import paper_protocol
+from opmap.heap import release_free_heap
 from opmap.plans import (
     EC_STATE_STREAM,
     MapCadence,
@@ -655,7 +656,8 @@ def _subscribe_live_analysis(
         processed=layout["processed"],
         raw_runs=layout["raw"],  # products claim only maps whose raw run fully landed
         truth_provider=truth,
-        on_map=[LiveFigures(figures_dir, show=False)],
+        # after each map, the heap pages its frames and figures freed go back to the system
+        on_map=[LiveFigures(figures_dir, show=False), release_free_heap],
         # no (003) sampling correction: it models rings with the renderer's own formula
         # (opt-in: sampling_options, see docs/analysis-products.md)
         sampling_options=None,

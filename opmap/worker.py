@@ -44,6 +44,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from opmap.heap import release_free_heap
+
 __all__ = [
     "WorkerFeed",
     "WorkerSettings",
@@ -272,7 +274,8 @@ def run_worker(address: tuple[str, int], settings: WorkerSettings, max_maps: int
         if max_maps is not None and done["maps"] >= max_maps:
             dispatcher.stop()
 
-    live = build_analysis(settings, [save])
+    # after each map, the heap pages freed by its frames go back to the system (docs: Soak)
+    live = build_analysis(settings, [save, release_free_heap])
     layout = _tiled_layout(settings)
     feed = WorkerFeed(GuardedCallback(live), None if layout is None else layout["raw"])
     replayed = feed.catch_up_latest()

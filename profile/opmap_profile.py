@@ -54,6 +54,7 @@ from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.devices.beam import ShutterState
+from opmap.heap import release_free_heap
 from opmap.settings import OpmapSettings
 
 __all__ = [
@@ -425,7 +426,13 @@ def _live(
     ai = beamline.integrator
     mask = _sim_analysis_mask(ai) if beamline.config.mode == "sim" else None
     geometry = analysis_geometry(ai, mask=mask)
-    live = LiveAnalysis(params, geometry, processed=layout["processed"], tiled_runs=layout["raw"])
+    live = LiveAnalysis(
+        params,
+        geometry,
+        processed=layout["processed"],
+        tiled_runs=layout["raw"],
+        on_map=[release_free_heap],  # a day-long session gives freed heap pages back
+    )
     return GuardedCallback(live, name="live analysis")
 
 

@@ -38,6 +38,10 @@ __all__ = ["MAP_DIM", "TiledProductWriter"]
 #: Name of the leading dimension along which maps are appended live.
 MAP_DIM = "map"
 _RESERVED_METADATA = ("experiment_id", "version", "attrs", ROLE_KEY, COMMIT_KEY)
+#: Stamps of the version's own creation (`provenance`): the stored ones stand. Products
+#: carry the analysis's own (e.g. a replay's ``ExperimentAnalysis`` stamps when it ran),
+#: and a stored key may not change under the writer key's append-only rule.
+_CREATION_METADATA = ("created_utc", "opmap_version")
 _HTTP_CONFLICT = 409
 
 
@@ -277,6 +281,9 @@ class TiledProductWriter:
         named = [*products.arrays, *products.coords, *products.tables]
         self._check_new_names(named)
         metadata = dict(products.metadata)
+        for key in _CREATION_METADATA:
+            if key in self.container.metadata:
+                metadata.pop(key, None)
         for key in _RESERVED_METADATA:
             if key in metadata and metadata[key] != self.container.metadata.get(key):
                 raise ValueError(

@@ -167,11 +167,13 @@ def _wait_for_redis(handle: QueueHandle, timeout_s: float) -> None:
 
 
 def _wait_for_http(handle: QueueHandle, timeout_s: float) -> None:
-    def answers() -> bool:
-        # Anonymous access is off: 401 means the server is up and checking keys.
-        return httpx.get(f"{handle.url}/api/status", timeout=1.0).status_code in (200, 401)
+    with httpx.Client(timeout=1.0) as client:  # one TLS context, not one per poll
 
-    _wait(handle, "http", timeout_s, answers, httpx.TransportError)
+        def answers() -> bool:
+            # Anonymous access is off: 401 means the server is up and checking keys.
+            return client.get(f"{handle.url}/api/status").status_code in (200, 401)
+
+        _wait(handle, "http", timeout_s, answers, httpx.TransportError)
 
 
 def _wait(

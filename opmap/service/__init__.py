@@ -23,9 +23,11 @@ Serve in a subprocess for the length of a rehearsal::
 """
 
 from ._access import KeysOnlyAuthenticator, ProposalAccessPolicy, ProposalTags, SealedCache
+from ._catalog_init import init_catalog_database
 from ._config import (
     ACCESS_POLICY,
     AUTHENTICATOR,
+    CATALOG_TREE,
     JSON_SEQ_EXPORTER,
     VALIDATOR_ROUTER,
     check_directories,
@@ -34,6 +36,7 @@ from ._config import (
     server_config,
     write_server_config,
 )
+from ._dependants import memoise_dependants
 from ._keycache import (
     SERVER_TIMING_KEY,
     KeyGrant,
@@ -55,6 +58,7 @@ from ._keys import (
     revoke_key,
 )
 from ._lock import LOCK_FILE_NAME, DataDirInUseError, ServerLock
+from ._lookupcache import LookupCache, install_lookup_cache
 from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._run import (
     ServerHandle,
@@ -71,6 +75,7 @@ __all__ = [
     "ACCESS_POLICY",
     "ADMIN_PRINCIPAL",
     "AUTHENTICATOR",
+    "CATALOG_TREE",
     "JSON_SEQ_EXPORTER",
     "LOCK_FILE_NAME",
     "ROLES",
@@ -83,6 +88,7 @@ __all__ = [
     "KeyGrantCache",
     "KeyInfo",
     "KeysOnlyAuthenticator",
+    "LookupCache",
     "ProposalAccessPolicy",
     "ProposalTags",
     "SealedCache",
@@ -100,8 +106,11 @@ __all__ = [
     "ensure_service_keys",
     "free_port",
     "grant_from_orm",
+    "init_catalog_database",
     "install_key_cache",
+    "install_lookup_cache",
     "list_keys",
+    "memoise_dependants",
     "recorded_data_dir",
     "relocate_data_dir",
     "revoke_key",

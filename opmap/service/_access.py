@@ -27,6 +27,13 @@ and ``opmap recover`` / ``opmap resume`` for the runs they complete), and each p
 version once final (`opmap.callbacks.tiled_products.seal_version`), so the writer key
 cannot overwrite what it stored; the admin's writes are in the access log.
 
+**Append only.** Inside a node that is not sealed, a key without the admin scope may
+only append: each data write and metadata update is checked against the stored node
+(:mod:`opmap.service._append`; the request is noted by its ASGI middleware and checked in
+:meth:`ProposalAccessPolicy.allowed_scopes` and before Tiled writes new metadata). In a
+product version, the arrays may also be rewritten beyond what its commit record counts
+(readers do not use it yet): the record comes with the sealed check (`NodeState`).
+
 The sealed check (one SQL query over a node's ancestors) runs for every request of a key
 with write scopes, reads included. Its answer is cached per node (`SealedCache`) and the
 whole cache is dropped whenever a node's metadata changes: every ``PUT``/``PATCH`` of
@@ -43,6 +50,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -55,10 +63,20 @@ from tiled.server.protocols import InternalAuthenticator, UserSessionState
 
 from opmap.callbacks.sealing import is_sealed
 
+from ._append import (
+    check_data_write,
+    check_metadata_grows,
+    committed_extent,
+    current_write,
+    stored_metadata,
+)
+from ._lookupcache import LookupCache, sqlite_file
+
 __all__ = [
     "PROPOSAL_PATTERN",
     "VISIBILITY_MEMO_S",
     "KeysOnlyAuthenticator",
+    "NodeState",
     "ProposalAccessPolicy",
     "ProposalTags",
     "SealedCache",
@@ -72,6 +90,8 @@ _ADMIN_SCOPE = ScopeName.admin_apikeys
 _ROOT_NODE_ID = 0  # tiled.catalog.adapter.RootNode.id
 #: What a sealed node refuses to every key but an admin's.
 _WRITE_SCOPES = frozenset({"write:data", "write:metadata", "create:node", "register"})
+#: Scopes of a data write (``write:data``) or metadata update (``write:metadata``).
+_DATA_SCOPES = frozenset({"write:data", "write:metadata"})
 #: How long a node's visibility is remembered within one request's task (s).
 VISIBILITY_MEMO_S = 1.0
 
@@ -98,7 +118,23 @@ class KeysOnlyAuthenticator(InternalAuthenticator):
 
 
 class ProposalTags(AccessTagsParser):
-    """Tiled's tag reader on the catalog database, plus the two queries opmap needs."""
+    """Tiled's tag reader on the catalog database, plus the two queries opmap needs.
+
+    A node's inherited tags are kept until the catalog database changes (a
+    :class:`~opmap.service._lookupcache.LookupCache` on ``PRAGMA data_version``, for a
+    SQLite catalog): a tag added or a node deleted is seen at the next request.
+    """
+
+    def __init__(self, engine: Any = None) -> None:
+        super().__init__(engine)
+        self._answers: LookupCache | None = None
+
+    def _cache(self) -> LookupCache | None:
+        if self._answers is None and self._engine is not None:
+            path = sqlite_file(self._engine.url)
+            if path is not None:
+                self._answers = LookupCache(path)
+        return self._answers
 
     async def define(self, names: Iterable[str]) -> None:
         """Create the tag rows of ``names`` that do not exist yet (idempotent)."""
@@ -118,6 +154,15 @@ class ProposalTags(AccessTagsParser):
 
         Tiled tags the root ``public``; that tag says nothing about a proposal.
         """
+        cache = self._cache()
+        found, version = (None, None) if cache is None else cache.get(("inherited", node_id))
+        if found is None:
+            found = await self._inherited(node_id)
+            if cache is not None:
+                cache.store(("inherited", node_id), found, version)
+        return found
+
+    async def _inherited(self, node_id: int) -> frozenset[str]:
         closure, association = orm.NodesClosure, orm.NodeAccessTagAssociation
         statement = (
             select(orm.AccessTag.name)
@@ -128,17 +173,44 @@ class ProposalTags(AccessTagsParser):
         async with self._engine.connect() as connection:
             return frozenset((await connection.execute(statement)).scalars())
 
-    async def sealed(self, node_id: int) -> bool:
-        """True when node ``node_id`` or an ancestor has `SEALED_KEY` true in its metadata."""
+    async def ancestry(self, node_id: int) -> list[tuple[int, str, Any, Any]]:
+        """``(depth, key, metadata, specs)`` of node ``node_id`` (depth 0) and of each of
+        its ancestors except the root, in one query."""
         closure = orm.NodesClosure
         statement = (
-            select(orm.Node.metadata_)
+            select(closure.depth, orm.Node.key, orm.Node.metadata_, orm.Node.specs)
             .join(closure, closure.ancestor == orm.Node.id)
             .where(closure.descendant == node_id, closure.ancestor != _ROOT_NODE_ID)
         )
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(statement)).scalars()
-            return any(is_sealed(metadata) for metadata in rows)
+            return [tuple(row) for row in (await connection.execute(statement)).all()]
+
+    async def sealed(self, node_id: int) -> bool:
+        """True when node ``node_id`` or an ancestor has `SEALED_KEY` true in its metadata."""
+        return NodeState.of(await self.ancestry(node_id)).sealed
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the policy needs to know of a node's stored ancestry, cached per node.
+
+    Attributes
+    ----------
+    sealed : bool
+        The node or an ancestor is sealed (`SEALED_KEY`).
+    committed : int or None
+        The committed extent along axis 0 of an array of a product version
+        (`opmap.service._append.committed_extent`); None for other nodes.
+    """
+
+    sealed: bool
+    committed: int | None = None
+
+    @classmethod
+    def of(cls, ancestry: list[tuple[int, str, Any, Any]]) -> NodeState:
+        """The state of the node whose ``ancestry`` (`ProposalTags.ancestry`) is given."""
+        sealed = any(is_sealed(metadata) for _, _, metadata, _ in ancestry)
+        return cls(sealed, None if sealed else committed_extent(ancestry))
 
 
 def _node_id(node: Any) -> int | None:
@@ -160,10 +232,11 @@ def _cache_key(node: Any) -> tuple[int, Any] | None:
 
 
 class SealedCache:
-    """Sealed or not, per node, until any node's metadata changes.
+    """Sealed or not (a `NodeState`), per node, until any node's metadata changes.
 
-    A node's answer depends on its metadata and its ancestors'; only a metadata update
-    changes it (nodes never move). `changing` is entered for each update before it is
+    A node's answer depends on its metadata and its ancestors' (the commit record of a
+    product version is its metadata too); only a metadata update changes it (nodes never
+    move). `changing` is entered for each update before it is
     written and left once it is committed: meanwhile nothing is cached, and answers from
     queries that overlapped a change are dropped (`store` with the `generation` read
     before the query).
@@ -185,19 +258,20 @@ class SealedCache:
         self.max_nodes = max_nodes
         self.abandoned_after_s = abandoned_after_s
         self.generation = 0
-        self._answers: dict[tuple[int, Any], bool] = {}
+        self._answers: dict[tuple[int, Any], Any] = {}
         self._changes: dict[int, float] = {}  # change token -> monotonic start
         self._next_token = 0
 
     def __len__(self) -> int:
         return len(self._answers)
 
-    def get(self, key: tuple[int, Any]) -> bool | None:
+    def get(self, key: tuple[int, Any]) -> Any:
         """The cached answer for ``key``, or None (ask the database)."""
         return self._answers.get(key) if self._quiet() else None
 
-    def store(self, key: tuple[int, Any], sealed: bool, generation: int) -> None:
-        """Keep an answer found by a query started at ``generation``, if still current."""
+    def store(self, key: tuple[int, Any], sealed: Any, generation: int) -> None:
+        """Keep an answer (not None) found by a query started at ``generation``, if still
+        current."""
         if generation != self.generation or not self._quiet():
             return
         if len(self._answers) >= self.max_nodes:
@@ -309,7 +383,8 @@ class ProposalAccessPolicy(AccessPolicy):
         except BaseException:
             self.sealed_cache.end_change(token)
             raise
-        _end_change_after_write(node, self.sealed_cache, token)
+        append_only = _ADMIN_SCOPE not in authn_scopes
+        _end_change_after_write(node, self.sealed_cache, token, append_only=append_only)
         return result
 
     async def _check_tags(
@@ -336,22 +411,30 @@ class ProposalAccessPolicy(AccessPolicy):
         if authn_access_tags is not None and await self._visible(node, authn_access_tags) is False:
             return set()
         scopes = set(authn_scopes)
-        if _ADMIN_SCOPE not in scopes and scopes & _WRITE_SCOPES and await self._sealed(node):
+        if _ADMIN_SCOPE in scopes or not scopes & _WRITE_SCOPES:
+            return scopes
+        state = await self._state(node)
+        if state.sealed:
             return scopes - _WRITE_SCOPES
+        request = current_write()
+        if request is not None and scopes & _DATA_SCOPES and _is_target(node, request.key):
+            # raises 403 unless it appends (or redoes what a product version left uncommitted)
+            await check_data_write(node, request, committed=state.committed)
         return scopes
 
-    async def _sealed(self, node: Any) -> bool:
-        """Whether ``node`` or an ancestor is sealed: cached per node (`SealedCache`)."""
+    async def _state(self, node: Any) -> NodeState:
+        """Whether ``node`` or an ancestor is sealed, and its committed extent if it is a
+        product array: one query, cached per node (`SealedCache`)."""
         key = _cache_key(node)
         if key is None or key[0] == _ROOT_NODE_ID:
-            return False
+            return _UNSEALED
         cache = self.sealed_cache
-        sealed = cache.get(key)
-        if sealed is None:
+        state = cache.get(key)
+        if state is None:
             generation = cache.generation
-            sealed = await self.access_tags_parser.sealed(key[0])
-            cache.store(key, sealed, generation)
-        return sealed
+            state = NodeState.of(await self.access_tags_parser.ancestry(key[0]))
+            cache.store(key, state, generation)
+        return state
 
     async def filters(
         self,
@@ -369,14 +452,33 @@ class ProposalAccessPolicy(AccessPolicy):
         return [AccessTagsFilter(sorted(authn_access_tags))]
 
 
-def _end_change_after_write(node: Any, cache: SealedCache, token: int) -> None:
+_UNSEALED = NodeState(sealed=False)
+
+
+def _is_target(node: Any, key: str) -> bool:
+    """Whether ``node`` is the node a request names by its last segment ``key`` (Tiled
+    asks the policy about the root and about the request's node only)."""
+    orm_node = getattr(node, "node", None)
+    return getattr(orm_node, "id", _ROOT_NODE_ID) != _ROOT_NODE_ID and orm_node.key == key
+
+
+def _end_change_after_write(
+    node: Any, cache: SealedCache, token: int, *, append_only: bool = False
+) -> None:
     """End the cache's change ``token`` once ``node.replace_metadata`` (the write Tiled
     makes right after `ProposalAccessPolicy.modify_node`) has run, for this node object
-    (one request's) only."""
+    (one request's) only. With ``append_only``, the new metadata must only add to the
+    stored one (`check_metadata_grows`), or nothing is written (403)."""
     original = node.replace_metadata
 
     async def replace_metadata(*args: Any, **kwargs: Any) -> Any:
         try:
+            if append_only:
+                request = current_write()
+                metadata, specs = stored_metadata(node)
+                path = node.node.key if request is None else request.path
+                new = kwargs.get("metadata", {}), kwargs.get("specs", ())
+                check_metadata_grows(path, metadata, new[0], specs, new[1])
             return await original(*args, **kwargs)
         finally:
             cache.end_change(token)

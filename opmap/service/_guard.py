@@ -123,7 +123,8 @@ def install() -> None:
 
 def from_uri(uri: str, **kwargs: Any) -> Any:
     """Tiled's ``tiled.catalog:from_uri``, with the guard (and the DuckDB lock of
-    `opmap.service._duckdb`) installed first.
+    `opmap.service._duckdb`) installed first, and the database initialised in this process
+    (`opmap.service._catalog_init`) when ``init_if_not_exists`` is set.
 
     Parameters
     ----------
@@ -134,8 +135,11 @@ def from_uri(uri: str, **kwargs: Any) -> Any:
     """
     from tiled.catalog import from_uri as tiled_from_uri
 
+    from ._catalog_init import init_catalog_database
     from ._duckdb import serialize_duckdb
 
     install()
     serialize_duckdb()  # the same server process: one DuckDB user at a time
-    return tiled_from_uri(uri, **kwargs)
+    if kwargs.pop("init_if_not_exists", False):  # here, not in a second interpreter
+        init_catalog_database(uri)
+    return tiled_from_uri(uri, init_if_not_exists=False, **kwargs)

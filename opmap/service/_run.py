@@ -92,17 +92,25 @@ def app_from_config_file(config_file: Path) -> FastAPI:
     return _build_app(parse_configs(config_file))
 
 
-def _build_app(config: Any, *, key_cache: bool = True) -> FastAPI:
+def _build_app(config: Any, *, request_caches: bool = True, append_only: bool = True) -> FastAPI:
     from tiled.server.app import build_app_from_config
 
     from opmap.web import mount_live_page
 
+    from ._dependants import memoise_dependants
     from ._keycache import install_key_cache
+    from ._lookupcache import install_lookup_cache
+    from ._request import RequestScope
 
     app = build_app_from_config(config)
     database = getattr(config, "database", None)
-    if key_cache:  # one lookup per key until authn.db changes
-        install_key_cache(app, None if database is None else database.uri)
+    if request_caches:  # docs/remote-access.md, "Latency of fetching one map"
+        memoise_dependants()  # each route's dependencies analysed once
+        install_key_cache(app, None if database is None else database.uri)  # per key
+        install_lookup_cache(app.state.root_tree)  # per path, until catalog.db changes
+    # the request being served: the access policy checks each data write of a non-admin
+    # key (unless append_only is off); the lookup cache answers GET and HEAD only
+    app.add_middleware(RequestScope, append_only=append_only)
     return mount_live_page(app)  # the live page beside the API
 
 
@@ -114,7 +122,11 @@ _WATCHDOG_GRACE_S = 15.0
 
 
 def run_config_file(
-    config_file: Path, lock_dir: Path | None = None, *, key_cache: bool = True
+    config_file: Path,
+    lock_dir: Path | None = None,
+    *,
+    request_caches: bool = True,
+    append_only: bool = True,
 ) -> None:
     """Serve a generated Tiled config file with uvicorn in the foreground (until interrupted).
 
@@ -125,9 +137,14 @@ def run_config_file(
     lock_dir : Path, optional
         The data directory to lock for the server's life (refused with
         :class:`~opmap.service._lock.DataDirInUseError` when another server holds it).
-    key_cache : bool
-        Answer API keys from :mod:`opmap.service._keycache` (default); False: Tiled's
-        own per-request lookups (for benchmarks: the cost it saves).
+    request_caches : bool
+        Answer API keys (:mod:`opmap.service._keycache`) and catalog paths
+        (:mod:`opmap.service._lookupcache`) from caches and analyse route dependencies
+        once (:mod:`opmap.service._dependants`), the default; False: Tiled's own
+        per-request work (for benchmarks: the cost they save).
+    append_only : bool
+        Check that data writes of keys other than the admin's only append
+        (:mod:`opmap.service._append`, default); False only for benchmarks of its cost.
     """
     import uvicorn
     from tiled.config import parse_configs
@@ -138,7 +155,7 @@ def run_config_file(
     lock = ServerLock.acquire(lock_dir) if lock_dir is not None else None
     try:
         config = parse_configs(config_file)
-        app = _build_app(config, key_cache=key_cache)
+        app = _build_app(config, request_caches=request_caches, append_only=append_only)
         uvicorn.run(app, log_config=logging_config(), **config.uvicorn)
     finally:
         if lock is not None:
@@ -212,7 +229,8 @@ def start_server_subprocess(
     *,
     port: int | None = None,
     startup_timeout_s: float = 60.0,
-    key_cache: bool = True,
+    request_caches: bool = True,
+    append_only: bool = True,
 ) -> ServerHandle:
     """Start the Tiled server of ``settings`` in a subprocess and wait until it answers.
 
@@ -224,9 +242,11 @@ def start_server_subprocess(
         Port to bind; default: a free port chosen by the OS.
     startup_timeout_s : float
         How long to wait for the first answer, in seconds (> 0).
-    key_cache : bool
-        False: serve without opmap's API-key cache (Tiled's own per-request lookups), for
-        benchmarks that measure what the cache saves.
+    request_caches : bool
+        False: serve without opmap's API-key and path caches and dependency memo (Tiled's
+        own per-request work), for benchmarks that measure what they save.
+    append_only : bool
+        False: serve without the append-only check of data writes (benchmarks only).
 
     Returns
     -------
@@ -250,8 +270,10 @@ def start_server_subprocess(
     command += ["--lock-dir", str(settings.data_dir), "--parent-pid", str(os.getpid())]
     if threading.current_thread() is threading.main_thread():
         command.append("--parent-death-signal")
-    if not key_cache:
-        command.append("--no-key-cache")
+    if not request_caches:
+        command.append("--no-request-caches")
+    if not append_only:
+        command.append("--no-append-only")
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -268,25 +290,32 @@ def start_server_subprocess(
 def wait_until_answering(handle: ServerHandle, timeout_s: float) -> None:
     """Block until the server of ``handle`` answers HTTP, or raise after ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{handle.url}/api/v1/", timeout=1.0).status_code == 200:
+    # one client for every poll: httpx.get() builds a client and its TLS context per call,
+    # ~37 ms of CPU each, which at 10 polls/s took a third of a core from the starting server
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if _answers(client, f"{handle.url}/api/v1/"):
                 return
-        except httpx.TransportError:
-            pass  # not listening yet
-        try:  # waiting on the process doubles as the poll interval
-            handle.process.wait(0.1)
-        except subprocess.TimeoutExpired:
-            continue
-        error = ValueError if handle.process.returncode == 2 else RuntimeError  # bad input
-        raise error(
-            f"Tiled server exited with code {handle.process.returncode}:\n"
-            + _tail(handle.log_file)
-        )
+            try:  # waiting on the process doubles as the poll interval
+                handle.process.wait(0.1)
+            except subprocess.TimeoutExpired:
+                continue
+            error = ValueError if handle.process.returncode == 2 else RuntimeError  # bad input
+            raise error(
+                f"Tiled server exited with code {handle.process.returncode}:\n"
+                + _tail(handle.log_file)
+            )
     raise RuntimeError(
         f"Tiled server did not answer on {handle.url} within {timeout_s} s:\n"
         + _tail(handle.log_file)
     )
+
+
+def _answers(client: httpx.Client, url: str) -> bool:
+    try:
+        return client.get(url).status_code == 200
+    except httpx.TransportError:
+        return False  # not listening yet
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -320,13 +349,21 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-dir", type=Path, help="data directory to lock")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
     parser.add_argument("--parent-death-signal", action="store_true", help="Linux prctl too")
-    parser.add_argument("--no-key-cache", action="store_true", help="Tiled's key lookups")
+    parser.add_argument(
+        "--no-request-caches", action="store_true", help="Tiled's per-request lookups"
+    )
+    parser.add_argument("--no-append-only", action="store_true", help="benchmarks only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.parent_pid is not None:
         _die_with_parent(args.parent_pid, death_signal=args.parent_death_signal)
     try:
-        run_config_file(args.config_file, lock_dir=args.lock_dir, key_cache=not args.no_key_cache)
+        run_config_file(
+            args.config_file,
+            lock_dir=args.lock_dir,
+            request_caches=not args.no_request_caches,
+            append_only=not args.no_append_only,
+        )
     except ValueError as error:  # DataDirInUseError
         logger.error("%s", error)
         return 2

@@ -51,13 +51,14 @@ def free_port() -> int:
 def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) -> None:
     """Poll ``url`` until it answers; fail with the server's output if it dies or hangs."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited ({process.returncode}): {_output(process)}")
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(url, timeout=1.0)
-            return
-        time.sleep(0.2)
+    with httpx.Client(timeout=1.0) as client:  # one TLS context for every poll
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited ({process.returncode}): {_output(process)}")
+            with contextlib.suppress(httpx.HTTPError):
+                client.get(url)
+                return
+            time.sleep(0.2)
     process.kill()
     raise TimeoutError(f"{url} did not answer in {timeout_s} s: {_output(process)}")
 

@@ -122,6 +122,7 @@ def test_dcu_killed_mid_line_fails_the_map_naming_the_device_and_loses_nothing(R
         np.testing.assert_array_equal(frames[:X_COUNT], first_line)
 
 
+@pytest.mark.soak  # ~1-1.5 min: make soak; the kill variant runs in make test
 def test_a_restarted_dcu_and_a_resume_complete_the_map_each_line_once(RE, tmp_path):
     settings = OpmapSettings(data_dir=tmp_path / "data")
     detector_dir = settings.detector_dir

@@ -12,6 +12,7 @@ Tiled.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -28,11 +29,12 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle filter for reading)
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from bluesky.run_engine import call_in_bluesky_event_loop
 from ophyd_async.core import StaticFilenameProvider, StaticPathProvider, init_devices
 
 from opmap.callbacks.sealing import is_sealed
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
-from opmap.devices import MapStage
+from opmap.devices import BeamMonitor, DeviceUnreachableError, MapStage, epics_potentiostat
 from opmap.devices.simplon import SimplonEiger
 from opmap.plans import MapGeometry, MapResume, fly_map, map_line_sources, resume_fly_map
 from opmap.service import start_server_subprocess
@@ -213,8 +215,12 @@ def bench(servers, request):
 
 
 def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(bench):
+    with init_devices(timeout=CONNECT_S):  # the IOC's other devices, to read once it is gone
+        potentiostat = epics_potentiostat(f"{PREFIX}EC:", name="potentiostat")
+        beam = BeamMonitor(f"{PREFIX}BEAM:CURRENT", f"{PREFIX}BEAM:SHUTTER:")
     failure, failed_after_s, run_uid = bench.fly_until_the_ioc_dies()
     assert failed_after_s < FAIL_WITHIN_S, failed_after_s  # bounded: no hang
+    _reads_name_the_device_and_the_pv(potentiostat, beam)
 
     # the error names the device and its PV; so does the run's fail stop in Tiled
     message = error_chain(failure.value)
@@ -238,6 +244,7 @@ def test_ioc_killed_mid_line_fails_the_map_naming_the_pv_and_loses_nothing(bench
     np.testing.assert_array_equal(frames[:X_COUNT], first_line)
 
 
+@pytest.mark.soak  # ~1-1.5 min: make soak; the kill variant runs in make test
 def test_restarting_the_ioc_and_resuming_completes_the_map_each_line_once(bench):
     _, _, failed_uid = bench.fly_until_the_ioc_dies()
     runs = bench.servers.runs
@@ -278,3 +285,21 @@ def test_restarting_the_ioc_and_resuming_completes_the_map_each_line_once(bench)
     first = sources[1].first_frame
     stored = resumed["primary"]["eiger"][first : first + X_COUNT]
     np.testing.assert_array_equal(stored, line_1)
+
+
+def _reads_name_the_device_and_the_pv(potentiostat: Any, beam: BeamMonitor) -> None:
+    """With the IOC dead, reading the potentiostat and the beam monitor fails (after the
+    signal timeout) naming the device, the operation and a PV of that device."""
+
+    async def read_both() -> list[Any]:
+        return await asyncio.gather(
+            potentiostat.driver.status(), beam.read(), return_exceptions=True
+        )
+
+    status_error, beam_error = call_in_bluesky_event_loop(read_both(), timeout=120.0)
+    assert isinstance(status_error, DeviceUnreachableError), repr(status_error)
+    said = str(status_error)
+    assert said.startswith("potentiostat: status read failed: ") and f"{PREFIX}EC:" in said, said
+    assert isinstance(beam_error, DeviceUnreachableError), repr(beam_error)
+    said = str(beam_error)
+    assert said.startswith("beam: read failed: ") and f"{PREFIX}BEAM:" in said, said

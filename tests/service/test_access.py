@@ -289,13 +289,17 @@ def test_a_newer_live_version_seals_the_earlier_ones(server: ServerHandle) -> No
 
 
 def _writer_changes(server: ServerHandle, path: str) -> tuple[int, int]:
-    """(metadata, data) writes of the writer key at ``raw/<path>/primary``."""
+    """(metadata, data) writes of the writer key at ``raw/<path>/primary``: a metadata key
+    set (to the same value each time) and ``x`` grown by 3 at its extent (the writer key
+    may only append)."""
     key = server.api_key
     got_metadata = _request(
         server, key, "PUT", f"metadata/raw/{path}/primary", json={"metadata": {"n": 1}}
     )
-    got_data = httpx.put(
+    extent = _client(server, server.admin_key)["raw"][path]["primary"]["x"].shape[0]
+    got_data = httpx.patch(
         f"{server.url}/api/v1/array/full/raw/{path}/primary/x",
+        params={"offset": extent, "shape": 3, "extend": "true"},
         content=np.array([5, 5, 5]).tobytes(),
         headers={"Content-Type": "application/octet-stream", "Authorization": f"Apikey {key}"},
     ).status_code

@@ -8,6 +8,7 @@ the policy's query counted; the HTTP test against a server process is
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,17 +25,17 @@ pytestmark = pytest.mark.filterwarnings(
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The node ids of every sealed query the policy makes."""
+    """The node ids of every sealed query (a node's ancestry) the policy makes."""
     from opmap.service import ProposalTags
 
     asked: list[int] = []
-    query = ProposalTags.sealed
+    query = ProposalTags.ancestry
 
-    async def sealed(self: ProposalTags, node_id: int) -> bool:
+    async def ancestry(self: ProposalTags, node_id: int) -> list:
         asked.append(node_id)
         return await query(self, node_id)
 
-    monkeypatch.setattr(ProposalTags, "sealed", sealed)
+    monkeypatch.setattr(ProposalTags, "ancestry", ancestry)
     return asked
 
 
@@ -52,12 +53,23 @@ def writer(tmp_path, counted: list[int]) -> Iterator[Context]:
         yield context
 
 
+#: Extent of each run's ``x`` per client context (x starts with 3 elements).
+_EXTENTS: weakref.WeakKeyDictionary[Context, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 def _put_x(context: Context, run: str) -> int:
-    return context.http_client.put(
+    """The writer key grows ``x`` by 3 at its extent (the writer key may only append)."""
+    extents = _EXTENTS.setdefault(context, {})
+    offset = extents.get(run, 3)
+    status = context.http_client.patch(
         f"/api/v1/array/full/raw/{run}/primary/x",
+        params={"offset": offset, "shape": 3, "extend": "true"},
         content=np.arange(3).tobytes(),
         headers={"Content-Type": "application/octet-stream"},
     ).status_code
+    if status == 200:
+        extents[run] = offset + 3
+    return status
 
 
 def test_repeated_writer_requests_on_a_node_query_once(

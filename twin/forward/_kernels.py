@@ -18,7 +18,7 @@ _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _FOUR_LN2 = 4.0 * math.log(2.0)
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def combine_static(weights, stack, lam):  # pragma: no cover - compiled
     """``lam[i] = Σ_j weights[j] · stack[j, i]`` (stack float32, shape (n_rows, n))."""
     n_rows = stack.shape[0]
@@ -29,7 +29,7 @@ def combine_static(weights, stack, lam):  # pragma: no cover - compiled
         lam[i] = total
 
 
-@numba.njit(nogil=True, inline="always", fastmath=True)
+@numba.njit(nogil=True, inline="always", fastmath=True, cache=True)
 def _pixel_pseudo_voigt(quantiles, k, shift, q0, fwhm, eta, cutoff):  # pragma: no cover
     """Mean of a unit-height pseudo-Voigt over the q quantiles of pixel ``k``."""
     m = quantiles.shape[1]
@@ -46,7 +46,7 @@ def _pixel_pseudo_voigt(quantiles, k, shift, q0, fwhm, eta, cutoff):  # pragma: 
     return total / m
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def add_ring(lam, index, quantiles, dq, offset_um, fwhm, eta, cutoff, weight, q0, amplitude):
     """Add ``amplitude · weight · pseudo-Voigt(q0)`` on ring pixels ``index``.
 
@@ -60,7 +60,7 @@ def add_ring(lam, index, quantiles, dq, offset_um, fwhm, eta, cutoff, weight, q0
             lam[index[k]] += amplitude * weight[k] * value
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def add_spot(
     lam, index, quantiles, dq, offset_um, fwhm, eta, cutoff, scale, chi_deg, start, stop,
     q0, amplitude, azimuth, chi_fwhm,

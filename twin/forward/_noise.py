@@ -32,7 +32,7 @@ _INV_K = 1.0 / np.arange(1, _MAX_K + 1, dtype=np.float64)
 _UNROLLED_TERMS = 4
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _invert_poisson(lam, uniform, inv_k, out):  # pragma: no cover - compiled
     for i in range(lam.size):
         expected = np.float64(lam[i])
