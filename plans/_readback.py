@@ -9,8 +9,16 @@ notes the time the detector starts, and `frame_positions_um` interpolates the sa
 each frame's mid-exposure time, ``t_start + k * frame_period + live_time / 2``.
 
 Time base: the samples and the detector start are timed by the same clock, the axis's own
-(`TimedAxis.now_s`: a simulated axis's experiment time), else the wall clock (an EPICS
-motor: its readback monitor updates arrive within milliseconds of the motor record's scan).
+(`TimedAxis.now_s`: a simulated axis's experiment time), else the wall clock. An EPICS
+motor's samples carry the timestamp of its readback (``.RBV``: when the motor record
+processed it, on the IOC's clock, synchronised with this host's by NTP/PTP at a beamline),
+not the time the Channel Access monitor update reached this process: on a loaded machine
+that arrives tens of ms late, and a late-stamped sample put the frames up to 20 µm behind
+where the detector took them (the network rehearsal, 660 µm/s).
+
+A frame's measured x is trusted only where the samples cover its exposure: a line whose
+exposures start before the first sample or end after the last gets NaN for every frame, and
+the analysis places that line on the commanded grid (`opmap.callbacks.live`).
 """
 
 from __future__ import annotations
@@ -60,7 +68,8 @@ def frame_positions_um(
     -------
     numpy.ndarray
         ``(n_frames,)`` float64; NaN everywhere when no sample was recorded, or when the
-        frames lie outside the sampled interval (the axis did not report during the line).
+        exposures (``[start, start + live_time]`` of each frame) are not all inside the
+        sampled interval (the axis did not report over the whole line).
 
     Examples
     --------
@@ -68,11 +77,16 @@ def frame_positions_um(
     >>> frame_positions_um(s, 0.25, 3, 0.5, 0.5).tolist()
     [50.0, 100.0, 150.0]
     """
-    mid_s = start_s + period_s * np.arange(n_frames) + 0.5 * live_time_s
+    start_k_s = start_s + period_s * np.arange(n_frames)
     samples = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
-    if len(samples) == 0 or mid_s[0] < samples[0, 0] or mid_s[-1] > samples[-1, 0]:
+    if (
+        len(samples) == 0
+        or not np.all(np.isfinite(start_k_s))
+        or start_k_s[0] < samples[0, 0]
+        or start_k_s[-1] + live_time_s > samples[-1, 0]
+    ):
         return np.full(n_frames, np.nan)
-    return np.interp(mid_s, samples[:, 0], samples[:, 1])
+    return np.interp(start_k_s + 0.5 * live_time_s, samples[:, 0], samples[:, 1])
 
 
 class ReadbackRecorder:
@@ -91,6 +105,8 @@ class ReadbackRecorder:
     def __init__(self, axis: Any) -> None:
         self.name = f"{getattr(axis, 'name', 'axis')}_readback"
         self.clock = axis_clock(axis)
+        #: Samples are timed by the readings' own timestamps (not the axis's clock).
+        self.stamped = not isinstance(axis, TimedAxis)
         self._signal = getattr(axis, "user_readback", None)
         self._samples: list[tuple[float, float]] = []
 
@@ -100,9 +116,10 @@ class ReadbackRecorder:
         return np.asarray(self._samples, dtype=np.float64).reshape(-1, 2)
 
     def _on_reading(self, reading: dict[str, Any]) -> None:
-        (value,) = (r["value"] for r in reading.values())
-        if math.isfinite(float(value)):
-            self._samples.append((self.clock(), float(value)))
+        ((value, stamp_s),) = ((r["value"], r["timestamp"]) for r in reading.values())
+        time_s = float(stamp_s) if self.stamped else self.clock()
+        if math.isfinite(float(value)) and math.isfinite(time_s):
+            self._samples.append((time_s, float(value)))
 
     @AsyncStatus.wrap
     async def kickoff(self) -> None:
@@ -113,7 +130,10 @@ class ReadbackRecorder:
 
     @AsyncStatus.wrap
     async def complete(self) -> None:
-        """Stop recording; the last readback is the last sample."""
+        """Stop recording; the last readback, now, is the last sample."""
         if self._signal is not None:
             self._signal.clear_sub(self._on_reading)
-            self._samples.append((self.clock(), float(await self._signal.get_value())))
+            # the axis has stopped there (its fly move is complete) and is there now
+            latest_s = self._samples[-1][0] if self._samples else -math.inf
+            value = float(await self._signal.get_value())
+            self._samples.append((max(self.clock(), latest_s), value))

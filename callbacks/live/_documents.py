@@ -23,7 +23,7 @@ from opmap.analysis.pipeline import MapLayout
 from opmap.plans import EC_STATE_STREAM, EC_STREAM, FRAMES_STREAM, LINES_STREAM
 
 from ..frames import DatumRows, FrameReader, FrameReadError, per_frame_shape
-from ._run import COMMANDED_X_SOURCE, MEASURED_X_SOURCE, RunAccumulator
+from ._run import COMMANDED_X_SOURCE, RunAccumulator
 
 __all__ = [
     "MapRunDocuments",
@@ -136,7 +136,8 @@ class MapRunDocuments(DocumentRouter):
         until the ``stop``, then with the stage's measured x when the run recorded it
         (`RunAccumulator.measured_x_um`).
     x_source : str
-        Where ``layout.x_um`` comes from (`MEASURED_X_SOURCE` or `COMMANDED_X_SOURCE`).
+        Where ``layout.x_um`` comes from (`MEASURED_X_SOURCE`, with `COMMANDED_LINES_NOTE`
+        when some lines had no trusted readback, or `COMMANDED_X_SOURCE`).
     accumulator : RunAccumulator
         Lines, times and cell state recorded so far.
     frame_key : str or None
@@ -199,8 +200,8 @@ class MapRunDocuments(DocumentRouter):
         self.stop_doc = dict(doc)
         measured = self.accumulator.measured_x_um()
         if measured is not None:
-            self.layout = dataclasses.replace(self.layout, x_um=measured)
-            self.x_source = MEASURED_X_SOURCE
+            x_um, self.x_source = measured
+            self.layout = dataclasses.replace(self.layout, x_um=x_um)
 
     def _record(self, stream: str, data: Mapping[str, Any]) -> None:
         acc = self.accumulator

@@ -21,12 +21,21 @@ import numpy as np
 
 from opmap.analysis.pipeline import MapLayout
 
-__all__ = ["COMMANDED_X_SOURCE", "MEASURED_X_SOURCE", "LineRecord", "RunAccumulator"]
+__all__ = [
+    "COMMANDED_LINES_NOTE",
+    "COMMANDED_X_SOURCE",
+    "MEASURED_X_SOURCE",
+    "LineRecord",
+    "RunAccumulator",
+]
 
 #: ``x_source`` of a map whose x coordinate is the stage's measured position.
 MEASURED_X_SOURCE = "stage x readback at each frame's mid-exposure, mean of the map's lines"
 #: ``x_source`` of a map whose x coordinate is the commanded grid (no usable readback).
 COMMANDED_X_SOURCE = "commanded grid (the run has no usable stage x readback)"
+#: Appended to `MEASURED_X_SOURCE` when some lines had no trusted readback (`format` it
+#: with their indices): those lines count with their commanded grid.
+COMMANDED_LINES_NOTE = "; commanded grid for lines {lines} (no trusted stage x readback)"
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,8 @@ class LineRecord:
     """One completed line: frames ``[first_frame, first_frame + n_frames)``, at height z.
 
     ``x_um`` are the commanded frame centres, ``x_measured_um`` the stage's measured x of
-    each frame (None for a run that did not record it), both in acquisition order.
+    each frame (None for a run that did not record it, NaN where the plan could not trust
+    the readback), both in acquisition order.
     """
 
     index: int
@@ -43,6 +53,18 @@ class LineRecord:
     z_um: float
     x_um: tuple[float, ...]
     x_measured_um: tuple[float, ...] | None = None
+
+    @property
+    def measured_trusted(self) -> bool:
+        """The measured x is usable: one finite value per frame, in the order of flight
+        (strictly monotonic as the commanded centres are)."""
+        if self.x_measured_um is None or len(self.x_measured_um) != len(self.x_um):
+            return False
+        measured = np.asarray(self.x_measured_um, dtype=float)
+        if not np.all(np.isfinite(measured)):
+            return False
+        flight = np.sign(np.diff(np.asarray(self.x_um, dtype=float)))
+        return bool(np.all(np.diff(measured) * flight > 0))
 
 
 @dataclass
@@ -96,24 +118,29 @@ class RunAccumulator:
         self.lines[record.index] = record
         return record
 
-    def measured_x_um(self) -> np.ndarray | None:
-        """Column x (µm, increasing, ``(n_x,)``): each column's measured x, mean of the lines.
+    def measured_x_um(self) -> tuple[np.ndarray, str] | None:
+        """Column x (µm, increasing, ``(n_x,)``) from the measured x, and its ``x_source``.
 
-        None when a recorded line has no measured x, or any is not finite, or the columns
-        would not increase (the analysis then keeps the commanded grid).
+        Each column's x is the mean over the lines of each line's measured x; a line without
+        a trusted one (`LineRecord.measured_trusted`) counts with its commanded x, and the
+        source names it (`COMMANDED_LINES_NOTE`). None when no line has a trusted measured
+        x, or the columns would not increase (the analysis then keeps the commanded grid).
         """
-        columns = []
-        for line in self.lines.values():
-            if line.x_measured_um is None or len(line.x_measured_um) != len(line.x_um):
-                return None
+        columns, commanded = [], []
+        for index, line in sorted(self.lines.items()):
             order = np.argsort(line.x_um)  # acquisition order -> increasing commanded x
-            columns.append(np.asarray(line.x_measured_um, dtype=float)[order])
-        if not columns:
+            if line.measured_trusted:
+                columns.append(np.asarray(line.x_measured_um, dtype=float)[order])
+            else:
+                columns.append(np.asarray(line.x_um, dtype=float)[order])
+                commanded.append(index)
+        if len(commanded) == len(columns):
             return None
         x_um = np.mean(columns, axis=0)
-        if x_um.shape != (self.n_x,) or not np.all(np.isfinite(x_um)):
+        if x_um.shape != (self.n_x,) or not np.all(np.diff(x_um) > 0):
             return None
-        return x_um if np.all(np.diff(x_um) > 0) else None
+        note = COMMANDED_LINES_NOTE.format(lines=commanded) if commanded else ""
+        return x_um, MEASURED_X_SOURCE + note
 
     @property
     def complete(self) -> bool:

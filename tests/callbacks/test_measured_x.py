@@ -17,10 +17,15 @@ from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devi
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.pipeline import AnalysisParameters
 from opmap.callbacks.frames import FrameReader
-from opmap.callbacks.live import COMMANDED_X_SOURCE, MEASURED_X_SOURCE, MapRunDocuments
+from opmap.callbacks.live import (
+    COMMANDED_LINES_NOTE,
+    COMMANDED_X_SOURCE,
+    MEASURED_X_SOURCE,
+    MapRunDocuments,
+)
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.devices.sim import SimClock, SimEiger, SimMapStage, metadata_from_integrator
-from opmap.plans import fly_map
+from opmap.plans import fly_map, frame_positions_um
 
 from ._live_rig import GEOMETRY, RE, SMALL_MAP, RingRenderer, _Scene  # noqa: F401
 
@@ -126,3 +131,49 @@ def test_the_map_x_is_the_measured_x_with_the_commanded_grid_as_labelled_fallbac
     assert live.failures == 0 and len(products) == 1
     np.testing.assert_array_equal(products[0].coords["x"].values, measured.layout.x_um)
     assert products[0].metadata["x_source"] == MEASURED_X_SOURCE
+
+
+def _with_line_measured_x(docs, line_index, x_um):
+    """The documents with line ``line_index``'s stored measured x replaced by ``x_um``."""
+    for name, doc in docs:
+        data = doc.get("data", {}) if name == "event" else {}
+        if data.get("line_index") == line_index and "line_x_measured_um" in data:
+            doc = {**doc, "data": {**data, "line_x_measured_um": np.asarray(x_um, float)}}
+        yield name, doc
+
+
+def test_a_line_without_a_trusted_measured_x_counts_with_its_commanded_grid_and_is_named(
+    RE,  # noqa: F811
+    tmp_path,
+):
+    _, _, true_x_um, docs = _fly(RE, tmp_path, 0.01)
+    start = docs[0][1]
+    n_z, n_x = SMALL_MAP.z_count, SMALL_MAP.x_count
+    commanded = np.asarray(SMALL_MAP.x_centres_um())
+    nan_line = list(_with_line_measured_x(docs, 1, np.full(n_x, np.nan)))
+    # a readback that went backwards along the flight is not a position of these frames
+    backwards = list(_with_line_measured_x(docs, 1, np.full(n_x, 100.0)))
+    truth = np.sort(true_x_um.reshape(n_z, n_x), axis=1)  # increasing x (snake or not)
+    for edited in (nan_line, backwards):
+        run = MapRunDocuments(start, FrameReader()).follow(edited)
+        assert run.x_source == MEASURED_X_SOURCE + COMMANDED_LINES_NOTE.format(lines=[1])
+        expected = np.mean([truth[0], commanded, *truth[2:]], axis=0)
+        np.testing.assert_allclose(run.layout.x_um, expected, atol=RAMP_TOLERANCE_UM)
+    no_line = docs
+    for line in range(n_z):
+        no_line = list(_with_line_measured_x(no_line, line, np.full(n_x, np.nan)))
+    run = MapRunDocuments(start, FrameReader()).follow(no_line)
+    assert run.x_source == COMMANDED_X_SOURCE
+    np.testing.assert_array_equal(run.layout.x_um, commanded)
+
+
+def test_frames_outside_the_sampled_interval_have_no_measured_x():
+    samples = np.array([[0.0, 0.0], [1.0, 100.0], [2.0, 200.0]])
+    inside = frame_positions_um(samples, 0.0, 4, 0.5, 0.5)  # exposures [0, 2] s
+    np.testing.assert_allclose(inside, [25.0, 75.0, 125.0, 175.0])
+    # the last exposure ends 10 ms after the last sample: its mid-exposure is inside, but
+    # the readback does not cover the whole line: no frame of it is measured
+    assert np.isnan(frame_positions_um(samples, 0.01, 4, 0.5, 0.5)).all()
+    assert np.isnan(frame_positions_um(samples, -0.01, 4, 0.5, 0.5)).all()  # starts before
+    assert np.isnan(frame_positions_um(np.empty((0, 2)), 0.0, 4, 0.5, 0.5)).all()
+    assert np.isnan(frame_positions_um(samples, float("nan"), 4, 0.5, 0.5)).all()
