@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +38,8 @@ SLACK_S = 20.0
 #: How long the file writer may take to close the files after the series (s).
 FILEWRITER_TIMEOUT_S = 120.0
 POLL_S = 0.05
+#: Poll period while bounding a series' start (s): the bound's width includes it.
+START_POLL_S = 0.002
 #: Period of re-publishing the frame count while a series runs (observers time out
 #: after ``TriggerInfo.exposure_timeout`` without an update).
 HEARTBEAT_S = 1.0
@@ -77,6 +80,9 @@ class SeriesRunner:
         self.task: asyncio.Task | None = None
         #: The plan of the series armed and not yet triggered (None: nothing armed).
         self.armed: SeriesPlan | None = None
+        #: Bounds (s, `time.time`) of the last ``ints`` series' start (NaN: not known).
+        self.start_window_s = (math.nan, math.nan)
+        self._trigger_sent_s = math.nan
 
     @property
     def client(self) -> SimplonClient:
@@ -127,7 +133,21 @@ class SeriesRunner:
             await self.release()
             await self.arm()
         self.armed = None
+        self.start_window_s = (math.nan, math.nan)
+        self._trigger_sent_s = math.nan
         self.task = asyncio.ensure_future(self._run(self.plan))
+        if self.plan.mode == "ints":
+            self.start_window_s = await self._bound_start(self.task)
+
+    async def _bound_start(self, task: asyncio.Task) -> tuple[float, float]:
+        """Wall-clock bounds of an ``ints`` series' start: the ``trigger`` request leaves
+        after the first; the DCU is seen past ``ready`` (acquiring, or done) before the
+        second. A DCU that answers late widens them; it never moves the start outside."""
+        while math.isnan(self._trigger_sent_s) and not task.done():
+            await asyncio.sleep(0)  # the task sends the trigger at its first step
+        while not task.done() and await self.state("detector") == "ready":
+            await asyncio.sleep(START_POLL_S)
+        return self._trigger_sent_s, time.time()
 
     async def wait(self) -> None:
         """Wait for the series to finish; re-raise its error."""
@@ -153,6 +173,7 @@ class SeriesRunner:
         try:
             if plan.mode == "ints":
                 timeout_s = plan.duration_s + SLACK_S
+                self._trigger_sent_s = time.time()
                 await self.client.command("trigger", timeout_s=timeout_s)
                 done = {"idle", "ready"}  # all frames taken when trigger returns
             else:

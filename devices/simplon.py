@@ -266,7 +266,7 @@ class SimplonEiger(StandardDetector):
         value
             Frames, exposure and trigger of the series.
         """
-        if self.runner.armed is not None and value == self._armed_for:
+        if await self._still_armed_for(value):
             return  # prepared twice before its kickoff: the armed series is this one
         await self.runner.release()
         self._armed_for = None
@@ -274,6 +274,22 @@ class SimplonEiger(StandardDetector):
         if value.trigger == DetectorTrigger.INTERNAL:
             await self.runner.arm()
             self._armed_for = value
+
+    def series_start_window_s(self) -> tuple[float, float]:
+        """Bounds (s, `time.time`) of when the last ``ints`` series started exposing.
+
+        The ``trigger`` request left after the first; the DCU answered that it was past
+        ``ready`` before the second. NaN before any ``ints`` series. A fly plan times the
+        frames from the first and trusts that only when the two are close
+        (`opmap.plans.frame_positions_um`).
+        """
+        return self.runner.start_window_s
+
+    async def _still_armed_for(self, value: TriggerInfo) -> bool:
+        # the DCU still holds that series (a restarted DCU has forgotten it)
+        if self.runner.armed is None or value != self._armed_for:
+            return False
+        return await self.runner.state("detector") == "ready"
 
     def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
         """Name the device; errors of its HTTP client carry the name."""

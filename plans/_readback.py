@@ -16,6 +16,11 @@ not the time the Channel Access monitor update reached this process: on a loaded
 that arrives tens of ms late, and a late-stamped sample put the frames up to 20 µm behind
 where the detector took them (the network rehearsal, 660 µm/s).
 
+The detector's start is when its kickoff returned, or, for a detector that bounds its start
+(`TimedStart`: a SIMPLON Eiger, whose DCU starts the series when the ``trigger`` request
+arrives, once 0.14 s after the kickoff returned on a loaded machine), the earliest bound,
+trusted when the bounds are within `START_UNCERTAINTY_FRACTION` of an exposure.
+
 A frame's measured x is trusted only where the samples cover its exposure: a line whose
 exposures start before the first sample or end after the last gets NaN for every frame, and
 the analysis places that line on the commanded grid (`opmap.callbacks.live`).
@@ -31,7 +36,19 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from ophyd_async.core import AsyncStatus
 
-__all__ = ["ReadbackRecorder", "TimedAxis", "axis_clock", "frame_positions_um"]
+__all__ = [
+    "START_UNCERTAINTY_FRACTION",
+    "ReadbackRecorder",
+    "TimedAxis",
+    "TimedStart",
+    "axis_clock",
+    "detector_start_s",
+    "frame_positions_um",
+]
+
+#: Widest bound on a detector's start (`TimedStart`) trusted, as a fraction of the frame
+#: exposure: a quarter exposure is a quarter frame of travel on the fly axis.
+START_UNCERTAINTY_FRACTION = 0.25
 
 
 @runtime_checkable
@@ -40,6 +57,33 @@ class TimedAxis(Protocol):
 
     def now_s(self) -> float:
         """Time now on the axis's clock (s)."""
+
+
+@runtime_checkable
+class TimedStart(Protocol):
+    """A detector that bounds when its last series started (wall clock, `time.time`)."""
+
+    def series_start_window_s(self) -> tuple[float, float]:
+        """Earliest and latest time (s) the last series' first exposure can have started."""
+
+
+def detector_start_s(
+    detector: Any, kickoff_returned_s: float, exposure_s: float, *, wall_clock: bool
+) -> float:
+    """When a line's first exposure started, on the readback's clock (s); NaN if unknown.
+
+    A `TimedStart` detector read on the wall clock gives the earliest bound of its start,
+    trusted only when its bounds are at most `START_UNCERTAINTY_FRACTION` of
+    ``exposure_s`` apart (NaN otherwise: the line's frames then have no measured x).
+    Any other detector (an in-process simulated one, on the axis's clock) starts when its
+    kickoff returned, ``kickoff_returned_s``.
+    """
+    if not (wall_clock and isinstance(detector, TimedStart)):
+        return kickoff_returned_s
+    earliest_s, latest_s = detector.series_start_window_s()
+    if latest_s - earliest_s <= START_UNCERTAINTY_FRACTION * exposure_s:
+        return float(earliest_s)
+    return math.nan
 
 
 def axis_clock(axis: Any) -> Callable[[], float]:

@@ -37,7 +37,7 @@ from bluesky.utils import MsgGenerator
 from ophyd_async.core import TriggerInfo
 
 from ._geometry import LineTrajectory
-from ._readback import ReadbackRecorder, frame_positions_um
+from ._readback import ReadbackRecorder, detector_start_s, frame_positions_um
 from ._records import FrameIndex, PlanRecord
 
 #: Stream of detector frames (stream_resource / stream_datum).
@@ -130,9 +130,11 @@ def fly_line_stub(
     # The axis returns from kickoff once at speed: the first frame starts on the segment.
     yield from bps.kickoff(stage_x, wait=True)
     yield from bps.kickoff(detector, wait=True)
-    # internal trigger: the series starts once the kickoff returns (a SIMPLON Eiger has
-    # armed by then; only its trigger request is still under way)
-    book.detector_start_s = book.readback.clock()
+    # internal trigger: the series started as the kickoff returned, or within the bounds
+    # the detector gives (a SIMPLON Eiger: from its trigger request to its acquiring state)
+    book.detector_start_s = detector_start_s(
+        detector, book.readback.clock(), exposure_s, wall_clock=book.readback.stamped
+    )
     yield from bps.complete(stage_x, group="fly_line")
     yield from bps.complete(detector, group="fly_line")
     yield from bps.wait(group="fly_line")
@@ -147,7 +149,8 @@ def record_line(
     """Emit the ``lines`` event of a completed line (see the module notes).
 
     The measured x of frame ``k`` is the readback at ``detector_start_s + (k + 1/2) *
-    exposure_s`` (``detector_start_s``: when the detector's kickoff returned): the frame
+    exposure_s`` (``detector_start_s``: when the detector's kickoff returned, or the start
+    it bounds, NaN when too loosely: `opmap.plans._readback.detector_start_s`): the frame
     period is the exposure (the detector's dead time, ~100 ns for an Eiger, is neglected).
     """
     n_frames = len(line.frame_x_um)

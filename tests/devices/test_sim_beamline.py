@@ -141,8 +141,9 @@ def test_a_fly_map_over_ca_and_http_renders_each_frame_where_x_was(RE_module, be
         assert len(frame_x_um) == geometry.x_count
         # the frames follow the flying x motor: at cruise speed one step (its velocity over a
         # frame time) apart, never more, then slower as it decelerates: the software trigger
-        # over HTTP (arm, trigger) starts the series after the motor is at speed (the
-        # in-process simulation has no such latency), so the last frames may see the ramp
+        # over HTTP (the series armed in prepare, triggered in kickoff) starts the series a
+        # few ms after the motor is at speed (the in-process simulation has no such
+        # latency), so the last frames may see the ramp
         steps_um = np.diff(frame_x_um)
         assert steps_um.max() == pytest.approx(step_um, rel=1e-3)  # a line lasts 0.9 s
         assert np.all((steps_um >= 0) & (steps_um <= step_um * 1.001))
@@ -152,9 +153,8 @@ def test_a_fly_map_over_ca_and_http_renders_each_frame_where_x_was(RE_module, be
         assert frame_x_um[-1] <= geometry.x_stop_um + run_down_um + 1e-3
         assert np.all(np.diff(frame_time_s) > 0)
         # the stored x (the motor's RBV over CA, interpolated at mid-exposure from the
-        # detector's kickoff) against where the DCU rendered each frame: the trigger request
-        # and the RBV's arrival on a loaded machine put it a few µm off (median 1-3 µm, at
-        # most 16.5 µm measured), never a whole frame
+        # detector's kickoff, samples stamped by the IOC) against where the DCU rendered each
+        # frame: the trigger request's latency puts it a few µm off, never a whole frame
         error_um = np.abs(np.asarray(measured[line - 1]) - frame_x_um)
         assert np.median(error_um) < step_um / 4 and error_um.max() < step_um
     assert _run(stage.z.user_readback.get_value()) == pytest.approx(6.0, abs=1e-3)
