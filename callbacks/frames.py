@@ -19,6 +19,12 @@ returns the new rows as numpy arrays:
 - through Tiled when the files are not local: ``run[stream][data_key][seq_start - 1 : seq_stop
   - 1]`` of the run node the reader was given.
 
+Shapes follow ophyd-async's convention: a data key's descriptor shape starts with the
+collections per event, ``[1, H, W]`` for one frame per event (``[1]`` for a per-frame
+scalar), while the files hold ``(N, H, W)``; Tiled registers ``(N, 1, H, W)`` until the run
+is validated. Whatever the source, a batch holds one row per frame, ``(n, H, W)`` or
+``(n,)`` (`per_frame_shape`). Keys of older runs declared ``[H, W]`` and read the same.
+
 Examples
 --------
 ::
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,12 +57,36 @@ __all__ = [
     "FrameReadError",
     "FrameReader",
     "local_path",
+    "per_frame_shape",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Dataset of a resource that names none (the Dectris master's frames).
 DEFAULT_DATASET = "/entry/data/data"
+
+
+def per_frame_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape of one frame from a data key's descriptor shape: a leading 1 is dropped.
+
+    ophyd-async declares ``[collections_per_event, *frame]``; with one collection per
+    event, the frame is what follows. A shape without a leading 1 (an older run's ``[H, W]``)
+    is the frame shape already.
+
+    Examples
+    --------
+    >>> per_frame_shape([1, 541, 517]), per_frame_shape([541, 517]), per_frame_shape([1])
+    ((541, 517), (541, 517), ())
+    """
+    shape = tuple(int(n) for n in shape)
+    return shape[1:] if shape[:1] == (1,) else shape
+
+
+def _one_row_per_frame(values: np.ndarray, declared: tuple[int, ...] | None) -> np.ndarray:
+    """``values`` as ``(n, *frame)`` when they carry the declared leading 1 (Tiled's rows)."""
+    if declared is None or values.shape[1:] != declared or declared[:1] != (1,):
+        return values
+    return values.reshape(len(values), *declared[1:])
 
 
 class FrameReadError(RuntimeError):
@@ -167,6 +197,8 @@ class DatumRows:
     series_id : int or None
         The DCU's series number of the resource (``parameters["series_id"]``, a SIMPLON
         Eiger's): row ``i`` is image ``i`` of that series in the detector's stream v2.
+    declared_shape : tuple of int or None
+        The data key's shape in its descriptor (``(1, H, W)``), None if not seen.
     """
 
     data_key: str
@@ -177,6 +209,7 @@ class DatumRows:
     seq: tuple[int, int]
     links: FileLinks | None = None
     series_id: int | None = None
+    declared_shape: tuple[int, ...] | None = None
 
     @property
     def frame_indices(self) -> np.ndarray:
@@ -197,7 +230,8 @@ class FrameBatch:
     seq_start : int
         Sequence number (1-based) of the first row; row ``i`` is event ``seq_start + i``.
     values : numpy.ndarray
-        ``(n, *shape)`` rows as stored (uint32 frames ``(n, H, W)``, float64 scalars ``(n,)``).
+        One row per frame (uint32 frames ``(n, H, W)``, float64 scalars ``(n,)``), the
+        declared leading 1 dropped (see the module notes).
     """
 
     data_key: str
@@ -284,11 +318,16 @@ class FrameReader:
         self.retry_delay_s = retry_delay_s
         self._resources: dict[str, dict[str, Any]] = {}
         self._streams: dict[str, str] = {}  # descriptor uid -> stream name
+        self._shapes: dict[str, dict[str, tuple[int, ...]]] = {}  # descriptor uid -> shapes
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> FrameBatch | None:
         """Consume one document; return the rows a ``stream_datum`` announces."""
         if name == "descriptor":
             self._streams[doc["uid"]] = doc.get("name", "")
+            self._shapes[doc["uid"]] = {
+                key: tuple(int(n) for n in data_key.get("shape") or ())
+                for key, data_key in doc.get("data_keys", {}).items()
+            }
         elif name == "stream_resource":
             if self.data_keys is None or doc["data_key"] in self.data_keys:
                 self._resources[doc["uid"]] = dict(doc)
@@ -332,8 +371,17 @@ class FrameReader:
                 f"stream_resource {resource['uid']}: parameter series_id={series_id!r} "
                 "is not an int"
             )
+        declared = self._shapes.get(datum.get("descriptor", ""), {}).get(resource["data_key"])
         return DatumRows(
-            resource["data_key"], stream, resource["uri"], dataset, rows, seq, links, series_id
+            resource["data_key"],
+            stream,
+            resource["uri"],
+            dataset,
+            rows,
+            seq,
+            links,
+            series_id,
+            declared,
         )
 
     def read(self, rows: DatumRows) -> FrameBatch:
@@ -366,6 +414,7 @@ class FrameReader:
                 lambda: _read_tiled(self.tiled_run, rows.stream, rows.data_key, *rows.seq),
                 f"tiled {rows.stream}/{rows.data_key}",
             )
+        values = _one_row_per_frame(values, rows.declared_shape)
         return FrameBatch(rows.data_key, rows.stream, rows.seq[0], values)
 
     def _readable_path(self, uri: str) -> Path | None:

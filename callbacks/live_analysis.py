@@ -274,6 +274,7 @@ class LiveAnalysis:
                 "experiment_id": experiment_id,
                 "raw_uids": [],
                 "sampling_options": self.sampling_options,
+                "x_source": run.x_source,  # the x coordinate: the first map's
             }
             experiment = ExperimentAnalysis(run.layout, self.params, metadata=metadata)
             self.experiments[experiment_id] = experiment
@@ -284,9 +285,11 @@ class LiveAnalysis:
             # map's index stands for its time, as in ``opmap analyze`` without frame times
             time_s = float(map_index)
             experiment.metadata["time_source"] = MAP_INDEX_TIME_SOURCE
+        # every map on the experiment's layout (its x: the first map's measured x), as
+        # the replay does: one x coordinate for the products' (map, z, x) arrays
         result = analyze_map(
             reduced,
-            run.layout,
+            experiment.layout,
             self.params,
             map_index=map_index,
             time_s=time_s,
@@ -319,7 +322,8 @@ class LiveAnalysis:
                 self.emit, raw_start=run.start_doc, summary=summary, metadata=_provenance(products)
             )
         if self.processed is not None and run.uid not in self._republished:
-            publisher = self._publisher_for(experiment_id, run.start_doc)
+            x_source = self.experiments[experiment_id].metadata["x_source"]
+            publisher = self._publisher_for(experiment_id, run.start_doc, x_source)
             try:
                 publisher.publish_map(
                     products, run.uid, truth or {}, run.accumulator.electrochemistry()
@@ -327,7 +331,9 @@ class LiveAnalysis:
             except TiledUnavailableError:  # the map stays queued, written later
                 logger.exception("%s: products of map %s deferred", experiment_id, map_index)
 
-    def _publisher_for(self, experiment_id: str, start: Mapping[str, Any]) -> ProductPublisher:
+    def _publisher_for(
+        self, experiment_id: str, start: Mapping[str, Any], x_source: str | None = None
+    ) -> ProductPublisher:
         publisher = self.publishers.get(experiment_id)
         if publisher is None:
             parameters = self.params.model_dump(mode="json")
@@ -341,6 +347,8 @@ class LiveAnalysis:
                     "sampling_options": self.sampling_options,
                     # a rehearsal's seed: the products say which experiment they are
                     **{k: start[k] for k in ("seed",) if k in start},
+                    # where the x coordinate comes from (the first map's measured x?)
+                    **({"x_source": x_source} if x_source is not None else {}),
                 },
             )
             self.publishers[experiment_id] = publisher

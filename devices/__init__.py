@@ -6,7 +6,6 @@ from ._eiger_layout import (
     TIME_PATH,
     X_PATH,
     EigerMetadata,
-    FrameStreamProvider,
     dectris_links_parameters,
 )
 from ._step_table import (
@@ -45,7 +44,6 @@ __all__ = [
     "EigerMetadata",
     "EigerTriggerMode",
     "EpicsPotentiostatDriver",
-    "FrameStreamProvider",
     "LimitedMotor",
     "MapStage",
     "Potentiostat",

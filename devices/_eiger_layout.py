@@ -22,17 +22,18 @@ links ``/entry/data/data_000001`` ... (`DATA_LINK_TEMPLATE`), each link holding
 ``/entry/opmap``. Stream resources of that layout use `DECTRIS_LINKS_MIMETYPE` and name the
 links with `dectris_links_parameters`.
 
-Frame-shape convention: with one collection per event, the descriptor shape of the frame key
-is the frame shape ``[H, W]`` (not ``[1, H, W]``), so Tiled registers ``(N, H, W)``, exactly
-what the files hold.
+Frame-shape convention: ophyd-async's. A data key's descriptor shape starts with the
+collections per event, so with one frame per event the frame key is ``[1, H, W]`` and the
+per-frame scalars ``[1]``, while the files hold ``(N, H, W)`` and ``(N,)``. Tiled's
+consolidator registers ``(N, 1, H, W)`` (a lone ``[1]`` becomes a scalar column, ``(N,)``)
+and the run's validation after ``stop`` fixes the array to the file's ``(N, H, W)``; every
+opmap reader drops the leading 1 (``opmap.callbacks.frames.per_frame_shape``), so a stock
+ophyd-async ``StandardDetector`` works unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from event_model import DataKey
-from ophyd_async.core import StreamResourceDataProvider
 
 __all__ = [
     "DATA_LINK_TEMPLATE",
@@ -42,7 +43,6 @@ __all__ = [
     "TIME_PATH",
     "X_PATH",
     "EigerMetadata",
-    "FrameStreamProvider",
     "dectris_links_parameters",
 ]
 
@@ -108,18 +108,3 @@ def dectris_links_parameters(frames_per_file: int) -> dict[str, object]:
         "dataset_in_data_file": DATA_PATH,
         "swmr": False,
     }
-
-
-class FrameStreamProvider(StreamResourceDataProvider):
-    """`StreamResourceDataProvider` whose frame key has the frame shape per event.
-
-    With ``collections_per_event == 1`` the leading 1 is dropped from every data key shape
-    (see the module docstring); otherwise the ophyd-async shape ``[k, ...]`` is kept.
-    """
-
-    async def make_datakeys(self, collections_per_event: int) -> dict[str, DataKey]:
-        keys = await super().make_datakeys(collections_per_event)
-        if collections_per_event == 1:
-            for key in keys.values():
-                key["shape"] = list(key["shape"][1:])
-        return keys

@@ -58,6 +58,9 @@ class SeriesBook:
     def __post_init__(self) -> None:
         self.frames_written, self._setter = soft_signal_r_and_setter(int, 0)
         self.count = 0
+        #: Series names handed out since `reset` (a dropped series keeps its name used: the
+        #: DCU wrote its master when it was armed).
+        self.names_issued = 0
 
     def _set_frames(self, count: int) -> None:
         self.count = count
@@ -67,11 +70,12 @@ class SeriesBook:
         """Forget every series: a new stage (or a new file name) starts from frame 0."""
         self.data_key, self.directory_uri, self.filename = data_key, directory_uri, filename
         self.frames_per_file, self.series, self.failure = per_file, [], None
+        self.names_issued = 0
         self._set_frames(0)
 
     def next_name(self) -> str:
         """File name pattern of the next series (``<filename>_NNNN``)."""
-        return f"{self.filename}_{len(self.series) + 1:04d}"
+        return f"{self.filename}_{self.names_issued + 1:04d}"
 
     def start_series(self, n_frames: int, series_id: int | None = None) -> Series:
         """Open the next series of ``n_frames`` frames (named `next_name`); return it.
@@ -93,8 +97,14 @@ class SeriesBook:
         )
         first = self.series[-1].first_frame + self.series[-1].n_frames if self.series else 0
         self.series.append(Series(name, uri, first, n_frames, bundle))
+        self.names_issued += 1
         self.failure = None
         return self.series[-1]
+
+    def drop_last(self) -> None:
+        """Forget the last series: armed, then disarmed before any trigger (no frames)."""
+        if self.series and not self.series[-1].announced:
+            self.series.pop()
 
     def confirm(self) -> None:
         """The last series is complete and its files are closed."""
@@ -136,12 +146,11 @@ class SeriesStreamProvider(StreamableDataProvider):
         self.last_emitted = 0
 
     async def make_datakeys(self, collections_per_event: int) -> dict[str, DataKey]:
-        # Frame shape per event with one collection per event (see _eiger_layout).
-        lead = [] if collections_per_event == 1 else [collections_per_event]
+        # ophyd-async's convention: collections per event first, [1, H, W] (see _eiger_layout).
         return {
             self.book.data_key: DataKey(
                 source=self.source,
-                shape=[*lead, *self.frame_shape],
+                shape=[collections_per_event, *self.frame_shape],
                 dtype="array",
                 dtype_numpy=self.dtype_numpy,
                 external="STREAM:",

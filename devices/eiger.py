@@ -4,7 +4,8 @@
 `EigerDriverIO` (ADEiger PV names). The same detector API straight on the Dectris SIMPLON
 REST API (no IOC) is `opmap.devices.simplon.SimplonEiger`; see docs/real-hardware.md.
 The simulated backend (`opmap.devices.sim.SimEiger`)
-emits the same documents: the frame key ``<name>`` with the frame shape per event, plus
+emits the same documents: the frame key ``<name>`` of shape ``[1, H, W]`` (ophyd-async's
+convention, one frame per event), plus
 ``<name>-x_um`` and ``<name>-time_s`` in the simulation.
 
 The Dectris file writer produces ``<pattern>_master.h5`` and ``<pattern>_data_NNNNNN.h5``
@@ -31,6 +32,7 @@ from ophyd_async.core import (
     SignalR,
     StandardDetector,
     StreamableDataProvider,
+    StreamResourceDataProvider,
     StreamResourceInfo,
     StrictEnum,
     set_and_wait_for_value,
@@ -38,7 +40,7 @@ from ophyd_async.core import (
 )
 from ophyd_async.epics.core import epics_signal_r, epics_signal_rw, epics_signal_rw_rbv
 
-from ._eiger_layout import DATA_PATH, FRAMES_PER_FILE, FrameStreamProvider
+from ._eiger_layout import DATA_PATH, FRAMES_PER_FILE
 
 __all__ = ["Eiger", "EigerDriverIO", "EigerTriggerMode"]
 
@@ -139,7 +141,7 @@ class EigerDataLogic(DetectorDataLogic):
             dtype_numpy=np.dtype(np.uint32).str,
             parameters={"dataset": DATA_PATH},
         )
-        return FrameStreamProvider(
+        return StreamResourceDataProvider(
             uri=f"{info.directory_uri}{info.filename}_master.h5",
             resources=[frames],
             mimetype="application/x-hdf5",

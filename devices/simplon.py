@@ -15,6 +15,12 @@ ophyd-async        SIMPLON  series
 Every arm is a series with its own master file ``<filename>_NNNN_master.h5`` in the
 directory of the path provider (the file writer's data directory as mounted where the
 RunEngine runs); the stream resources describe its per-file links (`_simplon_series`).
+
+An ``ints`` series is armed in ``prepare`` and triggered in ``kickoff``, so the kickoff
+returns as the exposures start: a fly plan kicks off the stage (at speed when its kickoff
+returns), then the detector, and the frames fall on the line (`_simplon_acquire`). A second
+``prepare`` with the same `TriggerInfo` before the kickoff keeps the armed series; any other
+disarms it first (its empty master file stays on disk, its name is not reused).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ophyd_async.core import (
+    AsyncStatus,
     DetectorAcquireLogic,
     DetectorDataLogic,
+    DetectorTrigger,
     DetectorTriggerLogic,
     Device,
     PathProvider,
@@ -36,6 +44,7 @@ from ophyd_async.core import (
     StandardDetector,
     StreamableDataProvider,
     StrictEnum,
+    TriggerInfo,
 )
 
 from ._eiger_layout import FRAMES_PER_FILE
@@ -232,7 +241,8 @@ class SimplonEiger(StandardDetector):
         self.client = SimplonClient(base_url, api_version, request_timeout_s, name or "eiger")
         self.driver = SimplonDriverIO(self.client)
         self.book = SeriesBook()
-        runner = SeriesRunner(self.driver, self.book, external_timeout_s)
+        self.runner = runner = SeriesRunner(self.driver, self.book, external_timeout_s)
+        self._armed_for: TriggerInfo | None = None
         self.add_detector_logics(
             SimplonTriggerLogic(self.driver, runner),
             SimplonAcquireLogic(runner),
@@ -245,6 +255,41 @@ class SimplonEiger(StandardDetector):
             self.driver.wavelength_angstrom,
         )
         super().__init__(name=name)
+
+    @AsyncStatus.wrap
+    async def prepare(self, value: TriggerInfo) -> None:
+        """Configure the next series; an internally triggered one is armed here, so that
+        its ``kickoff`` only triggers it (see the module notes).
+
+        Parameters
+        ----------
+        value
+            Frames, exposure and trigger of the series.
+        """
+        if await self._still_armed_for(value):
+            return  # prepared twice before its kickoff: the armed series is this one
+        await self.runner.release()
+        self._armed_for = None
+        await super().prepare(value)
+        if value.trigger == DetectorTrigger.INTERNAL:
+            await self.runner.arm()
+            self._armed_for = value
+
+    def series_start_window_s(self) -> tuple[float, float]:
+        """Bounds (s, `time.time`) of when the last ``ints`` series started exposing.
+
+        The ``trigger`` request left after the first; the DCU answered that it was past
+        ``ready`` before the second. NaN before any ``ints`` series. A fly plan times the
+        frames from the first and trusts that only when the two are close
+        (`opmap.plans.frame_positions_um`).
+        """
+        return self.runner.start_window_s
+
+    async def _still_armed_for(self, value: TriggerInfo) -> bool:
+        # the DCU still holds that series (a restarted DCU has forgotten it)
+        if self.runner.armed is None or value != self._armed_for:
+            return False
+        return await self.runner.state("detector") == "ready"
 
     def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
         """Name the device; errors of its HTTP client carry the name."""

@@ -52,6 +52,7 @@ from opmap.analysis.pipeline import (
     ExperimentAnalysis,
     FrameReducer,
     MapAnalysis,
+    MapLayout,
     sampling_correction,
 )
 from opmap.analysis.products import Products
@@ -365,13 +366,18 @@ def _gather(runs: list[Any], frames_from: FrameSourceChoice) -> list[MapRunFrame
     items = [gather_map_run(run, frames_from=frames_from) for run in runs]
     layout = items[0].layout
     for item in items[1:]:
-        if item.layout.describe() != layout.describe():
+        # the x centres are measured per map (stage readback): the grid itself must agree
+        if _grid(item.layout) != _grid(layout):
             raise ValueError(
                 f"run {item.uid} (map {item.start_doc.get('map_index')}) has map geometry "
                 f"{item.layout.n_z} × {item.layout.n_x} different from the first map's "
                 f"{layout.n_z} × {layout.n_x}; one experiment needs one layout"
             )
     return items
+
+
+def _grid(layout: MapLayout) -> tuple[Any, ...]:
+    return layout.n_z, layout.n_x, layout.snake, layout.z_um.tolist()
 
 
 @dataclass(frozen=True)
@@ -499,6 +505,7 @@ def replay_experiment(
         "geometry_source": geometry_source,
         "sampling_options": options.sampling(stored),
         "frames_from": options.frames_from,
+        "x_source": items[0].x_source,  # the x coordinate: the first map's
     }
     experiment = ExperimentAnalysis(items[0].layout, parameters, metadata=metadata)
     _analyse_maps(experiment, geometry, items, lazy, options, on_map)

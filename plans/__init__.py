@@ -13,6 +13,7 @@ from ._operando import (
     ec_value,
     operando_experiment,
 )
+from ._readback import frame_positions_um
 from ._resume_map import LineSource, MapResume, StoredMapRun, map_line_sources, resume_fly_map
 from ._stubs import FRAMES_STREAM, LINES_STREAM, fly_line_stub
 from ._suspenders import beam_current_suspender, shutter_suspender
@@ -41,6 +42,7 @@ __all__ = [
     "fly_line",
     "fly_line_stub",
     "fly_map",
+    "frame_positions_um",
     "map_line_indices",
     "map_line_sources",
     "map_lines",

@@ -49,7 +49,7 @@ def map_lines(
         `map_line_indices`.
     """
     indices = map_line_indices(geometry, lines)
-    book = LineBook(detector)
+    book = LineBook(detector, stage_x)
     first = fly_line(geometry, indices[0])
     yield from prepare_line(detector, stage_x, first, geometry.exposure_s)
     yield from bps.declare_stream(detector, name=FRAMES_STREAM, collect=True)

@@ -12,8 +12,10 @@ one event in the ``lines`` stream with ``line_first_frame`` and ``line_n_frames`
 the detector after the line completed, so they always name the frames of the successful
 attempt (the last ``x_count`` written). A ``primary`` frame that lies in no
 ``[line_first_frame, line_first_frame + line_n_frames)`` range belongs to an aborted attempt.
-``line_x_um`` gives the x centre of each valid frame (acquisition order), ``line_z_um``
-the commanded height and ``stage_z`` its readback.
+``line_x_um`` gives the commanded x centre of each valid frame (acquisition order),
+``line_x_measured_um`` where the frame really was: the fly axis's readback, recorded during
+the line and interpolated at each frame's mid-exposure (`opmap.plans._readback`; NaN when
+the axis reported nothing), ``line_z_um`` the commanded height and ``stage_z`` its readback.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from bluesky.utils import MsgGenerator
 from ophyd_async.core import TriggerInfo
 
 from ._geometry import LineTrajectory
+from ._readback import ReadbackRecorder, detector_start_s, frame_positions_um
 from ._records import FrameIndex, PlanRecord
 
 #: Stream of detector frames (stream_resource / stream_datum).
@@ -46,6 +49,7 @@ LINE_UNITS = {
     "index": "",
     "z_um": "um",
     "x_um": "um",
+    "x_measured_um": "um",
     "first_frame": "",
     "n_frames": "",
 }
@@ -67,11 +71,14 @@ class StepAxis(Movable, Readable, Protocol):
 
 
 class LineBook:
-    """The plan-side readables of one map run: frame counter and line record."""
+    """The plan-side readables of one map run: frame counter, x readback, line record."""
 
-    def __init__(self, detector: FlyDetector) -> None:
+    def __init__(self, detector: FlyDetector, stage_x: FlyAxis) -> None:
         self.frames = FrameIndex(detector)
+        self.readback = ReadbackRecorder(stage_x)
         self.record = PlanRecord("line", LINE_UNITS)
+        #: Start of the line's first exposure on the readback's clock (s).
+        self.detector_start_s = float("nan")
 
 
 #: Longest wait (s, wall time) for the detector's frame counter to move during a line. A
@@ -119,24 +126,43 @@ def fly_line_stub(
     yield from bps.checkpoint()
     yield from bps.mv(stage_z, line.z_um)
     yield from prepare_line(detector, stage_x, line, exposure_s)
+    yield from bps.kickoff(book.readback, wait=True)
     # The axis returns from kickoff once at speed: the first frame starts on the segment.
     yield from bps.kickoff(stage_x, wait=True)
     yield from bps.kickoff(detector, wait=True)
+    # internal trigger: the series started as the kickoff returned, or within the bounds
+    # the detector gives (a SIMPLON Eiger: from its trigger request to its acquiring state)
+    book.detector_start_s = detector_start_s(
+        detector, book.readback.clock(), exposure_s, wall_clock=book.readback.stamped
+    )
     yield from bps.complete(stage_x, group="fly_line")
     yield from bps.complete(detector, group="fly_line")
     yield from bps.wait(group="fly_line")
+    yield from bps.complete(book.readback, wait=True)
     yield from bps.collect(detector, name=FRAMES_STREAM)
-    yield from record_line(stage_z, line, book)
+    yield from record_line(stage_z, line, book, exposure_s)
 
 
-def record_line(stage_z: StepAxis, line: LineTrajectory, book: LineBook) -> MsgGenerator[None]:
-    """Emit the ``lines`` event of a completed line (see the module notes)."""
+def record_line(
+    stage_z: StepAxis, line: LineTrajectory, book: LineBook, exposure_s: float
+) -> MsgGenerator[None]:
+    """Emit the ``lines`` event of a completed line (see the module notes).
+
+    The measured x of frame ``k`` is the readback at ``detector_start_s + (k + 1/2) *
+    exposure_s`` (``detector_start_s``: when the detector's kickoff returned, or the start
+    it bounds, NaN when too loosely: `opmap.plans._readback.detector_start_s`): the frame
+    period is the exposure (the detector's dead time, ~100 ns for an Eiger, is neglected).
+    """
     n_frames = len(line.frame_x_um)
     frames_written = yield from bps.rd(book.frames, default_value=n_frames)
+    measured = frame_positions_um(
+        book.readback.samples, book.detector_start_s, n_frames, exposure_s, exposure_s
+    )
     book.record.update(
         index=line.line_index,
         z_um=line.z_um,
         x_um=np.asarray(line.frame_x_um),
+        x_measured_um=measured,
         first_frame=int(frames_written) - n_frames,
         n_frames=n_frames,
     )

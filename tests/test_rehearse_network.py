@@ -24,6 +24,7 @@ import pytest
 
 from opmap import rehearse
 from opmap.beamline import BeamlineConfig
+from opmap.callbacks.live import COMMANDED_LINES_NOTE, COMMANDED_X_SOURCE, MEASURED_X_SOURCE
 from opmap.callbacks.tiled_products import read_latest
 from opmap.callbacks.tiled_writer import ensure_layout
 from opmap.cli import main
@@ -42,6 +43,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 #: z from -3 µm: the top three rows are in the cathode (the truth table needs them)
 MAP_SHAPE = (6, 3)
 TIME_SCALE = 0.02
+#: The rehearsal's frame pitch along x (µm; 660 µm/s × 0.05 s).
+X_STEP_UM = 33.0
+#: Measured x against where the DCU rendered the frame (µm): the plan times the series
+#: from when its ``trigger`` request left, trusted when the DCU is seen acquiring within a
+#: quarter exposure (8.25 µm of travel) of it. Half a frame: each frame in its own pixel.
+MEASURED_X_TOLERANCE_UM = 0.5 * X_STEP_UM
 CA_VARIABLES = (
     "EPICS_CA_SERVER_PORT", "EPICS_CAS_SERVER_PORT", "EPICS_CA_REPEATER_PORT",
     "EPICS_CA_ADDR_LIST", "EPICS_CA_AUTO_ADDR_LIST", "EPICS_CAS_INTF_ADDR_LIST",
@@ -102,14 +109,49 @@ def test_network_rehearsal_stores_runs_in_tiled_from_the_iocs_and_dcus_data(rehe
         assert z_key["source"].endswith("STAGE:Z.RBV") and z_key["source"].startswith("ca://")
         table = lines.read()
         np.testing.assert_allclose(table["stage-z"], table["line_z_um"], atol=1e-3)
-        # and the DCU rendered each frame on the x motor's travel during the line
-        for path in files:
-            master = path.with_name(path.name.replace("_data_000001", "_master"))
-            with h5py.File(master, "r") as f:
-                frame_x_um = f[X_PATH][()]
-            assert np.all(np.diff(frame_x_um) >= 0) and np.ptp(frame_x_um) > 0
-            assert frame_x_um.min() >= 200.0
-            assert frame_x_um.max() <= 200.0 + 33.0 * n_x + 50.0  # at most the run-down
+        # the DCU rendered each line's frames where the x motor was during their exposures
+        # (the sim-beamline's truth), in the order of flight on its travel (run-up and
+        # run-down: 0.1 s ramps at 660 µm/s, 33 µm); the series is armed before the line, so
+        # the frames fall on the line: a software trigger on a loaded machine may be late
+        # (0.16 s once at load 7), or the motor's move (its kickoff waits the ramp from when
+        # it sent .VAL), for a line, not for the map
+        rendered_um = np.stack([_rendered_x_um(path) for path in files])
+        commanded_um = np.asarray(lines["line_x_um"].read(), float)
+        flight = np.sign(commanded_um[:, -1:] - commanded_um[:, :1])
+        assert np.all(np.diff(rendered_um, axis=1) * flight >= 0)
+        assert rendered_um.min() >= 200.0 - X_STEP_UM
+        assert rendered_um.max() <= 200.0 + X_STEP_UM * (n_x + 1)
+        assert np.median(np.abs(rendered_um - commanded_um)) < 0.5 * X_STEP_UM
+        # each frame's measured x (the motor's .RBV monitored over CA, from the start the
+        # SIMPLON Eiger bounds) is where the DCU rendered it; a line whose start or readback
+        # cannot be trusted is NaN, and the map's x_source names it
+        measured_um = np.asarray(lines["line_x_measured_um"].read(), float)
+        trusted = np.isfinite(measured_um).all(axis=1)
+        assert measured_um.shape == (n_z, n_x) and np.isfinite(measured_um[trusted]).all()
+        assert np.isnan(measured_um[~trusted]).all()
+        deviation_um = np.abs(measured_um - rendered_um)[trusted]
+        assert np.all(deviation_um <= MEASURED_X_TOLERANCE_UM), np.round(deviation_um, 1)
+        x_source = _products(server, run).metadata["x_source"]  # the first map's x
+        if trusted.all():
+            assert x_source == MEASURED_X_SOURCE
+        elif trusted.any():
+            note = COMMANDED_LINES_NOTE.format(lines=np.flatnonzero(~trusted).tolist())
+            assert x_source == MEASURED_X_SOURCE + note
+        else:
+            assert x_source == COMMANDED_X_SOURCE
+
+
+def _rendered_x_um(data_file: Path) -> np.ndarray:
+    """Where the DCU rendered each frame of a series (its master's ``X_PATH``)."""
+    master = data_file.with_name(data_file.name.replace("_data_000001", "_master"))
+    with h5py.File(master, "r") as f:
+        return np.asarray(f[X_PATH][()], float)
+
+
+def _products(server, run):
+    """The newest products of ``run``'s experiment."""
+    layout = ensure_layout(server.client())
+    return read_latest(layout["processed"], run.metadata["start"]["experiment_id"])
 
 
 def _maps(raw) -> list:

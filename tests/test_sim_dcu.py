@@ -138,6 +138,36 @@ def test_fly_map_runs_over_http_one_series_per_line(RE, dcu):
         assert read_frames(resource, datum["indices"]).shape == (5, 541, 517)
 
 
+def test_an_ints_series_is_armed_in_prepare_and_kickoff_only_triggers_it(RE, dcu):
+    """Arming opens the series' files (0.1 s to seconds): in a fly line's kickoff, after
+    the stage is at speed, it put the frames in the run-down. The kickoff bounds the start."""
+    base_url, data_dir = dcu
+    eiger = _eiger(RE, base_url, data_dir, "armed")
+    state = f"{base_url}/{API}/status/state"
+    info = TriggerInfo(number_of_events=4, livetime=0.05)
+    seen: dict[str, object] = {}
+
+    @stage_decorator([eiger])
+    @run_decorator()
+    def plan():
+        yield from bps.prepare(eiger, info, wait=True)
+        yield from bps.prepare(eiger, info, wait=True)  # again, before the kickoff: kept
+        seen["prepared"] = httpx.get(state).json()["value"]
+        yield from bps.declare_stream(eiger, name="primary", collect=True)
+        before_s = time.time()
+        yield from bps.kickoff(eiger, wait=True)
+        seen["bounds"] = (before_s, *eiger.series_start_window_s(), time.time())
+        yield from bps.complete(eiger, wait=True)
+        yield from bps.collect(eiger, name="primary")
+
+    RE(plan())
+    assert seen["prepared"] == "ready"  # armed by prepare, waiting for its trigger
+    assert sorted(p.name for p in data_dir.glob("armed_*_master.h5")) == ["armed_0001_master.h5"]
+    before_s, earliest_s, latest_s, after_s = seen["bounds"]
+    assert before_s <= earliest_s <= latest_s <= after_s
+    assert latest_s - earliest_s < 0.05 * 4  # well before the series could have ended
+
+
 def test_external_series_is_fired_by_the_simulated_trigger_box(RE, dcu):
     base_url, data_dir = dcu
     eiger = _eiger(RE, base_url, data_dir, "edge")

@@ -20,11 +20,20 @@ from ._documents import (
 from ._map import LiveMapRun, MapOwner
 from ._products import ProductPublisher, truth_from_start
 from ._raw import raw_run_problem
-from ._run import LineRecord, RunAccumulator
+from ._run import (
+    COMMANDED_LINES_NOTE,
+    COMMANDED_X_SOURCE,
+    MEASURED_X_SOURCE,
+    LineRecord,
+    RunAccumulator,
+)
 from ._wire import deserialize, serialize
 
 __all__ = [
+    "COMMANDED_LINES_NOTE",
+    "COMMANDED_X_SOURCE",
     "DERIVED_STREAM",
+    "MEASURED_X_SOURCE",
     "LineRecord",
     "LiveMapRun",
     "MapOwner",

@@ -11,6 +11,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
@@ -21,8 +22,8 @@ from event_model import DocumentRouter, unpack_event_page
 from opmap.analysis.pipeline import MapLayout
 from opmap.plans import EC_STATE_STREAM, EC_STREAM, FRAMES_STREAM, LINES_STREAM
 
-from ..frames import DatumRows, FrameReader, FrameReadError
-from ._run import RunAccumulator
+from ..frames import DatumRows, FrameReader, FrameReadError, per_frame_shape
+from ._run import COMMANDED_X_SOURCE, RunAccumulator
 
 __all__ = [
     "MapRunDocuments",
@@ -63,20 +64,22 @@ def detector_frame_key(descriptor: Mapping[str, Any]) -> str | None:
     """The data key of the detector frames in a descriptor, or None.
 
     It is the first key of the frames stream (``primary``) stored outside the events
-    (``external``) with an image shape (at least two dimensions).
+    (``external``) with an image shape: at least two dimensions once ophyd-async's leading
+    1 (one collection per event) is dropped, so ``[1, H, W]`` and an older run's ``[H, W]``
+    both are frames, ``[1, n]`` (a spectrum) is not.
 
     Examples
     --------
     >>> detector_frame_key({"name": "primary", "data_keys": {
-    ...     "x_um": {"shape": []},
-    ...     "eiger": {"external": "STREAM:", "shape": [541, 517]},
+    ...     "eiger-x_um": {"external": "STREAM:", "shape": [1]},
+    ...     "eiger": {"external": "STREAM:", "shape": [1, 541, 517]},
     ... }})
     'eiger'
     """
     if descriptor.get("name") != FRAMES_STREAM:
         return None
     for key, data_key in descriptor["data_keys"].items():
-        if data_key.get("external") and len(data_key.get("shape", [])) >= 2:
+        if data_key.get("external") and len(per_frame_shape(data_key.get("shape", []))) >= 2:
             return key
     return None
 
@@ -129,7 +132,12 @@ class MapRunDocuments(DocumentRouter):
     start_doc : dict
         The start document.
     layout : MapLayout
-        Where the frames sit on the (z, x) grid.
+        Where the frames sit on the (z, x) grid: from the start document's commanded grid
+        until the ``stop``, then with the stage's measured x when the run recorded it
+        (`RunAccumulator.measured_x_um`).
+    x_source : str
+        Where ``layout.x_um`` comes from (`MEASURED_X_SOURCE`, with `COMMANDED_LINES_NOTE`
+        when some lines had no trusted readback, or `COMMANDED_X_SOURCE`).
     accumulator : RunAccumulator
         Lines, times and cell state recorded so far.
     frame_key : str or None
@@ -142,6 +150,7 @@ class MapRunDocuments(DocumentRouter):
         super().__init__()
         self.start_doc = dict(start)
         self.layout = layout_from_start(start)
+        self.x_source = COMMANDED_X_SOURCE
         self.accumulator = RunAccumulator(self.layout.n_z, self.layout.n_x)
         self.reader = reader
         self.frame_key: str | None = None
@@ -189,6 +198,10 @@ class MapRunDocuments(DocumentRouter):
 
     def stop(self, doc: Any) -> None:
         self.stop_doc = dict(doc)
+        measured = self.accumulator.measured_x_um()
+        if measured is not None:
+            x_um, self.x_source = measured
+            self.layout = dataclasses.replace(self.layout, x_um=x_um)
 
     def _record(self, stream: str, data: Mapping[str, Any]) -> None:
         acc = self.accumulator

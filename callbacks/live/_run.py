@@ -3,7 +3,9 @@
 Frames are reduced as soon as a ``stream_datum`` announces them and kept only as their packed
 reduction (a few kB per frame). Which frames make the map is known only from the ``lines``
 stream: one event per completed line names its frames (``line_first_frame``,
-``line_n_frames``, 0-based frame indices of the ``primary`` stream) and their x centres. A line
+``line_n_frames``, 0-based frame indices of the ``primary`` stream), their commanded x
+centres (``line_x_um``) and, in runs that recorded it, where the stage measured each frame
+(``line_x_measured_um``: the x readback at mid-exposure). A line
 re-taken after a pause has a later event with the same ``line_index``; the last one wins, so
 frames of an aborted attempt never enter the map.
 """
@@ -19,18 +21,50 @@ import numpy as np
 
 from opmap.analysis.pipeline import MapLayout
 
-__all__ = ["LineRecord", "RunAccumulator"]
+__all__ = [
+    "COMMANDED_LINES_NOTE",
+    "COMMANDED_X_SOURCE",
+    "MEASURED_X_SOURCE",
+    "LineRecord",
+    "RunAccumulator",
+]
+
+#: ``x_source`` of a map whose x coordinate is the stage's measured position.
+MEASURED_X_SOURCE = "stage x readback at each frame's mid-exposure, mean of the map's lines"
+#: ``x_source`` of a map whose x coordinate is the commanded grid (no usable readback).
+COMMANDED_X_SOURCE = "commanded grid (the run has no usable stage x readback)"
+#: Appended to `MEASURED_X_SOURCE` when some lines had no trusted readback (`format` it
+#: with their indices): those lines count with their commanded grid.
+COMMANDED_LINES_NOTE = "; commanded grid for lines {lines} (no trusted stage x readback)"
 
 
 @dataclass(frozen=True)
 class LineRecord:
-    """One completed line: frames ``[first_frame, first_frame + n_frames)``, at height z."""
+    """One completed line: frames ``[first_frame, first_frame + n_frames)``, at height z.
+
+    ``x_um`` are the commanded frame centres, ``x_measured_um`` the stage's measured x of
+    each frame (None for a run that did not record it, NaN where the plan could not trust
+    the readback), both in acquisition order.
+    """
 
     index: int
     first_frame: int
     n_frames: int
     z_um: float
     x_um: tuple[float, ...]
+    x_measured_um: tuple[float, ...] | None = None
+
+    @property
+    def measured_trusted(self) -> bool:
+        """The measured x is usable: one finite value per frame, in the order of flight
+        (strictly monotonic as the commanded centres are)."""
+        if self.x_measured_um is None or len(self.x_measured_um) != len(self.x_um):
+            return False
+        measured = np.asarray(self.x_measured_um, dtype=float)
+        if not np.all(np.isfinite(measured)):
+            return False
+        flight = np.sign(np.diff(np.asarray(self.x_um, dtype=float)))
+        return bool(np.all(np.diff(measured) * flight > 0))
 
 
 @dataclass
@@ -69,6 +103,11 @@ class RunAccumulator:
             n_frames=int(data["line_n_frames"]),
             z_um=float(data["line_z_um"]),
             x_um=tuple(float(x) for x in np.ravel(data["line_x_um"])),
+            x_measured_um=(
+                tuple(float(x) for x in np.ravel(data["line_x_measured_um"]))
+                if "line_x_measured_um" in data
+                else None
+            ),
         )
         if not 0 <= record.index < self.n_z:
             raise ValueError(f"line_index={record.index} outside the map's [0, {self.n_z - 1}]")
@@ -78,6 +117,30 @@ class RunAccumulator:
             )
         self.lines[record.index] = record
         return record
+
+    def measured_x_um(self) -> tuple[np.ndarray, str] | None:
+        """Column x (µm, increasing, ``(n_x,)``) from the measured x, and its ``x_source``.
+
+        Each column's x is the mean over the lines of each line's measured x; a line without
+        a trusted one (`LineRecord.measured_trusted`) counts with its commanded x, and the
+        source names it (`COMMANDED_LINES_NOTE`). None when no line has a trusted measured
+        x, or the columns would not increase (the analysis then keeps the commanded grid).
+        """
+        columns, commanded = [], []
+        for index, line in sorted(self.lines.items()):
+            order = np.argsort(line.x_um)  # acquisition order -> increasing commanded x
+            if line.measured_trusted:
+                columns.append(np.asarray(line.x_measured_um, dtype=float)[order])
+            else:
+                columns.append(np.asarray(line.x_um, dtype=float)[order])
+                commanded.append(index)
+        if len(commanded) == len(columns):
+            return None
+        x_um = np.mean(columns, axis=0)
+        if x_um.shape != (self.n_x,) or not np.all(np.diff(x_um) > 0):
+            return None
+        note = COMMANDED_LINES_NOTE.format(lines=commanded) if commanded else ""
+        return x_um, MEASURED_X_SOURCE + note
 
     @property
     def complete(self) -> bool:

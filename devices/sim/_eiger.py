@@ -24,6 +24,7 @@ from ophyd_async.core import (
     PathProvider,
     StandardDetector,
     StreamableDataProvider,
+    StreamResourceDataProvider,
     StreamResourceInfo,
     TriggerInfo,
     soft_signal_r_and_setter,
@@ -35,7 +36,6 @@ from opmap.devices._eiger_layout import (
     TIME_PATH,
     X_PATH,
     EigerMetadata,
-    FrameStreamProvider,
 )
 from opmap.twin import BeamScene
 
@@ -246,7 +246,7 @@ class _DataLogic(DetectorDataLogic):
                 for key, path in (("x_um", X_PATH), ("time_s", TIME_PATH))
             ),
         ]
-        return FrameStreamProvider(
+        return StreamResourceDataProvider(
             uri=f"{info.directory_uri}{info.filename}_master.h5",
             resources=resources,
             mimetype="application/x-hdf5",

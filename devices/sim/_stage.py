@@ -145,6 +145,11 @@ class SimAxis(StandardMovable[float], StandardFlyable[FlyMotorInfo, _FlyCtx], St
         Ramp time to full speed (s).
     max_acceleration_um_s2
         Largest allowed acceleration (µm/s²) = speed / acceleration time.
+    following_lag_s
+        Servo following error as a delay (s, >= 0): the axis is where its trajectory was
+        ``following_lag_s`` earlier, and its readback reports that (measured) position, so
+        a fly line's frames sit ``velocity * following_lag_s`` behind the commanded grid.
+        0 (default) follows the trajectory exactly.
     """
 
     def __init__(
@@ -157,9 +162,13 @@ class SimAxis(StandardMovable[float], StandardFlyable[FlyMotorInfo, _FlyCtx], St
         max_velocity_um_s: float = 5000.0,
         acceleration_time_s: float = 0.1,
         max_acceleration_um_s2: float = 1e5,
+        following_lag_s: float = 0.0,
         name: str = "",
     ) -> None:
         soft_limits.check(initial_um, "initial position")
+        if not (math.isfinite(following_lag_s) and following_lag_s >= 0):
+            raise ValueError(f"following_lag_s={following_lag_s} must be finite and >= 0 s")
+        self.following_lag_s = following_lag_s
         self.clock = clock
         self.soft_limits = soft_limits
         self.max_acceleration_um_s2 = max_acceleration_um_s2
@@ -187,9 +196,14 @@ class SimAxis(StandardMovable[float], StandardFlyable[FlyMotorInfo, _FlyCtx], St
     def flyable_logic(self) -> SimAxisLogic:
         return self._logic
 
+    def now_s(self) -> float:
+        """Experiment time now (s): the time base of the readback updates."""
+        return self.clock.now_s()
+
     def position_at_um(self, time_s: float) -> float:
-        """Position (µm) at experiment time ``time_s`` along the current/last move."""
-        return self._trajectory.position_at_um(time_s)
+        """Position (µm) at experiment time ``time_s`` along the current/last move (the
+        trajectory ``following_lag_s`` earlier)."""
+        return self._trajectory.position_at_um(time_s - self.following_lag_s)
 
     async def check_fly(self, info: FlyMotorInfo) -> None:
         """Raise ValueError if the fly scan exceeds speed, acceleration or soft limits."""
@@ -228,11 +242,13 @@ class SimAxis(StandardMovable[float], StandardFlyable[FlyMotorInfo, _FlyCtx], St
         return self._trajectory
 
     async def follow(self, traj: Trajectory) -> None:
-        """Update the readback every 0.1 s of experiment time until ``traj`` ends."""
-        n_steps = math.ceil(traj.duration_s / _UPDATE_PERIOD_S - 1e-9)
+        """Update the readback every 0.1 s of experiment time until the axis (lagging
+        ``following_lag_s`` behind ``traj``) has arrived."""
+        duration_s = traj.duration_s + self.following_lag_s
+        n_steps = math.ceil(duration_s / _UPDATE_PERIOD_S - 1e-9)
         for k in range(1, n_steps + 1):
-            await self.clock.sleep_until(traj.t0_s + min(k * _UPDATE_PERIOD_S, traj.duration_s))
-            self._set_readback(traj.position_at_um(self.clock.now_s()))
+            await self.clock.sleep_until(traj.t0_s + min(k * _UPDATE_PERIOD_S, duration_s))
+            self._set_readback(self.position_at_um(self.clock.now_s()))
         self._set_readback(traj.end_um)
 
     def halt(self) -> None:
@@ -253,6 +269,8 @@ class SimMapStage(StandardReadable):
         Soft limits (µm).
     x_velocity_um_s
         Default x speed (µm/s); fly scans set their own.
+    x_following_lag_s
+        Following lag of the x axis (s), see `SimAxis`.
     """
 
     def __init__(
@@ -262,10 +280,16 @@ class SimMapStage(StandardReadable):
         x_limits_um: tuple[float, float] = (-200.0, 2200.0),
         z_limits_um: tuple[float, float] = (-20.0, 60.0),
         x_velocity_um_s: float = 2000.0,
+        x_following_lag_s: float = 0.0,
         name: str = "",
     ) -> None:
         with self.add_children_as_readables():
-            self.x = SimAxis(clock, SoftLimits("x", *x_limits_um), velocity_um_s=x_velocity_um_s)
+            self.x = SimAxis(
+                clock,
+                SoftLimits("x", *x_limits_um),
+                velocity_um_s=x_velocity_um_s,
+                following_lag_s=x_following_lag_s,
+            )
             self.z = SimAxis(
                 clock,
                 SoftLimits("z", *z_limits_um),

@@ -9,6 +9,7 @@ frames back from the data files, in order, across files and series.
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import pytest
@@ -48,10 +49,16 @@ def tiled(tmp_path):
         yield ensure_layout(from_context(context))["raw"], settings.detector_dir
 
 
-def _documents(masters: list, per_file: int, counts: list[int], datum_split: int | None = None):
+def _documents(
+    masters: list,
+    per_file: int,
+    counts: list[int],
+    datum_split: int | None = None,
+    data_keys: dict | None = None,
+):
     run = compose_run()
     yield "start", run.start_doc
-    descriptor = run.compose_descriptor(name="primary", data_keys=DATA_KEYS)
+    descriptor = run.compose_descriptor(name="primary", data_keys=data_keys or DATA_KEYS)
     yield "descriptor", descriptor.descriptor_doc
     seq = 1
     for series, (master, n) in enumerate(zip(masters, counts, strict=True)):
@@ -95,6 +102,24 @@ def test_series_of_linked_files_read_back_as_one_array(tiled, datum_split):
         "map_0001_data_000001.h5", "map_0001_data_000002.h5", "map_0001_data_000003.h5",
         "map_0002_data_000001.h5", "map_0002_data_000002.h5",
     ]  # fmt: skip
+
+
+def test_ophyd_async_frame_key_is_registered_with_its_1_then_fixed_to_the_files(tiled, caplog):
+    # ophyd-async declares [1, H, W]: Tiled registers (N, 1, H, W), and the validation after
+    # stop stores the files' (N, H, W), logging the fix.
+    runs, folder = tiled
+    stack = np.random.default_rng(3).integers(0, 9999, (9, *SHAPE), np.uint32)
+    master = write_links_master(folder, "ophyd_0001", stack, 4)
+    keys = {"det": {**DATA_KEYS["det"], "shape": [1, *SHAPE]}}
+    docs = list(_documents([master], 4, [9], data_keys=keys))
+    writer = ValidatedTiledWriter(runs, raise_on_invalid=True)
+    with caplog.at_level(logging.INFO, logger="opmap.callbacks.tiled_writer"):
+        for name, doc in docs:
+            writer(name, doc)
+    assert f"(9, 1, {SHAPE[0]}, {SHAPE[1]}) -> (9, {SHAPE[0]}, {SHAPE[1]})" in caplog.text
+    node = runs[docs[0][1]["uid"]]["primary"]["det"]
+    assert node.shape == (9, *SHAPE)
+    np.testing.assert_array_equal(node.read(), stack)
 
 
 def test_a_missing_data_file_fails_validation_naming_it(tiled):

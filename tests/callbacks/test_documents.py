@@ -146,6 +146,8 @@ def test_unreadable_frame_times_leave_the_map_time_to_ec_state(times_file, caplo
     [
         ("primary", FRAMES, "eiger"),
         ("primary", {**FRAMES, "shape": [2, 4, 5]}, "eiger"),
+        ("primary", {**FRAMES, "shape": [1, 4, 5]}, "eiger"),  # ophyd-async's [1, H, W]
+        ("primary", {**FRAMES, "shape": [1, 5]}, None),  # one spectrum per event
         ("primary", {**FRAMES, "external": None}, None),  # inside the events: not frames
         ("primary", {**FRAMES, "shape": [5]}, None),  # a spectrum, not an image
         ("baseline", FRAMES, None),  # only the frames stream holds the map's frames

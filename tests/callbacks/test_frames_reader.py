@@ -104,3 +104,25 @@ def test_local_path_translates_prefix_and_rejects_other_schemes():
 def test_reader_validates_retry_options(retries, delay):
     with pytest.raises(ValueError, match="retr"):
         FrameReader(retries=retries, retry_delay_s=delay)
+
+
+@pytest.mark.parametrize(
+    ("declared", "stored", "per_frame"),
+    [
+        ([1, 3, 4], (5, 1, 3, 4), (3, 4)),  # ophyd-async's key, Tiled before validation
+        ([1, 3, 4], (5, 3, 4), (3, 4)),  # ... after validation (the files' shape)
+        ([3, 4], (5, 3, 4), (3, 4)),  # an older run's key
+        ([1], (5,), ()),  # a per-frame scalar: Tiled keeps one column
+    ],
+)
+def test_tiled_rows_come_one_per_frame_whatever_the_declared_leading_1(
+    tmp_path, declared, stored, per_frame
+):
+    node = np.arange(np.prod(stored), dtype=np.uint32).reshape(stored)
+    reader = FrameReader(tiled_run={"primary": {"det": node}}, prefer_tiled=True)
+    keys = {"det": {"shape": declared}}
+    reader("descriptor", {"uid": "d1", "name": "primary", "data_keys": keys})
+    reader("stream_resource", _resource(tmp_path / "elsewhere.h5"))
+    batch = reader("stream_datum", _datum(1, 4))
+    assert batch.values.shape == (3, *per_frame)
+    np.testing.assert_array_equal(batch.values, node[1:4].reshape(3, *per_frame))

@@ -55,7 +55,7 @@ def test_prepare_puts_exposure_period_images_and_file_pattern(RE, eiger):
     assert get_mock_put(driver.nimages).call_args_list == [call(49)]
     assert get_mock_put(driver.fw_name_pattern).call_args_list == [call("map_0007")]
     assert get_mock_put(driver.fw_nimages_per_file).call_args_list == [call(1000)]
-    assert described["eiger"]["shape"] == [541, 517]  # frame shape, no leading 1
+    assert described["eiger"]["shape"] == [1, 541, 517]  # ophyd-async: one frame per event
     assert described["eiger"]["dtype_numpy"] == "<u4"
 
 

@@ -78,7 +78,7 @@ def test_ints_series_on_tickit_configure_it_and_give_one_resource_per_arm(RE, ti
     assert _get(tickit, f"{API}/status/state") == "idle"
     (descriptor,) = [d for n, d in docs if n == "descriptor"]
     key = descriptor["data_keys"]["eiger"]
-    assert key["shape"] == [4362, 4148]  # y_pixels, x_pixels of tickit's 16M
+    assert key["shape"] == [1, 4362, 4148]  # one frame per event, y_pixels x x_pixels (16M)
     assert key["dtype_numpy"] == "<u2"  # bit_depth_image 16
     resources = [d for n, d in docs if n == "stream_resource"]
     assert [r["uri"].rsplit("/", 1)[1] for r in resources] == [

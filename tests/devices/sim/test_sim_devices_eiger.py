@@ -116,9 +116,9 @@ def test_count_writes_dectris_layout_with_metadata_and_compression(RE, rig):
     names = [n for n, _ in docs]
     assert names.count("stream_resource") == 3 and names.count("event") == 6
     descriptor = next(d for n, d in docs if n == "descriptor")
-    # the frame key has the frame shape per event: Tiled registers (N, H, W) like the file
-    assert descriptor["data_keys"]["eiger"]["shape"] == list(SHAPE)
-    assert descriptor["data_keys"]["eiger-x_um"]["shape"] == []
+    # ophyd-async's convention: one collection per event leads the shape
+    assert descriptor["data_keys"]["eiger"]["shape"] == [1, *SHAPE]
+    assert descriptor["data_keys"]["eiger-x_um"]["shape"] == [1]
     resource = next(d for n, d in docs if n == "stream_resource" and d["data_key"] == "eiger")
     assert resource["uri"].endswith("map_0001_master.h5")
     assert resource["parameters"]["dataset"] == "/entry/data/data"

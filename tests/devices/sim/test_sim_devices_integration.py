@@ -104,4 +104,4 @@ def test_fly_line_in_the_cathode_while_the_cell_charges(tmp_path, ai):
     np.testing.assert_allclose(times, np.arange(0.0, 6.0))  # every second, no gap
     assert current[0] == 0.0 and np.all(current[1:] > 0)  # charging at 4.3 V once started
     descriptors = {d["name"]: d for n, d in docs if n == "descriptor"}
-    assert descriptors["primary"]["data_keys"]["eiger"]["shape"] == list(shape)
+    assert descriptors["primary"]["data_keys"]["eiger"]["shape"] == [1, *shape]
