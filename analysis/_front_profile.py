@@ -25,12 +25,16 @@ Two passes (`x_profile_front`):
    the paper finds the Li-rich phase at equilibrium and the Li-poor one out of equilibrium,
    its c drifting away from the boundary; the upper plateau next to a front is the Li-poor
    phase where it meets the Li-rich one.
-2. **Every map: the midpoint crossing.** The midpoint is between the map's own plateaus
-   when it shows both phases, else between the series' (a front near a cathode edge, or one
-   whose Li-poor side is a gradient, as during discharge). The front is the profile's
-   crossing of the midpoint, interpolated linearly between the rows around it (the steepest
-   crossing if noise adds others): not the erf's centre, since the twin's and the paper's
-   profiles are not symmetric about the boundary. Its side gives the stage: Li-rich below
+2. **Every map: the midpoint crossing.** The midpoint is between the series' two phases,
+   in every map: a front near a cathode edge shows one plateau only, and a map's own far
+   plateau need not be the phase at the boundary (during discharge the Li-poor side is a
+   gradient: its far plateau, 14.18 Å in the twin, put the front 0.8 µm low, the series'
+   Li-poor c 0.3 µm high). The price: the Li-poor c drifts during a charge (its plateau
+   14.08–14.13 Å over the twin's maps), so a map far from the median is placed up to
+   ~0.4 µm off. The front is the profile's crossing of the midpoint, interpolated linearly
+   between the rows around it (the steepest crossing if noise adds others): not the erf's
+   centre, since the twin's profiles are not symmetric about the boundary (steep on the
+   Li-rich side), and nothing makes real ones so. Its side gives the stage: Li-rich below
    (charge) or above (discharge). It is reported only with at least ``min_side_rows`` rows
    on each side lying ≥ ``side_sigma`` standard errors of their row mean (scatter over x /
    √n) on their phase's side of the midpoint; a c gradient inside one phase that never comes
@@ -105,7 +109,7 @@ class ProfileFrontResult(FrontResult):
 
     ``profile_c_angstrom`` (n_maps, n_z): row means of c (NaN outside the cathode rows);
     ``c_below_angstrom`` / ``c_above_angstrom`` (n_maps,): plateaus below and above the front
-    (the two phases' c whose midpoint placed the front; NaN where no front); ``flag``
+    (the series' two phases, whose midpoint placed the front; NaN where no front); ``flag``
     (n_maps,) `FrontFlag` codes; ``rich_c_angstrom`` / ``poor_c_angstrom``: the series'
     Li-rich and Li-poor c at the boundary (NaN when no map shows both phases).
     """
@@ -183,24 +187,24 @@ def _fit_map(z, c, bounds, contrast, min_step, min_step_sigma):
     return float(z0), float(np.sqrt(pcov[0, 0])), WIDTH_10_90_PER_SIGMA * w, below, above
 
 
-def _phases(first_pass: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """The series' Li-rich and Li-poor c at the boundary, and which maps show both phases.
+def _phases(first_pass: np.ndarray) -> tuple[float, float]:
+    """The series' Li-rich and Li-poor c at the boundary.
 
     Medians of the lower and upper plateaus over the maps whose free fit found a step; a
     step whose lower plateau lies above the midpoint of those medians is a gradient inside
     the Li-poor phase, not the Li-rich phase: that map is left out and the medians taken
-    again. NaN, NaN (and no map) when none remains.
+    again. NaN, NaN when none remains.
     """
     shown = np.isfinite(first_pass[:, 0])
     lower = np.fmin(first_pass[:, 3], first_pass[:, 4])
     upper = np.fmax(first_pass[:, 3], first_pass[:, 4])
     if not shown.any():
-        return np.nan, np.nan, shown
+        return np.nan, np.nan
     mid = 0.5 * (np.median(lower[shown]) + np.median(upper[shown]))
     shown &= lower < mid
     if not shown.any():
-        return np.nan, np.nan, shown
-    return float(np.median(lower[shown])), float(np.median(upper[shown])), shown
+        return np.nan, np.nan
+    return float(np.median(lower[shown])), float(np.median(upper[shown]))
 
 
 def _steepest_crossing(c: np.ndarray, mid: float) -> int | None:
@@ -332,16 +336,9 @@ def x_profile_front(
     sem = _row_sem(c)
     args = (bounds, contrast, min_step_angstrom, min_step_sigma)
     first = np.array([_fit_map(z, p, *args) for p in profile]).reshape(-1, 5)
-    *series, own = _phases(first)
-    phases = [  # a map showing both phases uses its own plateaus, the others the series'
-        (min(f[3], f[4]), max(f[3], f[4])) if shown else tuple(series)
-        for f, shown in zip(first, own, strict=True)
-    ]
+    series = _phases(first)
     criteria = (min_step_angstrom, min_side_rows, side_sigma)
-    fits = [
-        _locate(z, p, s, ph, bounds, criteria)
-        for p, s, ph in zip(profile, sem, phases, strict=True)
-    ]
+    fits = [_locate(z, p, s, series, bounds, criteria) for p, s in zip(profile, sem, strict=True)]
     rows = np.array([r for r, _ in fits], dtype=float).reshape(-1, 5)
     flag = np.array([f for _, f in fits], dtype=np.uint8)
     used, speed, speed_err, window = _speed(t, rows, time_window_s)
