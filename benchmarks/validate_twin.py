@@ -15,7 +15,7 @@ front from its phase boundary, the speed from its kinematics, grains with their 
 
 Maps start at ``--first-s + m × --interval-s`` (protocol time, s), or at the ``--times``
 given: e.g. ``--times 0 300 600 900 1200 1500 1800 2100 14700 16500`` has the biphasic
-front's crossing every 300 s (its last map sees it 1.6 µm above the Pt), a single-phase map
+front's crossing every 300 s (its last map sees it ~1.6 µm above the Pt), a single-phase map
 after it, the discharge front near the electrolyte (14700 s) and a single-phase map during
 discharge (16500 s), as the default rehearsal's maps.
 
