@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._fit_front import FrontResult, biphasic_front, front_velocity
-from ._front_profile import ProfileFrontResult, depth_profile, x_profile_front
+from ._front_profile import (
+    FrontFlag,
+    ProfileFrontResult,
+    depth_profile,
+    front_flag_legend,
+    x_profile_front,
+)
 from ._li_calibration import (
     PAPER_CALIBRATION,
     PAPER_TRANSFER_X_ERR,
@@ -28,6 +34,7 @@ __all__ = [
     "PAPER_CALIBRATION",
     "PAPER_TRANSFER_X_ERR",
     "BiphasicMaps",
+    "FrontFlag",
     "FrontResult",
     "LatticeMaps",
     "LiCalibration",
@@ -40,6 +47,7 @@ __all__ = [
     "coverage",
     "depth_profile",
     "frames_to_maps",
+    "front_flag_legend",
     "front_velocity",
     "lattice_maps",
     "li_fraction_from_c",

@@ -11,10 +11,18 @@ front from its phase boundary, the speed from its kinematics, grains with their 
 
     .venv/bin/python benchmarks/validate_twin.py [--n-z 49] [--n-x 49] [--maps 12]
         [--binning 4] [--interval-s 300] [--late-interval-s 1800 --late-from-s 2100]
-        [--cache DIR] [--sampling-correction]
+        [--times T0 T1 ...] [--cache DIR] [--sampling-correction]
 
-``--cache DIR`` keeps each map's reduced frames and truth (~40 MB per 49 × 49 map), so the
-analysis can be re-run without rendering again (same arguments required).
+Maps start at ``--first-s + m × --interval-s`` (protocol time, s; every
+``--late-interval-s`` from ``--late-from-s`` on, if given), or at the ``--times`` given:
+e.g. ``--times 0 300 600 900 1200 1500 1800 2100 14700 16500`` has the biphasic front's
+crossing every 300 s (its last map sees it ~1.6 µm above the Pt), a single-phase map
+after it, the discharge front near the electrolyte (14700 s) and a single-phase map during
+discharge (16500 s), as the default rehearsal's maps.
+
+``--cache DIR`` keeps each map's reduced frames and truth (~40 MB per 49 × 49 map, one file
+per start time), so the analysis can be re-run without rendering again (same arguments
+required).
 
 Rendering costs ~30–70 ms per binned-2 frame on a shared 2-core machine (pessimistic).
 """
@@ -123,11 +131,11 @@ def as_scanned(rows, mid, twin, row_time_s):
 
 def map_data(args, twin, renderer, reduction, layout, m, rng):
     """Reduced frames, as-scanned truth and mid-map time of map ``m`` (cached on disk)."""
-    path = None if args.cache is None else Path(args.cache) / f"map{m:03d}.pkl"
+    t0 = map_start_s(args, m)
+    path = None if args.cache is None else Path(args.cache) / f"map_t{t0:.0f}s.pkl"
     if path is not None and path.exists():
         with path.open("rb") as f:
             return pickle.load(f), 0.0
-    t0 = map_start_s(args, m)
     t1 = time.perf_counter()
     frames, rows = render(twin, renderer, layout, t0, FRAME_S, rng)
     t_render = time.perf_counter() - t1
@@ -143,9 +151,12 @@ def map_data(args, twin, renderer, reduction, layout, m, rng):
     return data, t_render
 
 
-def map_start_s(args, m: int) -> float:
-    """Start of map ``m`` (s): every ``interval_s`` from ``first_s``, then every
-    ``late_interval_s`` from ``late_from_s`` on (the rehearsal's 5-min / 30-min cadence)."""
+def map_start_s(args: argparse.Namespace, m: int) -> float:
+    """Start of map ``m`` (s): ``--times`` if given, else every ``interval_s`` from
+    ``first_s``, then every ``late_interval_s`` from ``late_from_s`` on (the rehearsal's
+    5-min / 30-min cadence)."""
+    if args.times:
+        return args.times[m]
     t_s = args.first_s + m * args.interval_s
     if args.late_interval_s is None or t_s < args.late_from_s:
         return t_s
@@ -174,6 +185,10 @@ def parse_args() -> argparse.Namespace:
         help="map period (s) from --late-from-s on (e.g. 1800, the rehearsal's late cadence)",
     )  # fmt: skip
     parser.add_argument("--late-from-s", type=float, default=2100.0)
+    parser.add_argument(
+        "--times", type=float, nargs="+", default=None,
+        help="map start times (s, increasing); replaces --first-s/--interval-s/--maps",
+    )  # fmt: skip
     parser.add_argument("--binning", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ti-band", default="ti_100", help="band locating the anode stack")
@@ -191,7 +206,12 @@ def parse_args() -> argparse.Namespace:
         help="Li spots by the paper's k x mean threshold alone (no Poisson noise floor)",
     )
     parser.add_argument("--cache", default=None, help="directory keeping reduced maps + truth")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.times:
+        if np.any(np.diff(args.times) <= 0):
+            parser.error(f"--times must increase, got {args.times}")
+        args.maps = len(args.times)
+    return args
 
 
 def main() -> None:

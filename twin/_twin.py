@@ -391,8 +391,12 @@ class CellTwin:
 
         Row ``i`` at height ``z_um[i]`` is measured at ``row_time_s[i]`` while the boundary
         moves, so the map shows it at the height z* where the boundary at that row's time
-        crosses the row: z* = front(t(z*)), t(z) interpolated between rows. Solved by fixed
-        point (the boundary moves ~0.05 µm per 5-s row, far below one row per row).
+        crosses the row: z* = front(t(z*)), t(z) interpolated between rows. Bracketed first
+        (the rows between which the boundary at each row's time passes from above the row to
+        below it, or back), then solved by fixed point from there (the boundary moves ~0.05 µm
+        per 5-s row, far below one row per row). The bracket matters when the boundary
+        exists at some rows' times only: a front leaving the cathode at the Pt is seen by the
+        bottom rows, scanned minutes before the map's mid time when it is gone.
 
         Parameters
         ----------
@@ -402,11 +406,18 @@ class CellTwin:
         Returns
         -------
         (float, float)
-            z* (µm) and its scan time t(z*) (s); NaN, NaN when there is no boundary at the
-            rows' times or it lies outside the rows.
+            z* (µm) and its scan time t(z*) (s); NaN, NaN when the boundary crosses no row
+            while it is scanned (none at the rows' times, or outside the rows).
         """
         z, t = np.asarray(z_um, dtype=float), np.asarray(row_time_s, dtype=float)
-        time_s = float(np.mean(t))
+        above = np.array([self.front_um(float(ti)) for ti in t]) - z  # boundary − row height
+        known = np.flatnonzero(np.isfinite(above))
+        change = np.flatnonzero(np.sign(above[known[:-1]]) != np.sign(above[known[1:]]))
+        if change.size == 0:
+            return math.nan, math.nan
+        i, j = known[change[0]], known[change[0] + 1]
+        share = above[i] / (above[i] - above[j])
+        time_s = float(t[i] + share * (t[j] - t[i]))
         for _ in range(8):
             front = self.front_um(time_s)
             if not math.isfinite(front) or not z[0] <= front <= z[-1]:

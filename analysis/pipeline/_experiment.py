@@ -27,6 +27,7 @@ from ..lattice import (
     biphasic_front,
     coverage,
     depth_profile,
+    front_flag_legend,
     li_fraction_from_c,
     pixel_flag_legend,
     x_profile_front,
@@ -96,7 +97,7 @@ def _front_arrays(front) -> dict[str, LabelledArray]:
 def _profile_front_arrays(
     fronts: Mapping[str, ProfileFrontResult], family: str
 ) -> dict[str, LabelledArray]:
-    """Plateaus of the front family; the front position of every other family."""
+    """Plateaus and flags of the front family; the front position of every other family."""
     front = fronts[family]
     out = {
         f"front_c_{side}": LabelledArray(
@@ -104,6 +105,9 @@ def _profile_front_arrays(
         )
         for side, values in (("below", front.c_below_angstrom), ("above", front.c_above_angstrom))
     }
+    out["front_flag"] = LabelledArray(
+        front.flag, ("map",), "", "why a map has no front (FrontFlag; legend: front_flags)"
+    )
     for other, result in fronts.items():
         if other != family:
             out[f"front_position_{other}"] = LabelledArray(
@@ -251,6 +255,7 @@ class ExperimentAnalysis:
             "pixel_flags": pixel_flag_legend(),
             "coverage": self._coverage_meta(),
             "x_li_calibration": self._calibration_meta(),
+            "x_li_c_range_angstrom": self._calibration_ranges(),
             "sampling_correction": _sampling_label(self.metadata),
             "grains": grain_meta,
             "versions": _versions(),
@@ -342,6 +347,15 @@ class ExperimentAnalysis:
             out[family] = "none: no x_li" if calibration is None else calibration.source
         return out
 
+    def _calibration_ranges(self) -> dict[str, list[float]]:
+        """Calibrated c range (Å) of each family with x: outside it x_li is NaN by design."""
+        out = {}
+        for family in (f.name for f in self.params.families.family):
+            calibration = self.params.li_calibration(family)
+            if calibration is not None:
+                out[family] = [float(c) for c in calibration.c_range_angstrom]
+        return out
+
     def _anode_arrays(self) -> dict[str, LabelledArray]:
         ti_z = self._stack(lambda m: m.ti_z_um)
         p = self.params
@@ -405,6 +419,7 @@ class ExperimentAnalysis:
         }  # fmt: skip
         arrays: dict[str, LabelledArray] = {}
         by_family: dict[str, float] = {}
+        extra: dict[str, Any] = {}
         if p.front_method == "rich_fraction":
             front = biphasic_front(self._stack(lambda m: m.rich_fraction), **common)
             how = (
@@ -427,6 +442,12 @@ class ExperimentAnalysis:
             )
             arrays.update(_profile_front_arrays(fronts, family))
             by_family = {f: r.velocity_nm_per_s for f, r in fronts.items()}
+            extra = {
+                "flags": front_flag_legend(),
+                "rich_c_angstrom": front.rich_c_angstrom,
+                "poor_c_angstrom": front.poor_c_angstrom,
+                "rich_c_angstrom_by_family": {f: r.rich_c_angstrom for f, r in fronts.items()},
+            }
         arrays.update(_front_arrays(front))
         meta = {
             "method": p.front_method,
@@ -438,6 +459,7 @@ class ExperimentAnalysis:
             "front_time_window_s": list(front.time_window_s),
             "speed_nm_per_s_by_family": by_family,
             "sign": "dz/dt; negative = front moving down from the electrolyte side (charge)",
+            **extra,
         }
         return arrays, meta
 
@@ -462,6 +484,8 @@ class ExperimentAnalysis:
                 self._stack(lambda m, f=family: m.c_angstrom[f]),
                 min_step_angstrom=p.front_min_step_angstrom,
                 min_step_sigma=p.front_min_step_sigma,
+                min_side_rows=p.front_min_side_rows,
+                side_sigma=p.front_side_sigma,
                 **common,
             )
             for family in self._maps[0].c_angstrom

@@ -102,6 +102,9 @@ class AnalysisParameters(BaseModel):
         its 0.5 crossing (`opmap.analysis.lattice.biphasic_front`).
     front_min_step_angstrom, front_min_step_sigma : float
         ``"x_profile"``: smallest c step between the phases (Å) and its significance.
+    front_min_side_rows, front_side_sigma : int, float
+        ``"x_profile"``: a front needs this many rows on each side of the midpoint crossing,
+        each this many standard errors of its row mean beyond the midpoint (default 1, 3).
     rich_c_angstrom, poor_c_angstrom : float
         ``"rich_fraction"`` only: c of the Li-rich and Li-poor phases (Å), default the
         paper's LCO⊥ values (main text, Fig. 2d: 14.0 and 14.13 Å).
@@ -116,8 +119,9 @@ class AnalysisParameters(BaseModel):
     front_cathode_z_um : (float, float) or None
         Cathode rows (µm) used for the front; fronts outside are rejected (None: all rows).
     front_contrast : float
-        A front needs the column-mean Li-rich fraction to reach 0.5 ± this inside the
-        cathode, in [0, 0.5).
+        A front needs the column-mean Li-rich fraction (``"rich_fraction"``), or the profile
+        of a map showing both phases (``"x_profile"``, first pass), to reach 0.5 ± this of
+        its step inside the cathode, in [0, 0.5).
     ti_band : str
         Reduction band locating the Ti collector (``ti_z``, and the Li thickness by default).
     li_thickness_method : {"ti", "stack"}
@@ -219,6 +223,8 @@ class AnalysisParameters(BaseModel):
     front_method: Literal["x_profile", "rich_fraction"] = "x_profile"
     front_min_step_angstrom: float = Field(default=0.02, gt=0.0, lt=1.0)
     front_min_step_sigma: float = Field(default=5.0, gt=0.0, le=1000.0)
+    front_min_side_rows: int = Field(default=1, ge=1, le=100)
+    front_side_sigma: float = Field(default=3.0, gt=0.0, le=1000.0)
     rich_c_angstrom: float = Field(default=14.0, gt=13.0, lt=15.0)
     poor_c_angstrom: float = Field(default=14.13, gt=13.0, lt=15.0)
     fix_phase_positions: bool = True

@@ -14,7 +14,10 @@ Error definitions (one row per figure of merit and family):
 
 ``recovered`` and ``truth`` are the means over the compared entries. ``coverage`` is the
 share of the truth's entries (cathode pixels with a finite truth, maps with a truth) where
-the recovered value is finite, on the worst map for per-pixel figures. A figure passes only
+the recovered value is finite, on the worst map for per-pixel figures; for x_Li only the
+pixels whose true c lies inside the calibrated range count (elsewhere the paper's method
+gives NaN by design), and ``excluded`` is the share of the truth's pixels (all maps) left out
+that way (0 for every other figure). A figure passes only
 if its error meets the target AND its coverage is at least `MIN_COVERAGE`; the front speed
 also needs at least `MIN_FRONT_MAPS` maps.
 """
@@ -47,7 +50,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Columns of a table row, in order.
-COLUMNS = ("figure", "recovered", "truth", "error", "target", "units", "coverage", "pass")
+COLUMNS = (
+    "figure", "recovered", "truth", "error", "target", "units", "coverage", "excluded", "pass",
+)  # fmt: skip
 #: Targets of issue 10: (error kind, target, units of the error).
 TARGETS: dict[str, tuple[str, float, str]] = {
     "c per pixel RMS": ("worst_map_rms", 0.003, "angstrom"),
@@ -80,7 +85,8 @@ def report_table(products: Products) -> list[dict[str, Any]]:
     list of dict
         One row per figure of merit with keys `COLUMNS`: ``figure`` (e.g.
         ``"c map mean perp"``), ``recovered``, ``truth``, ``error``, ``target``, ``units``
-        (of recovered/truth), ``coverage`` and ``pass`` (error ≤ target and coverage ≥
+        (of recovered/truth), ``coverage``, ``excluded`` (x_Li: share of the pixels whose
+        true c is outside the calibrated range) and ``pass`` (error ≤ target and coverage ≥
         `MIN_COVERAGE`; the front speed also from ≥ `MIN_FRONT_MAPS` maps). Quantities
         without truth are left out (logged); empty for products without truth.
     """
@@ -106,7 +112,8 @@ def report_table(products: Products) -> list[dict[str, Any]]:
 def _after_first(pair: Pair | None) -> Pair | None:
     if pair is None:
         return None
-    return Pair(pair.recovered[1:], pair.truth[1:], pair.units, pair.coverage)
+    return Pair(pair.recovered[1:], pair.truth[1:], pair.units, pair.coverage, pair.n_maps,
+                pair.excluded)  # fmt: skip
 
 
 def _add(rows: list[dict[str, Any]], kind: str, pair: Pair | None, label: str = "") -> None:
@@ -124,7 +131,8 @@ def _add(rows: list[dict[str, Any]], kind: str, pair: Pair | None, label: str = 
     passed = error <= target and coverage >= MIN_COVERAGE
     if kind == "front speed":
         passed = passed and pair.n_maps >= MIN_FRONT_MAPS
-    values = (label, recovered, truth, error, target, pair.units, coverage, bool(passed))
+    values = (label, recovered, truth, error, target, pair.units, coverage, pair.excluded,
+              bool(passed))  # fmt: skip
     rows.append(dict(zip(COLUMNS, values, strict=True)))
 
 

@@ -27,10 +27,20 @@ boundary, never `biphasic_front` run on the twin's Li-rich fraction.
 Coverage (`Pair.coverage`): the share of the entries whose truth is finite (cathode pixels,
 maps with a boundary, ...) where the recovered value is finite too; for (map, z, x) arrays
 the worst map's share.
+
+x_Li coverage is measured over the pixels where the method can give x: the twin's *true* c
+of the family (``truth_c_<f>``) inside the calibrated range the analysis used (metadata
+``x_li_c_range_angstrom``; the paper's 14.03–14.43 Å for LCO⊥). There the paper's method
+must give NaN (never a clamped value), so a finite-x share over all cathode pixels would
+grade the calibration's range, not the analysis. `Pair.excluded` is the share of the truth's
+pixels (all maps) left out that way, reported beside the coverage so that 100 % is not read
+as "all pixels". Without the range in the metadata (older products) or a true c, x_Li
+coverage counts every pixel with a finite truth (logged).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +52,8 @@ from ._data import labelled, map_mean, map_times_s, nanmean
 
 __all__ = ["Pair", "front_pairs", "grain_pairs", "has_truth", "lattice_pair", "thickness_pair"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -49,7 +61,9 @@ class Pair:
 
     ``coverage``: share of the entries with a finite truth where the recovered value is
     finite (worst map for (map, ...) arrays of more than one dimension); ``n_maps``: maps
-    that went into a per-experiment figure (the front speed), else 0.
+    that went into a per-experiment figure (the front speed), else 0; ``excluded``: share of
+    the truth's entries left out of the coverage because the method must give NaN there
+    (x_Li: true c outside the calibrated range), else 0.
     """
 
     recovered: np.ndarray
@@ -57,6 +71,7 @@ class Pair:
     units: str
     coverage: float = 1.0
     n_maps: int = 0
+    excluded: float = 0.0
 
     @classmethod
     def masked(cls, recovered: np.ndarray, truth: np.ndarray, units: str) -> Pair:
@@ -100,7 +115,32 @@ def lattice_pair(products: Products, prefix: str, family: str) -> Pair | None:
     truth = labelled(products, *candidates)
     if recovered is None or truth is None or truth.values.shape != recovered.values.shape:
         return None
-    return Pair.masked(recovered.values, truth.values, recovered.units)
+    pair = Pair.masked(recovered.values, truth.values, recovered.units)
+    domain = _x_li_domain(products, family, truth.values) if prefix == "x_li" else None
+    if domain is None:
+        return pair
+    truth_values = np.asarray(truth.values, float)
+    known = np.isfinite(truth_values)
+    scored = np.where(domain, truth_values, np.nan)
+    excluded = float((known & ~domain).sum() / known.sum()) if known.any() else float("nan")
+    coverage = _coverage(np.asarray(recovered.values, float), scored)
+    return Pair(pair.recovered, pair.truth, pair.units, coverage, excluded=excluded)
+
+
+def _x_li_domain(products: Products, family: str, truth_x: np.ndarray) -> np.ndarray | None:
+    """Pixels whose true c lies inside the family's calibrated range, or None (unknown)."""
+    c_range = products.metadata.get("x_li_c_range_angstrom", {}).get(family)
+    true_c = labelled(products, f"truth_c_{family}", f"truth_{family}_c_angstrom")
+    if c_range is None or true_c is None or true_c.values.shape != np.shape(truth_x):
+        logger.info(
+            "report table: x_Li %s coverage over all pixels (no calibrated range in the "
+            "metadata or no true c)",
+            family,
+        )
+        return None
+    c = np.asarray(true_c.values, float)
+    with np.errstate(invalid="ignore"):
+        return (c >= float(c_range[0])) & (c <= float(c_range[1]))
 
 
 def front_pairs(products: Products) -> tuple[Pair, Pair] | None:
@@ -108,10 +148,11 @@ def front_pairs(products: Products) -> tuple[Pair, Pair] | None:
 
     The recovered speed is the analysis's (its metadata, else a straight-line fit of its
     positions against ``front_time``, when the beam crossed the front, or the map times)
-    over the maps it used: finite recovered position, inside ``front_time_window_s`` when
-    one was set. The true speed is the twin's boundary speed averaged over the time those
-    maps span (its displacement between the first and last of them, as scanned:
-    ``truth_front_position`` at ``truth_front_time``), else its kinematic
+    over the maps it used (`_front_used`: its ``front_used`` product, else every finite
+    position inside ``front_time_window_s`` when one was set). The true speed is the
+    twin's boundary speed averaged over the time those maps span (its displacement between
+    the first and last of them, as scanned: ``truth_front_position`` at
+    ``truth_front_time``), else its kinematic
     ``truth_front_speed`` averaged over the same maps.
     """
     position = products.arrays.get("front_position")
@@ -121,10 +162,7 @@ def front_pairs(products: Products) -> tuple[Pair, Pair] | None:
     if position is None or time_s is None or truth is None:
         return None
     truth_um = np.asarray(truth.values, float)
-    used = np.isfinite(position.values) & np.isfinite(truth_um)
-    window = products.metadata.get("analysis_parameters", {}).get("front_time_window_s")
-    if window is not None:
-        used &= (time_s >= window[0]) & (time_s <= window[1])
+    used = _front_used(products, time_s) & np.isfinite(truth_um)
     speed = products.metadata.get("front", {}).get("speed_nm_per_s")
     if speed is None:
         speed, _ = front_velocity(time_s, np.where(used, position.values, np.nan))
@@ -133,6 +171,23 @@ def front_pairs(products: Products) -> tuple[Pair, Pair] | None:
                          "nm/s")  # fmt: skip
     speeds = Pair(speeds.recovered, speeds.truth, "nm/s", positions.coverage, int(used.sum()))
     return positions, speeds
+
+
+def _front_used(products: Products, time_s: np.ndarray) -> np.ndarray:
+    """Maps of the analysis's speed fit: its ``front_used`` product, else every map with a
+    recovered front (inside ``front_time_window_s`` when one was set).
+
+    A series can hold fronts of two stages (charge and discharge, the Li-rich phase on
+    opposite sides): the speed is one stage's, so is its truth.
+    """
+    flagged = _array(products, "front_used")
+    if flagged is not None:
+        return flagged.astype(bool)
+    used = np.isfinite(np.asarray(products.arrays["front_position"].values, float))
+    window = products.metadata.get("analysis_parameters", {}).get("front_time_window_s")
+    if window is not None:
+        used &= (time_s >= window[0]) & (time_s <= window[1])
+    return used
 
 
 def _array(products: Products, name: str) -> np.ndarray | None:

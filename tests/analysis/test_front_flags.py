@@ -10,6 +10,7 @@ from opmap.analysis.families import FamilyConfig
 from opmap.analysis.fitting import fit_gaussian, peak_significance
 from opmap.analysis.lattice import (
     PAPER_CALIBRATION,
+    FrontFlag,
     PixelFlag,
     li_fraction_from_c,
     x_profile_front,
@@ -121,6 +122,10 @@ def test_pipeline_front_uses_the_paper_method_and_survives_li_rich_c_outside_cal
     assert front_meta["speed_nm_per_s_by_family"]["perp"] == front_meta["speed_nm_per_s"]
     assert "paper" in products.metadata["front"]["method_description"]
     assert products.arrays["front_used"].values.tolist() == [0, 1, 1, 1, 1, 1]
+    # the pristine map is a single Li-rich phase: no front, and the products say why
+    assert products.arrays["front_flag"].values.tolist() == [FrontFlag.SINGLE_PHASE] + [0] * 5
+    assert front_meta["flags"]["4"].startswith("SINGLE_PHASE")
+    assert front_meta["rich_c_angstrom"] == pytest.approx(14.00, abs=3e-3)
     assert "rich_fraction" not in products.arrays  # the two-phase fit is opt-in
     flags = products.arrays["fit_flag_x_li_perp"].values
     rich = products.arrays["c_perp"].values < 14.03

@@ -39,7 +39,8 @@ def test_every_figure_is_a_valid_png_and_pdf_plus_truth_tables(tmp_path):
     assert len(csv_lines) == 1 + len(report_table(synthetic_products()))
     markdown = (tmp_path / "report" / "truth_table.md").read_text()
     assert (
-        "| c per pixel RMS perp | 14.02 | 14.01 | 0.002 | 0.003 | angstrom | 1 | yes |" in markdown
+        "| c per pixel RMS perp | 14.02 | 14.01 | 0.002 | 0.003 | angstrom | 1 | 0 | yes |"
+        in markdown
     )
 
 
@@ -275,3 +276,52 @@ def test_html_report_shows_every_figure_and_the_table(tmp_path):
         assert f'<img src="{figure}.svg"' in text
         assert f'href="{figure}.png"' in text and f'href="{figure}.svg"' in text
     assert text.count("<tr>") == 1 + len(report_table(synthetic_products()))
+
+
+def _with_x_range(products: Products, c_range, x_li: np.ndarray) -> Products:
+    arrays = {**products.arrays, "x_li_perp": LabelledArray(x_li, ("map", "z", "x"), "")}
+    metadata = {**products.metadata, "x_li_c_range_angstrom": {"perp": list(c_range)}}
+    return Products(arrays, products.coords, products.tables, metadata)
+
+
+def test_x_li_coverage_counts_only_pixels_whose_true_c_is_calibrated():
+    """True c is 14.00, 14.01, 14.02, 14.03 Å in maps 0–3 (15 pixels each). With a
+    calibrated range 14.015–14.5 Å, maps 0 and 1 lie outside it (the paper's method must
+    give NaN there): 30 of 60 pixels excluded. x is NaN on those maps and on 3 of map 2's 15
+    pixels, so the worst in-range map covers 12/15 = 0.8 and the figure fails on coverage;
+    counted over every cathode pixel, maps 0 and 1 (no x at all) would read 0."""
+    products = synthetic_products()
+    x_li = products.arrays["x_li_perp"].values.copy()
+    x_li[:2] = np.nan
+    x_li[2, 0, :] = np.nan
+    row = _rows(_with_x_range(products, (14.015, 14.5), x_li))["x_Li per pixel RMS perp"]
+    assert row["excluded"] == pytest.approx(0.5)
+    assert row["coverage"] == pytest.approx(0.8)
+    assert row["error"] == pytest.approx(0.03)  # RMS over the pixels known on both sides
+    assert row["pass"] is False
+    x_li[2, 0, :] = 0.8  # every in-range pixel has x: full coverage, half the pixels excluded
+    row = _rows(_with_x_range(products, (14.015, 14.5), x_li))["x_Li per pixel RMS perp"]
+    assert (row["coverage"], row["excluded"]) == (1.0, 0.5)
+    # Products without the calibrated range: every pixel with a finite truth counts.
+    plain = Products({**products.arrays, "x_li_perp": LabelledArray(x_li, ("map", "z", "x"), "")},
+                     products.coords, products.tables, products.metadata)  # fmt: skip
+    row = _rows(plain)["x_Li per pixel RMS perp"]
+    assert (row["coverage"], row["excluded"]) == (0.0, 0.0)
+    assert all(r["excluded"] == 0.0 for r in report_table(plain) if "x_Li" not in r["figure"])
+
+
+def test_the_true_speed_is_taken_over_the_maps_of_the_analysis_speed_fit_only():
+    """A series with a charge front in maps 0–1 and a discharge front in map 2: the
+    analysis fits its speed over maps 0–1 (``front_used``), so the truth's speed is the
+    twin's over those maps, not averaged with the discharge map's."""
+    base = synthetic_products(truth=False)
+    arrays = dict(base.arrays)
+    arrays["front_used"] = LabelledArray(np.array([1, 1, 0, 0], np.uint8), ("map",), "")
+    arrays["truth_front_position"] = LabelledArray(TRUTH_FRONT_UM, ("map",), "um")
+    arrays["truth_front_speed"] = LabelledArray(
+        np.array([-9.0, -11.0, -2.0, np.nan]), ("map",), "nm/s"
+    )
+    position, speed = front_pairs(Products(arrays, base.coords, base.tables, base.metadata))
+    assert speed.truth[0] == pytest.approx(-10.0)
+    assert speed.n_maps == 2
+    assert np.isfinite(position.truth[:3]).all()  # every map's front is still scored

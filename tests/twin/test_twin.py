@@ -258,3 +258,19 @@ def test_the_front_as_scanned_is_where_the_boundary_crossed_the_row_being_measur
     assert front_um == pytest.approx(expected_um, abs=0.15)
     assert front_um > twin.front_um(mid_s) + 0.2  # rows below mid-map are scanned early
     assert all(map(math.isnan, twin.front_as_scanned(z_um[:5], row_time_s[:5])))
+
+
+def test_a_front_leaving_the_cathode_is_seen_by_the_rows_scanned_before_it_left():
+    """A 4-min map from 1800 s: the boundary reaches the Pt (z = 0) at ~1850 s, before the
+    map's mid time (1920 s), but the bottom rows were scanned at ~1810 s while it was still
+    ~1.6 µm above the Pt. The truth is that crossing, not NaN for the mid time."""
+    twin = paper_twin()
+    twin.advance_to(2100.0)
+    z_um = np.arange(-2.0, 47.0)
+    row_time_s = 1800.0 + 240.0 * (np.arange(z_um.size) + 0.5) / z_um.size
+    assert math.isnan(twin.front_um(float(np.mean(row_time_s))))  # gone at mid-map
+    front_um, time_s = twin.front_as_scanned(z_um, row_time_s)
+    assert 0.0 < front_um < 3.0
+    assert front_um == pytest.approx(twin.front_um(time_s), abs=1e-9)
+    row = np.searchsorted(z_um, front_um)
+    assert row_time_s[row - 1] <= time_s <= row_time_s[row]  # the rows around it, then
