@@ -218,8 +218,9 @@ class ProductPublisher:
         self._writer = TiledProductWriter(
             self.processed, self.experiment_id, parameters=self.parameters
         )
-        if self.metadata:
-            self._writer.container.update_metadata(metadata=self.metadata)
+        metadata = {**self.metadata, **_experiment_constants(self._products)}
+        if metadata:
+            self._writer.container.update_metadata(metadata=metadata)
         self._seal_superseded()
 
     def _seal_superseded(self) -> None:
@@ -315,7 +316,8 @@ class ProductPublisher:
 
     def finish(self, products: Products) -> None:
         """Write any map still queued, commit what is claimed, and write the arrays without
-        a ``map`` dimension (e.g. per-track classes) and the other tables.
+        a ``map`` dimension (e.g. per-track classes), the other tables and the metadata
+        keys of ``products`` not stored yet (the front's phases, coverage, ...).
 
         Raises
         ------
@@ -336,10 +338,13 @@ class ProductPublisher:
 
         def write_rest() -> None:
             done = self._writer.written_names
+            stored = self._writer.container.metadata
             self._writer.write_products(
                 Products(
                     arrays={n: a for n, a in rest.items() if n not in done},
                     tables={n: t for n, t in tables.items() if n not in done},
+                    # the final analysis metadata (front, coverage, ...): keys only added
+                    metadata={k: v for k, v in products.metadata.items() if k not in stored},
                 )
             )
 
@@ -352,3 +357,18 @@ class ProductPublisher:
             )
         # final: only an admin key may change the version from now on
         retry_transient(self._writer.seal, what=f"{self.experiment_id}: sealing the products")
+
+
+#: Analysis metadata that the parameters fix for a whole experiment, written with the live
+#: version when it is created, so live readers (and the truth table) have them from the
+#: first map: x_Li's calibration lines and calibrated c range, and the pixel-flag legend.
+#: Metadata that changes from map to map (the front's phase values, coverage) is not
+#: written live: the writer key may add metadata but never change a stored key.
+EXPERIMENT_CONSTANTS = ("x_li_calibration", "x_li_c_range_angstrom", "pixel_flags")
+
+
+def _experiment_constants(products: Products | None) -> dict[str, Any]:
+    if products is None:
+        return {}
+    found = products.metadata
+    return {key: found[key] for key in EXPERIMENT_CONSTANTS if key in found}

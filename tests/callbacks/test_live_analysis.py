@@ -108,6 +108,9 @@ def test_live_products_in_tiled_equal_offline_pipeline_and_recover_c(
         )
         assert stored.arrays[name].dims == offline.arrays[name].dims
     assert stored.metadata["raw_uids"] == uids
+    for key in ("x_li_c_range_angstrom", "pixel_flags", "front", "coverage"):
+        # live and final metadata (Tiled stores NaN as null)
+        assert stored.metadata[key] == _nan_as_none(offline.metadata[key]), key
     # physics: c of every pixel within 5e-3 Å of the rendered c(x) (paper changes: 0.1 Å)
     c_perp = stored.arrays["c_perp"].values  # (map, z, x)
     truth = np.array([c_truth_angstrom(x) for x in SMALL_MAP.x_centres_um()])
@@ -118,3 +121,14 @@ def test_live_products_in_tiled_equal_offline_pipeline_and_recover_c(
     events = [d for n, d in derived if n == "event"]
     assert [e["data"]["n_valid_frames"] for e in events] == [24.0, 24.0]
     assert abs(events[0]["data"]["c_perp"] - truth.mean()) < 5e-3
+
+
+def _nan_as_none(value):
+    """``value`` with every float NaN as None, as Tiled returns stored JSON metadata."""
+    if isinstance(value, dict):
+        return {k: _nan_as_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_as_none(v) for v in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
