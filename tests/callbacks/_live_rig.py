@@ -76,14 +76,15 @@ def RE() -> Iterator[RunEngine]:
         engine.halt()
 
 
-@pytest.fixture
-def rig(RE: RunEngine, tmp_path: Path):
-    """(stage, eiger, detector directory) on one event-driven simulation clock."""
+def build_rig(
+    directory: Path, *, x_following_lag_s: float = 0.0, frames_per_file: int | None = None
+) -> tuple[SimMapStage, SimEiger]:
+    """(stage, eiger) on one event-driven simulation clock, the Eiger writing into
+    ``directory``; ``x_following_lag_s`` makes the stage's x lag its commanded trajectory."""
     clock = SimClock()
-    directory = tmp_path / "detector"
-    directory.mkdir()
+    files = {} if frames_per_file is None else {"frames_per_file": frames_per_file}
     with init_devices():
-        stage = SimMapStage(clock)
+        stage = SimMapStage(clock, x_following_lag_s=x_following_lag_s)
         eiger = SimEiger(
             StaticPathProvider(UUIDFilenameProvider(), directory),
             clock,
@@ -93,6 +94,15 @@ def rig(RE: RunEngine, tmp_path: Path):
             stage.z,
             GEOMETRY.shape,
             metadata_from_integrator(GEOMETRY.integrator),
-            frames_per_file=10,
+            **files,
         )
+    return stage, eiger
+
+
+@pytest.fixture
+def rig(RE: RunEngine, tmp_path: Path):
+    """(stage, eiger, detector directory) on one event-driven simulation clock."""
+    directory = tmp_path / "detector"
+    directory.mkdir()
+    stage, eiger = build_rig(directory, frames_per_file=10)
     return stage, eiger, directory

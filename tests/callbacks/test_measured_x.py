@@ -12,7 +12,6 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
-from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
 
 from opmap.analysis.families import FamilyConfig
 from opmap.analysis.pipeline import AnalysisParameters
@@ -24,10 +23,9 @@ from opmap.callbacks.live import (
     MapRunDocuments,
 )
 from opmap.callbacks.live_analysis import LiveAnalysis
-from opmap.devices.sim import SimClock, SimEiger, SimMapStage, metadata_from_integrator
 from opmap.plans import fly_map, frame_positions_um
 
-from ._live_rig import GEOMETRY, RE, SMALL_MAP, RingRenderer, _Scene  # noqa: F401
+from ._live_rig import GEOMETRY, RE, SMALL_MAP, build_rig  # noqa: F401
 
 #: Agreement of the interpolated readback with the true position (µm). The readback is
 #: sampled every 0.1 s and interpolated linearly: exact where the axis cruises, up to the
@@ -41,19 +39,7 @@ RAMP_TOLERANCE_UM = 0.1
 
 
 def _fly(engine, tmp_path, lag_s):
-    clock = SimClock()
-    with init_devices():
-        stage = SimMapStage(clock, x_following_lag_s=lag_s)
-        eiger = SimEiger(
-            StaticPathProvider(UUIDFilenameProvider(), tmp_path),
-            clock,
-            _Scene(),
-            RingRenderer(),
-            stage.x,
-            stage.z,
-            GEOMETRY.shape,
-            metadata_from_integrator(GEOMETRY.integrator),
-        )
+    stage, eiger = build_rig(tmp_path, x_following_lag_s=lag_s)
     docs: list[tuple[str, dict]] = []
     engine(fly_map(eiger, stage.x, stage.z, SMALL_MAP), lambda name, doc: docs.append((name, doc)))
     lines = [d for n, d in docs if n == "event" and "line_x_measured_um" in d["data"]]
