@@ -50,7 +50,15 @@ from opmap.analysis.products import Products
 
 from ._data import labelled, map_mean, map_times_s, nanmean
 
-__all__ = ["Pair", "front_pairs", "grain_pairs", "has_truth", "lattice_pair", "thickness_pair"]
+__all__ = [
+    "Pair",
+    "front_pairs",
+    "grain_pairs",
+    "has_truth",
+    "lattice_pair",
+    "thickness_pair",
+    "x_li_z_pair",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +133,26 @@ def lattice_pair(products: Products, prefix: str, family: str) -> Pair | None:
     excluded = float((known & ~domain).sum() / known.sum()) if known.any() else float("nan")
     coverage = _coverage(np.asarray(recovered.values, float), scored)
     return Pair(pair.recovered, pair.truth, pair.units, coverage, excluded=excluded)
+
+
+def x_li_z_pair(products: Products, family: str) -> Pair | None:
+    """x_Li's error in units of its own stated uncertainty: ``(x − x_true) / x_li_err``.
+
+    ``recovered`` is that ratio, ``truth`` is 0, over the same pixels as the x_Li figure
+    (true c inside the calibrated range). It grades the uncertainty the analysis states
+    (the paper's calibration and its transfer to the film, plus the fitted c), not x itself:
+    a stated standard uncertainty that holds leaves ~5 % of the pixels beyond 2. None without
+    an ``x_li_err_<family>`` product or an x_Li pair.
+    """
+    x_pair = lattice_pair(products, "x_li", family)
+    err = products.arrays.get(f"x_li_err_{family}")
+    if x_pair is None or err is None or err.values.shape != x_pair.recovered.shape:
+        return None
+    sigma = np.asarray(err.values, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sigma > 0, (x_pair.recovered - x_pair.truth) / sigma, np.nan)
+    zero = np.where(np.isfinite(z), 0.0, np.nan)
+    return Pair(z, zero, "", x_pair.coverage, excluded=x_pair.excluded)
 
 
 def _x_li_domain(products: Products, family: str, truth_x: np.ndarray) -> np.ndarray | None:

@@ -325,3 +325,24 @@ def test_the_true_speed_is_taken_over_the_maps_of_the_analysis_speed_fit_only():
     assert speed.truth[0] == pytest.approx(-10.0)
     assert speed.n_maps == 2
     assert np.isfinite(position.truth[:3]).all()  # every map's front is still scored
+
+
+def test_x_li_row_counts_pixels_whose_error_exceeds_twice_the_stated_uncertainty():
+    """x is the truth ± 0.03 (checkerboard). A stated x_li_err of 0.02 puts every error at
+    1.5 σ (none beyond 2); 0.01 puts them at 3 σ (all beyond). Map 3 with σ = 0.01 on 9 of
+    its 15 pixels is the worst map: 9/15 beyond."""
+    products = synthetic_products()
+    sigma = np.full(products.arrays["x_li_perp"].values.shape, 0.02)
+    sigma[3, :3, :] = 0.01
+    arrays = {**products.arrays, "x_li_err_perp": LabelledArray(sigma, ("map", "z", "x"), "")}
+    rows = _rows(Products(arrays, products.coords, products.tables, products.metadata))
+    row = rows["x_Li beyond 2 x_li_err perp"]
+    assert row["error"] == pytest.approx(9 / 15)
+    assert row["target"] == 0.05 and row["pass"] is False
+    assert row["truth"] == 0.0 and row["coverage"] == 1.0
+    sigma[3] = 0.02
+    rows = _rows(Products(arrays, products.coords, products.tables, products.metadata))
+    assert rows["x_Li beyond 2 x_li_err perp"]["error"] == 0.0
+    assert rows["x_Li beyond 2 x_li_err perp"]["pass"] is True
+    # without the stated uncertainty there is no row (nothing to grade)
+    assert "x_Li beyond 2 x_li_err perp" not in _rows(products)
