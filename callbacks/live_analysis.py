@@ -67,6 +67,12 @@ __all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_fro
 
 logger = logging.getLogger(__name__)
 
+#: Appended to the log line of a failed map run or of a run resuming one.
+JOIN_NOTE = (
+    " (a failed map is resumed with resume_fly_map; opmap replay joins it with its resumes, "
+    "the live analysis does not)"
+)
+
 #: ``time_source`` metadata of products whose map times are map indices (no potentiostat
 #: readbacks, no frame times in the run).
 MAP_INDEX_TIME_SOURCE = "map index (no potentiostat or frame times in the run)"
@@ -222,12 +228,13 @@ class LiveAnalysis:
         exit_status = (run.stop_doc or {}).get("exit_status")
         if exit_status != "success" or not acc.complete:
             logger.warning(
-                "run %s stopped (%s) with %d of %d lines and %d missing frames: not analysed",
+                "run %s stopped (%s) with %d of %d lines and %d missing frames: not analysed%s",
                 run.uid,
                 exit_status,
                 len(acc.lines),
                 acc.n_z,
                 len(acc.missing_frames()),
+                JOIN_NOTE if exit_status != "success" or run.start_doc.get("resumes") else "",
             )
             return
         experiment_id = str(run.start_doc.get("experiment_id") or f"run-{run.uid}")

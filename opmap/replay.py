@@ -1,12 +1,15 @@
 """Replay: analyse a stored experiment again from its raw runs in Tiled, as a new version.
 
-`replay_experiment` finds the experiment's map runs in ``raw`` (start metadata
-``experiment_id``, ``map_index`` set, exit status ``success``), orders them by
-``map_index`` and, for each, walks the run's documents (``run.documents()``) the way the
-live analysis does: the ``stream_resource`` / ``stream_datum`` documents say where each
-frame of ``primary`` lies (file, dataset, row), the ``lines`` stream names the valid frames
-(the latest attempt of every line; frames of an aborted attempt are skipped), ``ec_state``
-and ``electrochemistry`` give the map's time and cell state. The valid frames are read
+`replay_experiment` finds the experiment's maps in ``raw`` (start metadata
+``experiment_id``, ``map_index`` set): a run with exit status ``success``, or a failed run
+joined with the runs that resume it (`resume_fly_map`; `map_chains`, `JoinedMapRun`: each
+line from the run `map_line_sources` names, a chain still missing a line is left out with
+its reason, in the version's ``skipped_maps``). It orders them by ``map_index`` and, for
+each run, walks the run's documents (``run.documents()``) the way the live analysis does:
+the ``stream_resource`` / ``stream_datum`` documents say where each frame of ``primary``
+lies (file, dataset, row), the ``lines`` stream names the valid frames (the latest attempt
+of every line; frames of an aborted attempt are skipped), ``ec_state`` and
+``electrochemistry`` give the map's time and cell state. The valid frames are read
 lazily with dask (from the HDF5 files when they are readable here, else through Tiled),
 reduced with one compiled reduction (local threads, or a ``dask.distributed`` scheduler),
 analysed map by map (`analyze_map`, `ExperimentAnalysis`) and written with a new
@@ -205,17 +208,22 @@ class SkippedMap(NamedTuple):
 MapItem = MapRunFrames | JoinedMapRun
 
 
-def _map_item(chain: MapChain, frames_from: FrameSourceChoice) -> MapItem:
-    """The map a chain of runs holds: its one successful run, or its runs joined line by line.
+def _joined(chain: MapChain, frames_from: FrameSourceChoice) -> JoinedMapRun | str:
+    """The chain's runs joined line by line, or why they are no map.
 
-    Raises
-    ------
-    ValueError
-        The chain's runs do not hold every line of the map exactly once.
+    Only the chain's completeness is a reason (a run without its ``stop``, still running or
+    cut off; `map_line_sources`: a line missing or held twice); an unreadable run is an
+    error, as for a map of one run.
     """
-    if chain.whole_run:
-        return gather_map_run(chain.runs[0], frames_from=frames_from)
-    sources = map_line_sources(chain.runs)
+    runs = zip(chain.uids, chain.runs, strict=True)
+    open_runs = [uid for uid, run in runs if not run.metadata.get("stop")]
+    if open_runs:
+        return f"runs {open_runs} have no stop document (still running, or cut off)"
+    try:
+        sources = map_line_sources(chain.runs)
+    except ValueError as error:
+        stop = chain.runs[-1].metadata.get("stop") or {}
+        return f"exit status {stop.get('exit_status')!r}; {error}"
     parts = [gather_map_run(run, frames_from=frames_from) for run in chain.runs]
     logger.info("%s joined: lines from %d runs", chain.describe(), len(parts))
     return JoinedMapRun(parts, sources)
@@ -233,13 +241,15 @@ def _map_items(
     items, skipped = [], []
     chains = map_chains(raw, experiment_id)
     for chain in chains:
-        try:
-            items.append(_map_item(chain, frames_from))
-        except ValueError as error:
-            stop = chain.runs[-1].metadata.get("stop") or {}
-            reason = f"exit status {stop.get('exit_status')!r}; {error}"
-            logger.warning("%s left out: %s", chain.describe(), reason)
-            skipped.append(SkippedMap(chain.map_index, chain.uids, reason))
+        if chain.whole_run:
+            items.append(gather_map_run(chain.runs[0], frames_from=frames_from))
+            continue
+        joined = _joined(chain, frames_from)
+        if isinstance(joined, str):
+            logger.warning("%s left out: %s", chain.describe(), joined)
+            skipped.append(SkippedMap(chain.map_index, chain.uids, joined))
+        else:
+            items.append(joined)
     if not items:
         reasons = "; ".join(f"map {s.map_index}: {s.reason}" for s in skipped)
         raise ValueError(
