@@ -61,12 +61,12 @@ from opmap.analysis.pipeline import (
 from opmap.analysis.products import Products
 from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks.frames import DatumRows, FrameReader, local_path
-from opmap.callbacks.live import MapRunDocuments
+from opmap.callbacks.live import JoinedMapRun, MapRunDocuments
 from opmap.callbacks.live_analysis import MAP_INDEX_TIME_SOURCE
 from opmap.callbacks.tiled_products import TiledProductWriter, validate_key, versions
 from opmap.plans import FRAMES_STREAM, LINES_STREAM, map_line_sources
 
-from ._map_join import JoinedMapRun, MapChain, map_chains
+from ._map_join import MapChain, map_chains
 
 __all__ = [
     "FrameLocation",
@@ -420,7 +420,19 @@ def _lazy_frames(item: MapItem, frames_from: FrameSourceChoice, chunk_frames: in
 def _lazy_run_frames(
     item: MapRunFrames, frames: list[int], frames_from: FrameSourceChoice, chunk_frames: int
 ) -> Any:
-    """Lazy dask array (n, H, W) of one run's ``frames``, from the files or Tiled."""
+    """Lazy dask array (n, H, W) of one run's ``frames``, from the files or Tiled.
+
+    Raises
+    ------
+    ValueError
+        A frame was never announced by the run.
+    """
+    missing = [index for index in frames if index not in item.locations]
+    if missing:
+        raise ValueError(
+            f"run {item.uid}: {len(missing)} valid frame(s) were never announced by a "
+            f"stream_datum: {missing[:10]}"
+        )
     array = None if frames_from == "tiled" else _file_frames(item, frames, chunk_frames)
     if array is not None:
         return array

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from ophyd_async.core import init_devices, set_mock_attr
 
-from opmap.analysis.geometry import save_poni
+from opmap.analysis.geometry import analysis_geometry, save_poni
 from opmap.beamline import BeamlineConfig, build_beamline
+from opmap.callbacks.guard import GuardedCallback
+from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.plans import MapGeometry, MapResume, fly_map, map_line_sources, resume_fly_map
 from opmap.rehearse import analysis_parameters_for_twin
@@ -28,6 +30,7 @@ from opmap.replay import (
 )
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
+from opmap.twin.forward import DetectorMask
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -81,6 +84,10 @@ def stored(tmp_path_factory):
             beamline = build_beamline(BeamlineConfig(data_dir=data_dir))
         writer = ValidatedTiledWriter(runs, spool_directory=settings.backup_dir)
         RE.subscribe(writer)
+        poni = save_poni(beamline.integrator, data_dir / "twin.poni")
+        params = analysis_parameters_for_twin(beamline.twin.config)
+        live = _live_analysis(server.client(), poni, params, beamline.integrator)
+        RE.subscribe(guard := GuardedCallback(live))
         stage = beamline.stage
         uids = {}
 
@@ -104,9 +111,17 @@ def stored(tmp_path_factory):
         fly("abandoned", {"experiment_id": "join", "map_index": 1}, fault_at=2)
         fly("lost", {"experiment_id": "lost", "map_index": 0}, fault_at=1)
         assert writer.wait(timeout_s=120)
-        poni = save_poni(beamline.integrator, data_dir / "twin.poni")
-        params = analysis_parameters_for_twin(beamline.twin.config)
+        live.finish()
+        assert guard.total_failures == 0 and live.failures == 0
         yield server, runs, uids, poni, params
+
+
+def _live_analysis(client, poni, params, integrator) -> LiveAnalysis:
+    """The live analysis as a rehearsal runs it (the twin's detector mask), in process."""
+    layout = ensure_layout(client)
+    mask = DetectorMask().analysis_mask(integrator)
+    geometry = analysis_geometry(poni, mask=mask, expected_shape=integrator.detector.shape)
+    return LiveAnalysis(params, geometry, processed=layout["processed"], raw_runs=layout["raw"])
 
 
 def _rms(difference: np.ndarray) -> float:
@@ -166,10 +181,16 @@ def test_the_joined_map_reads_each_line_from_the_run_that_measured_it(stored):
     assert joined.x_source.startswith("stage x readback")
 
 
-def test_replay_of_the_joined_map_equals_the_uninterrupted_map(stored):
-    server, _, uids, poni, params = stored
-    _, reference = _replay(server, "ref", poni, params)
-    _, joined = _replay(server, "join", poni, params)
+@pytest.fixture(scope="module")
+def replayed(stored):
+    """The products of replaying ``ref`` and ``join``."""
+    server, _, _, poni, params = stored
+    return _replay(server, "ref", poni, params)[1], _replay(server, "join", poni, params)[1]
+
+
+def test_replay_of_the_joined_map_equals_the_uninterrupted_map(stored, replayed):
+    _, _, uids, _, _ = stored
+    reference, joined = replayed
     meta = joined.metadata
     assert meta["raw_uids"] == [uids["failed"]]
     assert meta["map_raw_uids"] == [[uids["failed"], uids["resume"]]]
@@ -196,3 +217,23 @@ def test_an_experiment_of_one_failed_map_gives_no_map_and_the_reason(stored):
     with pytest.raises(ValueError, match=r"map 0: exit status 'fail'; runs: lines \[0, 1, 2"):
         _replay(server, "lost", poni, params)
     assert sorted(processed) == before  # nothing written
+
+
+def test_the_live_analysis_holds_the_failed_map_and_analyses_it_joined(stored, replayed):
+    server, _, uids, _, _ = stored
+    processed = server.client()["processed"]
+    ref, joined = processed["ref"]["v1"], processed["join"]["v1"]
+    # the joined map is the experiment's one map, claimed once its runs are stored whole;
+    # the map nobody resumed is held, never analysed
+    assert joined.metadata["raw_uids"] == [uids["failed"]]
+    assert ref.metadata["raw_uids"] == [uids["ref"], uids["ref-again"]]
+    assert "lost" not in processed
+    for name in ("c_perp", "c_par"):
+        reference, again, got = ref[name][:1], ref[name][1:], joined[name][:]
+        assert got.shape == reference.shape == (1, GEOMETRY.z_count, GEOMETRY.x_count)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(reference), err_msg=name)
+        np.testing.assert_allclose(got, reference, rtol=0, atol=C_TOLERANCE_A, equal_nan=True)
+        assert _rms(got - reference) <= 2.0 * _rms(again - reference), name
+        # the same frames, reduced as they came: the replay's joined map
+        replay = replayed[1].arrays[name].values
+        np.testing.assert_allclose(got, replay, rtol=0, atol=1e-6, equal_nan=True)
