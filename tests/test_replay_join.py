@@ -17,6 +17,7 @@ from ophyd_async.core import init_devices, set_mock_attr
 from opmap.analysis.geometry import analysis_geometry, save_poni
 from opmap.beamline import BeamlineConfig, build_beamline
 from opmap.callbacks.guard import GuardedCallback
+from opmap.callbacks.live import routed_line_sources
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
 from opmap.plans import MapGeometry, MapResume, fly_map, map_line_sources, resume_fly_map
@@ -237,3 +238,14 @@ def test_the_live_analysis_holds_the_failed_map_and_analyses_it_joined(stored, r
         # the same frames, reduced as they came: the replay's joined map
         replay = replayed[1].arrays[name].values
         np.testing.assert_allclose(got, replay, rtol=0, atol=1e-6, equal_nan=True)
+
+
+def test_the_live_rule_of_line_sources_is_the_stored_one(stored):
+    _, runs, uids, _, _ = stored
+    failed, resumed = (runs[uids[key]] for key in ("failed", "resume"))
+    routed = [gather_map_run(run) for run in (failed, resumed)]
+    assert routed_line_sources(routed) == map_line_sources([failed, resumed])
+    with pytest.raises(ValueError, match=r"lines \[3, 4, 5\] of the map are in no run"):
+        routed_line_sources(routed[:1])
+    with pytest.raises(ValueError, match="line 0 is held twice"):
+        routed_line_sources([routed[0], routed[0]])
