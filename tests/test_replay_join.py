@@ -20,6 +20,7 @@ from opmap.callbacks.guard import GuardedCallback
 from opmap.callbacks.live import routed_line_sources
 from opmap.callbacks.live_analysis import LiveAnalysis
 from opmap.callbacks.tiled_writer import ValidatedTiledWriter, ensure_layout
+from opmap.cli import main
 from opmap.plans import MapGeometry, MapResume, fly_map, map_line_sources, resume_fly_map
 from opmap.rehearse import analysis_parameters_for_twin
 from opmap.replay import (
@@ -249,3 +250,15 @@ def test_the_live_rule_of_line_sources_is_the_stored_one(stored):
         routed_line_sources(routed[:1])
     with pytest.raises(ValueError, match="line 0 is held twice"):
         routed_line_sources([routed[0], routed[0]])
+
+
+def test_opmap_replay_prints_the_map_it_left_out(stored, tmp_path, capsys):
+    server, _, _, poni, _ = stored
+    settings = tmp_path / "opmap.toml"
+    data_dir = server.settings.data_dir.as_posix()
+    settings.write_text(f'data_dir = "{data_dir}"\nport = {server.settings.port}\n')
+    # parameters as stored with the live version; the twin's own geometry
+    assert main(["replay", "join", "--settings", str(settings), "--poni", str(poni)]) == 0
+    out = capsys.readouterr().out
+    assert "1 maps" in out
+    assert "map 1 left out: exit status 'fail'; runs: lines [1, 2, 3, 4, 5]" in out
