@@ -92,12 +92,13 @@ class MapResume:
     carried
         Start metadata of the failed run the resume carries (`CARRIED_KEYS` it has:
         ``experiment_id``, ``map_index``), so the resume is found as part of the same map.
+        Not compared: a resume is its run, geometry and lines.
     """
 
     resumes: str
     geometry: MapGeometry
     lines: tuple[int, ...]
-    carried: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    carried: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_run(cls, run: StoredMapRun) -> MapResume:
