@@ -52,12 +52,14 @@ from opmap.analysis.reduction import CompiledReduction, compile_reduction
 
 from .frames import FrameReader
 from .live import (
+    JoinedMapRun,
     LiveMapRun,
     ProductPublisher,
     emit_map_run,
     layout_from_start,
     map_summary,
     raw_run_problem,
+    routed_line_sources,
     truth_from_start,
 )
 from .stream_frames import StreamFrameSource
@@ -66,6 +68,7 @@ from .tiled_products import TiledUnavailableError
 __all__ = ["LiveAnalysis", "LiveMapRun", "MapHook", "TruthProvider", "layout_from_start"]
 
 logger = logging.getLogger(__name__)
+
 
 #: ``time_source`` metadata of products whose map times are map indices (no potentiostat
 #: readbacks, no frame times in the run).
@@ -76,6 +79,8 @@ MapHook = Callable[[Products, MapResult], Any]
 #: ``truth(start_doc, map_index)`` -> one-map arrays (leading ``map`` dim of length 1);
 #: ``map_index`` is the map's position in the products (maps analysed before it).
 TruthProvider = Callable[[Mapping[str, Any], int], Mapping[str, LabelledArray]]
+#: A map the live analysis analyses: one run, or a failed run joined with its resumes.
+LiveMap = LiveMapRun | JoinedMapRun
 GeometrySource = DetectorGeometry | Callable[[Mapping[str, Any]], DetectorGeometry]
 
 
@@ -174,6 +179,10 @@ class LiveAnalysis:
             if background
             else None
         )
+        #: Failed map runs waiting for a resume: uid of the chain's last run -> its runs.
+        self._held: dict[str, list[LiveMapRun]] = {}
+        #: Joined maps: the first run's uid -> every run's uid (their raw runs are checked).
+        self._chains: dict[str, list[str]] = {}
         #: Raw uids whose maps a resumed version already holds: analysed, not written.
         self._republished: set[str] = set()
         self._router = RunRouter([self._factory])
@@ -217,20 +226,24 @@ class LiveAnalysis:
         return FrameReader(tiled_run=tiled_run, root_map=self.root_map)
 
     def map_completed(self, run: LiveMapRun) -> None:
-        """Analyse a stopped map run (incomplete maps are logged and skipped)."""
-        acc = run.accumulator
-        exit_status = (run.stop_doc or {}).get("exit_status")
-        if exit_status != "success" or not acc.complete:
+        """Analyse a stopped map run (incomplete maps are logged and skipped); a failed map
+        run is held until the runs resuming it complete its lines, then analysed joined."""
+        map_run = self._map_of(run)
+        if map_run is None:
+            return
+        acc = map_run.accumulator
+        exit_status = (map_run.stop_doc or {}).get("exit_status")
+        if not (exit_status == "success" or isinstance(map_run, JoinedMapRun)) or not acc.complete:
             logger.warning(
                 "run %s stopped (%s) with %d of %d lines and %d missing frames: not analysed",
-                run.uid,
+                map_run.uid,
                 exit_status,
                 len(acc.lines),
                 acc.n_z,
                 len(acc.missing_frames()),
             )
             return
-        experiment_id = str(run.start_doc.get("experiment_id") or f"run-{run.uid}")
+        experiment_id = str(map_run.start_doc.get("experiment_id") or f"run-{map_run.uid}")
         # the map's position in the products: maps analysed before it. Equal to the run's
         # map_index unless a run was cut (``opmap resume`` re-measures it under the next
         # index); the version's raw_uids name each map's run.
@@ -238,17 +251,44 @@ class LiveAnalysis:
         self._submitted[experiment_id] = map_index + 1
         # ground truth is taken now, in the caller's thread (the twin is not thread-safe)
         truth = None
-        if self.processed is not None and run.uid not in self._republished:
+        if self.processed is not None and map_run.uid not in self._republished:
             truth = (
-                self.truth_provider(run.start_doc, int(map_index))
+                self.truth_provider(map_run.start_doc, int(map_index))
                 if self.truth_provider is not None
-                else truth_from_start(run.start_doc)
+                else truth_from_start(map_run.start_doc)
             )
-        job = functools.partial(self._analyse, run, experiment_id, int(map_index), truth)
+        job = functools.partial(self._analyse, map_run, experiment_id, int(map_index), truth)
         if self._worker is None:
             job()
         else:
-            self._jobs.append(self._worker.submit(self._run_logged, job, run.uid))
+            self._jobs.append(self._worker.submit(self._run_logged, job, map_run.uid))
+
+    def _map_of(self, run: LiveMapRun) -> LiveMap | None:
+        """The map ``run`` ends: itself, or joined with the failed runs it resumes when
+        together they hold every line; None when the map waits for a resume (held)."""
+        resumed = run.start_doc.get("resumes")
+        parts = [*self._held.pop(str(resumed), []), run] if resumed else [run]
+        exit_status = (run.stop_doc or {}).get("exit_status")
+        if len(parts) == 1 and exit_status == "success":
+            return run
+        try:
+            sources = routed_line_sources(parts)
+        except ValueError as error:
+            if exit_status == "success":
+                logger.warning("run %s: %s; its map is not analysed", run.uid, error)
+                return run if len(parts) == 1 else None
+            self._held[run.uid] = parts
+            logger.warning(
+                "run %s stopped (%s): %s; its map is held until a run resumes it (resume_fly_map)",
+                run.uid,
+                exit_status,
+                error,
+            )
+            return None
+        joined = JoinedMapRun(parts, sources)
+        self._chains[joined.uid] = joined.uids
+        logger.info("map of run %s joined from runs %s", joined.uid, joined.uids)
+        return joined
 
     def _run_logged(self, job: Callable[[], None], run_uid: str) -> None:
         # In the worker thread nobody awaits the error: it is logged with the run uid and
@@ -261,7 +301,7 @@ class LiveAnalysis:
 
     def _analyse(
         self,
-        run: LiveMapRun,
+        run: LiveMap,
         experiment_id: str,
         map_index: int,
         truth: Mapping[str, LabelledArray] | None,
@@ -307,7 +347,7 @@ class LiveAnalysis:
 
     def _publish(
         self,
-        run: LiveMapRun,
+        run: LiveMap,
         experiment_id: str,
         map_index: int,
         products: Products,
@@ -413,7 +453,15 @@ class LiveAnalysis:
                 logger.exception("products of experiment %s are incomplete", experiment_id)
 
     def _raw_check(self, uid: str) -> str | None:
-        return raw_run_problem(self.raw_runs, uid)
+        chain = self._chains.get(uid)
+        if chain is None:
+            return raw_run_problem(self.raw_runs, uid)
+        # a joined map: every run stored whole; the failed ones stopped as they did
+        for part in chain:
+            problem = raw_run_problem(self.raw_runs, part, any_exit_status=True)
+            if problem is not None:
+                return f"run {part} {problem}"
+        return None
 
 
 def _provenance(products: Products) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """Replay: analyse a stored experiment again from its raw runs in Tiled, as a new version.
 
-`replay_experiment` finds the experiment's map runs in ``raw`` (start metadata
-``experiment_id``, ``map_index`` set, exit status ``success``), orders them by
-``map_index`` and, for each, walks the run's documents (``run.documents()``) the way the
-live analysis does: the ``stream_resource`` / ``stream_datum`` documents say where each
-frame of ``primary`` lies (file, dataset, row), the ``lines`` stream names the valid frames
-(the latest attempt of every line; frames of an aborted attempt are skipped), ``ec_state``
-and ``electrochemistry`` give the map's time and cell state. The valid frames are read
+`replay_experiment` finds the experiment's maps in ``raw`` (start metadata
+``experiment_id``, ``map_index`` set): a run with exit status ``success``, or a failed run
+joined with the runs that resume it (`resume_fly_map`; `map_chains`, `JoinedMapRun`: each
+line from the run `map_line_sources` names, a chain still missing a line is left out with
+its reason, in the version's ``skipped_maps``). It orders them by ``map_index`` and, for
+each run, walks the run's documents (``run.documents()``) the way the live analysis does:
+the ``stream_resource`` / ``stream_datum`` documents say where each frame of ``primary``
+lies (file, dataset, row), the ``lines`` stream names the valid frames (the latest attempt
+of every line; frames of an aborted attempt are skipped), ``ec_state`` and
+``electrochemistry`` give the map's time and cell state. The valid frames are read
 lazily with dask (from the HDF5 files when they are readable here, else through Tiled),
 reduced with one compiled reduction (local threads, or a ``dask.distributed`` scheduler),
 analysed map by map (`analyze_map`, `ExperimentAnalysis`) and written with a new
@@ -58,16 +61,22 @@ from opmap.analysis.pipeline import (
 from opmap.analysis.products import Products
 from opmap.analysis.reduction import compile_reduction
 from opmap.callbacks.frames import DatumRows, FrameReader, local_path
-from opmap.callbacks.live import MapRunDocuments
+from opmap.callbacks.live import JoinedMapRun, MapRunDocuments
 from opmap.callbacks.live_analysis import MAP_INDEX_TIME_SOURCE
 from opmap.callbacks.tiled_products import TiledProductWriter, validate_key, versions
-from opmap.plans import FRAMES_STREAM, LINES_STREAM
+from opmap.plans import FRAMES_STREAM, LINES_STREAM, map_line_sources
+
+from ._map_join import MapChain, map_chains
 
 __all__ = [
     "FrameLocation",
+    "JoinedMapRun",
+    "MapChain",
     "MapRunFrames",
     "ReplayOptions",
+    "SkippedMap",
     "gather_map_run",
+    "map_chains",
     "replay_experiment",
     "stored_parameters",
 ]
@@ -120,6 +129,15 @@ class MapRunFrames(MapRunDocuments):
         """Remember where each announced frame lies."""
         for index, row in zip(rows.frame_indices, range(*rows.rows), strict=True):
             self.locations[int(index)] = FrameLocation(rows.uri, rows.dataset, row)
+
+    @property
+    def uids(self) -> list[str]:
+        """Start uids of the runs holding the map: this run's."""
+        return [self.uid]
+
+    def pieces(self) -> list[tuple[MapRunFrames, list[int]]]:
+        """The map's frames per run in map order: ``[(self, valid_frames())]``."""
+        return [(self, self.valid_frames())]
 
     def valid_frames(self) -> list[int]:
         """Frames of the map in line order (latest attempt of each line).
@@ -178,34 +196,71 @@ def _roots(source: Any) -> tuple[Any, Any]:
     return source["processed"], source["raw"]
 
 
-def _map_runs(raw: Any, experiment_id: str) -> list[Any]:
-    """Successful map runs of the experiment, ordered by ``map_index``."""
-    from tiled.queries import Key
+class SkippedMap(NamedTuple):
+    """A map of the experiment the replay does not claim, and why."""
 
-    found = []
-    for uid, run in raw.search(Key("start.experiment_id") == experiment_id).items():
-        start = run.metadata.get("start", {})
-        stop = run.metadata.get("stop") or {}
-        if start.get("map_index") is None or "map_geometry" not in start:
+    map_index: int
+    raw_uids: list[str]
+    reason: str
+
+
+#: A map as the replay reads it: one run, or a failed run joined with its resumes.
+MapItem = MapRunFrames | JoinedMapRun
+
+
+def _joined(chain: MapChain, frames_from: FrameSourceChoice) -> JoinedMapRun | str:
+    """The chain's runs joined line by line, or why they are no map.
+
+    Only the chain's completeness is a reason (a run without its ``stop``, still running or
+    cut off; `map_line_sources`: a line missing or held twice); an unreadable run is an
+    error, as for a map of one run.
+    """
+    runs = zip(chain.uids, chain.runs, strict=True)
+    open_runs = [uid for uid, run in runs if not run.metadata.get("stop")]
+    if open_runs:
+        return f"runs {open_runs} have no stop document (still running, or cut off)"
+    try:
+        sources = map_line_sources(chain.runs)
+    except ValueError as error:
+        stop = chain.runs[-1].metadata.get("stop") or {}
+        return f"exit status {stop.get('exit_status')!r}; {error}"
+    parts = [gather_map_run(run, frames_from=frames_from) for run in chain.runs]
+    logger.info("%s joined: lines from %d runs", chain.describe(), len(parts))
+    return JoinedMapRun(parts, sources)
+
+
+def _map_items(
+    raw: Any, experiment_id: str, frames_from: FrameSourceChoice
+) -> tuple[list[MapItem], list[SkippedMap]]:
+    """The experiment's maps in ``map_index`` order, and the maps left out with the reason.
+
+    A map is a run that stopped with success, or a failed run joined with the runs that
+    resume it (`map_chains`, `JoinedMapRun`) when together they hold every line once; a
+    chain that does not is no map: it is logged and listed with the reason.
+    """
+    items, skipped = [], []
+    chains = map_chains(raw, experiment_id)
+    for chain in chains:
+        if chain.whole_run:
+            items.append(gather_map_run(chain.runs[0], frames_from=frames_from))
             continue
-        if stop.get("exit_status") != "success":
-            logger.warning(
-                "run %s (map %s) skipped: exit status %r",
-                uid,
-                start.get("map_index"),
-                stop.get("exit_status"),
-            )
-            continue
-        found.append((int(start["map_index"]), uid, run))
-    if not found:
+        joined = _joined(chain, frames_from)
+        if isinstance(joined, str):
+            logger.warning("%s left out: %s", chain.describe(), joined)
+            skipped.append(SkippedMap(chain.map_index, chain.uids, joined))
+        else:
+            items.append(joined)
+    if not items:
+        reasons = "; ".join(f"map {s.map_index}: {s.reason}" for s in skipped)
         raise ValueError(
-            f"experiment_id {experiment_id!r}: no successful map run in raw (runs with start "
-            "metadata experiment_id, a map_index and exit_status 'success')"
+            f"experiment_id {experiment_id!r}: no complete map run in raw (runs with start "
+            "metadata experiment_id, a map_index and exit_status 'success', or failed runs "
+            f"whose resumes complete them){': ' + reasons if reasons else ''}"
         )
-    indices = [index for index, _, _ in found]
+    indices = [int(item.start_doc["map_index"]) for item in items]
     if len(set(indices)) != len(indices):
         raise ValueError(f"experiment {experiment_id!r} has repeated map_index: {indices}")
-    return [run for _, _, run in sorted(found, key=lambda item: item[0])]
+    return items, skipped
 
 
 def stored_parameters(processed: Any, experiment_id: str) -> tuple[str | None, dict[str, Any]]:
@@ -267,7 +322,7 @@ def _calibration_poni(raw: Any, before_time: float) -> tuple[str, str]:
 
 
 def _geometry(
-    poni: Path | None, raw: Any, first: MapRunFrames, frames: Any, mask: np.ndarray | None
+    poni: Path | None, raw: Any, first: MapItem, frames: Any, mask: np.ndarray | None
 ) -> tuple[DetectorGeometry, str]:
     """The detector geometry (masked, see `_masked`) and where it comes from."""
     frame_shape = (int(frames.shape[1]), int(frames.shape[2]))
@@ -350,9 +405,34 @@ def _read_tiled_block(node: Any, wanted: np.ndarray, frame_shape: tuple[int, int
     return block[wanted - lo]
 
 
-def _lazy_frames(item: MapRunFrames, frames_from: FrameSourceChoice, chunk_frames: int) -> Any:
-    """Lazy dask array (n, H, W) of the map's valid frames, from the files or Tiled."""
-    frames = item.valid_frames()
+def _lazy_frames(item: MapItem, frames_from: FrameSourceChoice, chunk_frames: int) -> Any:
+    """Lazy dask array (n, H, W) of the map's valid frames, each from its own run."""
+    import dask.array as da
+
+    arrays = [
+        _lazy_run_frames(part, frames, frames_from, chunk_frames) for part, frames in item.pieces()
+    ]
+    if len(arrays) == 1:
+        return arrays[0]
+    return da.concatenate(arrays).rechunk({0: chunk_frames, 1: -1, 2: -1})
+
+
+def _lazy_run_frames(
+    item: MapRunFrames, frames: list[int], frames_from: FrameSourceChoice, chunk_frames: int
+) -> Any:
+    """Lazy dask array (n, H, W) of one run's ``frames``, from the files or Tiled.
+
+    Raises
+    ------
+    ValueError
+        A frame was never announced by the run.
+    """
+    missing = [index for index in frames if index not in item.locations]
+    if missing:
+        raise ValueError(
+            f"run {item.uid}: {len(missing)} valid frame(s) were never announced by a "
+            f"stream_datum: {missing[:10]}"
+        )
     array = None if frames_from == "tiled" else _file_frames(item, frames, chunk_frames)
     if array is not None:
         return array
@@ -361,9 +441,8 @@ def _lazy_frames(item: MapRunFrames, frames_from: FrameSourceChoice, chunk_frame
     return _tiled_frames(item, frames, chunk_frames)
 
 
-def _gather(runs: list[Any], frames_from: FrameSourceChoice) -> list[MapRunFrames]:
-    """Every run's documents routed; the runs must share the first one's map layout."""
-    items = [gather_map_run(run, frames_from=frames_from) for run in runs]
+def _same_grid(items: list[MapItem]) -> None:
+    """The maps must share the first one's map grid."""
     layout = items[0].layout
     for item in items[1:]:
         # the x centres are measured per map (stage readback): the grid itself must agree
@@ -373,7 +452,6 @@ def _gather(runs: list[Any], frames_from: FrameSourceChoice) -> list[MapRunFrame
                 f"{item.layout.n_z} × {item.layout.n_x} different from the first map's "
                 f"{layout.n_z} × {layout.n_x}; one experiment needs one layout"
             )
-    return items
 
 
 def _grid(layout: MapLayout) -> tuple[Any, ...]:
@@ -492,7 +570,8 @@ def replay_experiment(
     options = ReplayOptions() if options is None else options
     validate_key("experiment_id", experiment_id)
     processed, raw = _roots(source)
-    items = _gather(_map_runs(raw, experiment_id), options.frames_from)
+    items, skipped = _map_items(raw, experiment_id, options.frames_from)
+    _same_grid(items)
     previous, stored = stored_parameters(processed, experiment_id)
     parameters = _parameters(options.params, stored, options.overrides, experiment_id)
     lazy = [_lazy_frames(item, options.frames_from, options.chunk_frames) for item in items]
@@ -500,6 +579,8 @@ def replay_experiment(
     metadata = {
         "experiment_id": experiment_id,
         "raw_uids": [item.uid for item in items],
+        "map_raw_uids": [item.uids for item in items],
+        "skipped_maps": [skip._asdict() for skip in skipped],
         "replay_of": previous,
         "overrides": dict(options.overrides),
         "geometry_source": geometry_source,
@@ -515,7 +596,7 @@ def replay_experiment(
 def _analyse_maps(
     experiment: ExperimentAnalysis,
     geometry: DetectorGeometry,
-    items: list[MapRunFrames],
+    items: list[MapItem],
     lazy: list[Any],
     options: ReplayOptions,
     on_map: Callable[[int, int], None] | None,
@@ -547,7 +628,7 @@ def _analyse_maps(
                     on_map(done, len(items))
 
 
-def _map_times_s(experiment: ExperimentAnalysis, items: list[MapRunFrames]) -> tuple[float, ...]:
+def _map_times_s(experiment: ExperimentAnalysis, items: list[MapItem]) -> tuple[float, ...]:
     """Each map's time (s); as live, a map with no cell and no frame times (a real Eiger)
     takes its position as its time, and the products' ``time_source`` says so."""
     times = []
@@ -561,7 +642,7 @@ def _map_times_s(experiment: ExperimentAnalysis, items: list[MapRunFrames]) -> t
 
 
 def _write(
-    processed: Any, experiment: ExperimentAnalysis, items: list[MapRunFrames]
+    processed: Any, experiment: ExperimentAnalysis, items: list[MapItem]
 ) -> tuple[str, Products]:
     """Write the experiment's products (with the runs' potentiostat buffer) as a new version."""
     products = _with_electrochemistry(experiment.products(), items)
@@ -595,7 +676,7 @@ def _masked(geometry: DetectorGeometry, frames: Any, mask: np.ndarray | None) ->
     return geometry.with_mask(extra_mask)
 
 
-def _with_electrochemistry(products: Products, items: list[MapRunFrames]) -> Products:
+def _with_electrochemistry(products: Products, items: list[MapItem]) -> Products:
     """Add the potentiostat buffer of every run as the ``electrochemistry`` table."""
     columns = [item.accumulator.electrochemistry() for item in items]
     columns = [c for c in columns if c]

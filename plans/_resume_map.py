@@ -5,8 +5,9 @@ line it completed: each has its event in the ``lines`` stream, emitted only afte
 frames were collected. `MapResume.from_run` reads a stored run (a Tiled ``BlueskyRun``, or
 anything with its ``metadata["start"]`` and ``["lines"]``) and names the lines still to fly;
 `resume_fly_map` flies them as a new `fly_map` run whose start document carries the same
-``map_geometry`` and ``resumes: <failed run uid>``. A resumed run that fails can be resumed
-in turn (its start names the lines it was to fly, ``map_lines``).
+``map_geometry``, the failed run's ``experiment_id`` and ``map_index``, and ``resumes:
+<failed run uid>``. A resumed run that fails can be resumed in turn (its start names the
+lines it was to fly, ``map_lines``).
 
 `map_line_sources` puts the chain back together: for each line of the map, the run and the
 frames that hold it, refusing a line that is missing or held twice.
@@ -15,7 +16,7 @@ frames that hold it, refusing a line that is missing or held twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bluesky.utils import MsgGenerator
@@ -24,7 +25,18 @@ from ._fly_map import fly_map, map_line_indices
 from ._geometry import MapGeometry
 from ._stubs import LINES_STREAM, FlyAxis, FlyDetector, StepAxis
 
-__all__ = ["LineSource", "MapResume", "StoredMapRun", "map_line_sources", "resume_fly_map"]
+__all__ = [
+    "CARRIED_KEYS",
+    "LineSource",
+    "MapResume",
+    "StoredMapRun",
+    "map_line_sources",
+    "resume_fly_map",
+]
+
+
+#: Start metadata of a failed map run that its resume carries: what finds it as the same map.
+CARRIED_KEYS = ("experiment_id", "map_index")
 
 
 class StoredMapRun(Protocol):
@@ -77,11 +89,16 @@ class MapResume:
         Its map.
     lines
         Indices of the lines it was to fly and did not complete, in map order.
+    carried
+        Start metadata of the failed run the resume carries (`CARRIED_KEYS` it has:
+        ``experiment_id``, ``map_index``), so the resume is found as part of the same map.
+        Not compared: a resume is its run, geometry and lines.
     """
 
     resumes: str
     geometry: MapGeometry
     lines: tuple[int, ...]
+    carried: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_run(cls, run: StoredMapRun) -> MapResume:
@@ -99,7 +116,8 @@ class MapResume:
         missing = tuple(index for index in planned if index not in done)
         if not missing:
             raise ValueError(f"run {start['uid']}: every line was completed; nothing to resume")
-        return cls(resumes=str(start["uid"]), geometry=geometry, lines=missing)
+        carried = {key: start[key] for key in CARRIED_KEYS if start.get(key) is not None}
+        return cls(str(start["uid"]), geometry, missing, carried)
 
 
 def resume_fly_map(
@@ -119,7 +137,8 @@ def resume_fly_map(
     resume
         From `MapResume.from_run` of the failed run.
     md
-        Extra start-document metadata (e.g. the failed run's ``map_index``).
+        Extra start-document metadata, on top of what ``resume`` carries of the failed
+        run (its ``experiment_id`` and ``map_index``).
 
     Returns
     -------
@@ -128,7 +147,12 @@ def resume_fly_map(
     """
     if not isinstance(resume, MapResume):
         raise TypeError(f"resume must be a MapResume, not {type(resume).__name__}")
-    _md = {"plan_name": "resume_fly_map", "resumes": resume.resumes, **(md or {})}
+    _md = {
+        **resume.carried,
+        "plan_name": "resume_fly_map",
+        "resumes": resume.resumes,
+        **(md or {}),
+    }
     plan = fly_map(detector, stage_x, stage_z, resume.geometry, lines=resume.lines, md=_md)
     return (yield from plan)
 

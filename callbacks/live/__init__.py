@@ -3,6 +3,8 @@
 - `MapRunDocuments`: one map run's documents → frames, valid lines, time and cell state;
   the live analysis and the replay (`opmap.replay`) both read runs through it.
 - `LiveMapRun`: the live reading, frames reduced as they are announced.
+- `JoinedMapRun`: a failed map run and the runs resuming it read as one map (live and
+  replay); `routed_line_sources`: which run holds each line.
 - `RunAccumulator`: what is kept of one run (packed frames, lines, times, potentiostat).
 - `emit_map_run` / `map_summary`: the derived document stream of each analysed map.
 - `ProductPublisher`: products grown in Tiled map by map, committed once the raw run is
@@ -17,6 +19,7 @@ from ._documents import (
     electrochemistry_row,
     layout_from_start,
 )
+from ._join import JoinedMapRun, routed_line_sources
 from ._map import LiveMapRun, MapOwner
 from ._products import ProductPublisher, truth_from_start
 from ._raw import raw_run_problem
@@ -34,6 +37,7 @@ __all__ = [
     "COMMANDED_X_SOURCE",
     "DERIVED_STREAM",
     "MEASURED_X_SOURCE",
+    "JoinedMapRun",
     "LineRecord",
     "LiveMapRun",
     "MapOwner",
@@ -47,6 +51,7 @@ __all__ = [
     "layout_from_start",
     "map_summary",
     "raw_run_problem",
+    "routed_line_sources",
     "serialize",
     "truth_from_start",
 ]

@@ -145,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         f"  {len(meta['raw_uids'])} maps, replay of {meta['replay_of']}, "
         f"overrides {meta['overrides'] or 'none'}, geometry: {meta['geometry_source']}"
     )
+    for skipped in meta.get("skipped_maps") or []:
+        print(f"  map {skipped['map_index']} left out: {skipped['reason']}")
     return 0
 
 

@@ -85,3 +85,19 @@ def test_a_resume_flies_the_missing_lines_and_the_two_runs_hold_each_line_once(R
         map_line_sources([failed, failed])
     with pytest.raises(ValueError, match=r"lines \[1, 2\] of the map are in no run"):
         map_line_sources([failed])
+
+
+def test_a_resume_carries_the_failed_runs_experiment_and_map_index(RE, docs, devices):
+    det, stage_x, stage_z, _ = devices
+    md = {"experiment_id": "cell-7", "map_index": 3}
+    first = RE(fly_map(det, stage_x, stage_z, SMALL_MAP, lines=[0], md=md)).run_start_uids[0]
+    failed = _stored(docs, first)
+    del failed.metadata["start"]["map_lines"]  # the whole map was asked; it ended after line 0
+    resume = MapResume.from_run(failed)
+    assert resume.carried == md
+    second = RE(resume_fly_map(det, stage_x, stage_z, resume)).run_start_uids[0]
+    start = _stored(docs, second).metadata["start"]
+    assert (start["experiment_id"], start["map_index"], start["resumes"]) == ("cell-7", 3, first)
+    # md= still adds or overrides keys
+    third = RE(resume_fly_map(det, stage_x, stage_z, resume, md={"map_index": 4}))
+    assert _stored(docs, third.run_start_uids[0]).metadata["start"]["map_index"] == 4
