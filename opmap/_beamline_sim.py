@@ -10,8 +10,10 @@ from ophyd_async.core import PathProvider
 from opmap.analysis.geometry import eiger4m_integrator, load_integrator
 from opmap.beamline import Beamline, BeamlineConfig
 from opmap.devices.sim import (
+    CellTimeScene,
     ClockMode,
     SampleSwitchRenderer,
+    SharedTime,
     SimBeamMonitor,
     SimClock,
     SimEiger,
@@ -31,6 +33,7 @@ from opmap.twin.forward import (
 #: Li (110) ring position used to decide which grain azimuths the detector records (Å⁻¹).
 LI_110_Q_INV_ANGSTROM = 2.545
 
+#: ``"wall"`` is not here: it is two clocks (`SharedTime`), see `_Clocks`.
 _CLOCK_MODES = {
     "event-driven": ClockMode.EVENT_DRIVEN,
     "accelerated": ClockMode.ACCELERATED,
@@ -86,13 +89,35 @@ def build_twin(config: BeamlineConfig) -> TwinParts:
     return TwinParts(twin, ai, changer, cell, renderer)
 
 
+@dataclass(frozen=True)
+class _Clocks:
+    """The devices' clock (stage, detector, beam) and the cell's (potentiostat, twin)."""
+
+    devices: SimClock
+    cell: SimClock
+    shared: SharedTime | None = None  # wall mode: the device clock is wall, the cell faster
+
+    @classmethod
+    def of(cls, sim: Any) -> _Clocks:
+        """One clock for everything, or in ``"wall"`` mode `SharedTime`'s two."""
+        if sim.clock_mode == "wall":
+            shared = SharedTime(sim.speedup)
+            return cls(shared.wall, shared.cell, shared)
+        clock = SimClock(
+            _CLOCK_MODES[sim.clock_mode],
+            speedup=sim.speedup if sim.clock_mode == "accelerated" else 1.0,
+        )
+        return cls(clock, clock)
+
+    def scene_source(self, twin: CellTwin) -> Any:
+        """What the detector sees at a time of the device clock."""
+        return twin if self.shared is None else CellTimeScene(twin, self.shared)
+
+
 def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
-    """Create the simulated devices (not connected) around one twin and one clock."""
-    sim = config.sim
-    clock = SimClock(
-        _CLOCK_MODES[sim.clock_mode],
-        speedup=sim.speedup if sim.clock_mode == "accelerated" else 1.0,
-    )
+    """Create the simulated devices (not connected) around one twin and its clock(s)."""
+    clocks = _Clocks.of(config.sim)
+    clock = clocks.devices
     parts = build_twin(config)
     ai, twin, changer, cell, renderer = (
         parts.integrator, parts.twin, parts.changer, parts.cell, parts.renderer
@@ -103,7 +128,7 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
     eiger = SimEiger(
         path_provider,
         clock,
-        twin,
+        clocks.scene_source(twin),
         renderer,
         stage.x,
         stage.z,
@@ -113,7 +138,7 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
         name="eiger",
     )
     potentiostat = SimPotentiostat(
-        twin.electrochemistry, clock, config.window, name="potentiostat"
+        twin.electrochemistry, clocks.cell, config.window, name="potentiostat"
     )
     beam = SimBeamMonitor(clock, name="beam")
     return Beamline(
@@ -125,6 +150,6 @@ def build(config: BeamlineConfig, path_provider: PathProvider) -> Beamline:
         sample_changer=changer,
         integrator=ai,
         twin=twin,
-        clock=clock,
+        clock=clocks.cell,
         seed=twin.config.seed,
     )

@@ -45,10 +45,14 @@ class SimConfig(_Frozen):
         A TOML/YAML `TwinConfig` file; None = the paper's values.
     binning : int
         Eiger 4M readout binning: 4 (541 × 517, fast rehearsal) or 1 (full 2167 × 2070).
-    clock_mode : {"event-driven", "accelerated", "real-time"}
-        How experiment time advances (see `opmap.devices.sim.SimClock`).
+    clock_mode : {"event-driven", "accelerated", "real-time", "wall"}
+        How experiment time advances (see `opmap.devices.sim.SimClock`). ``"wall"``: the
+        time base of ``opmap sim-beamline`` (`opmap.devices.sim.SharedTime`) in process:
+        motor moves, exposures and the beam monitor in wall time, the cell
+        (electrochemistry, and the twin each frame sees) at ``speedup`` × wall time.
     speedup : float
-        Experiment seconds per wall second in accelerated mode.
+        Experiment seconds per wall second in accelerated mode; cell seconds per wall
+        second in wall mode.
     seed : int or None
         The one seed of the simulation: every random draw (detector noise, the twin's grain
         births, rotations and deaths, its family modulation) comes from generators seeded
@@ -58,7 +62,7 @@ class SimConfig(_Frozen):
 
     twin_config: Path | None = None
     binning: int = Field(4, ge=1, le=16)
-    clock_mode: Literal["event-driven", "accelerated", "real-time"] = "event-driven"
+    clock_mode: Literal["event-driven", "accelerated", "real-time", "wall"] = "event-driven"
     speedup: float = Field(1.0, gt=0)
     seed: int | None = Field(None, ge=0)
 
@@ -180,6 +184,7 @@ class Beamline:
     sample_changer: Any
     integrator: Any
     twin: Any = None
+    #: The simulation's experiment clock: the cell's (the potentiostat's) in wall mode.
     clock: Any = None
     #: The simulation's seed (None for real hardware).
     seed: int | None = None

@@ -89,6 +89,8 @@ SPOOL_DRAIN_S = 300.0
 
 #: How the rehearsal drives its devices (`RehearsalOptions.control`).
 CONTROLS = ("sim", "network")
+#: The in-process simulation's time base (`RehearsalOptions.clock`).
+CLOCKS = ("event", "wall")
 #: Network control: cell seconds per wall second of ``opmap sim-beamline`` by default.
 NETWORK_SPEEDUP = 20.0
 #: Network control's small default experiment: 9 × 9 maps of a protocol 20 × shorter
@@ -141,14 +143,22 @@ class RehearsalOptions:
         load (see docs/devices.md); recorded as ``seed`` in every run's start document and
         in the products' metadata.
     control : {"sim", "network"}
-        ``"sim"`` (default): the simulated devices in this process, on the event-driven
-        clock. ``"network"``: ``opmap sim-beamline`` in a child process and the real
+        ``"sim"`` (default): the simulated devices in this process, on the clock named by
+        ``clock``. ``"network"``: ``opmap sim-beamline`` in a child process and the real
         devices (`MapStage`, the EPICS potentiostat, `BeamMonitor`, `SimplonEiger`) over
         Channel Access and HTTP, in wall time (see `opmap._network_control`); the truth
         table's truth comes from the child's twin (`opmap.twin_truth.RemoteTruthSource`).
     speedup : float
-        Network control only: cell (electrochemistry) seconds per wall second of the
-        child; motors and exposures run in wall time.
+        Network control, or ``clock="wall"``: cell (electrochemistry) seconds per wall
+        second; motors and exposures run in wall time.
+    clock : {"event", "wall"} or None
+        The in-process simulation's time base. ``"event"`` (default in process): the
+        event-driven clock, exposures and moves cost no wall time. ``"wall"``: the time
+        base of ``opmap sim-beamline`` in process (motors and exposures in wall time, the
+        cell at ``speedup`` × wall), the like-for-like reference of network control, which
+        is always ``"wall"``. None = ``"event"`` in process, ``"wall"`` over the network.
+        A wall-clock rehearsal cannot be resumed (``opmap resume`` fast-forwards an
+        event-driven cell).
     """
 
     data_dir: Path = Path("opmap-data")
@@ -164,10 +174,15 @@ class RehearsalOptions:
     seed: int = 0
     control: str = "sim"
     speedup: float = NETWORK_SPEEDUP
+    clock: str | None = None
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
             raise ValueError(f"control={self.control!r} must be one of {CONTROLS}")
+        if self.clock is not None and self.clock not in CLOCKS:
+            raise ValueError(f"clock={self.clock!r} must be one of {CLOCKS} or None")
+        if self.control == "network" and self.clock == "event":
+            raise ValueError("clock='event' needs control='sim': the network runs in wall time")
         if not (np.isfinite(self.speedup) and self.speedup > 0):
             raise ValueError(f"speedup={self.speedup} must be a finite number > 0")
         if self.binning not in (1, 2, 4):
@@ -184,6 +199,11 @@ class RehearsalOptions:
             raise ValueError(f"max_maps={self.max_maps} must be >= 1 or None")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"seed={self.seed} must be an integer >= 0")
+
+    @property
+    def wall_clock(self) -> bool:
+        """Motors and exposures last their wall time (network control, or ``clock="wall"``)."""
+        return self.control == "network" or self.clock == "wall"
 
 
 @dataclass
@@ -394,7 +414,10 @@ def _analysis_geometry(poni: Path, beamline: Any) -> DetectorGeometry:
 
 
 def rehearse(
-    options: RehearsalOptions, *, callbacks: Sequence[Callable[[str, Any], Any]] = ()
+    options: RehearsalOptions,
+    *,
+    callbacks: Sequence[Callable[[str, Any], Any]] = (),
+    msg_hook: Callable[[Any], None] | None = None,
 ) -> RehearsalResult:
     """Run the rehearsal described by ``options``; see the module docstring.
 
@@ -404,6 +427,10 @@ def rehearse(
         What to rehearse.
     callbacks
         Extra document callbacks of the RunEngine (e.g. to capture the documents).
+    msg_hook
+        Called with every RunEngine message before it is processed (the RunEngine's
+        ``msg_hook``): when each step of a plan starts, for profiling
+        (``benchmarks/bench_network_rehearsal.py``).
 
     Returns
     -------
@@ -421,6 +448,7 @@ def rehearse(
         _control(options, settings) as endpoint,
     ):
         session = _Session.begin(options, settings, server, callbacks, endpoint)
+        session.RE.msg_hook = msg_hook
         poni = _calibrate(session.RE, session.beamline, session.layout, data_dir, options)
         session.subscribe_analysis(poni)
         print("running the paper's protocol with maps throughout ...")
@@ -487,6 +515,11 @@ def resume_rehearsal(
                 f"experiment {experiment_id} ran with control={stored.options['control']!r}: "
                 "only in-process rehearsals can be resumed"
             )
+        if stored.options.get("clock") == "wall":
+            raise ResumeError(
+                f"experiment {experiment_id} ran with clock='wall': only rehearsals on the "
+                "event-driven clock can be resumed"
+            )
         for uid in stored.closed:
             print(f"  closed the interrupted run {uid} (stop: abort, reason recorded)")
         options = _stored_options(stored, data_dir)
@@ -552,13 +585,19 @@ class _Session:
         if self.options.live_analysis:
             figures_dir = self.settings.data_dir / "figures"
             self.live, self.guard = _subscribe_live_analysis(
-                self.RE, self.beamline, self.layout, poni, figures_dir, self.remote_truth
+                self.RE,
+                self.beamline,
+                self.layout,
+                poni,
+                figures_dir,
+                self.remote_truth,
+                at_ec_state=self.options.wall_clock,
             )
             if resume is not None:
                 _resume_products(self.live, self.layout, resume)
         elif self.beamline.twin is not None:  # no truths asked for: keeps the twin's memory flat
             self.RE.subscribe(_TwinTruth(self.beamline, truths_wanted=False).on_document)
-        resumable = self.options.control == "sim"
+        resumable = not self.options.wall_clock
         self.RE.subscribe(RehearsalProgress(self.options.max_maps, resumable=resumable))
 
     def run(self, plan: Any, poni: Path, wall0: float) -> RehearsalResult:
@@ -612,7 +651,12 @@ def _engine_and_beamline(
     """The RunEngine (the seed in every start document) and the beamline: simulated, or the
     real devices pointing at ``endpoint`` (network control)."""
     RE = RunEngine({"seed": options.seed})
-    sim = SimConfig(binning=options.binning, clock_mode="event-driven", seed=options.seed)
+    sim = SimConfig(
+        binning=options.binning,
+        clock_mode="wall" if options.wall_clock else "event-driven",
+        speedup=options.speedup,
+        seed=options.seed,
+    )
     config = BeamlineConfig(data_dir=data_dir, sim=sim)
     if endpoint is not None:
         from ._network_control import connect_all, network_beamline
@@ -641,13 +685,18 @@ def _subscribe_live_analysis(
     poni: Path,
     figures_dir: Path,
     remote_truth: RemoteTruthSource | None = None,
+    *,
+    at_ec_state: bool = False,
 ) -> tuple[LiveAnalysis, GuardedCallback]:
     """The live analysis (guarded) and the twin's truth, subscribed: this process's twin,
-    or ``remote_truth`` (the network child's twin)."""
+    or ``remote_truth`` (the network child's twin). ``at_ec_state``: the maps' cell times
+    are read at their ``ec_state`` events (wall time: the cell moves on between the start
+    document and the first line)."""
     truth = None
     if beamline.twin is not None or remote_truth is not None:
-        network = remote_truth is not None
-        truth = _TwinTruth(beamline, source=remote_truth, clock=remote_truth, at_ec_state=network)
+        truth = _TwinTruth(
+            beamline, source=remote_truth, clock=remote_truth, at_ec_state=at_ec_state
+        )
     if truth is not None:
         RE.subscribe(truth.on_document)
     live = LiveAnalysis(

@@ -48,8 +48,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from opmap.beamline import BeamlineConfig, SimConfig
-from opmap.devices.sim import ClockMode, SimClock, SimPotentiostatDriver
-from opmap.twin import BeamScene, CellTwin
+from opmap.devices.sim import CellTimeScene, SharedTime, SimPotentiostatDriver
+from opmap.twin import CellTwin
 from opmap.twin_truth import TRUTH_API, map_truth, truth_to_npz
 
 from .sim_dcu import DcuOptions, DcuSources, SimDcu, build_app
@@ -126,57 +126,6 @@ class SimBeamlineOptions:
         )
 
 
-class SharedTime:
-    """The server's two clocks: wall (motors, detector) and the cell's, ``speedup`` × wall.
-
-    Parameters
-    ----------
-    speedup
-        Cell seconds per wall second (> 0).
-    """
-
-    def __init__(self, speedup: float) -> None:
-        if not (math.isfinite(speedup) and speedup > 0):
-            raise ValueError(f"speedup={speedup} must be a finite number > 0")
-        self.speedup = float(speedup)
-        #: Wall seconds since start-up: motor moves and exposures wait on it.
-        self.wall = SimClock(ClockMode.REAL_TIME)
-        anchor: list[float] = []
-
-        def wall_s() -> float:
-            now_s = self.wall.now_s()
-            if not anchor:  # the cell clock reads its origin here, at construction
-                anchor.append(now_s)
-            return now_s
-
-        mode = ClockMode.REAL_TIME if self.speedup == 1.0 else ClockMode.ACCELERATED
-        #: The cell's experiment time: ``speedup × (wall - origin)``.
-        self.cell = SimClock(mode, speedup=self.speedup, wall_clock=wall_s)
-        self._origin_s = anchor[0]
-
-    def cell_time_s(self, wall_s: float) -> float:
-        """Cell time (s) at ``wall_s`` of `wall` (exactly what `cell` reads then)."""
-        return (wall_s - self._origin_s) * self.speedup
-
-
-@dataclass(frozen=True)
-class _CellTimeScene:
-    """The twin's scene at a wall time of the server: the cell at ``speedup × wall``."""
-
-    twin: CellTwin
-    time: SharedTime
-
-    def scene(
-        self, *, z_um: float, x_start_um: float, x_stop_um: float, time_s: float
-    ) -> BeamScene:
-        return self.twin.scene(
-            z_um=z_um,
-            x_start_um=x_start_um,
-            x_stop_um=x_stop_um,
-            time_s=self.time.cell_time_s(time_s),
-        )
-
-
 @dataclass
 class SimBeamline:
     """The shared twin and the two servers' state (build with `SimBeamline.create`)."""
@@ -211,7 +160,7 @@ class SimBeamline:
         )
         sources = DcuSources(
             clock=time.wall,
-            scene=_CellTimeScene(twin, time),
+            scene=CellTimeScene(twin, time),
             renderer=parts.renderer,
             x_axis=ioc.x,
             z_axis=ioc.z,

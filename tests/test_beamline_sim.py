@@ -10,8 +10,9 @@ from event_model import DocumentNames, schema_validators
 from ophyd_async.core import init_devices
 
 from opmap.analysis.geometry import save_poni
-from opmap.beamline import BeamlineConfig, build_beamline
+from opmap.beamline import BeamlineConfig, SimConfig, build_beamline
 from opmap.callbacks.calibration import CalibrationCallback
+from opmap.devices.sim import ClockMode
 from opmap.plans import MapGeometry, calibrate, fly_map
 
 
@@ -102,3 +103,29 @@ def test_a_weak_noisy_calibrant_frame_is_rejected_not_trusted(beamline):
     result = refine(weak, start, strict=False)
     assert not result.accepted
     assert "count longer" in result.reason
+
+
+def test_wall_clock_mode_times_the_devices_in_wall_time_and_the_cell_speedup_faster(RE, tmp_path):
+    config = BeamlineConfig(
+        data_dir=tmp_path / "data", sim=SimConfig(clock_mode="wall", speedup=20.0)
+    )
+    with init_devices():
+        beamline = build_beamline(config)
+    stage_clock = beamline.stage.x.clock
+    assert stage_clock.mode == ClockMode.REAL_TIME
+    assert beamline.clock is beamline.potentiostat.driver.clock  # the cell's clock, 20 x wall
+    assert (beamline.clock.mode, beamline.clock.speedup) == (ClockMode.ACCELERATED, 20.0)
+    geometry = MapGeometry(z_start_um=8.0, z_count=2, x_start_um=500.0, x_stop_um=632.0,
+                           x_count=4)  # fmt: skip
+    docs = _collect_valid(RE)
+    RE(fly_map(beamline.eiger, beamline.stage.x, beamline.stage.z, geometry))
+    (resource,) = [d for n, d in docs if n == "stream_resource" and d["data_key"] == "eiger"]
+    master = resource["uri"].removeprefix("file://localhost")
+    with h5py.File(master, "r") as f:
+        frame_time_s = float(f["/entry/instrument/detector/frame_time"][()])
+        times_s = f["/entry/opmap/time_s"][()]
+    # the frames of one line are one frame time apart in wall time: 20 frame times of cell
+    lines_s = times_s.reshape(2, 4)
+    np.testing.assert_allclose(np.diff(lines_s, axis=1), 20.0 * frame_time_s, rtol=1e-6)
+    # and the second line starts after the first line's frames and the z move between them
+    assert lines_s[1, 0] - lines_s[0, -1] > 20.0 * frame_time_s

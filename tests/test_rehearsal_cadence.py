@@ -1,8 +1,10 @@
-"""The rehearsal's default cadence puts the twin's biphasic front in >= 5 maps (issue 10)."""
+"""The rehearsal's default cadence puts the twin's biphasic front in >= 5 maps (issue 10); its
+clock option."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from opmap.devices import SafetyWindow, paper_protocol
 from opmap.plans import MapCadence
@@ -35,3 +37,13 @@ def test_the_default_schedule_maps_the_front_crossing_the_cathode_at_least_five_
     twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
     uniform = MapCadence.every(660.0).starts_s(3000.0, MAP_DURATION_S)
     assert sum(_front_in_cathode(twin, t + MAP_DURATION_S / 2) for t in uniform) < 5
+
+
+def test_the_rehearsal_clock_is_checked_and_network_control_is_always_wall_time():
+    assert not RehearsalOptions().wall_clock
+    assert RehearsalOptions(clock="wall").wall_clock
+    assert RehearsalOptions(control="network").wall_clock
+    with pytest.raises(ValueError, match="clock='real'"):
+        RehearsalOptions(clock="real")
+    with pytest.raises(ValueError, match="clock='event' needs control='sim'"):
+        RehearsalOptions(control="network", clock="event")

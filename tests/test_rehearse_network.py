@@ -235,6 +235,13 @@ def test_bad_speedup_exits_2_before_anything_starts(tmp_path, capsys):
     assert not (tmp_path / "logs").exists()
 
 
+def test_event_clock_over_the_network_exits_2_before_anything_starts(tmp_path, capsys):
+    argv = ["rehearse", "--control", "network", "--clock", "event", "--data-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "clock='event' needs control='sim'" in capsys.readouterr().out
+    assert not (tmp_path / "logs").exists()
+
+
 def test_a_server_that_does_not_come_up_is_a_clear_error_and_is_stopped(tmp_path, monkeypatch):
     for name in CA_VARIABLES:  # sim_beamline_process sets them for this process: put back
         if name in os.environ:

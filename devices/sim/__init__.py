@@ -5,8 +5,9 @@ through its public API; real-hardware modules never import this package.
 """
 
 from ._beam import BeamTrip, SimBeamMonitor
-from ._clock import ClockMode, SimClock
+from ._clock import ClockMode, SharedTime, SimClock
 from ._eiger import (
+    CellTimeScene,
     FrameRenderer,
     PositionSource,
     SceneSource,
@@ -23,6 +24,7 @@ from ._stage import SimAxis, SimMapStage, Trajectory
 
 __all__ = [
     "BeamTrip",
+    "CellTimeScene",
     "ClockMode",
     "DectrisWriter",
     "FrameRenderer",
@@ -30,6 +32,7 @@ __all__ = [
     "SamplePosition",
     "SampleSwitchRenderer",
     "SceneSource",
+    "SharedTime",
     "SimAxis",
     "SimBeamMonitor",
     "SimClock",

@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 from ophyd_async.core import StrictEnum
 
-__all__ = ["ClockMode", "SimClock"]
+__all__ = ["ClockMode", "SharedTime", "SimClock"]
 
 T = TypeVar("T")
 
@@ -247,6 +247,43 @@ class SimClock:
                 future.set_result(None)
         self._waiters = [w for w in self._waiters if not w[3].done()]
         heapq.heapify(self._waiters)
+
+
+class SharedTime:
+    """Two wall-time clocks: wall (motors, detector) and the cell's, ``speedup`` × wall.
+
+    The time base of ``opmap sim-beamline`` and of the in-process simulation's ``"wall"``
+    clock mode (`opmap.beamline.SimConfig`): motor moves and exposures last their real
+    time, the electrochemistry runs ``speedup`` times faster.
+
+    Parameters
+    ----------
+    speedup
+        Cell seconds per wall second (> 0).
+    """
+
+    def __init__(self, speedup: float) -> None:
+        if not (math.isfinite(speedup) and speedup > 0):
+            raise ValueError(f"speedup={speedup} must be a finite number > 0")
+        self.speedup = float(speedup)
+        #: Wall seconds since start-up: motor moves and exposures wait on it.
+        self.wall = SimClock(ClockMode.REAL_TIME)
+        anchor: list[float] = []
+
+        def wall_s() -> float:
+            now_s = self.wall.now_s()
+            if not anchor:  # the cell clock reads its origin here, at construction
+                anchor.append(now_s)
+            return now_s
+
+        mode = ClockMode.REAL_TIME if self.speedup == 1.0 else ClockMode.ACCELERATED
+        #: The cell's experiment time: ``speedup × (wall - origin)``.
+        self.cell = SimClock(mode, speedup=self.speedup, wall_clock=wall_s)
+        self._origin_s = anchor[0]
+
+    def cell_time_s(self, wall_s: float) -> float:
+        """Cell time (s) at ``wall_s`` of `wall` (exactly what `cell` reads then)."""
+        return (wall_s - self._origin_s) * self.speedup
 
 
 async def _until_idle(loop: asyncio.AbstractEventLoop) -> None:

@@ -39,10 +39,11 @@ from opmap.devices._eiger_layout import (
 )
 from opmap.twin import BeamScene
 
-from ._clock import SimClock
+from ._clock import SharedTime, SimClock
 from ._eiger_writer import DectrisWriter
 
 __all__ = [
+    "CellTimeScene",
     "FrameRenderer",
     "PositionSource",
     "SceneSource",
@@ -57,6 +58,33 @@ class SceneSource(Protocol):
     def scene(
         self, *, z_um: float, x_start_um: float, x_stop_um: float, time_s: float
     ) -> BeamScene: ...
+
+
+@dataclass(frozen=True)
+class CellTimeScene:
+    """A scene source asked at wall times of ``time.wall``: the cell at ``time``'s cell time.
+
+    Parameters
+    ----------
+    source
+        What lies in the beam, in cell time (the twin).
+    time
+        The wall and cell clocks (`SharedTime`).
+    """
+
+    source: SceneSource
+    time: SharedTime
+
+    def scene(
+        self, *, z_um: float, x_start_um: float, x_stop_um: float, time_s: float
+    ) -> BeamScene:
+        """The scene at wall time ``time_s`` of ``time.wall`` (the cell at its cell time)."""
+        return self.source.scene(
+            z_um=z_um,
+            x_start_um=x_start_um,
+            x_stop_um=x_stop_um,
+            time_s=self.time.cell_time_s(time_s),
+        )
 
 
 class FrameRenderer(Protocol):

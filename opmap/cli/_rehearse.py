@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from opmap.rehearse import (
+    CLOCKS,
     NETWORK_MAP_SHAPE,
     NETWORK_SPEEDUP,
     NETWORK_TIME_SCALE,
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Start the embedded Tiled server, build the simulated beamline, calibrate on "
             "simulated CeO2, then run the paper's protocol with maps throughout and the live "
-            "analysis, on the event-driven clock."
+            "analysis, on the event-driven clock (--clock wall: in wall time)."
         ),
     )
     parser.add_argument("--data-dir", type=Path, default=Path("opmap-data"))
@@ -101,8 +102,16 @@ def _add_control_options(parser: argparse.ArgumentParser) -> None:
         "--speedup",
         type=float,
         default=NETWORK_SPEEDUP,
-        help="--control network: cell seconds per wall second (default %(default)g); "
-        "motors and exposures run in wall time",
+        help="--control network or --clock wall: cell seconds per wall second (default "
+        "%(default)g); motors and exposures run in wall time",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default=None,
+        help="--control sim: event (default) = event-driven clock, exposures and moves cost "
+        "no wall time; wall = motors and exposures in wall time and the cell at --speedup x "
+        "wall, as over the network (network control is always wall)",
     )
 
 
@@ -141,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             control=args.control,
             speedup=args.speedup,
+            clock=args.clock,
         )
     except ValueError as error:
         print(f"opmap rehearse: {error}")
