@@ -8,6 +8,7 @@ experiment time at mid-exposure; the renderer turns it into counts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import math
@@ -39,7 +40,7 @@ from opmap.devices._eiger_layout import (
 )
 from opmap.twin import BeamScene
 
-from ._clock import SharedTime, SimClock
+from ._clock import ClockMode, SharedTime, SimClock
 from ._eiger_writer import DectrisWriter
 
 __all__ = [
@@ -149,31 +150,77 @@ class _Acquisition:
         writer = self.writer
         if writer is None:
             raise RuntimeError("the data logic has not opened a file")
-        # The series is one wait on the clock (frame times are known in advance), then
-        # every frame is rendered for its own exposure window: the stage positions and the
-        # twin's state are functions of time. Rendering runs in worker threads (the
-        # forward model's kernels release the GIL) through the clock, which hands the
-        # results back in order (no thread timing reaches the experiment). Each frame's
-        # noise is seeded by (seed, the device's frame number since it was built), unique
-        # across the maps of a session and independent of the number of threads.
         n_frames, start_s = self.frames_requested, self.clock.now_s()
+        first_index, self.frames_rendered = self.frames_rendered, self.frames_rendered + n_frames
+        if self.clock.mode == ClockMode.EVENT_DRIVEN:
+            await self._run_at_once(writer, n_frames, start_s, first_index)
+        else:
+            await self._run_as_exposed(writer, n_frames, start_s, first_index)
+        writer.sync()  # the series is complete: the master maps exactly its frames
+        self._set_frames_written(writer.frames_written)
+
+    async def _run_at_once(
+        self, writer: DectrisWriter, n_frames: int, start_s: float, first_index: int
+    ) -> None:
+        # Event-driven: the series is one wait on the clock (frame times are known in
+        # advance), then every frame is rendered for its own exposure window: the stage
+        # positions and the twin's state are functions of time. Rendering runs in worker
+        # threads (the forward model's kernels release the GIL) through the clock, which
+        # hands the results back in order (no thread timing reaches the experiment). Each
+        # frame's noise is seeded by (seed, the device's frame number since it was built),
+        # unique across the maps of a session and independent of the number of threads.
         await self.clock.sleep(n_frames * self.frame_time_s)
         starts_s = start_s + self.frame_time_s * np.arange(n_frames)
         scenes = [self._scene(t0_s) for t0_s in starts_s]
-        first_index, self.frames_rendered = self.frames_rendered, self.frames_rendered + n_frames
         frames = await asyncio.gather(
             *(
                 self.clock.run_in_thread(self._pool(), self._render, scene, first_index + k)
                 for k, scene in enumerate(scenes)
             )
         )
+        self._write(writer, scenes, frames)
+
+    async def _run_as_exposed(
+        self, writer: DectrisWriter, n_frames: int, start_s: float, first_index: int
+    ) -> None:
+        # Wall-clock modes: as a detector, each frame is rendered once its exposure has
+        # ended (the stage trajectories are known up to now) while the next ones are
+        # exposed, and written, in order, as soon as it and the frames before it are done
+        # (``frames_written`` counts up through the series). Rendering after the whole
+        # series instead made frames late by the series' render time, and a series longer
+        # than a waiter's frame timeout (~10 s) timed out with nothing written.
+        loop = asyncio.get_running_loop()
+        pending: collections.deque[tuple[BeamScene, asyncio.Future]] = collections.deque()
+        for k in range(n_frames):
+            t0_s = start_s + k * self.frame_time_s
+            await self.clock.sleep_until(t0_s + self.frame_time_s)
+            scene = self._scene(t0_s)
+            job = loop.run_in_executor(self._pool(), self._render, scene, first_index + k)
+            pending.append((scene, job))
+            self._write_done(writer, pending)
+        while pending:
+            await pending[0][1]
+            self._write_done(writer, pending)
+
+    def _write_done(
+        self, writer: DectrisWriter, pending: collections.deque[tuple[BeamScene, Any]]
+    ) -> None:
+        """Write the rendered frames at the head of ``pending`` (series order)."""
+        done = []
+        while pending and pending[0][1].done():
+            scene, job = pending.popleft()
+            done.append((scene, job.result()))
+        if done:
+            self._write(writer, [d[0] for d in done], [d[1] for d in done])
+            self._set_frames_written(writer.frames_written)
+
+    @staticmethod
+    def _write(writer: DectrisWriter, scenes: Sequence[BeamScene], frames: Sequence[Any]) -> None:
         writer.write_many(
             frames,
             x_um=np.array([0.5 * (sc.x_start_um + sc.x_stop_um) for sc in scenes]),
             time_s=np.array([sc.time_s for sc in scenes]),
         )
-        writer.sync()  # the series is complete: the master maps exactly its frames
-        self._set_frames_written(writer.frames_written)
 
     def _scene(self, t0_s: float) -> BeamScene:
         t1_s = t0_s + self.count_time_s

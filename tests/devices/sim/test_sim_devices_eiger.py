@@ -18,7 +18,7 @@ from ophyd_async.core import (
 )
 
 from opmap.devices import BITSHUFFLE_FILTER_ID, EigerMetadata
-from opmap.devices.sim import SimClock, SimEiger, SimMapStage
+from opmap.devices.sim import ClockMode, SimClock, SimEiger, SimMapStage
 from opmap.twin import BeamScene
 
 SHAPE = (6, 8)
@@ -176,3 +176,38 @@ def test_non_positive_exposure_is_refused_before_anything_is_written(RE, rig):
     assert list(Path(tmp_path).iterdir()) == []
     with pytest.raises(ValueError, match="livetime"):
         TriggerInfo(livetime=-1.0)
+
+
+def test_on_a_wall_clock_frames_are_written_as_they_are_exposed(RE, tmp_path):
+    # a detector on the wall clock renders each frame once its exposure ends, while the next
+    # ones are exposed: frames_written counts up through the series, not at its end
+    clock = SimClock(ClockMode.REAL_TIME)
+    path_provider = StaticPathProvider(StaticFilenameProvider("wall"), tmp_path)
+    with init_devices():
+        stage = SimMapStage(clock)
+        eiger = SimEiger(path_provider, clock, EchoScene(), EchoRenderer(), stage.x, stage.z,
+                         SHAPE, META, frames_per_file=4)  # fmt: skip
+    n_frames, exposure_s = 12, 0.05
+    seen: list[int] = []
+
+    def series():
+        yield from bps.stage(eiger)
+        yield from bps.open_run()
+        yield from bps.prepare(
+            eiger, TriggerInfo(number_of_events=n_frames, livetime=exposure_s), wait=True
+        )
+        yield from bps.kickoff(eiger, wait=True)
+        while not seen or seen[-1] < n_frames:  # frames written, every 10 ms
+            seen.append((yield from bps.rd(eiger.acquisition.frames_written)))
+            yield from bps.sleep(0.01)
+        yield from bps.complete(eiger, wait=True)
+        yield from bps.close_run()
+        yield from bps.unstage(eiger)
+
+    RE(series())
+    assert seen[-1] == n_frames
+    assert len({n for n in seen if 0 < n < n_frames}) >= 2, seen  # written during the series
+    with h5py.File(tmp_path / "wall_master.h5", "r") as f:
+        frames = f["/entry/data/data"][()]
+    decoded = np.array([_decode(fr) for fr in frames])
+    np.testing.assert_allclose(np.diff(decoded[:, 2]), exposure_s, atol=2e-3)  # in order
