@@ -16,8 +16,7 @@ makes frames late. Beside them, measured in this run: the forward model's frame 
 CPU per frame on one thread (`bench_render`), the file writing per frame (in process), and
 the HTTP round trip of a SIMPLON status read.
 
-``.venv/bin/python benchmarks/bench_simplon_rate.py [n_frames [rounds]]`` (default 90 frames: over
-SIMPLON a series longer than ~10 s fails, docs/real-hardware.md).
+``.venv/bin/python benchmarks/bench_simplon_rate.py [n_frames [rounds]]`` (default 200 frames).
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ def print_sustained(results: dict, n_frames: int) -> None:
 
 def main() -> None:
     """Print the sustained frame rates, and the render, write and HTTP costs."""
-    n_frames = int(sys.argv[1]) if len(sys.argv) > 1 else 90
+    n_frames = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     load_before = os.getloadavg()
     writes = WriteTimer()
