@@ -14,8 +14,6 @@ from urllib.parse import urlparse
 
 import h5py
 import numpy as np
-import pytest
-from bluesky import RunEngine
 from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
 from ophyd_async.sim import SimBlobDetector
 from pyFAI.detectors import Detector
@@ -51,14 +49,6 @@ PARAMS = AnalysisParameters(
         {"family": [{"name": "perp", "azimuths_003_deg": [25, 160], "azimuths_110_deg": [90]}]}
     )
 )
-
-
-@pytest.fixture
-def RE():
-    engine = RunEngine(call_returns_result=True)
-    yield engine
-    if engine.state != "idle":
-        engine.halt()
 
 
 def test_blob_detector_documents_go_through_the_live_analysis_unchanged(RE, tmp_path: Path):

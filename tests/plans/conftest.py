@@ -6,7 +6,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from bluesky.run_engine import RunEngine
 from event_model import schema_validators, unpack_event_page
 from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider, init_devices
 from ophyd_async.sim import SimBlobDetector, SimMotor
@@ -75,14 +74,6 @@ def _doc_type(name: str):
     from event_model import DocumentNames
 
     return DocumentNames[name]
-
-
-@pytest.fixture
-def RE():
-    engine = RunEngine(call_returns_result=True)
-    yield engine
-    if engine.state != "idle":
-        engine.halt()
 
 
 @pytest.fixture
