@@ -275,8 +275,9 @@ class LiveAnalysis:
             sources = routed_line_sources(parts)
         except ValueError as error:
             if exit_status == "success":
+                # a lone successful run returned above: this one resumes runs it cannot complete
                 logger.warning("run %s: %s; its map is not analysed", run.uid, error)
-                return run if len(parts) == 1 else None
+                return None
             self._held[run.uid] = parts
             logger.warning(
                 "run %s stopped (%s): %s; its map is held until a run resumes it (resume_fly_map)",

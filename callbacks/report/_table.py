@@ -110,8 +110,8 @@ def report_table(products: Products) -> list[dict[str, Any]]:
             pair = lattice_pair(products, prefix, family)
             for kind in kinds:
                 _add(rows, kind, pair, f"{kind} {family}")
-        kind = "x_Li beyond 2 x_li_err"
-        _add(rows, kind, x_li_z_pair(products, family), f"{kind} {family}")
+        kind = "x_Li beyond 2 x_li_err"  # pair: the x_Li pair, the loop's last
+        _add(rows, kind, x_li_z_pair(products, family, pair), f"{kind} {family}")
     fronts = front_pairs(products)
     _add(rows, "front position", None if fronts is None else fronts[0])
     _add(rows, "front speed", None if fronts is None else fronts[1])

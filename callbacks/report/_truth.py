@@ -135,16 +135,16 @@ def lattice_pair(products: Products, prefix: str, family: str) -> Pair | None:
     return Pair(pair.recovered, pair.truth, pair.units, coverage, excluded=excluded)
 
 
-def x_li_z_pair(products: Products, family: str) -> Pair | None:
+def x_li_z_pair(products: Products, family: str, x_pair: Pair | None) -> Pair | None:
     """x_Li's error in units of its own stated uncertainty: ``(x − x_true) / x_li_err``.
 
     ``recovered`` is that ratio, ``truth`` is 0, over the same pixels as the x_Li figure
     (true c inside the calibrated range). It grades the uncertainty the analysis states
     (the paper's calibration and its transfer to the film, plus the fitted c), not x itself:
     a stated standard uncertainty that holds leaves ~5 % of the pixels beyond 2. None without
-    an ``x_li_err_<family>`` product or an x_Li pair.
+    an ``x_li_err_<family>`` product or an x_Li pair (``x_pair``, `lattice_pair`'s
+    ``"x_li"`` pair of the family).
     """
-    x_pair = lattice_pair(products, "x_li", family)
     err = products.arrays.get(f"x_li_err_{family}")
     if x_pair is None or err is None or err.values.shape != x_pair.recovered.shape:
         return None
