@@ -120,6 +120,11 @@ class LiveAnalysis:
         Analyse and publish each stopped map in one worker thread, in order, so the
         RunEngine starts the next map at once; errors there are logged with the run uid
         and counted in ``failures``. Frames are still reduced as they are announced.
+        When the worker falls behind (a later map waits), each map is still analysed and
+        its derived run emitted, but its products are written together with the next
+        map's (one request per array for all of them) and the ``on_map`` hooks are called
+        for the newest map only (``maps_coalesced`` counts the others), so the lag shrinks
+        instead of growing.
     frame_stream : StreamFrameSource, optional
         The detector's stream v2 (`opmap.callbacks.stream_frames`): frames of resources that
         name their series are taken from it as they arrive, reduced on its threads; rows it
@@ -173,6 +178,9 @@ class LiveAnalysis:
         self._submitted: dict[str, int] = {}
         #: Background analyses that raised (logged with their run uid).
         self.failures = 0
+        #: Maps analysed while a later one waited: written with the next map's products,
+        #: ``on_map`` hooks not called for them (the next call's products hold them).
+        self.maps_coalesced = 0
         self._jobs: list[concurrent.futures.Future] = []
         self._worker = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="live-analysis")
@@ -261,6 +269,7 @@ class LiveAnalysis:
         if self._worker is None:
             job()
         else:
+            self._jobs = [queued for queued in self._jobs if not queued.done()]
             self._jobs.append(self._worker.submit(self._run_logged, job, map_run.uid))
 
     def _map_of(self, run: LiveMapRun) -> LiveMap | None:
@@ -341,10 +350,24 @@ class LiveAnalysis:
         )
         experiment.metadata["raw_uids"].append(run.uid)
         products = experiment.products()
-        self._publish(run, experiment_id, map_index, products, truth, len(acc.invalid_frames()))
+        # behind (a later map already waits): its products hold this map, so this one is
+        # written with them and the hooks draw the newest map only; the per-map cost of
+        # writing and drawing then no longer grows the backlog
+        behind = self._maps_waiting() > 0
+        n_invalid = len(acc.invalid_frames())
+        self._publish(run, experiment_id, map_index, products, truth, n_invalid, write=not behind)
         self.analysis_time_s.append(time.perf_counter() - t0)
+        if behind:
+            self.maps_coalesced += 1
+            return
         for hook in self.on_map:
             hook(products, result)
+
+    def _maps_waiting(self) -> int:
+        """Maps queued behind the one being analysed (background worker only)."""
+        if self._worker is None:
+            return 0
+        return max(0, sum(not job.done() for job in self._jobs) - 1)
 
     def _publish(
         self,
@@ -354,6 +377,8 @@ class LiveAnalysis:
         products: Products,
         truth: Mapping[str, LabelledArray] | None,
         n_invalid: int,
+        *,
+        write: bool = True,
     ) -> None:
         if self.emit is not None and run.uid not in self._republished:
             summary = map_summary(products)
@@ -367,7 +392,11 @@ class LiveAnalysis:
             publisher = self._publisher_for(experiment_id, run.start_doc, x_source)
             try:
                 publisher.publish_map(
-                    products, run.uid, truth or {}, run.accumulator.electrochemistry()
+                    products,
+                    run.uid,
+                    truth or {},
+                    run.accumulator.electrochemistry(),
+                    write=write,
                 )
             except TiledUnavailableError:  # the map stays queued, written later
                 logger.exception("%s: products of map %s deferred", experiment_id, map_index)
@@ -429,8 +458,9 @@ class LiveAnalysis:
 
     def wait(self) -> None:
         """Wait until every map handed to the background worker is analysed."""
-        jobs, self._jobs = self._jobs, []
-        concurrent.futures.wait(jobs)
+        # the jobs stay listed while they run: a map still counts the ones behind it
+        concurrent.futures.wait(list(self._jobs))
+        self._jobs = [job for job in self._jobs if not job.done()]
 
     @property
     def maps_pending(self) -> int:

@@ -221,6 +221,8 @@ class RehearsalResult:
     analysis_failures: int = 0
     truth_table: list[dict[str, Any]] = field(default_factory=list)
     live_lag_maps: int = 0
+    #: Maps the live analysis wrote with a later map's products while behind (no figure).
+    live_coalesced_maps: int = 0
     #: The experiment's products as read back from Tiled (None without live analysis).
     products: Products | None = None
     #: Per run, raw documents emitted against stored in Tiled (`opmap.callbacks.spool`).
@@ -616,6 +618,7 @@ class _Session:
         if live is not None and self.guard is not None:
             live.finish()
             result.analysis_failures = self.guard.total_failures + live.failures
+            result.live_coalesced_maps = live.maps_coalesced
         figures_dir = settings.data_dir / "figures"
         result.figures = sorted(figures_dir.glob("*.png")) if figures_dir.exists() else []
         result.wall_s = time.monotonic() - wall0
@@ -817,6 +820,11 @@ def _print_summary(result: RehearsalResult, settings: OpmapSettings) -> None:
     print(f"  figures:         {len(result.figures)} PNG in {result.data_dir / 'figures'}")
     print(f"  analysis errors: {result.analysis_failures}")
     print(f"  live analysis:   {result.live_lag_maps} map(s) behind when acquisition ended")
+    if result.live_coalesced_maps:
+        print(
+            f"                   {result.live_coalesced_maps} map(s) analysed while behind: "
+            "written with the next map, no figure of their own"
+        )
     emitted = sum(tally.n_emitted for tally in result.raw_tallies)
     stored = sum(tally.n_stored for tally in result.raw_tallies)
     print(f"  raw documents:   {emitted} emitted, {stored} stored in Tiled")

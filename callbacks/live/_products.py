@@ -168,9 +168,14 @@ class ProductPublisher:
         raw_uid: str,
         truth: Mapping[str, LabelledArray],
         electrochemistry: Mapping[str, np.ndarray],
+        *,
+        write: bool = True,
     ) -> None:
         """Queue the last map of ``products`` (with its ``truth`` and its run's potentiostat
         buffer, columns such as ``time_s``), then write and commit every queued map.
+
+        With ``write=False`` the map only joins the queue: the next call (or `finish`)
+        writes every queued map from its products, one request per array.
 
         Raises
         ------
@@ -187,7 +192,8 @@ class ProductPublisher:
                 rows[table] = products.table_length(table)
         self._queue.append(_QueuedMap(raw_uid, dict(truth), ec if n_ec else {}, rows))
         self._products = products
-        self._flush_retried()
+        if write:
+            self._flush_retried()
 
     def _rows_written(self) -> dict[str, int]:
         return dict(self._written[-1].rows_after) if self._written else {}

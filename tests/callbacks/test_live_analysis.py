@@ -4,6 +4,7 @@ the offline pipeline run on the same frames read from the files."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import h5py
@@ -132,3 +133,40 @@ def _nan_as_none(value):
     if isinstance(value, float) and np.isnan(value):
         return None
     return value
+
+
+def test_a_worker_behind_writes_waiting_maps_together_and_draws_the_newest(
+    RE,  # noqa: F811
+    rig,  # noqa: F811
+    processed,
+):
+    """Map 0's hook is held until maps 1 and 2 have stopped: map 1 is analysed while map 2
+    waits, so it is written with map 2's products and gets no hook call of its own; the
+    stored products are still every map, equal to the offline pipeline's."""
+    stage, eiger, directory = rig
+    released = threading.Event()
+    drawn: list[tuple[int, int]] = []  # (map_index, maps in the products)
+
+    def hook(products, result):
+        drawn.append((result.map_index, products.arrays["time_s"].values.size))
+        assert released.wait(timeout=120), "the test never released the first hook"
+
+    live = LiveAnalysis(PARAMS, GEOMETRY, processed=processed, on_map=[hook], background=True)
+    RE.subscribe(GuardedCallback(live))
+    uids = []
+    for map_index in range(3):
+        md = {"experiment_id": EXPERIMENT, "map_index": map_index}
+        uids += RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md)).run_start_uids
+    released.set()
+    live.finish()
+    assert live.failures == 0 and live.maps_analysed == 3
+    assert live.maps_coalesced == 1
+    assert drawn == [(0, 1), (2, 3)]
+    stored = read_latest(processed, EXPERIMENT)
+    assert stored.metadata["raw_uids"] == uids
+    offline = _offline_products(directory, uids)
+    for name in ("c_perp", "c_par", "time_s", "ti_z"):
+        np.testing.assert_allclose(
+            stored.arrays[name].values, offline.arrays[name].values, rtol=1e-6,
+            equal_nan=True, err_msg=name,
+        )  # fmt: skip
