@@ -131,3 +131,30 @@ def test_a_server_lost_during_the_experiment_fails_the_soak(tool) -> None:
     assert summary["server_lost"] == {"map": 15, "wall_s": 15.0}
     assert summary["criteria"]["server_rss_ok"]  # its figures stop where it was lost ...
     assert not summary["criteria"]["server_alive_ok"] and not summary["criteria"]["passed"]
+
+
+def _fd_samples(tool, fds_per_map: list[int]) -> list:
+    reading = [tool.ProcessSample(pid=1, rss_mb=100.0, fds=f, threads=3) for f in fds_per_map]
+    return [
+        tool.Sample(float(n), n, False, {"rehearsal": r, "server": r})
+        for n, r in enumerate(reading)
+    ]
+
+
+def test_fds_that_scatter_while_maps_are_taken_and_settle_after_count_as_flat(tool) -> None:
+    # the 24 h soak's pattern: 12-17 while acquiring (files, connections), 12 once it ends
+    scatter = [14, 16, 13, 17, 15, 14, 16, 12, 17, 15] * 6 + [12] * 40
+    summary = tool.summarize(_fd_samples(tool, scatter), len(scatter) - 1)
+    figures = summary["processes"]["rehearsal"]
+    assert figures["fds_max"] - figures["fds_min"] == 5  # a spread of 5 ...
+    assert summary["criteria"]["rehearsal_fds_ok"]  # ... but no climb
+
+
+def test_a_slow_fd_leak_fails_the_soak_even_within_the_old_spread(tool) -> None:
+    leak = [12 + n // 25 for n in range(100)]  # one fd every 25 maps: 12 -> 15
+    summary = tool.summarize(_fd_samples(tool, leak), len(leak) - 1)
+    assert summary["processes"]["rehearsal"]["fds_max"] - 12 <= 4
+    assert not summary["criteria"]["rehearsal_fds_ok"]
+    assert not summary["criteria"]["passed"]
+    spike = [12] * 60 + [30] + [12] * 39  # one late excursion beyond the slack
+    assert not tool.summarize(_fd_samples(tool, spike), 99)["criteria"]["rehearsal_fds_ok"]
