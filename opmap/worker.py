@@ -14,7 +14,9 @@ Restarts lose nothing and overwrite nothing:
   an earlier process's file is never rewritten;
 - with ``tiled_uri``, it catches up from Tiled: at start the maps of the latest experiment
   stored there, and at each new map of an experiment any earlier map it has not analysed
-  (stored runs only, with their ``stop``; each map once per process);
+  (stored runs only, with their ``stop``; each map once per process; every run of a map
+  index, so a failed map run and its resume are joined); a live resume of a map run it never
+  saw (it restarted in between) gets the runs it resumes from Tiled first;
 - ``experiment_id`` (and any other name taken from documents to build a path) must be a
   plain name (`check_path_component`): a run with ``../x`` or ``a/b`` is refused with an
   error in the log and nothing is written for it.
@@ -152,9 +154,14 @@ class WorkerFeed:
         if run_uid in self.refused:
             return
         if name == "start" and doc.get("map_index") is not None:
-            experiment_id = str(doc.get("experiment_id"))
-            self.catch_up(experiment_id, before_index=int(doc["map_index"]))
-            self.seen.setdefault(experiment_id, set()).add(int(doc["map_index"]))
+            experiment_id, index = str(doc.get("experiment_id")), int(doc["map_index"])
+            self.catch_up(experiment_id, before_index=index)
+            seen = self.seen.setdefault(experiment_id, set())
+            if doc.get("resumes") and index not in seen:
+                # a resume of a map run this process never saw (it restarted since): the
+                # runs it resumes come from Tiled first, so the map is joined, not lost
+                self._replay_map(experiment_id, index, but=str(doc["uid"]))
+            seen.add(index)
         self.analysis(name, doc)
 
     def _accept(self, start: dict[str, Any]) -> bool:
@@ -169,41 +176,65 @@ class WorkerFeed:
     def catch_up(self, experiment_id: str, before_index: int | None = None) -> list[int]:
         """Replay the stored map runs of an experiment not analysed yet, in map order.
 
+        Every run of a map index is replayed, in start order: a map whose run failed and
+        was resumed (``resumes``) is stored as several runs of one index.
+
         Returns
         -------
         list of int
-            The map indices replayed (runs without a ``stop`` are skipped and logged).
+            The map indices replayed (maps with a run without ``stop`` are skipped and
+            logged).
         """
         if self.runs is None:
             return []
         seen = self.seen.setdefault(experiment_id, set())
         replayed = []
         try:
-            for index, run in self._stored_maps(experiment_id):
+            for index, runs in self._stored_maps(experiment_id).items():
                 if index in seen or (before_index is not None and index >= before_index):
                     continue
-                if not run.metadata.get("stop"):
+                if not all(run.metadata.get("stop") for run in runs):
                     logger.warning("map %s of %s has no stop: not caught up", index, experiment_id)
                     continue
                 logger.info("catching up map %d of %s from Tiled", index, experiment_id)
-                for name, doc in run.documents():
-                    self.analysis(name, doc)
+                self._replay(runs)
                 seen.add(index)
                 replayed.append(index)
         except Exception:  # Tiled down or a bad run: the live analysis goes on
             logger.exception("catching up %s from Tiled failed after %s", experiment_id, replayed)
         return replayed
 
-    def _stored_maps(self, experiment_id: str) -> list[tuple[int, Any]]:
+    def _replay_map(self, experiment_id: str, index: int, *, but: str) -> None:
+        """Replay the stored runs of map ``index`` except run ``but`` (the live one)."""
+        try:
+            runs = self._stored_maps(experiment_id).get(index, [])
+            earlier = [run for run in runs if run.metadata["start"]["uid"] != but]
+            logger.info(
+                "map %d of %s: replaying the %d run(s) it resumes from Tiled",
+                index, experiment_id, len(earlier),
+            )  # fmt: skip
+            self._replay(earlier)
+        except Exception:  # Tiled down: the resume alone is then not a map (logged there)
+            logger.exception("map %d of %s: its runs could not be read", index, experiment_id)
+
+    def _replay(self, runs: list[Any]) -> None:
+        for run in runs:
+            for name, doc in run.documents():
+                self.analysis(name, doc)
+
+    def _stored_maps(self, experiment_id: str) -> dict[int, list[Any]]:
+        """The experiment's stored map runs: map index -> its runs in start order."""
         from tiled.queries import Key
 
         found = self.runs.search(Key("start.experiment_id") == experiment_id)
-        maps = []
+        maps: dict[int, list[Any]] = {}
         for run in found.values():
-            index = run.metadata["start"].get("map_index")
-            if index is not None:
-                maps.append((int(index), run))
-        return sorted(maps, key=lambda item: item[0])
+            start = run.metadata["start"]
+            if start.get("map_index") is not None:
+                maps.setdefault(int(start["map_index"]), []).append(run)
+        for runs in maps.values():
+            runs.sort(key=lambda run: float(run.metadata["start"].get("time", 0.0)))
+        return dict(sorted(maps.items()))
 
     def catch_up_latest(self) -> list[int]:
         """At start: catch up the experiment of the most recent stored run (if any)."""

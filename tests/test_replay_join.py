@@ -33,6 +33,7 @@ from opmap.replay import (
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
 from opmap.twin.forward import DetectorMask
+from opmap.worker import WorkerFeed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -88,7 +89,8 @@ def stored(tmp_path_factory):
         RE.subscribe(writer)
         poni = save_poni(beamline.integrator, data_dir / "twin.poni")
         params = analysis_parameters_for_twin(beamline.twin.config)
-        live = _live_analysis(server.client(), poni, params, beamline.integrator)
+        geometry = _twin_geometry(poni, beamline.integrator)
+        live = _live_analysis(server.client(), params, geometry)
         RE.subscribe(guard := GuardedCallback(live))
         stage = beamline.stage
         uids = {}
@@ -115,14 +117,18 @@ def stored(tmp_path_factory):
         assert writer.wait(timeout_s=120)
         live.finish()
         assert guard.total_failures == 0 and live.failures == 0
-        yield server, runs, uids, poni, params
+        yield server, runs, uids, poni, params, geometry
 
 
-def _live_analysis(client, poni, params, integrator) -> LiveAnalysis:
-    """The live analysis as a rehearsal runs it (the twin's detector mask), in process."""
-    layout = ensure_layout(client)
+def _twin_geometry(poni, integrator):
+    """The analysis geometry a rehearsal uses: the PONI and the twin's detector mask."""
     mask = DetectorMask().analysis_mask(integrator)
-    geometry = analysis_geometry(poni, mask=mask, expected_shape=integrator.detector.shape)
+    return analysis_geometry(poni, mask=mask, expected_shape=integrator.detector.shape)
+
+
+def _live_analysis(client, params, geometry) -> LiveAnalysis:
+    """The live analysis as a rehearsal runs it, in process."""
+    layout = ensure_layout(client)
     return LiveAnalysis(params, geometry, processed=layout["processed"], raw_runs=layout["raw"])
 
 
@@ -136,7 +142,7 @@ def _replay(server, experiment_id, poni, params):
 
 
 def test_the_fault_leaves_a_failed_run_and_the_resume_carries_the_map(stored):
-    _, runs, uids, _, _ = stored
+    _, runs, uids, *_ = stored
     failed, resumed = runs[uids["failed"]], runs[uids["resume"]]
     assert failed.metadata["stop"]["exit_status"] == "fail"
     assert failed["lines"].read()["line_index"].values.tolist() == [0, 1, 2]
@@ -149,7 +155,7 @@ def test_the_fault_leaves_a_failed_run_and_the_resume_carries_the_map(stored):
 
 
 def test_the_joined_map_reads_each_line_from_the_run_that_measured_it(stored):
-    _, runs, uids, _, _ = stored
+    _, runs, uids, *_ = stored
     chain, abandoned = map_chains(runs, "join")
     assert chain.uids == [uids["failed"], uids["resume"]] and abandoned.map_index == 1
     joined = JoinedMapRun(
@@ -186,12 +192,12 @@ def test_the_joined_map_reads_each_line_from_the_run_that_measured_it(stored):
 @pytest.fixture(scope="module")
 def replayed(stored):
     """The products of replaying ``ref`` and ``join``."""
-    server, _, _, poni, params = stored
+    server, _, _, poni, params, _ = stored
     return _replay(server, "ref", poni, params)[1], _replay(server, "join", poni, params)[1]
 
 
 def test_replay_of_the_joined_map_equals_the_uninterrupted_map(stored, replayed):
-    _, _, uids, _, _ = stored
+    _, _, uids, *_ = stored
     reference, joined = replayed
     meta = joined.metadata
     assert meta["raw_uids"] == [uids["failed"]]
@@ -213,7 +219,7 @@ def test_replay_of_the_joined_map_equals_the_uninterrupted_map(stored, replayed)
 
 
 def test_an_experiment_of_one_failed_map_gives_no_map_and_the_reason(stored):
-    server, _, _, poni, params = stored
+    server, _, _, poni, params, _ = stored
     processed = server.client()["processed"]
     before = sorted(processed)
     with pytest.raises(ValueError, match=r"map 0: exit status 'fail'; runs: lines \[0, 1, 2"):
@@ -222,7 +228,7 @@ def test_an_experiment_of_one_failed_map_gives_no_map_and_the_reason(stored):
 
 
 def test_the_live_analysis_holds_the_failed_map_and_analyses_it_joined(stored, replayed):
-    server, _, uids, _, _ = stored
+    server, _, uids, *_ = stored
     processed = server.client()["processed"]
     ref, joined = processed["ref"]["v1"], processed["join"]["v1"]
     # the joined map is the experiment's one map, claimed once its runs are stored whole;
@@ -242,7 +248,7 @@ def test_the_live_analysis_holds_the_failed_map_and_analyses_it_joined(stored, r
 
 
 def test_the_live_rule_of_line_sources_is_the_stored_one(stored):
-    _, runs, uids, _, _ = stored
+    _, runs, uids, *_ = stored
     failed, resumed = (runs[uids[key]] for key in ("failed", "resume"))
     routed = [gather_map_run(run) for run in (failed, resumed)]
     assert routed_line_sources(routed) == map_line_sources([failed, resumed])
@@ -253,7 +259,7 @@ def test_the_live_rule_of_line_sources_is_the_stored_one(stored):
 
 
 def test_opmap_replay_prints_the_map_it_left_out(stored, tmp_path, capsys):
-    server, _, _, poni, _ = stored
+    server, _, _, poni, *_ = stored
     settings = tmp_path / "opmap.toml"
     data_dir = server.settings.data_dir.as_posix()
     settings.write_text(f'data_dir = "{data_dir}"\nport = {server.settings.port}\n')
@@ -262,3 +268,32 @@ def test_opmap_replay_prints_the_map_it_left_out(stored, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 maps" in out
     assert "map 1 left out: exit status 'fail'; runs: lines [1, 2, 3, 4, 5]" in out
+
+
+@pytest.mark.parametrize("restart", ["before the failed map", "before its resume"])
+def test_a_restarted_worker_joins_the_map_from_the_runs_stored_before_it(
+    stored, replayed, restart
+):
+    """The analysis worker restarts with no map held in memory. Before the failed map: it
+    catches the experiment up from Tiled, each map index with all its runs. Before the
+    resume: only the resume's documents arrive live, and the run it resumes is read from
+    Tiled first. Either way the map is analysed once, joined, as the replay joins it."""
+    _, runs, uids, _, params, geometry = stored
+    live = LiveAnalysis(params, geometry)  # products in memory: the stored ones stay
+    feed = WorkerFeed(live, runs)
+    if restart == "before the failed map":
+        assert feed.catch_up("join") == [0, 1]  # map 1: its one failed run, held
+    else:
+        for name, doc in runs[uids["resume"]].documents():
+            feed(name, doc)
+    live.finish()
+    assert live.failures == 0
+    experiment = live.experiments["join"]
+    assert experiment.n_maps == 1
+    assert experiment.metadata["raw_uids"] == [uids["failed"]]
+    products = experiment.products()
+    for name in ("c_perp", "c_par"):
+        replay = replayed[1].arrays[name].values
+        np.testing.assert_allclose(
+            products.arrays[name].values, replay, rtol=0, atol=1e-6, equal_nan=True
+        )
