@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from opmap._stop_on_exit import StopOnExit
+from opmap.heap import release_free_heap
 from opmap.settings import OpmapSettings
 
 from ._config import ensure_api_key, prepare_data_dir, server_config, write_server_config
@@ -119,6 +120,29 @@ SERVER_UMASK = 0o077
 _PR_SET_PDEATHSIG = 1
 _WATCHDOG_PERIOD_S = 0.5
 _WATCHDOG_GRACE_S = 15.0
+#: How often the server returns its C heap's free pages to the system (s).
+HEAP_TRIM_PERIOD_S = 30.0
+
+
+def trim_heap_every(period_s: float) -> threading.Thread:
+    """Return the C heap's free pages to the system every ``period_s`` s (a daemon thread).
+
+    The server's threads (uvicorn's, the thread pool of synchronous routes, DuckDB's) each
+    allocate from their own glibc malloc arena, which keeps the pages a request freed; over
+    a long experiment that reads as RSS growth. ``malloc_trim`` hands them back
+    (`opmap.heap.release_free_heap`; a no-op without glibc).
+    """
+    if not period_s > 0:
+        raise ValueError(f"period_s must be > 0, got {period_s}")
+
+    def trim() -> None:
+        while True:
+            time.sleep(period_s)
+            release_free_heap()
+
+    thread = threading.Thread(target=trim, name="opmap-heap-trim", daemon=True)
+    thread.start()
+    return thread
 
 
 def run_config_file(
@@ -153,6 +177,7 @@ def run_config_file(
 
     os.umask(SERVER_UMASK)  # catalog, DuckDB tables, written arrays: 0600
     lock = ServerLock.acquire(lock_dir) if lock_dir is not None else None
+    trim_heap_every(HEAP_TRIM_PERIOD_S)
     try:
         config = parse_configs(config_file)
         app = _build_app(config, request_caches=request_caches, append_only=append_only)
