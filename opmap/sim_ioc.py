@@ -671,7 +671,9 @@ def build_groups(
     """
     p = options.prefix
     x_axis = AxisConfig("map stage x (fly)", -200.0, 2200.0)
-    z_axis = AxisConfig("map stage z (step)", -20.0, 60.0)
+    # the in-process simulated stage's speeds (opmap.devices.sim.SimMapStage), so a map
+    # over the network moves as it does in process
+    z_axis = AxisConfig("map stage z (step)", -20.0, 60.0, 100.0, 500.0)
     return IocGroups(
         potentiostat=PotentiostatPVs(f"{p}EC:", driver=driver, options=options),
         x=MotorRecordPVs(f"{p}STAGE:X", axis=x_axis, clock=motor_clock),
