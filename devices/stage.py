@@ -14,10 +14,21 @@ drops an exception that is false: checked with a bare falsy exception): the fly 
 "completed" with the motor gone. A `LimitedMotor` therefore trusts a finished move only
 once its IOC answers for it (``.DMOV`` read back within the signal timeout), and every
 operation that times out on a PV raises `AxisUnreachableError` naming the axis and the PV.
+
+Fields read by every move
+-------------------------
+ophyd-async 0.21's ``Motor`` reads the record's limits, speeds and units before each move
+and fly scan: ten Channel Access round trips a fly line, in series. A `LimitedMotor`
+monitors the settings it does not write itself once connected
+(`LimitedMotor.monitored_fields`, a Channel Access monitor each, as an operator's display
+does), so a move reads them from the last update the IOC sent. ``.RBV`` and ``.DMOV`` are
+always read from the IOC: a finished move is trusted only once the IOC answers for it
+(above).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -25,7 +36,14 @@ from functools import cached_property
 from typing import TypeVar
 
 from bluesky.protocols import Reading
-from ophyd_async.core import FlyMotorInfo, StandardReadable, TimeoutCalculator
+from ophyd_async.core import (
+    DEFAULT_TIMEOUT,
+    DeviceMock,
+    FlyMotorInfo,
+    SignalR,
+    StandardReadable,
+    TimeoutCalculator,
+)
 from ophyd_async.epics.motor import Motor, MotorFlyableMovableLogic, MotorFlyCtx
 
 from ._unreachable import DeviceUnreachableError
@@ -88,6 +106,17 @@ class SoftLimits:
 @dataclass
 class _LimitedMotorLogic(MotorFlyableMovableLogic):
     soft_limits: SoftLimits | None = None
+    precision: SignalR[int] | None = None
+
+    async def get_units_precision(self) -> tuple[str | None, int | None]:
+        # .EGU and .PREC (monitored, see LimitedMotor) instead of a describe of .RBV: the
+        # same record fields, without a Channel Access round trip per move
+        if self.precision is None:
+            return await super().get_units_precision()
+        units, precision = await asyncio.gather(
+            self.motor_egu.get_value(), self.precision.get_value()
+        )
+        return units, precision
 
     async def check_move(self, new_position: float) -> None:
         # opmap's limits first (clear ValueError), then the motor record's own.
@@ -122,6 +151,28 @@ class LimitedMotor(Motor):
         self.soft_limits = soft_limits
         super().__init__(prefix, name=name)
 
+    def monitored_fields(self) -> tuple[SignalR, ...]:
+        """The record's settings a move reads (limits, ramp, top speed, units): monitored
+        once connected (see the module notes). Not ``.RBV``, ``.DMOV`` nor ``.VELO``: a
+        fly scan writes ``.VELO`` and reads it back at once, and a monitor's update of a
+        put may come after the put's completion (the timeout of the line then assumed
+        the speed before)."""
+        return (
+            self.low_limit_travel, self.high_limit_travel, self.dial_low_limit_travel,
+            self.dial_high_limit_travel, self.acceleration_time, self.max_velocity,
+            self.motor_egu, self.precision,
+        )  # fmt: skip
+
+    async def connect(
+        self,
+        mock: bool | DeviceMock = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        force_reconnect: bool = False,
+    ) -> None:
+        """Connect, then monitor `monitored_fields` (reads of them use the monitor's value)."""
+        await super().connect(mock=mock, timeout=timeout, force_reconnect=force_reconnect)
+        await asyncio.gather(*(field.stage() for field in self.monitored_fields()))
+
     @cached_property
     def _logic(self) -> _LimitedMotorLogic:
         return _LimitedMotorLogic(
@@ -138,6 +189,7 @@ class LimitedMotor(Motor):
             max_velocity=self.max_velocity,
             motor_egu=self.motor_egu,
             soft_limits=self.soft_limits,
+            precision=self.precision,
         )
 
     async def read(self) -> dict[str, Reading]:

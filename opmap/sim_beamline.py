@@ -53,7 +53,7 @@ from opmap.twin import CellTwin
 from opmap.twin_truth import TRUTH_API, map_truth, truth_to_npz
 
 from .sim_dcu import DcuOptions, DcuSources, SimDcu, build_app
-from .sim_ioc import IocGroups, IocOptions, SamplePVs, build_groups
+from .sim_ioc import CaServerContext, IocGroups, IocOptions, SamplePVs, build_groups
 
 __all__ = [
     "CELL_HISTORY_S",
@@ -292,12 +292,11 @@ async def serve_sim_beamline(
         SIGKILL, and could not stop it); None = serve on.
     """
     import uvicorn
-    from caproto.asyncio.server import Context
 
     app = build_app(beamline.options.dcu_options(), make_dcu=lambda: beamline.dcu)
     app.router.routes.extend(truth_routes(beamline))  # the simulation-only truth channel
     http = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    context = Context(beamline.ioc.pvdb, [host])
+    context = CaServerContext(beamline.ioc.pvdb, [host])
 
     async def when_both_up(async_lib: Any) -> None:
         while not http.started:

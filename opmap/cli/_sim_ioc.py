@@ -65,9 +65,7 @@ def _server_port() -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted. Exit status 2 on bad options."""
-    from caproto.asyncio.server import run as serve
-
-    from opmap.sim_ioc import IocOptions, build_pvdb
+    from opmap.sim_ioc import IocOptions, build_pvdb, serve_pvdb
 
     try:
         if args.twin_config is not None and not args.twin_config.is_file():
@@ -94,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    serve(pvdb, interfaces=[args.host], startup_hook=announce)
+    serve_pvdb(pvdb, [args.host], startup_hook=announce)
     return 0

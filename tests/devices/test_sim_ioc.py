@@ -20,7 +20,7 @@ import bluesky.plan_stubs as bps
 import numpy as np
 import pytest
 from bluesky.run_engine import call_in_bluesky_event_loop
-from ophyd_async.core import init_devices
+from ophyd_async.core import init_devices, wait_for_value
 from ophyd_async.epics.motor import Motor, MotorLimitsError
 
 from opmap.cli import main
@@ -159,6 +159,29 @@ def test_a_put_beyond_hlm_is_refused_by_the_record_and_stop_stops(RE_module, ioc
     assert _run(caget(f"{x}.DMOV")) == 1
     assert _run(caget(f"{x}.VAL")) == pytest.approx(stopped_at)
     _run(_awaited(motor.velocity.set, 2000.0))
+
+
+def test_limits_an_operator_changes_apply_to_the_next_move(RE_module, ioc):
+    # MapStage monitors the record's limits and speeds instead of reading them per move:
+    # the monitor must bring an operator's change before the next move
+    from aioca import caput
+
+    with init_devices():
+        stage = MapStage(f"{ioc}STAGE:")
+    hlm = stage.z.high_limit_travel
+    RE_module(bps.mv(stage.z, 0.0))
+    _run(caput(f"{ioc}STAGE:Z.HLM", 10.0, wait=True))
+    try:  # the monitor's update may come after the put's completion: wait for it
+        _run(wait_for_value(hlm, 10.0, timeout=10.0))
+        with pytest.raises(MotorLimitsError, match=r"<= 10\.0"):
+            _run(_awaited(stage.z.set, 20.0))
+        _run(caput(f"{ioc}STAGE:Z.HLM", 60.0, wait=True))
+        _run(wait_for_value(hlm, 60.0, timeout=10.0))
+        RE_module(bps.mv(stage.z, 20.0))
+        assert RE_module(bps.rd(stage.z)).plan_result == pytest.approx(20.0)
+    finally:
+        _run(caput(f"{ioc}STAGE:Z.HLM", 60.0, wait=True))
+    RE_module(bps.mv(stage.z, 0.0))
 
 
 def test_ring_current_and_shutter(RE_module, ioc):
