@@ -182,60 +182,8 @@ def peak_above_background(profile: np.ndarray, *, edge_bins: int = 3) -> np.ndar
     return np.where(np.isfinite(lo[..., 0] + hi[..., 0]), net, np.nan)
 
 
-def peak_noise(profile: np.ndarray, *, edge_bins: int = 3) -> np.ndarray:
-    """Standard deviation of `peak_above_background` from the scatter of the end bins.
-
-    The end bins scatter about the background line by the noise of one bin, σ (their
-    residuals' RMS with the line's two parameters taken out); the sum over the inner bins
-    then carries σ·√n_inner. Where a frame diffracts nothing, its `peak_above_background`
-    is of this size; a reflection stands many times above it.
-
-    Parameters
-    ----------
-    profile : (..., n_q) array of float
-        As for `peak_above_background` (at least 3 bins at each end).
-    edge_bins : int, optional
-        Bins at each end (>= 2, 2·edge_bins < n_q).
-
-    Returns
-    -------
-    (...,) array of float
-        σ of the net intensity; 0 for a noise-free background, NaN where an end is empty.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> noisy = rng.normal(10.0, 1.0, (2000, 24))  # no peak, bins of σ = 1
-    >>> print(round(float(np.median(peak_noise(noisy))), 1))  # ~ √18 = 4.2
-    3.9
-    """
-    p = np.asarray(profile, dtype=float)
-    n_q = p.shape[-1]
-    if not (isinstance(edge_bins, int | np.integer) and edge_bins >= 2 and 2 * edge_bins < n_q):
-        raise ValueError(f"edge_bins must be an integer in [2, {(n_q - 1) // 2}], got {edge_bins}")
-    centre = np.arange(n_q, dtype=float)
-    ends = np.r_[centre[:edge_bins], centre[-edge_bins:]]
-    values = np.concatenate([p[..., :edge_bins], p[..., -edge_bins:]], axis=-1)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN ends give NaN, as documented
-        lo = np.nanmean(values[..., :edge_bins], axis=-1, keepdims=True)
-        hi = np.nanmean(values[..., edge_bins:], axis=-1, keepdims=True)
-        x_lo, x_hi = ends[:edge_bins].mean(), ends[edge_bins:].mean()
-        line = lo + (hi - lo) * (ends - x_lo) / (x_hi - x_lo)  # the net's own background
-        residual = values - line
-        dof = np.isfinite(residual).sum(axis=-1) - 2
-        sigma = np.sqrt(np.nansum(residual**2, axis=-1) / np.where(dof > 0, dof, np.nan))
-    return sigma * np.sqrt(n_q - 2 * edge_bins)
-
-
 def ti_position(
-    ti_map: np.ndarray,
-    *,
-    z_um: np.ndarray,
-    half_window: int = 2,
-    method: str = "centroid",
-    noise: np.ndarray | None = None,
-    min_significance: float = 5.0,
+    ti_map: np.ndarray, *, z_um: np.ndarray, half_window: int = 2, method: str = "centroid"
 ) -> np.ndarray:
     """Sub-pixel z of the Ti collector in every column.
 
@@ -254,13 +202,6 @@ def ti_position(
         under one side of the peak; a peak wider than the window loses its tails to the
         line); or the vertex of a parabola through the logarithms of the three top rows
         (exact for a Gaussian).
-    noise : (..., n_z, n_x) array of float, optional
-        Standard deviation of each ``ti_map`` value from its own measurement (e.g.
-        `peak_noise` of the q profiles). When given, a column has a Ti position only where
-        its maximum exceeds ``min_significance`` times the column's median noise: a column
-        of noise only (a map that holds no Ti) has none. None: no such test.
-    min_significance : float, optional
-        Signal-to-noise the column maximum needs when ``noise`` is given (default 5).
 
     Returns
     -------
@@ -268,8 +209,7 @@ def ti_position(
         z of the Ti layer (µm); NaN for empty columns and where the column maximum lies
         closer to the map's first or last row than the window (``half_window`` rows for
         the centroid, 1 for the Gaussian): the layer is not bracketed by the map (a map
-        that stops below the Ti), and the edge row is not its position; NaN where the
-        maximum is not significant (``noise``).
+        that stops below the Ti), and the edge row is not its position.
 
     Examples
     --------
@@ -282,11 +222,6 @@ def ti_position(
 
     >>> print(ti_position(col[:5], z_um=z[:5]))
     [nan]
-
-    Nor has a column whose largest value is within its noise:
-
-    >>> print(ti_position(0.1 * col, z_um=z, noise=np.full_like(col, 0.05)))
-    [nan]
     """
     if method not in ("centroid", "centroid_line", "gaussian"):
         raise ValueError(
@@ -294,8 +229,6 @@ def ti_position(
         )
     if half_window < 1:
         raise ValueError(f"half_window must be >= 1, got {half_window}")
-    if not min_significance >= 0:
-        raise ValueError(f"min_significance must be >= 0, got {min_significance}")
     a = np.moveaxis(np.asarray(ti_map, dtype=float), -2, -1)  # (..., n_x, n_z)
     z = np.asarray(z_um, dtype=float)
     if a.shape[-1] != z.size:
@@ -306,8 +239,6 @@ def ti_position(
     empty = ~np.isfinite(np.max(filled, axis=-1)) | (np.max(filled, axis=-1) <= 0)
     reach = 1 if method == "gaussian" else half_window
     empty |= (peak < reach) | (peak > z.size - 1 - reach)  # not bracketed by the map
-    if noise is not None:  # a maximum within the noise is no layer
-        empty |= ~_significant(a, np.moveaxis(np.asarray(noise, float), -2, -1), min_significance)
     offsets = np.arange(-half_window, half_window + 1)
     idx = np.clip(peak[..., None] + offsets, 0, z.size - 1)
     win = np.nan_to_num(np.take_along_axis(a, idx, -1))
@@ -325,18 +256,6 @@ def ti_position(
                           for d in (-1, 0, 1))  # fmt: skip
             shift = 0.5 * (lm - lp) / (lm - 2 * l0 + lp)
     return np.where(empty, np.nan, z[peak] + shift * dz)
-
-
-def _significant(columns: np.ndarray, noise: np.ndarray, min_significance: float) -> np.ndarray:
-    """(...,) True where a column's maximum exceeds ``min_significance`` × its median noise."""
-    if noise.shape != columns.shape:
-        raise ValueError(f"noise must have the shape of ti_map, got {noise.shape}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: already empty
-        level = np.nanmedian(noise, axis=-1)
-        top = np.nanmax(columns, axis=-1)
-    with np.errstate(invalid="ignore"):
-        return top > min_significance * level
 
 
 def li_thickness_from_ti(ti_z_um: np.ndarray, *, reference_index: int = 0) -> np.ndarray:

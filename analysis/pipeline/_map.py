@@ -18,7 +18,7 @@ from ..lattice import (
     li_fraction_from_c,
     peak_flags,
 )
-from ..phases import peak_above_background, peak_noise, phase_maps, ti_position
+from ..phases import peak_above_background, phase_maps, ti_position
 from ..reduction import ReducedFrames
 from ._layout import MapLayout
 from ._params import AnalysisParameters
@@ -272,7 +272,6 @@ def analyze_map(
     ti_z = ti_position(
         _ti_intensity(reduced, layout, params), z_um=layout.z_um,
         half_window=params.ti_half_window, method=params.ti_method,
-        noise=_ti_noise(reduced, layout, params), min_significance=params.ti_min_significance,
     )  # fmt: skip
     rich = None
     if params.front_method == "rich_fraction":
@@ -337,16 +336,6 @@ def _ti_intensity(
         return layout.to_map(np.asarray(reduced.bands[params.ti_band], float))
     profile = np.asarray(reduced.profiles[f"reference:{params.ti_band}"], float)
     return layout.to_map(peak_above_background(profile))
-
-
-def _ti_noise(
-    reduced: ReducedFrames, layout: MapLayout, params: AnalysisParameters
-) -> np.ndarray | None:
-    """(n_z, n_x) noise of the Ti peak intensity (``q_line``), None for ``band``."""
-    if params.ti_background == "band":
-        return None
-    profile = np.asarray(reduced.profiles[f"reference:{params.ti_band}"], float)
-    return layout.to_map(peak_noise(profile))
 
 
 def _phases(

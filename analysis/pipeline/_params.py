@@ -142,12 +142,6 @@ class AnalysisParameters(BaseModel):
         peak_above_background`): the layer below (LiPON in the pristine map) scatters a
         smooth halo into the band, a step that pulled the band's centroid down by 0.3 µm.
         ``"band"``: the band's mean intensity, background included.
-    ti_min_significance : float
-        With ``ti_background="q_line"``, a column has a Ti position only where its
-        largest Ti peak stands this many times above the noise of the peak's q profile
-        (`opmap.analysis.phases.peak_noise`, the column's median; default 5, a generic
-        detection threshold): a map that holds no Ti gives NaN, not the centroid of its
-        noise. ``"band"`` has no such test.
     ti_method : {"centroid", "centroid_line", "gaussian"}
         Ti position estimator (`opmap.analysis.phases.ti_position`). ``"centroid_line"``
         (opt-in, compared on the twin): the centroid over a straight baseline through the
@@ -243,7 +237,6 @@ class AnalysisParameters(BaseModel):
     ti_half_window: int = Field(default=2, ge=1, le=10)
     ti_background: Literal["q_line", "band"] = "q_line"
     ti_method: Literal["centroid", "centroid_line", "gaussian"] = "centroid"
-    ti_min_significance: float = Field(default=5.0, ge=0.0, le=1000.0)
     reference_map: int = Field(default=0, ge=0)
     phase_percentiles: tuple[float, float] = (1.0, 99.5)
     grain_k: float = Field(default=10.0, gt=0.0, le=1000.0)

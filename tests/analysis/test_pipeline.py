@@ -160,31 +160,6 @@ def test_rich_fraction_from_two_phases(layout, params):
     np.testing.assert_allclose(result.rich_fraction, rich, atol=0.02)
 
 
-def test_a_map_without_ti_has_no_ti_position_however_noisy_its_ti_profile(layout, params):
-    """A map above the anode: the Ti (100) q window holds background and Poisson-like noise
-    only. Its largest net intensity per column is noise, so no Ti height (NaN), where a
-    centroid of that noise would report one; with a Ti peak in the same noise it is found."""
-    rng = np.random.default_rng(5)
-    reduced = reduced_frames(layout, np.full((N_Z, N_X), 14.1), ti_z_um=22.3)
-    n_frames, n_q = reduced.profiles["reference:ti_100"].shape
-    background = 200.0 + rng.normal(0.0, np.sqrt(200.0), (n_frames, n_q))
-    reduced.profiles["reference:ti_100"] = background
-    result = analyze_map(reduced, layout, params, map_index=0, time_s=0.0)
-    assert np.isnan(result.ti_z_um).all()
-    accepting = params.model_copy(update={"ti_min_significance": 0.0})
-    # without the test, a column whose noise peaks inside the map gets a height (seeded)
-    blind = analyze_map(reduced, layout, accepting, map_index=0, time_s=0.0).ti_z_um
-    assert np.isfinite(blind).any()
-    z_of_frame = np.empty(n_frames)
-    z_of_frame[layout.frame_index()] = np.repeat(layout.z_um, layout.n_x).reshape(N_Z, N_X)
-    ti = 2000.0 * np.exp(-0.5 * ((z_of_frame - 22.3) / 0.7) ** 2)
-    reduced.profiles["reference:ti_100"] = background + ti[:, None] * gauss(
-        QREF, np.full(n_frames, Q_TI), 0.006
-    )
-    found = analyze_map(reduced, layout, params, map_index=0, time_s=0.0).ti_z_um
-    np.testing.assert_allclose(found, 22.3, atol=0.15)
-
-
 def test_analyze_map_rejects_a_frame_count_mismatch(layout, params):
     reduced = reduced_frames(layout, np.full((N_Z, N_X), 14.0), 22.0)
     other = MapLayout(n_z=N_Z + 1, n_x=N_X)
