@@ -120,7 +120,8 @@ class LiveAnalysis:
         Analyse and publish each stopped map in one worker thread, in order, so the
         RunEngine starts the next map at once; errors there are logged with the run uid
         and counted in ``failures``. Frames are still reduced as they are announced.
-        When the worker falls behind (a later map waits), each map is still analysed and
+        When the worker falls behind (a later map of the same experiment waits), each map
+        is still analysed and
         its derived run emitted, but its products are written together with the next
         map's (one request per array for all of them) and the ``on_map`` hooks are called
         for the newest map only (``maps_coalesced`` counts the others), so the lag shrinks
@@ -181,7 +182,8 @@ class LiveAnalysis:
         #: Maps analysed while a later one waited: written with the next map's products,
         #: ``on_map`` hooks not called for them (the next call's products hold them).
         self.maps_coalesced = 0
-        self._jobs: list[concurrent.futures.Future] = []
+        #: Background jobs in submission order, with the experiment of each map.
+        self._jobs: list[tuple[concurrent.futures.Future, str]] = []
         self._worker = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="live-analysis")
             if background
@@ -269,8 +271,9 @@ class LiveAnalysis:
         if self._worker is None:
             job()
         else:
-            self._jobs = [queued for queued in self._jobs if not queued.done()]
-            self._jobs.append(self._worker.submit(self._run_logged, job, map_run.uid))
+            self._jobs = [queued for queued in self._jobs if not queued[0].done()]
+            future = self._worker.submit(self._run_logged, job, map_run.uid)
+            self._jobs.append((future, experiment_id))
 
     def _map_of(self, run: LiveMapRun) -> LiveMap | None:
         """The map ``run`` ends: itself, or joined with the failed runs it resumes when
@@ -353,7 +356,7 @@ class LiveAnalysis:
         # behind (a later map already waits): its products hold this map, so this one is
         # written with them and the hooks draw the newest map only; the per-map cost of
         # writing and drawing then no longer grows the backlog
-        behind = self._maps_waiting() > 0
+        behind = self._maps_waiting(experiment_id) > 0
         n_invalid = len(acc.invalid_frames())
         self._publish(run, experiment_id, map_index, products, truth, n_invalid, write=not behind)
         self.analysis_time_s.append(time.perf_counter() - t0)
@@ -363,11 +366,13 @@ class LiveAnalysis:
         for hook in self.on_map:
             hook(products, result)
 
-    def _maps_waiting(self) -> int:
-        """Maps queued behind the one being analysed (background worker only)."""
+    def _maps_waiting(self, experiment_id: str) -> int:
+        """Maps of ``experiment_id`` queued behind the one being analysed (background
+        worker only): another experiment's map does not hold this one's products back."""
         if self._worker is None:
             return 0
-        return max(0, sum(not job.done() for job in self._jobs) - 1)
+        mine = [job for job, experiment in self._jobs if experiment == experiment_id]
+        return max(0, sum(not job.done() for job in mine) - 1)
 
     def _publish(
         self,
@@ -459,13 +464,13 @@ class LiveAnalysis:
     def wait(self) -> None:
         """Wait until every map handed to the background worker is analysed."""
         # the jobs stay listed while they run: a map still counts the ones behind it
-        concurrent.futures.wait(list(self._jobs))
-        self._jobs = [job for job in self._jobs if not job.done()]
+        concurrent.futures.wait([job for job, _ in self._jobs])
+        self._jobs = [queued for queued in self._jobs if not queued[0].done()]
 
     @property
     def maps_pending(self) -> int:
         """Maps stopped but not analysed yet (the live analysis's lag, in maps)."""
-        return sum(not job.done() for job in self._jobs)
+        return sum(not job.done() for job, _ in self._jobs)
 
     def finish(self) -> None:
         """Write what is left of every experiment's products (at the end).

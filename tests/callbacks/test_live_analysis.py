@@ -170,3 +170,30 @@ def test_a_worker_behind_writes_waiting_maps_together_and_draws_the_newest(
             stored.arrays[name].values, offline.arrays[name].values, rtol=1e-6,
             equal_nan=True, err_msg=name,
         )  # fmt: skip
+
+
+def test_a_waiting_map_of_another_experiment_does_not_hold_a_map_back(
+    RE,  # noqa: F811
+    rig,  # noqa: F811
+    processed,
+):
+    """As above, but map 2 belongs to another experiment: map 1 is the newest of its own
+    experiment, so it is written and drawn at once, not left for a later map."""
+    stage, eiger, _ = rig
+    released = threading.Event()
+    drawn: list[str] = []
+
+    def hook(products, result):
+        drawn.append(products.metadata["experiment_id"])
+        assert released.wait(timeout=120), "the test never released the first hook"
+
+    live = LiveAnalysis(PARAMS, GEOMETRY, processed=processed, on_map=[hook], background=True)
+    RE.subscribe(GuardedCallback(live))
+    for experiment, map_index in ((EXPERIMENT, 0), (EXPERIMENT, 1), ("other", 0)):
+        md = {"experiment_id": experiment, "map_index": map_index}
+        RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md))
+    released.set()
+    live.finish()
+    assert live.failures == 0 and live.maps_analysed == 3
+    assert live.maps_coalesced == 0
+    assert drawn == [EXPERIMENT, EXPERIMENT, "other"]
