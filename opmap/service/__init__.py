@@ -70,6 +70,7 @@ from ._run import (
     run_config_file,
     serve,
     start_server_subprocess,
+    trim_heap_every,
     wait_until_answering,
 )
 
@@ -124,6 +125,7 @@ __all__ = [
     "serve",
     "server_config",
     "start_server_subprocess",
+    "trim_heap_every",
     "wait_until_answering",
     "write_server_config",
 ]

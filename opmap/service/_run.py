@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from opmap import heap
 from opmap._stop_on_exit import StopOnExit
-from opmap.heap import release_free_heap
 from opmap.settings import OpmapSettings
 
 from ._config import ensure_api_key, prepare_data_dir, server_config, write_server_config
@@ -138,7 +138,7 @@ def trim_heap_every(period_s: float) -> threading.Thread:
     def trim() -> None:
         while True:
             time.sleep(period_s)
-            release_free_heap()
+            heap.release_free_heap()
 
     thread = threading.Thread(target=trim, name="opmap-heap-trim", daemon=True)
     thread.start()

@@ -6,13 +6,14 @@ import threading
 
 import pytest
 
-from opmap.service import _run
+from opmap import heap
+from opmap.service import trim_heap_every
 
 
 def test_the_server_trims_its_heap_on_a_timer(monkeypatch) -> None:
     calls = threading.Semaphore(0)
-    monkeypatch.setattr(_run, "release_free_heap", lambda: bool(calls.release()))
-    thread = _run.trim_heap_every(0.01)
+    monkeypatch.setattr(heap, "release_free_heap", lambda: bool(calls.release()))
+    thread = trim_heap_every(0.01)
     assert thread.daemon and thread.name == "opmap-heap-trim"
     for _ in range(3):  # it goes on trimming, not once
         assert calls.acquire(timeout=10), "no heap trim within 10 s"
@@ -21,4 +22,4 @@ def test_the_server_trims_its_heap_on_a_timer(monkeypatch) -> None:
 @pytest.mark.parametrize("period_s", [0.0, -1.0, float("nan")])
 def test_a_trim_period_that_is_not_positive_is_refused(period_s) -> None:
     with pytest.raises(ValueError, match="period_s must be > 0"):
-        _run.trim_heap_every(period_s)
+        trim_heap_every(period_s)
