@@ -135,6 +135,31 @@ def _nan_as_none(value):
     return value
 
 
+def _maps_with_the_first_hook_held(RE, rig, processed, experiments):  # noqa: F811
+    """Fly one map per ``experiments`` entry with the live analysis in the background, its
+    first ``on_map`` call held until every map has stopped; return the analysis (finished),
+    the raw uids and, per hook call, ``(experiment_id, map_index, maps in the products)``."""
+    stage, eiger, _ = rig
+    released = threading.Event()
+    drawn: list[tuple[str, int, int]] = []
+
+    def hook(products, result):
+        size = products.arrays["time_s"].values.size
+        drawn.append((products.metadata["experiment_id"], result.map_index, size))
+        assert released.wait(timeout=120), "the test never released the first hook"
+
+    live = LiveAnalysis(PARAMS, GEOMETRY, processed=processed, on_map=[hook], background=True)
+    RE.subscribe(GuardedCallback(live))
+    uids, indices = [], {}
+    for experiment in experiments:
+        map_index = indices[experiment] = indices.get(experiment, -1) + 1
+        md = {"experiment_id": experiment, "map_index": map_index}
+        uids += RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md)).run_start_uids
+    released.set()
+    live.finish()
+    return live, uids, drawn
+
+
 def test_a_worker_behind_writes_waiting_maps_together_and_draws_the_newest(
     RE,  # noqa: F811
     rig,  # noqa: F811
@@ -143,28 +168,13 @@ def test_a_worker_behind_writes_waiting_maps_together_and_draws_the_newest(
     """Map 0's hook is held until maps 1 and 2 have stopped: map 1 is analysed while map 2
     waits, so it is written with map 2's products and gets no hook call of its own; the
     stored products are still every map, equal to the offline pipeline's."""
-    stage, eiger, directory = rig
-    released = threading.Event()
-    drawn: list[tuple[int, int]] = []  # (map_index, maps in the products)
-
-    def hook(products, result):
-        drawn.append((result.map_index, products.arrays["time_s"].values.size))
-        assert released.wait(timeout=120), "the test never released the first hook"
-
-    live = LiveAnalysis(PARAMS, GEOMETRY, processed=processed, on_map=[hook], background=True)
-    RE.subscribe(GuardedCallback(live))
-    uids = []
-    for map_index in range(3):
-        md = {"experiment_id": EXPERIMENT, "map_index": map_index}
-        uids += RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md)).run_start_uids
-    released.set()
-    live.finish()
+    live, uids, drawn = _maps_with_the_first_hook_held(RE, rig, processed, [EXPERIMENT] * 3)
     assert live.failures == 0 and live.maps_analysed == 3
     assert live.maps_coalesced == 1
-    assert drawn == [(0, 1), (2, 3)]
+    assert [(index, size) for _, index, size in drawn] == [(0, 1), (2, 3)]
     stored = read_latest(processed, EXPERIMENT)
     assert stored.metadata["raw_uids"] == uids
-    offline = _offline_products(directory, uids)
+    offline = _offline_products(rig[2], uids)
     for name in ("c_perp", "c_par", "time_s", "ti_z"):
         np.testing.assert_allclose(
             stored.arrays[name].values, offline.arrays[name].values, rtol=1e-6,
@@ -179,21 +189,8 @@ def test_a_waiting_map_of_another_experiment_does_not_hold_a_map_back(
 ):
     """As above, but map 2 belongs to another experiment: map 1 is the newest of its own
     experiment, so it is written and drawn at once, not left for a later map."""
-    stage, eiger, _ = rig
-    released = threading.Event()
-    drawn: list[str] = []
-
-    def hook(products, result):
-        drawn.append(products.metadata["experiment_id"])
-        assert released.wait(timeout=120), "the test never released the first hook"
-
-    live = LiveAnalysis(PARAMS, GEOMETRY, processed=processed, on_map=[hook], background=True)
-    RE.subscribe(GuardedCallback(live))
-    for experiment, map_index in ((EXPERIMENT, 0), (EXPERIMENT, 1), ("other", 0)):
-        md = {"experiment_id": experiment, "map_index": map_index}
-        RE(fly_map(eiger, stage.x, stage.z, SMALL_MAP, md=md))
-    released.set()
-    live.finish()
+    experiments = [EXPERIMENT, EXPERIMENT, "other"]
+    live, _, drawn = _maps_with_the_first_hook_held(RE, rig, processed, experiments)
     assert live.failures == 0 and live.maps_analysed == 3
     assert live.maps_coalesced == 0
-    assert drawn == [EXPERIMENT, EXPERIMENT, "other"]
+    assert [experiment for experiment, _, _ in drawn] == [EXPERIMENT, EXPERIMENT, "other"]
