@@ -5,6 +5,14 @@ detector's start / image / end): every image is that one uint16 frame, whatever 
 configuration. Its PUSH socket sends everything buffered since its last update as *one
 multipart* ZeroMQ message (the Dectris stream v2 is single-part); each part is one whole
 CBOR message, so the source reads it part by part.
+
+Its PUSH socket also *connects to its own bound address* (tickit 0.4.3's
+``create_zmq_push_socket``: ``aiozmq.create_zmq_stream(zmq.PUSH, connect=addr, bind=addr)``).
+PUSH to PUSH is refused at the ZMTP handshake, but ZeroMQ has already queued a pipe for that
+connection and round-robins a message into it now and then, which is never delivered
+(a PUSH bound and connected to itself, with one PULL peer, loses its first message of 60
+every time here). In CI one image of two never arrived. The test asks for three images and
+accepts one lost: opmap's live analysis reads a lost image from the files.
 """
 
 from __future__ import annotations
@@ -41,6 +49,10 @@ def _captured_frame() -> np.ndarray:
     return bitshuffle.decompress_lz4(pixels, tuple(dims), np.dtype("<u2"), block)
 
 
+#: Images in the series; one may be lost by tickit's socket (module docstring).
+_IMAGES = 3
+
+
 def _put(base: str, path: str, value) -> None:
     httpx.put(f"{base}/{path}", json={"value": value}, timeout=10).raise_for_status()
 
@@ -54,7 +66,7 @@ def test_tickit_stream_v2_images_decode_to_the_captured_frame(tmp_path):
         initialize(base)
         _put(base, "stream/api/1.8.0/config/format", "cbor")
         _put(base, f"{API}/config/trigger_mode", "ints")
-        _put(base, f"{API}/config/nimages", 2)
+        _put(base, f"{API}/config/nimages", _IMAGES)
         _put(base, f"{API}/config/count_time", 0.01)
         arm = httpx.put(f"{base}/{API}/command/arm", timeout=10).json()
         httpx.put(f"{base}/{API}/command/trigger", timeout=30).raise_for_status()
@@ -68,9 +80,11 @@ def test_tickit_stream_v2_images_decode_to_the_captured_frame(tmp_path):
         ended = source.wait_for_series_end(timeout_s=30.0)
         assert ended, f"no end message; refused: {source.errors}"
         # tickit may send the end before its last image (seen once under load): wait for it
-        source.wait_for_images(ended[0], 2, timeout_s=30.0)
-        frames = source.take(ended[0], range(2))
-    assert sorted(frames) == [0, 1], source.errors
+        source.wait_for_images(ended[0], _IMAGES, timeout_s=30.0)
+        frames = source.take(ended[0], range(_IMAGES))
+    assert not source.errors
+    # every image but at most the one tickit's self-connected PUSH socket may swallow
+    assert len(frames) >= _IMAGES - 1 and set(frames) <= set(range(_IMAGES)), sorted(frames)
     # tickit answers arm with a fixed "sequence id", not the series its stream numbers
     assert (arm["sequence id"], ended) == (2, [1])
     captured = _captured_frame()
