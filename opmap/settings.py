@@ -148,6 +148,11 @@ class OpmapSettings(BaseModel):
     table_store_uri : str, optional
         SQL store of the event tables: ``duckdb:///ABS/tables.duckdb`` (default),
         ``sqlite:///ABS/...`` or ``postgresql://...``.
+    table_memory_mb : int
+        Memory (MB, >= 16) the server's embedded DuckDB table store may hold: its cache of
+        stored table blocks and query results, beyond which it evicts blocks (read back
+        from its file) and spills larger results to disk; default 64. DuckDB's own
+        default, 80 % of RAM, let the server grow with every stored row.
     host : str
         Interface the server binds to; default ``127.0.0.1`` (this machine only). Any
         non-loopback address (``0.0.0.0``, a LAN address, a host name) needs
@@ -175,6 +180,7 @@ class OpmapSettings(BaseModel):
     backup_dir: Path | None = None
     catalog_uri: str | None = None
     table_store_uri: str | None = None
+    table_memory_mb: int = Field(default=64, ge=16)
     host: str = Field(default="127.0.0.1", min_length=1)
     allow_remote: bool = False
     port: int = Field(default=8000, ge=1, le=65535)

@@ -174,6 +174,7 @@ def server_config(settings: OpmapSettings) -> dict[str, Any]:
         "init_if_not_exists": True,
         "writable_storage": [str(settings.file_storage_dir), settings.table_store_uri],
         "readable_storage": [str(settings.detector_dir)],
+        "table_memory_mb": settings.table_memory_mb,  # opmap's from_uri: DuckDB's limit
     }
     authentication = {
         "providers": [{"provider": PROVIDER, "authenticator": AUTHENTICATOR}],

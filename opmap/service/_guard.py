@@ -131,15 +131,18 @@ def from_uri(uri: str, **kwargs: Any) -> Any:
     uri : str
         Catalog database URI.
     **kwargs
-        Passed on unchanged (``writable_storage``, ``readable_storage``, ...).
+        Passed on unchanged (``writable_storage``, ``readable_storage``, ...), except
+        ``table_memory_mb``: the memory limit of the embedded DuckDB table store
+        (`opmap.service._duckdb.limit_duckdb_memory`; absent: DuckDB's default).
     """
     from tiled.catalog import from_uri as tiled_from_uri
 
     from ._catalog_init import init_catalog_database
-    from ._duckdb import serialize_duckdb
+    from ._duckdb import limit_duckdb_memory, serialize_duckdb
 
     install()
     serialize_duckdb()  # the same server process: one DuckDB user at a time
+    limit_duckdb_memory(kwargs.pop("table_memory_mb", None))
     if kwargs.pop("init_if_not_exists", False):  # here, not in a second interpreter
         init_catalog_database(uri)
     return tiled_from_uri(uri, init_if_not_exists=False, **kwargs)
