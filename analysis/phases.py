@@ -266,7 +266,7 @@ def ti_flags(
     -------
     (..., n_x) array of uint8
         NO_DATA (no finite value above 0), ABSENT (maximum within the noise; also where
-        no value is left to measure the noise, a map of 3 rows or fewer), NOT_BRACKETED
+        no value is left to measure the noise: a map of too few rows), NOT_BRACKETED
         (a significant maximum within ``half_window`` rows of the first or last row, 1 for
         ``"gaussian"``), else OK.
 

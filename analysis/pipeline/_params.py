@@ -146,7 +146,7 @@ class AnalysisParameters(BaseModel):
         A column has a Ti position only where its largest Ti value stands this many σ of
         the map's frame-to-frame noise above its background
         (`opmap.analysis.phases.ti_flags`; default 5, a detection threshold: a column of
-        noise passes with a probability of ~1e-3 in an 8 × 5 map, far less in larger
+        noise passes with a probability of ~1.5e-3 in an 8 × 5 map, far less in larger
         ones): a map whose z range holds no Ti gives NaN (``ti_flag`` ABSENT), not the
         centroid of its noise. 0: any maximum above its background.
     ti_method : {"centroid", "centroid_line", "gaussian"}
