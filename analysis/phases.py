@@ -36,6 +36,8 @@ FARADAY_C_PER_MOL = 96485.33212
 _NOISE_GAP_ROWS = 1
 #: Rows beyond those on each side whose median is the column's own background level.
 _FLANK_ROWS = 2
+#: Column pairs for the noise (`_column_pairs`): up to this many columns apart.
+_PAIR_OFFSETS = 4
 #: Li metal: 6.941 g/mol / 0.534 g/cm³
 LI_MOLAR_VOLUME_CM3_PER_MOL = 6.941 / 0.534
 
@@ -237,7 +239,8 @@ def ti_flags(
     itself, on the values more than one row from their column's maximum (the rows of the
     layer left out):
 
-    - σ from the differences between the columns of a row (all pairs; the same layers,
+    - σ from the differences between the columns of a row (pairs up to 4 columns apart:
+      all pairs of a map of up to 5 columns; the same layers,
       so the layers' structure along z cancels and only the frames' noise is left):
       1.4826 × their median absolute value / √2, pooled over the map's rows (a short map,
       8 rows, leaves too few rows per column for a scatter of its own); a map of one
@@ -305,13 +308,22 @@ def ti_flags(
     return out
 
 
+def _column_pairs(n_x: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of columns ``j - i`` in 1..`_PAIR_OFFSETS` apart: every pair of a
+    small map (the soak's 5 columns), ~4 n_x pairs of a wide one instead of n_x² / 2."""
+    offsets = range(1, min(n_x - 1, _PAIR_OFFSETS) + 1)
+    i = np.concatenate([np.arange(n_x - d) for d in offsets])
+    j = np.concatenate([np.arange(d, n_x) for d in offsets])
+    return i, j
+
+
 def _background_and_noise(columns: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(..., n_x) background under each column's ``peak`` and (...,) frame-to-frame σ of
     each map of (..., n_x, n_z) (`ti_flags`); NaN where no value is left to measure."""
     offset = np.arange(columns.shape[-1]) - peak[..., None]
     away = np.where(np.abs(offset) > _NOISE_GAP_ROWS, columns, np.nan)
     if columns.shape[-2] > 1:  # pairs of columns, row by row
-        i, j = np.triu_indices(columns.shape[-2], 1)
+        i, j = _column_pairs(columns.shape[-2])
         steps = away[..., i, :] - away[..., j, :]
     else:  # one column: neighbouring rows
         steps = away[..., 1:] - away[..., :-1]
