@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from enum import IntEnum
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from .lattice import frames_to_maps
 
 __all__ = [
     "LI_MOLAR_VOLUME_CM3_PER_MOL",
+    "TiFlag",
     "electrochemical_li_thickness_um",
     "layer_boundaries",
     "li_thickness_from_ti",
@@ -22,10 +24,20 @@ __all__ = [
     "phase_maps",
     "stack_displacement",
     "stack_profile",
+    "ti_flag_legend",
+    "ti_flags",
     "ti_position",
 ]
 
 FARADAY_C_PER_MOL = 96485.33212
+#: Rows each side of a column's maximum left out of its map's noise and background
+#: (`ti_flags`): the 0.5 µm Ti layer under a 1 µm beam lights the row of the maximum and at
+#: most one neighbour strongly (its tails, ~1 % of the peak on the twin, stay in).
+_NOISE_GAP_ROWS = 1
+#: Rows beyond those on each side whose median is the column's own background level.
+_FLANK_ROWS = 2
+#: Column pairs for the noise (`_column_pairs`): up to this many columns apart.
+_PAIR_OFFSETS = 4
 #: Li metal: 6.941 g/mol / 0.534 g/cm³
 LI_MOLAR_VOLUME_CM3_PER_MOL = 6.941 / 0.534
 
@@ -182,8 +194,158 @@ def peak_above_background(profile: np.ndarray, *, edge_bins: int = 3) -> np.ndar
     return np.where(np.isfinite(lo[..., 0] + hi[..., 0]), net, np.nan)
 
 
+class TiFlag(IntEnum):
+    """Why a column has no Ti position (product ``ti_flag``, legend `ti_flag_legend`)."""
+
+    OK = 0
+    NO_DATA = 1
+    ABSENT = 2
+    NOT_BRACKETED = 3
+
+
+_TI_FLAG_MEANING = {
+    TiFlag.OK: "Ti position reported",
+    TiFlag.NO_DATA: "no finite value above 0 in the column",
+    TiFlag.ABSENT: "no Ti layer: the column's maximum is not above the map's median by "
+    "ti_min_significance times the frame-to-frame scatter of its rows away from each "
+    "column's maximum (a map whose z range holds no Ti)",
+    TiFlag.NOT_BRACKETED: "the maximum lies within the centroid window of the map's first "
+    "or last row: the map stops at the layer, whose position it does not bracket",
+}
+
+
+def ti_flag_legend() -> dict[str, str]:
+    """``{"<code>": "<NAME>: <meaning>"}`` of `TiFlag` for the products' metadata.
+
+    Examples
+    --------
+    >>> ti_flag_legend()["2"].split(":")[0]
+    'ABSENT'
+    """
+    return {str(int(code)): f"{code.name}: {text}" for code, text in _TI_FLAG_MEANING.items()}
+
+
+def ti_flags(
+    ti_map: np.ndarray,
+    *,
+    half_window: int = 2,
+    method: str = "centroid",
+    min_significance: float = 5.0,
+) -> np.ndarray:
+    """`TiFlag` of every column: does it show a Ti layer whose position the map brackets?
+
+    A column shows the layer where its maximum stands ``min_significance`` σ above its
+    background, σ being the map's frame-to-frame noise. Both are measured on the map
+    itself, on the values more than one row from their column's maximum (the rows of the
+    layer left out):
+
+    - σ from the differences between the columns of a row (pairs up to 4 columns apart:
+      all pairs of a map of up to 5 columns; the same layers,
+      so the layers' structure along z cancels and only the frames' noise is left):
+      1.4826 × their median absolute value / √2, pooled over the map's rows (a short map,
+      8 rows, leaves too few rows per column for a scatter of its own); a map of one
+      column uses the differences between neighbouring rows.
+    - The background is the higher of the map's median and the column's own level on
+      either side of the layer (median of the 2 rows beyond, below and above): a layer
+      on a background that steps between the layers below and above it must stand above
+      the higher step, and a plateau of background wider than the window is no peak.
+
+    Pure Gaussian noise, simulated (`tests/analysis/test_ti_presence.py`): 5 σ lets a
+    column of noise through with a probability of about 1.5e-3 in an 8 × 5 or 16 × 3 map,
+    2e-4 in 16 × 5, below 1e-5 in 49 × 49 (none of 720 000 columns), but 2.5e-2 in 8 × 2
+    (the σ of few values is less certain); a Ti layer stands hundreds of σ above the noise.
+
+    Parameters
+    ----------
+    ti_map : (..., n_z, n_x) array of float
+        As for `ti_position`; each (n_z, n_x) is one map, its own noise.
+    half_window, method
+        As for `ti_position` (the rows the maximum must keep from the map's ends).
+    min_significance : float, optional
+        σ the column maximum needs above its background (>= 0; default 5, a detection
+        threshold: see above). 0: any maximum above its background.
+
+    Returns
+    -------
+    (..., n_x) array of uint8
+        NO_DATA (no finite value above 0), ABSENT (maximum within the noise; also where
+        no value is left to measure the noise: a map of too few rows), NOT_BRACKETED
+        (a significant maximum within ``half_window`` rows of the first or last row, 1 for
+        ``"gaussian"``), else OK.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> noise = rng.normal(0.0, 1.0, (12, 6))  # a map without Ti: 12 rows, 6 columns
+    >>> [TiFlag(f).name for f in ti_flags(noise)]
+    ['ABSENT', 'ABSENT', 'ABSENT', 'ABSENT', 'ABSENT', 'ABSENT']
+    >>> layer = 20.0 * np.exp(-0.5 * ((np.arange(12.0) - 5.3) / 0.6) ** 2)[:, None]
+    >>> ti_flags(noise + layer).tolist()  # the same noise under a Ti layer of 20 σ
+    [0, 0, 0, 0, 0, 0]
+    """
+    if method not in ("centroid", "centroid_line", "gaussian"):
+        raise ValueError(
+            f"method must be 'centroid', 'centroid_line' or 'gaussian', got {method!r}"
+        )
+    if half_window < 1:
+        raise ValueError(f"half_window must be >= 1, got {half_window}")
+    if not (np.isfinite(min_significance) and min_significance >= 0):
+        raise ValueError(f"min_significance must be finite and >= 0, got {min_significance}")
+    a = np.moveaxis(np.asarray(ti_map, dtype=float), -2, -1)  # (..., n_x, n_z)
+    if a.ndim < 2:
+        raise ValueError(f"ti_map must be (..., n_z, n_x), got shape {a.shape}")
+    filled = np.where(np.isfinite(a), a, -np.inf)
+    peak, top = np.argmax(filled, axis=-1), np.max(filled, axis=-1)
+    background, sigma = _background_and_noise(a, peak)
+    with np.errstate(invalid="ignore"):
+        significant = top > background + min_significance * sigma[..., None]
+    reach = 1 if method == "gaussian" else half_window
+    n_z = a.shape[-1]
+    out = np.full(top.shape, TiFlag.OK, np.uint8)
+    out[(peak < reach) | (peak > n_z - 1 - reach)] = TiFlag.NOT_BRACKETED
+    out[~significant] = TiFlag.ABSENT
+    out[~np.isfinite(top) | (top <= 0)] = TiFlag.NO_DATA
+    return out
+
+
+def _column_pairs(n_x: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` of columns ``j - i`` in 1..`_PAIR_OFFSETS` apart: every pair of a
+    small map (the soak's 5 columns), ~4 n_x pairs of a wide one instead of n_x² / 2."""
+    offsets = range(1, min(n_x - 1, _PAIR_OFFSETS) + 1)
+    i = np.concatenate([np.arange(n_x - d) for d in offsets])
+    j = np.concatenate([np.arange(d, n_x) for d in offsets])
+    return i, j
+
+
+def _background_and_noise(columns: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., n_x) background under each column's ``peak`` and (...,) frame-to-frame σ of
+    each map of (..., n_x, n_z) (`ti_flags`); NaN where no value is left to measure."""
+    offset = np.arange(columns.shape[-1]) - peak[..., None]
+    away = np.where(np.abs(offset) > _NOISE_GAP_ROWS, columns, np.nan)
+    if columns.shape[-2] > 1:  # pairs of columns, row by row
+        i, j = _column_pairs(columns.shape[-2])
+        steps = away[..., i, :] - away[..., j, :]
+    else:  # one column: neighbouring rows
+        steps = away[..., 1:] - away[..., :-1]
+    flank = _FLANK_ROWS + _NOISE_GAP_ROWS
+    below = np.where((offset < -_NOISE_GAP_ROWS) & (offset >= -flank), columns, np.nan)
+    above = np.where((offset > _NOISE_GAP_ROWS) & (offset <= flank), columns, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nothing left: NaN, as documented
+        flat = steps.reshape(*steps.shape[:-2], -1)
+        sigma = 1.4826 * np.nanmedian(np.abs(flat), axis=-1) / np.sqrt(2.0)
+        level = np.nanmedian(away.reshape(*away.shape[:-2], -1), axis=-1)[..., None]
+        sides = np.fmax(np.nanmedian(below, axis=-1), np.nanmedian(above, axis=-1))
+    return np.fmax(level, sides), sigma
+
+
 def ti_position(
-    ti_map: np.ndarray, *, z_um: np.ndarray, half_window: int = 2, method: str = "centroid"
+    ti_map: np.ndarray,
+    *,
+    z_um: np.ndarray,
+    half_window: int = 2,
+    method: str = "centroid",
+    min_significance: float = 5.0,
 ) -> np.ndarray:
     """Sub-pixel z of the Ti collector in every column.
 
@@ -202,14 +364,20 @@ def ti_position(
         under one side of the peak; a peak wider than the window loses its tails to the
         line); or the vertex of a parabola through the logarithms of the three top rows
         (exact for a Gaussian).
+    min_significance : float, optional
+        A column has a Ti position only where its maximum stands this many robust
+        standard deviations of the map's frame-to-frame noise above the map's median
+        (`ti_flags`; default 5): a map whose z range holds no Ti has none, where the
+        centroid of its noise would report one.
 
     Returns
     -------
     (..., n_x) array of float
-        z of the Ti layer (µm); NaN for empty columns and where the column maximum lies
-        closer to the map's first or last row than the window (``half_window`` rows for
-        the centroid, 1 for the Gaussian): the layer is not bracketed by the map (a map
-        that stops below the Ti), and the edge row is not its position.
+        z of the Ti layer (µm); NaN wherever `ti_flags` is not OK: empty columns, a
+        maximum within the noise (no Ti in the column), and a maximum closer to the map's
+        first or last row than the window (``half_window`` rows for the centroid, 1 for
+        the Gaussian): the layer is not bracketed by the map (a map that stops below the
+        Ti), and the edge row is not its position.
 
     Examples
     --------
@@ -222,23 +390,27 @@ def ti_position(
 
     >>> print(ti_position(col[:5], z_um=z[:5]))
     [nan]
+
+    Nor has a map of noise only (its z range holds no Ti), where the centroid around each
+    column's largest value gives a height without the test; the same noise under a layer
+    30 times its scatter keeps the layer's position:
+
+    >>> noise = np.random.default_rng(7).normal(0.0, 1.0, (10, 3))
+    >>> print(ti_position(noise, z_um=z), ti_position(noise, z_um=z, min_significance=0).round(1))
+    [nan nan nan] [4.8 1.7 3.5]
+    >>> print(ti_position(noise + 30 * col, z_um=z).round(1))
+    [4.3 4.2 4.2]
     """
-    if method not in ("centroid", "centroid_line", "gaussian"):
-        raise ValueError(
-            f"method must be 'centroid', 'centroid_line' or 'gaussian', got {method!r}"
-        )
-    if half_window < 1:
-        raise ValueError(f"half_window must be >= 1, got {half_window}")
+    flags = ti_flags(
+        ti_map, half_window=half_window, method=method, min_significance=min_significance
+    )
     a = np.moveaxis(np.asarray(ti_map, dtype=float), -2, -1)  # (..., n_x, n_z)
     z = np.asarray(z_um, dtype=float)
     if a.shape[-1] != z.size:
         raise ValueError(f"z_um must have {a.shape[-1]} entries, got {z.size}")
     dz = float(np.mean(np.diff(z)))
-    filled = np.where(np.isfinite(a), a, -np.inf)
-    peak = np.argmax(filled, axis=-1)
-    empty = ~np.isfinite(np.max(filled, axis=-1)) | (np.max(filled, axis=-1) <= 0)
-    reach = 1 if method == "gaussian" else half_window
-    empty |= (peak < reach) | (peak > z.size - 1 - reach)  # not bracketed by the map
+    peak = np.argmax(np.where(np.isfinite(a), a, -np.inf), axis=-1)
+    empty = flags != TiFlag.OK
     offsets = np.arange(-half_window, half_window + 1)
     idx = np.clip(peak[..., None] + offsets, 0, z.size - 1)
     win = np.nan_to_num(np.take_along_axis(a, idx, -1))

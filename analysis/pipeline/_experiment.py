@@ -32,7 +32,12 @@ from ..lattice import (
     pixel_flag_legend,
     x_profile_front,
 )
-from ..phases import li_thickness_from_ti, stack_displacement, stack_profile
+from ..phases import (
+    li_thickness_from_ti,
+    stack_displacement,
+    stack_profile,
+    ti_flag_legend,
+)
 from ..products import LabelledArray, Products
 from ._layout import MapLayout
 from ._map import MapResult
@@ -199,7 +204,8 @@ class ExperimentAnalysis:
             )
         shape = (self.layout.n_z, self.layout.n_x)
         got = next(iter(result.c_angstrom.values())).shape
-        if got != shape or result.ti_z_um.shape != (self.layout.n_x,):
+        columns = (self.layout.n_x,)
+        if got != shape or result.ti_z_um.shape != columns or result.ti_flag.shape != columns:
             raise ValueError(f"result has maps of shape {got}, layout needs {shape}")
         self._maps.append(result)
         self._electrochem.append(dict(electrochem or {}))
@@ -253,6 +259,7 @@ class ExperimentAnalysis:
             "layout": self.layout.describe(),
             "front": front_meta,
             "pixel_flags": pixel_flag_legend(),
+            "ti_flags": ti_flag_legend(),
             "coverage": self._coverage_meta(),
             "x_li_calibration": self._calibration_meta(),
             "x_li_c_range_angstrom": self._calibration_ranges(),
@@ -365,8 +372,15 @@ class ExperimentAnalysis:
             thickness, how = from_ti, f"{p.ti_band} displacement (paper, Fig. 4b)"
         else:
             thickness, how = from_au, f"displacement of the stack {'+'.join(p.stack_bands)}"
+        ti_flag = np.stack([m.ti_flag for m in self._maps]).astype(np.uint8)
         out = {
             "ti_z": LabelledArray(ti_z, ("map", "x"), "um", "Ti collector height"),
+            "ti_flag": LabelledArray(
+                ti_flag, ("map", "x"), "", "why ti_z is NaN (codes: metadata ti_flags)"
+            ),
+            "coverage_ti_z": LabelledArray(
+                (ti_flag == 0).mean(axis=1), ("map",), "", "share of columns with a ti_z"
+            ),
             "li_thickness": LabelledArray(
                 thickness, ("map", "x"), "um", f"plated Li thickness ({how})"
             ),

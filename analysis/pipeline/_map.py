@@ -18,7 +18,7 @@ from ..lattice import (
     li_fraction_from_c,
     peak_flags,
 )
-from ..phases import peak_above_background, phase_maps, ti_position
+from ..phases import peak_above_background, phase_maps, ti_flags, ti_position
 from ..reduction import ReducedFrames
 from ._layout import MapLayout
 from ._params import AnalysisParameters
@@ -56,6 +56,9 @@ class MapResult:
         Raw mean band intensity (counts per normalised pixel), (n_z, n_x).
     ti_z_um : numpy.ndarray
         Ti collector height per column (µm), (n_x,).
+    ti_flag : numpy.ndarray
+        uint8 `opmap.analysis.phases.TiFlag` per column, (n_x,): why ``ti_z_um`` is NaN
+        (e.g. ABSENT: no Ti in the map's z range).
     grains : GrainTable
         Li grains of this map (``track_id`` −1: linked by `ExperimentAnalysis`).
     grain_sensitivity : Mapping[float, GrainTable]
@@ -78,6 +81,7 @@ class MapResult:
     phases: Mapping[str, np.ndarray]
     band_intensity: Mapping[str, np.ndarray]
     ti_z_um: np.ndarray
+    ti_flag: np.ndarray
     grains: GrainTable
     grain_sensitivity: Mapping[float, GrainTable] = field(default_factory=dict)
     distance_scale: np.ndarray | None = None
@@ -269,10 +273,10 @@ def analyze_map(
     scale_frames = None if distance is None else _to_frames(layout, distance)
     lattice = _lattice(reduced, layout, params, sampling, scale_frames)
     bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
-    ti_z = ti_position(
-        _ti_intensity(reduced, layout, params), z_um=layout.z_um,
-        half_window=params.ti_half_window, method=params.ti_method,
-    )  # fmt: skip
+    ti_map = _ti_intensity(reduced, layout, params)
+    ti_options = {"half_window": params.ti_half_window, "method": params.ti_method,
+                  "min_significance": params.ti_min_significance}  # fmt: skip
+    ti_z = ti_position(ti_map, z_um=layout.z_um, **ti_options)
     rich = None
     if params.front_method == "rich_fraction":
         # Only where the front family diffracts (its single-peak fit is trusted): elsewhere a
@@ -294,6 +298,7 @@ def analyze_map(
         phases=_phases(reduced, layout, params),
         band_intensity=bands,
         ti_z_um=ti_z,
+        ti_flag=ti_flags(ti_map, **ti_options),
         grains=grains,
         grain_sensitivity=grain_sensitivity,
         distance_scale=distance,

@@ -142,6 +142,13 @@ class AnalysisParameters(BaseModel):
         peak_above_background`): the layer below (LiPON in the pristine map) scatters a
         smooth halo into the band, a step that pulled the band's centroid down by 0.3 µm.
         ``"band"``: the band's mean intensity, background included.
+    ti_min_significance : float
+        A column has a Ti position only where its largest Ti value stands this many σ of
+        the map's frame-to-frame noise above its background
+        (`opmap.analysis.phases.ti_flags`; default 5, a detection threshold: a column of
+        noise passes with a probability of ~1.5e-3 in an 8 × 5 map, far less in larger
+        ones): a map whose z range holds no Ti gives NaN (``ti_flag`` ABSENT), not the
+        centroid of its noise. 0: any maximum above its background.
     ti_method : {"centroid", "centroid_line", "gaussian"}
         Ti position estimator (`opmap.analysis.phases.ti_position`). ``"centroid_line"``
         (opt-in, compared on the twin): the centroid over a straight baseline through the
@@ -236,6 +243,7 @@ class AnalysisParameters(BaseModel):
     stack_bands: tuple[str, ...] = Field(default=("au_111",), min_length=1)
     ti_half_window: int = Field(default=2, ge=1, le=10)
     ti_background: Literal["q_line", "band"] = "q_line"
+    ti_min_significance: float = Field(default=5.0, ge=0.0, le=1000.0)
     ti_method: Literal["centroid", "centroid_line", "gaussian"] = "centroid"
     reference_map: int = Field(default=0, ge=0)
     phase_percentiles: tuple[float, float] = (1.0, 99.5)

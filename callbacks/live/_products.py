@@ -367,10 +367,13 @@ class ProductPublisher:
 
 #: Analysis metadata that the parameters fix for a whole experiment, written with the live
 #: version when it is created, so live readers (and the truth table) have them from the
-#: first map: x_Li's calibration lines and calibrated c range, and the pixel-flag legend.
-#: Metadata that changes from map to map (the front's phase values, coverage) is not
-#: written live: the writer key may add metadata but never change a stored key.
-EXPERIMENT_CONSTANTS = ("x_li_calibration", "x_li_c_range_angstrom", "pixel_flags")
+#: first map: x_Li's calibration lines and calibrated c range, and the pixel-flag and
+#: Ti-flag legends. Metadata that changes from map to map (the front's phase values,
+#: coverage) is not written live: the writer key may add metadata but never change a
+#: stored key.
+EXPERIMENT_CONSTANTS = (
+    "x_li_calibration", "x_li_c_range_angstrom", "pixel_flags", "ti_flags"
+)  # fmt: skip
 
 
 def _experiment_constants(products: Products | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 
 from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
 from opmap.analysis.lattice import PAPER_CALIBRATION, PixelFlag, li_fraction_from_c
+from opmap.analysis.phases import TiFlag
 from opmap.analysis.pipeline import (
     ExperimentAnalysis,
     MapLayout,
@@ -165,10 +166,48 @@ def test_li_thickness_from_the_displacement_of_the_stack(
     for index, (reduced, truth) in enumerate(zip(reduced_maps, truths, strict=True)):
         result = analyze_map(reduced, layout, params, map_index=index, time_s=truth.time_s)
         experiment.add_map(result)
-    thickness = experiment.products().arrays["li_thickness"].values
+    products = experiment.products()
+    thickness = products.arrays["li_thickness"].values
     expected = np.array([t.li_thickness_um - truths[0].li_thickness_um for t in truths])
     assert expected[-1].mean() > 3.0  # several µm plated: the test can fail
     np.testing.assert_allclose(thickness, expected, atol=tolerance_um)
+    # the Ti (or Au) stands far above the map's noise: every column keeps its position
+    assert (products.arrays["ti_flag"].values == 0).all()
+    assert (products.arrays["coverage_ti_z"].values == 1.0).all()
+
+
+def test_a_map_whose_z_range_holds_no_ti_reports_no_ti_height_nor_li_thickness():
+    """The soak's map: 8 rows of 1 µm from 3 µm below the cathode base, 5 columns, far
+    below the Ti (~24 µm). Its Ti (100) peak intensity is frame-to-frame noise; the centroid
+    of that noise once gave a Li thickness scattered by ±3 µm where the twin plates 6.6 µm.
+    Now ti_z and the Li thickness are NaN, flagged ABSENT (codes in metadata ti_flags)."""
+    setup = TwinSetup()  # its own twin: its electrochemistry only runs forward
+    z_um = -3.0 + np.arange(8.0)
+    layout = MapLayout(n_z=8, n_x=5, z_um=z_um, x_um=200.0 + 33.0 * (np.arange(5) + 0.5))
+    rng = np.random.default_rng(21)
+    maps = [(setup.reduction.reduce(setup.render_map(layout, t, rng)), t)
+            for t in (60.0, 3000.0, 6500.0)]  # fmt: skip
+    assert setup.twin.truth(z_um=z_um, x_um=layout.x_um, time_s=6500.0).ti_centre_um.min() > 20
+
+    def products(min_significance):
+        params = setup.params.model_copy(update={"ti_min_significance": min_significance})
+        experiment = ExperimentAnalysis(layout, params)
+        for index, (reduced, time_s) in enumerate(maps):
+            experiment.add_map(analyze_map(reduced, layout, params, map_index=index,
+                                           time_s=time_s))  # fmt: skip
+        return experiment.products()
+
+    found = products(5.0)
+    flags = found.arrays["ti_flag"].values
+    assert (flags == TiFlag.ABSENT).sum() >= 14  # of 15 columns (seeded: 15)
+    assert np.isnan(found.arrays["li_thickness"].values).all()
+    assert np.isnan(found.arrays["li_thickness_mean"].values).all()
+    assert (found.arrays["coverage_ti_z"].values <= 0.2).all()
+    assert found.metadata["ti_flags"]["2"].startswith("ABSENT")
+    # without the test the same frames give a Ti height in most columns: the test can fail
+    blind = products(0.0).arrays
+    assert np.isfinite(blind["ti_z"].values).sum() >= 8
+    assert np.isfinite(blind["li_thickness"].values[1:]).any()
 
 
 @pytest.mark.xfail(
