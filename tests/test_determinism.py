@@ -46,7 +46,9 @@ class _Normaliser:
         if isinstance(value, np.ndarray):
             return self(value.tolist())
         if isinstance(value, np.generic):
-            return value.item()
+            return self(value.item())
+        if isinstance(value, float) and value != value:  # NaN (a truth-table row of no value)
+            return "nan"
         if isinstance(value, str):
             text = value.replace(self.data_dir, "<data_dir>")
             return _UUID.sub(self._name, text)

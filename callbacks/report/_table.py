@@ -100,7 +100,9 @@ def report_table(products: Products) -> list[dict[str, Any]]:
         (of recovered/truth), ``coverage``, ``excluded`` (x_Li: share of the pixels whose
         true c is outside the calibrated range) and ``pass`` (error ≤ target and coverage ≥
         `MIN_COVERAGE`; the front speed also from ≥ `MIN_FRONT_MAPS` maps). Quantities
-        without truth are left out (logged); empty for products without truth.
+        without truth are left out (logged); empty for products without truth. A
+        quantity with a truth and no recovered value at all is a failing row of coverage
+        0 with NaN values (e.g. the Li thickness of maps that hold no Ti).
     """
     rows: list[dict[str, Any]] = []
     lattice = (("c", ("c per pixel RMS", "c map mean")), ("a", ("a map mean",)),
@@ -132,10 +134,17 @@ def _after_first(pair: Pair | None) -> Pair | None:
 
 def _add(rows: list[dict[str, Any]], kind: str, pair: Pair | None, label: str = "") -> None:
     label = label or kind
+    method, target, _ = TARGETS[kind]
+    if pair is not None and pair.n == 0 and pair.coverage == 0:
+        # a truth to compare and nothing recovered (every value NaN, e.g. a map whose z
+        # range holds no Ti): a failing row of coverage 0, not a row left out
+        nan = float("nan")
+        values = (label, nan, nan, nan, target, pair.units, 0.0, pair.excluded, False)
+        rows.append(dict(zip(COLUMNS, values, strict=True)))
+        return
     if pair is None or pair.n == 0:
         logger.info("report table: %s skipped (no recovered value with a truth to compare)", label)
         return
-    method, target, _ = TARGETS[kind]
     error = _ERRORS[method](pair)
     if not math.isfinite(error):
         logger.info("report table: %s skipped (error undefined: truth is zero)", label)

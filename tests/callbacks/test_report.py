@@ -186,6 +186,20 @@ def test_a_figure_passes_only_with_enough_coverage():
     assert rows["front speed"]["pass"] is False  # 3 maps < MIN_FRONT_MAPS
 
 
+def test_a_quantity_with_truth_and_nothing_recovered_is_a_failing_row_of_coverage_0():
+    """Maps whose z range holds no Ti have no Li thickness: the row stays, coverage 0."""
+    products = synthetic_products()
+    assert _rows(products)["Li thickness"]["coverage"] == 1.0
+    mean = products.arrays["li_thickness_mean"]
+    nothing = LabelledArray(np.full_like(mean.values, np.nan), mean.dims, mean.units)
+    arrays = {**products.arrays, "li_thickness_mean": nothing}
+    row = _rows(Products(arrays, products.coords, products.tables, products.metadata))[
+        "Li thickness"
+    ]
+    assert row["coverage"] == 0.0 and row["pass"] is False
+    assert np.isnan(row["recovered"]) and np.isnan(row["error"])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
