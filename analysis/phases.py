@@ -38,6 +38,10 @@ _NOISE_GAP_ROWS = 1
 _FLANK_ROWS = 2
 #: Column pairs for the noise (`_column_pairs`): up to this many columns apart.
 _PAIR_OFFSETS = 4
+#: The local σ (`_local_noise`): rows within this many of a column's maximum are its layer
+#: (the 0.5 µm Ti's tails reach ~2 rows), the next `_LOCAL_ROWS` on each side its noise.
+_LOCAL_GAP_ROWS = 2
+_LOCAL_ROWS = 5
 #: Li metal: 6.941 g/mol / 0.534 g/cm³
 LI_MOLAR_VOLUME_CM3_PER_MOL = 6.941 / 0.534
 
@@ -244,7 +248,10 @@ def ti_flags(
       so the layers' structure along z cancels and only the frames' noise is left):
       1.4826 × their median absolute value / √2, pooled over the map's rows (a short map,
       8 rows, leaves too few rows per column for a scatter of its own); a map of one
-      column uses the differences between neighbouring rows.
+      column uses the differences between neighbouring rows. Where the noise grows with
+      the intensity (Poisson), the pooled σ is that of the quietest rows, so each column
+      takes the larger of it and the σ of the 5 rows each side of its maximum beyond 2
+      (differences to its neighbours there, their own layer rows left out).
     - The background is the higher of the map's median and the column's own level on
       either side of the layer (median of the 2 rows beyond, below and above): a layer
       on a background that steps between the layers below and above it must stand above
@@ -298,7 +305,7 @@ def ti_flags(
     peak, top = np.argmax(filled, axis=-1), np.max(filled, axis=-1)
     background, sigma = _background_and_noise(a, peak)
     with np.errstate(invalid="ignore"):
-        significant = top > background + min_significance * sigma[..., None]
+        significant = top > background + min_significance * sigma
     reach = 1 if method == "gaussian" else half_window
     n_z = a.shape[-1]
     out = np.full(top.shape, TiFlag.OK, np.uint8)
@@ -318,8 +325,13 @@ def _column_pairs(n_x: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _background_and_noise(columns: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(..., n_x) background under each column's ``peak`` and (...,) frame-to-frame σ of
-    each map of (..., n_x, n_z) (`ti_flags`); NaN where no value is left to measure."""
+    """(..., n_x) background under each column's ``peak`` and (..., n_x) frame-to-frame σ
+    of each map of (..., n_x, n_z) (`ti_flags`); NaN where no value is left to measure.
+
+    σ is the larger of the map's (pooled over its rows) and that of the rows around the
+    column's maximum: where the noise grows with the intensity (Poisson), the pooled σ is
+    that of the quietest rows, and the noise of a bright plateau would pass for a layer.
+    """
     offset = np.arange(columns.shape[-1]) - peak[..., None]
     away = np.where(np.abs(offset) > _NOISE_GAP_ROWS, columns, np.nan)
     if columns.shape[-2] > 1:  # pairs of columns, row by row
@@ -336,7 +348,29 @@ def _background_and_noise(columns: np.ndarray, peak: np.ndarray) -> tuple[np.nda
         sigma = 1.4826 * np.nanmedian(np.abs(flat), axis=-1) / np.sqrt(2.0)
         level = np.nanmedian(away.reshape(*away.shape[:-2], -1), axis=-1)[..., None]
         sides = np.fmax(np.nanmedian(below, axis=-1), np.nanmedian(above, axis=-1))
-    return np.fmax(level, sides), sigma
+        local = _local_noise(columns, offset)
+    return np.fmax(level, sides), np.fmax(sigma[..., None], local)
+
+
+def _local_noise(columns: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """(..., n_x) σ of the `_LOCAL_ROWS` rows each side of a column's maximum beyond
+    `_LOCAL_GAP_ROWS`: differences to the columns up to `_PAIR_OFFSETS` away in those rows,
+    each column's own layer rows (within `_LOCAL_GAP_ROWS` of its maximum) left out, so
+    that neighbouring layers at other heights do not count as noise."""
+    n_x = columns.shape[-2]
+    if n_x < 2:  # one column: the pooled σ of its rows stands
+        return np.full(columns.shape[:-1], np.nan)
+    distance = np.abs(offset)
+    away = np.where(distance > _LOCAL_GAP_ROWS, columns, np.nan)
+    window = (distance > _LOCAL_GAP_ROWS) & (distance <= _LOCAL_GAP_ROWS + _LOCAL_ROWS)
+    differences = []
+    for d in range(1, min(n_x - 1, _PAIR_OFFSETS) + 1):
+        pad = np.full((*away.shape[:-2], d, away.shape[-1]), np.nan)
+        differences.append(away - np.concatenate([away[..., d:, :], pad], axis=-2))
+        differences.append(away - np.concatenate([pad, away[..., :-d, :]], axis=-2))
+    near = np.where(window[..., None, :, :], np.abs(np.stack(differences, axis=-3)), np.nan)
+    near = np.moveaxis(near, -3, -2).reshape(*away.shape[:-1], -1)
+    return 1.4826 * np.nanmedian(near, axis=-1) / np.sqrt(2.0)
 
 
 def ti_position(

@@ -33,10 +33,12 @@ from ..lattice import (
     x_profile_front,
 )
 from ..phases import (
+    TiFlag,
     li_thickness_from_ti,
     stack_displacement,
     stack_profile,
     ti_flag_legend,
+    ti_flags,
 )
 from ..products import LabelledArray, Products
 from ._layout import MapLayout
@@ -415,14 +417,22 @@ class ExperimentAnalysis:
         }
 
     def _stack_thickness(self) -> np.ndarray | None:
-        """Li thickness from the stack bands' displacement; None if a band is missing."""
+        """Li thickness from the stack bands' displacement; None if a band is missing.
+
+        NaN in a column where a stack band shows no layer bracketed by the map, in the map
+        or in the reference map: the Ti's presence test (`ti_flags`,
+        ``ti_min_significance``) on each band's intensity, so a map whose z range holds no
+        Au has no cross-check made of noise either.
+        """
         p = self.params
         if any(b not in self._maps[0].band_intensity for b in p.stack_bands):
             return None
-        profile = stack_profile(
-            {b: self._stack(lambda m, b=b: m.band_intensity[b]) for b in p.stack_bands}
-        )
-        return stack_displacement(profile, profile[p.reference_map], z_um=self.layout.z_um)
+        bands = {b: self._stack(lambda m, b=b: m.band_intensity[b]) for b in p.stack_bands}
+        profile = stack_profile(bands)
+        shift = stack_displacement(profile, profile[p.reference_map], z_um=self.layout.z_um)
+        flags = [ti_flags(v, min_significance=p.ti_min_significance) for v in bands.values()]
+        shown = np.all([f == TiFlag.OK for f in flags], axis=0)
+        return np.where(shown & shown[p.reference_map], shift, np.nan)
 
     def _front(self, time_s: np.ndarray) -> tuple[dict[str, LabelledArray], dict[str, Any]]:
         p = self.params

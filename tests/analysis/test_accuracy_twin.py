@@ -202,12 +202,15 @@ def test_a_map_whose_z_range_holds_no_ti_reports_no_ti_height_nor_li_thickness()
     assert (flags == TiFlag.ABSENT).sum() >= 14  # of 15 columns (seeded: 15)
     assert np.isnan(found.arrays["li_thickness"].values).all()
     assert np.isnan(found.arrays["li_thickness_mean"].values).all()
+    # nor a cross-check from the Au stack above the Ti, which the map does not reach either
+    assert np.isnan(found.arrays["li_thickness_au"].values).all()
     assert (found.arrays["coverage_ti_z"].values <= 0.2).all()
     assert found.metadata["ti_flags"]["2"].startswith("ABSENT")
     # without the test the same frames give a Ti height in most columns: the test can fail
     blind = products(0.0).arrays
     assert np.isfinite(blind["ti_z"].values).sum() >= 8
     assert np.isfinite(blind["li_thickness"].values[1:]).any()
+    assert np.isfinite(blind["li_thickness_au"].values[1:]).any()
 
 
 @pytest.mark.xfail(
