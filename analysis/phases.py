@@ -36,7 +36,7 @@ FARADAY_C_PER_MOL = 96485.33212
 _NOISE_GAP_ROWS = 1
 #: Rows beyond those on each side whose median is the column's own background level.
 _FLANK_ROWS = 2
-#: Column pairs for the noise (`_column_pairs`): up to this many columns apart.
+#: Column pairs for the noise (`_neighbour_differences`): up to this many columns apart.
 _PAIR_OFFSETS = 4
 #: The local σ (`_local_noise`): rows within this many of a column's maximum are its layer
 #: (the 0.5 µm Ti's tails reach ~2 rows), the next `_LOCAL_ROWS` on each side its noise.
@@ -210,9 +210,10 @@ class TiFlag(IntEnum):
 _TI_FLAG_MEANING = {
     TiFlag.OK: "Ti position reported",
     TiFlag.NO_DATA: "no finite value above 0 in the column",
-    TiFlag.ABSENT: "no Ti layer: the column's maximum is not above the map's median by "
-    "ti_min_significance times the frame-to-frame scatter of its rows away from each "
-    "column's maximum (a map whose z range holds no Ti)",
+    TiFlag.ABSENT: "no Ti layer: the column's maximum is not ti_min_significance times "
+    "the frame-to-frame scatter (the map's, or of the rows around it where larger) above "
+    "its background (the map's median or its own level beside it, the higher) (a map "
+    "whose z range holds no Ti)",
     TiFlag.NOT_BRACKETED: "the maximum lies within the centroid window of the map's first "
     "or last row: the map stops at the layer, whose position it does not bracket",
 }
@@ -315,13 +316,18 @@ def ti_flags(
     return out
 
 
-def _column_pairs(n_x: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(i, j)`` of columns ``j - i`` in 1..`_PAIR_OFFSETS` apart: every pair of a
-    small map (the soak's 5 columns), ~4 n_x pairs of a wide one instead of n_x² / 2."""
-    offsets = range(1, min(n_x - 1, _PAIR_OFFSETS) + 1)
-    i = np.concatenate([np.arange(n_x - d) for d in offsets])
-    j = np.concatenate([np.arange(d, n_x) for d in offsets])
-    return i, j
+def _neighbour_differences(away: np.ndarray) -> np.ndarray:
+    """(..., 2 D, n_x, n_z) differences of each column of (..., n_x, n_z) to the columns
+    1..D = `_PAIR_OFFSETS` either side (NaN beyond the map): every pair of a small map (the
+    soak's 5 columns), ~4 n_x pairs of a wide one instead of n_x² / 2; each pair twice,
+    with both signs, which leaves the median of their absolute values as it is."""
+    n_x = away.shape[-2]
+    differences = []
+    for d in range(1, min(n_x - 1, _PAIR_OFFSETS) + 1):
+        pad = np.full((*away.shape[:-2], d, away.shape[-1]), np.nan)
+        differences.append(away - np.concatenate([away[..., d:, :], pad], axis=-2))
+        differences.append(away - np.concatenate([pad, away[..., :-d, :]], axis=-2))
+    return np.stack(differences, axis=-3)
 
 
 def _background_and_noise(columns: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -335,8 +341,7 @@ def _background_and_noise(columns: np.ndarray, peak: np.ndarray) -> tuple[np.nda
     offset = np.arange(columns.shape[-1]) - peak[..., None]
     away = np.where(np.abs(offset) > _NOISE_GAP_ROWS, columns, np.nan)
     if columns.shape[-2] > 1:  # pairs of columns, row by row
-        i, j = _column_pairs(columns.shape[-2])
-        steps = away[..., i, :] - away[..., j, :]
+        steps = _neighbour_differences(away).reshape(*away.shape[:-2], -1, away.shape[-1])
     else:  # one column: neighbouring rows
         steps = away[..., 1:] - away[..., :-1]
     flank = _FLANK_ROWS + _NOISE_GAP_ROWS
@@ -363,12 +368,7 @@ def _local_noise(columns: np.ndarray, offset: np.ndarray) -> np.ndarray:
     distance = np.abs(offset)
     away = np.where(distance > _LOCAL_GAP_ROWS, columns, np.nan)
     window = (distance > _LOCAL_GAP_ROWS) & (distance <= _LOCAL_GAP_ROWS + _LOCAL_ROWS)
-    differences = []
-    for d in range(1, min(n_x - 1, _PAIR_OFFSETS) + 1):
-        pad = np.full((*away.shape[:-2], d, away.shape[-1]), np.nan)
-        differences.append(away - np.concatenate([away[..., d:, :], pad], axis=-2))
-        differences.append(away - np.concatenate([pad, away[..., :-d, :]], axis=-2))
-    near = np.where(window[..., None, :, :], np.abs(np.stack(differences, axis=-3)), np.nan)
+    near = np.where(window[..., None, :, :], np.abs(_neighbour_differences(away)), np.nan)
     near = np.moveaxis(near, -3, -2).reshape(*away.shape[:-1], -1)
     return 1.4826 * np.nanmedian(near, axis=-1) / np.sqrt(2.0)
 
