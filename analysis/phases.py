@@ -205,6 +205,7 @@ class TiFlag(IntEnum):
     NO_DATA = 1
     ABSENT = 2
     NOT_BRACKETED = 3
+    TOO_WIDE = 4
 
 
 _TI_FLAG_MEANING = {
@@ -216,6 +217,9 @@ _TI_FLAG_MEANING = {
     "whose z range holds no Ti)",
     TiFlag.NOT_BRACKETED: "the maximum lies within the centroid window of the map's first "
     "or last row: the map stops at the layer, whose position it does not bracket",
+    TiFlag.TOO_WIDE: "the maximum is wider than a layer: its excess above the background "
+    "stays above half its height over more than layer_max_fwhm_um (and two rows), a broad "
+    "maximum of another layer's scattering into the band (the cathode's in the Au band)",
 }
 
 
@@ -236,6 +240,8 @@ def ti_flags(
     half_window: int = 2,
     method: str = "centroid",
     min_significance: float = 5.0,
+    z_um: np.ndarray | None = None,
+    max_fwhm_um: float | None = None,
 ) -> np.ndarray:
     """`TiFlag` of every column: does it show a Ti layer whose position the map brackets?
 
@@ -272,6 +278,18 @@ def ti_flags(
     min_significance : float, optional
         σ the column maximum needs above its background (>= 0; default 5, a detection
         threshold: see above). 0: any maximum above its background.
+    z_um : (n_z,) array of float, optional
+        Row heights (µm), equally spaced; needed with ``max_fwhm_um``.
+    max_fwhm_um : float or None, optional
+        The width test (> 0; None, the default: none): a layer's excess falls to half
+        its height within this full width (µm), or within two rows where the rows are
+        coarser (a layer thinner than a row lights one or two). The excess is over the
+        column's level just beyond that width (the lower side: a layer on a step passes
+        where it stands higher above the step than the step itself). A thicker layer
+        scattering into the band (the cathode's (006) in the Au (111) band) gives a broad
+        maximum, or the corner of a plateau, that can stand many σ above its near flanks,
+        and is no layer. A map reaching no row beyond that width on either side is not
+        tested.
 
     Returns
     -------
@@ -279,7 +297,8 @@ def ti_flags(
         NO_DATA (no finite value above 0), ABSENT (maximum within the noise; also where
         no value is left to measure the noise: a map of too few rows), NOT_BRACKETED
         (a significant maximum within ``half_window`` rows of the first or last row, 1 for
-        ``"gaussian"``), else OK.
+        ``"gaussian"``), TOO_WIDE (a significant maximum wider than ``max_fwhm_um``), else
+        OK.
 
     Examples
     --------
@@ -290,6 +309,16 @@ def ti_flags(
     >>> layer = 20.0 * np.exp(-0.5 * ((np.arange(12.0) - 5.3) / 0.6) ** 2)[:, None]
     >>> ti_flags(noise + layer).tolist()  # the same noise under a Ti layer of 20 σ
     [0, 0, 0, 0, 0, 0]
+
+    A maximum 6 rows wide stands as many σ above its flanks, but is no 1 µm layer seen
+    by a 1 µm beam (rows of 1 µm):
+
+    >>> broad = 30.0 * np.exp(-0.5 * ((np.arange(12.0) - 5.3) / 2.5) ** 2)[:, None]
+    >>> z = np.arange(12.0)
+    >>> ti_flags(noise + broad).tolist(), ti_flags(noise + broad, z_um=z, max_fwhm_um=3.0)[0]
+    ([0, 0, 0, 0, 0, 0], np.uint8(4))
+    >>> ti_flags(noise + layer, z_um=z, max_fwhm_um=3.0).tolist()
+    [0, 0, 0, 0, 0, 0]
     """
     if method not in ("centroid", "centroid_line", "gaussian"):
         raise ValueError(
@@ -299,6 +328,7 @@ def ti_flags(
         raise ValueError(f"half_window must be >= 1, got {half_window}")
     if not (np.isfinite(min_significance) and min_significance >= 0):
         raise ValueError(f"min_significance must be finite and >= 0, got {min_significance}")
+    row_um = _row_step_um(z_um, np.shape(ti_map)[-2], max_fwhm_um)
     a = np.moveaxis(np.asarray(ti_map, dtype=float), -2, -1)  # (..., n_x, n_z)
     if a.ndim < 2:
         raise ValueError(f"ti_map must be (..., n_z, n_x), got shape {a.shape}")
@@ -310,10 +340,75 @@ def ti_flags(
     reach = 1 if method == "gaussian" else half_window
     n_z = a.shape[-1]
     out = np.full(top.shape, TiFlag.OK, np.uint8)
+    if max_fwhm_um is not None:
+        max_rows = max(max_fwhm_um / row_um, 2.0)
+        out[_excess_fwhm_rows(a, peak, max_rows) > max_rows] = TiFlag.TOO_WIDE
     out[(peak < reach) | (peak > n_z - 1 - reach)] = TiFlag.NOT_BRACKETED
     out[~significant] = TiFlag.ABSENT
     out[~np.isfinite(top) | (top <= 0)] = TiFlag.NO_DATA
     return out
+
+
+def _row_step_um(z_um: np.ndarray | None, n_z: int, max_fwhm_um: float | None) -> float:
+    """Row step (µm) of ``z_um`` for the width test of `ti_flags`; checks both inputs."""
+    if max_fwhm_um is None:
+        return float("nan")
+    if not (np.isfinite(max_fwhm_um) and max_fwhm_um > 0):
+        raise ValueError(f"max_fwhm_um must be finite and > 0, or None; got {max_fwhm_um}")
+    if z_um is None:
+        raise ValueError("z_um (the rows' heights, µm) is needed with max_fwhm_um")
+    z = np.asarray(z_um, dtype=float)
+    if z.shape != (n_z,) or n_z < 2 or not np.all(np.diff(z) > 0):
+        raise ValueError(f"z_um must be {n_z} increasing row heights (µm), got {z_um!r}")
+    return float(np.median(np.diff(z)))
+
+
+def _excess_fwhm_rows(columns: np.ndarray, peak: np.ndarray, max_rows: float) -> np.ndarray:
+    """(..., n_x) full width (rows) at which the excess of each column of (..., n_x, n_z)
+    falls to half its value at ``peak``, interpolated between rows; inf where it does not
+    fall to half within the map; 0 where the map reaches no row beyond ``max_rows``.
+
+    The excess is over the column's level beyond the largest width a layer may have (the
+    median of the 2 rows from ``ceil(max_rows)`` on, the lower side; the only side a map
+    reaches): a maximum wider than a layer is measured from below its shoulders, not from
+    its flanks' median near the top (which would leave it as narrow as its tip), and the
+    corner of a step (a plateau whose highest row is its first) is a plateau, not a layer.
+    A layer on a step between two levels passes where it stands higher above the step
+    than the step itself.
+    """
+    reach = int(np.ceil(max_rows))
+    distance = np.abs(np.arange(columns.shape[-1]) - peak[..., None])
+    below = np.arange(columns.shape[-1]) < peak[..., None]
+    far = (distance >= reach) & (distance < reach + _FLANK_ROWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a side beyond the map: NaN
+        level = np.fmin(
+            np.nanmedian(np.where(far & below, columns, np.nan), axis=-1),
+            np.nanmedian(np.where(far & ~below, columns, np.nan), axis=-1),
+        )
+    excess = columns - level[..., None]
+    half = 0.5 * np.take_along_axis(excess, peak[..., None], -1)
+    width = _half_width_rows(excess, half, peak, +1) + _half_width_rows(excess, half, peak, -1)
+    return np.where(np.isfinite(level), width, 0.0)
+
+
+def _half_width_rows(
+    excess: np.ndarray, half: np.ndarray, peak: np.ndarray, direction: int
+) -> np.ndarray:
+    """Rows from ``peak`` (in ``direction``, +1 up or -1 down) to where ``excess`` first
+    falls to ``half``, linear between rows (a NaN row: half a row on); inf if it never does."""
+    n_z = excess.shape[-1]
+    distance = (np.arange(n_z) - peak[..., None]) * direction
+    fallen = (distance > 0) & ~(excess > half)  # a NaN row ends the layer too
+    first = np.where(fallen, distance, n_z).min(axis=-1)
+    found = first < n_z
+    first = np.where(found, first, 1)
+    rows = np.clip(peak[..., None] + direction * np.stack([first, first - 1], -1), 0, n_z - 1)
+    at, before = np.moveaxis(np.take_along_axis(excess, rows, -1), -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = (before - half[..., 0]) / (before - at)
+    fraction = np.where(np.isfinite(at), np.clip(np.nan_to_num(fraction), 0.0, 1.0), 0.5)
+    return np.where(found, first - 1 + fraction, np.inf)
 
 
 def _neighbour_differences(away: np.ndarray) -> np.ndarray:
@@ -380,6 +475,7 @@ def ti_position(
     half_window: int = 2,
     method: str = "centroid",
     min_significance: float = 5.0,
+    max_fwhm_um: float | None = None,
 ) -> np.ndarray:
     """Sub-pixel z of the Ti collector in every column.
 
@@ -403,6 +499,9 @@ def ti_position(
         standard deviations of the map's frame-to-frame noise above the map's median
         (`ti_flags`; default 5): a map whose z range holds no Ti has none, where the
         centroid of its noise would report one.
+    max_fwhm_um : float or None, optional
+        The width test of `ti_flags` (None, the default: none): a maximum wider than a
+        layer is not the Ti.
 
     Returns
     -------
@@ -436,8 +535,9 @@ def ti_position(
     [4.3 4.2 4.2]
     """
     flags = ti_flags(
-        ti_map, half_window=half_window, method=method, min_significance=min_significance
-    )
+        ti_map, half_window=half_window, method=method, min_significance=min_significance,
+        z_um=z_um, max_fwhm_um=max_fwhm_um,
+    )  # fmt: skip
     a = np.moveaxis(np.asarray(ti_map, dtype=float), -2, -1)  # (..., n_x, n_z)
     z = np.asarray(z_um, dtype=float)
     if a.shape[-1] != z.size:

@@ -430,7 +430,9 @@ class ExperimentAnalysis:
         bands = {b: self._stack(lambda m, b=b: m.band_intensity[b]) for b in p.stack_bands}
         profile = stack_profile(bands)
         shift = stack_displacement(profile, profile[p.reference_map], z_um=self.layout.z_um)
-        flags = [ti_flags(v, min_significance=p.ti_min_significance) for v in bands.values()]
+        test = {"min_significance": p.ti_min_significance, "z_um": self.layout.z_um,
+                "max_fwhm_um": p.layer_max_fwhm_um}  # fmt: skip
+        flags = [ti_flags(v, **test) for v in bands.values()]
         shown = np.all([f == TiFlag.OK for f in flags], axis=0)
         return np.where(shown & shown[p.reference_map], shift, np.nan)
 

@@ -275,8 +275,9 @@ def analyze_map(
     bands = {name: layout.to_map(np.asarray(v, float)) for name, v in reduced.bands.items()}
     ti_map = _ti_intensity(reduced, layout, params)
     ti_options = {"half_window": params.ti_half_window, "method": params.ti_method,
-                  "min_significance": params.ti_min_significance}  # fmt: skip
-    ti_z = ti_position(ti_map, z_um=layout.z_um, **ti_options)
+                  "min_significance": params.ti_min_significance, "z_um": layout.z_um,
+                  "max_fwhm_um": params.layer_max_fwhm_um}  # fmt: skip
+    ti_z = ti_position(ti_map, **ti_options)
     rich = None
     if params.front_method == "rich_fraction":
         # Only where the front family diffracts (its single-peak fit is trusted): elsewhere a

@@ -149,6 +149,14 @@ class AnalysisParameters(BaseModel):
         noise passes with a probability of ~1.5e-3 in an 8 × 5 map, far less in larger
         ones): a map whose z range holds no Ti gives NaN (``ti_flag`` ABSENT), not the
         centroid of its noise. 0: any maximum above its background.
+    layer_max_fwhm_um : float or None
+        The width test of the Ti and the stack bands (`opmap.analysis.phases.ti_flags`,
+        ``max_fwhm_um``): a column shows a layer only where its maximum, above the
+        column's lowest level, falls to half within this full width (µm; never below two
+        rows). Default 3: the paper's 0.5 µm Ti and ~1 µm Au seen by its 1 µm beam, with
+        room for a blurred beam or a tilted layer. The cathode's (006) scattering into
+        the Au (111) band is a broad maximum many σ above its flanks: without the test
+        it gave a Li thickness cross-check made of cathode. None: no width test.
     ti_method : {"centroid", "centroid_line", "gaussian"}
         Ti position estimator (`opmap.analysis.phases.ti_position`). ``"centroid_line"``
         (opt-in, compared on the twin): the centroid over a straight baseline through the
@@ -244,6 +252,7 @@ class AnalysisParameters(BaseModel):
     ti_half_window: int = Field(default=2, ge=1, le=10)
     ti_background: Literal["q_line", "band"] = "q_line"
     ti_min_significance: float = Field(default=5.0, ge=0.0, le=1000.0)
+    layer_max_fwhm_um: float | None = Field(default=3.0, gt=0.0, le=1000.0)
     ti_method: Literal["centroid", "centroid_line", "gaussian"] = "centroid"
     reference_map: int = Field(default=0, ge=0)
     phase_percentiles: tuple[float, float] = (1.0, 99.5)
