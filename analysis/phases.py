@@ -42,6 +42,10 @@ _PAIR_OFFSETS = 4
 #: (the 0.5 µm Ti's tails reach ~2 rows), the next `_LOCAL_ROWS` on each side its noise.
 _LOCAL_GAP_ROWS = 2
 _LOCAL_ROWS = 5
+#: The width test of `ti_flags` never asks a layer to be narrower than this many rows:
+#: one thinner than a row lights two at most, its half height half a row into the dark
+#: rows on each side.
+_MIN_WIDTH_ROWS = 3.0
 #: Li metal: 6.941 g/mol / 0.534 g/cm³
 LI_MOLAR_VOLUME_CM3_PER_MOL = 6.941 / 0.534
 
@@ -218,7 +222,7 @@ _TI_FLAG_MEANING = {
     TiFlag.NOT_BRACKETED: "the maximum lies within the centroid window of the map's first "
     "or last row: the map stops at the layer, whose position it does not bracket",
     TiFlag.TOO_WIDE: "the maximum is wider than a layer: its excess above the background "
-    "stays above half its height over more than layer_max_fwhm_um (and two rows), a broad "
+    "stays above half its height over more than layer_max_fwhm_um (and 3 rows), a broad "
     "maximum of another layer's scattering into the band (the cathode's in the Au band)",
 }
 
@@ -282,8 +286,9 @@ def ti_flags(
         Row heights (µm), equally spaced; needed with ``max_fwhm_um``.
     max_fwhm_um : float or None, optional
         The width test (> 0; None, the default: none): a layer's excess falls to half
-        its height within this full width (µm), or within two rows where the rows are
-        coarser (a layer thinner than a row lights one or two). The excess is over the
+        its height within this full width (µm), or within 3 rows where the rows are
+        coarser (a layer thinner than a row lights two at most, and its half height lies
+        half a row into the dark rows on each side). The excess is over the
         column's level just beyond that width (the lower side: a layer on a step passes
         where it stands higher above the step than the step itself). A thicker layer
         scattering into the band (the cathode's (006) in the Au (111) band) gives a broad
@@ -341,7 +346,7 @@ def ti_flags(
     n_z = a.shape[-1]
     out = np.full(top.shape, TiFlag.OK, np.uint8)
     if max_fwhm_um is not None:
-        max_rows = max(max_fwhm_um / row_um, 2.0)
+        max_rows = max(max_fwhm_um / row_um, _MIN_WIDTH_ROWS)
         out[_excess_fwhm_rows(a, peak, max_rows) > max_rows] = TiFlag.TOO_WIDE
     out[(peak < reach) | (peak > n_z - 1 - reach)] = TiFlag.NOT_BRACKETED
     out[~significant] = TiFlag.ABSENT

@@ -152,11 +152,12 @@ class AnalysisParameters(BaseModel):
     layer_max_fwhm_um : float or None
         The width test of the Ti and the stack bands (`opmap.analysis.phases.ti_flags`,
         ``max_fwhm_um``): a column shows a layer only where its maximum, above the
-        column's lowest level, falls to half within this full width (µm; never below two
-        rows). Default 3: the paper's 0.5 µm Ti and ~1 µm Au seen by its 1 µm beam, with
-        room for a blurred beam or a tilted layer. The cathode's (006) scattering into
-        the Au (111) band is a broad maximum many σ above its flanks: without the test
-        it gave a Li thickness cross-check made of cathode. None: no width test.
+        column's lower level just beyond this width, falls to half within this full
+        width (µm; never below 3 rows). Default 3: the paper's 0.5 µm Ti and ~1 µm Au
+        seen by its 1 µm beam, with room for a blurred beam or a tilted layer. The
+        cathode's (006) scattering into the Au (111) band is a broad maximum many σ
+        above its flanks: without the test it gave a Li thickness cross-check made of
+        cathode. None: no width test.
     ti_method : {"centroid", "centroid_line", "gaussian"}
         Ti position estimator (`opmap.analysis.phases.ti_position`). ``"centroid_line"``
         (opt-in, compared on the twin): the centroid over a straight baseline through the
