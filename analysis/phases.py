@@ -221,9 +221,10 @@ _TI_FLAG_MEANING = {
     "whose z range holds no Ti)",
     TiFlag.NOT_BRACKETED: "the maximum lies within the centroid window of the map's first "
     "or last row: the map stops at the layer, whose position it does not bracket",
-    TiFlag.TOO_WIDE: "the maximum is wider than a layer: its excess above the background "
-    "stays above half its height over more than layer_max_fwhm_um (and 3 rows), a broad "
-    "maximum of another layer's scattering into the band (the cathode's in the Au band)",
+    TiFlag.TOO_WIDE: "the maximum is wider than a layer: above the column's lower level "
+    "beyond layer_max_fwhm_um, it stays over half its height across more than that width "
+    "(and 3 rows): another, thicker layer's scattering into the band (the cathode's in the "
+    "Au band), or the corner of a plateau",
 }
 
 
