@@ -42,6 +42,8 @@ _PAIR_OFFSETS = 4
 #: (the 0.5 µm Ti's tails reach ~2 rows), the next `_LOCAL_ROWS` on each side its noise.
 _LOCAL_GAP_ROWS = 2
 _LOCAL_ROWS = 5
+#: A pair of columns loses its offset (`_without_pair_offset`) only over this many rows.
+_MIN_PAIR_ROWS = 10
 #: The width test of `ti_flags` never asks a layer to be narrower than this many rows:
 #: one thinner than a row lights two at most, its half height half a row into the dark
 #: rows on each side.
@@ -257,7 +259,9 @@ def ti_flags(
 
     - σ from the differences between the columns of a row (pairs up to 4 columns apart:
       all pairs of a map of up to 5 columns; the same layers,
-      so the layers' structure along z cancels and only the frames' noise is left):
+      so the layers' structure along z cancels and only the frames' noise is left; a
+      pair compared over 10 rows or more first loses its median difference, the offset
+      between two columns' background levels):
       1.4826 × their median absolute value / √2, pooled over the map's rows (a short map,
       8 rows, leaves too few rows per column for a scatter of its own); a map of one
       column uses the differences between neighbouring rows. Where the noise grows with
@@ -428,7 +432,22 @@ def _neighbour_differences(away: np.ndarray) -> np.ndarray:
         pad = np.full((*away.shape[:-2], d, away.shape[-1]), np.nan)
         differences.append(away - np.concatenate([away[..., d:, :], pad], axis=-2))
         differences.append(away - np.concatenate([pad, away[..., :-d, :]], axis=-2))
-    return np.stack(differences, axis=-3)
+    return _without_pair_offset(np.stack(differences, axis=-3))
+
+
+def _without_pair_offset(differences: np.ndarray) -> np.ndarray:
+    """Each pair's differences (..., n_z) minus their median over the rows, scaled by
+    √(n / (n − 1)) for the n rows it is taken from: two columns whose background levels
+    differ (the beam's path through the cell changes along x) differ by more than their
+    noise, which would count as noise; a structure both columns share (a step between
+    layers, even at slightly different rows) leaves the median at 0. The scale keeps the
+    noise of few rows (8 in the soak's maps) at its size."""
+    n = np.sum(np.isfinite(differences), axis=-1, keepdims=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an empty pair stays NaN
+        level = np.nanmedian(differences, axis=-1, keepdims=True)
+    centred = (differences - level) * np.sqrt(n / np.maximum(n - 1, 1))
+    return np.where(n >= _MIN_PAIR_ROWS, centred, differences)
 
 
 def _background_and_noise(columns: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
