@@ -38,6 +38,7 @@ from ._config import (
     write_server_config,
 )
 from ._dependants import memoise_dependants
+from ._duckdb import create_duckdb_stores
 from ._keycache import (
     SERVER_TIMING_KEY,
     KeyGrant,
@@ -105,6 +106,7 @@ __all__ = [
     "check_directories",
     "check_not_moved",
     "check_port_free",
+    "create_duckdb_stores",
     "create_key",
     "current_request",
     "current_write",
