@@ -27,11 +27,11 @@ Its memory (:func:`limit_duckdb_memory`)
 Its blocks (:func:`create_duckdb_stores`)
     The rows appended since DuckDB's last checkpoint live in memory, in blocks of the
     database's block size (256 KiB by default), at least one per column of each table: the
-    24 h soak's server held 17.6 MiB of them for a 7.5 MB WAL (DuckDB's ``duckdb_memory()``,
+    24 h soak's server held 17.6 MiB of them for a 7 MiB WAL (DuckDB's ``duckdb_memory()``,
     tag ``IN_MEMORY_TABLE``), and a checkpoint starting new row groups added a block per
     column again (the step in the server's RSS at the 16 MB checkpoint). The server
     creates a table store that is not there yet with ``OpmapSettings.table_block_kib``
-    (16 KiB by default): the same soak then held 7.4 MiB. DuckDB fixes the block size when
+    (16 KiB by default): the same soak then held 8.1 MiB. DuckDB fixes the block size when
     it creates the file; an existing store keeps its own.
 """
 
