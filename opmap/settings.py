@@ -160,7 +160,7 @@ class OpmapSettings(BaseModel):
         Block size (KiB) of a DuckDB table store the server creates: a power of two from
         16 to 256 (DuckDB's range); default 16. DuckDB holds the rows appended since its
         last checkpoint in blocks of this size, at least one per column of each table:
-        with its own default, 256 KiB, the server's DuckDB held ~2.5 times the rows' size
+        with its own default, 256 KiB, the server's DuckDB held 2-3 times the rows' size
         (`docs/operations.md`, "Soak"). Only a new store takes it; an existing
         ``tables.duckdb`` keeps the block size it was created with.
     host : str

@@ -1,8 +1,10 @@
-"""The server's embedded DuckDB table store keeps to ``OpmapSettings.table_memory_mb``.
+"""The server's embedded DuckDB table store keeps to ``OpmapSettings.table_memory_mb`` and
+is created with ``OpmapSettings.table_block_kib`` blocks.
 
 DuckDB caches the blocks of the tables it stores up to its ``memory_limit`` (80 % of RAM by
-default), so without a limit the server grew with every row an experiment stored
-(`docs/operations.md`, "Soak").
+default), so without a limit the server grew with every row an experiment stored; and it
+holds the rows appended since its last checkpoint in blocks of the store's block size, at
+least one per column (`docs/operations.md`, "Soak").
 """
 
 from __future__ import annotations
