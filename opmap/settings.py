@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "MIN_API_KEY_BITS",
     "MIN_API_KEY_LENGTH",
+    "TABLE_BLOCK_KIB",
     "OpmapSettings",
     "WeakApiKeyError",
     "check_api_key_strength",
@@ -51,6 +52,8 @@ MIN_API_KEY_BITS = 96
 _GENERATE_HINT = "generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
 _CATALOG_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+asyncpg://")
 _TABLE_SCHEMES = ("duckdb:///", "sqlite:///", "postgresql://")
+#: Block sizes (KiB) DuckDB accepts for a database file: powers of two, 16 to 256.
+TABLE_BLOCK_KIB = (16, 32, 64, 128, 256)
 _PATH_FIELDS = (
     "data_dir",
     "detector_dir",
@@ -153,6 +156,13 @@ class OpmapSettings(BaseModel):
         stored table blocks and query results, beyond which it evicts blocks (read back
         from its file) and spills larger results to disk; default 64. DuckDB's own
         default, 80 % of RAM, let the server grow with every stored row.
+    table_block_kib : int
+        Block size (KiB) of a DuckDB table store the server creates: a power of two from
+        16 to 256 (DuckDB's range); default 16. DuckDB holds the rows appended since its
+        last checkpoint in blocks of this size, at least one per column of each table:
+        with its own default, 256 KiB, the server's DuckDB held 2-3 times the rows' size
+        (`docs/operations.md`, "Soak"). Only a new store takes it; an existing
+        ``tables.duckdb`` keeps the block size it was created with.
     host : str
         Interface the server binds to; default ``127.0.0.1`` (this machine only). Any
         non-loopback address (``0.0.0.0``, a LAN address, a host name) needs
@@ -181,6 +191,7 @@ class OpmapSettings(BaseModel):
     catalog_uri: str | None = None
     table_store_uri: str | None = None
     table_memory_mb: int = Field(default=64, ge=16)
+    table_block_kib: int = 16
     host: str = Field(default="127.0.0.1", min_length=1)
     allow_remote: bool = False
     port: int = Field(default=8000, ge=1, le=65535)
@@ -236,6 +247,16 @@ class OpmapSettings(BaseModel):
             raise ValueError(
                 f"table_store_uri must start with one of {', '.join(_TABLE_SCHEMES)}; "
                 f"got {_redact(value)!r}"
+            )
+        return value
+
+    @field_validator("table_block_kib")
+    @classmethod
+    def _check_table_block_kib(cls, value: int) -> int:
+        if value not in TABLE_BLOCK_KIB:
+            raise ValueError(
+                f"table_block_kib must be a power of two from 16 to 256 (DuckDB's block "
+                f"sizes: {', '.join(map(str, TABLE_BLOCK_KIB))}); got {value}"
             )
         return value
 

@@ -158,3 +158,46 @@ def test_a_slow_fd_leak_fails_the_soak_even_within_the_old_spread(tool) -> None:
     assert not summary["criteria"]["passed"]
     spike = [12] * 60 + [30] + [12] * 39  # one late excursion beyond the slack
     assert not tool.summarize(_fd_samples(tool, spike), 99)["criteria"]["rehearsal_fds_ok"]
+
+
+def test_each_sample_splits_the_rss_and_notes_the_table_store_on_disk(tool, tmp_path) -> None:
+    own = tool.read_process(__import__("psutil").Process())
+    assert own is not None and own.rss_anon_mb is not None and own.rss_file_mb is not None
+    # anonymous + file-backed (+ shared) memory make up the resident set
+    assert 0 < own.rss_anon_mb < own.rss_mb and own.rss_anon_mb + own.rss_file_mb <= own.rss_mb
+    store = tmp_path / "tables.duckdb"
+    assert tool.table_store_sizes(store) == {} and tool.table_store_sizes(None) == {}
+    store.write_bytes(b"x" * 2**20)
+    store.with_name("tables.duckdb.wal").write_bytes(b"x" * 2**19)
+    assert tool.table_store_sizes(store) == {"db": 1.0, "wal": 0.5}
+
+
+def test_the_summary_gives_anonymous_rss_and_the_wal_over_the_steady_window(tool) -> None:
+    def sample(maps: int, anon: float, wal: float) -> object:
+        reading = tool.ProcessSample(1, 100.0 + anon, 10, 3, rss_anon_mb=anon, rss_file_mb=50.0)
+        store = {"db": 0.01, "wal": wal}
+        return tool.Sample(float(maps), maps, False, {"server": reading}, store)
+
+    samples = [sample(n, 200.0 + n, 0.1 * n) for n in range(21)]
+    samples.append(sample(20, 260.0, 0.0))  # the tail: a checkpoint empties the WAL
+    summary = tool.summarize(samples, 20)
+    figures = summary["processes"]["server"]
+    assert figures["rss_anon_warmup_mb"] == 210.0 and figures["rss_anon_end_mb"] == 220.0
+    assert figures["rss_anon_growth_pct"] == pytest.approx(100 * (220 / 210 - 1), abs=0.01)
+    assert figures["rss_anon_max_mb"] == 260.0
+    store = summary["table_store"]
+    assert store["wal_warmup_mb"] == pytest.approx(1.0)
+    assert store["wal_end_mb"] == pytest.approx(2.0)
+    assert store["wal_max_mb"] == pytest.approx(2.0)
+
+
+def test_duckdbs_account_of_the_table_store_is_read_after_the_run(tool, tmp_path) -> None:
+    import duckdb
+
+    path = tmp_path / "tables.duckdb"
+    assert tool.duckdb_view(path) is None  # no file: nothing to read
+    with duckdb.connect(str(path)) as connection:
+        connection.execute("create table t as select range as i from range(5000)")
+    view = tool.duckdb_view(path)
+    assert view["tables"] == 1 and view["rows_estimated"] == 5000
+    assert view["database_size"]["used_blocks"] >= 1

@@ -36,6 +36,7 @@ failed; 3 interrupted (partial figures written).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -78,6 +79,8 @@ EXIT_PASS, EXIT_CRITERION, EXIT_REHEARSAL, EXIT_INTERRUPTED = 0, 1, 2, 3
 TAIL_LINES = 60
 #: Signals that stop the soak with the figures so far.
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds to wait for the server to exit (and unlock its table store) after the rehearsal.
+SERVER_EXIT_S = 30.0
 #: Seconds between two partial writes of the JSON figures.
 PARTIAL_WRITE_S = 60.0
 
@@ -96,12 +99,19 @@ class ProcessSample:
         Open file descriptors.
     threads : int
         Threads.
+    rss_anon_mb : float or None
+        Anonymous resident memory (MiB, ``RssAnon`` of ``/proc/<pid>/status``): the heap of
+        Python and of the native libraries (DuckDB's buffers); None where not readable.
+    rss_file_mb : float or None
+        File-backed resident memory (MiB, ``RssFile``: shared libraries, mapped files).
     """
 
     pid: int
     rss_mb: float
     fds: int
     threads: int
+    rss_anon_mb: float | None = None
+    rss_file_mb: float | None = None
 
 
 @dataclass
@@ -118,12 +128,16 @@ class Sample:
         Whether the rehearsal had printed its summary (the experiment is over).
     processes : dict of str to ProcessSample
         ``"rehearsal"`` and ``"server"``, when alive.
+    table_store_mb : dict of str to float
+        Size on disk (MiB) of the server's DuckDB table store, ``"db"`` (``tables.duckdb``)
+        and ``"wal"`` (its write-ahead log), when the soak knows where it is.
     """
 
     wall_s: float
     maps: int
     finished: bool
     processes: dict[str, ProcessSample] = field(default_factory=dict)
+    table_store_mb: dict[str, float] = field(default_factory=dict)
 
 
 class Progress:
@@ -193,7 +207,7 @@ def read_process(process: psutil.Process) -> ProcessSample | None:
         with process.oneshot():
             if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet waited for
                 return None
-            return ProcessSample(
+            reading = ProcessSample(
                 pid=process.pid,
                 rss_mb=process.memory_info().rss / 2**20,
                 fds=process.num_fds(),
@@ -201,6 +215,57 @@ def read_process(process: psutil.Process) -> ProcessSample | None:
             )
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
+    status = read_rss_kinds(process.pid)
+    reading.rss_anon_mb = status.get("RssAnon")
+    reading.rss_file_mb = status.get("RssFile")
+    return reading
+
+
+def read_rss_kinds(pid: int) -> dict[str, float]:
+    """``RssAnon``, ``RssFile`` and ``RssShmem`` of a process (MiB), from ``/proc/<pid>/status``.
+
+    Parameters
+    ----------
+    pid
+        The process.
+
+    Returns
+    -------
+    dict of str to float
+        Empty when the file is not there (not Linux) or the process has exited.
+    """
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # not Linux, or exited since the psutil reading: no split, not an error
+        return {}
+    kinds = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile", "RssShmem"):
+            kinds[key] = int(value.split()[0]) / 1024.0  # kB
+    return kinds
+
+
+def table_store_sizes(path: Path | None) -> dict[str, float]:
+    """Sizes on disk (MiB) of a DuckDB database file and of its write-ahead log.
+
+    Parameters
+    ----------
+    path
+        The database file (``tables.duckdb``); None: nothing to read.
+
+    Returns
+    -------
+    dict of str to float
+        ``"db"`` and ``"wal"`` for the files that exist.
+    """
+    if path is None:
+        return {}
+    sizes = {}
+    for key, file in (("db", path), ("wal", path.with_name(path.name + ".wal"))):
+        with contextlib.suppress(FileNotFoundError):  # not created yet / checkpointed away
+            sizes[key] = round(file.stat().st_size / 2**20, 2)
+    return sizes
 
 
 def find_child(parent: psutil.Process, marker: str) -> psutil.Process | None:
@@ -242,10 +307,20 @@ class Sampler:
         Command-line marker of the child to follow (the Tiled server).
     progress
         Gives the map count; None counts 0 maps.
+    table_store
+        The server's DuckDB database file, whose size (and its WAL's) each sample notes;
+        None: not sampled.
     """
 
-    def __init__(self, pid: int, child_marker: str, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        child_marker: str,
+        progress: Progress | None = None,
+        table_store: Path | None = None,
+    ) -> None:
         self.main = psutil.Process(pid)
+        self.table_store = table_store
         self.child_marker = child_marker
         self.progress = progress
         self.child: psutil.Process | None = None
@@ -256,6 +331,7 @@ class Sampler:
         """Take one sample of both processes (and remember it)."""
         maps, finished = self.progress.state() if self.progress else (0, False)
         sample = Sample(time.monotonic() - self.t0, maps, finished)
+        sample.table_store_mb = table_store_sizes(self.table_store)
         main = read_process(self.main)
         if main is not None:
             sample.processes["rehearsal"] = main
@@ -335,7 +411,7 @@ def process_figures(
     first, last, final = readings[0], readings[-1], every[-1]
     fds = [r.fds for r in every]
     tenth = max(1, len(fds) // 10)
-    return {
+    return _anon_figures(first, last, every) | {
         "pids": sorted({r.pid for r in every}),
         "samples": len(every),
         "rss_warmup_mb": round(first.rss_mb, 1),
@@ -355,6 +431,52 @@ def process_figures(
         "threads_min": min(r.threads for r in every),
         "threads_max": max(r.threads for r in every),
     }
+
+
+def _anon_figures(
+    first: ProcessSample, last: ProcessSample, every: list[ProcessSample]
+) -> dict[str, Any]:
+    """Anonymous RSS at the warm-up's end and at the last map, its growth and peak (MiB).
+
+    Empty when ``/proc`` gave no split (not Linux): the RSS figures stand alone.
+    """
+    if first.rss_anon_mb is None or last.rss_anon_mb is None:
+        return {}
+    anon = [r.rss_anon_mb for r in every if r.rss_anon_mb is not None]
+    return {
+        "rss_anon_warmup_mb": round(first.rss_anon_mb, 1),
+        "rss_anon_end_mb": round(last.rss_anon_mb, 1),
+        "rss_anon_growth_pct": round(100.0 * (last.rss_anon_mb / first.rss_anon_mb - 1.0), 2),
+        "rss_anon_max_mb": round(max(anon), 1),
+        "rss_file_warmup_mb": first.rss_file_mb,
+        "rss_file_end_mb": last.rss_file_mb,
+    }
+
+
+def table_store_figures(steady: list[Sample], after_warmup: list[Sample]) -> dict[str, Any]:
+    """The DuckDB table store on disk: database and WAL (MiB) at the warm-up, at the last
+    map and their peaks after the warm-up (a WAL falling back is a checkpoint).
+
+    Parameters
+    ----------
+    steady, after_warmup
+        As in `process_figures`.
+
+    Returns
+    -------
+    dict
+        Empty when no sample noted the table store.
+    """
+    noted = [s.table_store_mb for s in steady if s.table_store_mb]
+    every = [s.table_store_mb for s in after_warmup if s.table_store_mb]
+    if not noted:
+        return {}
+    figures: dict[str, Any] = {}
+    for key in ("db", "wal"):
+        figures[f"{key}_warmup_mb"] = noted[0].get(key, 0.0)
+        figures[f"{key}_end_mb"] = noted[-1].get(key, 0.0)
+        figures[f"{key}_max_mb"] = max(sizes.get(key, 0.0) for sizes in every)
+    return figures
 
 
 def steady_window(samples: list[Sample], n_maps: int) -> tuple[list[Sample], list[Sample]]:
@@ -465,6 +587,7 @@ def summarize(
     criteria["passed"] = all(v for k, v in criteria.items() if k.endswith("_ok"))
     return {
         "server_lost": lost,
+        "table_store": table_store_figures(steady, after_warmup),
         "warmup_map": warmup_map(n_maps),
         "warmup_wall_s": round(steady[0].wall_s, 1) if steady else None,
         "end_wall_s": round(steady[-1].wall_s, 1) if steady else None,
@@ -510,6 +633,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{f['fds_min']:>8d} {f['fds_max']:>8d} "
             f"{f['fds_median_first_tenth']:>4g} -> {f['fds_median_last_tenth']:<4g}"
         )
+    rows += _detail_rows(report)
     c = report["criteria"]
     hours = report["experiment_time_s"] / 3600.0
     rows.append(
@@ -539,6 +663,28 @@ def format_table(report: dict[str, Any]) -> str:
     if report["interrupted"]:
         rows.append("INTERRUPTED: figures so far")
     return "\n".join(rows)
+
+
+def _detail_rows(report: dict[str, Any]) -> list[str]:
+    """Where the memory is: anonymous RSS per process, the table store on disk, DuckDB's view."""
+    rows = []
+    for name, f in report["processes"].items():
+        if f is not None and "rss_anon_warmup_mb" in f:
+            rows.append(
+                f"{name:<10} anonymous RSS {f['rss_anon_warmup_mb']:.1f} -> "
+                f"{f['rss_anon_end_mb']:.1f} MB ({f['rss_anon_growth_pct']:+.2f} %), "
+                f"max {f['rss_anon_max_mb']:.1f} MB"
+            )
+    t = report.get("table_store") or {}
+    if t:
+        rows.append(
+            f"tables.duckdb {t['db_warmup_mb']:.1f} -> {t['db_end_mb']:.1f} MB, its WAL "
+            f"{t['wal_warmup_mb']:.1f} -> {t['wal_end_mb']:.1f} MB (max {t['wal_max_mb']:.1f})"
+        )
+    view = report.get("duckdb")
+    if view is not None:
+        rows.append(f"DuckDB after the run: {json.dumps(view, default=str)}")
+    return rows
 
 
 def _say(text: str) -> None:
@@ -586,6 +732,43 @@ def build_report(
     report.update(summarize(sampler.samples, maps, fd_slack=fd_slack))
     report["samples"] = [asdict(s) for s in sampler.samples]
     return report
+
+
+def duckdb_view(path: Path | None) -> dict[str, Any] | None:
+    """DuckDB's own account of the table store, read after the server has stopped.
+
+    The running server's ``duckdb_memory()`` is not reachable from here without a route into
+    the server (not wanted: attack surface); what the file says once the server let go of it
+    is: ``pragma database_size`` (blocks used and free, WAL) and the rows of each table.
+
+    Parameters
+    ----------
+    path
+        ``tables.duckdb``; None or missing: nothing to read.
+
+    Returns
+    -------
+    dict or None
+        ``database_size`` (the pragma's row) and ``rows`` (per table), or ``error`` when
+        DuckDB could not open the file (e.g. still locked); None without a file.
+    """
+    if path is None or not path.exists():
+        return None
+    import duckdb  # the soak's interpreter is opmap's: DuckDB is there
+
+    try:
+        connection = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as error:  # reported in the figures, not hidden
+        return {"error": f"{type(error).__name__}: {error}"}
+    with contextlib.closing(connection):
+        cursor = connection.execute("pragma database_size")
+        names = [d[0] for d in cursor.description]
+        size = dict(zip(names, cursor.fetchone(), strict=True))
+        tables = connection.execute(
+            "select schema_name, table_name, estimated_size from duckdb_tables()"
+        ).fetchall()
+    rows = sum(int(n) for _, _, n in tables)
+    return {"database_size": size, "tables": len(tables), "rows_estimated": rows}
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
@@ -721,10 +904,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir is not None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="opmap-soak-", dir=args.data_dir))
-    return soak(rehearse_command(args, folder / "opmap-data"), folder, args)
+    data_dir = folder / "opmap-data"
+    return soak(rehearse_command(args, data_dir), folder, args, data_dir / "tables.duckdb")
 
 
-def soak(command: list[str], folder: Path, args: argparse.Namespace) -> int:
+def soak(
+    command: list[str], folder: Path, args: argparse.Namespace, table_store: Path | None = None
+) -> int:
     """Run ``command``, sample it and its server child, write and print the figures.
 
     Parameters
@@ -736,6 +922,9 @@ def soak(command: list[str], folder: Path, args: argparse.Namespace) -> int:
         The soak's data directory: ``rehearse.log`` goes there.
     args
         The tool's options (`parse_args`): ``out``, ``sample_s``, ``fd_slack``.
+    table_store
+        The server's DuckDB table store (``tables.duckdb``): its size on disk is sampled and
+        DuckDB's account of it read at the end; None: neither.
 
     Returns
     -------
@@ -752,6 +941,7 @@ def soak(command: list[str], folder: Path, args: argparse.Namespace) -> int:
         "interrupted": False,
         "signal": None,
         "partial": False,
+        "duckdb": None,
     }
     stop = threading.Event()
     interrupt = _Interrupt(stop)
@@ -761,7 +951,7 @@ def soak(command: list[str], folder: Path, args: argparse.Namespace) -> int:
         with log_path.open("w") as log:
             process, progress, reader = _start(command, log)
             interrupt.process = process
-            sampler = Sampler(process.pid, SERVER_MARKER, progress)
+            sampler = Sampler(process.pid, SERVER_MARKER, progress, table_store)
             try:
                 sampler.run(args.sample_s, stop, _partial_writer(run, progress, args))
             finally:
@@ -772,6 +962,9 @@ def soak(command: list[str], folder: Path, args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
     run["interrupted"] = interrupt.signum is not None
     run["signal"] = interrupt.signum
+    if sampler.child is not None:  # it lets go of the table store as it exits
+        psutil.wait_procs([sampler.child], timeout=SERVER_EXIT_S)
+    run["duckdb"] = duckdb_view(table_store)
     return _finish(sampler, progress, run, args)
 
 

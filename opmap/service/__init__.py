@@ -38,6 +38,7 @@ from ._config import (
     write_server_config,
 )
 from ._dependants import memoise_dependants
+from ._duckdb import create_duckdb_stores
 from ._keycache import (
     SERVER_TIMING_KEY,
     KeyGrant,
@@ -63,12 +64,14 @@ from ._lookupcache import LookupCache, install_lookup_cache
 from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._request import RequestScope, ServedRequest, current_request
 from ._run import (
+    SERVER_MALLOC_ARENA_MAX,
     ServerHandle,
     app_from_config_file,
     build_in_process_app,
     free_port,
     run_config_file,
     serve,
+    server_environment,
     start_server_subprocess,
     trim_heap_every,
     wait_until_answering,
@@ -83,6 +86,7 @@ __all__ = [
     "LOCK_FILE_NAME",
     "ROLES",
     "ROLE_SCOPES",
+    "SERVER_MALLOC_ARENA_MAX",
     "SERVER_TIMING_KEY",
     "VALIDATOR_ROUTER",
     "WRITER_PRINCIPAL",
@@ -105,6 +109,7 @@ __all__ = [
     "check_directories",
     "check_not_moved",
     "check_port_free",
+    "create_duckdb_stores",
     "create_key",
     "current_request",
     "current_write",
@@ -124,6 +129,7 @@ __all__ = [
     "run_config_file",
     "serve",
     "server_config",
+    "server_environment",
     "start_server_subprocess",
     "trim_heap_every",
     "wait_until_answering",

@@ -175,6 +175,7 @@ def server_config(settings: OpmapSettings) -> dict[str, Any]:
         "writable_storage": [str(settings.file_storage_dir), settings.table_store_uri],
         "readable_storage": [str(settings.detector_dir)],
         "table_memory_mb": settings.table_memory_mb,  # opmap's from_uri: DuckDB's limit
+        "table_block_kib": settings.table_block_kib,  # opmap's from_uri: a new store's blocks
     }
     authentication = {
         "providers": [{"provider": PROVIDER, "authenticator": AUTHENTICATOR}],

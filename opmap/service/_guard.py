@@ -133,16 +133,19 @@ def from_uri(uri: str, **kwargs: Any) -> Any:
     **kwargs
         Passed on unchanged (``writable_storage``, ``readable_storage``, ...), except
         ``table_memory_mb``: the memory limit of the embedded DuckDB table store
-        (`opmap.service._duckdb.limit_duckdb_memory`; absent: DuckDB's default).
+        (`opmap.service._duckdb.limit_duckdb_memory`; absent: DuckDB's default), and
+        ``table_block_kib``: the block size of a DuckDB table store not yet created
+        (`opmap.service._duckdb.create_duckdb_stores`; absent: DuckDB's default).
     """
     from tiled.catalog import from_uri as tiled_from_uri
 
     from ._catalog_init import init_catalog_database
-    from ._duckdb import limit_duckdb_memory, serialize_duckdb
+    from ._duckdb import create_duckdb_stores, limit_duckdb_memory, serialize_duckdb
 
     install()
     serialize_duckdb()  # the same server process: one DuckDB user at a time
     limit_duckdb_memory(kwargs.pop("table_memory_mb", None))
+    create_duckdb_stores(kwargs.get("writable_storage", ()), kwargs.pop("table_block_kib", None))
     if kwargs.pop("init_if_not_exists", False):  # here, not in a second interpreter
         init_catalog_database(uri)
     return tiled_from_uri(uri, init_if_not_exists=False, **kwargs)

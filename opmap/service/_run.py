@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,11 @@ _WATCHDOG_PERIOD_S = 0.5
 _WATCHDOG_GRACE_S = 15.0
 #: How often the server returns its C heap's free pages to the system (s).
 HEAP_TRIM_PERIOD_S = 30.0
+#: glibc malloc arenas of a server subprocess (``MALLOC_ARENA_MAX``; glibc's default is
+#: 8 per core). Uvicorn's, AnyIO's and DuckDB's threads each took an arena, whose partly
+#: used pages neither ``free`` nor the heap trim return: capped at 2, the 24 h soak's
+#: server grew less (`docs/operations.md`, "Soak"). An operator's own value is kept.
+SERVER_MALLOC_ARENA_MAX = 2
 
 
 def trim_heap_every(period_s: float) -> threading.Thread:
@@ -301,7 +307,8 @@ def start_server_subprocess(
         command.append("--no-append-only")
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        env = server_environment(os.environ)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     admin_key = ensure_service_keys(settings, ensure_api_key(settings))
     handle = ServerHandle(settings, ensure_api_key(settings), process, log_file, admin_key)
     try:
@@ -310,6 +317,24 @@ def start_server_subprocess(
         handle.stop()
         raise
     return handle
+
+
+def server_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a server subprocess: ``base`` with glibc's malloc arenas capped.
+
+    Parameters
+    ----------
+    base : mapping of str to str
+        The environment to start from (this process's).
+
+    Returns
+    -------
+    dict of str to str
+        ``base`` with ``MALLOC_ARENA_MAX`` = `SERVER_MALLOC_ARENA_MAX` unless it sets one.
+    """
+    env = dict(base)
+    env.setdefault("MALLOC_ARENA_MAX", str(SERVER_MALLOC_ARENA_MAX))
+    return env
 
 
 def wait_until_answering(handle: ServerHandle, timeout_s: float) -> None:

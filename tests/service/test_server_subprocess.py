@@ -1,12 +1,13 @@
 """A real ``opmap`` Tiled server in a subprocess: plain HTTP needs the API key."""
 
+import os
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from opmap.service import start_server_subprocess
+from opmap.service import SERVER_MALLOC_ARENA_MAX, server_environment, start_server_subprocess
 from opmap.settings import OpmapSettings
 
 
@@ -34,3 +35,20 @@ def test_bad_port_is_refused_before_a_process_starts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="port"):
         start_server_subprocess(OpmapSettings(data_dir=tmp_path), port=70000)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
+def test_the_server_subprocess_runs_with_capped_malloc_arenas(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    with start_server_subprocess(OpmapSettings(data_dir=tmp_path)) as server:
+        environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+    assert f"MALLOC_ARENA_MAX={SERVER_MALLOC_ARENA_MAX}".encode() in environ
+    assert "MALLOC_ARENA_MAX" not in os.environ, "only the server's environment has it"
+
+
+def test_an_operators_own_arena_setting_is_kept() -> None:
+    assert server_environment({"MALLOC_ARENA_MAX": "4", "A": "b"}) == {
+        "MALLOC_ARENA_MAX": "4",
+        "A": "b",
+    }
+    assert server_environment({})["MALLOC_ARENA_MAX"] == str(SERVER_MALLOC_ARENA_MAX)
