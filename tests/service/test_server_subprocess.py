@@ -37,6 +37,7 @@ def test_bad_port_is_refused_before_a_process_starts(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
 def test_the_server_subprocess_runs_with_capped_malloc_arenas(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
