@@ -136,6 +136,13 @@ def test_a_fly_map_over_ca_and_http_renders_each_frame_where_x_was(RE_module, be
     ]
     step_um = (geometry.x_stop_um - geometry.x_start_um) / geometry.x_count
     planned_um = geometry.x_start_um + step_um * (np.arange(geometry.x_count) + 0.5)
+    # a line whose series start the DCU bounds only loosely (its trigger request answered
+    # more than a quarter exposure after it was sent), or whose readback samples do not
+    # cover its exposures, has no measured x at all, by design (opmap.plans._readback; seen
+    # once, with a soak and a CI run sharing the 2 cores): never part of a line, never both
+    measured_lines = [np.isfinite(np.asarray(m, dtype=float)) for m in measured]
+    assert all(m.all() or not m.any() for m in measured_lines)
+    assert sum(m.all() for m in measured_lines) >= 1
     for line in (1, 2):
         frame_x_um, frame_time_s = _opmap_extras(data_dir / f"fly_{line:04d}_master.h5")
         assert len(frame_x_um) == geometry.x_count
@@ -160,8 +167,9 @@ def test_a_fly_map_over_ca_and_http_renders_each_frame_where_x_was(RE_module, be
         # the stored x (the motor's RBV over CA, interpolated at mid-exposure from the
         # detector's kickoff, samples stamped by the IOC) against where the DCU rendered each
         # frame: the trigger request's latency puts it a few µm off, never a whole frame
-        error_um = np.abs(np.asarray(measured[line - 1]) - frame_x_um)
-        assert np.median(error_um) < step_um / 4 and error_um.max() < step_um
+        error_um = np.abs(np.asarray(measured[line - 1], dtype=float) - frame_x_um)
+        if measured_lines[line - 1].all():
+            assert np.median(error_um) < step_um / 4 and error_um.max() < step_um
     assert _run(stage.z.user_readback.get_value()) == pytest.approx(6.0, abs=1e-3)
 
 
