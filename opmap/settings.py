@@ -37,6 +37,7 @@ __all__ = [
     "OpmapSettings",
     "WeakApiKeyError",
     "check_api_key_strength",
+    "check_table_block_kib",
     "is_loopback",
     "toml_values",
 ]
@@ -110,6 +111,27 @@ def check_api_key_strength(key: str) -> None:
             f"api_key is weak: about {bits:.0f} bits of entropy, at least {MIN_API_KEY_BITS} "
             f"are required (too few distinct characters); {_GENERATE_HINT}"
         )
+
+
+def check_table_block_kib(value: int) -> int:
+    """``value`` if DuckDB accepts it as a block size in KiB (`TABLE_BLOCK_KIB`).
+
+    Examples
+    --------
+    >>> check_table_block_kib(16)
+    16
+    >>> try:
+    ...     check_table_block_kib(24)
+    ... except ValueError as error:
+    ...     print(str(error).split(";")[-1])
+     got 24
+    """
+    if value not in TABLE_BLOCK_KIB:
+        raise ValueError(
+            f"table_block_kib must be a power of two from 16 to 256 (DuckDB's block "
+            f"sizes: {', '.join(map(str, TABLE_BLOCK_KIB))}); got {value}"
+        )
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -253,12 +275,7 @@ class OpmapSettings(BaseModel):
     @field_validator("table_block_kib")
     @classmethod
     def _check_table_block_kib(cls, value: int) -> int:
-        if value not in TABLE_BLOCK_KIB:
-            raise ValueError(
-                f"table_block_kib must be a power of two from 16 to 256 (DuckDB's block "
-                f"sizes: {', '.join(map(str, TABLE_BLOCK_KIB))}); got {value}"
-            )
-        return value
+        return check_table_block_kib(value)
 
     @field_validator("api_key")
     @classmethod

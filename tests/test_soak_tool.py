@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+import psutil
 import pytest
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "soak.py"
@@ -161,7 +162,7 @@ def test_a_slow_fd_leak_fails_the_soak_even_within_the_old_spread(tool) -> None:
 
 
 def test_each_sample_splits_the_rss_and_notes_the_table_store_on_disk(tool, tmp_path) -> None:
-    own = tool.read_process(__import__("psutil").Process())
+    own = tool.read_process(psutil.Process())
     assert own is not None and own.rss_anon_mb is not None and own.rss_file_mb is not None
     # anonymous + file-backed (+ shared) memory make up the resident set
     assert 0 < own.rss_anon_mb < own.rss_mb and own.rss_anon_mb + own.rss_file_mb <= own.rss_mb

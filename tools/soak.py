@@ -749,8 +749,9 @@ def duckdb_view(path: Path | None) -> dict[str, Any] | None:
     Returns
     -------
     dict or None
-        ``database_size`` (the pragma's row) and ``rows`` (per table), or ``error`` when
-        DuckDB could not open the file (e.g. still locked); None without a file.
+        ``database_size`` (the pragma's row), ``tables`` (how many) and ``rows_estimated``
+        (over all tables), or ``error`` when DuckDB could not open the file (e.g. still
+        locked); None without a file.
     """
     if path is None or not path.exists():
         return None

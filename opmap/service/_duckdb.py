@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from opmap.settings import TABLE_BLOCK_KIB
+from opmap.settings import check_table_block_kib
 
 __all__ = ["create_duckdb_stores", "limit_duckdb_memory", "serialize_duckdb"]
 
@@ -168,10 +168,7 @@ def create_duckdb_stores(storage: Iterable[Any], block_kib: int | None) -> list[
     """
     if block_kib is None:
         return []
-    if block_kib not in TABLE_BLOCK_KIB:
-        raise ValueError(
-            f"table_block_kib must be a power of two from 16 to 256 (KiB); got {block_kib}"
-        )
+    check_table_block_kib(block_kib)  # a hand-edited server config is checked here too
     import duckdb
 
     created = []
