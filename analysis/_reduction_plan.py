@@ -10,9 +10,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .families import FamilyConfig
+from .families import ChiSector, FamilyConfig
 
-__all__ = ["CakeBinning", "QBinning", "QWindow", "ReductionPlan", "default_bands"]
+__all__ = [
+    "CakeBinning",
+    "QBinning",
+    "QWindow",
+    "ReductionPlan",
+    "SectorProfile",
+    "default_bands",
+    "off_pixel_axes_sectors",
+]
 
 
 class QWindow(BaseModel):
@@ -56,6 +64,42 @@ class CakeBinning(QBinning):
         return self
 
 
+class SectorProfile(QBinning):
+    """A q profile summed over its own azimuth sectors (opmap chi, degrees)."""
+
+    sectors: tuple[ChiSector, ...] = Field(min_length=1)
+
+
+def off_pixel_axes_sectors(margin_deg: float) -> tuple[ChiSector, ...]:
+    """The four azimuth sectors more than ``margin_deg`` away from the pixel axes.
+
+    Along a detector's pixel rows and columns (opmap chi 0, 90, 180 and 270° for a PONI
+    without ``rot3``) a ring runs parallel to the pixel edges, so every pixel there sees
+    the ring at the same radial phase and a peak narrower than a pixel cannot be located
+    inside it. Away from the axes the ring crosses the grid obliquely and samples every
+    phase.
+
+    Parameters
+    ----------
+    margin_deg : float
+        Half-width of the excluded wedge around each axis (degrees, 0 < margin < 45).
+
+    Returns
+    -------
+    tuple of ChiSector
+        ``[k·90 + margin, (k + 1)·90 − margin)`` for k = 0..3.
+
+    Examples
+    --------
+    >>> [(s.start_chi_deg, s.width_deg) for s in off_pixel_axes_sectors(15.0)][:2]
+    [(15.0, 60.0), (105.0, 60.0)]
+    """
+    if not 0.0 < margin_deg < 45.0:
+        raise ValueError(f"margin_deg must lie in (0, 45) degrees, got {margin_deg!r}")
+    width = 90.0 - 2.0 * margin_deg
+    return tuple(ChiSector(start_chi_deg=90.0 * k + margin_deg, width_deg=width) for k in range(4))
+
+
 def default_bands() -> dict[str, QWindow]:
     """Ring bands for phase-intensity maps (Å⁻¹).
 
@@ -92,6 +136,9 @@ class ReductionPlan(BaseModel):
     reference_profiles : dict[str, QBinning]
         Full-ring q profiles ``"reference:<name>"`` of the reference reflections of the
         distance correction (`opmap.analysis.distance`); default Ti (100).
+    sector_profiles : dict[str, SectorProfile]
+        q profiles ``"sectors:<name>"`` summed over their own azimuth sectors (the distance
+        correction's reference peaks away from the pixel axes); none by default.
     cake : CakeBinning or None
         Optional full cake for display (costly: many more pixels).
     polarization_factor : float or None
@@ -115,6 +162,7 @@ class ReductionPlan(BaseModel):
             "ti_100": QBinning(q_min_inv_angstrom=2.4286, q_max_inv_angstrom=2.4886, n_q=24)
         }
     )
+    sector_profiles: dict[str, SectorProfile] = Field(default_factory=dict)
     cake: CakeBinning | None = None
     polarization_factor: float | None = Field(default=0.99, ge=-1, le=1)
     splitting: Literal["full", "bbox"] = "full"

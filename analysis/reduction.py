@@ -35,7 +35,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._reduction_matrix import SubIntegration, cake_matrix, engine_matrix
-from ._reduction_plan import CakeBinning, QBinning, QWindow, ReductionPlan, default_bands
+from ._reduction_plan import (
+    CakeBinning,
+    QBinning,
+    QWindow,
+    ReductionPlan,
+    SectorProfile,
+    default_bands,
+    off_pixel_axes_sectors,
+)
 from .families import ChiSector
 from .geometry import DetectorGeometry
 
@@ -46,8 +54,10 @@ __all__ = [
     "QWindow",
     "ReducedFrames",
     "ReductionPlan",
+    "SectorProfile",
     "compile_reduction",
     "default_bands",
+    "off_pixel_axes_sectors",
 ]
 
 
@@ -278,6 +288,16 @@ def _profile_parts(
         left, right = (_sector_matrix(geometry, norm, s, plan, binning) for s in full_ring)
         parts.append((key, "profile", (binning.n_q,), left + right))
         profile_q[key] = _bin_centres(binning)
+    for name, profile in plan.sector_profiles.items():
+        key = f"sectors:{name}"
+        total = None
+        for sector in profile.sectors:
+            sub = _sector_matrix(geometry, norm, sector, plan, profile)
+            total = sub if total is None else total + sub
+        assert total is not None
+        _require_pixels(total, f"sector profile {key}", plan.allow_empty_sectors)
+        parts.append((key, "profile", (profile.n_q,), total))
+        profile_q[key] = _bin_centres(profile)
     return parts, profile_q
 
 

@@ -172,7 +172,7 @@ def _distance_scale(
         return None
     q_ref, q_err, area = {}, {}, {}
     for name in params.distance_references:
-        key = f"reference:{name}"
+        key = params.distance_profile_key(name)
         fit = fit_gaussian(reduced.profiles[key], reduced.profile_q[key],
                            min_snr=params.distance_min_snr)  # fmt: skip
         q_ref[name] = layout.to_map(fit.position_q)
@@ -326,8 +326,10 @@ def _check_map_inputs(
     missing = [f"{f.name}:003" for f in params.families.family]
     missing = [k for k in missing if k not in reduced.profiles]
     stack = params.stack_bands if params.li_thickness_method == "stack" else ()
-    missing += [f"reference:{n}" for n in params.reference_profile_names()
-                if f"reference:{n}" not in reduced.profiles]  # fmt: skip
+    needed_profiles = [f"reference:{n}" for n in params.reference_profile_names()]
+    if params.distance_correction != "off":
+        needed_profiles += [params.distance_profile_key(n) for n in params.distance_references]
+    missing += [k for k in dict.fromkeys(needed_profiles) if k not in reduced.profiles]
     needed = [params.ti_band, *stack]
     missing += [b for b in needed if b not in reduced.bands]
     if missing:

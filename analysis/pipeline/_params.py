@@ -13,7 +13,7 @@ from ..distance import REFERENCE_D_ANGSTROM
 from ..families import FamilyConfig
 from ..grains import LinkTolerances
 from ..lattice import PAPER_CALIBRATION, LiCalibration, li_fraction_from_c
-from ..reduction import QBinning, ReductionPlan
+from ..reduction import QBinning, ReductionPlan, SectorProfile, off_pixel_axes_sectors
 
 __all__ = ["AnalysisParameters", "CalibrationTable", "load_parameters"]
 
@@ -208,6 +208,19 @@ class AnalysisParameters(BaseModel):
     distance_references : tuple of str
         Reference reflections (keys of `opmap.analysis.distance.REFERENCE_D_ANGSTROM`);
         default Ti (100), as in the paper (Au (111) overlaps Ti (002) and LCO (006)).
+    distance_azimuths : {"off_pixel_axes", "full_ring"}
+        Where on the reference rings the peaks are measured. "off_pixel_axes" (default): the
+        azimuths more than ``distance_axis_margin_deg`` away from the pixel rows and columns
+        (`opmap.analysis.reduction.off_pixel_axes_sectors`). Along the axes every pixel sees
+        the ring at one radial phase, so a peak narrower than a pixel reads up to half a
+        pixel off: a Ti (100) spot at 90° put the offset 46 µm off on 300 µm (4 × 4-binned)
+        pixels, 5 µm on 150 µm, 0.1 µm on the Eiger's 75 µm (docs/analysis-products.md).
+        "full_ring": the whole ring (the Ti band's own profile); more counts, and
+        unbiased only where the pixels are small beside the peak, or for a ring whose
+        texture puts its spots on the axes only.
+    distance_axis_margin_deg : float
+        Half-width (degrees) of the wedge around each pixel axis that "off_pixel_axes"
+        leaves out (default 15; 0 < margin < 45).
     distance_min_snr : float
         Reference peaks whose area / its uncertainty is below this are not used (> 2).
     distance_max_scale_err : float
@@ -272,6 +285,8 @@ class AnalysisParameters(BaseModel):
     grain_sensitivity_link_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     distance_correction: Literal["linear_x", "constant", "plane", "off"] = "linear_x"
     distance_references: tuple[str, ...] = ("ti_100",)
+    distance_azimuths: Literal["off_pixel_axes", "full_ring"] = "off_pixel_axes"
+    distance_axis_margin_deg: float = Field(default=15.0, gt=0.0, lt=45.0)
     distance_min_snr: float = Field(default=10.0, gt=2.0, le=1000.0)
     distance_max_scale_err: float = Field(default=1e-4, gt=0.0, lt=0.1)
     wavelength_angstrom: float = Field(default=0.6888, gt=0.0, lt=10.0)
@@ -343,11 +358,28 @@ class AnalysisParameters(BaseModel):
         return self.front_family or self.families.family[0].name
 
     def reference_profile_names(self) -> tuple[str, ...]:
-        """Reference reflections whose q profiles the analysis needs (distance, Ti)."""
-        names = list(self.distance_references) if self.distance_correction != "off" else []
+        """Reference reflections whose full-ring q profiles the analysis needs (distance, Ti)."""
+        full_ring = self.distance_correction != "off" and self.distance_azimuths == "full_ring"
+        names = list(self.distance_references) if full_ring else []
         if self.ti_background == "q_line" and self.ti_band not in names:
             names.append(self.ti_band)
         return tuple(names)
+
+    def distance_profile_key(self, name: str) -> str:
+        """The key of reference ``name``'s profile in the reduced frames (distance correction)."""
+        if self.distance_azimuths == "full_ring":
+            return f"reference:{name}"
+        return f"sectors:distance_{name}"
+
+    def distance_sector_profiles(self) -> dict[str, SectorProfile]:
+        """The distance correction's reference profiles away from the pixel axes, if used."""
+        if self.distance_correction == "off" or self.distance_azimuths == "full_ring":
+            return {}
+        sectors = off_pixel_axes_sectors(self.distance_axis_margin_deg)
+        return {
+            f"distance_{name}": SectorProfile(**dict(_reference_binning(name)), sectors=sectors)
+            for name in self.distance_references
+        }
 
     def reduction_plan(self, **options: Any) -> ReductionPlan:
         """The reduction plan these parameters need (``options`` go to `ReductionPlan`)."""
@@ -355,6 +387,8 @@ class AnalysisParameters(BaseModel):
             options["reference_profiles"] = {
                 name: _reference_binning(name) for name in self.reference_profile_names()
             }
+        if "sector_profiles" not in options:
+            options["sector_profiles"] = self.distance_sector_profiles()
         plan = ReductionPlan(families=self.families, **options)
         for name in (self.ti_band, *self.stack_bands):
             if name not in plan.bands:

@@ -97,9 +97,11 @@ def _reduced(layout: MapLayout, c_true: float, offset_um: np.ndarray) -> Reduced
     profile = 400 * cathode[:, None] * _gauss(Q003, q003, 0.004) + 5.0
     q_ti = apparent_q(np.full(layout.n_frames, Q_TI), offset)
     reference = 500 * ti[:, None] * _gauss(QREF, q_ti, 0.005) + 2.0
+    # the Ti band's full ring and the distance correction's off-axis sectors: same peak here
+    keys = ("reference:ti_100", "sectors:distance_ti_100")
     return ReducedFrames(
-        profiles={"perp:003": profile, "reference:ti_100": reference},
-        profile_q={"perp:003": Q003, "reference:ti_100": QREF},
+        profiles={"perp:003": profile, **dict.fromkeys(keys, reference)},
+        profile_q={"perp:003": Q003, **dict.fromkeys(keys, QREF)},
         li_window=np.ones((layout.n_frames, 360, 10), np.float32),
         li_window_chi_deg=np.arange(360) + 0.5,
         li_window_q=np.linspace(2.531, 2.549, 10),

@@ -64,12 +64,14 @@ def reduced_frames(layout, c_map, ti_z_um, spots=(), rich=None):
             "par:003": profile,
             "perp:110": a110,
             "reference:ti_100": ti_profile,
+            "sectors:distance_ti_100": ti_profile,  # the same peak off the pixel axes
         },
         profile_q={
             "perp:003": Q003,
             "par:003": Q003,
             "perp:110": Q110,
             "reference:ti_100": QREF,
+            "sectors:distance_ti_100": QREF,
         },
         li_window=window,
         li_window_chi_deg=np.arange(360) + 0.5,
