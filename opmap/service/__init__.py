@@ -65,6 +65,7 @@ from ._relocate import check_not_moved, recorded_data_dir, relocate_data_dir
 from ._request import RequestScope, ServedRequest, current_request
 from ._run import (
     SERVER_MALLOC_ARENA_MAX,
+    SERVER_MALLOC_MMAP_THRESHOLD_BYTES,
     ServerHandle,
     app_from_config_file,
     build_in_process_app,
@@ -87,6 +88,7 @@ __all__ = [
     "ROLES",
     "ROLE_SCOPES",
     "SERVER_MALLOC_ARENA_MAX",
+    "SERVER_MALLOC_MMAP_THRESHOLD_BYTES",
     "SERVER_TIMING_KEY",
     "VALIDATOR_ROUTER",
     "WRITER_PRINCIPAL",

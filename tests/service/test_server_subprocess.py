@@ -7,7 +7,12 @@ import httpx
 import numpy as np
 import pytest
 
-from opmap.service import SERVER_MALLOC_ARENA_MAX, server_environment, start_server_subprocess
+from opmap.service import (
+    SERVER_MALLOC_ARENA_MAX,
+    SERVER_MALLOC_MMAP_THRESHOLD_BYTES,
+    server_environment,
+    start_server_subprocess,
+)
 from opmap.settings import OpmapSettings
 
 
@@ -41,15 +46,19 @@ def test_bad_port_is_refused_before_a_process_starts(tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
 def test_the_server_subprocess_runs_with_capped_malloc_arenas(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     with start_server_subprocess(OpmapSettings(data_dir=tmp_path)) as server:
         environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
     assert f"MALLOC_ARENA_MAX={SERVER_MALLOC_ARENA_MAX}".encode() in environ
-    assert "MALLOC_ARENA_MAX" not in os.environ, "only the server's environment has it"
+    threshold = f"MALLOC_MMAP_THRESHOLD_={SERVER_MALLOC_MMAP_THRESHOLD_BYTES}".encode()
+    assert threshold in environ
+    for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"):
+        assert name not in os.environ, "only the server's environment has it"
 
 
-def test_an_operators_own_arena_setting_is_kept() -> None:
-    assert server_environment({"MALLOC_ARENA_MAX": "4", "A": "b"}) == {
-        "MALLOC_ARENA_MAX": "4",
-        "A": "b",
-    }
-    assert server_environment({})["MALLOC_ARENA_MAX"] == str(SERVER_MALLOC_ARENA_MAX)
+def test_an_operators_own_malloc_settings_are_kept() -> None:
+    own = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536", "A": "b"}
+    assert server_environment(own) == own
+    defaults = server_environment({})
+    assert defaults["MALLOC_ARENA_MAX"] == str(SERVER_MALLOC_ARENA_MAX)
+    assert defaults["MALLOC_MMAP_THRESHOLD_"] == str(SERVER_MALLOC_MMAP_THRESHOLD_BYTES)
