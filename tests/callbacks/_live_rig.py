@@ -34,6 +34,9 @@ SMALL_MAP = MapGeometry(
     exposure_s=0.05,
 )
 TI_Z_UM = 19.6
+#: Ti (100) of hcp Ti, a = 2.951 Å: d = a·√3/2 (the sample sits at the calibrated distance,
+#: so the distance correction must read no offset from it).
+TI_100_Q_INV_ANGSTROM = 2 * math.pi / (2.951 * math.sqrt(3.0) / 2.0)
 
 
 def c_truth_angstrom(x_um: float) -> float:
@@ -53,7 +56,7 @@ class RingRenderer:
         ring = 400 * np.exp(-0.5 * ((self.q - q003) / 0.008) ** 2)
         ring += 200 * np.exp(-0.5 * ((self.q - 4 * math.pi / 2.8035) / 0.008) ** 2)
         ti = 300 * math.exp(-0.5 * ((z_um - TI_Z_UM) / 0.7) ** 2)
-        ring += ti * np.exp(-0.5 * ((self.q - 2.459) / 0.006) ** 2)
+        ring += ti * np.exp(-0.5 * ((self.q - TI_100_Q_INV_ANGSTROM) / 0.006) ** 2)
         return rng.poisson(ring + 5.0).astype(np.uint32)
 
     def render(self, scene, *, exposure_s, rng) -> np.ndarray:
