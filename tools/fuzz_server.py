@@ -9,7 +9,10 @@ an opmap route answered 5xx.
 
 Not part of ``make test``: it runs for minutes and its inputs are random.
 
-    python tools/fuzz_server.py [--max-time 300] [--out build/fuzz]
+    python tools/fuzz_server.py [--max-time 300] [--out build/fuzz] [--keep-data-dir]
+
+``--keep-data-dir`` leaves the fuzzed server's data directory (its log holds the tracebacks
+of the 5xx) and prints where it is.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-time", type=int, default=300, help="seconds of fuzzing")
     parser.add_argument("--out", type=Path, default=Path("build/fuzz"), help="report folder")
+    parser.add_argument(
+        "--keep-data-dir", action="store_true", help="keep the server's data directory and log"
+    )
     args = parser.parse_args(argv)
     from opmap.service import start_server_subprocess
     from opmap.settings import OpmapSettings
@@ -104,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / "st-output.txt").write_text(done.stdout + done.stderr)
             owners = route_owners(settings.config_file)
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if args.keep_data_dir:
+            sys.stdout.write(f"server data directory (and its log) kept: {data_dir}\n")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
     errors, answered, total = count_5xx(har, owners)
     if total == 0:
         sys.stderr.write(f"schemathesis sent no request; see {args.out / 'st-output.txt'}\n")

@@ -101,6 +101,7 @@ def _build_app(config: Any, *, request_caches: bool = True, append_only: bool = 
 
     from ._dependants import memoise_dependants
     from ._keycache import install_key_cache
+    from ._keyquery import ApiKeyQueryGuard
     from ._lookupcache import install_lookup_cache
     from ._request import RequestScope
 
@@ -113,6 +114,8 @@ def _build_app(config: Any, *, request_caches: bool = True, append_only: bool = 
     # the request being served: the access policy checks each data write of a non-admin
     # key (unless append_only is off); the lookup cache answers GET and HEAD only
     app.add_middleware(RequestScope, append_only=append_only)
+    # outermost: an api_key no key could be is refused before Tiled copies it into a cookie
+    app.add_middleware(ApiKeyQueryGuard)
     return mount_live_page(app)  # the live page beside the API
 
 
