@@ -46,6 +46,7 @@ from ._keycache import (
     grant_from_orm,
     install_key_cache,
 )
+from ._keyquery import API_KEY_QUERY_REFUSAL, ApiKeyQueryGuard, malformed_api_key_query
 from ._keys import (
     ADMIN_PRINCIPAL,
     ROLE_SCOPES,
@@ -81,6 +82,7 @@ from ._run import (
 __all__ = [
     "ACCESS_POLICY",
     "ADMIN_PRINCIPAL",
+    "API_KEY_QUERY_REFUSAL",
     "AUTHENTICATOR",
     "CATALOG_TREE",
     "JSON_SEQ_EXPORTER",
@@ -92,6 +94,7 @@ __all__ = [
     "SERVER_TIMING_KEY",
     "VALIDATOR_ROUTER",
     "WRITER_PRINCIPAL",
+    "ApiKeyQueryGuard",
     "DataDirInUseError",
     "KeyGrant",
     "KeyGrantCache",
@@ -124,6 +127,7 @@ __all__ = [
     "install_key_cache",
     "install_lookup_cache",
     "list_keys",
+    "malformed_api_key_query",
     "memoise_dependants",
     "recorded_data_dir",
     "relocate_data_dir",

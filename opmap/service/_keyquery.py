@@ -16,11 +16,13 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["ApiKeyQueryGuard", "malformed_api_key_query"]
+__all__ = ["API_KEY_QUERY_REFUSAL", "ApiKeyQueryGuard", "malformed_api_key_query"]
 
 _KEY = re.compile(r"[A-Za-z0-9]*")
 #: What the refused client is told (the value is never echoed, not even in part).
-REFUSAL = "api_key: a key is letters and digits only; this query parameter holds something else"
+API_KEY_QUERY_REFUSAL = (
+    "api_key: a key is letters and digits only; this query parameter holds something else"
+)
 
 
 def malformed_api_key_query(query_string: bytes) -> bool:
@@ -69,7 +71,7 @@ class ApiKeyQueryGuard:
         ):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": REFUSAL}).encode()
+        body = json.dumps({"detail": API_KEY_QUERY_REFUSAL}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

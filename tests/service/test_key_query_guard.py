@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from opmap.service import build_in_process_app
-from opmap.service._keyquery import REFUSAL
+from opmap.service import API_KEY_QUERY_REFUSAL, build_in_process_app
 from opmap.settings import OpmapSettings
 
 #: Percent-encoded values of ``api_key`` that no key could be (schemathesis sent such ones).
@@ -35,7 +34,7 @@ def test_a_value_no_key_could_be_is_refused_naming_the_parameter(served, route, 
     client, _ = served
     response = client.get(f"{route}?api_key={value}")
     assert response.status_code == 401
-    assert response.json() == {"detail": REFUSAL}
+    assert response.json() == {"detail": API_KEY_QUERY_REFUSAL}
     assert "set-cookie" not in response.headers
 
 
