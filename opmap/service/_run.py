@@ -133,7 +133,7 @@ HEAP_TRIM_PERIOD_S = 30.0
 SERVER_MALLOC_ARENA_MAX = 2
 #: glibc's mmap threshold of a server subprocess (bytes, ``MALLOC_MMAP_THRESHOLD_``). By
 #: default glibc raises the threshold to the largest block freed (up to 32 MiB), after which
-#: request bodies, array buffers and DuckDB's Arrow batches come from the heap and leave it
+#: large request and response bodies and array buffers come from the heap and leave it
 #: fragmented. Fixed at 128 KiB (glibc's initial value), they are mapped and unmapped: the
 #: 24 h soak's server grew 3.4 % to its last map, against 4.9-5.5 % without (`docs/operations.md`,
 #: "Soak"). An operator's own value is kept.
