@@ -285,20 +285,30 @@ def _profile_parts(
                  ChiSector(start_chi_deg=180.0, width_deg=180.0))  # fmt: skip
     for name, binning in plan.reference_profiles.items():
         key = f"reference:{name}"
-        left, right = (_sector_matrix(geometry, norm, s, plan, binning) for s in full_ring)
-        parts.append((key, "profile", (binning.n_q,), left + right))
+        parts.append((key, "profile", (binning.n_q,),
+                      _sectors_matrix(geometry, norm, full_ring, plan, binning)))  # fmt: skip
         profile_q[key] = _bin_centres(binning)
     for name, profile in plan.sector_profiles.items():
         key = f"sectors:{name}"
-        total = None
-        for sector in profile.sectors:
-            sub = _sector_matrix(geometry, norm, sector, plan, profile)
-            total = sub if total is None else total + sub
-        assert total is not None
+        total = _sectors_matrix(geometry, norm, profile.sectors, plan, profile)
         _require_pixels(total, f"sector profile {key}", plan.allow_empty_sectors)
         parts.append((key, "profile", (profile.n_q,), total))
         profile_q[key] = _bin_centres(profile)
     return parts, profile_q
+
+
+def _sectors_matrix(
+    geometry: DetectorGeometry,
+    norm: np.ndarray,
+    sectors: tuple[ChiSector, ...],
+    plan: ReductionPlan,
+    b: QBinning,
+) -> SubIntegration:
+    """One q profile summed over ``sectors`` (at least one)."""
+    total = _sector_matrix(geometry, norm, sectors[0], plan, b)
+    for sector in sectors[1:]:
+        total = total + _sector_matrix(geometry, norm, sector, plan, b)
+    return total
 
 
 class CompiledReduction:

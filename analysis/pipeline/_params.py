@@ -369,7 +369,7 @@ class AnalysisParameters(BaseModel):
         """The key of reference ``name``'s profile in the reduced frames (distance correction)."""
         if self.distance_azimuths == "full_ring":
             return f"reference:{name}"
-        return f"sectors:distance_{name}"
+        return f"sectors:{_distance_sector_name(name)}"
 
     def distance_sector_profiles(self) -> dict[str, SectorProfile]:
         """The distance correction's reference profiles away from the pixel axes, if used."""
@@ -377,7 +377,9 @@ class AnalysisParameters(BaseModel):
             return {}
         sectors = off_pixel_axes_sectors(self.distance_axis_margin_deg)
         return {
-            f"distance_{name}": SectorProfile(**dict(_reference_binning(name)), sectors=sectors)
+            _distance_sector_name(name): SectorProfile(
+                **dict(_reference_binning(name)), sectors=sectors
+            )
             for name in self.distance_references
         }
 
@@ -406,6 +408,11 @@ class AnalysisParameters(BaseModel):
         if family == self.paper_calibration_family:
             return PAPER_CALIBRATION
         return None
+
+
+def _distance_sector_name(name: str) -> str:
+    """The plan's sector-profile name of reference ``name`` off the pixel axes."""
+    return f"distance_{name}"
 
 
 def _reference_binning(name: str) -> QBinning:
