@@ -150,6 +150,8 @@ def test_the_page_follows_maps_as_they_land_with_a_reader_key(
             writer.append_map(_one_map(stored, index), coords=coords)
             n = str(index + 1)
             _wait_for(browser, lambda n=n: _text(browser, "n-maps") == n, f"{n} maps")
+            # n-maps was once shown before the c panel existed (one CI run): wait for the panel
+            _wait_for(browser, lambda: browser.find_elements("id", "mean-c-perp"), "the c mean")
             c_mean = _latest_mean(read_latest(processed, "lco-live"), "c_perp")
             assert _shown(browser, "mean-c-perp") == pytest.approx(c_mean, abs=1e-5, nan_ok=True)
         assert _text(browser, "error") == ""
