@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .families import ChiSector, FamilyConfig
+from .families import ChiSector, FamilyConfig, Reflection
 
 __all__ = [
     "CakeBinning",
@@ -18,6 +19,7 @@ __all__ = [
     "QWindow",
     "ReductionPlan",
     "SectorProfile",
+    "between_spots_sectors",
     "default_bands",
     "off_pixel_axes_sectors",
 ]
@@ -98,6 +100,85 @@ def off_pixel_axes_sectors(margin_deg: float) -> tuple[ChiSector, ...]:
         raise ValueError(f"margin_deg must lie in (0, 45) degrees, got {margin_deg!r}")
     width = 90.0 - 2.0 * margin_deg
     return tuple(ChiSector(start_chi_deg=90.0 * k + margin_deg, width_deg=width) for k in range(4))
+
+
+def between_spots_sectors(
+    families: FamilyConfig, reflection: Reflection, guard_deg: float
+) -> tuple[ChiSector, ...]:
+    """The azimuths of a ring where no family's spot lies: its powder part and background.
+
+    Every family's sectors of ``reflection`` are widened by ``guard_deg`` on each side (to
+    keep the spots' azimuthal tails out); what is left of the circle is returned, in
+    pieces of at most 180°.
+
+    Parameters
+    ----------
+    families : FamilyConfig
+        The orientation families and their sectors.
+    reflection : {"003", "110"}
+        The ring.
+    guard_deg : float
+        Gap kept on each side of every sector (degrees, 0 ≤ guard < 90).
+
+    Returns
+    -------
+    tuple of ChiSector
+        In increasing start azimuth, from 0°.
+
+    Raises
+    ------
+    ValueError
+        ``guard_deg`` out of range, or no azimuth left between the widened sectors.
+
+    Examples
+    --------
+    >>> config = FamilyConfig.model_validate({"family": [
+    ...     {"name": "perp", "azimuths_003_deg": [25, 160, 205, 345]},
+    ...     {"name": "par", "azimuths_003_deg": [90, 275]}]})
+    >>> [(s.start_chi_deg, s.width_deg) for s in between_spots_sectors(config, "003", 5.0)]
+    [(0.0, 10.0), (40.0, 35.0), (105.0, 40.0), (175.0, 15.0), (220.0, 40.0), (290.0, 40.0)]
+    """
+    if not 0.0 <= guard_deg < 90.0:
+        raise ValueError(f"guard_deg must lie in [0, 90) degrees, got {guard_deg!r}")
+    covered = sorted(
+        ((s.start_chi_deg - guard_deg) % 360.0, s.width_deg + 2.0 * guard_deg)
+        for family in families
+        for s in family.sectors(reflection)
+    )
+    gaps = _circle_gaps(covered)
+    if not gaps:
+        raise ValueError(
+            f"no azimuth of ({reflection}) lies between the families' sectors widened by "
+            f"guard_deg = {guard_deg:g} degrees; reduce guard_deg or sector_half_width_deg"
+        )
+    pieces = []
+    for start, width in gaps:
+        n = int(np.ceil(width / 180.0))
+        pieces += [(start + k * width / n, width / n) for k in range(n)]
+    return tuple(
+        ChiSector(start_chi_deg=round(start % 360.0, 9), width_deg=round(width, 9))
+        for start, width in sorted(pieces, key=lambda p: p[0] % 360.0)
+    )
+
+
+def _circle_gaps(covered: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The uncovered arcs ``(start, width)`` of the circle [0, 360) given covered arcs
+    ``(start, width)`` (starts in [0, 360), any overlap), split at 0°."""
+    intervals = []  # each arc, and its copy one turn back (an arc crossing 360°)
+    for start, width in covered:
+        intervals += [(start, start + width), (start - 360.0, start + width - 360.0)]
+    gaps, position = [], 0.0
+    for lo, hi in sorted(intervals):
+        if hi <= position:
+            continue
+        if lo > position:
+            gaps.append((position, min(lo, 360.0) - position))
+        position = max(position, hi)
+        if position >= 360.0:
+            break
+    if position < 360.0:
+        gaps.append((position, 360.0 - position))
+    return [(start, width) for start, width in gaps if width > 1e-9]
 
 
 def default_bands() -> dict[str, QWindow]:

@@ -41,6 +41,7 @@ from ._reduction_plan import (
     QWindow,
     ReductionPlan,
     SectorProfile,
+    between_spots_sectors,
     default_bands,
     off_pixel_axes_sectors,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ReducedFrames",
     "ReductionPlan",
     "SectorProfile",
+    "between_spots_sectors",
     "compile_reduction",
     "default_bands",
     "off_pixel_axes_sectors",

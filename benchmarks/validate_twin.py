@@ -12,6 +12,7 @@ front from its phase boundary, the speed from its kinematics, grains with their 
     .venv/bin/python benchmarks/validate_twin.py [--n-z 49] [--n-x 49] [--maps 12]
         [--binning 4] [--interval-s 300] [--late-interval-s 1800 --late-from-s 2100]
         [--times T0 T1 ...] [--cache DIR] [--sampling-correction]
+        [--sector-background between_spots]
 
 Maps start at ``--first-s + m × --interval-s`` (protocol time, s; every
 ``--late-interval-s`` from ``--late-from-s`` on, if given), or at the ``--times`` given:
@@ -63,7 +64,7 @@ LI_110_Q_INV_ANGSTROM = 2.545  # as opmap's simulated beamline
 FRAME_S = 0.1
 
 
-def build(binning: int, seed: int, ti_band: str):
+def build(binning: int, seed: int, ti_band: str, sector_background: str = "linear"):
     config = TwinConfig(seed=seed)
     twin = CellTwin(config)
     twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
@@ -71,6 +72,9 @@ def build(binning: int, seed: int, ti_band: str):
     renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
     geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
     params = analysis_parameters_for_twin(config, ti_band=ti_band)
+    params = type(params).model_validate(
+        params.model_dump() | {"sector_background": sector_background}
+    )
     return twin, renderer, compile_reduction(params.reduction_plan(), geometry), params, geometry
 
 
@@ -200,6 +204,13 @@ def parse_args() -> argparse.Namespace:
         "rings with the renderer's own formula)",
     )
     parser.add_argument(
+        "--sector-background",
+        choices=("linear", "between_spots"),
+        default="linear",
+        help="background under each family's (003) peak: 'linear' (default, the paper's) or "
+        "opt-in 'between_spots' (the profile between all spots subtracted first)",
+    )
+    parser.add_argument(
         "--no-grain-noise-floor",
         dest="grain_noise_floor",
         action="store_false",
@@ -216,7 +227,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    twin, renderer, reduction, params, geometry = build(args.binning, args.seed, args.ti_band)
+    twin, renderer, reduction, params, geometry = build(
+        args.binning, args.seed, args.ti_band, args.sector_background
+    )
     if not args.grain_noise_floor:
         params = params.model_copy(update={"grain_false_spots_per_map": None})
     check_rows_reach_anode(args.n_z, twin.config.geometry)

@@ -100,7 +100,7 @@ def _peak_q(
     NaN where the reflection is absent (not significant against the local background noise,
     or not centred in the window), faint, masked or the fit failed: the flag says which.
     """
-    profiles, q_grid = reduced.profiles[key], reduced.profile_q[key]
+    profiles, q_grid = _sector_profiles(reduced, key, params), reduced.profile_q[key]
     fit = fit_gaussian(profiles, q_grid, min_snr=params.fit_min_snr)
     significance, centred = peak_significance(profiles, q_grid, fit)
     with np.errstate(invalid="ignore"):
@@ -117,6 +117,16 @@ def _peak_q(
     if distance_scale is not None:  # the paper's distance correction (opmap.analysis.distance)
         q = correct_q(q, distance_scale, wavelength_angstrom=params.wavelength_angstrom)
     return q, np.where(ok, fit.position_q_err, np.nan), flags
+
+
+def _sector_profiles(reduced: ReducedFrames, key: str, params: AnalysisParameters) -> np.ndarray:
+    """Profiles (n_frames, n_q) of sector profile ``key``; a family's (003) with the
+    profile between the spots subtracted when ``params.sector_background`` asks for it."""
+    profiles = reduced.profiles[key]
+    background_key = params.sector_background_key()
+    if background_key is None or not key.endswith(":003"):
+        return profiles
+    return np.asarray(profiles, np.float64) - np.asarray(reduced.profiles[background_key])
 
 
 def _x_li(
@@ -197,14 +207,15 @@ def _rich_fraction(reduced: ReducedFrames, layout: MapLayout, params: AnalysisPa
     key = f"{params.front_family_name}:003"
     q = reduced.profile_q[key]
     positions = (6 * np.pi / params.poor_c_angstrom, 6 * np.pi / params.rich_c_angstrom)
+    profiles = _sector_profiles(reduced, key, params)
     fit = fit_two_gaussians(
-        reduced.profiles[key], q, positions_q=positions,
+        profiles, q, positions_q=positions,
         fix_positions=params.fix_phase_positions, min_snr=params.fit_min_snr,
     )  # fmt: skip
     rich = fit.fraction[:, 1]
     # A pure phase leaves the other peak's area at its bound of 0 and the two-peak fit is
     # not trusted; the single-peak c (where trusted) then tells which phase it is.
-    key_fit = fit_gaussian(reduced.profiles[key], q, min_snr=params.fit_min_snr)
+    key_fit = fit_gaussian(profiles, q, min_snr=params.fit_min_snr)
     c_single, _ = c_from_q003(key_fit.position_q)
     c_mid = 0.5 * (params.rich_c_angstrom + params.poor_c_angstrom)
     pure = np.where(c_single < c_mid, 1.0, 0.0)
@@ -329,6 +340,8 @@ def _check_map_inputs(
     needed_profiles = [f"reference:{n}" for n in params.reference_profile_names()]
     if params.distance_correction != "off":
         needed_profiles += [params.distance_profile_key(n) for n in params.distance_references]
+    if (background_key := params.sector_background_key()) is not None:
+        needed_profiles.append(background_key)
     missing += [k for k in dict.fromkeys(needed_profiles) if k not in reduced.profiles]
     needed = [params.ti_band, *stack]
     missing += [b for b in needed if b not in reduced.bands]

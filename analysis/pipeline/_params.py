@@ -10,14 +10,22 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..distance import REFERENCE_D_ANGSTROM
-from ..families import FamilyConfig
+from ..families import ChiSector, FamilyConfig
 from ..grains import LinkTolerances
 from ..lattice import PAPER_CALIBRATION, LiCalibration, li_fraction_from_c
-from ..reduction import QBinning, ReductionPlan, SectorProfile, off_pixel_axes_sectors
+from ..reduction import (
+    QBinning,
+    ReductionPlan,
+    SectorProfile,
+    between_spots_sectors,
+    off_pixel_axes_sectors,
+)
 
 __all__ = ["AnalysisParameters", "CalibrationTable", "load_parameters"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+#: Plan name of the (003) profile between all families' spots (``sector_background``).
+BETWEEN_SPOTS_003 = "lco_003_between_spots"
 
 
 class CalibrationTable(BaseModel):
@@ -221,6 +229,19 @@ class AnalysisParameters(BaseModel):
     distance_axis_margin_deg : float
         Half-width (degrees) of the wedge around each pixel axis that "off_pixel_axes"
         leaves out (default 15; 0 < margin < 45).
+    sector_background : {"linear", "between_spots"}
+        Background under the (003) peak of each family's sectors. "linear" (default, the
+        paper's): the Gaussian's own linear background. "between_spots" (opt-in, not in
+        the paper): first subtract the mean (003) profile of the azimuths between all the
+        families' spots (`opmap.analysis.reduction.between_spots_sectors`), which holds
+        the ring's untextured (powder) part and the diffuse background. The powder ring of
+        the other family lies ~0.02 Å⁻¹ from a family's peak and, smeared by binned
+        pixels, pulls it; validated on the twin only (docs/analysis-products.md). It
+        assumes the powder part is the same at every azimuth (no shadow, no absorption
+        change around the ring).
+    between_spots_guard_deg : float
+        Gap (degrees) kept between the "between_spots" azimuths and every family's sector
+        (default 5; 0 ≤ guard < 90).
     distance_min_snr : float
         Reference peaks whose area / its uncertainty is below this are not used (> 2).
     distance_max_scale_err : float
@@ -287,6 +308,8 @@ class AnalysisParameters(BaseModel):
     distance_references: tuple[str, ...] = ("ti_100",)
     distance_azimuths: Literal["off_pixel_axes", "full_ring"] = "off_pixel_axes"
     distance_axis_margin_deg: float = Field(default=15.0, gt=0.0, lt=45.0)
+    sector_background: Literal["linear", "between_spots"] = "linear"
+    between_spots_guard_deg: float = Field(default=5.0, ge=0.0, lt=90.0)
     distance_min_snr: float = Field(default=10.0, gt=2.0, le=1000.0)
     distance_max_scale_err: float = Field(default=1e-4, gt=0.0, lt=0.1)
     wavelength_angstrom: float = Field(default=0.6888, gt=0.0, lt=10.0)
@@ -326,6 +349,8 @@ class AnalysisParameters(BaseModel):
             raise ValueError("front_time_window_s must be (start, stop) with start < stop")
         if abs(360.0 / self.azimuth_bin_deg - round(360.0 / self.azimuth_bin_deg)) > 1e-9:
             raise ValueError(f"azimuth_bin_deg must divide 360, got {self.azimuth_bin_deg}")
+        if self.sector_background == "between_spots":
+            self._between_spots_sectors()  # some azimuths are left between the spots
         if self.ti_background == "q_line" and self.ti_band not in REFERENCE_D_ANGSTROM:
             raise ValueError(
                 f"ti_background 'q_line' needs a ti_band with a reference reflection "
@@ -383,6 +408,28 @@ class AnalysisParameters(BaseModel):
             for name in self.distance_references
         }
 
+    def between_spots_profile(self, binning: QBinning) -> SectorProfile:
+        """The (003) profile between all families' spots ("between_spots" background).
+
+        Raises
+        ------
+        ValueError
+            When no azimuth is left between the sectors widened by the guard.
+        """
+        return SectorProfile(**dict(binning), sectors=self._between_spots_sectors())
+
+    def _between_spots_sectors(self) -> tuple[ChiSector, ...]:
+        try:
+            return between_spots_sectors(self.families, "003", self.between_spots_guard_deg)
+        except ValueError as error:
+            raise ValueError(f"between_spots_guard_deg: {error}") from None
+
+    def sector_background_key(self) -> str | None:
+        """The reduced profile subtracted from every family's (003) profile, if any."""
+        if self.sector_background == "between_spots":
+            return f"sectors:{BETWEEN_SPOTS_003}"
+        return None
+
     def reduction_plan(self, **options: Any) -> ReductionPlan:
         """The reduction plan these parameters need (``options`` go to `ReductionPlan`)."""
         if self.reference_profile_names() and "reference_profiles" not in options:
@@ -392,6 +439,10 @@ class AnalysisParameters(BaseModel):
         if "sector_profiles" not in options:
             options["sector_profiles"] = self.distance_sector_profiles()
         plan = ReductionPlan(families=self.families, **options)
+        if self.sector_background == "between_spots":
+            between = {BETWEEN_SPOTS_003: self.between_spots_profile(plan.profile_003)}
+            options["sector_profiles"] = {**plan.sector_profiles, **between}
+            plan = ReductionPlan(families=self.families, **options)
         for name in (self.ti_band, *self.stack_bands):
             if name not in plan.bands:
                 raise ValueError(
