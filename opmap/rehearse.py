@@ -48,6 +48,7 @@ from opmap.plans import (
 )
 from opmap.service import start_server_subprocess
 from opmap.settings import OpmapSettings
+from opmap.twin import TwinConfig
 from opmap.twin.forward import DetectorMask
 from opmap.twin_truth import RemoteTruthSource, TruthChannelError, TwinTruthSource
 
@@ -159,6 +160,11 @@ class RehearsalOptions:
         is always ``"wall"``. None = ``"event"`` in process, ``"wall"`` over the network.
         A wall-clock rehearsal cannot be resumed (``opmap resume`` fast-forwards an
         event-driven cell).
+    analysis_overrides : mapping of str to JSON value
+        `AnalysisParameters` of the live analysis other than its defaults (e.g.
+        ``{"sector_background": "between_spots"}``); checked here, before anything runs,
+        and recorded with the options (a resumed rehearsal keeps them). Empty: the
+        analysis's defaults, the paper's methods.
     """
 
     data_dir: Path = Path("opmap-data")
@@ -175,6 +181,7 @@ class RehearsalOptions:
     control: str = "sim"
     speedup: float = NETWORK_SPEEDUP
     clock: str | None = None
+    analysis_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.control not in CONTROLS:
@@ -199,6 +206,10 @@ class RehearsalOptions:
             raise ValueError(f"max_maps={self.max_maps} must be >= 1 or None")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"seed={self.seed} must be an integer >= 0")
+        try:  # every key and value checked before anything runs (the twin's families)
+            analysis_parameters_for_twin(TwinConfig(seed=self.seed), **self.analysis_overrides)
+        except ValueError as error:  # pydantic names the parameter and what it allows
+            raise ValueError(f"analysis_overrides: {error}") from None
 
     @property
     def wall_clock(self) -> bool:
@@ -594,6 +605,7 @@ class _Session:
                 figures_dir,
                 self.remote_truth,
                 at_ec_state=self.options.wall_clock,
+                analysis_overrides=self.options.analysis_overrides,
             )
             if resume is not None:
                 _resume_products(self.live, self.layout, resume)
@@ -690,6 +702,7 @@ def _subscribe_live_analysis(
     remote_truth: RemoteTruthSource | None = None,
     *,
     at_ec_state: bool = False,
+    analysis_overrides: Mapping[str, Any] | None = None,
 ) -> tuple[LiveAnalysis, GuardedCallback]:
     """The live analysis (guarded) and the twin's truth, subscribed: this process's twin,
     or ``remote_truth`` (the network child's twin). ``at_ec_state``: the maps' cell times
@@ -703,7 +716,7 @@ def _subscribe_live_analysis(
     if truth is not None:
         RE.subscribe(truth.on_document)
     live = LiveAnalysis(
-        analysis_parameters_for_twin(_twin_config(beamline)),
+        analysis_parameters_for_twin(_twin_config(beamline), **(analysis_overrides or {})),
         _analysis_geometry(poni, beamline),
         processed=layout["processed"],
         raw_runs=layout["raw"],  # products claim only maps whose raw run fully landed
@@ -749,6 +762,7 @@ def _options_md(options: RehearsalOptions) -> dict[str, Any]:
     """The options a resumed rehearsal is rebuilt from (all but the data dir)."""
     recorded = dataclasses.asdict(options)
     del recorded["data_dir"]
+    recorded["analysis_overrides"] = dict(options.analysis_overrides)
     recorded["map_shape"] = list(options.map_shape)
     schedule = options.map_schedule
     recorded["map_schedule"] = None if schedule is None else [list(s) for s in schedule]

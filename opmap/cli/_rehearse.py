@@ -16,6 +16,8 @@ from opmap.rehearse import (
 )
 from opmap.service import DataDirInUseError
 
+from ._replay import parse_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``rehearse`` sub-command."""
@@ -33,6 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_control_options(parser)
     parser.add_argument("--max-maps", type=int, default=None)
     parser.add_argument("--no-live-analysis", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="a live-analysis parameter other than its default (JSON value), e.g. "
+        "--set sector_background=between_spots; repeatable",
+    )
     parser.add_argument(
         "--seed",
         type=int,
@@ -137,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if time_scale is None:
         time_scale = NETWORK_TIME_SCALE if network else 1.0
     try:
+        overrides = parse_overrides(args.overrides)
         options = RehearsalOptions(
             data_dir=args.data_dir,
             binning=binning,
@@ -151,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             control=args.control,
             speedup=args.speedup,
             clock=args.clock,
+            analysis_overrides=overrides,
         )
     except ValueError as error:
         print(f"opmap rehearse: {error}")
