@@ -18,6 +18,10 @@ area (see there why: issue 14).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import numpy as np
 import scipy.sparse as sp
 from pyFAI import units
@@ -116,6 +120,32 @@ def engine_matrix(
         scale=False,
     )
     return SubIntegration(_to_csr(engine, shape[0] * shape[1]), norm)
+
+
+class _DropEmptyMatrixWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_EMPTY_MATRIX_MESSAGE)
+
+
+#: pyFAI's warning for a sub-integration without any pixel ("... Expect errors or
+#: non-sense results!"); opmap's callers check for empty sub-integrations themselves
+#: (``reduction._require_pixels``: an error naming the sector, or, where allowed, a piece
+#: of a sector that adds nothing).
+_EMPTY_MATRIX_MESSAGE = "Sparse matrix is empty"
+_PYFAI_SPARSE_LOGGER = "pyFAI.ext.sparse_builder"
+
+
+@contextlib.contextmanager
+def empty_matrix_checked_by_caller() -> Iterator[None]:
+    """Silence pyFAI's empty-matrix warning while sub-integrations are built: for callers
+    that check for empty ones themselves and say which sector it was."""
+    logger = logging.getLogger(_PYFAI_SPARSE_LOGGER)
+    dropped = _DropEmptyMatrixWarning()
+    logger.addFilter(dropped)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropped)
 
 
 def pixel_q_extent(geometry: DetectorGeometry) -> float:

@@ -26,6 +26,7 @@ dummy handling does.  NaN, infinite or negative values in needed pixels are erro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._reduction_matrix import SubIntegration, cake_matrix, engine_matrix
+from ._reduction_matrix import (
+    SubIntegration,
+    cake_matrix,
+    empty_matrix_checked_by_caller,
+    engine_matrix,
+)
 from ._reduction_plan import (
     CakeBinning,
     QBinning,
@@ -63,6 +69,7 @@ __all__ = [
 ]
 
 
+logger = logging.getLogger(__name__)
 _MIN_BIN_AREA = 1e-6  # pixel areas (× solid angle × polarisation) below which a bin is empty
 
 
@@ -148,20 +155,27 @@ def _sector_matrix(
     plan: ReductionPlan,
     b: QBinning,
 ) -> SubIntegration:
-    pieces = [
-        engine_matrix(
-            geometry,
-            norm,
-            q_range=_q_range(b),
-            n_q=b.n_q,
-            chi_range_deg=chi,
-            splitting=plan.splitting,
-        )
-        for chi in sector.to_pyfai_ranges_deg()
-    ]
+    with empty_matrix_checked_by_caller():  # a piece without pixels is fine: said below
+        pieces = [
+            engine_matrix(
+                geometry,
+                norm,
+                q_range=_q_range(b),
+                n_q=b.n_q,
+                chi_range_deg=chi,
+                splitting=plan.splitting,
+            )
+            for chi in sector.to_pyfai_ranges_deg()
+        ]
     total = pieces[0]
     for piece in pieces[1:]:
         total = total + piece
+    if not np.any(total.denominator > _MIN_BIN_AREA):
+        logger.warning(
+            "sector chi [%g, %g) deg, q %g-%g 1/A has no unmasked pixel on the detector",
+            sector.start_chi_deg, sector.end_chi_deg,
+            b.q_min_inv_angstrom, b.q_max_inv_angstrom,
+        )  # fmt: skip
     return total
 
 

@@ -13,6 +13,7 @@ the analysis does not share) late in the charge, where the two families' c diffe
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -144,3 +145,14 @@ def test_the_plan_holds_the_profile_between_the_spots_only_when_it_is_used():
     assert (profile.q_min_inv_angstrom, profile.n_q) == (
         plan.profile_003.q_min_inv_angstrom, plan.profile_003.n_q
     )  # fmt: skip
+
+
+def test_a_piece_of_a_sector_without_pixels_raises_no_alarm(cathode_frames, caplog):
+    """One piece of the twin detector's between-spots azimuths (175-180°) has no unmasked
+    pixel; the sector it belongs to has, so nothing is wrong and nothing is said (pyFAI
+    would say "Expect errors or non-sense results!")."""
+    params, geometry, _, _ = cathode_frames
+    opt_in = params.model_copy(update={"sector_background": "between_spots"})
+    with caplog.at_level(logging.WARNING):
+        compile_reduction(opt_in.reduction_plan(), geometry)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
