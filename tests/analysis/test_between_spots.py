@@ -20,13 +20,10 @@ import pytest
 from pydantic import ValidationError
 
 from opmap.analysis.families import FamilyConfig
-from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
 from opmap.analysis.pipeline import AnalysisParameters, MapLayout, analyze_map
 from opmap.analysis.reduction import between_spots_sectors, compile_reduction
-from opmap.devices import SafetyWindow, paper_protocol
-from opmap.rehearse import analysis_parameters_for_twin
-from opmap.twin import CellTwin, TwinConfig
-from opmap.twin.forward import DetectorMask, DiffractionConfig, DiffractionRenderer
+
+from ._twin_detector import twin_on_binned_eiger
 
 #: The Eiger 4M read 4 × 4 binned (300 µm pixels), the rehearsal's default.
 BINNING = 4
@@ -49,12 +46,7 @@ FAMILIES = FamilyConfig.model_validate({"family": [
 def cathode_frames():
     """Noise-free 4 × 4-binned frames of two cathode rows, at the calibrated sample
     position, and the twin's c of each family in each (weight-averaged over its phases)."""
-    config = TwinConfig(seed=0)
-    twin = CellTwin(config)
-    twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
-    ai = eiger4m_integrator(binning=BINNING)
-    renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
-    geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
+    twin, renderer, geometry, params = twin_on_binned_eiger(BINNING)
     frames, truth = [], {"perp": [], "par": []}
     for z_um in CATHODE_Z_UM:
         scene = twin.scene(z_um=z_um, x_start_um=983.5, x_stop_um=1016.5, time_s=TIME_S)
@@ -65,7 +57,6 @@ def cathode_frames():
             phases = [p for p in scene.lco_phases if p.family == family]
             weights = np.array([p.weight for p in phases])
             truth[family].append(np.average([p.c_angstrom for p in phases], weights=weights))
-    params = analysis_parameters_for_twin(config)
     frames_array = np.stack(frames).astype(np.float32)
     return params, geometry, frames_array, {k: np.array(v) for k, v in truth.items()}
 

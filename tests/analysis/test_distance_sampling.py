@@ -14,13 +14,10 @@ import pytest
 
 from opmap.analysis.distance import REFERENCE_D_ANGSTROM, distance_scale, sample_offset_um
 from opmap.analysis.fitting import fit_gaussian
-from opmap.analysis.geometry import DetectorGeometry, eiger4m_integrator
 from opmap.analysis.pipeline import AnalysisParameters
 from opmap.analysis.reduction import compile_reduction, off_pixel_axes_sectors
-from opmap.devices import SafetyWindow, paper_protocol
-from opmap.rehearse import analysis_parameters_for_twin
-from opmap.twin import CellTwin, TwinConfig
-from opmap.twin.forward import DetectorMask, DiffractionConfig, DiffractionRenderer
+
+from ._twin_detector import twin_on_binned_eiger
 
 #: The Eiger 4M read 4 × 4 binned (300 µm pixels), the rehearsal's default.
 BINNING = 4
@@ -34,12 +31,7 @@ OFFSET_TOLERANCE_UM = 5.0
 def ti_frames():
     """Noise-free 4 × 4-binned frames of the Ti layer: on the calibrated position and at the
     twin's own offset along the beam, with that offset (µm)."""
-    config = TwinConfig(seed=0)
-    twin = CellTwin(config)
-    twin.electrochemistry.start_protocol(paper_protocol(), SafetyWindow())
-    ai = eiger4m_integrator(binning=BINNING)
-    renderer = DiffractionRenderer(ai, DiffractionConfig(), twin.families)
-    geometry = DetectorGeometry.from_integrator(ai, mask=DetectorMask().analysis_mask(ai))
+    twin, renderer, geometry, params = twin_on_binned_eiger(BINNING)
     scene = twin.scene(z_um=TI_Z_UM, x_start_um=983.5, x_stop_um=1016.5, time_s=TIME_S)
     assert scene.layer_weights.get("ti", 0.0) > 0.3, "the row must lie in the twin's Ti"
     offsets = (0.0, scene.sample_offset_um)
@@ -47,7 +39,7 @@ def ti_frames():
         renderer.expected_counts(dataclasses.replace(scene, sample_offset_um=o), exposure_s=5.0)
         for o in offsets
     ]).astype(np.float32)  # fmt: skip
-    return analysis_parameters_for_twin(config), geometry, frames, np.array(offsets)
+    return params, geometry, frames, np.array(offsets)
 
 
 def _fitted_offsets_um(params: AnalysisParameters, geometry, frames) -> np.ndarray:
