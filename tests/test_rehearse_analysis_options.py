@@ -59,6 +59,7 @@ def test_the_live_analysis_runs_with_the_parameters_given(rehearsal_with_option)
     parameters = stored["analysis_parameters"]
     assert parameters["sector_background"] == "between_spots"
     assert parameters["grain_k"] == 12
+    assert stored["sector_background"].startswith("opt-in, applied")  # labelled as such
     # what `opmap resume` rebuilds the rehearsal from: the map runs' recorded options
     recorded = [s["rehearsal_options"] for s in starts if "rehearsal_options" in s]
     assert recorded, "the map runs record the rehearsal's options"

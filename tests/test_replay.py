@@ -63,6 +63,7 @@ def test_replay_records_parameters_overrides_and_origin(rehearsal, server, repla
     assert meta["opmap_version"]
     assert meta["sampling_options"] is None
     assert meta["sampling_correction"].startswith("off")
+    assert meta["sector_background"].startswith("linear (default")
     assert meta["geometry_source"].startswith("calibration of run ")
     live_k = server.client()["processed"][rehearsal.experiment_id]["v1"].metadata[
         "analysis_parameters"

@@ -133,6 +133,16 @@ def _sampling_label(metadata: Mapping[str, Any]) -> str:
     )
 
 
+def _sector_background_label(params: AnalysisParameters) -> str:
+    if params.sector_background_key() is None:
+        return "linear (default, the paper's): the Gaussian's linear background"
+    return (
+        "opt-in, applied: the (003) profile between all families' spots (guard "
+        f"{params.between_spots_guard_deg:g} deg) subtracted before the fit; not in the "
+        "paper, assumes the untextured part of the ring is the same at every azimuth"
+    )
+
+
 class ExperimentAnalysis:
     """Accumulate `MapResult` objects in time order and build the experiment's `Products`.
 
@@ -266,6 +276,7 @@ class ExperimentAnalysis:
             "x_li_calibration": self._calibration_meta(),
             "x_li_c_range_angstrom": self._calibration_ranges(),
             "sampling_correction": _sampling_label(self.metadata),
+            "sector_background": _sector_background_label(self.params),
             "grains": grain_meta,
             "versions": _versions(),
             "created_utc": datetime.datetime.now(datetime.UTC).isoformat(),
